@@ -1,0 +1,94 @@
+"""Choosing the Keras backend and describing the compute device.
+
+Keras reads its backend once, when it is first imported. The workflows call
+:func:`set_backend` before anything imports Keras, so ``--backend torch`` and
+``KERAS_BACKEND=torch`` in the environment behave the same.
+"""
+
+import logging
+import os
+import sys
+
+from aae_tract.errors import AAETractError
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_BACKENDS = ("tensorflow", "torch", "jax")
+TRAINABLE_BACKENDS = ("tensorflow", "torch")
+
+
+def set_backend(name=None):
+    """Select the Keras backend for this process.
+
+    Parameters
+    ----------
+    name : str, optional
+        ``"tensorflow"``, ``"torch"`` or ``"jax"``. None or an empty string
+        keeps ``KERAS_BACKEND`` from the environment (TensorFlow when unset).
+
+    Returns
+    -------
+    str
+        The backend in use.
+
+    Raises
+    ------
+    AAETractError
+        For an unknown name, or when Keras was already imported with another
+        backend in this process.
+    """
+    if name:
+        name = name.lower()
+        if name not in SUPPORTED_BACKENDS:
+            raise AAETractError(
+                f"unknown Keras backend {name!r}: choose one of "
+                f"{', '.join(SUPPORTED_BACKENDS)}"
+            )
+        if "keras" in sys.modules:
+            current = sys.modules["keras"].backend.backend()
+            if current != name:
+                raise AAETractError(
+                    f"Keras is already running with the {current!r} backend in "
+                    f"this process; start a new process with KERAS_BACKEND={name}"
+                )
+        os.environ["KERAS_BACKEND"] = name
+    return current_backend()
+
+
+def current_backend():
+    """Name of the Keras backend that is (or will be) used."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def describe_device():
+    """Return a short description of the device Keras will compute on.
+
+    Returns
+    -------
+    str
+        For example ``"GPU (NVIDIA H100) via torch"`` or ``"CPU via tensorflow"``.
+    """
+    backend = current_backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                return f"GPU ({', '.join(g.name for g in gpus)}) via tensorflow"
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return f"GPU ({torch.cuda.get_device_name(0)}) via torch"
+        elif backend == "jax":
+            import jax
+
+            devices = [d for d in jax.devices() if d.platform != "cpu"]
+            if devices:
+                return f"GPU ({devices[0].device_kind}) via jax"
+    except Exception as exc:  # a broken GPU driver must not stop a CPU run
+        logger.debug("could not query GPU devices: %s", exc)
+    return f"CPU via {backend}"

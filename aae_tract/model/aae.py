@@ -1,0 +1,249 @@
+"""The conditional adversarial autoencoder as a Keras 3 model.
+
+Losses are written once with ``keras.ops``; only the gradient step differs
+between backends (TensorFlow's GradientTape, torch's autograd), as in the Keras
+guides on customizing ``fit()``.
+"""
+
+import keras
+from keras import ops
+
+from aae_tract.model.config import AAEConfig
+from aae_tract.model.losses import (
+    attribute_regularization,
+    binary_crossentropy_logits,
+    reconstruction_mse,
+    second_difference_mse,
+)
+from aae_tract.model.networks import build_decoder, build_discriminator, build_encoder
+from aae_tract.model.priors import make_prior
+
+LOSS_NAMES = ("loss", "recon_loss", "smooth_loss", "ar_loss", "gen_loss", "disc_loss")
+
+
+class _Optimizers:
+    """Plain holder so the optimizers are not saved inside the .keras file.
+
+    Their state travels in training checkpoints instead (see
+    :mod:`aae_tract.model.training`).
+    """
+
+    def __init__(self, autoencoder, discriminator):
+        self.autoencoder = autoencoder
+        self.discriminator = discriminator
+
+
+@keras.saving.register_keras_serializable(package="aae_tract")
+class ConditionalAAE(keras.Model):
+    """Supervised adversarial autoencoder with attribute regularization.
+
+    The encoder maps a normalised streamline to ``z``; the decoder maps
+    ``[z, onehot(bundle)]`` back to a streamline; the discriminator tells
+    encodings from prior samples, both with the bundle's one-hot, which pushes
+    ``q(z | bundle)`` toward the prior. Latent dimension 0 is ordered by the
+    attribute through the AR loss.
+
+    Parameters
+    ----------
+    **config
+        The network fields of :class:`~aae_tract.model.config.AAEConfig`.
+
+    Notes
+    -----
+    A training batch is a tuple ``(x, onehot, attribute)`` with shapes
+    ``(B, n_points, 3)``, ``(B, n_bundles)`` and ``(B,)``.
+    """
+
+    def __init__(self, name="conditional_aae", **config):
+        trainable = config.pop("trainable", True)
+        config.pop("dtype", None)
+        super().__init__(name=name, trainable=trainable)
+        self.config = AAEConfig.from_dict(config)
+        self.encoder = build_encoder(self.config)
+        self.decoder = build_decoder(self.config)
+        self.discriminator = build_discriminator(self.config)
+        self.prior = make_prior(
+            self.config.prior,
+            self.config.latent_dims,
+            n_components=self.config.prior_components,
+            seed=self.config.seed,
+        )
+        self.seed_generator = keras.random.SeedGenerator(self.config.seed)
+        self._opt = _Optimizers(None, None)
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+
+    # -- Keras plumbing -------------------------------------------------------
+    def get_config(self):
+        return {"name": self.name, **self.config.network_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def get_compile_config(self):
+        return None
+
+    def compile_from_config(self, config):
+        self.compile()
+
+    def compile(self, ae_optimizer=None, disc_optimizer=None, **kwargs):
+        """Compile with one optimizer per player.
+
+        Parameters
+        ----------
+        ae_optimizer, disc_optimizer : keras.optimizers.Optimizer, optional
+            Optimizers of the autoencoder (encoder + decoder) and of the
+            discriminator; Adam with the configured learning rates otherwise.
+        """
+        super().compile(**kwargs)
+        if ae_optimizer is None:
+            ae_optimizer = keras.optimizers.Adam(1e-3, name="ae_adam")
+        if disc_optimizer is None:
+            disc_optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5, name="disc_adam")
+        self._opt = _Optimizers(ae_optimizer, disc_optimizer)
+
+    @property
+    def ae_optimizer(self):
+        return self._opt.autoencoder
+
+    @property
+    def disc_optimizer(self):
+        return self._opt.discriminator
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def call(self, inputs, training=False):
+        """Reconstruct: ``inputs = (x, onehot)`` -> ``x_hat``."""
+        x, onehot = inputs[0], inputs[1]
+        z = self.encoder(x, training=training)
+        return self.decoder([z, onehot], training=training)
+
+    @property
+    def ae_variables(self):
+        return self.encoder.trainable_variables + self.decoder.trainable_variables
+
+    # -- losses shared by all backends ---------------------------------------
+    def _unpack(self, data):
+        if isinstance(data, (list, tuple)) and len(data) == 1:
+            data = data[0]
+        x, onehot, attribute = data
+        return x, ops.cast(onehot, "float32"), ops.cast(attribute, "float32")
+
+    def autoencoder_losses(self, x, onehot, attribute, training=True):
+        """Compute the autoencoder's losses for one batch.
+
+        Returns
+        -------
+        total, parts, z
+            ``total`` the weighted sum, ``parts`` a dict of the unweighted
+            terms, ``z`` the encodings.
+        """
+        cfg = self.config
+        z = self.encoder(x, training=training)
+        x_hat = self.decoder([z, onehot], training=training)
+        recon = reconstruction_mse(x, x_hat)
+        smooth = second_difference_mse(x, x_hat)
+        labels = ops.argmax(onehot, axis=-1) if cfg.ar_within_bundle else None
+        ar = attribute_regularization(
+            z[:, 0], attribute, delta=cfg.ar_delta, labels=labels
+        )
+        fake_logits = self.discriminator([z, onehot], training=training)
+        gen = binary_crossentropy_logits(ops.ones_like(fake_logits), fake_logits)
+        total = (
+            cfg.recon_weight * recon
+            + cfg.smooth_weight * smooth
+            + cfg.ar_weight * ar
+            + cfg.adv_weight * gen
+        )
+        parts = {
+            "recon_loss": recon,
+            "smooth_loss": smooth,
+            "ar_loss": ar,
+            "gen_loss": gen,
+        }
+        return total, parts, z
+
+    def discriminator_loss(self, z_fake, onehot, training=True):
+        """Cross-entropy of the discriminator: prior samples real, encodings fake."""
+        n = ops.shape(z_fake)[0]
+        z_real = self.prior.sample(n, self.seed_generator)
+        real_logits = self.discriminator([z_real, onehot], training=training)
+        fake_logits = self.discriminator([z_fake, onehot], training=training)
+        real_target = ops.ones_like(real_logits) * (1.0 - self.config.label_smoothing)
+        return binary_crossentropy_logits(
+            real_target, real_logits
+        ) + binary_crossentropy_logits(ops.zeros_like(fake_logits), fake_logits)
+
+    def _record(self, total, parts, disc):
+        self.trackers["loss"].update_state(total)
+        self.trackers["disc_loss"].update_state(disc)
+        for name, value in parts.items():
+            self.trackers[name].update_state(value)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    # -- one training step per backend ---------------------------------------
+    def train_step(self, data):
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self._train_step_tensorflow(data)
+        if backend == "torch":
+            return self._train_step_torch(data)
+        raise NotImplementedError(
+            f"training with the {backend!r} Keras backend is not supported; "
+            "use KERAS_BACKEND=tensorflow or KERAS_BACKEND=torch"
+        )
+
+    def _train_step_tensorflow(self, data):
+        import tensorflow as tf
+
+        x, onehot, attribute = self._unpack(data)
+        with tf.GradientTape() as tape:
+            total, parts, z = self.autoencoder_losses(x, onehot, attribute)
+            scaled = self.ae_optimizer.scale_loss(total)
+        ae_vars = self.ae_variables
+        grads = tape.gradient(scaled, ae_vars)
+        self.ae_optimizer.apply(grads, ae_vars)
+
+        z_fake = tf.stop_gradient(z)
+        with tf.GradientTape() as tape:
+            disc = self.discriminator_loss(z_fake, onehot)
+            scaled = self.disc_optimizer.scale_loss(disc)
+        d_vars = self.discriminator.trainable_variables
+        grads = tape.gradient(scaled, d_vars)
+        self.disc_optimizer.apply(grads, d_vars)
+        return self._record(total, parts, disc)
+
+    def _train_step_torch(self, data):
+        import torch
+
+        x, onehot, attribute = self._unpack(data)
+        ae_vars = self.ae_variables
+        self.zero_grad()
+        total, parts, z = self.autoencoder_losses(x, onehot, attribute)
+        total.backward()
+        grads = [v.value.grad for v in ae_vars]
+        with torch.no_grad():
+            self.ae_optimizer.apply(grads, ae_vars)
+
+        z_fake = z.detach()
+        d_vars = self.discriminator.trainable_variables
+        self.zero_grad()
+        disc = self.discriminator_loss(z_fake, onehot)
+        disc.backward()
+        grads = [v.value.grad for v in d_vars]
+        with torch.no_grad():
+            self.disc_optimizer.apply(grads, d_vars)
+        return self._record(
+            total.detach(), {k: v.detach() for k, v in parts.items()}, disc.detach()
+        )
+
+    def test_step(self, data):
+        x, onehot, attribute = self._unpack(data)
+        total, parts, z = self.autoencoder_losses(x, onehot, attribute, training=False)
+        disc = self.discriminator_loss(z, onehot, training=False)
+        return self._record(total, parts, disc)

@@ -1,0 +1,153 @@
+"""Hyperparameters of the conditional adversarial autoencoder."""
+
+import dataclasses
+import math
+
+from aae_tract.errors import AAETractError
+
+
+@dataclasses.dataclass
+class AAEConfig:
+    """Every hyperparameter of the model and of its training.
+
+    The network hyperparameters (first block) define the architecture and are
+    stored in the model file; the training hyperparameters (second block) are
+    recorded there as well so that a run can be repeated or resumed.
+
+    Parameters
+    ----------
+    n_points : int
+        Points per resampled streamline.
+    latent_dims : int
+        Size of the latent code ``z``. Dimension 0 is tied to the attribute.
+    n_bundles : int
+        Number of bundle labels (size of the one-hot condition).
+    filters : tuple of int
+        Channels of the strided Conv1D stack of the encoder (mirrored by the
+        decoder). Layers are dropped when ``n_points`` is too short for them.
+    n_control : int
+        Control points of the cubic B-spline the decoder emits; the output
+        streamline is the spline sampled at ``n_points``. Fewer control points
+        give smoother streamlines.
+    disc_units : tuple of int
+        Hidden units of the discriminator.
+    dropout : float
+        Dropout in the discriminator.
+    prior : str
+        ``"gaussian"`` or ``"mixture"``.
+    prior_components : int
+        Components of the Gaussian mixture prior.
+    recon_weight, adv_weight, ar_weight, smooth_weight : float
+        Loss weights: reconstruction (MSE), adversarial (encoder against the
+        discriminator), attribute regularization, and second-difference
+        (curvature) reconstruction.
+    ar_delta : float
+        Sharpness ``delta`` of ``tanh(delta * D_r)`` in the AR loss.
+    ar_within_bundle : bool
+        Compare only pairs of streamlines of the same bundle in the AR loss.
+    learning_rate, disc_learning_rate : float
+        Adam learning rates of the autoencoder and of the discriminator.
+    label_smoothing : float
+        One-sided label smoothing of the discriminator's "real" targets.
+    epochs, batch_size, seed : int
+        Training length, batch size and random seed.
+    mixed_precision : bool
+        Compute in float16 (weights stay float32); for GPUs.
+    """
+
+    n_points: int = 256
+    latent_dims: int = 32
+    n_bundles: int = 1
+    filters: tuple = (32, 64, 128, 256)
+    n_control: int = 32
+    disc_units: tuple = (256, 256)
+    dropout: float = 0.2
+    prior: str = "gaussian"
+    prior_components: int = 8
+    recon_weight: float = 1.0
+    adv_weight: float = 0.02
+    ar_weight: float = 1.0
+    smooth_weight: float = 1.0
+    ar_delta: float = 10.0
+    ar_within_bundle: bool = True
+    learning_rate: float = 1e-3
+    disc_learning_rate: float = 2e-4
+    label_smoothing: float = 0.1
+    epochs: int = 100
+    batch_size: int = 64
+    seed: int = 0
+    mixed_precision: bool = False
+
+    NETWORK_FIELDS = (
+        "n_points",
+        "latent_dims",
+        "n_bundles",
+        "filters",
+        "n_control",
+        "disc_units",
+        "dropout",
+        "prior",
+        "prior_components",
+        "recon_weight",
+        "adv_weight",
+        "ar_weight",
+        "smooth_weight",
+        "ar_delta",
+        "ar_within_bundle",
+        "label_smoothing",
+        "seed",
+    )
+
+    def __post_init__(self):
+        self.filters = tuple(int(f) for f in self.filters)
+        self.disc_units = tuple(int(u) for u in self.disc_units)
+        self.validate()
+
+    def validate(self):
+        """Raise AAETractError for values that cannot make a model."""
+        checks = [
+            (self.n_points >= 8, f"n_points must be >= 8, got {self.n_points}"),
+            (
+                self.latent_dims >= 2,
+                f"latent_dims must be >= 2, got {self.latent_dims}",
+            ),
+            (self.n_bundles >= 1, f"n_bundles must be >= 1, got {self.n_bundles}"),
+            (
+                4 <= self.n_control <= self.n_points,
+                f"n_control must be between 4 and n_points ({self.n_points}), "
+                f"got {self.n_control}",
+            ),
+            (len(self.filters) >= 1, "filters must name at least one layer"),
+            (self.prior in ("gaussian", "mixture"), f"unknown prior {self.prior!r}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
+        ]
+        for weight in ("recon_weight", "adv_weight", "ar_weight", "smooth_weight"):
+            value = getattr(self, weight)
+            checks.append(
+                (math.isfinite(value) and value >= 0, f"{weight} must be >= 0")
+            )
+        for ok, message in checks:
+            if not ok:
+                raise AAETractError(f"invalid model configuration: {message}")
+
+    def network_config(self):
+        """The hyperparameters that define the Keras model (JSON-able)."""
+        return {k: _jsonable(getattr(self, k)) for k in self.NETWORK_FIELDS}
+
+    def to_dict(self):
+        """All hyperparameters as a JSON-able dict."""
+        return {
+            f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a dict, ignoring unknown keys (forward compatibility)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value

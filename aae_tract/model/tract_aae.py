@@ -1,0 +1,630 @@
+"""TractAAE: the trained model with everything needed to use it.
+
+:class:`TractAAE` joins the Keras network (:class:`ConditionalAAE`) and its
+:class:`ModelMetadata` (normalisation, labels, orientation references,
+attribute calibration, space of the training data). It is what the workflows
+and a DIPY pipeline use: encode streamlines, decode codes, train, save, load.
+"""
+
+import json
+import logging
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from aae_tract.backend import current_backend, describe_device
+from aae_tract.errors import (
+    AAETractError,
+    ModelFileError,
+    TrainingError,
+    UnknownBundleError,
+)
+from aae_tract.model.aae import ConditionalAAE
+from aae_tract.model.config import AAEConfig
+from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
+from aae_tract.model.training import (
+    EpochCheckpoint,
+    NonFiniteGuard,
+    StreamlineBatches,
+    load_optimizer_arrays,
+    read_checkpoint_state,
+    restore_optimizer,
+)
+
+logger = logging.getLogger(__name__)
+
+LATENT_BANK_SIZE = 512
+CALIBRATION_KNOTS = 64
+
+
+def _percentiles(values):
+    values = np.asarray(values, dtype="float64")
+    p = np.percentile(values, [0, 5, 50, 95, 100])
+    return {
+        "min": float(p[0]),
+        "p05": float(p[1]),
+        "p50": float(p[2]),
+        "p95": float(p[3]),
+        "max": float(p[4]),
+    }
+
+
+class TractAAE:
+    """A conditional adversarial autoencoder of streamlines, ready to use.
+
+    Build one with :meth:`from_dataset` and :meth:`fit`, or :meth:`load` a
+    ``.keras`` file.
+
+    Parameters
+    ----------
+    network : ConditionalAAE
+        The Keras model.
+    metadata : ModelMetadata
+        Labels, normalisation, calibration, ... (see :class:`ModelMetadata`).
+    """
+
+    def __init__(self, network, metadata):
+        from aae_tract.data import Normalizer
+
+        self.network = network
+        self.metadata = metadata
+        self.config = AAEConfig.from_dict(metadata.config)
+        self.normalizer = (
+            Normalizer.from_dict(metadata.normalizer) if metadata.normalizer else None
+        )
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def from_dataset(cls, dataset, config=None, **overrides):
+        """A fresh (untrained) model sized for ``dataset``.
+
+        Parameters
+        ----------
+        dataset : StreamlineDataset
+            Training split: its labels, attribute, orientation references and
+            space are recorded; the normalisation is fitted on it.
+        config : AAEConfig, optional
+            Hyperparameters; ``n_points`` and ``n_bundles`` follow the dataset.
+        **overrides
+            Hyperparameters replacing those of ``config``.
+        """
+        from aae_tract.data import Normalizer
+
+        if len(dataset) < 2:
+            raise AAETractError("the training set needs at least 2 streamlines")
+        values = (config or AAEConfig()).to_dict()
+        values.update(overrides)
+        values["n_points"] = int(dataset.n_points)
+        values["n_bundles"] = len(dataset.bundle_names)
+        config = AAEConfig.from_dict(values)
+        keras.utils.set_random_seed(config.seed)
+        network = ConditionalAAE(**config.network_config())
+        normalizer = Normalizer().fit(dataset.x)
+        metadata = ModelMetadata(
+            config=config.to_dict(),
+            bundle_names=list(dataset.bundle_names),
+            attribute_name=dataset.attribute_name,
+            normalizer=normalizer.to_dict(),
+            bundle_stats=cls._bundle_stats(dataset),
+            orient_refs={
+                k: np.asarray(v, dtype="float32").tolist()
+                for k, v in (dataset.orient_refs or {}).items()
+            },
+            space=dataset.space,
+        )
+        return cls(network, metadata)
+
+    @staticmethod
+    def _bundle_stats(dataset):
+        stats = {}
+        for i, name in enumerate(dataset.bundle_names):
+            mask = np.asarray(dataset.labels) == i
+            if not mask.any():
+                continue
+            stats[name] = {
+                "n": int(mask.sum()),
+                "attribute": _percentiles(np.asarray(dataset.attribute)[mask]),
+                "length": _percentiles(np.asarray(dataset.lengths)[mask]),
+            }
+        return stats
+
+    # -- properties -----------------------------------------------------------
+    @property
+    def bundle_names(self):
+        return list(self.metadata.bundle_names)
+
+    @property
+    def attribute_name(self):
+        return self.metadata.attribute_name
+
+    @property
+    def n_points(self):
+        return self.config.n_points
+
+    @property
+    def latent_dims(self):
+        return self.config.latent_dims
+
+    def bundle_index(self, bundle):
+        """Index of ``bundle`` in the label vocabulary.
+
+        Raises
+        ------
+        UnknownBundleError
+            With the list of known bundles.
+        """
+        try:
+            return self.metadata.bundle_names.index(bundle)
+        except ValueError:
+            raise UnknownBundleError(
+                f"unknown bundle {bundle!r}: this model knows "
+                f"{', '.join(self.metadata.bundle_names)}"
+            ) from None
+
+    def attribute_range(self, bundle):
+        """(min, max) of the attribute seen in training for ``bundle``."""
+        stats = self.metadata.bundle_stats[
+            self.metadata.bundle_names[self.bundle_index(bundle)]
+        ]["attribute"]
+        return stats["min"], stats["max"]
+
+    def onehot(self, labels):
+        """One-hot codes ``(N, n_bundles)`` of integer labels."""
+        labels = np.asarray(labels, dtype="int64")
+        return np.eye(len(self.metadata.bundle_names), dtype="float32")[labels]
+
+    # -- data in and out ------------------------------------------------------
+    def _labels_for(self, n, bundle):
+        if bundle is None:
+            raise AAETractError("a bundle name (or one label per streamline) is needed")
+        if isinstance(bundle, str):
+            return np.full(n, self.bundle_index(bundle), dtype="int64")
+        labels = [
+            self.bundle_index(b) if isinstance(b, str) else int(b) for b in bundle
+        ]
+        labels = np.asarray(labels, dtype="int64")
+        if labels.shape != (n,):
+            raise AAETractError(f"{len(labels)} labels given for {n} streamlines")
+        return labels
+
+    def prepare(self, streamlines, bundle):
+        """Resample and orient streamlines as the training data was.
+
+        Parameters
+        ----------
+        streamlines : StatefulTractogram, ArraySequence, list of arrays or array
+            In RAS+ mm. An array ``(N, n_points, 3)`` is taken as already
+            resampled.
+        bundle : str or sequence
+            Bundle name of all streamlines, or one label per streamline.
+
+        Returns
+        -------
+        x : ndarray, shape (N, n_points, 3), float32
+        labels : ndarray of int, shape (N,)
+        """
+        from aae_tract.data import orient_bundle, resample
+
+        if hasattr(streamlines, "to_rasmm"):
+            streamlines.to_rasmm()
+            streamlines = streamlines.streamlines
+        if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
+            x = streamlines.astype("float32")
+            if x.shape[1:] != (self.n_points, 3):
+                x = resample(list(x), self.n_points)
+        else:
+            x = resample(streamlines, self.n_points)
+        labels = self._labels_for(len(x), bundle)
+        for i, name in enumerate(self.metadata.bundle_names):
+            ref = self.metadata.orient_refs.get(name)
+            mask = labels == i
+            if ref is not None and mask.any():
+                x[mask] = orient_bundle(x[mask], np.asarray(ref, dtype="float32"))
+        return x, labels
+
+    def encode(self, streamlines, bundle=None, *, batch_size=1024):
+        """Latent codes of streamlines.
+
+        Parameters
+        ----------
+        streamlines : StatefulTractogram, ArraySequence, list or array
+            In RAS+ mm (see :meth:`prepare`).
+        bundle : str or sequence
+            Bundle of the streamlines (used to orient them).
+        batch_size : int
+            Streamlines per forward pass.
+
+        Returns
+        -------
+        ndarray, shape (N, latent_dims)
+        """
+        x, _ = self.prepare(streamlines, bundle)
+        return self.encode_prepared(x, batch_size=batch_size)
+
+    def encode_prepared(self, x, *, batch_size=1024):
+        """Encode streamlines already resampled and oriented (mm)."""
+        out = []
+        for start in range(0, len(x), batch_size):
+            batch = self.normalizer.transform(np.asarray(x[start : start + batch_size]))
+            z = self.network.encoder(batch.astype("float32"), training=False)
+            out.append(keras.ops.convert_to_numpy(z))
+        if not out:
+            return np.zeros((0, self.latent_dims), dtype="float32")
+        return np.concatenate(out).astype("float32")
+
+    def decode(self, z, bundle, *, batch_size=1024):
+        """Streamlines (mm) decoded from latent codes.
+
+        Parameters
+        ----------
+        z : array, shape (N, latent_dims)
+        bundle : str or sequence
+            Bundle of every code, or one per code.
+        batch_size : int
+            Codes per forward pass.
+
+        Returns
+        -------
+        ndarray, shape (N, n_points, 3), float32, RAS+ mm
+        """
+        z = np.asarray(z, dtype="float32")
+        if z.ndim != 2 or z.shape[1] != self.latent_dims:
+            raise AAETractError(
+                f"latent codes must have shape (N, {self.latent_dims}), got {z.shape}"
+            )
+        onehot = self.onehot(self._labels_for(len(z), bundle))
+        out = []
+        for start in range(0, len(z), batch_size):
+            x = self.network.decoder(
+                [z[start : start + batch_size], onehot[start : start + batch_size]],
+                training=False,
+            )
+            out.append(self.normalizer.inverse(keras.ops.convert_to_numpy(x)))
+        if not out:
+            return np.zeros((0, self.n_points, 3), dtype="float32")
+        return np.concatenate(out).astype("float32")
+
+    def reconstruct(self, streamlines, bundle=None, *, batch_size=1024):
+        """Encode then decode with the same labels (mm)."""
+        x, labels = self.prepare(streamlines, bundle)
+        z = self.encode_prepared(x, batch_size=batch_size)
+        return self.decode(z, labels, batch_size=batch_size)
+
+    # -- training ---------------------------------------------------------------
+    def _batches(self, dataset, *, shuffle, batch_size):
+        return StreamlineBatches(
+            dataset.x,
+            dataset.labels,
+            dataset.attribute,
+            self.normalizer,
+            len(self.metadata.bundle_names),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=self.config.seed,
+        )
+
+    def _check_dataset(self, dataset, what):
+        if list(dataset.bundle_names) != self.bundle_names:
+            raise AAETractError(
+                f"the {what} bundles {list(dataset.bundle_names)} differ from the "
+                f"model's {self.bundle_names}"
+            )
+        if dataset.n_points != self.n_points:
+            raise AAETractError(
+                f"the {what} has {dataset.n_points} points per streamline, the "
+                f"model {self.n_points}"
+            )
+
+    def fit(
+        self,
+        train,
+        validation=None,
+        *,
+        epochs=None,
+        batch_size=None,
+        checkpoint_dir=None,
+        history_path=None,
+        resume=False,
+        verbose="auto",
+        callbacks=None,
+    ):
+        """Train through ``keras.Model.fit`` and calibrate the attribute.
+
+        Parameters
+        ----------
+        train : StreamlineDataset
+            Training split (its bundles must be the model's).
+        validation : StreamlineDataset, optional
+            Validation split: ``val_*`` losses per epoch.
+        epochs, batch_size : int, optional
+            Default: the configuration's.
+        checkpoint_dir : path, optional
+            Folder for a resumable checkpoint after every epoch.
+        history_path : path, optional
+            JSON file rewritten after every epoch with every loss so far.
+        resume : bool
+            Continue from the checkpoint in ``checkpoint_dir`` (same epoch
+            count, optimizer state and history) when there is one.
+        verbose : "auto", 0, 1 or 2
+            Keras progress display.
+        callbacks : list, optional
+            More Keras callbacks.
+
+        Returns
+        -------
+        dict
+            History: one list per loss (``loss``, ``recon_loss``, ``smooth_loss``,
+            ``ar_loss``, ``gen_loss``, ``disc_loss`` and their ``val_``).
+
+        Raises
+        ------
+        TrainingError
+            When a loss becomes NaN or infinite (the last good checkpoint is kept).
+        """
+        cfg = self.config
+        epochs = int(epochs or cfg.epochs)
+        batch_size = int(batch_size or cfg.batch_size)
+        self._check_dataset(train, "training set")
+        if validation is not None and len(validation) >= 2:
+            self._check_dataset(validation, "validation set")
+        else:
+            validation = None
+        if cfg.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.utils.set_random_seed(cfg.seed)
+        net = self.network
+        net.compile(
+            ae_optimizer=keras.optimizers.Adam(cfg.learning_rate, name="ae_adam"),
+            disc_optimizer=keras.optimizers.Adam(
+                cfg.disc_learning_rate, beta_1=0.5, name="disc_adam"
+            ),
+        )
+        history = {}
+        initial_epoch = 0
+        state = read_checkpoint_state(checkpoint_dir) if checkpoint_dir else None
+        if resume and state is not None:
+            initial_epoch, history = self._restore(checkpoint_dir, state)
+        elif resume:
+            logger.warning(
+                "no checkpoint in %s: training from the start", checkpoint_dir
+            )
+        train_batches = self._batches(train, shuffle=True, batch_size=batch_size)
+        train_batches.set_epoch(initial_epoch)
+        val_batches = (
+            self._batches(validation, shuffle=False, batch_size=batch_size)
+            if validation is not None
+            else None
+        )
+        logger.info(
+            "training on %s: %d streamlines (%d bundles), %d validation, "
+            "epochs %d..%d, batch %d",
+            describe_device(),
+            len(train),
+            len(self.bundle_names),
+            0 if validation is None else len(validation),
+            initial_epoch + 1,
+            epochs,
+            batch_size,
+        )
+        guard = NonFiniteGuard()
+        cbs = [guard]
+        if checkpoint_dir is not None:
+            cbs.append(
+                EpochCheckpoint(
+                    checkpoint_dir,
+                    history,
+                    guard=guard,
+                    history_path=history_path,
+                    extra_state={"config": cfg.to_dict()},
+                )
+            )
+        cbs.extend(callbacks or [])
+        start = time.perf_counter()
+        if initial_epoch < epochs:
+            result = net.fit(
+                train_batches,
+                validation_data=val_batches,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=cbs,
+                verbose=verbose,
+            )
+            if checkpoint_dir is None:
+                for key, values in result.history.items():
+                    history.setdefault(key, []).extend(float(v) for v in values)
+        seconds = time.perf_counter() - start
+        if guard.bad is not None:
+            key, value, batch = guard.bad
+            where = (
+                f"the last good checkpoint is in {checkpoint_dir}"
+                if checkpoint_dir
+                else "no checkpoint was kept (no checkpoint folder was given)"
+            )
+            raise TrainingError(
+                f"training stopped: {key} became {value} at batch {batch}; "
+                f"{where}. Try a lower --learning_rate or loss weights."
+            )
+        n_epochs = len(next(iter(history.values()), []))
+        self.metadata.training = {
+            "epochs": n_epochs,
+            "backend": current_backend(),
+            "device": describe_device(),
+            "seconds": round(seconds, 2),
+            "n_train": len(train),
+            "n_validation": 0 if validation is None else len(validation),
+            "streamlines_per_second": round(
+                len(train) * max(epochs - initial_epoch, 0) / max(seconds, 1e-9), 1
+            ),
+        }
+        self.calibrate(train)
+        return history
+
+    def _restore(self, checkpoint_dir, state):
+        directory = Path(checkpoint_dir)
+        model_path = directory / state["model"]
+        saved_config = state.get("config")
+        if saved_config:
+            ours = self.config.network_config()
+            theirs = AAEConfig.from_dict(saved_config).network_config()
+            changed = sorted(k for k in ours if ours[k] != theirs[k])
+            if changed:
+                raise TrainingError(
+                    f"cannot resume from {directory}: the checkpoint was trained "
+                    f"with other settings ({', '.join(changed)})"
+                )
+        try:
+            saved = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        except Exception as exc:
+            raise TrainingError(
+                f"cannot resume: checkpoint {model_path} is unreadable: {exc}"
+            ) from exc
+        self.network.set_weights(saved.get_weights())
+        ae_state, disc_state = load_optimizer_arrays(directory / state["optimizers"])
+        net = self.network
+        if ae_state:
+            restore_optimizer(
+                net.ae_optimizer, net.ae_variables, ae_state, "autoencoder"
+            )
+        if disc_state:
+            restore_optimizer(
+                net.disc_optimizer,
+                net.discriminator.trainable_variables,
+                disc_state,
+                "discriminator",
+            )
+        epoch = int(state["epoch"])
+        logger.info("resuming from %s after epoch %d", directory, epoch)
+        return epoch, {k: list(v) for k, v in state.get("history", {}).items()}
+
+    # -- attribute calibration -------------------------------------------------
+    def calibrate(self, dataset, *, rng=None):
+        """Fit the monotone map attribute -> z0 per bundle and a latent bank.
+
+        Uses scikit-learn's isotonic regression on the encodings of ``dataset``
+        (the training split). Stores knots in the metadata; also keeps a sample
+        of encodings per bundle for sampling near the data.
+        """
+        from sklearn.isotonic import IsotonicRegression
+
+        rng = rng or np.random.default_rng(self.config.seed)
+        z = self.encode_prepared(dataset.x)
+        attribute = np.asarray(dataset.attribute, dtype="float64")
+        labels = np.asarray(dataset.labels)
+        calibration, bank = {}, {}
+        for i, name in enumerate(self.bundle_names):
+            mask = labels == i
+            if mask.sum() < 2:
+                continue
+            a, z0 = attribute[mask], z[mask, 0].astype("float64")
+            iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(a, z0)
+            x = np.unique(np.quantile(a, np.linspace(0, 1, CALIBRATION_KNOTS)))
+            y = np.maximum.accumulate(iso.predict(x))
+            if np.ptp(a) > 0:
+                slope = float(max(np.polyfit(a, z0, 1)[0], 0.0))
+            else:
+                slope = 0.0
+            calibration[name] = {"x": x.tolist(), "y": y.tolist(), "slope": slope}
+            keep = np.flatnonzero(mask)
+            if len(keep) > LATENT_BANK_SIZE:
+                keep = np.sort(rng.choice(keep, LATENT_BANK_SIZE, replace=False))
+            bank[name] = {
+                "z": z[keep].astype("float32").round(5).tolist(),
+                "a": attribute[keep].astype("float32").round(4).tolist(),
+            }
+        self.metadata.calibration = calibration
+        self.metadata.latent_bank = bank
+        return calibration
+
+    def attribute_to_z0(self, bundle, values):
+        """Latent dim 0 for attribute ``values`` of ``bundle`` (calibrated map).
+
+        Inside the training range the isotonic fit is interpolated; outside, it
+        is extended linearly with the bundle's overall slope.
+        """
+        name = self.bundle_names[self.bundle_index(bundle)]
+        cal = self.metadata.calibration.get(name)
+        if cal is None:
+            raise AAETractError(
+                f"the model has no attribute calibration for {name!r}: train it "
+                "(fit() calibrates) before generating"
+            )
+        x, y, slope = np.asarray(cal["x"]), np.asarray(cal["y"]), cal["slope"]
+        values = np.asarray(values, dtype="float64")
+        out = np.interp(values, x, y)
+        out = np.where(values < x[0], y[0] + slope * (values - x[0]), out)
+        out = np.where(values > x[-1], y[-1] + slope * (values - x[-1]), out)
+        return out.astype("float32")
+
+    # -- saving and loading ------------------------------------------------------
+    def save(self, path):
+        """Write the model to a ``.keras`` file (atomically).
+
+        The archive holds Keras's own files plus ``aae_tract.json`` with the
+        metadata. Nothing is pickled.
+        """
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise ModelFileError(f"{path}: model files must end in .keras")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.metadata.validate(source=str(path))
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
+        try:
+            self.network.save(tmp)
+            with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(METADATA_MEMBER, json.dumps(self.metadata.to_dict()))
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+        logger.info("model written to %s", path)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`.
+
+        Keras loads in safe mode (no arbitrary code, e.g. Lambda layers); the
+        metadata is validated before use.
+
+        Raises
+        ------
+        ModelFileError
+            Missing, not a model file, corrupt, unsafe, or inconsistent.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise ModelFileError(
+                f"{path}: model file not found (train one with aae_tract_train)"
+            )
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(f"{path}: not a .keras model file (not a zip archive)")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+                if METADATA_MEMBER not in names:
+                    raise ModelFileError(
+                        f"{path}: not an aae_tract model (no {METADATA_MEMBER} inside)"
+                    )
+                payload = json.loads(zf.read(METADATA_MEMBER))
+        except (zipfile.BadZipFile, json.JSONDecodeError, OSError) as exc:
+            raise ModelFileError(f"{path}: corrupt model file: {exc}") from exc
+        metadata = ModelMetadata.from_dict(payload, source=str(path))
+        try:
+            network = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:
+            raise ModelFileError(
+                f"{path}: the networks cannot be loaded: {exc}"
+            ) from exc
+        if not isinstance(network, ConditionalAAE):
+            raise ModelFileError(
+                f"{path}: holds a {type(network).__name__}, not an aae_tract model"
+            )
+        saved = AAEConfig.from_dict(metadata.config).network_config()
+        if network.config.network_config() != saved:
+            raise ModelFileError(f"{path}: networks and metadata disagree")
+        return cls(network, metadata)

@@ -1,0 +1,270 @@
+"""Training through ``fit()``: batches, checkpoints, resume, NaN guard, history.
+
+A checkpoint is three files in the checkpoint folder, each written to a
+temporary name and renamed: ``epoch-NNNN.keras`` (the networks),
+``epoch-NNNN.optimizers.npz`` (both optimizers' state, no pickle) and, last,
+``checkpoint.json`` which names the complete epoch. A run killed at any moment
+leaves ``checkpoint.json`` pointing at a complete pair of files.
+"""
+
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from aae_tract.errors import TrainingError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+class StreamlineBatches(keras.utils.PyDataset):
+    """Batches ``(x, onehot, attribute)`` read from (memory-mapped) arrays.
+
+    Only one batch is in memory at a time, so a cache of millions of
+    streamlines opened with ``mmap_mode="r"`` trains without being loaded.
+
+    Parameters
+    ----------
+    x : array, shape (N, n_points, 3)
+        Streamlines in mm (may be a ``np.memmap``).
+    labels : array of int, shape (N,)
+        Bundle index of each streamline.
+    attribute : array, shape (N,)
+        Attribute of each streamline.
+    normalizer : Normalizer-like
+        Object with ``transform(x)`` applied to each batch.
+    n_bundles : int
+        Size of the one-hot code.
+    batch_size : int
+        Streamlines per batch.
+    shuffle : bool
+        Reshuffle the order at each epoch (seeded).
+    seed : int
+        Seed of the shuffling.
+    """
+
+    def __init__(
+        self,
+        x,
+        labels,
+        attribute,
+        normalizer,
+        n_bundles,
+        *,
+        batch_size=64,
+        shuffle=True,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.x = x
+        self.labels = np.asarray(labels, dtype="int64")
+        self.attribute = np.asarray(attribute, dtype="float32")
+        self.normalizer = normalizer
+        self.n_bundles = int(n_bundles)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.seed = int(seed)
+        self.order = np.arange(len(self.labels))
+        self._reorder()
+
+    def _reorder(self):
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            self.order = rng.permutation(len(self.labels))
+
+    def set_epoch(self, epoch):
+        """Put the shuffling where it would be at the start of ``epoch``."""
+        self.epoch = int(epoch)
+        self._reorder()
+
+    def __len__(self):
+        n = len(self.labels)
+        # drop a last batch of one: the AR loss needs pairs
+        full, rest = divmod(n, self.batch_size)
+        return max(full + (1 if rest >= 2 else 0), 1)
+
+    def __getitem__(self, index):
+        idx = np.sort(
+            self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        )
+        x = self.normalizer.transform(np.asarray(self.x[idx], dtype="float32"))
+        onehot = np.eye(self.n_bundles, dtype="float32")[self.labels[idx]]
+        return (x.astype("float32"), onehot, self.attribute[idx])
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._reorder()
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop training when a loss becomes NaN or infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key, value in (logs or {}).items():
+            value = float(value)
+            if not math.isfinite(value):
+                self.bad = (key, value, batch)
+                self.model.stop_training = True
+                return
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Write a resumable checkpoint and the history JSON after every epoch."""
+
+    def __init__(
+        self,
+        checkpoint_dir,
+        history,
+        *,
+        guard,
+        history_path=None,
+        extra_state=None,
+        keep=1,
+    ):
+        super().__init__()
+        self.dir = Path(checkpoint_dir)
+        self.history = history
+        self.guard = guard
+        self.history_path = Path(history_path) if history_path else None
+        self.extra_state = extra_state or {}
+        self.keep = keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.guard.bad is not None or not all(
+            math.isfinite(float(v)) for v in logs.values()
+        ):
+            return
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        save_checkpoint(self.model, self.dir, epoch + 1, self.history, self.extra_state)
+        if self.history_path is not None:
+            write_json_atomic(self.history_path, {"epochs": epoch + 1, **self.history})
+
+
+def write_json_atomic(path, payload):
+    """Write ``payload`` as JSON to ``path`` through a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return path
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def optimizer_state(optimizer):
+    """The optimizer's variables as a dict of NumPy arrays."""
+    return {
+        f"{i:04d}": np.asarray(keras.ops.convert_to_numpy(v))
+        for i, v in enumerate(optimizer.variables)
+    }
+
+
+def restore_optimizer(optimizer, variables, state, name):
+    """Build ``optimizer`` for ``variables`` and load ``state`` into it."""
+    if not optimizer.built:
+        optimizer.build(variables)
+    if len(state) != len(optimizer.variables):
+        raise TrainingError(
+            f"checkpoint holds {len(state)} {name} optimizer variables, the model "
+            f"needs {len(optimizer.variables)}: it was made by another configuration"
+        )
+    for i, var in enumerate(optimizer.variables):
+        value = state[f"{i:04d}"]
+        if tuple(value.shape) != tuple(var.shape):
+            raise TrainingError(
+                f"checkpoint {name} optimizer variable {i} has shape {value.shape}, "
+                f"expected {tuple(var.shape)}"
+            )
+        var.assign(value)
+
+
+def save_checkpoint(model, checkpoint_dir, epoch, history, extra_state=None):
+    """Write a resumable checkpoint of ``model`` after ``epoch`` epochs."""
+    directory = Path(checkpoint_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"epoch-{epoch:04d}"
+    model_path = directory / f"{stem}.keras"
+    opt_path = directory / f"{stem}.optimizers.npz"
+
+    tmp_model = directory / f".{stem}.tmp.keras"
+    model.save(tmp_model)
+    os.replace(tmp_model, model_path)
+
+    arrays = {}
+    for prefix, opt in (("ae", model.ae_optimizer), ("disc", model.disc_optimizer)):
+        if opt is not None and opt.built:
+            for key, value in optimizer_state(opt).items():
+                arrays[f"{prefix}_{key}"] = value
+    tmp_opt = directory / f".{stem}.tmp.npz"
+    with open(tmp_opt, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp_opt, opt_path)
+
+    state = {
+        "epoch": int(epoch),
+        "model": model_path.name,
+        "optimizers": opt_path.name,
+        "history": history,
+        **(extra_state or {}),
+    }
+    write_json_atomic(directory / CHECKPOINT_STATE, state)
+    for old in directory.glob("epoch-*"):
+        if not old.name.startswith(stem):
+            _unlink_quietly(old)
+    return directory / CHECKPOINT_STATE
+
+
+def read_checkpoint_state(checkpoint_dir):
+    """Read ``checkpoint.json`` of a checkpoint folder, or None if there is none."""
+    path = Path(checkpoint_dir) / CHECKPOINT_STATE
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        int(state["epoch"])
+        state["model"], state["optimizers"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"checkpoint state {path} is unreadable: {exc}") from exc
+    return state
+
+
+def load_optimizer_arrays(path):
+    """Read the optimizer state file of a checkpoint (no pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"checkpoint optimizer state {path} is unreadable: {exc}"
+        ) from exc
+    ae = {k[3:]: v for k, v in arrays.items() if k.startswith("ae_")}
+    disc = {k[5:]: v for k, v in arrays.items() if k.startswith("disc_")}
+    return ae, disc
