@@ -1,0 +1,449 @@
+"""Reading, discovering and writing tractograms.
+
+Tractograms are read with DIPY (:func:`dipy.io.streamline.load_tractogram`,
+nibabel underneath; ``.trx`` through trx-python) into a
+:class:`~dipy.io.stateful_tractogram.StatefulTractogram` in RAS+ millimetres.
+Every problem with a file is raised as :class:`~aae_tract.errors.TractogramError`
+with a message that names the file and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from aae_tract.errors import DatasetError, TractogramError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TRACTOGRAM_EXTENSIONS",
+    "BundleFile",
+    "find_bundles",
+    "load_bundle",
+    "reference_from_space",
+    "save_tractogram",
+    "space_from_sft",
+    "valid_streamline_mask",
+]
+
+#: File extensions aae_tract reads and writes.
+TRACTOGRAM_EXTENSIONS = (".trk", ".tck", ".trx")
+_NEEDS_REFERENCE = (".tck", ".trx")
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One labelled tractogram file.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The tractogram file.
+    bundle : str
+        Bundle label: the file stem (``AF_L`` for ``sub-01/AF_L.trk``).
+    subject : str
+        Subject: the name of the folder that holds the file.
+    """
+
+    path: Path
+    bundle: str
+    subject: str
+
+
+def _extension(path):
+    return Path(path).suffix.lower()
+
+
+def _check_trx_available(path):
+    try:
+        import trx.trx_file_memmap  # noqa: F401
+    except ImportError as exc:
+        raise TractogramError(
+            f"{path}: reading .trx files needs trx-python; install it with "
+            "`pip install aae_tract[trx]`"
+        ) from exc
+
+
+def _check_path(path):
+    path = Path(path)
+    if not path.exists():
+        raise TractogramError(f"{path}: file not found")
+    if path.is_dir():
+        raise TractogramError(f"{path}: is a folder, expected a tractogram file")
+    ext = _extension(path)
+    if ext not in TRACTOGRAM_EXTENSIONS:
+        raise TractogramError(
+            f"{path}: unknown extension {ext or '(none)'!r}; "
+            f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
+        )
+    return path, ext
+
+
+def valid_streamline_mask(streamlines, *, min_points=2):
+    """Find streamlines that are usable: finite and long enough.
+
+    Parameters
+    ----------
+    streamlines : nibabel.streamlines.ArraySequence or sequence of (n, 3) arrays
+        The streamlines to check.
+    min_points : int, optional
+        Fewest points a usable streamline has.
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (N,)
+        True for streamlines with only finite coordinates and at least
+        ``min_points`` points.
+    n_nonfinite : int
+        Number of streamlines dropped for NaN/inf coordinates.
+    n_short : int
+        Number of (finite) streamlines dropped for having too few points.
+    """
+    if isinstance(streamlines, nib.streamlines.ArraySequence):
+        data = np.asarray(streamlines._data)
+        offsets = np.asarray(streamlines._offsets, dtype=np.int64)
+        lengths = np.asarray(streamlines._lengths, dtype=np.int64)
+        if len(lengths) == 0:
+            empty = np.zeros(0, dtype=bool)
+            return empty, 0, 0
+        bad_point = ~np.isfinite(data).all(axis=1) if data.size else np.zeros(0, bool)
+        cumulative = np.concatenate([[0], np.cumsum(bad_point, dtype=np.int64)])
+        n_bad = cumulative[offsets + lengths] - cumulative[offsets]
+        finite = n_bad == 0
+    else:
+        lengths = np.array([len(s) for s in streamlines], dtype=np.int64)
+        finite = np.array(
+            [bool(np.isfinite(np.asarray(s)).all()) for s in streamlines], dtype=bool
+        )
+    long_enough = lengths >= min_points
+    keep = finite & long_enough
+    n_nonfinite = int((~finite).sum())
+    n_short = int((finite & ~long_enough).sum())
+    return keep, n_nonfinite, n_short
+
+
+def load_bundle(path, *, reference=None, min_points=2):
+    """Load one tractogram into RAS+ millimetres, dropping unusable streamlines.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.trk``, ``.tck`` or ``.trx`` file.
+    reference : str, Path, nibabel image/header, trk header dict or "same", optional
+        Space of a ``.tck`` or ``.trx`` file (a NIfTI image or a ``.trk`` in
+        the same space). ``"same"`` uses the file's own header (``.trx``).
+        Ignored for ``.trk``, whose header carries the space.
+    min_points : int, optional
+        Streamlines with fewer points are skipped.
+
+    Returns
+    -------
+    sft : dipy.io.stateful_tractogram.StatefulTractogram
+        In RASMM space, voxel-centre origin. Streamlines with NaN/inf
+        coordinates or fewer than ``min_points`` points are removed with one
+        logged warning that counts them.
+
+    Raises
+    ------
+    TractogramError
+        Missing file, unknown extension, missing reference, unreadable
+        (truncated or corrupt) file, empty tractogram, or no usable
+        streamline left.
+    """
+    from dipy.io.streamline import load_tractogram
+
+    path, ext = _check_path(path)
+    if ext == ".trx":
+        _check_trx_available(path)
+    if ext == ".trk":
+        ref = "same"
+    elif reference is None:
+        raise TractogramError(
+            f"{path}: a {ext} file needs a reference image for its space; "
+            "pass reference=<NIfTI or .trk file in the same space>"
+            + (' (or reference="same" to use the .trx header)' if ext == ".trx" else "")
+        )
+    elif isinstance(reference, str) and reference == "same":
+        if ext == ".tck":
+            raise TractogramError(
+                f"{path}: a .tck file has no space of its own; "
+                "pass reference=<NIfTI or .trk file>"
+            )
+        ref = str(path)
+    elif isinstance(reference, (str, os.PathLike)):
+        ref = Path(reference)
+        if not ref.is_file():
+            raise TractogramError(f"{path}: reference {ref} not found")
+        ref = str(ref)
+    else:
+        ref = reference
+    if ext != ".trk":
+        from dipy.io.utils import get_reference_info
+
+        try:
+            get_reference_info(ref)
+        except Exception as exc:
+            raise TractogramError(
+                f"{path}: unusable reference {reference!r} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+    try:
+        with np.errstate(invalid="ignore"):  # NaN points are counted below
+            sft = load_tractogram(
+                str(path),
+                ref,
+                bbox_valid_check=False,
+                trk_header_check=False,
+            )
+    except TractogramError:
+        raise
+    except Exception as exc:  # nibabel/dipy/trx raise many kinds
+        raise TractogramError(
+            f"{path}: cannot read tractogram, the file is truncated or corrupt "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if sft is False or sft is None:
+        raise TractogramError(f"{path}: DIPY could not read this tractogram")
+    n_total = len(sft)
+    if n_total == 0:
+        raise TractogramError(f"{path}: the tractogram is empty (no streamlines)")
+
+    keep, n_nonfinite, n_short = valid_streamline_mask(
+        sft.streamlines, min_points=min_points
+    )
+    n_keep = int(keep.sum())
+    if n_keep == 0:
+        raise TractogramError(
+            f"{path}: no usable streamline: {n_nonfinite} of {n_total} have NaN/inf "
+            f"coordinates, {n_short} have fewer than {min_points} points"
+        )
+    if n_keep < n_total:
+        logger.warning(
+            "%s: skipped %d of %d streamlines (%d with NaN/inf coordinates, "
+            "%d with fewer than %d points)",
+            path,
+            n_total - n_keep,
+            n_total,
+            n_nonfinite,
+            n_short,
+            min_points,
+        )
+        sft = sft[np.flatnonzero(keep)]
+    sft.to_rasmm()
+    sft.to_center()
+    return sft
+
+
+def _bundle_files_in_folder(folder):
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and _extension(entry) in TRACTOGRAM_EXTENSIONS:
+            found.append(BundleFile(entry, entry.stem, folder.name))
+        elif entry.is_dir():
+            for sub in sorted(entry.iterdir()):
+                if (
+                    sub.is_file()
+                    and not sub.name.startswith(".")
+                    and _extension(sub) in TRACTOGRAM_EXTENSIONS
+                ):
+                    found.append(BundleFile(sub, sub.stem, entry.name))
+    if not found:
+        raise DatasetError(
+            f"{folder}: no tractogram ({', '.join(TRACTOGRAM_EXTENSIONS)}) found in "
+            "this folder or its subject folders"
+        )
+    return found
+
+
+def _bundle_file(path):
+    path, _ = _check_path(path)
+    return BundleFile(path, path.stem, path.parent.resolve().name)
+
+
+def find_bundles(inputs):
+    """Find labelled bundle files in files, folders and glob patterns.
+
+    Parameters
+    ----------
+    inputs : str, Path or sequence of them
+        Tractogram files; folders laid out as ``<root>/<subject>/<BUNDLE>.ext``
+        or ``<root>/<BUNDLE>.ext``; or glob patterns (``data/*/AF_*.trk``,
+        ``**`` allowed).
+
+    Returns
+    -------
+    list of BundleFile
+        One per file, without duplicates, in input order (folders sorted).
+        The bundle label is the file stem, the subject the parent folder name.
+
+    Raises
+    ------
+    DatasetError
+        No inputs, a pattern that matches nothing, a folder without
+        tractograms, or a path that does not exist.
+    TractogramError
+        An explicit file with an unknown extension.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise DatasetError("no input tractograms given")
+    found = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(_bundle_files_in_folder(path))
+        elif path.is_file():
+            found.append(_bundle_file(path))
+        elif _GLOB_CHARS & set(str(item)):
+            matches = sorted(glob.glob(str(item), recursive=True))
+            files = [
+                Path(m)
+                for m in matches
+                if Path(m).is_file() and _extension(m) in TRACTOGRAM_EXTENSIONS
+            ]
+            folders = [Path(m) for m in matches if Path(m).is_dir()]
+            if not files and not folders:
+                raise DatasetError(f"{item}: the pattern matches no tractogram")
+            found.extend(_bundle_file(f) for f in files)
+            for folder in folders:
+                found.extend(_bundle_files_in_folder(folder))
+        else:
+            raise DatasetError(f"{path}: no such file or folder")
+    unique, seen = [], set()
+    for bundle_file in found:
+        key = bundle_file.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(bundle_file)
+    return unique
+
+
+def save_tractogram(sft, path, *, bbox_valid_check=False):
+    """Write a tractogram atomically (temporary name in the same folder, then rename).
+
+    Parameters
+    ----------
+    sft : dipy.io.stateful_tractogram.StatefulTractogram
+        The tractogram to write.
+    path : str or Path
+        Destination ``.trk``, ``.tck`` or ``.trx`` file; its folder is created.
+    bbox_valid_check : bool, optional
+        Refuse streamlines outside the reference volume (DIPY's check).
+
+    Returns
+    -------
+    Path
+        The written file. An existing file at ``path`` is only replaced once
+        the new one is complete.
+
+    Raises
+    ------
+    TractogramError
+        Unknown extension or a write failure.
+    """
+    from dipy.io.streamline import save_tractogram as dipy_save
+
+    path = Path(path)
+    ext = _extension(path)
+    if ext not in TRACTOGRAM_EXTENSIONS:
+        raise TractogramError(
+            f"{path}: unknown extension {ext or '(none)'!r}; "
+            f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
+        )
+    if ext == ".trx":
+        _check_trx_available(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{ext}")
+    try:
+        ok = dipy_save(sft, str(tmp), bbox_valid_check=bbox_valid_check)
+        if ok is False:
+            raise TractogramError(f"{path}: DIPY refused to write this tractogram")
+        os.replace(tmp, path)
+    except TractogramError:
+        raise
+    except Exception as exc:
+        raise TractogramError(
+            f"{path}: cannot write tractogram ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def space_from_sft(sft):
+    """Describe the space of a tractogram as JSON-able values.
+
+    Parameters
+    ----------
+    sft : dipy.io.stateful_tractogram.StatefulTractogram
+        Any tractogram.
+
+    Returns
+    -------
+    dict
+        ``affine`` (4x4 nested list), ``dimensions`` (3 ints),
+        ``voxel_sizes`` (3 floats), ``voxel_order`` (e.g. ``"RAS"``).
+    """
+    affine, dimensions, voxel_sizes, voxel_order = sft.space_attributes
+    if isinstance(voxel_order, bytes):
+        voxel_order = voxel_order.decode("utf-8")
+    return {
+        "affine": np.asarray(affine, dtype=np.float64).tolist(),
+        "dimensions": [int(d) for d in dimensions],
+        "voxel_sizes": [float(v) for v in voxel_sizes],
+        "voxel_order": str(voxel_order),
+    }
+
+
+def reference_from_space(space):
+    """Make a reference that StatefulTractogram accepts from :func:`space_from_sft`.
+
+    Parameters
+    ----------
+    space : dict
+        As returned by :func:`space_from_sft`.
+
+    Returns
+    -------
+    dict
+        A TrackVis header dict (``voxel_to_rasmm``, ``dimensions``,
+        ``voxel_sizes``, ``voxel_order``) usable as ``reference``.
+
+    Raises
+    ------
+    DatasetError
+        A space dict with missing or malformed entries.
+    """
+    try:
+        affine = np.asarray(space["affine"], dtype=np.float64)
+        dimensions = np.asarray(space["dimensions"], dtype=np.int16)
+        voxel_sizes = np.asarray(space["voxel_sizes"], dtype=np.float32)
+        voxel_order = str(space.get("voxel_order") or "".join(nib.aff2axcodes(affine)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"invalid space description {space!r}: {exc}") from exc
+    if affine.shape != (4, 4) or dimensions.shape != (3,) or voxel_sizes.shape != (3,):
+        raise DatasetError(
+            "invalid space description: expected a 4x4 affine and 3 dimensions and "
+            f"voxel sizes, got {space!r}"
+        )
+    return {
+        "magic_number": b"TRACK",
+        "voxel_to_rasmm": affine,
+        "dimensions": dimensions,
+        "voxel_sizes": voxel_sizes,
+        "voxel_order": voxel_order,
+    }
