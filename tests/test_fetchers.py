@@ -1,0 +1,258 @@
+"""Tests of the dataset fetchers (no network used)."""
+
+import hashlib
+import logging
+import socket
+import stat
+import time
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+from aae_tract.data_fetchers import (
+    FETCHERS,
+    check_md5,
+    check_network,
+    data_home,
+    extract_zip,
+    fetch_hcp842,
+    fetch_minimal_bundles,
+)
+from aae_tract.data_fetchers import fetcher as fetcher_mod
+
+from aae_tract.errors import FetcherError
+
+SUBJECTS = ["sub_1", "sub_2", "sub_3", "sub_4", "sub_5"]
+BUNDLES = ["AF_L", "CC_ForcepsMajor", "CST_R"]
+
+
+@pytest.fixture(scope="module")
+def minimal(tmp_path_factory):
+    return fetch_minimal_bundles(tmp_path_factory.mktemp("home"))
+
+
+def _trk_files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.trk"))
+
+
+def test_data_home_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("AAE_TRACT_HOME", str(tmp_path / "h"))
+    assert data_home() == tmp_path / "h"
+    monkeypatch.delenv("AAE_TRACT_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data_home() == tmp_path / ".aae_tract"
+
+
+def test_minimal_bundles_extracted(minimal):
+    assert minimal.name == "minimal_bundles"
+    expected = sorted(f"{s}/{b}.trk" for s in SUBJECTS for b in BUNDLES)
+    assert _trk_files(minimal) == expected
+    for rel in expected:
+        trk = nib.streamlines.load(minimal / rel)
+        assert len(trk.streamlines) == 50, rel
+        assert all(len(s) >= 2 for s in trk.streamlines)
+    # no temporary folders left beside it
+    assert [p.name for p in minimal.parent.iterdir()] == ["minimal_bundles"]
+
+
+def test_minimal_bundles_uses_env_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("AAE_TRACT_HOME", str(tmp_path))
+    out = fetch_minimal_bundles()
+    assert out == tmp_path / "minimal_bundles"
+    assert len(_trk_files(out)) == 15
+    assert FETCHERS["minimal_bundles"]() == out
+
+
+def test_minimal_bundles_idempotent(monkeypatch, tmp_path):
+    out = fetch_minimal_bundles(tmp_path)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.trk")}
+
+    def boom(*args, **kwargs):
+        raise AssertionError("extracted again")
+
+    monkeypatch.setattr(fetcher_mod, "extract_zip", boom)
+    assert fetch_minimal_bundles(tmp_path) == out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.trk")} == mtimes
+
+
+def test_minimal_bundles_repairs_incomplete(tmp_path):
+    out = fetch_minimal_bundles(tmp_path)
+    (out / "sub_3" / "CST_R.trk").unlink()
+    (out / "stray.txt").write_text("left over")
+    assert fetch_minimal_bundles(tmp_path) == out
+    assert len(_trk_files(out)) == 15
+    assert not (out / "stray.txt").exists()
+
+
+def test_shipped_checksum_mismatch_warns(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(fetcher_mod, "MINIMAL_BUNDLES_MD5", "0" * 32)
+    with caplog.at_level(logging.WARNING):
+        out = fetch_minimal_bundles(tmp_path)
+    assert "checksum mismatch" in caplog.text
+    assert len(_trk_files(out)) == 15
+
+
+def test_downloaded_checksum_mismatch_refused(tmp_path):
+    f = tmp_path / "data.zip"
+    f.write_bytes(b"not what was expected")
+    good = hashlib.md5(f.read_bytes()).hexdigest()
+    assert check_md5(f, good)
+    with pytest.raises(FetcherError, match="checksum mismatch") as err:
+        check_md5(f, "0" * 32, downloaded=True)
+    assert str(f) in str(err.value)
+    with pytest.raises(FetcherError, match="not found"):
+        check_md5(tmp_path / "missing.zip", good)
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../evil.trk",
+        "sub_1/../../evil.trk",
+        "/tmp/evil.trk",
+        "..\\evil.trk",
+        "C:/evil.trk",
+    ],
+)
+def test_unsafe_archive_refused(tmp_path, bad):
+    archive = _zip(tmp_path / "a.zip", {"sub_1/AF_L.trk": b"x", bad: b"evil"})
+    target = tmp_path / "deep" / "target"
+    with pytest.raises(FetcherError, match="refusing archive") as err:
+        extract_zip(archive, target)
+    assert str(archive) in str(err.value)
+    assert not target.exists()
+    assert not (tmp_path / "deep" / "evil.trk").exists()
+    assert not (tmp_path / "evil.trk").exists()
+    assert list((tmp_path / "deep").iterdir()) == []  # temp folder removed
+
+
+def test_symlink_member_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("sub_1/link.trk")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(FetcherError, match="symbolic link"):
+        extract_zip(archive, tmp_path / "t")
+
+
+def test_corrupt_archive_refused(tmp_path):
+    archive = tmp_path / "broken.zip"
+    archive.write_bytes(b"PK\x03\x04 this is not a zip")
+    with pytest.raises(FetcherError, match="not a readable zip"):
+        extract_zip(archive, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_extract_zip_safe_members(tmp_path):
+    archive = _zip(tmp_path / "ok.zip", {"a/b.trk": b"1", "./c.trk": b"2"})
+    out = extract_zip(archive, tmp_path / "t", md5=fetcher_mod.md5sum(archive))
+    assert (out / "a" / "b.trk").read_bytes() == b"1"
+    assert (out / "c.trk").read_bytes() == b"2"
+
+
+def _no_dipy(*args, **kwargs):
+    raise AssertionError("DIPY's fetcher must not be called offline")
+
+
+def test_hcp842_offline_fails_fast(monkeypatch, tmp_path):
+    def unreachable(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(fetcher_mod, "_dipy_fetch_hcp842", _no_dipy)
+    t0 = time.perf_counter()
+    with pytest.raises(FetcherError) as err:
+        fetch_hcp842(tmp_path)
+    assert time.perf_counter() - t0 < 10
+    msg = str(err.value)
+    assert "needs the network" in msg
+    assert "ndownloader.figshare.com" in msg
+    assert "Network is unreachable" in msg
+    assert not (tmp_path / "hcp842").exists()
+
+
+def test_hcp842_hanging_network_times_out(monkeypatch, tmp_path):
+    def hang(*args, **kwargs):
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    monkeypatch.setattr(fetcher_mod, "NETWORK_TIMEOUT", 0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(FetcherError, match="no answer within"):
+        check_network(fetcher_mod.HCP842_URL, timeout=0.5)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_check_network_refused_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    t0 = time.perf_counter()
+    with pytest.raises(FetcherError, match="could not reach 127.0.0.1"):
+        check_network(f"http://127.0.0.1:{port}/file", timeout=2)
+    assert time.perf_counter() - t0 < 5
+
+
+def _fake_atlas(folder: Path, minimal: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    members = {
+        "Atlas_80_Bundles/whole_brain/whole_brain_MNI.trk": b"whole",
+        "Atlas_80_Bundles/bundles/AF_L.trk": (minimal / "sub_1/AF_L.trk").read_bytes(),
+        "Atlas_80_Bundles/bundles/CST_R.trk": (
+            minimal / "sub_1/CST_R.trk"
+        ).read_bytes(),
+        "Atlas_80_Bundles/README.txt": b"readme",
+    }
+    return _zip(folder / fetcher_mod.HCP842_ZIP, members)
+
+
+def test_hcp842_arranged_as_bundles(monkeypatch, tmp_path, minimal):
+    archive = _fake_atlas(tmp_path / "dipy_home", minimal)
+    monkeypatch.setattr(fetcher_mod, "check_network", lambda url, **kw: None)
+    monkeypatch.setattr(fetcher_mod, "_dipy_fetch_hcp842", lambda: archive.parent)
+    monkeypatch.setattr(fetcher_mod, "HCP842_MD5", fetcher_mod.md5sum(archive))
+    out = fetch_hcp842(tmp_path / "home")
+    assert out == tmp_path / "home" / "hcp842"
+    assert _trk_files(out) == ["hcp842/AF_L.trk", "hcp842/CST_R.trk"]
+    assert len(nib.streamlines.load(out / "hcp842" / "AF_L.trk").streamlines) == 50
+    # complete: a second call neither checks the network nor downloads
+    monkeypatch.setattr(fetcher_mod, "check_network", _no_dipy)
+    assert fetch_hcp842(tmp_path / "home") == out
+
+
+def test_hcp842_download_checksum_mismatch(monkeypatch, tmp_path, minimal):
+    archive = _fake_atlas(tmp_path / "dipy_home", minimal)
+    monkeypatch.setattr(fetcher_mod, "check_network", lambda url, **kw: None)
+    monkeypatch.setattr(fetcher_mod, "_dipy_fetch_hcp842", lambda: archive.parent)
+    with pytest.raises(FetcherError, match="checksum mismatch") as err:
+        fetch_hcp842(tmp_path / "home")
+    assert fetcher_mod.HCP842_ZIP in str(err.value)
+    assert not (tmp_path / "home" / "hcp842").exists()
+
+
+def test_hcp842_dipy_failure_wrapped(monkeypatch, tmp_path):
+    def fail():
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(fetcher_mod, "check_network", lambda url, **kw: None)
+    monkeypatch.setattr(fetcher_mod, "_dipy_fetch_hcp842", fail)
+    with pytest.raises(FetcherError, match="connection reset"):
+        fetch_hcp842(tmp_path)
+
+
+def test_fetchers_registry(tmp_path):
+    assert set(FETCHERS) == {"minimal_bundles", "hcp842", "phantom"}
+    out = FETCHERS["phantom"](tmp_path, n_subjects=2, n_per_bundle=5)
+    assert out == tmp_path / "phantom"
+    assert (out / "ground_truth.json").is_file()
+    assert len(_trk_files(out)) == 12
