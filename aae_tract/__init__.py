@@ -9,6 +9,7 @@ generated for a requested bundle and attribute value.
 
 from aae_tract.errors import (
     AAETractError,
+    ConfigError,
     DatasetError,
     FetcherError,
     ModelFileError,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AAETractError",
+    "ConfigError",
     "DatasetError",
     "FetcherError",
     "ModelFileError",

@@ -12,6 +12,10 @@ class AAETractError(Exception):
     """Base class of every error aae_tract raises on purpose."""
 
 
+class ConfigError(AAETractError, ValueError):
+    """An option value that cannot be used (negative count, unknown name, ...)."""
+
+
 class TractogramError(AAETractError, ValueError):
     """A tractogram file cannot be used (missing, unknown format, corrupt, empty)."""
 

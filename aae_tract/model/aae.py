@@ -71,6 +71,7 @@ class ConditionalAAE(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
         self._opt = _Optimizers(None, None)
         self.trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        self.built = True
 
     # -- Keras plumbing -------------------------------------------------------
     def get_config(self):
@@ -118,8 +119,16 @@ class ConditionalAAE(keras.Model):
         self.built = True
 
     def call(self, inputs, training=False):
-        """Reconstruct: ``inputs = (x, onehot)`` -> ``x_hat``."""
-        x, onehot = inputs[0], inputs[1]
+        """Reconstruct: ``inputs = (x, onehot)`` -> ``x_hat``.
+
+        A bare ``x`` (as Keras passes when it builds the model) is decoded with
+        an all-zero condition.
+        """
+        if isinstance(inputs, (list, tuple)):
+            x, onehot = inputs[0], inputs[1]
+        else:
+            x = inputs
+            onehot = ops.zeros((ops.shape(x)[0], self.config.n_bundles), "float32")
         z = self.encoder(x, training=training)
         return self.decoder([z, onehot], training=training)
 

@@ -3,7 +3,7 @@
 import dataclasses
 import math
 
-from aae_tract.errors import AAETractError
+from aae_tract.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -104,7 +104,7 @@ class AAEConfig:
         self.validate()
 
     def validate(self):
-        """Raise AAETractError for values that cannot make a model."""
+        """Raise ConfigError for values that cannot make a model."""
         checks = [
             (self.n_points >= 8, f"n_points must be >= 8, got {self.n_points}"),
             (
@@ -130,7 +130,7 @@ class AAEConfig:
             )
         for ok, message in checks:
             if not ok:
-                raise AAETractError(f"invalid model configuration: {message}")
+                raise ConfigError(f"invalid model configuration: {message}")
 
     def network_config(self):
         """The hyperparameters that define the Keras model (JSON-able)."""

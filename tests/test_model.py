@@ -1,0 +1,281 @@
+"""The conditional AAE: losses, networks, training, checkpoints, saving."""
+
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+from aae_tract.errors import ModelFileError, TrainingError, UnknownBundleError
+from aae_tract.model import AAEConfig, TractAAE, attribute_regularization
+from aae_tract.model.networks import (
+    SplineCurve,
+    bspline_basis,
+    build_decoder,
+    build_discriminator,
+    build_encoder,
+)
+from aae_tract.model.priors import GaussianMixturePrior
+
+
+def _ar_numpy(z0, a, delta, labels=None):
+    d_r = z0[:, None] - z0[None, :]
+    d_a = a[:, None] - a[None, :]
+    diff = np.abs(np.tanh(delta * d_r) - np.sign(d_a))
+    if labels is None:
+        return diff.mean()
+    same = labels[:, None] == labels[None, :]
+    return diff[same].sum() / same.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ar_loss_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    z0 = rng.normal(size=17).astype("float32")
+    a = rng.uniform(30, 200, size=17).astype("float32")
+    a[3] = a[5]  # a tie: sign 0
+    labels = rng.integers(0, 3, size=17)
+    for delta in (1.0, 10.0):
+        ours = keras.ops.convert_to_numpy(attribute_regularization(z0, a, delta=delta))
+        np.testing.assert_allclose(ours, _ar_numpy(z0, a, delta), rtol=1e-5)
+        ours = keras.ops.convert_to_numpy(
+            attribute_regularization(z0, a, delta=delta, labels=labels)
+        )
+        np.testing.assert_allclose(ours, _ar_numpy(z0, a, delta, labels), rtol=1e-5)
+
+
+def test_ar_loss_is_small_when_ordered():
+    a = np.linspace(40, 120, 32).astype("float32")
+    ordered = attribute_regularization(a / 10, a, delta=10.0)
+    reversed_ = attribute_regularization(-a / 10, a, delta=10.0)
+    assert float(ordered) < 0.05 < 1.9 < float(reversed_)
+
+
+@pytest.mark.parametrize("n_points,n_control", [(256, 32), (32, 8), (100, 20)])
+def test_network_shapes_follow_config(n_points, n_control):
+    cfg = AAEConfig(n_points=n_points, n_control=n_control, n_bundles=4, latent_dims=6)
+    enc, dec, disc = build_encoder(cfg), build_decoder(cfg), build_discriminator(cfg)
+    x = np.zeros((2, n_points, 3), "float32")
+    z = keras.ops.convert_to_numpy(enc(x))
+    assert z.shape == (2, 6)
+    onehot = np.eye(4, dtype="float32")[[0, 3]]
+    assert keras.ops.convert_to_numpy(dec([z, onehot])).shape == (2, n_points, 3)
+    assert keras.ops.convert_to_numpy(disc([z, onehot])).shape == (2, 1)
+
+
+def test_spline_output_is_smooth_and_interpolates_ends():
+    basis = bspline_basis(64, 8)
+    np.testing.assert_allclose(basis.sum(axis=1), 1.0, atol=1e-5)
+    rng = np.random.default_rng(0)
+    control = rng.normal(size=(1, 8, 3)).astype("float32") * 10
+    curve = keras.ops.convert_to_numpy(SplineCurve(64, 8)(control))[0]
+    np.testing.assert_allclose(curve[0], control[0, 0], atol=1e-4)
+    np.testing.assert_allclose(curve[-1], control[0, -1], atol=1e-4)
+    # second differences of the sampled spline are far below the control jitter
+    d2 = np.linalg.norm(np.diff(curve, 2, axis=0), axis=1)
+    assert d2.max() < 0.2 * np.linalg.norm(np.diff(control[0], 2, axis=0), axis=1).max()
+
+
+def test_mixture_prior_samples():
+    prior = GaussianMixturePrior(6, n_components=4, seed=1)
+    z = prior.sample_numpy(4000, np.random.default_rng(0))
+    assert z.shape == (4000, 6)
+    assert abs(z[:, 0].std() - 1) < 0.1
+    z2 = keras.ops.convert_to_numpy(prior.sample(10, keras.random.SeedGenerator(0)))
+    assert z2.shape == (10, 6)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="n_control"):
+        AAEConfig(n_points=16, n_control=32)
+    with pytest.raises(ValueError, match="adv_weight"):
+        AAEConfig(adv_weight=-1)
+
+
+def test_training_reduces_reconstruction(tiny_trained):
+    model, history = tiny_trained
+    for key in (
+        "loss",
+        "recon_loss",
+        "ar_loss",
+        "gen_loss",
+        "disc_loss",
+        "val_recon_loss",
+    ):
+        assert len(history[key]) == 3, key
+        assert np.all(np.isfinite(history[key]))
+    assert history["recon_loss"][-1] < history["recon_loss"][0]
+    assert model.metadata.training["epochs"] == 3
+    assert set(model.metadata.calibration) == set(model.bundle_names)
+
+
+def test_calibration_is_monotone(tiny_trained):
+    model, _ = tiny_trained
+    for bundle in model.bundle_names:
+        lo, hi = model.attribute_range(bundle)
+        grid = np.linspace(lo - 20, hi + 20, 50)
+        z0 = model.attribute_to_z0(bundle, grid)
+        assert np.all(np.diff(z0) >= -1e-6)
+
+
+def test_unknown_bundle_lists_known(tiny_trained):
+    model, _ = tiny_trained
+    with pytest.raises(UnknownBundleError, match="AF_L"):
+        model.bundle_index("NOPE")
+
+
+def test_save_load_gives_identical_codes(tiny_trained, tiny_splits, tmp_path):
+    model, _ = tiny_trained
+    _, validation = tiny_splits
+    path = model.save(tmp_path / "m.keras")
+    loaded = TractAAE.load(path)
+    x = validation.x[:20]
+    labels = validation.labels[:20]
+    np.testing.assert_allclose(
+        loaded.encode(x, labels), model.encode(x, labels), atol=1e-6
+    )
+    z = np.random.default_rng(0).normal(size=(5, model.latent_dims))
+    np.testing.assert_allclose(
+        loaded.decode(z, "AF_L"), model.decode(z, "AF_L"), atol=1e-4
+    )
+    assert loaded.metadata.calibration == model.metadata.calibration
+    assert loaded.bundle_names == model.bundle_names
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_load_refuses_bad_files(tmp_path, tiny_trained):
+    with pytest.raises(ModelFileError, match="not found"):
+        TractAAE.load(tmp_path / "missing.keras")
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(ModelFileError, match="junk.keras"):
+        TractAAE.load(junk)
+    # a plain Keras model is not an aae_tract model
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(ModelFileError, match="not an aae_tract model"):
+        TractAAE.load(tmp_path / "plain.keras")
+    # truncated archive
+    model, _ = tiny_trained
+    good = model.save(tmp_path / "good.keras")
+    data = good.read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError):
+        TractAAE.load(tmp_path / "cut.keras")
+
+
+def test_load_refuses_tampered_metadata(tmp_path, tiny_trained):
+    model, _ = tiny_trained
+    good = model.save(tmp_path / "good.keras")
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "aae_tract.json":
+                meta = json.loads(data)
+                meta["bundle_names"] = meta["bundle_names"][:1]
+                data = json.dumps(meta)
+            dst.writestr(item, data)
+    with pytest.raises(ModelFileError, match="bundles"):
+        TractAAE.load(bad)
+
+
+def test_load_refuses_lambda_layer(tmp_path, tiny_trained):
+    """A .keras file carrying code (a Lambda layer) is refused (safe mode)."""
+    model, _ = tiny_trained
+    good = model.save(tmp_path / "good.keras")
+    evil_net = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2)]
+    )
+    evil_net.save(tmp_path / "evil_net.keras")
+    evil = tmp_path / "evil.keras"
+    with (
+        zipfile.ZipFile(tmp_path / "evil_net.keras") as src,
+        zipfile.ZipFile(evil, "w") as dst,
+    ):
+        for item in src.infolist():
+            dst.writestr(item, src.read(item.filename))
+        with zipfile.ZipFile(good) as g:
+            dst.writestr("aae_tract.json", g.read("aae_tract.json"))
+    with pytest.raises(ModelFileError, match="cannot be loaded|not an aae_tract"):
+        TractAAE.load(evil)
+
+
+def test_checkpoint_and_resume(tiny_splits, tmp_path):
+    train, validation = tiny_splits
+    ckpt = tmp_path / "ckpt"
+    first = TractAAE.from_dataset(train, epochs=2, **TINY)
+    h1 = first.fit(
+        train,
+        validation,
+        checkpoint_dir=ckpt,
+        verbose=0,
+        history_path=tmp_path / "history.json",
+    )
+    state = json.loads((ckpt / "checkpoint.json").read_text())
+    assert state["epoch"] == 2
+    assert json.loads((tmp_path / "history.json").read_text())["epochs"] == 2
+    steps = int(
+        first.network.ae_optimizer.iterations.numpy()
+        if hasattr(first.network.ae_optimizer.iterations, "numpy")
+        else keras.ops.convert_to_numpy(first.network.ae_optimizer.iterations)
+    )
+
+    second = TractAAE.from_dataset(train, epochs=4, **TINY)
+    h2 = second.fit(train, validation, checkpoint_dir=ckpt, resume=True, verbose=0)
+    assert len(h2["recon_loss"]) == 4
+    assert h2["recon_loss"][:2] == pytest.approx(h1["recon_loss"][:2])
+    iterations = int(keras.ops.convert_to_numpy(second.network.ae_optimizer.iterations))
+    assert iterations == 2 * steps
+    assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 4
+    assert len(list(ckpt.glob("epoch-*.keras"))) == 1
+
+
+def test_resume_refuses_other_settings(tiny_splits, tmp_path):
+    train, _ = tiny_splits
+    ckpt = tmp_path / "ckpt"
+    TractAAE.from_dataset(train, epochs=1, **TINY).fit(
+        train, checkpoint_dir=ckpt, verbose=0
+    )
+    other = TractAAE.from_dataset(train, epochs=2, **{**TINY, "latent_dims": 6})
+    with pytest.raises(TrainingError, match="latent_dims"):
+        other.fit(train, checkpoint_dir=ckpt, resume=True, verbose=0)
+
+
+class _PoisonAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            var = self.model.decoder.trainable_variables[0]
+            var.assign(np.full(var.shape, np.nan, dtype="float32"))
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_splits, tmp_path):
+    train, _ = tiny_splits
+    ckpt = tmp_path / "ckpt"
+    model = TractAAE.from_dataset(train, epochs=3, **TINY)
+    with pytest.raises(TrainingError, match="last good checkpoint"):
+        model.fit(
+            train, checkpoint_dir=ckpt, verbose=0, callbacks=[_PoisonAfterEpoch(1)]
+        )
+    state = json.loads((ckpt / "checkpoint.json").read_text())
+    assert state["epoch"] == 1
+    restored = keras.saving.load_model(ckpt / state["model"], compile=False)
+    weights = restored.get_weights()
+    assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_seeded_training_repeats(tiny_splits):
+    train, _ = tiny_splits
+    small = train.subset(np.arange(64))
+    runs = []
+    for _ in range(2):
+        model = TractAAE.from_dataset(small, epochs=1, **TINY)
+        model.fit(small, verbose=0)
+        runs.append(model.encode_prepared(small.x[:8]))
+    np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
