@@ -1,0 +1,659 @@
+"""Matplotlib figures: training curves, latent space, evaluation; bundle colours.
+
+Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas,
+never through ``pyplot``: no global backend is switched, no figure is kept
+alive after it is saved, and the module works on machines without a display.
+Every PNG is written to a temporary name in the destination folder and then
+renamed, so an existing picture is never left half written.
+
+The public names are re-exported by :mod:`aae_tract.viz`.
+"""
+
+import colorsys
+import logging
+import math
+import os
+import re
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "bundle_colors",
+    "plot_evaluation",
+    "plot_latent_space",
+    "plot_training_curves",
+]
+
+# --------------------------------------------------------------------------
+# Bundle colours
+# --------------------------------------------------------------------------
+
+# Colours for bundle names met in DIPY's atlases (HCP842 / RecoBundles names).
+# Left/right pairs share a family colour: the left bundle gets the colour, the
+# right one a lighter tint of it.
+_EXACT_COLORS = {
+    "CC": "#2ca02c",
+    "CC_ForcepsMajor": "#2ca02c",
+    "CC_ForcepsMinor": "#98c000",
+    "CC_Mid": "#17a589",
+    "AC": "#7f7f7f",
+    "PC": "#5c5c5c",
+    "MCP": "#17becf",
+    "CTT": "#6b6ecf",
+    "V": "#b5cf6b",
+}
+_FAMILY_COLORS = {
+    "AF": "#d62728",
+    "CST": "#1f77b4",
+    "UF": "#ff7f0e",
+    "IFOF": "#9467bd",
+    "ILF": "#8c564b",
+    "SLF": "#e377c2",
+    "OR": "#bcbd22",
+    "C": "#17becf",
+    "CG": "#17becf",
+    "MdLF": "#393b79",
+    "EMC": "#ad494a",
+    "FPT": "#3182bd",
+    "PPT": "#6baed6",
+    "OPT": "#756bb1",
+    "TPT": "#31a354",
+    "ML": "#843c39",
+    "ICP": "#637939",
+    "SCP": "#8c6d31",
+    "VOF": "#e6550d",
+    "F": "#a55194",
+    "FX": "#a55194",
+    "STT": "#7b4173",
+    "CB": "#e7969c",
+}
+_SIDE_RE = re.compile(r"^(?P<family>.+?)[_-](?P<side>L|R|left|right|lh|rh)$", re.I)
+_RIGHT_TINT = 0.45  # fraction of white mixed into the right-hemisphere colour
+
+
+def _hex_to_rgb(value):
+    value = value.lstrip("#")
+    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
+
+
+def _hashed_rgb(name):
+    """A colour from the name alone (CRC32: the same in every process)."""
+    code = zlib.crc32(name.encode("utf-8"))
+    hue = (code % 3600) / 3600.0
+    saturation = 0.55 + 0.3 * ((code >> 12) % 100) / 100.0
+    value = 0.6 + 0.3 * ((code >> 20) % 100) / 100.0
+    return colorsys.hsv_to_rgb(hue, saturation, value)
+
+
+def _tint(rgb, amount):
+    return tuple(c + (1.0 - c) * amount for c in rgb)
+
+
+def _one_bundle_color(name):
+    if name in _EXACT_COLORS:
+        return _hex_to_rgb(_EXACT_COLORS[name])
+    match = _SIDE_RE.match(name)
+    family, side = (match["family"], match["side"].lower()) if match else (name, "")
+    if family in _FAMILY_COLORS:
+        base = _hex_to_rgb(_FAMILY_COLORS[family])
+    elif family in _EXACT_COLORS:
+        base = _hex_to_rgb(_EXACT_COLORS[family])
+    else:
+        base = _hashed_rgb(family)
+    if side in ("r", "right", "rh"):
+        return _tint(base, _RIGHT_TINT)
+    return base
+
+
+def bundle_colors(names):
+    """Colour of each bundle name, the same in every picture.
+
+    The colour depends on the name alone (not on the other names or their
+    order): common bundle names of DIPY's atlases have fixed colours, a right
+    hemisphere bundle (``*_R``) is a lighter tint of its left partner, and any
+    other name gets a colour derived from a CRC32 checksum of the name.
+
+    Parameters
+    ----------
+    names : str or iterable of str
+        Bundle names, for example ``["AF_L", "CST_R"]``.
+
+    Returns
+    -------
+    dict
+        ``{name: (r, g, b)}`` with floats in [0, 1], one entry per distinct name.
+    """
+    if isinstance(names, str):
+        names = [names]
+    return {str(name): _one_bundle_color(str(name)) for name in names}
+
+
+# --------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------
+
+
+def _new_figure(figsize, dpi=100):
+    """A Figure on an Agg canvas that pyplot does not track."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _atomic_write(out_png, write):
+    """Call ``write(tmp_path)`` then rename the temporary file to ``out_png``.
+
+    The temporary file is created by ``write`` itself (so it gets the usual
+    permissions), under a unique hidden name in the destination folder.
+    """
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, out_png)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_png
+
+
+def _save_figure(fig, out_png, *, dpi=None):
+    """Save ``fig`` atomically as a PNG and release it."""
+    try:
+        return _atomic_write(
+            out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi)
+        )
+    finally:
+        fig.clear()
+
+
+# --------------------------------------------------------------------------
+# Training curves
+# --------------------------------------------------------------------------
+
+_FAMILIES = (
+    # (title, test on the metric name without its "val_" prefix)
+    ("Reconstruction", lambda k: "recon" in k or k in ("mse", "mae")),
+    (
+        "Adversarial",
+        lambda k: k.startswith(("disc", "gen", "adv")) or "_disc" in k or "_adv" in k,
+    ),
+    (
+        "Attribute regularization",
+        lambda k: k == "ar" or k.startswith(("ar_", "attr")) or "_ar_" in k,
+    ),
+    ("Total loss", lambda k: k == "loss"),
+    ("Learning rate", lambda k: k in ("lr", "learning_rate")),
+)
+
+
+def _family_of(base):
+    for title, test in _FAMILIES:
+        if test(base.lower()):
+            return title
+    text = base.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def _epoch_axis(n_values, n_epochs):
+    """Epoch numbers (1-based) for a curve of ``n_values`` over ``n_epochs``."""
+    if n_values == n_epochs or n_values == 0:
+        return np.arange(1, n_values + 1)
+    return np.linspace(n_epochs / n_values, n_epochs, n_values)
+
+
+def plot_training_curves(history, out_png, *, title=None):
+    """Plot training curves, one panel per loss family.
+
+    Parameters
+    ----------
+    history : dict of str to list of float
+        As Keras ``History.history``: keys such as ``loss``, ``recon_loss``,
+        ``disc_loss``, ``gen_loss``, ``ar_loss`` and their ``val_`` versions.
+        Reconstruction, adversarial (generator and discriminator), attribute
+        regularization and total loss get a panel each; every other key gets
+        its own panel. Validation curves are dashed, in the colour of their
+        training curve.
+    out_png : str or Path
+        Where to write the PNG (atomically).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``out_png``.
+
+    Raises
+    ------
+    ValueError
+        If ``history`` holds no curve with at least one value.
+    """
+    curves = {}
+    for key, values in dict(history).items():
+        arr = np.asarray(values, dtype=float).reshape(-1)
+        if arr.size:
+            curves[str(key)] = arr
+    if not curves:
+        raise ValueError("history holds no curve to plot (it is empty)")
+    n_epochs = max(len(v) for v in curves.values())
+
+    panels = {}
+    for key in curves:
+        base = key[4:] if key.startswith("val_") else key
+        panels.setdefault(_family_of(base), {}).setdefault(base, []).append(key)
+    order = [t for t, _ in _FAMILIES if t in panels]
+    order += sorted(t for t in panels if t not in order)
+
+    ncols = min(3, len(order)) if len(order) != 4 else 2
+    nrows = math.ceil(len(order) / ncols)
+    fig = _new_figure((4.6 * ncols, 3.4 * nrows + (0.4 if title else 0)), dpi=110)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    palette = [f"C{i}" for i in range(10)]
+    for ax, family in zip(axes, order):
+        all_values = []
+        for i, (_, keys) in enumerate(sorted(panels[family].items())):
+            color = palette[i % len(palette)]
+            for key in sorted(keys, key=lambda k: k.startswith("val_")):
+                y = curves[key]
+                is_val = key.startswith("val_")
+                ax.plot(
+                    _epoch_axis(len(y), n_epochs),
+                    y,
+                    color=color,
+                    linestyle="--" if is_val else "-",
+                    marker="o" if len(y) < 3 else None,
+                    linewidth=1.6,
+                    label=key,
+                )
+                all_values.append(y[np.isfinite(y)])
+        values = np.concatenate(all_values) if all_values else np.array([])
+        if values.size and values.min() > 0 and values.max() / values.min() > 30:
+            ax.set_yscale("log")
+        ax.set_title(family)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    for ax in axes[len(order) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = _save_figure(fig, out_png)
+    logger.info("Wrote training curves to %s", out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Latent space
+# --------------------------------------------------------------------------
+
+
+def _attribute_label(attribute_name):
+    return "length (mm)" if attribute_name == "length" else str(attribute_name)
+
+
+def plot_latent_space(
+    z,
+    labels,
+    attribute,
+    bundle_names,
+    out_png,
+    *,
+    attribute_name="length",
+    title=None,
+    max_points=20000,
+    seed=0,
+):
+    """Plot latent codes: a 2-D PCA projection and latent dimension 0.
+
+    Three panels: the PCA projection coloured by bundle, the same coloured by
+    the attribute, and latent dimension 0 against the attribute per bundle
+    (what attribute regularization makes monotone), with each bundle's
+    Spearman rho in the legend.
+
+    Parameters
+    ----------
+    z : array-like, shape (N, latent_dims)
+        Latent codes.
+    labels : array-like of int, shape (N,)
+        Index of each code's bundle in ``bundle_names``.
+    attribute : array-like of float, shape (N,)
+        Attribute value of each code (streamline length in mm, age, ...).
+    bundle_names : list of str
+        Bundle names.
+    out_png : str or Path
+        Where to write the PNG (atomically).
+    attribute_name : str, optional
+        Name of the attribute; ``"length"`` is labelled in mm.
+    title : str, optional
+        Figure title.
+    max_points : int, optional
+        At most this many codes are drawn (a seeded random subset; the PCA is
+        fitted on all of them).
+    seed : int, optional
+        Seed of that subset.
+
+    Returns
+    -------
+    Path
+        ``out_png``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not agree, there are no codes, or a label is not an
+        index into ``bundle_names``.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.decomposition import PCA
+
+    z = np.asarray(z, dtype=float)
+    if z.ndim == 1:
+        z = z[:, None]
+    labels = np.asarray(labels).reshape(-1).astype(int)
+    attribute = np.asarray(attribute, dtype=float).reshape(-1)
+    bundle_names = [str(b) for b in bundle_names]
+    if z.ndim != 2 or len(z) == 0:
+        raise ValueError(f"z must be a non-empty (N, latent_dims) array, got {z.shape}")
+    if len(labels) != len(z) or len(attribute) != len(z):
+        raise ValueError(
+            f"z has {len(z)} rows but labels has {len(labels)} and attribute "
+            f"{len(attribute)}: they must match"
+        )
+    if labels.min() < 0 or labels.max() >= len(bundle_names):
+        raise ValueError(
+            f"labels must index bundle_names ({len(bundle_names)} names), got "
+            f"values from {labels.min()} to {labels.max()}"
+        )
+
+    if z.shape[1] >= 2 and len(z) >= 2:
+        pca = PCA(n_components=2).fit(z)
+        proj = pca.transform(z)
+        ratio = pca.explained_variance_ratio_
+        xlabel, ylabel = f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"
+    else:
+        proj = np.c_[z[:, 0], np.zeros(len(z))]
+        xlabel, ylabel = "latent dim 0", ""
+
+    shown = np.arange(len(z))
+    if len(z) > max_points:
+        shown = np.sort(np.random.default_rng(seed).choice(len(z), max_points, False))
+    size = float(np.clip(3000.0 / max(len(shown), 1), 2.0, 25.0))
+    colors = bundle_colors(bundle_names)
+    present = [i for i in range(len(bundle_names)) if np.any(labels[shown] == i)]
+
+    fig = _new_figure((15.5, 4.8 + (0.3 if title else 0)), dpi=110)
+    ax_bundle, ax_attr, ax_z0 = fig.subplots(1, 3)
+    for i in present:
+        sel = shown[labels[shown] == i]
+        ax_bundle.scatter(
+            proj[sel, 0],
+            proj[sel, 1],
+            s=size,
+            color=colors[bundle_names[i]],
+            alpha=0.75,
+            linewidths=0,
+            label=bundle_names[i],
+        )
+    ax_bundle.set_title("latent codes by bundle (PCA)")
+    ax_bundle.legend(fontsize=8, markerscale=max(1.0, 20.0 / size), frameon=False)
+
+    order = shown[np.argsort(attribute[shown], kind="stable")]
+    sc = ax_attr.scatter(
+        proj[order, 0],
+        proj[order, 1],
+        s=size,
+        c=attribute[order],
+        cmap="viridis",
+        alpha=0.85,
+        linewidths=0,
+    )
+    fig.colorbar(sc, ax=ax_attr, label=_attribute_label(attribute_name))
+    ax_attr.set_title(f"latent codes by {attribute_name} (PCA)")
+    for ax in (ax_bundle, ax_attr):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+
+    for i in present:
+        all_sel = labels == i
+        sel = shown[labels[shown] == i]
+        rho = float("nan")
+        if all_sel.sum() >= 3 and np.ptp(attribute[all_sel]) > 0:
+            rho = float(spearmanr(z[all_sel, 0], attribute[all_sel]).statistic)
+        ax_z0.scatter(
+            attribute[sel],
+            z[sel, 0],
+            s=size,
+            color=colors[bundle_names[i]],
+            alpha=0.75,
+            linewidths=0,
+            label=f"{bundle_names[i]} (rho {rho:+.2f})",
+        )
+    ax_z0.set_title(f"latent dim 0 vs {attribute_name}")
+    ax_z0.set_xlabel(_attribute_label(attribute_name))
+    ax_z0.set_ylabel("latent dim 0")
+    ax_z0.grid(alpha=0.3)
+    ax_z0.legend(fontsize=8, markerscale=max(1.0, 20.0 / size), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = _save_figure(fig, out_png)
+    logger.info("Wrote latent space figure to %s", out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------
+
+# metric -> (label, which way is better, (lowest, highest) possible value or None)
+_METRICS = {
+    "recon_mdf_mm": ("reconstruction MDF (mm)", "lower is better", None),
+    "label_fidelity": ("label fidelity", "higher is better", (0.0, 1.0)),
+    "length_mae_mm": ("length MAE (mm)", "lower is better", None),
+    "ar_spearman": ("AR Spearman rho", "higher is better", (-1.0, 1.0)),
+    "diversity_ratio": ("diversity ratio", "1 is best", None),
+    "density_dice": ("density Dice", "higher is better", (0.0, 1.0)),
+}
+_NOT_PLOTTED = {"n_train", "n_eval", "seconds", "bundles", "per_bundle", "seed"}
+_MODEL_COLOR = "#1f77b4"
+_REFERENCE_COLOR = "#9e9e9e"
+
+
+def _as_number(value):
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _metric_names(metrics, reference):
+    names = [m for m in _METRICS if m in metrics]
+    for source in (metrics, reference or {}):
+        for key, value in source.items():
+            if key in _NOT_PLOTTED or key in names or key not in metrics:
+                continue
+            if _as_number(value) is not None:
+                names.append(key)
+    for per in (metrics.get("per_bundle") or {}).values():
+        for key in per:
+            if key not in names and key in _METRICS:
+                names.append(key)
+    return names
+
+
+def plot_evaluation(metrics, out_png, *, reference=None, title=None):
+    """Plot evaluation metrics, beside a real-vs-real reference where given.
+
+    One panel per metric (``recon_mdf_mm``, ``label_fidelity``,
+    ``length_mae_mm``, ``ar_spearman``, ``diversity_ratio``, ``density_dice``
+    and any other number in ``metrics``): a bar for the model's mean value and,
+    where ``metrics["per_bundle"]`` is given, one bar per bundle; the
+    reference value of the same metric is drawn beside each bar in grey.
+
+    Parameters
+    ----------
+    metrics : dict
+        As written to ``metrics.json``: metric name to number, optionally
+        ``per_bundle`` ({bundle: {metric: value}}), ``n_train``, ``n_eval``,
+        ``seconds``.
+    out_png : str or Path
+        Where to write the PNG (atomically).
+    reference : dict, optional
+        The same metrics measured real-vs-real (e.g. one held-out half
+        against the other), same layout as ``metrics``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``out_png``.
+
+    Raises
+    ------
+    ValueError
+        If ``metrics`` holds no number to plot.
+    """
+    metrics = dict(metrics)
+    reference = dict(reference) if reference else {}
+    names = _metric_names(metrics, reference)
+    if not names:
+        raise ValueError(
+            f"metrics holds no number to plot (keys: {sorted(metrics) or 'none'})"
+        )
+    per_bundle = {str(k): dict(v) for k, v in (metrics.get("per_bundle") or {}).items()}
+    ref_per_bundle = {
+        str(k): dict(v) for k, v in (reference.get("per_bundle") or {}).items()
+    }
+    bundles = sorted(per_bundle)
+    colors = bundle_colors(bundles)
+
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    panel_w = max(3.8, 1.2 + 0.75 * (len(bundles) + 1))
+    fig = _new_figure((panel_w * ncols, 3.3 * nrows + 0.9), dpi=110)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    width = 0.38 if reference else 0.6
+    for ax, name in zip(axes, names):
+        label, better, limits = _METRICS.get(name, (name.replace("_", " "), "", None))
+        groups = [("mean", metrics.get(name), reference.get(name), _MODEL_COLOR)]
+        for b in bundles:
+            groups.append(
+                (
+                    b,
+                    per_bundle[b].get(name),
+                    ref_per_bundle.get(b, {}).get(name),
+                    colors[b],
+                )
+            )
+        heights = []
+        for x, (_, value, ref_value, color) in enumerate(groups):
+            value, ref_value = _as_number(value), _as_number(ref_value)
+            offset = -width / 2 if reference else 0.0
+            if value is not None:
+                ax.bar(
+                    x + offset,
+                    value,
+                    width,
+                    color=color,
+                    edgecolor="black",
+                    linewidth=0.5,
+                )
+                ax.annotate(
+                    f"{value:.3g}",
+                    (x + offset, value),
+                    ha="center",
+                    va="bottom" if value >= 0 else "top",
+                    fontsize=7,
+                    xytext=(0, 2 if value >= 0 else -2),
+                    textcoords="offset points",
+                )
+                heights.append(value)
+            else:
+                ax.text(x + offset, 0, "n/a", ha="center", va="bottom", fontsize=7)
+            if reference and ref_value is not None:
+                ax.bar(
+                    x + width / 2,
+                    ref_value,
+                    width,
+                    color=_REFERENCE_COLOR,
+                    hatch="//",
+                    edgecolor="black",
+                    linewidth=0.5,
+                )
+                ax.annotate(
+                    f"{ref_value:.3g}",
+                    (x + width / 2, ref_value),
+                    ha="center",
+                    va="bottom" if ref_value >= 0 else "top",
+                    fontsize=7,
+                    color="#444444",
+                    xytext=(0, 2 if ref_value >= 0 else -2),
+                    textcoords="offset points",
+                )
+                heights.append(ref_value)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(
+            [g[0] for g in groups],
+            rotation=30 if bundles else 0,
+            ha="right" if bundles else "center",
+            fontsize=8,
+        )
+        ax.axhline(0, color="black", linewidth=0.6)
+        if len(groups) < 3:  # keep lone bars narrow
+            ax.set_xlim(-1.0, len(groups))
+        if name == "diversity_ratio":
+            ax.axhline(1, color="#d62728", linewidth=0.8, linestyle=":")
+        low = min([0.0, *heights])
+        high = max([0.0, *heights, 1.0 if name == "diversity_ratio" else 0.0])
+        if limits is not None:  # bounded metric: show its upper bound
+            high = max(high, limits[1])
+        pad = 0.12 * (high - low or 1.0)
+        ax.set_ylim(low - (pad if low < 0 else 0.0), high + pad)
+        ax.set_title(f"{label}\n({better})" if better else label, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=_MODEL_COLOR, edgecolor="black", label="model")]
+    if reference:
+        handles.append(
+            Patch(
+                facecolor=_REFERENCE_COLOR,
+                hatch="//",
+                edgecolor="black",
+                label="reference (real vs real)",
+            )
+        )
+    footer = ", ".join(
+        f"{k} {_as_number(metrics.get(k)):.4g}"
+        for k in ("n_train", "n_eval", "seconds")
+        if _as_number(metrics.get(k)) is not None
+    )
+    fig.legend(handles=handles, loc="lower left", ncol=2, frameon=False, fontsize=9)
+    if footer:
+        fig.text(
+            0.99, 0.01, footer, ha="right", va="bottom", fontsize=8, color="#444444"
+        )
+    fig.suptitle(title or "evaluation")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    out = _save_figure(fig, out_png)
+    logger.info("Wrote evaluation figure to %s", out)
+    return out

@@ -1,0 +1,348 @@
+"""Tests of aae_tract.viz: FURY pictures, matplotlib figures, bundle colours."""
+
+import logging
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aae_tract import viz
+from aae_tract.errors import TractogramError
+
+# ----------------------------------------------------------------------------
+# helpers and fixtures
+# ----------------------------------------------------------------------------
+
+
+def _image(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def _assert_not_blank(path, *, min_std=8.0, min_colours=20):
+    """A picture with real content: varied pixels and many distinct colours."""
+    img = _image(path)
+    assert img.std() > min_std, f"{path} looks blank (pixel std {img.std():.1f})"
+    n_colours = len(np.unique(img.reshape(-1, 3), axis=0))
+    assert n_colours >= min_colours, f"{path} has only {n_colours} colours"
+    return img
+
+
+def _pixels_near(img, rgb, tol=40):
+    """Number of pixels within ``tol`` (per channel) of a [0, 1] RGB colour."""
+    target = np.round(np.asarray(rgb) * 255).astype(int)
+    return int(np.all(np.abs(img - target) <= tol, axis=-1).sum())
+
+
+def _content_box(img, background=255, tol=10):
+    """Bounding box (rows, cols) of pixels that are not background."""
+    mask = np.any(np.abs(img - background) > tol, axis=-1)
+    rows, cols = np.nonzero(mask)
+    return rows.min(), rows.max(), cols.min(), cols.max()
+
+
+def _arcs(n, center, radius, *, seed, n_points=60):
+    rng = np.random.default_rng(seed)
+    s = np.linspace(0, np.pi, n_points)
+    out = []
+    for _ in range(n):
+        r = radius + rng.normal(0, 2)
+        x = np.full_like(s, center[0] + rng.normal(0, 2))
+        y = center[1] + r * np.cos(s)
+        z = center[2] + r * np.sin(s) + rng.normal(0, 1)
+        out.append(np.c_[x, y, z].astype(np.float32))
+    return out
+
+
+def _helices(n, center, *, seed, n_points=80):
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 4 * np.pi, n_points)
+    return [
+        np.c_[
+            center[0] + 8 * np.cos(t) + rng.normal(0, 1),
+            center[1] + 8 * np.sin(t) + rng.normal(0, 1),
+            center[2] + 5 * t,
+        ].astype(np.float32)
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture
+def synthetic_bundles():
+    return {
+        "AF_L": _arcs(40, (-35, 0, 0), 45, seed=0),
+        "CST_L": _helices(30, (-20, -10, -40), seed=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def af_l_sft(tmp_path_factory):
+    """AF_L of subject 1 from DIPY's shipped minimal_bundles.zip."""
+    from dipy.data import get_fnames
+    from dipy.io.streamline import load_tractogram
+
+    folder = tmp_path_factory.mktemp("minimal_bundles")
+    with zipfile.ZipFile(get_fnames(name="minimal_bundles")) as archive:
+        archive.extract("sub_1/AF_L.trk", folder)
+    return load_tractogram(
+        str(folder / "sub_1" / "AF_L.trk"), "same", bbox_valid_check=False
+    )
+
+
+@pytest.fixture
+def renderer_ready():
+    problem = viz.adapter_problem()
+    if problem:
+        pytest.skip(f"FURY cannot render on this machine: {problem}")
+
+
+def _no_temp_files(folder):
+    leftovers = [p.name for p in folder.iterdir() if ".tmp" in p.name]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+# ----------------------------------------------------------------------------
+# bundle colours
+# ----------------------------------------------------------------------------
+
+
+def test_bundle_colors_stable_and_independent_of_other_names():
+    a = viz.bundle_colors(["AF_L", "CST_R", "CC_ForcepsMajor"])
+    b = viz.bundle_colors(["CC_ForcepsMajor", "zzz_new", "AF_L"])
+    assert a["AF_L"] == b["AF_L"]
+    assert a["CC_ForcepsMajor"] == b["CC_ForcepsMajor"]
+    assert viz.bundle_colors("CST_R") == {"CST_R": a["CST_R"]}
+    for rgb in [*a.values(), *b.values()]:
+        assert len(rgb) == 3
+        assert all(0.0 <= c <= 1.0 for c in rgb)
+    # the three bundles of the embedded default are clearly different colours
+    colours = np.array(list(a.values()))
+    distances = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
+    assert distances[np.triu_indices(3, 1)].min() > 0.3
+
+
+def test_bundle_colors_do_not_depend_on_python_hash_seed():
+    # names outside the table are coloured from a CRC32 of the name: fixed
+    # numbers, the same in every process whatever PYTHONHASHSEED is
+    colour = viz.bundle_colors(["my_bundle"])["my_bundle"]
+    np.testing.assert_allclose(
+        colour, viz.bundle_colors(["other", "my_bundle"])["my_bundle"]
+    )
+    np.testing.assert_allclose(colour, (0.1591, 0.1799, 0.639), atol=1e-3)
+    assert viz.bundle_colors(["x_L"])["x_L"] != viz.bundle_colors(["y_L"])["y_L"]
+
+
+def test_bundle_colors_right_is_lighter_tint_of_left():
+    c = viz.bundle_colors(["AF_L", "AF_R"])
+    assert sum(c["AF_R"]) > sum(c["AF_L"])
+    assert np.argmax(c["AF_R"]) == np.argmax(c["AF_L"])
+
+
+# ----------------------------------------------------------------------------
+# FURY rendering
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.render
+def test_render_bundles_synthetic(tmp_path, renderer_ready, synthetic_bundles):
+    out = tmp_path / "bundles.png"
+    result = viz.render_bundles(
+        list(synthetic_bundles.values()),
+        out,
+        labels=list(synthetic_bundles),
+        title="synthetic",
+        size=(640, 480),
+    )
+    assert result == out
+    img = _assert_not_blank(out)
+    assert img.shape == (480, 640, 3)
+    colours = viz.bundle_colors(list(synthetic_bundles))
+    for name, rgb in colours.items():
+        assert _pixels_near(img, rgb) > 300, f"{name} is not visible"
+    # the camera fits the bundles: they fill most of the drawing area
+    top, bottom, left, right = _content_box(img[45:, :420])
+    assert bottom - top > 0.6 * (480 - 45)
+    _no_temp_files(tmp_path)
+
+
+@pytest.mark.render
+def test_render_bundles_real_sft_and_views(tmp_path, renderer_ready, af_l_sft):
+    space, origin = af_l_sft.space, af_l_sft.origin
+    first = viz.render_bundles([af_l_sft], tmp_path / "af.png", labels=["AF_L"])
+    img = _assert_not_blank(first)
+    assert _pixels_near(img, viz.bundle_colors(["AF_L"])["AF_L"]) > 1000
+    # the caller's tractogram is not moved to another space
+    assert (af_l_sft.space, af_l_sft.origin) == (space, origin)
+    # a single tractogram without a list, another view: another picture
+    second = viz.render_bundles(af_l_sft, tmp_path / "af_sup.png", view="superior")
+    assert not np.array_equal(_assert_not_blank(second), img)
+
+
+@pytest.mark.render
+def test_render_comparison_two_panels(tmp_path, renderer_ready, synthetic_bundles):
+    real = synthetic_bundles["AF_L"]
+    generated = _arcs(25, (-35, 0, 0), 35, seed=7)
+    out = viz.render_comparison(
+        real, generated, tmp_path / "cmp.png", bundle="AF_L", size=(900, 450)
+    )
+    img = _assert_not_blank(out)
+    assert img.shape == (450, 900, 3)
+    rgb = viz.bundle_colors(["AF_L"])["AF_L"]
+    side = viz._side_width(["AF_L"], (900, 450))
+    half = (900 - side) // 2
+    left, right = img[80:, :half], img[80:, half : 2 * half]
+    assert _pixels_near(left, rgb) > 300, "real panel is empty"
+    assert _pixels_near(right, rgb) > 300, "generated panel is empty"
+    # one camera for both: the smaller generated arcs look smaller
+    left_box, right_box = _content_box(left), _content_box(right)
+    assert right_box[1] - right_box[0] < left_box[1] - left_box[0]
+
+
+def test_render_without_adapter_warns_and_returns_none(
+    tmp_path, monkeypatch, caplog, synthetic_bundles
+):
+    monkeypatch.setattr(viz, "adapter_problem", lambda: "no wgpu adapter (test)")
+    lines = synthetic_bundles["AF_L"]
+    with caplog.at_level(logging.WARNING, logger="aae_tract.viz"):
+        assert viz.render_bundles([lines], tmp_path / "a.png") is None
+        assert viz.render_comparison(lines, lines, tmp_path / "b.png") is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("no picture was made: no wgpu adapter (test)") == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_failure_keeps_existing_picture(
+    tmp_path, monkeypatch, caplog, synthetic_bundles
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(viz, "adapter_problem", lambda: None)
+    monkeypatch.setattr(viz, "_render_panels", broken)
+    out = tmp_path / "old.png"
+    out.write_bytes(b"previous picture")
+    with caplog.at_level(logging.WARNING, logger="aae_tract.viz"):
+        assert viz.render_bundles([synthetic_bundles["AF_L"]], out) is None
+    assert out.read_bytes() == b"previous picture"
+    assert "device lost" in caplog.text
+    _no_temp_files(tmp_path)
+
+
+def test_render_nothing_to_draw(tmp_path, caplog):
+    nan_line = np.full((5, 3), np.nan, np.float32)
+    with caplog.at_level(logging.WARNING, logger="aae_tract.viz"):
+        assert viz.render_bundles([[nan_line]], tmp_path / "x.png") is None
+    assert "no streamlines to draw" in caplog.text
+
+
+def test_render_rejects_bad_input(tmp_path):
+    with pytest.raises(TractogramError, match="shape"):
+        viz.render_bundles([[np.zeros((4, 2))]], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="labels"):
+        viz.render_bundles([[np.zeros((4, 3))]], tmp_path / "x.png", labels=["a", "b"])
+    with pytest.raises(ValueError, match="view"):
+        viz.render_bundles([[np.zeros((4, 3))]], tmp_path / "x.png", view="sideways")
+
+
+# ----------------------------------------------------------------------------
+# matplotlib figures
+# ----------------------------------------------------------------------------
+
+
+def _history(n=12):
+    epochs = np.arange(n)
+    return {
+        "loss": list(2.0 * np.exp(-epochs / 4) + 0.3),
+        "recon_loss": list(np.exp(-epochs / 3) + 0.05),
+        "val_recon_loss": list(np.exp(-epochs / 3.5) + 0.08),
+        "disc_loss": list(0.69 + 0.05 * np.sin(epochs)),
+        "gen_loss": list(0.7 + 0.1 * np.cos(epochs)),
+        "ar_loss": list(0.5 * np.exp(-epochs / 6) + 0.1),
+        "val_ar_loss": list(0.5 * np.exp(-epochs / 6) + 0.15),
+        "smooth_loss": list(0.01 * np.exp(-epochs / 8)),
+    }
+
+
+def test_plot_training_curves(tmp_path):
+    out = viz.plot_training_curves(_history(), tmp_path / "curves.png")
+    assert out == tmp_path / "curves.png"
+    img = _assert_not_blank(out)
+    # training and validation reconstruction curves are drawn in colour
+    assert _pixels_near(img, (0.12, 0.47, 0.71), tol=30) > 200
+    _no_temp_files(tmp_path)
+
+
+def test_plot_training_curves_unknown_keys_and_short_lists(tmp_path):
+    history = {"custom_metric": [3.0, 2.0, 1.5], "val_custom_metric": [3.5], "x": [1]}
+    _assert_not_blank(viz.plot_training_curves(history, tmp_path / "c.png"))
+    with pytest.raises(ValueError, match="empty"):
+        viz.plot_training_curves({"loss": []}, tmp_path / "d.png")
+
+
+def _latent(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    length = rng.uniform(60, 160, n) + 20 * labels
+    z = rng.normal(size=(n, 16))
+    z[:, 0] = (length - 110) / 30 + rng.normal(0, 0.2, n)
+    z[:, 1:4] += 3 * labels[:, None]
+    return z, labels, length
+
+
+def test_plot_latent_space(tmp_path):
+    z, labels, length = _latent()
+    names = ["AF_L", "CC_ForcepsMajor", "CST_R"]
+    out = viz.plot_latent_space(z, labels, length, names, tmp_path / "latent.png")
+    img = _assert_not_blank(out)
+    for name, rgb in viz.bundle_colors(names).items():
+        assert _pixels_near(img, rgb, tol=45) > 50, f"{name} points missing"
+    out2 = viz.plot_latent_space(
+        z[:, :1], labels, length, names, tmp_path / "age.png", attribute_name="age"
+    )
+    _assert_not_blank(out2)
+
+
+def test_plot_latent_space_rejects_mismatched_inputs(tmp_path):
+    z, labels, length = _latent()
+    with pytest.raises(ValueError, match="must match"):
+        viz.plot_latent_space(z, labels[:-1], length, ["a", "b", "c"], tmp_path / "x")
+    with pytest.raises(ValueError, match="index"):
+        viz.plot_latent_space(z, labels, length, ["a", "b"], tmp_path / "x.png")
+
+
+def test_plot_evaluation_with_reference_and_per_bundle(tmp_path):
+    names = ["AF_L", "CC_ForcepsMajor", "CST_R"]
+    per_bundle = {
+        b: {
+            "recon_mdf_mm": 4.0 + i,
+            "label_fidelity": 0.9,
+            "ar_spearman": -0.2 + 0.4 * i,
+            "diversity_ratio": 0.8,
+            "density_dice": 0.6,
+        }
+        for i, b in enumerate(names)
+    }
+    metrics = {
+        "recon_mdf_mm": 5.0,
+        "label_fidelity": 0.9,
+        "length_mae_mm": 7.5,
+        "ar_spearman": 0.2,
+        "diversity_ratio": 0.8,
+        "density_dice": 0.6,
+        "n_train": 600,
+        "n_eval": 150,
+        "seconds": 12.5,
+        "bundles": names,
+        "per_bundle": per_bundle,
+    }
+    reference = {"recon_mdf_mm": 3.0, "label_fidelity": 1.0, "density_dice": 0.7}
+    out = viz.plot_evaluation(metrics, tmp_path / "eval.png", reference=reference)
+    img = _assert_not_blank(out)
+    for name, rgb in viz.bundle_colors(names).items():
+        assert _pixels_near(img, rgb, tol=20) > 200, f"{name} bars missing"
+    _assert_not_blank(
+        viz.plot_evaluation({"recon_mdf_mm": float("nan")}, tmp_path / "nan.png")
+    )
+    with pytest.raises(ValueError, match="no number"):
+        viz.plot_evaluation({"bundles": names}, tmp_path / "none.png")
+    _no_temp_files(tmp_path)
