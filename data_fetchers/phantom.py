@@ -23,6 +23,7 @@ only on the options: the same seed gives the same bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -32,8 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.streamlines import LazyTractogram, TrkFile
-from nibabel.streamlines.trk import Field
+from nibabel.streamlines import Tractogram, TrkFile
+from nibabel.streamlines.trk import (
+    Field,
+    get_affine_rasmm_to_trackvis,
+    header_2_dtype,
+)
 from scipy.ndimage import convolve1d
 from tqdm.auto import tqdm
 
@@ -54,7 +59,7 @@ PHANTOM_DIMS = (182, 218, 182)
 PHANTOM_VOXEL_SIZES = (1.0, 1.0, 1.0)
 
 #: Number of points of each streamline's dense noise-free curve.
-_DENSE_POINTS = 160
+_DENSE_POINTS = 96
 #: Streamlines generated at a time (fixed: results must not depend on it).
 _CHUNK = 8192
 #: Points of the ground-truth centroid streamlines.
@@ -139,8 +144,8 @@ def _shape_long_arc(t, lam, off, v):
 
 def _shape_u(t, lam, off, v):
     """UF_L: a short U-shaped hook (two legs joined by a half circle)."""
-    leg = 17.0 * lam[:, None]
-    r = np.maximum(7.5 * lam[:, None] + off[:, None, 0], 3.0)
+    leg = 18.0 * lam[:, None]
+    r = np.maximum(8.0 * lam[:, None] + off[:, None, 0], 3.5)
     total = 2.0 * leg + np.pi * r
     s = total * t[None, :]
     # leg 1 runs back along q = -r, the half circle turns, leg 2 runs forward
@@ -336,10 +341,29 @@ def _subject_deformation(rng, amount):
     }
 
 
+def _linear(flat, mat, shift=None):
+    """``flat @ mat.T + shift`` for (P, 3) points, element-wise.
+
+    Avoids BLAS for these tall 3-column products, whose threads only add
+    contention here.
+    """
+    mat = np.asarray(mat, dtype=float)
+    out = np.empty((flat.shape[0], mat.shape[0]))
+    for r in range(mat.shape[0]):
+        col = flat[:, 0] * mat[r, 0]
+        col += flat[:, 1] * mat[r, 1]
+        col += flat[:, 2] * mat[r, 2]
+        if shift is not None:
+            col += shift[r]
+        out[:, r] = col
+    return out
+
+
 def _apply_deformation(points, deform):
     """x -> L x + b + sum_m a_m e_m sin(2 pi k_m . x / lambda_m + phi_m)."""
-    lin = np.asarray(deform["linear"])
-    out = points @ lin.T + np.asarray(deform["shift_mm"])
+    shape = points.shape
+    flat = points.reshape(-1, 3)
+    out = _linear(flat, deform["linear"], deform["shift_mm"])
     w = deform["warp"]
     for amp, e, k, lam, ph in zip(
         w["amplitude_mm"],
@@ -348,9 +372,10 @@ def _apply_deformation(points, deform):
         w["wavelength_mm"],
         w["phase"],
     ):
-        arg = (points @ np.asarray(k)) * (2 * np.pi / lam) + ph
-        out = out + amp * np.sin(arg)[..., None] * np.asarray(e)
-    return out
+        arg = _linear(flat, [np.asarray(k) * (2 * np.pi / lam)], [ph])[:, 0]
+        np.sin(arg, out=arg)
+        out += arg[:, None] * (amp * np.asarray(e))
+    return out.reshape(shape)
 
 
 def _template_centroid(spec, n_points=CENTROID_POINTS):
@@ -432,27 +457,86 @@ def _atomic_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def _write_bundle(path, chunks, stats):
-    """Stream chunks into a .trk file (atomic); collect stats in ``stats``."""
+def _trk_header_record(n_streamlines=0):
+    """The 1000-byte TrackVis header of the phantom's space, as nibabel writes it."""
+    buf = io.BytesIO()
+    TrkFile(Tractogram(affine_to_rasmm=np.eye(4)), header=_trk_header()).save(buf)
+    dtype = header_2_dtype.newbyteorder("<")
+    hdr = np.frombuffer(buf.getvalue()[: dtype.itemsize], dtype=dtype).copy()
+    hdr[Field.NB_STREAMLINES] = n_streamlines
+    return hdr
 
-    def streamlines():
-        for ch in chunks:
-            stats["lengths"].append(ch.lengths)
-            stats["centroid_sum"] += ch.centroid_sum
-            stats["n"] += len(ch.counts)
-            lo, hi = ch.points.min(axis=0), ch.points.max(axis=0)
-            stats["lo"] = np.minimum(stats["lo"], lo)
-            stats["hi"] = np.maximum(stats["hi"], hi)
-            yield from np.split(ch.points, np.cumsum(ch.counts)[:-1])
 
-    tractogram = LazyTractogram(streamlines, affine_to_rasmm=np.eye(4))
+def write_trk_chunks(path, chunks):
+    """Write packed streamlines to a .trk file in the phantom's space, atomically.
+
+    The TrackVis records (point count, then x y z per point, no scalars or
+    properties) are assembled with numpy for a whole chunk at a time, so
+    millions of streamlines are written at disk speed.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output ``.trk``; written to a temporary name, then renamed.
+    chunks : iterable of (points, counts)
+        ``points``: (P, 3) RAS+ mm coordinates of consecutive streamlines;
+        ``counts``: (N,) number of points of each (>= 1, summing to P).
+
+    Returns
+    -------
+    n_streamlines : int
+    """
+    path = Path(path)
+    to_voxmm = get_affine_rasmm_to_trackvis(_trk_header_record()[0]).astype(np.float64)
+    n_total = 0
     tmp = _atomic_path(path)
     try:
-        TrkFile(tractogram, header=_trk_header()).save(str(tmp))
+        with open(tmp, "wb") as f:
+            f.write(_trk_header_record().tobytes())
+            for points, counts in chunks:
+                counts = np.asarray(counts, dtype=np.int64)
+                n = len(counts)
+                if n == 0:
+                    continue
+                vox = _linear(
+                    np.asarray(points, dtype=np.float64),
+                    to_voxmm[:3, :3],
+                    to_voxmm[:3, 3],
+                ).astype("<f4")
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+                rec = 3 * starts + np.arange(n)  # record start, in 4-byte words
+                buf = np.empty(3 * len(vox) + n, dtype="<f4")
+                buf.view("<i4")[rec] = counts
+                row = np.repeat(np.arange(n), counts)
+                k = np.arange(len(vox)) - starts[row]
+                pos = rec[row] + 1 + 3 * k
+                buf[pos] = vox[:, 0]
+                buf[pos + 1] = vox[:, 1]
+                buf[pos + 2] = vox[:, 2]
+                f.write(buf.tobytes())
+                n_total += n
+            f.seek(0)
+            f.write(_trk_header_record(n_total).tobytes())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return n_total
+
+
+def _write_bundle(path, chunks, stats):
+    """Stream chunks into a .trk file (atomic); collect stats in ``stats``."""
+
+    def packed():
+        for ch in chunks:
+            stats["lengths"].append(ch.lengths)
+            stats["centroid_sum"] += ch.centroid_sum
+            stats["n"] += len(ch.counts)
+            stats["lo"] = np.minimum(stats["lo"], ch.points.min(axis=0))
+            stats["hi"] = np.maximum(stats["hi"], ch.points.max(axis=0))
+            yield ch.points, ch.counts
+
+    write_trk_chunks(path, packed())
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from aae_tract.data_fetchers import PHANTOM_BUNDLES, load_ground_truth, make_phantom
+from aae_tract.data_fetchers.phantom import write_trk_chunks
 from dipy.io.streamline import load_tractogram
 from dipy.tracking.streamline import length, set_number_of_points
 from scipy.stats import spearmanr
@@ -270,3 +271,33 @@ def test_bad_options(tmp_path, kwargs):
     with pytest.raises(DatasetError, match="make_phantom"):
         make_phantom(tmp_path / "bad", **kwargs)
     assert not (tmp_path / "bad").exists()
+
+
+def test_write_trk_chunks_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    counts = np.array([2, 5, 1, 30])
+    pts = rng.uniform(-60, 60, size=(counts.sum(), 3)).astype(np.float32)
+    path = tmp_path / "x.trk"
+    n = write_trk_chunks(path, [(pts[:7], counts[:2]), (pts[7:], counts[2:])])
+    assert n == 4
+    trk = nib.streamlines.load(path)
+    assert trk.header["nb_streamlines"] == 4
+    assert trk.header["voxel_order"] in ("RAS", b"RAS")
+    np.testing.assert_allclose(trk.streamlines.get_data(), pts, atol=1e-4)
+    assert [len(s) for s in trk.streamlines] == counts.tolist()
+    # same bytes as nibabel's own writer, up to float rounding
+    ref = tmp_path / "ref.trk"
+    nib.streamlines.save(
+        nib.streamlines.Tractogram(
+            np.split(pts, np.cumsum(counts)[:-1]), affine_to_rasmm=np.eye(4)
+        ),
+        str(ref),
+        header=nib.streamlines.load(path, lazy_load=True).header,
+    )
+    assert path.read_bytes()[:1000] == ref.read_bytes()[:1000]
+    np.testing.assert_allclose(
+        nib.streamlines.load(ref).streamlines.get_data(),
+        trk.streamlines.get_data(),
+        atol=1e-4,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.trk", "x.trk"]
