@@ -43,9 +43,9 @@ __all__ = [
     "streamline_lengths",
 ]
 
-_CHUNK = 65536
-_N_ORIENT_POINTS = 32
-_MAX_REFERENCE_SAMPLE = 4000
+_CHUNK = 16384
+_N_ORIENT_POINTS = 12
+_MAX_REFERENCE_SAMPLE = 256
 
 
 # ---------------------------------------------------------------------------
@@ -89,7 +89,12 @@ def resample(streamlines, n_points):
         streamlines = [s for s in np.asarray(streamlines, dtype=np.float32)]
     out = set_number_of_points(streamlines, nb_points=n_points)
     if isinstance(out, nib.streamlines.ArraySequence):
-        x = np.asarray(out.get_data()).reshape(len(out), n_points, 3)
+        data = np.asarray(out._data)
+        compact = len(data) == len(out) * n_points and np.array_equal(
+            out._offsets, np.arange(len(out)) * n_points
+        )
+        data = data if compact else np.asarray(out.get_data())
+        x = data.reshape(len(out), n_points, 3)
     else:
         x = np.stack(out)
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -148,7 +153,7 @@ def orient_bundle(x, ref, *, in_place=False):
     """Flip streamlines so that each runs in the same direction as ``ref``.
 
     A streamline is reversed when its reversed copy is closer to ``ref``
-    (summed point distances over up to 32 equally spaced points), as in DIPY's
+    (summed point distances over 12 equally spaced points), as in DIPY's
     ``orient_by_streamline``, computed for all streamlines at once.
 
     Parameters
@@ -184,45 +189,25 @@ def _canonical_direction(ref):
     return ref[::-1].copy() if span[axis] < 0 else ref
 
 
-def _choose_reference(sample):
-    """Pick a reference streamline for one bundle from a sample of it."""
-    sample = np.array(sample, dtype=np.float32, copy=True)
+def _choose_reference(x):
+    """Pick the reference streamline of a bundle from (some of) its streamlines.
+
+    The streamlines are roughly oriented (against the first, then against
+    their mean); the one closest to the mean is the reference, turned to run
+    toward + along its main axis. The choice does not depend on the input
+    directions.
+    """
+    idx = np.round(_orient_indices(x.shape[1])).astype(np.intp)
+    pick = np.unique(
+        np.linspace(0, len(x) - 1, min(len(x), _MAX_REFERENCE_SAMPLE)).astype(np.intp)
+    )
+    sample = np.array(x[pick][:, idx], dtype=np.float32)
     orient_bundle(sample, sample[0], in_place=True)
-    mean = sample.mean(axis=0)
-    orient_bundle(sample, mean, in_place=True)
-    mean = sample.mean(axis=0)
-    distance = np.linalg.norm(sample - mean, axis=-1).mean(axis=1)
-    return _canonical_direction(sample[int(np.argmin(distance))].copy())
-
-
-def _orient_dataset(x, labels, bundle_names, orient_refs):
-    """Orient every bundle of ``x`` in place; return the references used."""
-    refs = {}
-    given = dict(orient_refs or {})
-    n_points = x.shape[1]
-    for index, name in enumerate(bundle_names):
-        rows = np.flatnonzero(labels == index)
-        if rows.size == 0:
-            continue
-        if name in given:
-            ref = _match_points(given[name], n_points)
-        else:
-            pick = np.unique(
-                np.linspace(0, rows.size - 1, min(rows.size, _MAX_REFERENCE_SAMPLE))
-                .round()
-                .astype(np.intp)
-            )
-            ref = _choose_reference(x[rows[pick]])
-        refs[name] = np.asarray(ref, dtype=np.float32)
-        for start in range(0, rows.size, _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            block = np.asarray(x[chunk])
-            flip = _flip_mask(block, ref)
-            if flip.any():
-                x[chunk[flip]] = block[flip][:, ::-1]
-    for name, ref in given.items():
-        refs.setdefault(name, _match_points(ref, n_points))
-    return refs
+    for _ in range(2):
+        orient_bundle(sample, sample.mean(axis=0), in_place=True)
+    distance = np.linalg.norm(sample - sample.mean(axis=0), axis=-1).mean(axis=1)
+    ref = np.array(x[pick[int(np.argmin(distance))]], dtype=np.float32)
+    return _canonical_direction(ref)
 
 
 # ---------------------------------------------------------------------------
@@ -355,7 +340,7 @@ class _FileSink:
 
     def finish(self, n_points):
         path = self.appender.close()
-        return np.load(path, mmap_mode="r+")
+        return np.load(path, mmap_mode="r")
 
 
 def _default_space(x):
@@ -378,19 +363,29 @@ def _default_space(x):
 def _assemble(
     parts, *, bundle_names, n_points, attribute_name, sink, orient_refs, space
 ):
-    """Resample/measure parts, orient bundles, build the dataset.
+    """Resample, measure and orient parts one by one, then build the dataset.
+
+    A bundle without a given orientation reference gets one chosen from its
+    first part (:func:`_choose_reference`), and every part is oriented as it
+    arrives, so the streamlines are written once.
 
     ``parts`` yields ``(streamlines, bundle, subject, attribute)`` with
     ``attribute`` None (use length), a scalar or an array per streamline.
     """
     index = {name: i for i, name in enumerate(bundle_names)}
+    refs = {
+        name: _match_points(ref, n_points) for name, ref in (orient_refs or {}).items()
+    }
     labels, attributes, lengths, subjects = [], [], [], []
     for streamlines, bundle, subject, value in parts:
         n = len(streamlines)
         if n == 0:
             continue
         part_lengths = streamline_lengths(streamlines)
-        sink.append(resample(streamlines, n_points))
+        x_part = resample(streamlines, n_points)
+        if bundle not in refs:
+            refs[bundle] = _choose_reference(x_part)
+        sink.append(orient_bundle(x_part, refs[bundle], in_place=True))
         lengths.append(part_lengths)
         labels.append(np.full(n, index[bundle], dtype=np.int32))
         if value is None:
@@ -411,9 +406,6 @@ def _assemble(
     if len(x) == 0:
         raise DatasetError("no streamlines left to make a dataset")
     labels = np.concatenate(labels)
-    refs = _orient_dataset(x, labels, bundle_names, orient_refs)
-    if isinstance(x, np.memmap):
-        x.flush()
     return StreamlineDataset(
         x=x,
         labels=labels,

@@ -115,6 +115,9 @@ def valid_streamline_mask(streamlines, *, min_points=2):
         if len(lengths) == 0:
             empty = np.zeros(0, dtype=bool)
             return empty, 0, 0
+        compact = len(data) == int(lengths.sum())
+        if compact and lengths.min() >= min_points and np.isfinite(data).all():
+            return np.ones(len(lengths), dtype=bool), 0, 0
         bad_point = ~np.isfinite(data).all(axis=1) if data.size else np.zeros(0, bool)
         cumulative = np.concatenate([[0], np.cumsum(bad_point, dtype=np.int64)])
         n_bad = cumulative[offsets + lengths] - cumulative[offsets]
@@ -129,6 +132,122 @@ def valid_streamline_mask(streamlines, *, min_points=2):
     n_nonfinite = int((~finite).sum())
     n_short = int((finite & ~long_enough).sum())
     return keep, n_nonfinite, n_short
+
+
+def _apply_affine_f32(points, affine):
+    """``points @ affine[:3, :3].T + affine[:3, 3]`` in float32, without copies
+    of (N, 3) float64 intermediates (numpy's small-matrix matmul is slow)."""
+    linear = np.asarray(affine[:3, :3], dtype=np.float32)
+    shift = np.asarray(affine[:3, 3], dtype=np.float32)
+    if np.count_nonzero(linear - np.diag(np.diag(linear))) == 0:
+        out = points * np.diag(linear)
+    else:
+        out = np.empty_like(points)
+        for row in range(3):
+            out[:, row] = points @ linear[row]
+    out += shift
+    return out
+
+
+_TRK_HEADERS = {}
+
+
+def _parse_trk_header(raw):
+    """nibabel's parse of a 1000-byte TrackVis header and its voxmm->RAS+ affine.
+
+    Files of one space share everything but the streamline count, so parses
+    are kept (a few dozen at most) keyed by the header without that count.
+    """
+    import io
+
+    from nibabel.streamlines.trk import TrkFile, get_affine_trackvis_to_rasmm
+
+    if len(raw) < 1000:
+        raise ValueError("short header")
+    key = raw[:988] + raw[992:1000]
+    if key not in _TRK_HEADERS:
+        header = TrkFile.load(io.BytesIO(raw), lazy_load=True).header
+        affine = get_affine_trackvis_to_rasmm(header)
+        if len(_TRK_HEADERS) >= 64:
+            _TRK_HEADERS.clear()
+        _TRK_HEADERS[key] = (header, affine)
+    header, affine = _TRK_HEADERS[key]
+    header = dict(header)
+    header["nb_streamlines"] = np.frombuffer(
+        raw[988:992], dtype=header.get("endianness", "<") + "i4"
+    )[0]
+    return header, affine
+
+
+class _FreshSequence(nib.streamlines.ArraySequence):
+    """An ArraySequence nobody else holds: StatefulTractogram may take it as is.
+
+    StatefulTractogram copies the ArraySequence it is given, one streamline at
+    a time in Python; for arrays just read from a file a view is enough.
+    """
+
+    def copy(self):
+        return nib.streamlines.ArraySequence(self)
+
+
+def _load_plain_trk(path):
+    """Read a plain .trk (no scalars or properties) with a vectorised body parser.
+
+    nibabel reads the header; the body (an int32 point count then float32
+    x, y, z per point, streamline after streamline) is split with one pass
+    over the counts and converted to RAS+ mm with the header's affine, as
+    nibabel does. Returns None for anything else (scalars, properties,
+    byte-swapped, truncated or inconsistent files), which then goes through
+    DIPY/nibabel's general reader and its error messages.
+    """
+    from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
+
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(1000)
+        header, affine = _parse_trk_header(raw)
+    except Exception:
+        return None
+    if (
+        header.get("endianness") != "<"
+        or np.little_endian is False
+        or int(header["nb_scalars_per_point"]) != 0
+        or int(header["nb_properties_per_streamline"]) != 0
+    ):
+        return None
+    offset = int(header.get("_offset_data", 1000))
+    body_bytes = path.stat().st_size - offset
+    if body_bytes < 0 or body_bytes % 4:
+        return None
+    words = np.fromfile(path, dtype="<i4", offset=offset)
+    view = memoryview(words).cast("B").cast("i")
+    n_words = len(words)
+    counts = []
+    position = 0
+    while position < n_words:
+        count = view[position]
+        if count < 0:
+            return None
+        counts.append(count)
+        position += 1 + 3 * count
+    if position != n_words:
+        return None
+    expected = int(header["nb_streamlines"])
+    if expected > 0 and expected != len(counts):
+        return None
+    lengths = np.asarray(counts, dtype=np.int64)
+    is_point = np.ones(n_words, dtype=bool)
+    count_positions = np.concatenate([[0], np.cumsum(1 + 3 * lengths)[:-1]])
+    is_point[count_positions] = False
+    points = words.view("<f4")[is_point].reshape(-1, 3)
+    points = _apply_affine_f32(points, affine)
+    streamlines = _FreshSequence()
+    streamlines._data = points
+    streamlines._lengths = lengths
+    streamlines._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(
+        np.int64
+    )
+    return StatefulTractogram(streamlines, header, Space.RASMM, origin=Origin.NIFTI)
 
 
 def load_bundle(path, *, reference=None, min_points=2):
@@ -198,12 +317,14 @@ def load_bundle(path, *, reference=None, min_points=2):
             ) from exc
     try:
         with np.errstate(invalid="ignore"):  # NaN points are counted below
-            sft = load_tractogram(
-                str(path),
-                ref,
-                bbox_valid_check=False,
-                trk_header_check=False,
-            )
+            sft = _load_plain_trk(path) if ext == ".trk" else None
+            if sft is None:
+                sft = load_tractogram(
+                    str(path),
+                    ref,
+                    bbox_valid_check=False,
+                    trk_header_check=False,
+                )
     except TractogramError:
         raise
     except Exception as exc:  # nibabel/dipy/trx raise many kinds
