@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _CHUNK = 16384
+_NORM_CHUNK = 4096
 _N_ORIENT_POINTS = 12
 _MAX_REFERENCE_SAMPLE = 256
 
@@ -976,18 +977,18 @@ class Normalizer:
             raise DatasetError("cannot fit a Normalizer on no streamlines")
         total = np.zeros(3)
         count = 0
-        for start in range(0, len(x), _CHUNK):
-            block = np.asarray(x[start : start + _CHUNK], dtype=np.float64).reshape(
-                -1, 3
-            )
+        for start in range(0, len(x), _NORM_CHUNK):
+            block = np.asarray(
+                x[start : start + _NORM_CHUNK], dtype=np.float64
+            ).reshape(-1, 3)
             total += block.sum(axis=0)
             count += len(block)
         mean = total / count
         squares = 0.0
-        for start in range(0, len(x), _CHUNK):
-            block = np.asarray(x[start : start + _CHUNK], dtype=np.float64).reshape(
-                -1, 3
-            )
+        for start in range(0, len(x), _NORM_CHUNK):
+            block = np.asarray(
+                x[start : start + _NORM_CHUNK], dtype=np.float64
+            ).reshape(-1, 3)
             squares += float(((block - mean) ** 2).sum())
         scale = float(np.sqrt(squares / (count * 3)))
         self.mean = mean
