@@ -1,0 +1,183 @@
+"""Console entry point of every aae_tract command.
+
+Every script (``aae_tract_fetch``, ``aae_tract_train``, ``aae_tract_generate``,
+``aae_tract_evaluate``, ``aae_tract_render``) points at :func:`run`, which
+picks the workflow from the script name, as ``dipy/workflows/cli.py`` does,
+and runs it through DIPY's ``run_flow`` (``--help``, ``--out_dir``,
+``--force``, ``--log_level``, ``--log_file``).
+
+Errors a user can cause end the command with one line on stderr,
+``aae_tract_<name>: error: <message>``, and exit status 1; the traceback is
+shown only with ``--log_level DEBUG``.
+"""
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+#: Script name -> (module, workflow class).
+CLI_FLOWS = {
+    "aae_tract_fetch": ("aae_tract.workflows.fetch", "FetchFlow"),
+    "aae_tract_train": ("aae_tract.workflows.train", "TrainFlow"),
+    "aae_tract_generate": ("aae_tract.workflows.generate", "GenerateFlow"),
+    "aae_tract_evaluate": ("aae_tract.workflows.evaluate", "EvaluateFlow"),
+    "aae_tract_render": ("aae_tract.workflows.render", "RenderFlow"),
+}
+
+#: Exit status of a command stopped by an error.
+EXIT_ERROR = 1
+#: Exit status of a command interrupted with Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+class _ProbeError(Exception):
+    pass
+
+
+class _Probe(argparse.ArgumentParser):
+    """A parser that raises instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise _ProbeError(message)
+
+
+def _early_level(argv):
+    """``--log_level`` before the workflow parses anything."""
+    probe = _Probe(add_help=False)
+    probe.add_argument("--log_level", default="INFO")
+    try:
+        known, _ = probe.parse_known_args(argv)
+    except _ProbeError:
+        return "INFO"
+    return known.log_level
+
+
+def _log_level(name):
+    level = logging.getLevelName(str(name).upper())
+    if not isinstance(level, int):
+        raise ValueError(
+            f"unknown --log_level {name!r}: choose one of CRITICAL, ERROR, "
+            "WARNING, INFO, DEBUG"
+        )
+    return level
+
+
+def _inputs_given(flow, argv):
+    """Whether ``argv`` names positional inputs for ``flow`` (nargs="+")."""
+    from dipy.workflows.base import IntrospectiveArgumentParser
+
+    class Probe(IntrospectiveArgumentParser):
+        def error(self, message):
+            raise _ProbeError(message)
+
+    probe = Probe(add_help=False)
+    probe.add_workflow(flow)
+    for action in probe._actions:
+        if not action.option_strings and action.nargs == "+":
+            action.nargs = "*"
+            dest = action.dest
+            break
+    else:
+        return True
+    for flag in ("--force", "--mix_names", "--version", "-h", "--help"):
+        probe.add_argument(flag, action="store_true")
+    for option in ("--out_strat", "--log_level", "--log_file"):
+        probe.add_argument(option)
+    try:
+        known, unknown = probe.parse_known_args(argv)
+    except _ProbeError:
+        return True  # let the real parser report the problem
+    return bool(getattr(known, dest)) or any(not a.startswith("-") for a in unknown)
+
+
+def _quiet_backends(level):
+    """Keep TensorFlow's C++ start-up logs out of the output unless debugging."""
+    if level > logging.DEBUG:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def _fail(prog, message, *, show_traceback):
+    if show_traceback:
+        traceback.print_exc(file=sys.stderr)
+    message = " ".join(str(message).split()) or "failed"
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_ERROR
+
+
+def main(prog, argv):
+    """Run the command ``prog`` with arguments ``argv``; return the exit status.
+
+    Parameters
+    ----------
+    prog : str
+        Script name, e.g. ``"aae_tract_train"``.
+    argv : list of str
+        Command-line arguments (without the script name).
+
+    Returns
+    -------
+    int
+        0 on success, 1 on an error, 130 when interrupted; ``--help`` and
+        command-line syntax errors exit through argparse (0 and 2).
+    """
+    from aae_tract.errors import AAETractError
+
+    if prog not in CLI_FLOWS:
+        return _fail(
+            prog,
+            f"unknown command; aae_tract commands are {', '.join(CLI_FLOWS)}",
+            show_traceback=False,
+        )
+    level_name = _early_level(argv)
+    try:
+        level = _log_level(level_name)
+    except ValueError as exc:
+        return _fail(prog, exc, show_traceback=False)
+    debug = level <= logging.DEBUG
+    _quiet_backends(level)
+
+    from dipy.workflows.flow_runner import run_flow
+
+    module, name = CLI_FLOWS[prog]
+    flow = getattr(importlib.import_module(module), name)()
+    flow._log_level = level
+    argv = list(argv)
+    if getattr(flow, "optional_inputs", False) and not _inputs_given(flow, argv):
+        from aae_tract.workflows.base import DEFAULT_INPUTS_WORD
+
+        argv.insert(0, DEFAULT_INPUTS_WORD)
+
+    from aae_tract.workflows.base import FilteredStderr
+
+    saved_argv = sys.argv
+    sys.argv = [prog, *argv]
+    try:
+        with contextlib.nullcontext() if debug else FilteredStderr():
+            run_flow(flow)
+    except (AAETractError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:
+            message = f"{exc.filename}: {exc.strerror}"
+        else:
+            message = str(exc) or type(exc).__name__
+        return _fail(prog, message, show_traceback=debug)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def run():
+    """Run the aae_tract command named by the script (``sys.argv[0]``)."""
+    prog = Path(sys.argv[0]).name
+    if prog.endswith(".py"):
+        prog = prog[:-3]
+    sys.exit(main(prog, sys.argv[1:]))

@@ -1,0 +1,315 @@
+"""``aae_tract_train``: train the conditional AAE on labelled bundles."""
+
+import logging
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from .base import (
+    AAEWorkflow,
+    as_list,
+    bad_value,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    names_written,
+    resolve_inputs,
+    select_backend,
+    write_json_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Hidden folder in ``out_dir`` holding the resumable checkpoint.
+CHECKPOINT_DIR = ".aae_tract_checkpoint"
+
+
+def training_files(inputs):
+    """Resolved paths of the tractograms a training run reads (for the model).
+
+    Parameters
+    ----------
+    inputs : list of str or None
+        As given to :func:`aae_tract.data.load_dataset` (None: the embedded
+        default).
+
+    Returns
+    -------
+    list of str
+        Sorted absolute paths.
+    """
+    from aae_tract.io import find_bundles
+
+    if inputs is None:
+        from aae_tract.data_fetchers import fetch_minimal_bundles
+
+        inputs = [fetch_minimal_bundles()]
+    return sorted(str(f.path.resolve()) for f in find_bundles(inputs))
+
+
+def _keras_verbosity():
+    """Keras progress: a bar on a terminal, a line per epoch otherwise, none
+    above INFO."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        return 0
+    return "auto" if sys.stdout.isatty() else 2
+
+
+class TrainFlow(AAEWorkflow):
+    optional_inputs = True
+
+    @classmethod
+    def get_short_name(cls):
+        return "train"
+
+    def run(
+        self,
+        inputs,
+        epochs=100,
+        batch_size=64,
+        latent_dims=32,
+        n_points=256,
+        attribute="length",
+        participants=None,
+        reference=None,
+        n_control=None,
+        filters=None,
+        disc_units=None,
+        dropout=0.2,
+        prior="gaussian",
+        learning_rate=1e-3,
+        adv_weight=0.02,
+        ar_weight=1.0,
+        smooth_weight=1.0,
+        val_fraction=0.2,
+        seed=0,
+        resume=False,
+        backend=None,
+        device="auto",
+        mixed_precision=False,
+        cache_dir=None,
+        out_dir="",
+        out_model="aae_tract_model.keras",
+        out_history="training_history.json",
+        out_curves="training_curves.png",
+        out_latent="latent_space.png",
+    ):
+        """Train a conditional adversarial autoencoder on labelled bundles.
+
+        Streamlines are resampled to n_points, oriented within each bundle and
+        encoded into a latent space conditioned on the bundle label, with
+        latent dimension 0 ordered by the attribute (streamline length, or a
+        participants.tsv column such as age). Whole subjects are held out for
+        validation. Without inputs it trains on the embedded default (DIPY's
+        minimal_bundles: 5 subjects x AF_L, CST_R, CC_ForcepsMajor), which
+        takes a few minutes on a laptop CPU.
+
+        Parameters
+        ----------
+        inputs : variable string
+            Tractograms (.trk, .tck, .trx): files, folders laid out as
+            <subject>/<BUNDLE>.trk (or <BUNDLE>.trk) or glob patterns; the
+            bundle label is the file name. Leave out (or write default) for
+            the embedded default; a dataset name of aae_tract_fetch
+            (minimal_bundles, phantom) works too.
+        epochs : int, optional
+            Training epochs.
+        batch_size : int, optional
+            Streamlines per batch.
+        latent_dims : int, optional
+            Size of the latent space.
+        n_points : int, optional
+            Points per resampled streamline.
+        attribute : string, optional
+            What latent dimension 0 encodes: length (streamline length in mm)
+            or a column of participants.tsv such as age.
+        participants : string, optional
+            The participants table for --attribute other than length
+            (default: participants.tsv beside the subject folders).
+        reference : string, optional
+            Reference anatomy (NIfTI or .trk) for .tck inputs.
+        n_control : int, optional
+            Control points of the B-spline the decoder emits (fewer: smoother
+            streamlines). Default 32, at most n_points.
+        filters : variable int, optional
+            Channels of the encoder's convolution layers (mirrored by the
+            decoder). Default 32 64 128 256.
+        disc_units : variable int, optional
+            Hidden units of the discriminator layers. Default 256 256.
+        dropout : float, optional
+            Dropout in the discriminator.
+        prior : string, optional
+            Latent prior: gaussian or mixture.
+        learning_rate : float, optional
+            Adam learning rate of the autoencoder.
+        adv_weight : float, optional
+            Weight of the adversarial loss.
+        ar_weight : float, optional
+            Weight of the attribute regularization loss.
+        smooth_weight : float, optional
+            Weight of the curvature (second difference) reconstruction loss.
+        val_fraction : float, optional
+            Fraction of subjects (or of streamlines, with one subject) held
+            out for validation, in [0, 1).
+        seed : int, optional
+            Random seed (split, initialisation, shuffling).
+        resume : bool, optional
+            Continue an interrupted run from the checkpoint in out_dir (same
+            settings); also allows replacing the outputs of that run.
+        backend : string, optional
+            Keras backend: tensorflow or torch (default: KERAS_BACKEND, else
+            tensorflow).
+        device : string, optional
+            auto (a GPU when one is visible), cpu or gpu.
+        mixed_precision : bool, optional
+            Compute in float16 (for GPUs).
+        cache_dir : string, optional
+            Folder where the resampled data is cached and reused.
+        out_dir : string, optional
+            Output folder.
+        out_model : string, optional
+            Name of the model file.
+        out_history : string, optional
+            Name of the JSON file with the losses of every epoch.
+        out_curves : string, optional
+            Name of the picture of the training curves.
+        out_latent : string, optional
+            Name of the picture of the held-out latent space.
+        """
+        self._begin()
+        epochs = check_int("epochs", epochs)
+        batch_size = check_int("batch_size", batch_size, minimum=2)
+        latent_dims = check_int("latent_dims", latent_dims, minimum=2)
+        n_points = check_int("n_points", n_points, minimum=8, maximum=10000)
+        overrides = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "latent_dims": latent_dims,
+            "dropout": check_float("dropout", dropout, minimum=0, maximum=0.99),
+            "prior": check_choice("prior", prior, ("gaussian", "mixture")),
+            "learning_rate": check_float(
+                "learning_rate", learning_rate, minimum=0, exclusive_min=True
+            ),
+            "adv_weight": check_float("adv_weight", adv_weight, minimum=0),
+            "ar_weight": check_float("ar_weight", ar_weight, minimum=0),
+            "smooth_weight": check_float("smooth_weight", smooth_weight, minimum=0),
+            "seed": check_int("seed", seed, minimum=0),
+            "mixed_precision": bool(mixed_precision),
+        }
+        if n_control is not None:
+            overrides["n_control"] = check_int(
+                "n_control", n_control, minimum=4, maximum=n_points
+            )
+        elif n_points < 32:
+            overrides["n_control"] = n_points
+        for name, value in (("filters", filters), ("disc_units", disc_units)):
+            values = as_list(value)
+            if values:
+                overrides[name] = tuple(check_int(name, v) for v in values)
+        val_fraction = check_float("val_fraction", val_fraction, minimum=0)
+        if val_fraction >= 1:
+            bad_value("val_fraction", val_fraction, "must be below 1")
+        seed = overrides["seed"]
+
+        paths = self._prepare_outputs(
+            out_dir,
+            {
+                "out_model": out_model,
+                "out_history": out_history,
+                "out_curves": out_curves,
+                "out_latent": out_latent,
+            },
+            overwrite=resume,
+        )
+        if paths is None:
+            return None
+        if paths["out_model"].suffix != ".keras":
+            bad_value("out_model", out_model, "must end in .keras")
+
+        backend_name = select_backend(backend, device)
+        inputs = resolve_inputs(inputs)
+        files = training_files(inputs)
+
+        from aae_tract.data import load_dataset, split_dataset
+
+        started = time.perf_counter()
+        dataset = load_dataset(
+            inputs,
+            n_points=n_points,
+            attribute=attribute,
+            participants=participants,
+            reference=reference,
+            cache_dir=cache_dir,
+        )
+        train, validation = split_dataset(dataset, val_fraction=val_fraction, seed=seed)
+        logger.info(
+            "%d streamlines of %d bundles (%s) from %d files: %d for training, "
+            "%d held out",
+            len(dataset),
+            len(dataset.bundle_names),
+            ", ".join(dataset.bundle_names),
+            len(files),
+            len(train),
+            len(validation),
+        )
+
+        from aae_tract.model import TractAAE
+
+        where = check_device(device)
+        checkpoint_dir = paths["out_model"].parent / CHECKPOINT_DIR
+        if not resume and checkpoint_dir.is_dir():
+            shutil.rmtree(checkpoint_dir)
+        model = TractAAE.from_dataset(train, **overrides)
+        history = model.fit(
+            train,
+            validation,
+            checkpoint_dir=checkpoint_dir,
+            history_path=paths["out_history"],
+            resume=resume,
+            verbose=_keras_verbosity(),
+        )
+        model.metadata.training.update(
+            {
+                "inputs": files,
+                "val_fraction": val_fraction,
+                "split_seed": seed,
+                "validation_subjects": sorted({str(s) for s in validation.subjects}),
+            }
+        )
+        model.save(paths["out_model"])
+        n_epochs = len(next(iter(history.values()), []))
+        write_json_atomic(paths["out_history"], {"epochs": n_epochs, **history})
+
+        from aae_tract.viz import plot_latent_space, plot_training_curves
+
+        plot_training_curves(
+            history,
+            paths["out_curves"],
+            title=f"aae_tract training ({backend_name}, {n_epochs} epochs)",
+        )
+        shown, what = (validation, "held-out") if len(validation) else (train, "train")
+        z = model.encode_prepared(np.asarray(shown.x))
+        plot_latent_space(
+            z,
+            shown.labels,
+            shown.attribute,
+            shown.bundle_names,
+            paths["out_latent"],
+            attribute_name=shown.attribute_name,
+            title=f"latent space of {len(shown)} {what} streamlines",
+        )
+        seconds = time.perf_counter() - started
+        val_recon = history.get("val_recon_loss")
+        tail = f", val_recon_loss {val_recon[-1]:.4g}" if val_recon else ""
+        logger.info(
+            "Trained %d epochs in %.0f s on %s%s; wrote %s",
+            n_epochs,
+            seconds,
+            where,
+            tail,
+            names_written(paths.values()),
+        )
+        return paths
