@@ -1,0 +1,645 @@
+"""Generating streamlines of a bundle at a requested attribute value.
+
+For a bundle ``b`` and a target value ``a`` (a streamline length in mm, or a
+per-subject value such as age for a model trained on one), latent codes are
+sampled, latent dimension 0 is set from the model's monotone calibration
+``a -> z0`` of bundle ``b``, and the codes are decoded with the one-hot of
+``b``. The result is returned as arrays and as a
+:class:`~dipy.io.stateful_tractogram.StatefulTractogram` in the space of the
+training data, ready for :func:`aae_tract.io.save_tractogram`.
+
+Two ways of sampling the other latent dimensions are offered:
+
+``"bank"`` (default)
+    Codes of training streamlines of the bundle (the model's latent bank),
+    chosen with weights that favour streamlines whose attribute is near the
+    target, plus a little Gaussian noise (GESTA-style). This stays close to
+    the data.
+``"prior"``
+    Samples of the prior ``p(z)`` the adversarial training matched.
+
+An optional plausibility filter drops streamlines far (MDF) from every
+reference streamline of the bundle, or whose length misses the target, and
+samples again until exactly the requested number is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aae_tract.errors import AAETractError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SAMPLING_METHODS",
+    "GeneratedBundle",
+    "generate",
+    "interpolate",
+    "make_tractogram",
+    "nearest_mdf",
+    "restyle",
+    "sample_latent",
+]
+
+#: Ways of sampling latent codes (see the module docstring).
+SAMPLING_METHODS = ("bank", "prior")
+_DEFAULT_NOISE = 0.1
+_MDF_CHUNK = 512
+
+
+@dataclass
+class GeneratedBundle:
+    """Streamlines generated for one bundle and one target value.
+
+    Attributes
+    ----------
+    bundle : str
+        The requested bundle.
+    target : float
+        The requested attribute value (length in mm for a length model).
+    attribute_name : str
+        Name of the attribute the model is conditioned on (``"length"``,
+        ``"age"``, ...).
+    streamlines : ndarray of float32, shape (N, n_points, 3)
+        Generated streamlines, RAS+ mm.
+    lengths : ndarray of float32, shape (N,)
+        Length in mm of each generated streamline, measured on the decoded
+        points as they are (no smoothing).
+    tractogram : dipy.io.stateful_tractogram.StatefulTractogram
+        The same streamlines in the training data's space (RAS+ mm).
+    acceptance_rate : float
+        Fraction of decoded streamlines the filter kept (1.0 without filter).
+    z : ndarray of float32, shape (N, latent_dims)
+        Latent codes of the kept streamlines.
+    out_of_range : bool
+        The target lies outside the range seen in training for the bundle.
+    seen_range : tuple of float
+        ``(min, max)`` of the attribute seen in training for the bundle.
+    sampling : str
+        ``"bank"`` or ``"prior"``.
+    filter_settings : dict
+        ``max_mdf`` and ``length_tolerance`` used by the filter (empty when
+        the filter was off).
+    """
+
+    bundle: str
+    target: float
+    attribute_name: str
+    streamlines: np.ndarray
+    lengths: np.ndarray
+    tractogram: object
+    acceptance_rate: float
+    z: np.ndarray
+    out_of_range: bool
+    seen_range: tuple
+    sampling: str = "bank"
+    filter_settings: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return int(len(self.streamlines))
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def _check_sampling(sampling):
+    if sampling not in SAMPLING_METHODS:
+        raise AAETractError(
+            f"unknown sampling {sampling!r}: choose one of "
+            f"{', '.join(SAMPLING_METHODS)}"
+        )
+
+
+def _bundle_name(model, bundle):
+    return model.bundle_names[model.bundle_index(bundle)]
+
+
+def _bank(model, bundle):
+    bank = model.metadata.latent_bank.get(bundle)
+    if not bank or not bank.get("z"):
+        raise AAETractError(
+            f"the model has no latent bank for bundle {bundle!r}: train it (fit() "
+            "calibrates and keeps one) or use sampling='prior'"
+        )
+    z = np.asarray(bank["z"], dtype=np.float32)
+    a = np.asarray(bank.get("a", np.zeros(len(z))), dtype=np.float64)
+    return z, a
+
+
+def _kernel_weights(values, targets, *, k):
+    """Weights ``(T, M)`` favouring bank values near each target.
+
+    A Gaussian kernel on ``|value - target|`` whose width is the distance to the
+    ``k``-th nearest value (adaptive, so about ``k`` codes share each target),
+    measured from the nearest value (so a target outside the range still picks
+    the codes at that end of the range).
+    """
+    d = np.abs(values[None, :] - targets[:, None])
+    d = d - d.min(axis=1, keepdims=True)
+    k = int(min(max(k, 1), d.shape[1]))
+    h = np.partition(d, k - 1, axis=1)[:, k - 1 : k]
+    spread = float(np.ptp(values)) if len(values) > 1 else 0.0
+    h = np.maximum(h, 1e-3 * spread + 1e-12)
+    w = np.exp(-0.5 * (d / h) ** 2)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def sample_latent(
+    model,
+    bundle,
+    targets,
+    *,
+    sampling="bank",
+    noise=_DEFAULT_NOISE,
+    neighbours=None,
+    rng=None,
+):
+    """Latent codes for a bundle, one per target value.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained (calibrated) model.
+    bundle : str
+        Bundle name.
+    targets : array_like of float, shape (N,)
+        Attribute value of each code.
+    sampling : {"bank", "prior"}
+        ``"bank"``: codes of training streamlines of the bundle with an
+        attribute near the target, plus Gaussian noise of ``noise`` times the
+        bank's spread per dimension; ``"prior"``: samples of the prior.
+    noise : float
+        Relative noise scale for ``"bank"`` sampling.
+    neighbours : int, optional
+        About how many bank codes share one target value (width of the
+        attribute kernel); default a quarter of the bank, at least 16.
+    rng : numpy.random.Generator or int, optional
+        Random source.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, latent_dims)
+        Codes with dimension 0 set by :meth:`TractAAE.attribute_to_z0`.
+    """
+    _check_sampling(sampling)
+    rng = _rng(rng)
+    name = _bundle_name(model, bundle)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    n = len(targets)
+    z0 = model.attribute_to_z0(name, targets)
+    if n == 0:
+        return np.zeros((0, model.latent_dims), dtype=np.float32)
+    if sampling == "prior":
+        z = np.asarray(model.network.prior.sample_numpy(n, rng), dtype=np.float32)
+    else:
+        if not (math.isfinite(float(noise)) and noise >= 0):
+            raise AAETractError(f"noise must be a finite number >= 0, got {noise!r}")
+        bank_z, bank_a = _bank(model, name)
+        k = neighbours if neighbours is not None else max(16, len(bank_z) // 4)
+        unique, inverse = np.unique(targets, return_inverse=True)
+        weights = _kernel_weights(bank_a, unique, k=k)
+        m = len(bank_z)
+        cdf = np.cumsum(weights, axis=1)
+        cdf /= cdf[:, -1:]
+        # one sorted array for all targets: row r occupies (r, r + 1]
+        flat = (cdf + np.arange(len(unique))[:, None]).ravel()
+        pos = np.searchsorted(flat, inverse + rng.random(n), side="left")
+        idx = np.clip(pos - inverse * m, 0, m - 1)
+        spread = bank_z.std(axis=0) if len(bank_z) > 1 else np.ones(bank_z.shape[1])
+        z = bank_z[idx] + float(noise) * spread * rng.standard_normal(
+            (n, bank_z.shape[1])
+        ).astype(np.float32)
+    z = np.array(z, dtype=np.float32)
+    z[:, 0] = z0
+    return z
+
+
+def nearest_mdf(streamlines, reference, *, chunk=_MDF_CHUNK):
+    """MDF distance from each streamline to its nearest reference streamline.
+
+    Parameters
+    ----------
+    streamlines : ndarray, shape (N, P, 3)
+    reference : ndarray, shape (M, P, 3)
+        Same number of points ``P``.
+    chunk : int
+        Rows of the distance matrix computed at once.
+
+    Returns
+    -------
+    distance : ndarray of float64, shape (N,)
+        DIPY's MDF (mm) to the nearest reference streamline.
+    index : ndarray of int, shape (N,)
+        Index of that reference streamline.
+    """
+    from dipy.tracking.distances import bundles_distances_mdf
+
+    a = np.ascontiguousarray(streamlines, dtype=np.float32)
+    b = np.ascontiguousarray(reference, dtype=np.float32)
+    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
+        raise AAETractError(
+            f"MDF needs streamlines with the same number of points, got "
+            f"{a.shape} and {b.shape}"
+        )
+    if len(b) == 0:
+        raise AAETractError("MDF against an empty reference set")
+    distance = np.empty(len(a), dtype=np.float64)
+    index = np.empty(len(a), dtype=np.intp)
+    refs = list(b)
+    for start in range(0, len(a), chunk):
+        d = bundles_distances_mdf(list(a[start : start + chunk]), refs)
+        best = np.argmin(d, axis=1)
+        index[start : start + len(d)] = best
+        distance[start : start + len(d)] = d[np.arange(len(d)), best]
+    return distance, index
+
+
+def _bbox_space(points, voxel_size=1.0):
+    """A RAS+ grid with ``voxel_size`` mm voxels holding ``points`` (N, 3)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points):
+        low = np.floor(points.min(axis=0)) - voxel_size
+        high = np.ceil(points.max(axis=0)) + voxel_size
+    else:
+        low, high = np.zeros(3), np.ones(3)
+    affine = np.diag([voxel_size] * 3 + [1.0])
+    affine[:3, 3] = low
+    dims = np.maximum(np.ceil((high - low) / voxel_size).astype(int) + 1, 1)
+    return {
+        "affine": affine.tolist(),
+        "dimensions": [int(d) for d in dims],
+        "voxel_sizes": [float(voxel_size)] * 3,
+        "voxel_order": "RAS",
+    }
+
+
+def make_tractogram(streamlines, space=None):
+    """Wrap RAS+ mm streamlines in a StatefulTractogram.
+
+    Parameters
+    ----------
+    streamlines : ndarray (N, P, 3) or sequence of (n, 3) arrays
+        RAS+ mm.
+    space : dict, optional
+        Space description (:func:`aae_tract.io.space_from_sft`), e.g. a
+        model's ``metadata.space``. Without one, a 1 mm grid around the
+        streamlines is used.
+
+    Returns
+    -------
+    dipy.io.stateful_tractogram.StatefulTractogram
+        In RASMM space.
+    """
+    from dipy.io.stateful_tractogram import Space, StatefulTractogram
+
+    from aae_tract.io import reference_from_space
+
+    lines = [np.asarray(s, dtype=np.float32) for s in streamlines]
+    if not space:
+        pts = np.concatenate(lines) if lines else np.zeros((0, 3))
+        space = _bbox_space(pts)
+    return StatefulTractogram(lines, reference_from_space(space), Space.RASMM)
+
+
+# ---------------------------------------------------------------------------
+# generation
+
+
+def _resolve_target(model, bundle, length, attribute):
+    name = model.attribute_name
+    if name == "length":
+        if length is not None and attribute is not None:
+            if float(length) != float(attribute):
+                raise AAETractError(
+                    f"length={length} and attribute={attribute} disagree; this "
+                    "model is conditioned on streamline length, give one of them"
+                )
+        value = length if length is not None else attribute
+    else:
+        if length is not None:
+            raise AAETractError(
+                f"this model is conditioned on {name!r}, not on streamline length: "
+                f"pass attribute=<{name}> instead of length={length}"
+            )
+        value = attribute
+    if value is None:
+        stats = model.metadata.bundle_stats.get(bundle, {}).get("attribute", {})
+        if "p50" not in stats:
+            raise AAETractError(
+                f"no {name} requested and no training statistics for {bundle!r}"
+            )
+        value = stats["p50"]
+        logger.info("no %s requested: using the training median %.4g", name, value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise AAETractError(f"requested {name} {value!r} is not a number") from None
+    if not math.isfinite(value):
+        raise AAETractError(f"requested {name} {value} is not finite")
+    if name == "length" and value <= 0:
+        raise AAETractError(f"requested length {value} mm must be > 0")
+    return value
+
+
+def _reference_set(model, bundle, reference_streamlines):
+    if reference_streamlines is not None:
+        x, _ = model.prepare(reference_streamlines, bundle)
+        if len(x) == 0:
+            raise AAETractError("reference_streamlines is empty")
+        return x
+    bank_z, _ = _bank(model, bundle)
+    return model.decode(bank_z, bundle)
+
+
+def _default_max_mdf(reference, *, factor=2.0):
+    """``factor`` x the 95th percentile of nearest-neighbour MDF in ``reference``."""
+    from dipy.tracking.distances import bundles_distances_mdf
+
+    if len(reference) < 2:
+        return math.inf
+    ref = np.ascontiguousarray(reference, dtype=np.float32)
+    nn = np.empty(len(ref))
+    lines = list(ref)
+    for start in range(0, len(ref), _MDF_CHUNK):
+        d = bundles_distances_mdf(lines[start : start + _MDF_CHUNK], lines)
+        rows = np.arange(len(d))
+        d[rows, start + rows] = np.inf
+        nn[start : start + len(d)] = d.min(axis=1)
+    return float(factor * np.percentile(nn, 95))
+
+
+def generate(
+    model,
+    bundle,
+    length=None,
+    *,
+    attribute=None,
+    n_streamlines=100,
+    seed=None,
+    sampling="bank",
+    noise=_DEFAULT_NOISE,
+    filter=False,
+    length_tolerance=None,
+    max_mdf=None,
+    reference_streamlines=None,
+    max_tries=20,
+    batch_size=1024,
+):
+    """Generate streamlines of ``bundle`` at a requested length (or attribute).
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model (:meth:`TractAAE.fit` calibrates it).
+    bundle : str
+        Bundle name known to the model.
+    length : float, optional
+        Target streamline length in mm, for a model conditioned on length.
+        Default: the bundle's training median.
+    attribute : float, optional
+        Target value for a model conditioned on another attribute (e.g. age).
+    n_streamlines : int
+        Number of streamlines to return.
+    seed : int or numpy.random.Generator, optional
+        Random seed; the same seed gives the same streamlines.
+    sampling : {"bank", "prior"}
+        How latent codes are drawn (see :func:`sample_latent`).
+    noise : float
+        Relative noise of ``"bank"`` sampling.
+    filter : bool
+        Keep only plausible streamlines: MDF to the nearest reference
+        streamline of the bundle at most ``max_mdf`` and, for a length model,
+        length within ``length_tolerance`` of the target. Sampling repeats
+        until exactly ``n_streamlines`` are kept.
+    length_tolerance : float, optional
+        Allowed ``|length - target|`` in mm. Default 10 % of the target.
+    max_mdf : float, optional
+        Allowed MDF (mm) to the nearest reference streamline. Default twice
+        the 95th percentile of nearest-neighbour distances within the
+        reference set.
+    reference_streamlines : StatefulTractogram, ArraySequence or array, optional
+        Real streamlines of the bundle for the MDF test (e.g. the training
+        bundle). Default: the model's latent bank of the bundle, decoded.
+    max_tries : int
+        Sampling rounds before giving up when filtering.
+    batch_size : int
+        Codes decoded per forward pass.
+
+    Returns
+    -------
+    GeneratedBundle
+
+    Raises
+    ------
+    UnknownBundleError
+        ``bundle`` is not one of the model's bundles (the message lists them).
+    AAETractError
+        A length given to a model conditioned on another attribute, a target
+        that is not a finite (positive, for length) number, an unknown
+        sampling, or a filter that kept too few streamlines in ``max_tries``
+        rounds (the message gives the acceptance rate).
+    """
+    name = _bundle_name(model, bundle)
+    _check_sampling(sampling)
+    n = int(n_streamlines)
+    if n < 1:
+        raise AAETractError(f"n_streamlines must be >= 1, got {n_streamlines}")
+    target = _resolve_target(model, name, length, attribute)
+    attr = model.attribute_name
+    unit = " mm" if attr == "length" else ""
+    low, high = model.attribute_range(name)
+    out_of_range = not (low <= target <= high)
+    if out_of_range:
+        logger.warning(
+            "requested %s %.4g%s for %s is outside the range seen in training "
+            "(%.4g-%.4g%s); extrapolating the calibration",
+            attr,
+            target,
+            unit,
+            name,
+            low,
+            high,
+            unit,
+        )
+    rng = _rng(seed)
+
+    def draw(count):
+        z = sample_latent(
+            model,
+            name,
+            np.full(count, target),
+            sampling=sampling,
+            noise=noise,
+            rng=rng,
+        )
+        return z, model.decode(z, name, batch_size=batch_size)
+
+    settings = {}
+    if not filter:
+        z, x = draw(n)
+        acceptance = 1.0
+    else:
+        use_length = attr == "length"
+        tol = None
+        if use_length:
+            tol = 0.1 * target if length_tolerance is None else float(length_tolerance)
+            if not tol > 0:
+                raise AAETractError(f"length_tolerance must be > 0, got {tol}")
+        reference = None
+        if max_mdf is None or np.isfinite(float(max_mdf)):
+            reference = _reference_set(model, name, reference_streamlines)
+        limit = _default_max_mdf(reference) if max_mdf is None else float(max_mdf)
+        if not limit > 0:
+            raise AAETractError(f"max_mdf must be > 0, got {max_mdf}")
+        settings = {"max_mdf": limit, "length_tolerance": tol}
+        kept_z, kept_x = [], []
+        n_kept = n_drawn = 0
+        rate = 1.0
+        for _ in range(int(max_tries)):
+            need = n - n_kept
+            count = int(min(max(math.ceil(1.2 * need / max(rate, 0.02)), need), 20 * n))
+            z, x = draw(count)
+            keep = np.ones(count, dtype=bool)
+            if use_length:
+                lengths = _lengths(x)
+                keep &= np.abs(lengths - target) <= tol
+            if reference is not None and np.isfinite(limit) and keep.any():
+                rows = np.flatnonzero(keep)
+                d, _ = nearest_mdf(x[rows], reference)
+                keep[rows[d > limit]] = False
+            n_drawn += count
+            n_kept += int(keep.sum())
+            kept_z.append(z[keep])
+            kept_x.append(x[keep])
+            rate = n_kept / n_drawn
+            if n_kept >= n:
+                break
+        acceptance = n_kept / max(n_drawn, 1)
+        if n_kept < n:
+            raise AAETractError(
+                f"the filter kept {n_kept} of {n_drawn} generated {name} streamlines "
+                f"(acceptance rate {acceptance:.1%}) in {max_tries} rounds, fewer "
+                f"than the {n} requested; loosen max_mdf ({limit:.3g} mm) or "
+                f"length_tolerance ({tol if tol is None else f'{tol:.3g} mm'}), "
+                "raise max_tries, or request a value inside the seen range "
+                f"({low:.4g}-{high:.4g}{unit})"
+            )
+        z = np.concatenate(kept_z)[:n]
+        x = np.concatenate(kept_x)[:n]
+        logger.info(
+            "filter kept %d of %d generated streamlines (acceptance rate %.1f%%)",
+            n_kept,
+            n_drawn,
+            100 * acceptance,
+        )
+    lengths = _lengths(x)
+    logger.info(
+        "generated %d %s streamlines for %s %.4g%s: median length %.1f mm (%.1f-%.1f)",
+        n,
+        name,
+        attr,
+        target,
+        unit,
+        float(np.median(lengths)),
+        float(lengths.min()),
+        float(lengths.max()),
+    )
+    return GeneratedBundle(
+        bundle=name,
+        target=target,
+        attribute_name=attr,
+        streamlines=x,
+        lengths=lengths,
+        tractogram=make_tractogram(x, model.metadata.space),
+        acceptance_rate=float(acceptance),
+        z=z,
+        out_of_range=bool(out_of_range),
+        seen_range=(float(low), float(high)),
+        sampling=sampling,
+        filter_settings=settings,
+    )
+
+
+def _lengths(x):
+    """Lengths (mm) of streamlines as decoded, with DIPY's ``length``."""
+    from dipy.tracking.streamline import length
+
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.float32)
+    return np.asarray(length(list(np.asarray(x))), dtype=np.float32).reshape(-1)
+
+
+# ---------------------------------------------------------------------------
+# latent-space experiments
+
+
+def interpolate(model, a, b, bundle, n_steps=8, *, to_bundle=None):
+    """Decode points on the straight line between the codes of two streamlines.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model.
+    a, b : ndarray, shape (n, 3)
+        Two streamlines in RAS+ mm (any number of points).
+    bundle : str
+        Bundle of ``a`` and ``b`` (used to orient and to decode).
+    n_steps : int
+        Number of streamlines returned, ``a``'s reconstruction first and
+        ``b``'s last.
+    to_bundle : str, optional
+        Decode with this bundle's label instead of ``bundle``.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_steps, n_points, 3)
+        RAS+ mm.
+    """
+    n_steps = int(n_steps)
+    if n_steps < 2:
+        raise AAETractError(f"n_steps must be >= 2, got {n_steps}")
+    z = model.encode([np.asarray(a, np.float32), np.asarray(b, np.float32)], bundle)
+    t = np.linspace(0.0, 1.0, n_steps, dtype=np.float32)[:, None]
+    path = (1.0 - t) * z[0] + t * z[1]
+    return model.decode(path, to_bundle or bundle)
+
+
+def restyle(model, streamlines, bundle, to_bundles):
+    """Same style, other bundle: encode, then decode with other bundle labels.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model.
+    streamlines : StatefulTractogram, ArraySequence, list or array
+        Streamlines of ``bundle`` in RAS+ mm.
+    bundle : str
+        Their bundle.
+    to_bundles : str or sequence of str
+        Bundles to decode the codes as.
+
+    Returns
+    -------
+    dict of str to ndarray (N, n_points, 3)
+        One array of streamlines (RAS+ mm) per target bundle.
+    """
+    if isinstance(to_bundles, str):
+        to_bundles = [to_bundles]
+    names = [_bundle_name(model, b) for b in to_bundles]
+    if not names:
+        raise AAETractError("to_bundles names no bundle")
+    z = model.encode(streamlines, bundle)
+    return {name: model.decode(z, name) for name in names}

@@ -1,0 +1,323 @@
+"""Generation: calibration, targets, errors, filtering, saving, latent experiments."""
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+from dipy.io.streamline import load_tractogram
+from dipy.tracking.streamline import length as dipy_length
+
+from aae_tract.errors import AAETractError, UnknownBundleError
+from aae_tract.generate import (
+    GeneratedBundle,
+    generate,
+    interpolate,
+    make_tractogram,
+    nearest_mdf,
+    restyle,
+    sample_latent,
+)
+from aae_tract.io import load_bundle, save_tractogram, space_from_sft
+from aae_tract.model import TractAAE
+
+
+@pytest.fixture(scope="module")
+def model(tiny_trained):
+    return tiny_trained[0]
+
+
+@pytest.fixture(scope="module")
+def age_model(model):
+    """The tiny model's networks with metadata that says "conditioned on age".
+
+    Ages 20-75 are given to the latent bank in the order of its dimension 0 and
+    the calibration is fitted to them, as training on an age would.
+    """
+    meta = copy.deepcopy(model.metadata)
+    meta.attribute_name = "age"
+    for name, stats in meta.bundle_stats.items():
+        stats["attribute"] = {"min": 20, "p05": 22, "p50": 45, "p95": 70, "max": 75}
+        bank = meta.latent_bank[name]
+        z0 = np.sort(np.asarray(bank["z"])[:, 0])
+        ages = np.linspace(20, 75, len(z0))
+        order = np.argsort(np.argsort(np.asarray(bank["z"])[:, 0]))
+        bank["a"] = ages[order].tolist()
+        meta.calibration[name] = {
+            "x": ages.tolist(),
+            "y": np.maximum.accumulate(z0).tolist(),
+            "slope": float(np.polyfit(ages, z0, 1)[0]),
+        }
+    return TractAAE(model.network, meta)
+
+
+def _median_range(model, bundle):
+    low, high = model.attribute_range(bundle)
+    return 0.5 * (low + high)
+
+
+def test_calibration_is_monotone(model):
+    for bundle in model.bundle_names:
+        low, high = model.attribute_range(bundle)
+        values = np.linspace(low - 100, high + 100, 500)
+        z0 = model.attribute_to_z0(bundle, values)
+        assert np.all(np.isfinite(z0))
+        assert np.all(np.diff(z0) >= 0), bundle
+
+
+def test_generate_shapes_and_lengths(model):
+    target = _median_range(model, "CST_R")
+    result = generate(model, "CST_R", target, n_streamlines=23, seed=1)
+    assert isinstance(result, GeneratedBundle)
+    assert result.bundle == "CST_R"
+    assert result.attribute_name == "length"
+    assert result.target == pytest.approx(target)
+    assert result.streamlines.shape == (23, model.n_points, 3)
+    assert result.streamlines.dtype == np.float32
+    assert result.z.shape == (23, model.latent_dims)
+    assert len(result.tractogram) == 23
+    assert result.acceptance_rate == 1.0
+    assert not result.out_of_range
+    # lengths are measured on the decoded points as they are
+    expected = dipy_length(list(result.streamlines))
+    np.testing.assert_allclose(result.lengths, expected, rtol=1e-5)
+    # dimension 0 carries the calibrated target
+    np.testing.assert_allclose(
+        result.z[:, 0], model.attribute_to_z0("CST_R", target), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("sampling", ["bank", "prior"])
+def test_generate_is_deterministic_for_a_seed(model, sampling):
+    a = generate(model, "AF_L", 110, n_streamlines=10, seed=3, sampling=sampling)
+    b = generate(model, "AF_L", 110, n_streamlines=10, seed=3, sampling=sampling)
+    c = generate(model, "AF_L", 110, n_streamlines=10, seed=4, sampling=sampling)
+    np.testing.assert_array_equal(a.streamlines, b.streamlines)
+    assert not np.allclose(a.streamlines, c.streamlines)
+    assert a.sampling == sampling
+
+
+def test_out_of_range_warns_with_seen_range(model, caplog):
+    low, high = model.attribute_range("AF_L")
+    with caplog.at_level(logging.WARNING, logger="aae_tract.generate"):
+        result = generate(model, "AF_L", high + 200, n_streamlines=5, seed=0)
+    assert result.out_of_range
+    assert result.seen_range == pytest.approx((low, high))
+    assert len(result.streamlines) == 5
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        f"{low:.4g}-{high:.4g} mm" in m and "AF_L" in m and "outside" in m
+        for m in messages
+    ), messages
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aae_tract.generate"):
+        inside = generate(model, "AF_L", 0.5 * (low + high), n_streamlines=5, seed=0)
+    assert not inside.out_of_range
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_unknown_bundle_lists_known_bundles(model):
+    with pytest.raises(UnknownBundleError) as info:
+        generate(model, "NOPE_L", 80)
+    message = str(info.value)
+    assert "NOPE_L" in message
+    for name in model.bundle_names:
+        assert name in message
+
+
+@pytest.mark.parametrize("bad", [0.0, -10.0, float("nan"), float("inf"), "long"])
+def test_bad_length_is_rejected(model, bad):
+    with pytest.raises(AAETractError, match="length"):
+        generate(model, "AF_L", bad, n_streamlines=2)
+
+
+def test_bad_options_are_rejected(model):
+    with pytest.raises(AAETractError, match="sampling"):
+        generate(model, "AF_L", 100, sampling="magic")
+    with pytest.raises(AAETractError, match="n_streamlines"):
+        generate(model, "AF_L", 100, n_streamlines=0)
+
+
+def test_default_target_is_training_median(model):
+    result = generate(model, "CST_R", n_streamlines=3, seed=0)
+    assert result.target == pytest.approx(
+        model.metadata.bundle_stats["CST_R"]["attribute"]["p50"]
+    )
+
+
+def test_age_model_takes_attribute_not_length(age_model):
+    with pytest.raises(AAETractError, match="age"):
+        generate(age_model, "AF_L", 80, n_streamlines=2)
+    result = generate(age_model, "AF_L", attribute=40, n_streamlines=4, seed=0)
+    assert result.attribute_name == "age"
+    assert result.target == 40
+    assert not result.out_of_range
+    np.testing.assert_allclose(
+        result.z[:, 0], age_model.attribute_to_z0("AF_L", 40), rtol=1e-6
+    )
+    # filtering an age model uses the MDF test only
+    kept = generate(
+        age_model, "AF_L", attribute=40, n_streamlines=4, seed=0, filter=True
+    )
+    assert kept.filter_settings["length_tolerance"] is None
+
+
+def test_bank_sampling_prefers_codes_near_the_target(model):
+    bank_z = np.asarray(model.metadata.latent_bank["AF_L"]["z"])
+    bank_a = np.asarray(model.metadata.latent_bank["AF_L"]["a"])
+    low, high = np.percentile(bank_a, [10, 90])
+    for target in (low, high):
+        z = sample_latent(
+            model, "AF_L", np.full(300, target), noise=0.0, neighbours=10, rng=0
+        )
+        # with no noise every code is a bank code apart from dimension 0
+        d = ((z[:, None, 1:] - bank_z[None, :, 1:]) ** 2).sum(-1)
+        assert np.allclose(d.min(axis=1), 0, atol=1e-8)
+        picked = bank_a[d.argmin(axis=1)]
+        assert abs(np.mean(picked) - target) < abs(np.mean(bank_a) - target)
+
+
+@pytest.mark.parametrize("n", [1, 37])
+def test_filter_returns_exactly_n(model, n):
+    target = _median_range(model, "CC_ForcepsMajor")
+    result = generate(
+        model,
+        "CC_ForcepsMajor",
+        target,
+        n_streamlines=n,
+        seed=0,
+        filter=True,
+        length_tolerance=1000.0,
+    )
+    assert result.streamlines.shape == (n, model.n_points, 3)
+    assert result.z.shape == (n, model.latent_dims)
+    assert 0 < result.acceptance_rate <= 1
+    # every kept streamline passes the MDF test against the reference set
+    reference = model.decode(
+        np.asarray(model.metadata.latent_bank["CC_ForcepsMajor"]["z"]),
+        "CC_ForcepsMajor",
+    )
+    d, _ = nearest_mdf(result.streamlines, reference)
+    assert np.all(d <= result.filter_settings["max_mdf"] + 1e-4)
+
+
+def test_filter_keeps_only_lengths_within_tolerance(model):
+    free = generate(model, "AF_L", 110, n_streamlines=200, seed=0)
+    median = float(np.median(free.lengths))
+    tol = 0.5 * float(np.std(free.lengths)) + 1e-3
+    result = generate(
+        model,
+        "AF_L",
+        median,
+        n_streamlines=20,
+        seed=0,
+        filter=True,
+        length_tolerance=tol,
+        max_mdf=np.inf,
+        max_tries=50,
+    )
+    assert len(result.streamlines) == 20
+    assert np.all(np.abs(result.lengths - median) <= tol + 1e-4)
+    assert result.acceptance_rate < 1.0
+
+
+def test_filter_against_given_reference_streamlines(model, tiny_splits):
+    train, _ = tiny_splits
+    real = train.x[train.bundle_mask("AF_L")]
+    generated = generate(model, "AF_L", 110, n_streamlines=100, seed=0)
+    d, _ = nearest_mdf(generated.streamlines, real)
+    limit = float(np.median(d))
+    result = generate(
+        model,
+        "AF_L",
+        110,
+        n_streamlines=10,
+        seed=0,
+        filter=True,
+        length_tolerance=1000.0,
+        max_mdf=limit,
+        reference_streamlines=real,
+    )
+    assert result.filter_settings["max_mdf"] == limit
+    d, _ = nearest_mdf(result.streamlines, real)
+    assert np.all(d <= limit + 1e-4)
+    assert 0.2 < result.acceptance_rate < 0.9
+
+
+def test_filter_that_keeps_nothing_reports_acceptance(model):
+    with pytest.raises(AAETractError, match="acceptance rate 0.0%"):
+        generate(
+            model,
+            "AF_L",
+            110,
+            n_streamlines=5,
+            seed=0,
+            filter=True,
+            max_mdf=1e-6,
+            max_tries=2,
+        )
+
+
+@pytest.mark.parametrize("ext", [".trk", ".trx"])
+def test_saved_tractogram_lines_up_with_training_space(
+    model, minimal_bundles_dir, tmp_path, ext
+):
+    result = generate(model, "CST_R", 130, n_streamlines=12, seed=0)
+    path = save_tractogram(result.tractogram, tmp_path / f"CST_R{ext}")
+    back = load_tractogram(str(path), "same", bbox_valid_check=False)
+    back.to_rasmm()
+    np.testing.assert_allclose(
+        np.asarray(back.streamlines.get_data()).reshape(result.streamlines.shape),
+        result.streamlines,
+        atol=1e-3,
+    )
+    training = load_bundle(minimal_bundles_dir / "sub_1" / "CST_R.trk")
+    ours, theirs = space_from_sft(back), space_from_sft(training)
+    np.testing.assert_allclose(ours["affine"], theirs["affine"], atol=1e-6)
+    assert ours["dimensions"] == theirs["dimensions"]
+    np.testing.assert_allclose(ours["voxel_sizes"], theirs["voxel_sizes"])
+    assert ours["voxel_order"] == theirs["voxel_order"]
+    assert ours == space_from_sft(result.tractogram)
+
+
+def test_tractogram_without_space_covers_the_streamlines():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(5, 10, 3)) * 20 + [10, -30, 5]).astype(np.float32)
+    sft = make_tractogram(x, None)
+    sft.to_vox()
+    dims = np.asarray(sft.dimensions)
+    vox = np.asarray(sft.streamlines.get_data())
+    assert np.all(vox >= -0.5) and np.all(vox < dims - 0.5)
+    sft.to_rasmm()
+    np.testing.assert_allclose(
+        np.asarray(sft.streamlines.get_data()).reshape(x.shape), x, atol=1e-4
+    )
+
+
+def test_interpolate_runs_from_a_to_b(model, tiny_splits):
+    _, validation = tiny_splits
+    x = validation.x[validation.bundle_mask("AF_L")]
+    path = interpolate(model, x[0], x[1], "AF_L", n_steps=6)
+    assert path.shape == (6, model.n_points, 3)
+    ends = model.reconstruct(np.stack([x[0], x[1]]), "AF_L")
+    np.testing.assert_allclose(path[0], ends[0], atol=0.05)
+    np.testing.assert_allclose(path[-1], ends[1], atol=0.05)
+    with pytest.raises(AAETractError):
+        interpolate(model, x[0], x[1], "AF_L", n_steps=1)
+
+
+def test_restyle_decodes_one_code_per_bundle(model, tiny_splits):
+    _, validation = tiny_splits
+    x = validation.x[validation.bundle_mask("AF_L")][:7]
+    out = restyle(model, x, "AF_L", ["CST_R", "AF_L"])
+    assert set(out) == {"CST_R", "AF_L"}
+    assert out["CST_R"].shape == (7, model.n_points, 3)
+    np.testing.assert_allclose(out["AF_L"], model.reconstruct(x, "AF_L"), atol=1e-4)
+    # the other label moves the streamlines toward the other bundle
+    cst = validation.x[validation.bundle_mask("CST_R")]
+    d_cst, _ = nearest_mdf(out["CST_R"], cst)
+    d_af, _ = nearest_mdf(out["AF_L"], cst)
+    assert d_cst.mean() < d_af.mean()
+    with pytest.raises(UnknownBundleError):
+        restyle(model, x, "AF_L", "NOPE")
