@@ -234,7 +234,10 @@ def _load_plain_trk(path):
         return None
     expected = int(header["nb_streamlines"])
     if expected > 0 and expected != len(counts):
-        return None
+        raise TractogramError(
+            f"{path}: the header declares {expected} streamlines but the file "
+            f"holds {len(counts)}: truncated or corrupt"
+        )
     lengths = np.asarray(counts, dtype=np.int64)
     is_point = np.ones(n_words, dtype=bool)
     count_positions = np.concatenate([[0], np.cumsum(1 + 3 * lengths)[:-1]])
@@ -248,6 +251,42 @@ def _load_plain_trk(path):
         np.int64
     )
     return StatefulTractogram(streamlines, header, Space.RASMM, origin=Origin.NIFTI)
+
+
+def _check_declared_count(path, ext, sft):
+    """TractogramError when the file holds other streamlines than it declares.
+
+    nibabel reads as many streamlines as a .trk header declares and ignores
+    the rest, accepts a .trk cut at a streamline boundary, and drops empty
+    .tck streamlines; the header's count and the file size tell.
+    """
+    from nibabel.streamlines.tck import TckFile
+    from nibabel.streamlines.trk import header_2_dtype
+
+    n_read = len(sft)
+    if ext == ".trk":
+        with open(path, "rb") as handle:
+            header = np.frombuffer(handle.read(1000), dtype=header_2_dtype)
+        if int(header["hdr_size"][0]) != 1000:
+            header = header.byteswap()
+        declared = int(header["nb_streamlines"][0])
+        per_point = 3 + int(header["nb_scalars_per_point"][0])
+        per_streamline = 1 + int(header["nb_properties_per_streamline"][0])
+        n_points = int(np.sum(sft.streamlines._lengths))
+        size = 1000 + 4 * (n_read * per_streamline + n_points * per_point)
+        if size != path.stat().st_size:
+            raise TractogramError(
+                f"{path}: the file holds {path.stat().st_size} bytes, its header "
+                f"and {n_read} streamlines account for {size}: truncated or corrupt"
+            )
+    else:
+        count = str(TckFile._read_header(str(path)).get("count", "0")).strip()
+        declared = int(count) if count.isdigit() else 0
+    if declared > 0 and declared != n_read:
+        raise TractogramError(
+            f"{path}: the header declares {declared} streamlines but {n_read} "
+            "were read: truncated or corrupt (or empty streamlines)"
+        )
 
 
 def load_bundle(path, *, reference=None, min_points=2):
@@ -334,6 +373,8 @@ def load_bundle(path, *, reference=None, min_points=2):
         ) from exc
     if sft is False or sft is None:
         raise TractogramError(f"{path}: DIPY could not read this tractogram")
+    if ext in (".trk", ".tck"):
+        _check_declared_count(path, ext, sft)
     n_total = len(sft)
     if n_total == 0:
         raise TractogramError(f"{path}: the tractogram is empty (no streamlines)")
