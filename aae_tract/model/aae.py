@@ -71,6 +71,10 @@ class ConditionalAAE(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
         self._opt = _Optimizers(None, None)
         self.trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        # ramps the adversarial and AR weights from 0 to 1 over the warm-up
+        self.reg_scale = keras.Variable(
+            1.0, trainable=False, dtype="float32", name="reg_scale"
+        )
         self.built = True
 
     # -- Keras plumbing -------------------------------------------------------
@@ -166,8 +170,7 @@ class ConditionalAAE(keras.Model):
         total = (
             cfg.recon_weight * recon
             + cfg.smooth_weight * smooth
-            + cfg.ar_weight * ar
-            + cfg.adv_weight * gen
+            + self.reg_scale * (cfg.ar_weight * ar + cfg.adv_weight * gen)
         )
         parts = {
             "recon_loss": recon,

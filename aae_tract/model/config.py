@@ -49,6 +49,11 @@ class AAEConfig:
         Adam learning rates of the autoencoder and of the discriminator.
     label_smoothing : float
         One-sided label smoothing of the discriminator's "real" targets.
+    warmup_epochs : int
+        Epochs over which the adversarial and AR weights ramp up from 0, so
+        the autoencoder first learns to reconstruct.
+    lr_decay : bool
+        Cosine decay of both learning rates to 5% over the run.
     epochs, batch_size, seed : int
         Training length, batch size and random seed.
     mixed_precision : bool
@@ -67,12 +72,14 @@ class AAEConfig:
     recon_weight: float = 1.0
     adv_weight: float = 0.02
     ar_weight: float = 1.0
-    smooth_weight: float = 1.0
+    smooth_weight: float = 0.0
     ar_delta: float = 10.0
     ar_within_bundle: bool = True
     learning_rate: float = 1e-3
     disc_learning_rate: float = 2e-4
     label_smoothing: float = 0.1
+    warmup_epochs: int = 10
+    lr_decay: bool = True
     epochs: int = 100
     batch_size: int = 64
     seed: int = 0

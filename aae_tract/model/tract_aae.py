@@ -29,6 +29,7 @@ from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
 from aae_tract.model.training import (
     EpochCheckpoint,
     NonFiniteGuard,
+    RegularizationWarmup,
     StreamlineBatches,
     load_optimizer_arrays,
     read_checkpoint_state,
@@ -377,10 +378,19 @@ class TractAAE:
             keras.mixed_precision.set_global_policy("mixed_float16")
         keras.utils.set_random_seed(cfg.seed)
         net = self.network
+        steps = len(self._batches(train, shuffle=False, batch_size=batch_size))
+
+        def rate(value):
+            if not cfg.lr_decay:
+                return value
+            return keras.optimizers.schedules.CosineDecay(
+                value, decay_steps=max(epochs * steps, 1), alpha=0.05
+            )
+
         net.compile(
-            ae_optimizer=keras.optimizers.Adam(cfg.learning_rate, name="ae_adam"),
+            ae_optimizer=keras.optimizers.Adam(rate(cfg.learning_rate), name="ae_adam"),
             disc_optimizer=keras.optimizers.Adam(
-                cfg.disc_learning_rate, beta_1=0.5, name="disc_adam"
+                rate(cfg.disc_learning_rate), beta_1=0.5, name="disc_adam"
             ),
         )
         history = {}
@@ -411,7 +421,7 @@ class TractAAE:
             batch_size,
         )
         guard = NonFiniteGuard()
-        cbs = [guard]
+        cbs = [guard, RegularizationWarmup(cfg.warmup_epochs)]
         if checkpoint_dir is not None:
             cbs.append(
                 EpochCheckpoint(

@@ -105,6 +105,18 @@ class StreamlineBatches(keras.utils.PyDataset):
         self._reorder()
 
 
+class RegularizationWarmup(keras.callbacks.Callback):
+    """Ramp the adversarial and AR loss weights linearly over ``epochs`` epochs."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = int(epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        scale = 1.0 if self.epochs <= 0 else min(1.0, (epoch + 1) / self.epochs)
+        self.model.reg_scale.assign(scale)
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stop training when a loss becomes NaN or infinite."""
 
