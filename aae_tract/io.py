@@ -253,6 +253,32 @@ def _load_plain_trk(path):
     return StatefulTractogram(streamlines, header, Space.RASMM, origin=Origin.NIFTI)
 
 
+def _check_space(path, affine, dimensions, voxel_sizes, *, what):
+    """TractogramError when a space is unusable (the volume or its grid is
+    empty, negative, non-finite or singular): such a space mirrors or
+    collapses the streamlines, or cannot be written back."""
+    affine = np.asarray(affine, dtype=np.float64)
+    dimensions = np.asarray(dimensions)
+    voxel_sizes = np.asarray(voxel_sizes, dtype=np.float64)
+    problems = []
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        problems.append("a non-finite affine")
+    elif abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        problems.append("a singular affine")
+    if dimensions.shape != (3,) or (dimensions <= 0).any():
+        problems.append(f"dimensions {dimensions.tolist()}")
+    if (
+        voxel_sizes.shape != (3,)
+        or not np.isfinite(voxel_sizes).all()
+        or (voxel_sizes <= 0).any()
+    ):
+        problems.append(f"voxel sizes {voxel_sizes.tolist()}")
+    if problems:
+        raise TractogramError(
+            f"{path}: the {what} describes an invalid space ({', '.join(problems)})"
+        )
+
+
 def _check_declared_count(path, ext, sft):
     """TractogramError when the file holds other streamlines than it declares.
 
@@ -348,12 +374,13 @@ def load_bundle(path, *, reference=None, min_points=2):
         from dipy.io.utils import get_reference_info
 
         try:
-            get_reference_info(ref)
+            space = get_reference_info(ref)
         except Exception as exc:
             raise TractogramError(
                 f"{path}: unusable reference {reference!r} "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
+        _check_space(path, *space[:3], what=f"reference {reference!r}")
     try:
         with np.errstate(invalid="ignore"):  # NaN points are counted below
             sft = _load_plain_trk(path) if ext == ".trk" else None
@@ -375,6 +402,8 @@ def load_bundle(path, *, reference=None, min_points=2):
         raise TractogramError(f"{path}: DIPY could not read this tractogram")
     if ext in (".trk", ".tck"):
         _check_declared_count(path, ext, sft)
+    if ext == ".trk":
+        _check_space(path, *sft.space_attributes[:3], what="header")
     n_total = len(sft)
     if n_total == 0:
         raise TractogramError(f"{path}: the tractogram is empty (no streamlines)")
