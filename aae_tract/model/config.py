@@ -70,8 +70,8 @@ class AAEConfig:
     prior: str = "gaussian"
     prior_components: int = 8
     recon_weight: float = 1.0
-    adv_weight: float = 0.02
-    ar_weight: float = 1.0
+    adv_weight: float = 0.005
+    ar_weight: float = 0.5
     smooth_weight: float = 0.0
     ar_delta: float = 10.0
     ar_within_bundle: bool = True
