@@ -39,6 +39,10 @@ TRACTOGRAM_EXTENSIONS = (".trk", ".tck", ".trx")
 _NEEDS_REFERENCE = (".tck", ".trx")
 _GLOB_CHARS = set("*?[")
 
+#: Coordinates beyond +/- this many mm count as unusable, like NaN/inf: no
+#: anatomy is a kilometre wide, and float32 lengths overflow near 1e19 mm.
+MAX_COORDINATE_MM = 1e6
+
 
 @dataclass(frozen=True)
 class BundleFile:
@@ -89,7 +93,7 @@ def _check_path(path):
 
 
 def valid_streamline_mask(streamlines, *, min_points=2):
-    """Find streamlines that are usable: finite and long enough.
+    """Find streamlines that are usable: finite, in range and long enough.
 
     Parameters
     ----------
@@ -101,10 +105,10 @@ def valid_streamline_mask(streamlines, *, min_points=2):
     Returns
     -------
     keep : ndarray of bool, shape (N,)
-        True for streamlines with only finite coordinates and at least
-        ``min_points`` points.
+        True for streamlines with only finite coordinates within
+        +/- :data:`MAX_COORDINATE_MM` and at least ``min_points`` points.
     n_nonfinite : int
-        Number of streamlines dropped for NaN/inf coordinates.
+        Number of streamlines dropped for NaN/inf or out-of-range coordinates.
     n_short : int
         Number of (finite) streamlines dropped for having too few points.
     """
@@ -116,22 +120,36 @@ def valid_streamline_mask(streamlines, *, min_points=2):
             empty = np.zeros(0, dtype=bool)
             return empty, 0, 0
         compact = len(data) == int(lengths.sum())
-        if compact and lengths.min() >= min_points and np.isfinite(data).all():
+        if compact and lengths.min() >= min_points and _all_in_range(data):
             return np.ones(len(lengths), dtype=bool), 0, 0
-        bad_point = ~np.isfinite(data).all(axis=1) if data.size else np.zeros(0, bool)
+        bad_point = (
+            ~(np.abs(data) <= MAX_COORDINATE_MM).all(axis=1)
+            if data.size
+            else np.zeros(0, bool)
+        )
         cumulative = np.concatenate([[0], np.cumsum(bad_point, dtype=np.int64)])
         n_bad = cumulative[offsets + lengths] - cumulative[offsets]
         finite = n_bad == 0
     else:
         lengths = np.array([len(s) for s in streamlines], dtype=np.int64)
         finite = np.array(
-            [bool(np.isfinite(np.asarray(s)).all()) for s in streamlines], dtype=bool
+            [_all_in_range(np.asarray(s)) for s in streamlines], dtype=bool
         )
     long_enough = lengths >= min_points
     keep = finite & long_enough
     n_nonfinite = int((~finite).sum())
     n_short = int((finite & ~long_enough).sum())
     return keep, n_nonfinite, n_short
+
+
+def _all_in_range(points):
+    """Whether every coordinate is finite and within +/- MAX_COORDINATE_MM."""
+    if points.size == 0:
+        return True
+    if not np.isfinite(points).all():
+        return False
+    limit = MAX_COORDINATE_MM
+    return bool(points.max() <= limit and points.min() >= -limit)
 
 
 def _apply_affine_f32(points, affine):
@@ -415,12 +433,13 @@ def load_bundle(path, *, reference=None, min_points=2):
     if n_keep == 0:
         raise TractogramError(
             f"{path}: no usable streamline: {n_nonfinite} of {n_total} have NaN/inf "
-            f"coordinates, {n_short} have fewer than {min_points} points"
+            f"or out-of-range coordinates, {n_short} have fewer than {min_points} "
+            "points"
         )
     if n_keep < n_total:
         logger.warning(
-            "%s: skipped %d of %d streamlines (%d with NaN/inf coordinates, "
-            "%d with fewer than %d points)",
+            "%s: skipped %d of %d streamlines (%d with NaN/inf or out-of-range "
+            "coordinates, %d with fewer than %d points)",
             path,
             n_total - n_keep,
             n_total,
