@@ -184,7 +184,10 @@ def sample_latent(
         Relative noise scale for ``"bank"`` sampling.
     neighbours : int, optional
         About how many bank codes share one target value (width of the
-        attribute kernel); default a quarter of the bank, at least 16.
+        attribute kernel); default a sixteenth of the bank, at least 16.
+        A wide kernel lets codes of streamlines with other attribute values
+        in, which biases the produced attribute toward the bundle's middle;
+        a very narrow one draws many streamlines from few codes.
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -207,7 +210,7 @@ def sample_latent(
         if not (math.isfinite(float(noise)) and noise >= 0):
             raise AAETractError(f"noise must be a finite number >= 0, got {noise!r}")
         bank_z, bank_a = _bank(model, name)
-        k = neighbours if neighbours is not None else max(16, len(bank_z) // 4)
+        k = neighbours if neighbours is not None else max(16, len(bank_z) // 16)
         unique, inverse = np.unique(targets, return_inverse=True)
         weights = _kernel_weights(bank_a, unique, k=k)
         m = len(bank_z)
