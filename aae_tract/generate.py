@@ -103,6 +103,18 @@ class GeneratedBundle:
     def __len__(self):
         return int(len(self.streamlines))
 
+    def save(self, path):
+        """Write :attr:`tractogram` (``.trk``, ``.tck`` or ``.trx``), atomically.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file (see :func:`aae_tract.io.save_tractogram`).
+        """
+        from aae_tract.io import save_tractogram
+
+        return save_tractogram(self.tractogram, path)
+
 
 # ---------------------------------------------------------------------------
 # helpers

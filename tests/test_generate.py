@@ -279,6 +279,15 @@ def test_saved_tractogram_lines_up_with_training_space(
     np.testing.assert_allclose(ours["voxel_sizes"], theirs["voxel_sizes"])
     assert ours["voxel_order"] == theirs["voxel_order"]
     assert ours == space_from_sft(result.tractogram)
+    # the convenience method writes the same file
+    again = load_tractogram(
+        str(result.save(tmp_path / f"again{ext}")), "same", bbox_valid_check=False
+    )
+    np.testing.assert_allclose(
+        np.asarray(again.streamlines.get_data()),
+        np.asarray(back.streamlines.get_data()),
+        atol=1e-5,
+    )
 
 
 def test_tractogram_without_space_covers_the_streamlines():
