@@ -11,7 +11,10 @@ Importing this package does not import Keras: the workflows select the Keras
 backend (``--backend``) before they load the model code.
 """
 
+from .evaluate import EvaluateFlow
 from .fetch import FetchFlow
+from .generate import GenerateFlow
+from .render import RenderFlow
 from .train import TrainFlow
 
-__all__ = ["FetchFlow", "TrainFlow"]
+__all__ = ["EvaluateFlow", "FetchFlow", "GenerateFlow", "RenderFlow", "TrainFlow"]

@@ -39,7 +39,7 @@ def training_files(inputs):
     Returns
     -------
     list of str
-        Sorted absolute paths.
+        Absolute paths, in the order the dataset reads them.
     """
     from aae_tract.io import find_bundles
 
@@ -47,7 +47,7 @@ def training_files(inputs):
         from aae_tract.data_fetchers import fetch_minimal_bundles
 
         inputs = [fetch_minimal_bundles()]
-    return sorted(str(f.path.resolve()) for f in find_bundles(inputs))
+    return [str(f.path.resolve()) for f in find_bundles(inputs)]
 
 
 def _keras_verbosity():
@@ -81,9 +81,11 @@ class TrainFlow(AAEWorkflow):
         dropout=0.2,
         prior="gaussian",
         learning_rate=1e-3,
-        adv_weight=0.02,
-        ar_weight=1.0,
-        smooth_weight=1.0,
+        adv_weight=0.005,
+        ar_weight=0.5,
+        smooth_weight=0.0,
+        warmup_epochs=10,
+        constant_lr=False,
         val_fraction=0.2,
         seed=0,
         resume=False,
@@ -151,6 +153,11 @@ class TrainFlow(AAEWorkflow):
             Weight of the attribute regularization loss.
         smooth_weight : float, optional
             Weight of the curvature (second difference) reconstruction loss.
+        warmup_epochs : int, optional
+            Epochs over which the adversarial and attribute weights rise from
+            0 to their values.
+        constant_lr : bool, optional
+            Keep the learning rate constant (default: cosine decay).
         val_fraction : float, optional
             Fraction of subjects (or of streamlines, with one subject) held
             out for validation, in [0, 1).
@@ -196,6 +203,8 @@ class TrainFlow(AAEWorkflow):
             "adv_weight": check_float("adv_weight", adv_weight, minimum=0),
             "ar_weight": check_float("ar_weight", ar_weight, minimum=0),
             "smooth_weight": check_float("smooth_weight", smooth_weight, minimum=0),
+            "warmup_epochs": check_int("warmup_epochs", warmup_epochs, minimum=0),
+            "lr_decay": not constant_lr,
             "seed": check_int("seed", seed, minimum=0),
             "mixed_precision": bool(mixed_precision),
         }

@@ -1,0 +1,380 @@
+"""The workflows end to end on tiny settings, run in this process.
+
+Each command runs through :func:`aae_tract.workflows.cli.main` (DIPY's
+``run_flow`` with the command line as given), in temporary folders. One tiny
+model is trained once for the module and copied where a test changes files.
+The Keras backend is whatever ``KERAS_BACKEND`` says (the suite runs once per
+backend).
+"""
+
+import functools
+import inspect
+import json
+import logging
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aae_tract.workflows import cli
+from aae_tract.workflows.base import resolve_inputs
+from aae_tract.workflows.train import CHECKPOINT_DIR, TrainFlow
+
+TINY_ARGS = [
+    "--epochs",
+    "2",
+    "--n_points",
+    "32",
+    "--batch_size",
+    "32",
+    "--latent_dims",
+    "8",
+    "--n_control",
+    "8",
+    "--filters",
+    "16",
+    "32",
+    "--disc_units",
+    "32",
+]
+TRAIN_OUTPUTS = (
+    "aae_tract_model.keras",
+    "training_history.json",
+    "training_curves.png",
+    "latent_space.png",
+)
+
+
+def run_cli(prog, *args):
+    """Run a command in this process; restore logging and sys.argv afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    argv = list(sys.argv)
+    try:
+        return cli.main(prog, [str(a) for a in args])
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+        sys.argv = argv
+
+
+def assert_picture(path):
+    """The PNG exists and is not blank (one colour)."""
+    from PIL import Image
+
+    assert path.is_file(), path
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    assert pixels.std() > 1.0, f"{path} is blank"
+
+
+@functools.lru_cache(maxsize=1)
+def can_render():
+    """Whether FURY finds a wgpu adapter (asked in a child process: probing
+    it here, where TensorFlow may be loaded, is unsafe with Mesa's lavapipe)."""
+    code = (
+        "import sys; from aae_tract.viz import adapter_problem; "
+        "sys.exit(adapter_problem() is not None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A fresh aae_tract data home ($AAE_TRACT_HOME) for this module."""
+    folder = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AAE_TRACT_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, home):
+    """A tiny model trained by ``aae_tract_train`` without inputs (the default)."""
+    out = tmp_path_factory.mktemp("trained")
+    assert run_cli("aae_tract_train", *TINY_ARGS, "--out_dir", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def minimal_dir(home, trained):
+    """The embedded default, as training fetched it."""
+    folder = home / "minimal_bundles"
+    assert folder.is_dir()
+    return folder
+
+
+@pytest.fixture
+def workdir(trained, tmp_path):
+    """A copy of the trained folder (model, checkpoint, outputs)."""
+    out = tmp_path / "work"
+    shutil.copytree(trained, out)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# train
+
+
+def test_train_writes_its_outputs(trained, minimal_dir):
+    from aae_tract.model import TractAAE
+
+    for name in TRAIN_OUTPUTS:
+        assert (trained / name).is_file(), name
+    history = json.loads((trained / "training_history.json").read_text())
+    assert history["epochs"] == 2
+    for key in ("loss", "recon_loss", "val_recon_loss", "disc_loss"):
+        assert len(history[key]) == 2 and all(np.isfinite(history[key]))
+    model = TractAAE.load(trained / "aae_tract_model.keras")
+    assert model.n_points == 32 and model.latent_dims == 8
+    assert model.bundle_names == ["AF_L", "CC_ForcepsMajor", "CST_R"]
+    record = model.metadata.training
+    assert record["epochs"] == 2 and record["val_fraction"] == 0.2
+    assert len(record["inputs"]) == 15
+    assert all(p.startswith(str(minimal_dir.resolve())) for p in record["inputs"])
+    assert len(record["validation_subjects"]) == 1
+    assert (trained / CHECKPOINT_DIR / "checkpoint.json").is_file()
+    assert_picture(trained / "training_curves.png")
+    assert_picture(trained / "latent_space.png")
+
+
+def test_train_keeps_existing_outputs_without_force(workdir, capsys):
+    before = {n: (workdir / n).stat().st_mtime_ns for n in TRAIN_OUTPUTS}
+    assert run_cli("aae_tract_train", *TINY_ARGS, "--out_dir", workdir) == 0
+    assert {n: (workdir / n).stat().st_mtime_ns for n in TRAIN_OUTPUTS} == before
+    assert "aae_tract_model.keras exists, use --force to overwrite" in (
+        capsys.readouterr().out
+    )
+
+
+def test_train_resume_continues_from_the_checkpoint(workdir):
+    args = [*TINY_ARGS, "--out_dir", workdir, "--resume"]
+    args[1] = "3"  # --epochs 3: one more than the checkpoint
+    assert run_cli("aae_tract_train", *args) == 0
+    history = json.loads((workdir / "training_history.json").read_text())
+    assert history["epochs"] == 3 and len(history["loss"]) == 3
+
+
+def test_train_on_a_phantom_with_age(tmp_path):
+    from aae_tract.data_fetchers import make_phantom
+    from aae_tract.model import TractAAE
+
+    data = make_phantom(tmp_path / "phantom", n_subjects=3, n_per_bundle=8, seed=1)
+    out = tmp_path / "out"
+    args = [data, *TINY_ARGS, "--attribute", "age", "--epochs", "1", "--out_dir", out]
+    assert run_cli("aae_tract_train", *args) == 0
+    model = TractAAE.load(out / "aae_tract_model.keras")
+    assert model.attribute_name == "age"
+    assert len(model.bundle_names) == 6
+
+
+def test_train_defaults_follow_the_model_defaults():
+    import dataclasses
+
+    from aae_tract.model import AAEConfig
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(TrainFlow.run).parameters.items()
+        if p.default is not inspect.Parameter.empty and p.default is not None
+    }
+    config = {f.name: f.default for f in dataclasses.fields(AAEConfig)}
+    shared = set(defaults) & set(config)
+    assert {"latent_dims", "n_points", "batch_size", "adv_weight"} <= shared
+    for name in shared:
+        assert defaults[name] == config[name], name
+
+
+# ---------------------------------------------------------------------------
+# generate
+
+
+def test_generate_as_in_the_readme(workdir, monkeypatch):
+    """``aae_tract_generate --bundle AF_L --length 80`` after training there."""
+    from aae_tract.io import load_bundle
+
+    monkeypatch.chdir(workdir)
+    args = ["--bundle", "AF_L", "--length", "80", "--n_streamlines", "20"]
+    assert run_cli("aae_tract_generate", *args) == 0
+    sft = load_bundle(workdir / "AF_L_length80.trk")
+    assert len(sft) == 20
+    assert len(sft.streamlines[0]) == 32
+    if can_render():
+        assert_picture(workdir / "AF_L_length80.png")
+
+
+def test_generate_several_lengths_in_another_format(workdir):
+    import nibabel as nib
+
+    out = workdir / "gen"
+    args = [
+        "--model",
+        workdir / "aae_tract_model.keras",
+        "--bundle",
+        "CST_R",
+        "--length",
+        "100",
+        "120",
+        "--n_streamlines",
+        "5",
+        "--format",
+        "tck",
+        "--skip_picture",
+        "--out_dir",
+        out,
+    ]
+    assert run_cli("aae_tract_generate", *args) == 0
+    for value in (100, 120):
+        tck = nib.streamlines.load(out / f"CST_R_length{value}.tck")
+        assert len(tck.streamlines) == 5
+    assert not list(out.glob("*.png"))
+
+
+def test_generate_force(workdir, capsys):
+    args = ["--model", workdir / "aae_tract_model.keras", "--bundle", "AF_L"]
+    args += ["--length", "100", "--n_streamlines", "4", "--skip_picture"]
+    args += ["--out_dir", workdir]
+    assert run_cli("aae_tract_generate", *args) == 0
+    target = workdir / "AF_L_length100.trk"
+    stamp = target.stat().st_mtime_ns
+    capsys.readouterr()
+    assert run_cli("aae_tract_generate", *args) == 0
+    assert target.stat().st_mtime_ns == stamp
+    assert "AF_L_length100.trk exists, use --force to overwrite" in (
+        capsys.readouterr().out
+    )
+    assert run_cli("aae_tract_generate", *args, "--force", "--seed", "3") == 0
+    assert target.stat().st_mtime_ns != stamp
+
+
+def test_generate_default_request_is_every_bundle_at_its_median(workdir):
+    out = workdir / "all"
+    args = ["--model", workdir / "aae_tract_model.keras", "--n_streamlines", "3"]
+    args += ["--skip_picture", "--out_dir", out]
+    assert run_cli("aae_tract_generate", *args) == 0
+    written = sorted(p.name.split("_length")[0] for p in out.glob("*.trk"))
+    assert written == ["AF_L", "CC_ForcepsMajor", "CST_R"]
+
+
+# ---------------------------------------------------------------------------
+# evaluate
+
+
+def test_evaluate_on_the_held_out_split(workdir):
+    from aae_tract.metrics import METRIC_NAMES
+
+    args = ["--model", workdir / "aae_tract_model.keras", "--n_generate", "10"]
+    assert run_cli("aae_tract_evaluate", *args, "--out_dir", workdir) == 0
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    for key in (*METRIC_NAMES, "n_train", "n_eval", "bundles", "seconds"):
+        assert key in metrics, key
+    assert metrics["n_train"] == 600 and metrics["n_eval"] == 150
+    assert "held-out split" in metrics["data"]
+    assert_picture(workdir / "evaluation.png")
+
+
+def test_evaluate_other_data_uses_all_of_the_known_bundles(workdir, tmp_path):
+    from aae_tract.data_fetchers import make_phantom
+
+    data = make_phantom(tmp_path / "phantom", n_subjects=2, n_per_bundle=6, seed=2)
+    args = [data, "--model", workdir / "aae_tract_model.keras", "--n_generate", "5"]
+    assert run_cli("aae_tract_evaluate", *args, "--out_dir", tmp_path / "ev") == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["bundles"] == ["AF_L", "CST_R"]  # the phantom's known bundles
+    assert metrics["n_eval"] == 2 * 2 * 6
+
+
+# ---------------------------------------------------------------------------
+# render and fetch
+
+
+def test_render_colours_bundles(minimal_dir, tmp_path):
+    if not can_render():
+        pytest.skip("no wgpu adapter for FURY")
+    args = [minimal_dir / "sub_1", minimal_dir / "sub_2" / "AF_L.trk"]
+    args += ["--width", "400", "--height", "300", "--out_dir", tmp_path]
+    assert run_cli("aae_tract_render", *args) == 0
+    assert_picture(tmp_path / "tractograms.png")
+
+
+def test_fetch_by_name(tmp_path):
+    assert run_cli("aae_tract_fetch", "minimal_bundles", "--out_dir", tmp_path) == 0
+    assert len(list((tmp_path / "minimal_bundles").glob("sub_*/*.trk"))) == 15
+    args = [
+        "phantom",
+        "--n_subjects",
+        "2",
+        "--n_per_bundle",
+        "5",
+        "--out_dir",
+        tmp_path,
+    ]
+    assert run_cli("aae_tract_fetch", *args) == 0
+    assert (tmp_path / "phantom" / "participants.tsv").is_file()
+    assert len(list((tmp_path / "phantom").glob("sub-*/*.trk"))) == 12
+
+
+def test_fetch_keeps_a_different_phantom_without_force(tmp_path, capsys):
+    args = [
+        "phantom",
+        "--n_subjects",
+        "1",
+        "--n_per_bundle",
+        "3",
+        "--out_dir",
+        tmp_path,
+    ]
+    assert run_cli("aae_tract_fetch", *args) == 0
+    truth = tmp_path / "phantom" / "ground_truth.json"
+    stamp = truth.stat().st_mtime_ns
+    args[4] = "4"
+    capsys.readouterr()
+    assert run_cli("aae_tract_fetch", *args) == 0
+    assert truth.stat().st_mtime_ns == stamp
+    assert "use --force to overwrite" in capsys.readouterr().out
+    assert run_cli("aae_tract_fetch", *args, "--force") == 0
+    assert json.loads(truth.read_text())["options"]["n_per_bundle"] == 4
+
+
+# ---------------------------------------------------------------------------
+# pieces
+
+
+def test_inputs_word_default_and_dataset_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("AAE_TRACT_HOME", str(tmp_path))
+    assert resolve_inputs(None) is None
+    assert resolve_inputs([]) is None
+    assert resolve_inputs(["default"]) is None
+    (folder,) = resolve_inputs(["minimal_bundles"])
+    assert folder == str(tmp_path / "minimal_bundles")
+    assert resolve_inputs(["a.trk", "b/"]) == ["a.trk", "b/"]
+
+
+def test_optional_inputs_are_detected():
+    assert not cli._inputs_given(TrainFlow(), ["--epochs", "2", "--force"])
+    assert not cli._inputs_given(TrainFlow(), ["--log_level", "DEBUG"])
+    assert cli._inputs_given(TrainFlow(), ["--epochs", "2", "data/"])
+    assert cli._inputs_given(TrainFlow(), ["a.trk", "b.trk", "--seed", "1"])
+
+
+def test_log_level_is_applied(tmp_path, capsys):
+    args = [
+        "phantom",
+        "--n_subjects",
+        "1",
+        "--n_per_bundle",
+        "2",
+        "--out_dir",
+        tmp_path,
+    ]
+    assert run_cli("aae_tract_fetch", *args, "--log_level", "WARNING") == 0
+    assert "INFO" not in capsys.readouterr().out
+    assert run_cli("aae_tract_fetch", *args, "--force") == 0
+    assert "INFO: Fetched phantom" in capsys.readouterr().out

@@ -1,0 +1,317 @@
+"""``aae_tract_generate``: new streamlines of a bundle at a requested length."""
+
+import logging
+import zipfile
+from pathlib import Path
+
+from aae_tract.errors import AAETractError
+
+from .base import (
+    AAEWorkflow,
+    as_list,
+    bad_value,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    names_written,
+    select_backend,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Longest streamline length (mm) a request may ask for.
+MAX_LENGTH_MM = 1000.0
+#: Most streamlines one request may ask for.
+MAX_STREAMLINES = 1_000_000
+#: Most real tractogram files read for the comparison picture.
+MAX_REAL_FILES = 10
+FORMATS = ("trk", "tck", "trx")
+
+
+def check_model_path(model):
+    """The model path, or AAETractError when it is not an existing .keras file."""
+    path = Path(model)
+    if not path.exists():
+        raise AAETractError(
+            f"{path}: model file not found (train one with aae_tract_train, or "
+            "give --model)"
+        )
+    if path.is_dir():
+        raise AAETractError(f"{path}: is a folder, not a .keras model file")
+    if not zipfile.is_zipfile(path):
+        raise AAETractError(f"{path}: not a .keras model file (not a zip archive)")
+    return path
+
+
+def condition_label(attribute, value):
+    """File-name part for a request: ``length80``, ``age42.5``."""
+    return f"{attribute}{float(value):g}"
+
+
+def real_bundle_files(model, bundle, real=None):
+    """Real tractogram files of ``bundle`` for the comparison picture.
+
+    Parameters
+    ----------
+    model : TractAAE
+        Its recorded training inputs are the default source.
+    bundle : str
+        Bundle name (matched to file names).
+    real : list of str, optional
+        Files, folders or patterns; a single file is taken whatever its name.
+
+    Returns
+    -------
+    list of Path
+    """
+    from aae_tract.io import find_bundles
+
+    if real:
+        found = find_bundles(real)
+        if len(found) == 1 and Path(real[0]).is_file():
+            return [found[0].path]
+        return [f.path for f in found if f.bundle == bundle][:MAX_REAL_FILES]
+    files = [Path(p) for p in model.metadata.training.get("inputs", [])]
+    return [p for p in files if p.stem == bundle and p.is_file()][:MAX_REAL_FILES]
+
+
+class GenerateFlow(AAEWorkflow):
+    @classmethod
+    def get_short_name(cls):
+        return "generate"
+
+    def run(
+        self,
+        model="aae_tract_model.keras",
+        bundle=None,
+        length=None,
+        attribute_value=None,
+        n_streamlines=100,
+        seed=0,
+        sampling="bank",
+        filter=False,
+        max_mdf=None,
+        length_tolerance=None,
+        real=None,
+        reference=None,
+        format=None,
+        skip_picture=False,
+        backend=None,
+        device="auto",
+        out_dir="",
+        out_tractogram="{bundle}_{condition}.trk",
+        out_picture="{bundle}_{condition}.png",
+    ):
+        """Generate streamlines of a bundle at a requested length.
+
+        Latent codes of the bundle are sampled with latent dimension 0 set
+        for the requested length (or, for a model trained with --attribute,
+        the requested attribute value), then decoded. Writes a tractogram in
+        the space of the training data and a picture of it beside the real
+        bundle (the model's training files of that bundle, or --real). Several
+        bundles and lengths can be asked at once: one file pair each.
+
+        Parameters
+        ----------
+        model : string, optional
+            The model file written by aae_tract_train.
+        bundle : variable string, optional
+            Bundle name(s) known to the model (default: all of them).
+        length : variable float, optional
+            Target streamline length(s) in mm (default: the bundle's median
+            length in training).
+        attribute_value : variable float, optional
+            Target value(s) of the attribute of a model trained with
+            --attribute (e.g. age), instead of --length.
+        n_streamlines : int, optional
+            Streamlines to generate per bundle and value.
+        seed : int, optional
+            Random seed (the same seed gives the same streamlines).
+        sampling : string, optional
+            bank (near the training encodings of the bundle) or prior
+            (samples of the latent prior).
+        filter : bool, optional
+            Keep only plausible streamlines (near a real one of the bundle and,
+            for length, within --length_tolerance of the target), sampling
+            again until n_streamlines are kept.
+        max_mdf : float, optional
+            Filter: largest distance (MDF, mm) to the nearest streamline of
+            the bundle (default: from the spread of the bundle).
+        length_tolerance : float, optional
+            Filter: largest |length - target| in mm (default: 10 % of the
+            target).
+        real : variable string, optional
+            Real tractograms of the bundle for the picture (files, folders or
+            patterns; default: the model's training files, when present).
+        reference : string, optional
+            Reference anatomy (NIfTI or .trk) giving the space of the written
+            tractograms (default: the space of the training data).
+        format : string, optional
+            Tractogram format: trk, tck or trx (default: the extension of
+            out_tractogram).
+        skip_picture : bool, optional
+            Write only the tractograms (no FURY rendering).
+        backend : string, optional
+            Keras backend: tensorflow or torch (default: KERAS_BACKEND, else
+            tensorflow).
+        device : string, optional
+            auto, cpu or gpu.
+        out_dir : string, optional
+            Output folder.
+        out_tractogram : string, optional
+            Name of each generated tractogram; {bundle} and {condition} (e.g.
+            length80) are filled in.
+        out_picture : string, optional
+            Name of each picture; {bundle} and {condition} are filled in.
+        """
+        self._begin()
+        lengths = [
+            check_float(
+                "length", v, minimum=0, maximum=MAX_LENGTH_MM, exclusive_min=True
+            )
+            for v in as_list(length)
+        ]
+        values = [check_float("attribute_value", v) for v in as_list(attribute_value)]
+        if lengths and values:
+            raise AAETractError(
+                "give --length (a model trained on length) or --attribute_value "
+                "(a model trained with --attribute), not both"
+            )
+        n_streamlines = check_int(
+            "n_streamlines", n_streamlines, maximum=MAX_STREAMLINES
+        )
+        seed = None if seed is None else check_int("seed", seed, minimum=0)
+        sampling = check_choice("sampling", sampling, ("bank", "prior"))
+        if max_mdf is not None:
+            max_mdf = check_float("max_mdf", max_mdf, minimum=0, exclusive_min=True)
+        if length_tolerance is not None:
+            length_tolerance = check_float(
+                "length_tolerance", length_tolerance, minimum=0, exclusive_min=True
+            )
+        fmt = None if format is None else check_choice("format", format, FORMATS)
+        real = [str(p) for p in as_list(real)]
+        if reference is not None and not Path(reference).exists():
+            bad_value("reference", reference, "must be an existing file")
+        model_path = check_model_path(model)
+
+        select_backend(backend, device)
+        from aae_tract.model import TractAAE
+
+        check_device(device)
+        net = TractAAE.load(model_path)
+        bundles = [str(b) for b in as_list(bundle)] or net.bundle_names
+        for name in bundles:
+            net.bundle_index(name)  # UnknownBundleError listing the known bundles
+        attr = net.attribute_name
+        if attr != "length" and lengths:
+            raise AAETractError(
+                f"{model_path} is conditioned on {attr!r}, not on streamline "
+                f"length: use --attribute_value <{attr}> instead of --length"
+            )
+        targets = lengths or values
+        requests = []
+        for name in bundles:
+            chosen = targets or [
+                round(net.metadata.bundle_stats[name]["attribute"]["p50"], 1)
+            ]
+            requests.extend((name, v) for v in chosen)
+
+        names = {}
+        for i, (name, value) in enumerate(requests):
+            fill = {"bundle": name, "condition": condition_label(attr, value)}
+            tract_name = Path(_fill(out_tractogram, fill, "out_tractogram"))
+            if fmt is not None:
+                tract_name = tract_name.with_suffix(f".{fmt}")
+            elif tract_name.suffix.lstrip(".").lower() not in FORMATS:
+                bad_value(
+                    "out_tractogram", str(tract_name), "must end in .trk, .tck or .trx"
+                )
+            names[f"out_tractogram_{i}"] = tract_name
+            if not skip_picture:
+                picture = _fill(out_picture, fill, "out_picture")
+                names[f"out_picture_{i}"] = Path(picture)
+        if len({str(n) for n in names.values()}) != len(names):
+            raise AAETractError(
+                "several requests would write the same file: put {bundle} and "
+                "{condition} in --out_tractogram and --out_picture"
+            )
+        paths = self._prepare_outputs(out_dir, names)
+        if paths is None:
+            return None
+
+        from aae_tract.generate import generate
+
+        from .picture import comparison_job, render_jobs
+
+        jobs = []
+        for i, (name, value) in enumerate(requests):
+            kwargs = {"length": value} if attr == "length" else {"attribute": value}
+            result = generate(
+                net,
+                name,
+                n_streamlines=n_streamlines,
+                seed=seed,
+                sampling=sampling,
+                filter=bool(filter),
+                max_mdf=max_mdf,
+                length_tolerance=length_tolerance,
+                **kwargs,
+            )
+            _save(result.tractogram, paths[f"out_tractogram_{i}"], reference)
+            if skip_picture:
+                continue
+            files = real_bundle_files(net, name, real)
+            if real and not files:
+                logger.warning("no real %s streamlines in %s", name, " ".join(real))
+            unit = " mm" if attr == "length" else ""
+            jobs.append(
+                comparison_job(
+                    result.streamlines,
+                    paths[f"out_picture_{i}"],
+                    bundle=name,
+                    title=f"{name} at {attr} {value:g}{unit}",
+                    real_files=files,
+                )
+            )
+        pictures = render_jobs(jobs, reference=reference, space=net.metadata.space)
+        written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
+        written += [p for p in pictures if p is not None]
+        missing = 0 if skip_picture else 2 * len(requests) - len(written)
+        logger.info(
+            "Generated %d streamlines for each of %d request%s (%s); wrote %s%s",
+            n_streamlines,
+            len(requests),
+            "s" * (len(requests) != 1),
+            ", ".join(f"{b} {attr} {v:g}" for b, v in requests),
+            names_written(written),
+            f" (no picture for {missing})" if missing else "",
+        )
+        return written
+
+
+def _fill(template, values, option):
+    try:
+        return str(template).format(**values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise AAETractError(
+            f"--{option} {template!r}: only {{bundle}} and {{condition}} can be "
+            f"filled in ({exc})"
+        ) from None
+
+
+def _save(sft, path, reference):
+    """Write ``sft`` (RAS+ mm) to ``path``, in the space of ``reference`` if given."""
+    from aae_tract.io import save_tractogram
+
+    if reference is not None:
+        from dipy.io.stateful_tractogram import Space, StatefulTractogram
+
+        sft.to_rasmm()
+        try:
+            sft = StatefulTractogram(sft.streamlines, str(reference), Space.RASMM)
+        except Exception as exc:
+            raise AAETractError(
+                f"{reference}: cannot be used as a reference ({exc})"
+            ) from exc
+    return save_tractogram(sft, path)

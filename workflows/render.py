@@ -1,0 +1,111 @@
+"""``aae_tract_render``: a picture of tractograms, coloured by bundle."""
+
+import logging
+import sys
+
+from aae_tract.errors import AAETractError
+
+from .base import AAEWorkflow, as_list, check_choice, check_int, names_written
+from .picture import files_job, render_jobs
+
+logger = logging.getLogger(__name__)
+
+
+class RenderFlow(AAEWorkflow):
+    @classmethod
+    def get_short_name(cls):
+        return "render"
+
+    def run(
+        self,
+        inputs,
+        reference=None,
+        view="oblique",
+        width=800,
+        height=600,
+        max_streamlines=20000,
+        title=None,
+        out_dir="",
+        out_png="tractograms.png",
+    ):
+        """Render tractograms to a picture, coloured by bundle (FURY, offscreen).
+
+        Every file is a bundle named after the file (AF_L.trk is AF_L):
+        files of the same bundle from several subjects share a colour, and
+        each bundle keeps its colour in every aae_tract picture. Without a
+        GPU this needs a software Vulkan driver (Debian/Ubuntu:
+        mesa-vulkan-drivers); where none exists, no picture is made and a
+        warning says why.
+
+        Parameters
+        ----------
+        inputs : variable string
+            Tractograms (.trk, .tck, .trx): files, folders
+            (<subject>/<BUNDLE>.trk) or glob patterns.
+        reference : string, optional
+            Reference anatomy (NIfTI or .trk) for .tck inputs.
+        view : string, optional
+            Camera direction: oblique, left, right, superior, inferior,
+            anterior or posterior.
+        width : int, optional
+            Picture width in pixels.
+        height : int, optional
+            Picture height in pixels.
+        max_streamlines : int, optional
+            At most this many streamlines are drawn (the same fraction of
+            each tractogram).
+        title : string, optional
+            Title above the picture.
+        out_dir : string, optional
+            Output folder.
+        out_png : string, optional
+            Name of the picture.
+        """
+        self._begin()
+        from aae_tract.viz import VIEWS
+
+        view = check_choice("view", view, tuple(VIEWS))
+        size = (
+            check_int("width", width, minimum=64, maximum=8192),
+            check_int("height", height, minimum=64, maximum=8192),
+        )
+        max_streamlines = check_int("max_streamlines", max_streamlines)
+
+        from aae_tract.io import find_bundles, load_bundle
+
+        found = find_bundles([str(p) for p in as_list(inputs)])
+        paths = self._prepare_outputs(out_dir, {"out_png": out_png})
+        if paths is None:
+            return None
+        tractograms = [load_bundle(f.path, reference=reference) for f in found]
+        n_lines = sum(len(t) for t in tractograms)
+        labels = [f.bundle for f in found]
+        options = {
+            "title": title,
+            "size": size,
+            "view": view,
+            "max_streamlines": max_streamlines,
+        }
+        if "tensorflow" in sys.modules:  # see aae_tract.workflows.picture
+            job = files_job(
+                [f.path for f in found], labels, paths["out_png"], **options
+            )
+            (out,) = render_jobs([job], reference=reference)
+        else:
+            from aae_tract.viz import render_bundles
+
+            out = render_bundles(
+                tractograms, paths["out_png"], labels=labels, **options
+            )
+        if out is None:
+            raise AAETractError(
+                f"no picture was made of {n_lines} streamlines (see the warning above)"
+            )
+        logger.info(
+            "Rendered %d streamlines of %d bundles from %d files; wrote %s",
+            n_lines,
+            len(set(labels)),
+            len(found),
+            names_written([out]),
+        )
+        return out
