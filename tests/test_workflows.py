@@ -173,6 +173,11 @@ def test_train_on_a_phantom_with_age(tmp_path):
     model = TractAAE.load(out / "aae_tract_model.keras")
     assert model.attribute_name == "age"
     assert len(model.bundle_names) == 6
+    args = ["--model", out / "aae_tract_model.keras", "--bundle", "UF_L"]
+    args += ["--n_streamlines", "3", "--skip_picture", "--out_dir", out]
+    assert run_cli("aae_tract_generate", *args, "--attribute_value", "50") == 0
+    assert (out / "UF_L_age50.trk").is_file()
+    assert run_cli("aae_tract_generate", *args, "--length", "50") == 1
 
 
 def test_train_defaults_follow_the_model_defaults():

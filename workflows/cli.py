@@ -135,6 +135,13 @@ def main(prog, argv):
             f"unknown command; aae_tract commands are {', '.join(CLI_FLOWS)}",
             show_traceback=False,
         )
+    if "--version" in argv:
+        from dipy import __version__ as dipy_version
+
+        from aae_tract import __version__
+
+        print(f"{prog} (aae_tract {__version__}, DIPY {dipy_version})")
+        return 0
     level_name = _early_level(argv)
     try:
         level = _log_level(level_name)

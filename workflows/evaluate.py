@@ -138,8 +138,8 @@ class EvaluateFlow(AAEWorkflow):
         reference : string, optional
             Reference anatomy (NIfTI or .trk) for .tck inputs.
         backend : string, optional
-            Keras backend: tensorflow or torch (default: KERAS_BACKEND, else
-            tensorflow).
+            Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
+            tensorflow.
         device : string, optional
             auto, cpu or gpu.
         out_dir : string, optional

@@ -53,8 +53,8 @@ class FetchFlow(AAEWorkflow):
         seed : int, optional
             Phantom: random seed (the same options give the same files).
         out_dir : string, optional
-            Data home: the dataset goes to out_dir/NAME (default:
-            $AAE_TRACT_HOME, else ~/.aae_tract).
+            Data home: the dataset goes to out_dir/NAME. Without it:
+            $AAE_TRACT_HOME, else ~/.aae_tract.
         """
         self._begin()
         name = str(name).lower()

@@ -117,10 +117,10 @@ class GenerateFlow(AAEWorkflow):
         model : string, optional
             The model file written by aae_tract_train.
         bundle : variable string, optional
-            Bundle name(s) known to the model (default: all of them).
+            Bundle name(s) known to the model. Without it: all of them.
         length : variable float, optional
-            Target streamline length(s) in mm (default: the bundle's median
-            length in training).
+            Target streamline length(s) in mm. Without it: the bundle's median
+            length in training.
         attribute_value : variable float, optional
             Target value(s) of the attribute of a model trained with
             --attribute (e.g. age), instead of --length.
@@ -137,24 +137,24 @@ class GenerateFlow(AAEWorkflow):
             again until n_streamlines are kept.
         max_mdf : float, optional
             Filter: largest distance (MDF, mm) to the nearest streamline of
-            the bundle (default: from the spread of the bundle).
+            the bundle. Without it: twice the bundle's own spread.
         length_tolerance : float, optional
-            Filter: largest |length - target| in mm (default: 10 % of the
-            target).
+            Filter: largest |length - target| in mm. Without it: 10 % of the
+            target.
         real : variable string, optional
             Real tractograms of the bundle for the picture (files, folders or
-            patterns; default: the model's training files, when present).
+            patterns). Without it: the model's training files, when present.
         reference : string, optional
             Reference anatomy (NIfTI or .trk) giving the space of the written
-            tractograms (default: the space of the training data).
+            tractograms. Without it: the space of the training data.
         format : string, optional
-            Tractogram format: trk, tck or trx (default: the extension of
-            out_tractogram).
+            Tractogram format: trk, tck or trx. Without it: the extension of
+            out_tractogram.
         skip_picture : bool, optional
             Write only the tractograms (no FURY rendering).
         backend : string, optional
-            Keras backend: tensorflow or torch (default: KERAS_BACKEND, else
-            tensorflow).
+            Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
+            tensorflow.
         device : string, optional
             auto, cpu or gpu.
         out_dir : string, optional

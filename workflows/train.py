@@ -129,18 +129,18 @@ class TrainFlow(AAEWorkflow):
             What latent dimension 0 encodes: length (streamline length in mm)
             or a column of participants.tsv such as age.
         participants : string, optional
-            The participants table for --attribute other than length
-            (default: participants.tsv beside the subject folders).
+            The participants table for --attribute other than length. Without
+            it: participants.tsv beside the subject folders.
         reference : string, optional
             Reference anatomy (NIfTI or .trk) for .tck inputs.
         n_control : int, optional
             Control points of the B-spline the decoder emits (fewer: smoother
-            streamlines). Default 32, at most n_points.
+            streamlines). Without it: 32, at most n_points.
         filters : variable int, optional
             Channels of the encoder's convolution layers (mirrored by the
-            decoder). Default 32 64 128 256.
+            decoder). Without it: 32 64 128 256.
         disc_units : variable int, optional
-            Hidden units of the discriminator layers. Default 256 256.
+            Hidden units of the discriminator layers. Without it: 256 256.
         dropout : float, optional
             Dropout in the discriminator.
         prior : string, optional
@@ -157,7 +157,7 @@ class TrainFlow(AAEWorkflow):
             Epochs over which the adversarial and attribute weights rise from
             0 to their values.
         constant_lr : bool, optional
-            Keep the learning rate constant (default: cosine decay).
+            Keep the learning rate constant instead of the cosine decay.
         val_fraction : float, optional
             Fraction of subjects (or of streamlines, with one subject) held
             out for validation, in [0, 1).
@@ -167,8 +167,8 @@ class TrainFlow(AAEWorkflow):
             Continue an interrupted run from the checkpoint in out_dir (same
             settings); also allows replacing the outputs of that run.
         backend : string, optional
-            Keras backend: tensorflow or torch (default: KERAS_BACKEND, else
-            tensorflow).
+            Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
+            tensorflow.
         device : string, optional
             auto (a GPU when one is visible), cpu or gpu.
         mixed_precision : bool, optional
@@ -185,6 +185,16 @@ class TrainFlow(AAEWorkflow):
             Name of the picture of the training curves.
         out_latent : string, optional
             Name of the picture of the held-out latent space.
+
+        References
+        ----------
+        .. [1] Makhzani et al. Adversarial autoencoders. arXiv:1511.05644, 2015.
+
+        .. [2] Pati, Lerch. Attribute-based regularization of latent spaces. 2021.
+
+        .. [3] Legarreta et al. FINTA. Medical Image Analysis 68, 101907, 2021.
+
+        .. [4] Legarreta et al. GESTA. Medical Image Analysis 84, 102761, 2023.
         """
         self._begin()
         epochs = check_int("epochs", epochs)
