@@ -579,17 +579,21 @@ class TractAAE:
         path = Path(path)
         if path.suffix != ".keras":
             raise ModelFileError(f"{path}: model files must end in .keras")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.metadata.validate(source=str(path))
-        tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
+        tmp = path.parent / f".{path.stem}.{os.getpid()}.{id(self):x}.tmp.keras"
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.network.save(tmp)
             with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(METADATA_MEMBER, json.dumps(self.metadata.to_dict()))
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             if tmp.exists():
                 tmp.unlink()
+            if isinstance(exc, OSError):
+                raise ModelFileError(
+                    f"{path}: cannot write the model ({exc.strerror or exc})"
+                ) from exc
             raise
         logger.info("model written to %s", path)
         return path
