@@ -167,21 +167,44 @@ class EpochCheckpoint(keras.callbacks.Callback):
             write_json_atomic(self.history_path, {"epochs": epoch + 1, **self.history})
 
 
+def write_atomic(path, write):
+    """Call ``write(tmp)`` for a temporary name beside ``path``, then rename it.
+
+    The temporary file is removed on any failure; an OSError (disk full,
+    read-only folder) becomes a TrainingError naming ``path``, and an existing
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
+        os.close(fd)
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            _unlink_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise TrainingError(
+                f"{path}: cannot write ({exc.strerror or exc})"
+            ) from exc
+        raise
+    return path
+
+
 def write_json_atomic(path, payload):
     """Write ``payload`` as JSON to ``path`` through a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
+
+    def write(tmp):
+        with open(tmp, "w") as f:
             json.dump(payload, f, indent=2)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def _unlink_quietly(path):
@@ -226,19 +249,19 @@ def save_checkpoint(model, checkpoint_dir, epoch, history, extra_state=None):
     model_path = directory / f"{stem}.keras"
     opt_path = directory / f"{stem}.optimizers.npz"
 
-    tmp_model = directory / f".{stem}.tmp.keras"
-    model.save(tmp_model)
-    os.replace(tmp_model, model_path)
+    write_atomic(model_path, model.save)
 
     arrays = {}
     for prefix, opt in (("ae", model.ae_optimizer), ("disc", model.disc_optimizer)):
         if opt is not None and opt.built:
             for key, value in optimizer_state(opt).items():
                 arrays[f"{prefix}_{key}"] = value
-    tmp_opt = directory / f".{stem}.tmp.npz"
-    with open(tmp_opt, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp_opt, opt_path)
+
+    def write_optimizers(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_atomic(opt_path, write_optimizers)
 
     state = {
         "epoch": int(epoch),
