@@ -813,9 +813,9 @@ def load_dataset(
             yield sft.streamlines, bundle_file.bundle, bundle_file.subject, value
 
     writer = None
-    if cache_dir is not None:
-        writer = _cache.CacheWriter(cache_dir, key)
     try:
+        if cache_dir is not None:
+            writer = _cache.CacheWriter(cache_dir, key)
         sink = _MemorySink() if writer is None else _FileSink(writer, n_points)
         dataset = _assemble(
             parts(),
@@ -829,9 +829,14 @@ def load_dataset(
         dataset.space = dict(first_space)
         if writer is not None:
             dataset = _write_cache(writer, dataset, files)
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
             writer.abort()
+        if cache_dir is not None and isinstance(exc, OSError):
+            raise DatasetError(
+                f"{cache_dir}: cannot write the dataset cache ({exc}); free some "
+                "space or choose another cache folder"
+            ) from exc
         raise
     logger.info(
         "Loaded %d streamlines of %d bundles from %d subjects (%d files)",
