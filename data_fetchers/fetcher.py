@@ -232,8 +232,11 @@ def extract_zip(
     archive = Path(archive)
     target = Path(target)
     check_md5(archive, md5, downloaded=downloaded)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise FetcherError(f"{target}: cannot extract {archive} here ({e})") from e
     try:
         try:
             zf = zipfile.ZipFile(archive)
@@ -258,12 +261,14 @@ def extract_zip(
                 try:
                     with zf.open(info) as src, open(dest, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-                except (zipfile.BadZipFile, OSError, EOFError) as e:
+                except (zipfile.BadZipFile, EOFError) as e:
                     raise FetcherError(
                         f"{archive}: member {info.filename!r} cannot be read ({e})"
                     ) from e
         (tmp / _COMPLETE_MARKER).write_text(md5sum(archive) + "\n")
         _move_into_place(tmp, target)
+    except OSError as e:  # disk full, read-only folder, ...
+        raise FetcherError(f"{target}: cannot extract {archive} here ({e})") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
