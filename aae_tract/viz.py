@@ -17,8 +17,14 @@ here.
 """
 
 import functools
+import json
 import logging
 import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -69,12 +75,94 @@ _NO_ADAPTER_HINT = (
 
 
 # --------------------------------------------------------------------------
+# Rendering beside TensorFlow
+# --------------------------------------------------------------------------
+# Mesa's software Vulkan driver (lavapipe) and TensorFlow each bring their own
+# LLVM; rendering in a process where TensorFlow is loaded crashes it. Pictures
+# are then made by a child Python process that never imports TensorFlow:
+# streamlines travel as .npy files (no pickle), options as JSON.
+
+_CHILD_ENV = "AAE_TRACT_RENDER_CHILD"
+_CHILD_TIMEOUT = 600
+
+
+def _needs_child():
+    return "tensorflow" in sys.modules and os.environ.get(_CHILD_ENV) != "1"
+
+
+def _render_in_child(kind, groups, out_png, options):
+    """Render ``groups`` (lists of (k, 3) arrays) with ``kind`` in a child process."""
+    out_png = Path(out_png).resolve()
+    with tempfile.TemporaryDirectory(prefix="aae_tract_render_") as tmp:
+        folder = Path(tmp)
+        for i, lines in enumerate(groups):
+            points = (
+                np.concatenate(lines).astype(np.float32)
+                if lines
+                else np.zeros((0, 3), np.float32)
+            )
+            offsets = np.cumsum([0] + [len(line) for line in lines]).astype(np.int64)
+            np.save(folder / f"points_{i}.npy", points)
+            np.save(folder / f"offsets_{i}.npy", offsets)
+        spec = {
+            "kind": kind,
+            "n_groups": len(groups),
+            "out_png": str(out_png),
+            "options": options,
+        }
+        (folder / "spec.json").write_text(json.dumps(spec))
+        env = dict(os.environ, **{_CHILD_ENV: "1"})
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "aae_tract.viz", str(folder)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=_CHILD_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            _no_picture(f"rendering took over {_CHILD_TIMEOUT} s")
+            return None
+    if done.returncode != 0:
+        tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
+        _no_picture(
+            f"the rendering process failed (exit status {done.returncode}) {tail[0]}"
+        )
+        return None
+    written = done.stdout.strip().splitlines()[-1:] or [""]
+    return Path(written[0]) if written[0] else None
+
+
+def _child_main(folder):
+    """Entry point of the rendering child process (``python -m aae_tract.viz``)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    folder = Path(folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    groups = []
+    for i in range(spec["n_groups"]):
+        points = np.load(folder / f"points_{i}.npy", allow_pickle=False)
+        offsets = np.load(folder / f"offsets_{i}.npy", allow_pickle=False)
+        groups.append([points[a:b] for a, b in zip(offsets[:-1], offsets[1:])])
+    options = spec["options"]
+    if options.get("size") is not None:
+        options["size"] = tuple(options["size"])
+    if spec["kind"] == "comparison":
+        out = render_comparison(groups[0], groups[1], spec["out_png"], **options)
+    else:
+        out = render_bundles(groups, spec["out_png"], **options)
+    print("" if out is None else str(out), flush=True)
+
+
+# --------------------------------------------------------------------------
 # Adapter check
 # --------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
 def _probe_adapter():
+    if _needs_child():
+        return _probe_adapter_in_child()
     try:
         import wgpu
     except Exception as exc:  # ImportError, or a broken native library
@@ -93,6 +181,28 @@ def _probe_adapter():
     info = getattr(adapter, "info", None) or {}
     logger.debug("wgpu adapter: %s", dict(info))
     return None
+
+
+def _probe_adapter_in_child():
+    code = (
+        "from aae_tract.viz import adapter_problem; "
+        "print(adapter_problem() or '', end='')"
+    )
+    env = dict(os.environ, **{_CHILD_ENV: "1"})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "probing for a wgpu adapter took over 120 s"
+    if done.returncode != 0:
+        return f"probing for a wgpu adapter failed (exit status {done.returncode})"
+    return done.stdout.strip() or None
 
 
 def adapter_problem():
@@ -565,6 +675,21 @@ def render_bundles(
     if problem:
         _no_picture(problem)
         return None
+    if _needs_child():
+        return _render_in_child(
+            "bundles",
+            [lines for lines, _ in groups],
+            out_png,
+            {
+                "labels": labels,
+                "colors": [list(map(float, c)) for _, c in groups],
+                "title": title,
+                "size": list(size),
+                "view": view,
+                "max_streamlines": max_streamlines,
+                "thickness": thickness,
+            },
+        )
 
     legend = {}
     for (lines, color), label in zip(groups, labels):
@@ -667,6 +792,20 @@ def render_comparison(
     if problem:
         _no_picture(problem)
         return None
+    if _needs_child():
+        return _render_in_child(
+            "comparison",
+            [real_lines, gen_lines],
+            out_png,
+            {
+                "bundle": bundle,
+                "title": title,
+                "size": list(size),
+                "view": view,
+                "max_streamlines": max_streamlines,
+                "thickness": thickness,
+            },
+        )
 
     if title is None and name:
         title = f"{name}: real vs generated"
@@ -710,3 +849,7 @@ def render_comparison(
         out,
     )
     return out
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1])

@@ -201,6 +201,7 @@ def test_render_comparison_two_panels(tmp_path, renderer_ready, synthetic_bundle
 def test_render_without_adapter_warns_and_returns_none(
     tmp_path, monkeypatch, caplog, synthetic_bundles
 ):
+    monkeypatch.setattr(viz, "_needs_child", lambda: False)
     monkeypatch.setattr(viz, "adapter_problem", lambda: "no wgpu adapter (test)")
     lines = synthetic_bundles["AF_L"]
     with caplog.at_level(logging.WARNING, logger="aae_tract.viz"):
@@ -217,6 +218,7 @@ def test_render_failure_keeps_existing_picture(
     def broken(*args, **kwargs):
         raise RuntimeError("device lost")
 
+    monkeypatch.setattr(viz, "_needs_child", lambda: False)
     monkeypatch.setattr(viz, "adapter_problem", lambda: None)
     monkeypatch.setattr(viz, "_render_panels", broken)
     out = tmp_path / "old.png"

@@ -1,0 +1,40 @@
+"""The tutorial in doc/examples runs end to end (tiny settings)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = (
+    Path(__file__).resolve().parents[1] / "doc" / "examples" / "generate_bundles.py"
+)
+
+
+def test_tutorial_runs(tmp_path):
+    env = dict(
+        os.environ,
+        AAE_TRACT_EXAMPLE_EPOCHS="1",
+        AAE_TRACT_EXAMPLE_POINTS="32",
+        AAE_TRACT_EXAMPLE_OUT=str(tmp_path),
+        AAE_TRACT_HOME=str(tmp_path / "home"),
+    )
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in (
+        "example_model.keras",
+        "tutorial_training_curves.png",
+        "tutorial_latent_space.png",
+        "tutorial_metrics.json",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    metrics = json.loads((tmp_path / "tutorial_metrics.json").read_text())
+    assert 0.0 <= metrics["label_fidelity"] <= 1.0
+    assert "recon_mdf_mm" in done.stdout
