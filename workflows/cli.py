@@ -174,6 +174,10 @@ def main(prog, argv):
         else:
             message = str(exc) or type(exc).__name__
         return _fail(prog, message, show_traceback=debug)
+    except ImportError as exc:
+        return _fail(
+            prog, f"{exc} (a package this needs is missing)", show_traceback=debug
+        )
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -63,14 +63,18 @@ def held_out_data(model, inputs, *, reference=None):
         logger.warning(
             "%d input file(s) of bundles the model does not know are ignored", skipped
         )
+    same_data = bool(trained_on) and set(files) == trained_on
+    if reference is None and same_data:
+        reference = record.get("reference")
     dataset = load_dataset(
         usable,
         n_points=model.n_points,
         attribute=model.attribute_name,
+        participants=record.get("participants") if same_data else None,
         reference=reference,
         orient_refs={k: v for k, v in model.metadata.orient_refs.items()},
     )
-    if trained_on and set(files) == trained_on:
+    if same_data:
         _, held_out = split_dataset(
             dataset,
             val_fraction=record.get("val_fraction", 0.2),
@@ -180,11 +184,12 @@ class EvaluateFlow(AAEWorkflow):
         metrics["model"] = str(model_path)
         metrics["data"] = description
         write_json_atomic(paths["out_metrics"], metrics)
+        kind = "held-out " if description.startswith("the held-out") else ""
         plot_evaluation(
             metrics,
             paths["out_figure"],
             reference=metrics.get("reference"),
-            title=f"{model_path.name} on {len(dataset)} held-out streamlines",
+            title=f"{model_path.name} on {len(dataset)} {kind}streamlines",
         )
         shown = ", ".join(
             f"{k} {metrics[k]:.3g}" if metrics.get(k) is not None else f"{k} n/a"

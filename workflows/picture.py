@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 #: Longest a child process may take to render (seconds).
 CHILD_TIMEOUT = 600
+_CHILD = (
+    "import sys; from aae_tract.workflows.picture import _child_main; "
+    "_child_main(*sys.argv[1:])"
+)
 
 
 def load_lines(files, *, reference=None, space=None):
@@ -174,7 +178,7 @@ def _render_in_child(jobs, shared):
         debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
         try:
             done = subprocess.run(
-                [sys.executable, "-m", __name__, tmp, "DEBUG" if debug else "WARNING"],
+                [sys.executable, "-c", _CHILD, tmp, "DEBUG" if debug else "WARNING"],
                 stdout=subprocess.PIPE,
                 text=True,
                 timeout=CHILD_TIMEOUT,
@@ -217,7 +221,3 @@ def _child_main(folder, level="WARNING"):
             logger.warning("no picture was made: %s", exc)
             out = None
         print("" if out is None else str(out), flush=True)
-
-
-if __name__ == "__main__":
-    _child_main(*sys.argv[1:])

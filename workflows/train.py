@@ -4,8 +4,11 @@ import logging
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from aae_tract.backend import TRAINABLE_BACKENDS
 
 from .base import (
     AAEWorkflow,
@@ -48,6 +51,10 @@ def training_files(inputs):
 
         inputs = [fetch_minimal_bundles()]
     return [str(f.path.resolve()) for f in find_bundles(inputs)]
+
+
+def _resolved(path):
+    return None if path is None else str(Path(path).resolve())
 
 
 def _keras_verbosity():
@@ -249,6 +256,12 @@ class TrainFlow(AAEWorkflow):
             bad_value("out_model", out_model, "must end in .keras")
 
         backend_name = select_backend(backend, device)
+        if backend_name not in TRAINABLE_BACKENDS:
+            bad_value(
+                "backend",
+                backend_name,
+                f"must be one of {', '.join(TRAINABLE_BACKENDS)} to train",
+            )
         inputs = resolve_inputs(inputs)
         files = training_files(inputs)
 
@@ -296,6 +309,8 @@ class TrainFlow(AAEWorkflow):
                 "val_fraction": val_fraction,
                 "split_seed": seed,
                 "validation_subjects": sorted({str(s) for s in validation.subjects}),
+                "participants": _resolved(participants),
+                "reference": _resolved(reference),
             }
         )
         model.save(paths["out_model"])
