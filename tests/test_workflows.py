@@ -7,12 +7,10 @@ The Keras backend is whatever ``KERAS_BACKEND`` says (the suite runs once per
 backend).
 """
 
-import functools
 import inspect
 import json
 import logging
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -74,16 +72,10 @@ def assert_picture(path):
     assert pixels.std() > 1.0, f"{path} is blank"
 
 
-@functools.lru_cache(maxsize=1)
 def can_render():
-    """Whether FURY finds a wgpu adapter (asked in a child process: probing
-    it here, where TensorFlow may be loaded, is unsafe with Mesa's lavapipe)."""
-    code = (
-        "import sys; from aae_tract.viz import adapter_problem; "
-        "sys.exit(adapter_problem() is not None)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True)
-    return done.returncode == 0
+    from aae_tract.viz import adapter_problem
+
+    return adapter_problem() is None
 
 
 @pytest.fixture(scope="module")

@@ -242,9 +242,7 @@ class GenerateFlow(AAEWorkflow):
 
         from aae_tract.generate import generate
 
-        from .picture import comparison_job, render_jobs
-
-        jobs = []
+        pictures = []
         for i, (name, value) in enumerate(requests):
             kwargs = {"length": value} if attr == "length" else {"attribute": value}
             result = generate(
@@ -259,22 +257,18 @@ class GenerateFlow(AAEWorkflow):
                 **kwargs,
             )
             _save(result.tractogram, paths[f"out_tractogram_{i}"], reference)
-            if skip_picture:
-                continue
-            files = real_bundle_files(net, name, real)
-            if real and not files:
-                logger.warning("no real %s streamlines in %s", name, " ".join(real))
-            unit = " mm" if attr == "length" else ""
-            jobs.append(
-                comparison_job(
-                    result.streamlines,
-                    paths[f"out_picture_{i}"],
-                    bundle=name,
-                    title=f"{name} at {attr} {value:g}{unit}",
-                    real_files=files,
+            if not skip_picture:
+                unit = " mm" if attr == "length" else ""
+                pictures.append(
+                    _picture(
+                        net,
+                        result,
+                        paths[f"out_picture_{i}"],
+                        title=f"{name} at {attr} {value:g}{unit}",
+                        real=real,
+                        reference=reference,
+                    )
                 )
-            )
-        pictures = render_jobs(jobs, reference=reference, space=net.metadata.space)
         written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
         written += [p for p in pictures if p is not None]
         missing = 0 if skip_picture else 2 * len(requests) - len(written)
@@ -288,6 +282,61 @@ class GenerateFlow(AAEWorkflow):
             f" (no picture for {missing})" if missing else "",
         )
         return written
+
+
+def load_lines(files, *, reference=None, space=None):
+    """Streamlines (RAS+ mm) of ``files`` concatenated; None when none are readable.
+
+    Parameters
+    ----------
+    files : list of str or Path
+        Tractograms.
+    reference : str, optional
+        Reference anatomy for .tck/.trx files.
+    space : dict, optional
+        Space of the training data (:func:`aae_tract.io.space_from_sft`), the
+        reference when ``reference`` is not given.
+    """
+    from aae_tract.errors import TractogramError
+    from aae_tract.io import load_bundle, reference_from_space
+
+    if reference is None and space:
+        reference = reference_from_space(space)
+    lines = []
+    for path in files:
+        try:
+            sft = load_bundle(path, reference=reference)
+        except TractogramError as exc:
+            logger.warning("not shown in the picture: %s", exc)
+            continue
+        lines.extend(sft.streamlines)
+    return lines or None
+
+
+def _picture(model, result, out_png, *, title, real=None, reference=None):
+    """The generated streamlines beside the real bundle (or alone); Path or None."""
+    from aae_tract.viz import render_bundles, render_comparison
+
+    files = real_bundle_files(model, result.bundle, real)
+    if real and not files:
+        logger.warning("no real %s streamlines in %s", result.bundle, " ".join(real))
+    lines = None
+    if files:
+        lines = load_lines(files, reference=reference, space=model.metadata.space)
+    if lines:
+        return render_comparison(
+            lines,
+            result.streamlines,
+            out_png,
+            bundle=result.bundle,
+            title=f"{title}: real vs generated",
+        )
+    return render_bundles(
+        [result.streamlines],
+        out_png,
+        labels=[result.bundle],
+        title=f"{title}: generated",
+    )
 
 
 def _fill(template, values, option):

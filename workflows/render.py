@@ -1,12 +1,10 @@
 """``aae_tract_render``: a picture of tractograms, coloured by bundle."""
 
 import logging
-import sys
 
 from aae_tract.errors import AAETractError
 
 from .base import AAEWorkflow, as_list, check_choice, check_int, names_written
-from .picture import files_job, render_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -80,23 +78,17 @@ class RenderFlow(AAEWorkflow):
         tractograms = [load_bundle(f.path, reference=reference) for f in found]
         n_lines = sum(len(t) for t in tractograms)
         labels = [f.bundle for f in found]
-        options = {
-            "title": title,
-            "size": size,
-            "view": view,
-            "max_streamlines": max_streamlines,
-        }
-        if "tensorflow" in sys.modules:  # see aae_tract.workflows.picture
-            job = files_job(
-                [f.path for f in found], labels, paths["out_png"], **options
-            )
-            (out,) = render_jobs([job], reference=reference)
-        else:
-            from aae_tract.viz import render_bundles
+        from aae_tract.viz import render_bundles
 
-            out = render_bundles(
-                tractograms, paths["out_png"], labels=labels, **options
-            )
+        out = render_bundles(
+            tractograms,
+            paths["out_png"],
+            labels=labels,
+            title=title,
+            size=size,
+            view=view,
+            max_streamlines=max_streamlines,
+        )
         if out is None:
             raise AAETractError(
                 f"no picture was made of {n_lines} streamlines (see the warning above)"
