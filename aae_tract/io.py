@@ -333,6 +333,67 @@ def _check_declared_count(path, ext, sft):
         )
 
 
+def _read_tractogram(path, ext, ref):
+    from dipy.io.streamline import load_tractogram
+
+    try:
+        with np.errstate(invalid="ignore"):  # NaN points are counted later
+            sft = _load_plain_trk(path) if ext == ".trk" else None
+            if sft is None:
+                sft = load_tractogram(
+                    str(path),
+                    ref,
+                    bbox_valid_check=False,
+                    trk_header_check=False,
+                )
+    except TractogramError:
+        raise
+    except Exception as exc:  # nibabel/dipy/trx raise many kinds
+        raise TractogramError(
+            f"{path}: cannot read tractogram, the file is truncated or corrupt "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if sft is False or sft is None:
+        raise TractogramError(f"{path}: DIPY could not read this tractogram")
+    if ext in (".trk", ".tck"):
+        _check_declared_count(path, ext, sft)
+    if ext == ".trk":
+        _check_space(path, *sft.space_attributes[:3], what="header")
+    return sft
+
+
+def _file_identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise TractogramError(f"{path}: file not found") from None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_unchanged(path, ext, ref, *, attempts=3):
+    """Read a tractogram, again when another process replaced the file meanwhile.
+
+    The readers open the file more than once (header, body, checks); a file
+    renamed into place between two opens would otherwise give a mix of two
+    versions.
+    """
+    for _ in range(attempts):
+        before = _file_identity(path)
+        try:
+            sft = _read_tractogram(path, ext, ref)
+        except TractogramError:
+            if _file_identity(path) == before:
+                raise
+            continue
+        if _file_identity(path) == before:
+            return sft
+        logger.info("%s changed while it was read; reading it again", path)
+    raise TractogramError(
+        f"{path}: the file changed each time it was read (another process is "
+        "writing it?)"
+    )
+
+
 def load_bundle(path, *, reference=None, min_points=2):
     """Load one tractogram into RAS+ millimetres, dropping unusable streamlines.
 
@@ -361,7 +422,6 @@ def load_bundle(path, *, reference=None, min_points=2):
         (truncated or corrupt) file, empty tractogram, or no usable
         streamline left.
     """
-    from dipy.io.streamline import load_tractogram
 
     path, ext = _check_path(path)
     if ext == ".trx":
@@ -399,29 +459,7 @@ def load_bundle(path, *, reference=None, min_points=2):
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         _check_space(path, *space[:3], what=f"reference {reference!r}")
-    try:
-        with np.errstate(invalid="ignore"):  # NaN points are counted below
-            sft = _load_plain_trk(path) if ext == ".trk" else None
-            if sft is None:
-                sft = load_tractogram(
-                    str(path),
-                    ref,
-                    bbox_valid_check=False,
-                    trk_header_check=False,
-                )
-    except TractogramError:
-        raise
-    except Exception as exc:  # nibabel/dipy/trx raise many kinds
-        raise TractogramError(
-            f"{path}: cannot read tractogram, the file is truncated or corrupt "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    if sft is False or sft is None:
-        raise TractogramError(f"{path}: DIPY could not read this tractogram")
-    if ext in (".trk", ".tck"):
-        _check_declared_count(path, ext, sft)
-    if ext == ".trk":
-        _check_space(path, *sft.space_attributes[:3], what="header")
+    sft = _read_unchanged(path, ext, ref)
     n_total = len(sft)
     if n_total == 0:
         raise TractogramError(f"{path}: the tractogram is empty (no streamlines)")
