@@ -77,6 +77,7 @@ def main(argv=None):
     # aae_tract's skipped-streamline warnings only reach the handler that
     # test_fuzz attaches to count them
     logging.basicConfig(level=logging.CRITICAL)
+    logging.getLogger().setLevel(logging.CRITICAL)  # trx logs on the root logger
     for name in ("nibabel", "nibabel.global", "dipy", "trx"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     library = logging.getLogger("aae_tract")
