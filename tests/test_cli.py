@@ -234,3 +234,38 @@ def test_run_dispatches_on_the_script_name(monkeypatch, capsys):
         cli.run()
     assert stop.value.code == 1
     assert "aae_tract_nothing: error: unknown command" in capsys.readouterr().err
+
+
+def test_interrupt_stops_training_after_a_complete_epoch(home, tmp_path):
+    """Ctrl-C: the epoch finishes, its checkpoint is kept, --resume continues."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [home / "minimal_bundles", "--n_points", "16", "--n_control", "8"]
+    args += ["--filters", "8", "--disc_units", "8", "--latent_dims", "4"]
+    args += ["--epochs", "100000", "--out_dir", out]
+    state = out / ".aae_tract_checkpoint" / "checkpoint.json"
+    process = subprocess.Popen(
+        [script("aae_tract_train"), *[str(a) for a in args]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not state.is_file() and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.2)
+        assert state.is_file(), "no checkpoint was written"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "continue with --resume" in err
+    assert "Traceback" not in err
+    assert json.loads(state.read_text())["epoch"] >= 1
+    assert not (out / "aae_tract_model.keras").exists()

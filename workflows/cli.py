@@ -179,7 +179,8 @@ def main(prog, argv):
             prog, f"{exc} (a package this needs is missing)", show_traceback=debug
         )
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        hint = " (continue with --resume)" if prog == "aae_tract_train" else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     finally:
         sys.argv = saved_argv

@@ -1,8 +1,11 @@
 """``aae_tract_train``: train the conditional AAE on labelled bundles."""
 
 import logging
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +54,55 @@ def training_files(inputs):
 
         inputs = [fetch_minimal_bundles()]
     return [str(f.path.resolve()) for f in find_bundles(inputs)]
+
+
+class StopAfterEpoch:
+    """Context manager: Ctrl-C stops training after the current epoch.
+
+    The first interrupt lets the epoch finish and its checkpoint be written,
+    then training stops (``requested`` is True; the caller raises
+    KeyboardInterrupt and ``--resume`` continues). A second interrupt stops
+    the process at once; the last complete checkpoint is kept, since
+    checkpoints are written to a temporary name and renamed.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            os.write(2, b"aae_tract_train: stopped (continue with --resume)\n")
+            os._exit(130)
+        self.requested = True
+        os.write(
+            2,
+            b"aae_tract_train: interrupt: stopping after this epoch, whose "
+            b"checkpoint is kept (interrupt again to stop now)\n",
+        )
+
+    def callback(self):
+        """A Keras callback that ends training at the end of an interrupted epoch."""
+        import keras
+
+        outer = self
+
+        class _Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if outer.requested:
+                    self.model.stop_training = True
+
+        return _Stop()
 
 
 def _resolved(path):
@@ -295,14 +347,18 @@ class TrainFlow(AAEWorkflow):
         if not resume and checkpoint_dir.is_dir():
             shutil.rmtree(checkpoint_dir)
         model = TractAAE.from_dataset(train, **overrides)
-        history = model.fit(
-            train,
-            validation,
-            checkpoint_dir=checkpoint_dir,
-            history_path=paths["out_history"],
-            resume=resume,
-            verbose=_keras_verbosity(),
-        )
+        with StopAfterEpoch() as interrupt:
+            history = model.fit(
+                train,
+                validation,
+                checkpoint_dir=checkpoint_dir,
+                history_path=paths["out_history"],
+                resume=resume,
+                verbose=_keras_verbosity(),
+                callbacks=[interrupt.callback()],
+            )
+        if interrupt.requested:
+            raise KeyboardInterrupt
         model.metadata.training.update(
             {
                 "inputs": files,
