@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import numbers
 
 from aae_tract.errors import ConfigError
 
@@ -106,12 +107,41 @@ class AAEConfig:
     )
 
     def __post_init__(self):
-        self.filters = tuple(int(f) for f in self.filters)
-        self.disc_units = tuple(int(u) for u in self.disc_units)
+        try:
+            self.filters = tuple(_whole(f) for f in self.filters)
+            self.disc_units = tuple(_whole(u) for u in self.disc_units)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                "invalid model configuration: filters and disc_units must be "
+                f"lists of whole numbers, got {self.filters!r}, {self.disc_units!r}"
+            ) from None
         self.validate()
 
     def validate(self):
-        """Raise ConfigError for values that cannot make a model."""
+        """Raise ConfigError for values that cannot make a model.
+
+        Sizes are bounded (generously) as well: a model file is untrusted, and
+        its configuration is built into networks before anything else runs.
+        """
+        for name, kind in _TYPES.items():
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                and kind is not bool
+                or not isinstance(value, kind)
+            ):
+                raise ConfigError(
+                    f"invalid model configuration: {name} must be "
+                    f"{_KIND_NAMES[kind]}, got {value!r}"
+                )
+        for name, (low, high) in _BOUNDS.items():
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if not low <= value <= high:
+                    raise ConfigError(
+                        f"invalid model configuration: {name} must be between "
+                        f"{low} and {high}, got {values!r}"
+                    )
         checks = [
             (self.n_points >= 8, f"n_points must be >= 8, got {self.n_points}"),
             (
@@ -124,7 +154,8 @@ class AAEConfig:
                 f"n_control must be between 4 and n_points ({self.n_points}), "
                 f"got {self.n_control}",
             ),
-            (len(self.filters) >= 1, "filters must name at least one layer"),
+            (1 <= len(self.filters) <= 16, "filters must name 1 to 16 layers"),
+            (len(self.disc_units) <= 16, "disc_units must name at most 16 layers"),
             (self.prior in ("gaussian", "mixture"), f"unknown prior {self.prior!r}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
@@ -154,6 +185,64 @@ class AAEConfig:
         """Build from a dict, ignoring unknown keys (forward compatibility)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+_TYPES = {
+    **dict.fromkeys(
+        (
+            "n_points",
+            "latent_dims",
+            "n_bundles",
+            "n_control",
+            "prior_components",
+            "warmup_epochs",
+            "epochs",
+            "batch_size",
+            "seed",
+        ),
+        numbers.Integral,
+    ),
+    **dict.fromkeys(
+        (
+            "dropout",
+            "recon_weight",
+            "adv_weight",
+            "ar_weight",
+            "smooth_weight",
+            "ar_delta",
+            "learning_rate",
+            "disc_learning_rate",
+            "label_smoothing",
+        ),
+        numbers.Real,
+    ),
+    **dict.fromkeys(("ar_within_bundle", "lr_decay", "mixed_precision"), bool),
+    "prior": str,
+}
+_KIND_NAMES = {
+    numbers.Integral: "a whole number",
+    numbers.Real: "a number",
+    bool: "true or false",
+    str: "a string",
+}
+
+#: Largest sizes accepted (far beyond any useful model; a corrupt or hostile
+#: model file must not make the loader allocate terabytes).
+_BOUNDS = {
+    "n_points": (8, 65536),
+    "latent_dims": (2, 4096),
+    "n_bundles": (1, 100_000),
+    "n_control": (4, 65536),
+    "prior_components": (1, 1024),
+    "filters": (1, 4096),
+    "disc_units": (1, 65536),
+}
+
+
+def _whole(value):
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(value)
+    return int(value)
 
 
 def _jsonable(value):
