@@ -5,11 +5,11 @@ and validated before use.
 """
 
 import dataclasses
-import math
 
 import numpy as np
 
-from aae_tract.errors import ModelFileError
+from aae_tract.errors import ConfigError, ModelFileError
+from aae_tract.model.config import AAEConfig
 
 FORMAT_VERSION = 1
 METADATA_MEMBER = "aae_tract.json"
@@ -77,11 +77,20 @@ class ModelMetadata:
         return meta
 
     def validate(self, *, source="model file"):
-        """Check types, shapes and ranges; raise ModelFileError naming the problem."""
+        """Check types, shapes and ranges; raise ModelFileError naming the problem.
+
+        A model file is untrusted: every field is checked before use, numbers
+        must be finite and of plausible size (coordinates within
+        +/- 1e6 mm, anything else within +/- 1e12).
+        """
 
         def fail(message):
             raise ModelFileError(f"{source}: invalid metadata: {message}")
 
+        if not isinstance(self.format_version, int) or isinstance(
+            self.format_version, bool
+        ):
+            fail(f"format_version is {self.format_version!r}")
         if self.format_version > FORMAT_VERSION:
             fail(
                 f"format version {self.format_version} is newer than this "
@@ -97,56 +106,122 @@ class ModelMetadata:
             fail("bundle_names must be a non-empty list of distinct names")
         if not isinstance(self.config, dict):
             fail("config must be an object")
-        n_points = self.config.get("n_points")
-        if not isinstance(n_points, int) or n_points < 2:
-            fail(f"config n_points is {n_points!r}")
-        if self.config.get("n_bundles") != len(names):
+        try:
+            config = AAEConfig.from_dict(self.config)
+        except (ConfigError, TypeError, ValueError) as exc:
+            fail(f"config: {exc}")
+        n_points = config.n_points
+        if config.n_bundles != len(names):
             fail(
-                f"config says {self.config.get('n_bundles')} bundles, "
-                f"bundle_names has {len(names)}"
+                f"config says {config.n_bundles} bundles, bundle_names has {len(names)}"
             )
         if not isinstance(self.attribute_name, str) or not self.attribute_name:
             fail("attribute_name must be a non-empty string")
+        for field in ("normalizer", "orient_refs", "calibration", "bundle_stats"):
+            if not isinstance(getattr(self, field), dict):
+                fail(f"{field} must be an object")
+        for field in ("latent_bank", "training"):
+            if not isinstance(getattr(self, field), dict):
+                fail(f"{field} must be an object")
+        mean = _finite_array(
+            self.normalizer.get("mean"), fail, "normalizer.mean", limit=MAX_MM
+        )
+        if mean.shape != (3,):
+            fail(f"normalizer.mean has shape {mean.shape}, not (3,)")
+        scale = _number(self.normalizer.get("scale"), fail, "normalizer.scale")
+        if not 0 < scale <= MAX_MM:
+            fail(f"normalizer.scale is {scale!r}")
         for key, ref in self.orient_refs.items():
             if key not in names:
                 fail(f"orientation reference for unknown bundle {key!r}")
-            arr = _finite_array(ref, fail, f"orient_refs[{key}]")
+            arr = _finite_array(ref, fail, f"orient_refs[{key}]", limit=MAX_MM)
             if arr.shape != (n_points, 3):
                 fail(f"orient_refs[{key}] has shape {arr.shape}, not ({n_points}, 3)")
         for key, cal in self.calibration.items():
             if key not in names:
                 fail(f"calibration for unknown bundle {key!r}")
+            if not isinstance(cal, dict):
+                fail(f"calibration[{key}] must be an object")
             x = _finite_array(cal.get("x"), fail, f"calibration[{key}].x")
             y = _finite_array(cal.get("y"), fail, f"calibration[{key}].y")
             if x.ndim != 1 or x.shape != y.shape or len(x) < 1:
                 fail(f"calibration[{key}] knots have mismatched shapes")
             if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
                 fail(f"calibration[{key}] is not monotone")
+            slope = _number(cal.get("slope", 0.0), fail, f"calibration[{key}].slope")
+            if slope < 0:
+                fail(f"calibration[{key}].slope is {slope!r}")
         for key, stats in self.bundle_stats.items():
             if key not in names:
                 fail(f"statistics for unknown bundle {key!r}")
-            for field in ("min", "max"):
-                value = stats.get("attribute", {}).get(field)
-                if value is None or not math.isfinite(float(value)):
-                    fail(f"bundle_stats[{key}].attribute.{field} is {value!r}")
-        latent_dims = self.config.get("latent_dims")
+            if not isinstance(stats, dict):
+                fail(f"bundle_stats[{key}] must be an object")
+            for part in ("attribute", "length"):
+                values = stats.get(part)
+                if values is None and part == "length":
+                    continue
+                if not isinstance(values, dict):
+                    fail(f"bundle_stats[{key}].{part} must be an object")
+                low = _number(
+                    values.get("min"), fail, f"bundle_stats[{key}].{part}.min"
+                )
+                high = _number(
+                    values.get("max"), fail, f"bundle_stats[{key}].{part}.max"
+                )
+                if low > high:
+                    fail(f"bundle_stats[{key}].{part}: min {low} > max {high}")
+        latent_dims = config.latent_dims
         for key, bank in self.latent_bank.items():
             if key not in names:
                 fail(f"latent bank for unknown bundle {key!r}")
+            if not isinstance(bank, dict):
+                fail(f"latent_bank[{key}] must be an object")
             z = _finite_array(bank.get("z"), fail, f"latent_bank[{key}].z")
             if z.ndim != 2 or z.shape[1] != latent_dims:
                 fail(f"latent_bank[{key}].z has shape {z.shape}")
+            a = _finite_array(bank.get("a", []), fail, f"latent_bank[{key}].a")
+            if a.shape != (len(z),):
+                fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
         if self.space is not None:
-            affine = _finite_array(self.space.get("affine"), fail, "space.affine")
+            if not isinstance(self.space, dict):
+                fail("space must be an object")
+            affine = _finite_array(
+                self.space.get("affine"), fail, "space.affine", limit=MAX_MM
+            )
             if affine.shape != (4, 4):
                 fail(f"space.affine has shape {affine.shape}")
+            if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+                fail("space.affine is singular")
+            dims = _finite_array(self.space.get("dimensions"), fail, "space.dimensions")
+            if dims.shape != (3,) or (dims < 1).any() or (dims != np.round(dims)).any():
+                fail(f"space.dimensions is {self.space.get('dimensions')!r}")
+            sizes = _finite_array(
+                self.space.get("voxel_sizes"), fail, "space.voxel_sizes", limit=MAX_MM
+            )
+            if sizes.shape != (3,) or (sizes <= 0).any():
+                fail(f"space.voxel_sizes is {self.space.get('voxel_sizes')!r}")
 
 
-def _finite_array(value, fail, what):
+#: Largest coordinate (mm) accepted in the metadata (as aae_tract.io accepts).
+MAX_MM = 1e6
+#: Largest magnitude of any other number in the metadata.
+MAX_VALUE = 1e12
+
+
+def _finite_array(value, fail, what, *, limit=MAX_VALUE):
     try:
         arr = np.asarray(value, dtype="float64")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         fail(f"{what} is not numeric")
     if not np.all(np.isfinite(arr)):
         fail(f"{what} holds non-finite values")
+    if arr.size and np.abs(arr).max() > limit:
+        fail(f"{what} holds values beyond +/-{limit:g}")
     return arr
+
+
+def _number(value, fail, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(f"{what} is {value!r}, not a number")
+    arr = _finite_array(value, fail, what)
+    return float(arr)
