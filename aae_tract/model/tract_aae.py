@@ -625,9 +625,18 @@ class TractAAE:
                         f"{path}: not an aae_tract model (no {METADATA_MEMBER} inside)"
                     )
                 payload = json.loads(zf.read(METADATA_MEMBER))
-        except (zipfile.BadZipFile, json.JSONDecodeError, OSError) as exc:
+                networks = (
+                    json.loads(zf.read("config.json"))
+                    if "config.json" in names
+                    else None
+                )
+        except (zipfile.BadZipFile, ValueError, RecursionError, OSError) as exc:
+            # ValueError: JSONDecodeError, UnicodeDecodeError
             raise ModelFileError(f"{path}: corrupt model file: {exc}") from exc
         metadata = ModelMetadata.from_dict(payload, source=str(path))
+        _check_network_config(
+            path, networks, AAEConfig.from_dict(metadata.config).network_config()
+        )
         try:
             network = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:
@@ -642,3 +651,33 @@ class TractAAE:
         if network.config.network_config() != saved:
             raise ModelFileError(f"{path}: networks and metadata disagree")
         return cls(network, metadata)
+
+
+#: Keys Keras itself may add to the networks' configuration.
+_KERAS_CONFIG_KEYS = ("name", "trainable", "dtype")
+
+
+def _check_network_config(path, config, expected):
+    """Refuse a ``config.json`` that would build anything but the networks the
+    validated metadata describes, before Keras builds (and allocates) it."""
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: not an aae_tract model (no network config)")
+    kind = config.get("registered_name") or config.get("class_name")
+    if (
+        config.get("class_name") != ConditionalAAE.__name__
+        or kind not in (ConditionalAAE.__name__, "aae_tract>ConditionalAAE")
+        or not str(config.get("module", "aae_tract.")).startswith("aae_tract.")
+    ):
+        what = config.get("registered_name") or (
+            f"{config.get('module')}.{config.get('class_name')}"
+        )
+        raise ModelFileError(f"{path}: holds a {what}, not an aae_tract model")
+    inner = config.get("config")
+    if not isinstance(inner, dict):
+        raise ModelFileError(f"{path}: networks and metadata disagree")
+    unknown = sorted(set(inner) - set(expected) - set(_KERAS_CONFIG_KEYS))
+    different = sorted(k for k, v in expected.items() if inner.get(k) != v)
+    if unknown or different:
+        raise ModelFileError(
+            f"{path}: networks and metadata disagree ({', '.join(different + unknown)})"
+        )
