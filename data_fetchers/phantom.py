@@ -594,13 +594,30 @@ def subject_ages(n_subjects, *, seed=0, age_range=(20.0, 80.0)):
     return np.round(rng.permutation(ages), 1)
 
 
+#: Largest phantom made (a typo must not start writing terabytes).
+MAX_SUBJECTS = 100_000
+MAX_PER_BUNDLE = 10_000_000
+MAX_STREAMLINES = 100_000_000
+
+
 def _check_options(n_subjects, n_per_bundle, seed, opts, bundles):
     def bad(msg):
         raise DatasetError(f"make_phantom: {msg}")
 
-    for name, val in (("n_subjects", n_subjects), ("n_per_bundle", n_per_bundle)):
+    for name, val, most in (
+        ("n_subjects", n_subjects, MAX_SUBJECTS),
+        ("n_per_bundle", n_per_bundle, MAX_PER_BUNDLE),
+    ):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             bad(f"{name} must be a positive integer, got {val!r}")
+        if val > most:
+            bad(f"{name} must be at most {most}, got {val!r}")
+    total = int(n_subjects) * len(bundles) * int(n_per_bundle)
+    if total > MAX_STREAMLINES:
+        bad(
+            f"{n_subjects} subjects x {len(bundles)} bundles x {n_per_bundle} "
+            f"streamlines is {total}; at most {MAX_STREAMLINES} are made"
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         bad(f"seed must be a non-negative integer, got {seed!r}")
     for name in ("noise_mm", "noise_corr_mm", "deformation", "age_effect"):
