@@ -650,3 +650,108 @@ def test_full_disk_while_fetching_keeps_the_earlier_copy(full_disk):
     assert str(home) in str(info.value)
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == before
     assert len(list(fetch_minimal_bundles(home).rglob("*.trk"))) == 15
+
+
+# ------------------------------------------------- command-line values
+#
+# tests/test_cli.py runs the documented bad values through the console
+# scripts; these are the ones it leaves out (absurd sizes, corrupt inputs),
+# run in this process through the same entry point.
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capfd):
+    """Run ``aae_tract_<name> args`` in this process: (status, stdout, stderr)."""
+    import logging
+
+    from aae_tract.workflows import cli as entry
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AAE_TRACT_HOME", str(tmp_path / "home"))
+    loggers = [logging.getLogger(), *map(logging.getLogger, ("aae_tract", "dipy"))]
+
+    def run(name, *args):
+        levels = [(lg, lg.level, list(lg.handlers)) for lg in loggers]
+        capfd.readouterr()
+        try:
+            status = entry.main(name, [str(a) for a in args])
+        finally:
+            for lg, level, handlers in levels:
+                lg.setLevel(level)
+                lg.handlers[:] = handlers
+        out, err = capfd.readouterr()
+        return status, out, err
+
+    return run
+
+
+def _one_clear_line(name, status, out, err, expected):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 1, (status, err)
+    assert "Traceback" not in out + err, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"aae_tract_{name}: error: "), lines
+    assert expected in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def saved_tiny_model(tiny_trained, tmp_path_factory):
+    model, _ = tiny_trained
+    return model.save(tmp_path_factory.mktemp("cli_model") / "aae_tract_model.keras")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--length", "inf"], "--length"),
+        (["--length=-inf"], "--length"),
+        (["--length", "1e308"], "--length"),
+        (["--n_streamlines", "10000000000"], "--n_streamlines"),
+        (["--bundle", ""], "unknown bundle"),
+    ],
+)
+def test_generate_refuses_absurd_values(cli, saved_tiny_model, args, expected):
+    status, out, err = cli("aae_tract_generate", "--model", saved_tiny_model, *args)
+    _one_clear_line("generate", status, out, err, expected)
+    assert not list(Path.cwd().glob("*.trk"))
+
+
+def _broken_folder(minimal_bundles_dir, tmp_path):
+    folder = tmp_path / "broken"
+    (folder / "sub_1").mkdir(parents=True)
+    shutil.copy(minimal_bundles_dir / "sub_1" / "AF_L.trk", folder / "sub_1")
+    data = (minimal_bundles_dir / "sub_1" / "CST_R.trk").read_bytes()
+    (folder / "sub_1" / "CST_R.trk").write_bytes(data[: len(data) // 3])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, args, expected",
+    [
+        ("train", ["{broken}", "--epochs", "1"], "CST_R.trk"),
+        ("render", ["{broken}"], "CST_R.trk"),
+        ("train", ["{data}", "--n_points", "1000000000"], "--n_points"),
+        ("train", ["{data}", "--latent_dims", "100000"], "latent_dims"),
+        ("evaluate", ["{unknown}", "--model", "{model}"], "bundle"),
+        (
+            "fetch",
+            ["phantom", "--n_subjects", "1000000000", "--n_per_bundle", "1000000000"],
+            "at most",
+        ),
+    ],
+)
+def test_commands_refuse_corrupt_inputs_and_absurd_sizes(
+    cli, tmp_path, minimal_bundles_dir, saved_tiny_model, name, args, expected
+):
+    unknown = tmp_path / "unknown" / "sub_1"
+    unknown.mkdir(parents=True)
+    shutil.copy(minimal_bundles_dir / "sub_1" / "AF_L.trk", unknown / "XX_L.trk")
+    values = {
+        "broken": _broken_folder(minimal_bundles_dir, tmp_path),
+        "data": minimal_bundles_dir,
+        "unknown": unknown.parent,
+        "model": saved_tiny_model,
+    }
+    args = [str(a).format(**values) for a in args]
+    status, out, err = cli(f"aae_tract_{name}", *args, "--out_dir", tmp_path / "out")
+    _one_clear_line(name, status, out, err, expected)
