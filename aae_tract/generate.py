@@ -525,7 +525,8 @@ def generate(
         rate = 1.0
         for _ in range(int(max_tries)):
             need = n - n_kept
-            count = int(min(max(math.ceil(1.2 * need / max(rate, 0.02)), need), 20 * n))
+            cap = max(4 * n, batch_size)
+            count = int(min(max(math.ceil(1.2 * need / max(rate, 0.01)), need), cap))
             z, x = draw(count)
             keep = np.ones(count, dtype=bool)
             if use_length:

@@ -118,7 +118,7 @@ def main(argv=None):
                 seed=0,
                 sampling=sampling,
                 filter=True,
-                max_tries=50,
+                max_tries=10,
                 **kwargs,
             )
             rate = result.acceptance_rate
