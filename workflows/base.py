@@ -278,16 +278,32 @@ def check_device(device):
 
 
 def write_json_atomic(path, payload):
-    """Write JSON to a temporary name in the same folder, then rename."""
+    """Write JSON to a temporary name in the same folder, then rename.
+
+    Raises
+    ------
+    AAETractError
+        When the file cannot be written (full disk, read-only folder, ...),
+        naming it; an earlier file at ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise AAETractError(
+            f"{path}: cannot write ({exc.strerror or type(exc).__name__})"
+        ) from exc
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except OSError:
+            pass
     return path
 
 
