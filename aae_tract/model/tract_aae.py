@@ -449,14 +449,18 @@ class TractAAE:
         seconds = time.perf_counter() - start
         if guard.bad is not None:
             key, value, batch = guard.bad
-            where = (
-                f"the last good checkpoint is in {checkpoint_dir}"
-                if checkpoint_dir
-                else "no checkpoint was kept (no checkpoint folder was given)"
-            )
+            if not checkpoint_dir:
+                where = "no checkpoint was kept (no checkpoint folder was given)"
+            elif read_checkpoint_state(checkpoint_dir) is None:
+                where = (
+                    f"no epoch had finished, so {checkpoint_dir} holds no checkpoint"
+                )
+            else:
+                where = f"the last good checkpoint is in {checkpoint_dir}"
             raise TrainingError(
                 f"training stopped: {key} became {value} at batch {batch}; "
-                f"{where}. Try a lower --learning_rate or loss weights."
+                f"{where}. Check the training data for NaN/inf values, or try a "
+                "lower --learning_rate or loss weights."
             )
         n_epochs = len(next(iter(history.values()), []))
         self.metadata.training = {
