@@ -520,16 +520,6 @@ def _reference_for(workdir, ext):
     return {".tck": workdir / "ref.nii", ".trx": "same"}.get(ext)
 
 
-def _untouched_count(original, mutated, ext):
-    """The declared count when the mutation left the file's length and its
-    count field alone (then the body must still hold that many)."""
-    if ext != ".trk" or len(mutated) != len(original):
-        return None
-    if mutated[:TRK_HEADER_SIZE] != original[:TRK_HEADER_SIZE]:
-        return None
-    return declared_count(original, ext)
-
-
 # -------------------------------------------------------------------- suites
 
 
