@@ -10,10 +10,10 @@ Every case must end in one of:
 
 - ``refused``: an :class:`~aae_tract.errors.AAETractError` whose message names
   the file;
-- ``loaded`` / ``loaded+skipped``: a tractogram with only finite coordinates,
-  at least two points per streamline, a usable space, and every streamline
-  the file declares accounted for (loaded, or skipped in the one counted
-  warning).
+- ``loaded`` / ``loaded+skipped``: a tractogram with only finite coordinates
+  within +/- :data:`MAX_ABS_COORD_MM`, at least two points per streamline, a
+  usable space, and every streamline the file declares accounted for (loaded,
+  or skipped in the one counted warning).
 
 Any other exception, a case running over :data:`CASE_TIMEOUT` seconds, or a
 load breaking those rules fails the test.
@@ -21,8 +21,8 @@ load breaking those rules fails the test.
 The run is bounded for CI (a few thousand cases, derandomized so it repeats).
 ``AAE_TRACT_FUZZ_EXAMPLES=N`` runs N cases per suite instead (see
 doc/reliability.md); ``AAE_TRACT_FUZZ_REPORT=path.json`` writes the counts of
-outcomes per suite; ``benchmarks/fuzz_large.py`` drives the same case builders
-with a seeded random generator for long runs.
+outcomes per suite; ``benchmarks/fuzz_large.py`` runs these suites with many
+more cases and keeps going after a failure, counting outcomes.
 """
 
 from __future__ import annotations
