@@ -60,6 +60,10 @@ def test_network_shapes_follow_config(n_points, n_control):
     x = np.zeros((2, n_points, 3), "float32")
     z = keras.ops.convert_to_numpy(enc(x))
     assert z.shape == (2, 6)
+    gaussian = build_encoder(AAEConfig(**{**cfg.to_dict(), "posterior": "gaussian"}))
+    mean, log_var = gaussian(x)  # a Gaussian posterior: mean and log-variance
+    assert keras.ops.convert_to_numpy(mean).shape == (2, 6)
+    assert keras.ops.convert_to_numpy(log_var).shape == (2, 6)
     onehot = np.eye(4, dtype="float32")[[0, 3]]
     assert keras.ops.convert_to_numpy(dec([z, onehot])).shape == (2, n_points, 3)
     assert keras.ops.convert_to_numpy(disc([z, onehot])).shape == (2, 1)
@@ -268,6 +272,16 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_splits, tmp_path):
     restored = keras.saving.load_model(ckpt / state["model"], compile=False)
     weights = restored.get_weights()
     assert all(np.all(np.isfinite(w)) for w in weights)
+
+
+def test_gaussian_posterior_trains_and_encodes_its_mean(tiny_splits):
+    train, _ = tiny_splits
+    small = train.subset(np.arange(64))
+    model = TractAAE.from_dataset(small, epochs=1, posterior="gaussian", **TINY)
+    history = model.fit(small, verbose=0)
+    assert np.isfinite(history["recon_loss"][-1])
+    z1 = model.encode_prepared(small.x[:8])
+    np.testing.assert_allclose(z1, model.encode_prepared(small.x[:8]), atol=1e-6)
 
 
 def test_seeded_training_repeats(tiny_splits):

@@ -133,8 +133,23 @@ class ConditionalAAE(keras.Model):
         else:
             x = inputs
             onehot = ops.zeros((ops.shape(x)[0], self.config.n_bundles), "float32")
-        z = self.encoder(x, training=training)
+        z = self.encode_mean(x, training=training)
         return self.decoder([z, onehot], training=training)
+
+    def encode_mean(self, x, training=False):
+        """The code of ``x``: G(x), or the posterior mean."""
+        out = self.encoder(x, training=training)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def encode_sample(self, x, training=True):
+        """A sample of q(z | x) (the mean for a deterministic posterior)."""
+        out = self.encoder(x, training=training)
+        if not isinstance(out, (list, tuple)):
+            return out
+        mean, log_var = out
+        log_var = ops.clip(log_var, -12.0, 4.0)
+        noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+        return mean + ops.exp(0.5 * log_var) * noise
 
     @property
     def ae_variables(self):
@@ -157,7 +172,7 @@ class ConditionalAAE(keras.Model):
             terms, ``z`` the encodings.
         """
         cfg = self.config
-        z = self.encoder(x, training=training)
+        z = self.encode_sample(x) if training else self.encode_mean(x)
         x_hat = self.decoder([z, onehot], training=training)
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)

@@ -36,6 +36,11 @@ class AAEConfig:
         Dropout in the discriminator.
     prior : str
         ``"gaussian"`` or ``"mixture"``.
+    posterior : str
+        ``"gaussian"``: the encoder outputs a mean and a variance and training
+        decodes a sample of q(z | x), so latent dimensions the data does not
+        use can match the prior without costing reconstruction;
+        ``"deterministic"``: z = G(x). Encoding always returns the mean.
     prior_components : int
         Components of the Gaussian mixture prior.
     recon_weight, adv_weight, ar_weight, smooth_weight : float
@@ -69,6 +74,7 @@ class AAEConfig:
     disc_units: tuple = (256, 256)
     dropout: float = 0.2
     prior: str = "gaussian"
+    posterior: str = "deterministic"
     prior_components: int = 8
     recon_weight: float = 1.0
     adv_weight: float = 0.005
@@ -95,6 +101,7 @@ class AAEConfig:
         "disc_units",
         "dropout",
         "prior",
+        "posterior",
         "prior_components",
         "recon_weight",
         "adv_weight",
@@ -157,6 +164,10 @@ class AAEConfig:
             (1 <= len(self.filters) <= 16, "filters must name 1 to 16 layers"),
             (len(self.disc_units) <= 16, "disc_units must name at most 16 layers"),
             (self.prior in ("gaussian", "mixture"), f"unknown prior {self.prior!r}"),
+            (
+                self.posterior in ("gaussian", "deterministic"),
+                f"unknown posterior {self.posterior!r}",
+            ),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),

@@ -96,6 +96,9 @@ def usable_filters(n_points, filters, min_length=4):
 def build_encoder(config):
     """FINTA-style encoder: strided Conv1D stack, flatten, dense to z.
 
+    With ``config.posterior == "gaussian"`` it also outputs the log-variance
+    of a Gaussian posterior q(z | x) (Makhzani et al., section 2).
+
     Parameters
     ----------
     config : AAEConfig
@@ -113,6 +116,9 @@ def build_encoder(config):
         h = layers.LeakyReLU(0.2, name=f"enc_act{i}")(h)
     h = layers.Flatten(name="enc_flatten")(h)
     z = layers.Dense(config.latent_dims, name="z", dtype="float32")(h)
+    if config.posterior == "gaussian":
+        log_var = layers.Dense(config.latent_dims, name="z_log_var", dtype="float32")(h)
+        return keras.Model(x_in, [z, log_var], name="encoder")
     return keras.Model(x_in, z, name="encoder")
 
 

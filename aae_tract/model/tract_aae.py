@@ -251,7 +251,7 @@ class TractAAE:
         out = []
         for start in range(0, len(x), batch_size):
             batch = self.normalizer.transform(np.asarray(x[start : start + batch_size]))
-            z = self.network.encoder(batch.astype("float32"), training=False)
+            z = self.network.encode_mean(batch.astype("float32"), training=False)
             out.append(keras.ops.convert_to_numpy(z))
         if not out:
             return np.zeros((0, self.latent_dims), dtype="float32")
