@@ -553,21 +553,7 @@ def _output_writers(tiny_trained, minimal_bundles_dir):
 WRITER_NAMES = ["model", "tractogram", "history json", "workflow json"]
 
 
-def _workflow_json_xfail(name):
-    if name == "workflow json":
-        return pytest.mark.xfail(
-            strict=True,
-            raises=OSError,
-            reason="workflows.base.write_json_atomic lets a bare OSError out "
-            "(no path in its message)",
-        )
-    return ()
-
-
-@pytest.mark.parametrize(
-    "writer",
-    [pytest.param(n, marks=_workflow_json_xfail(n)) for n in WRITER_NAMES],
-)
+@pytest.mark.parametrize("writer", WRITER_NAMES)
 def test_full_disk_is_a_clear_error_and_keeps_earlier_outputs(
     full_disk, writer, tiny_trained, minimal_bundles_dir
 ):
@@ -583,10 +569,7 @@ def test_full_disk_is_a_clear_error_and_keeps_earlier_outputs(
     assert left == [name], f"left behind: {left}"
 
 
-@pytest.mark.parametrize(
-    "writer",
-    [pytest.param(n, marks=_workflow_json_xfail(n)) for n in WRITER_NAMES],
-)
+@pytest.mark.parametrize("writer", WRITER_NAMES)
 def test_read_only_folder_is_a_clear_error_and_keeps_earlier_outputs(
     read_only_folder, writer, tiny_trained, minimal_bundles_dir
 ):
