@@ -680,7 +680,13 @@ def _check_network_config(path, config, expected):
     if not isinstance(inner, dict):
         raise ModelFileError(f"{path}: networks and metadata disagree")
     unknown = sorted(set(inner) - set(expected) - set(_KERAS_CONFIG_KEYS))
-    different = sorted(k for k, v in expected.items() if inner.get(k) != v)
+    try:  # fields a model file from an older aae_tract lacks take their defaults
+        theirs = AAEConfig.from_dict(
+            {k: v for k, v in inner.items() if k in expected}
+        ).network_config()
+    except (AAETractError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid network config: {exc}") from exc
+    different = sorted(k for k, v in expected.items() if theirs[k] != v)
     if unknown or different:
         raise ModelFileError(
             f"{path}: networks and metadata disagree ({', '.join(different + unknown)})"
