@@ -359,6 +359,30 @@ def test_model_file_with_bad_content_is_refused(good_model, tmp_path, case):
     assert time.perf_counter() - start < 60  # refused before building huge networks
 
 
+def test_model_file_without_a_newer_hyperparameter_still_loads(good_model, tmp_path):
+    """Files written before a network hyperparameter existed (here
+    ``posterior``) lack it in both configs; its default applies."""
+
+    def drop(path):
+        def change(payload):
+            target = payload
+            for key in path:
+                target = target[key]
+            target.pop("posterior", None)
+            return payload
+
+        return change
+
+    older = tamper(
+        good_model,
+        tmp_path / "older.keras",
+        config=drop(["config"]),
+        meta=drop(["config"]),
+    )
+    model = TractAAE.load(older)
+    assert model.config.posterior == "deterministic"
+
+
 def test_member_escaping_the_model_archive_writes_nothing_outside(good_model, tmp_path):
     outside = tmp_path / "outside"
     name = "../" * 12 + str(outside).lstrip("/")
