@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nibabel as nib
 import pytest
+
 from aae_tract.data_fetchers import (
     FETCHERS,
     check_md5,
@@ -20,7 +21,6 @@ from aae_tract.data_fetchers import (
     fetch_minimal_bundles,
 )
 from aae_tract.data_fetchers import fetcher as fetcher_mod
-
 from aae_tract.errors import FetcherError
 
 SUBJECTS = ["sub_1", "sub_2", "sub_3", "sub_4", "sub_5"]

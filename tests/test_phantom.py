@@ -7,12 +7,12 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
-from aae_tract.data_fetchers import PHANTOM_BUNDLES, load_ground_truth, make_phantom
-from aae_tract.data_fetchers.phantom import write_trk_chunks
 from dipy.io.streamline import load_tractogram
 from dipy.tracking.streamline import length, set_number_of_points
 from scipy.stats import spearmanr
 
+from aae_tract.data_fetchers import PHANTOM_BUNDLES, load_ground_truth, make_phantom
+from aae_tract.data_fetchers.phantom import write_trk_chunks
 from aae_tract.errors import DatasetError
 
 SUBJECTS = ["sub-01", "sub-02", "sub-03", "sub-04"]
