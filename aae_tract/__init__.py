@@ -7,7 +7,20 @@ conditioned on the bundle label, with latent dimension 0 tied to an attribute
 generated for a requested bundle and attribute value.
 """
 
-from aae_tract.errors import (
+import os as _os
+
+# pyproject.toml installs the top-level folders workflows/ and data_fetchers/ as
+# aae_tract.workflows and aae_tract.data_fetchers. When this package is imported
+# from a source checkout (e.g. ``python -m pytest`` run in the repository, which
+# puts the checkout first on sys.path), find them there too.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and all(
+    _os.path.isfile(_os.path.join(_checkout, sub, "__init__.py"))
+    for sub in ("workflows", "data_fetchers")
+):
+    __path__.append(_checkout)  # noqa: F821 (set by the import system)
+
+from aae_tract.errors import (  # noqa: E402
     AAETractError,
     ConfigError,
     DatasetError,
