@@ -85,6 +85,7 @@ render_bundles(
     [r.streamlines for r in results],
     out / "tutorial_af_lengths.png",
     labels=[f"AF_L {r.target:.0f} mm" for r in results],
+    colors=[(0.85, 0.2, 0.15), (0.95, 0.65, 0.1), (0.15, 0.35, 0.85)],
     title="AF_L generated at three lengths",
 )
 real_af = held_out.x[held_out.labels == held_out.bundle_names.index("AF_L")]
