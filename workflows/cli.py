@@ -175,9 +175,12 @@ def main(prog, argv):
             message = str(exc) or type(exc).__name__
         return _fail(prog, message, show_traceback=debug)
     except ImportError as exc:
-        return _fail(
-            prog, f"{exc} (a package this needs is missing)", show_traceback=debug
-        )
+        missing = getattr(exc, "name", None) or ""
+        hint = {
+            "torch": ' (install the torch extra: pip install "aae_tract[torch]")',
+            "trx": ' (install the trx extra: pip install "aae_tract[trx]")',
+        }.get(missing.split(".")[0], " (a package this needs is missing)")
+        return _fail(prog, f"{exc}{hint}", show_traceback=debug)
     except KeyboardInterrupt:
         hint = " (continue with --resume)" if prog == "aae_tract_train" else ""
         print(f"{prog}: interrupted{hint}", file=sys.stderr, flush=True)
