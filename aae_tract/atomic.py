@@ -25,6 +25,17 @@ def temporary_path(path):
     return path.with_name(f".{path.stem}.{tag}.tmp{path.suffix}")
 
 
+def temporary_folder(path):
+    """Create and return a unique hidden folder beside ``path``.
+
+    Made with ``mkdir``, so it gets the permissions the umask gives (unlike
+    ``tempfile.mkdtemp``'s 0700); rename it to ``path`` once complete.
+    """
+    tmp = temporary_path(path)
+    tmp.mkdir()
+    return tmp
+
+
 def write_atomic(path, write, *, error=AAETractError):
     """Call ``write(tmp)`` for a temporary name beside ``path``, then rename it.
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from aae_tract.atomic import temporary_path
 from aae_tract.errors import DatasetError, TractogramError
 
 logger = logging.getLogger(__name__)
@@ -614,7 +614,7 @@ def save_tractogram(sft, path, *, bbox_valid_check=False):
     if ext == ".trx":
         _check_trx_available(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{ext}")
+    tmp = temporary_path(path)
     try:
         ok = dipy_save(sft, str(tmp), bbox_valid_check=bbox_valid_check)
         if ok is False:

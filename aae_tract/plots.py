@@ -12,13 +12,12 @@ The public names are re-exported by :mod:`aae_tract.viz`.
 import colorsys
 import logging
 import math
-import os
 import re
-import uuid
 import zlib
-from pathlib import Path
 
 import numpy as np
+
+from aae_tract.atomic import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -148,28 +147,10 @@ def _new_figure(figsize, dpi=100):
     return fig
 
 
-def _atomic_write(out_png, write):
-    """Call ``write(tmp_path)`` then rename the temporary file to ``out_png``.
-
-    The temporary file is created by ``write`` itself (so it gets the usual
-    permissions), under a unique hidden name in the destination folder.
-    """
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_png
-
-
 def _save_figure(fig, out_png, *, dpi=None):
     """Save ``fig`` atomically as a PNG and release it."""
     try:
-        return _atomic_write(
+        return write_atomic(
             out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi)
         )
     finally:

@@ -24,13 +24,13 @@ import os
 import shutil
 import socket
 import stat
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from aae_tract.atomic import temporary_folder, temporary_path
 from aae_tract.errors import FetcherError
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ def extract_zip(
     check_md5(archive, md5, downloaded=downloaded)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = temporary_folder(target)
     except OSError as e:
         raise FetcherError(f"{target}: cannot extract {archive} here ({e})") from e
     try:
@@ -279,8 +279,7 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     """Rename folder ``tmp`` to ``target``, replacing an existing ``target``."""
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
+        old = temporary_path(target)
         os.replace(target, old)
     try:
         os.replace(tmp, target)

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from nibabel.streamlines.trk import (
 from scipy.ndimage import convolve1d
 from tqdm.auto import tqdm
 
+from aae_tract.atomic import temporary_path, write_text_atomic
 from aae_tract.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -451,12 +451,6 @@ def _trk_header():
     }
 
 
-def _atomic_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _trk_header_record(n_streamlines=0):
     """The 1000-byte TrackVis header of the phantom's space, as nibabel writes it."""
     buf = io.BytesIO()
@@ -489,7 +483,7 @@ def write_trk_chunks(path, chunks):
     path = Path(path)
     to_voxmm = get_affine_rasmm_to_trackvis(_trk_header_record()[0]).astype(np.float64)
     n_total = 0
-    tmp = _atomic_path(path)
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as f:
             f.write(_trk_header_record().tobytes())
@@ -537,16 +531,6 @@ def _write_bundle(path, chunks, stats):
             yield ch.points, ch.counts
 
     write_trk_chunks(path, packed())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = _atomic_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def subject_ids(n_subjects):
@@ -743,7 +727,7 @@ def make_phantom(
     out_dir.mkdir(parents=True, exist_ok=True)
     ages = subject_ages(n_subjects, seed=seed, age_range=age_range)
     lines = ["participant_id\tage"] + [f"{s}\t{a:.1f}" for s, a in zip(subjects, ages)]
-    _write_text_atomic(out_dir / "participants.tsv", "\n".join(lines) + "\n")
+    write_text_atomic(out_dir / "participants.tsv", "\n".join(lines) + "\n")
 
     stats = {
         b: {
@@ -845,7 +829,7 @@ def make_phantom(
         "bundles": gt_bundles,
         "subjects": per_subject,
     }
-    _write_text_atomic(gt_path, json.dumps(truth, indent=1) + "\n")
+    write_text_atomic(gt_path, json.dumps(truth, indent=1) + "\n")
     logger.info(
         "phantom: %d subjects x %d bundles x %d streamlines in %s",
         n_subjects,

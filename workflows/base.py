@@ -5,18 +5,17 @@ output paths (refusing to overwrite without ``--force``, as DIPY does), call
 the library and log one line saying what was written.
 """
 
-import json
 import logging
 import math
 import os
 import re
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 from dipy.workflows.workflow import Workflow
 
+from aae_tract.atomic import write_json_atomic  # noqa: F401 (used by the flows)
 from aae_tract.errors import AAETractError
 
 logger = logging.getLogger(__name__)
@@ -275,36 +274,6 @@ def check_device(device):
 # --------------------------------------------------------------------------
 # Small file helpers
 # --------------------------------------------------------------------------
-
-
-def write_json_atomic(path, payload):
-    """Write JSON to a temporary name in the same folder, then rename.
-
-    Raises
-    ------
-    AAETractError
-        When the file cannot be written (full disk, read-only folder, ...),
-        naming it; an earlier file at ``path`` is left as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise AAETractError(
-            f"{path}: cannot write ({exc.strerror or type(exc).__name__})"
-        ) from exc
-    finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-    return path
 
 
 def names_written(paths):

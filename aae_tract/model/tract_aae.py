@@ -8,7 +8,6 @@ and a DIPY pipeline use: encode streamlines, decode codes, train, save, load.
 
 import json
 import logging
-import os
 import time
 import zipfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from aae_tract.atomic import write_atomic
 from aae_tract.backend import current_backend, describe_device
 from aae_tract.errors import (
     AAETractError,
@@ -584,21 +584,13 @@ class TractAAE:
         if path.suffix != ".keras":
             raise ModelFileError(f"{path}: model files must end in .keras")
         self.metadata.validate(source=str(path))
-        tmp = path.parent / f".{path.stem}.{os.getpid()}.{id(self):x}.tmp.keras"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp):
             self.network.save(tmp)
             with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(METADATA_MEMBER, json.dumps(self.metadata.to_dict()))
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if tmp.exists():
-                tmp.unlink()
-            if isinstance(exc, OSError):
-                raise ModelFileError(
-                    f"{path}: cannot write the model ({exc.strerror or exc})"
-                ) from exc
-            raise
+
+        write_atomic(path, write, error=ModelFileError)
         logger.info("model written to %s", path)
         return path
 

@@ -11,12 +11,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from aae_tract import atomic
 from aae_tract.errors import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -168,43 +168,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def write_atomic(path, write):
-    """Call ``write(tmp)`` for a temporary name beside ``path``, then rename it.
-
-    The temporary file is removed on any failure; an OSError (disk full,
-    read-only folder) becomes a TrainingError naming ``path``, and an existing
-    ``path`` is left as it was.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-        )
-        os.close(fd)
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            _unlink_quietly(tmp)
-        if isinstance(exc, OSError):
-            raise TrainingError(
-                f"{path}: cannot write ({exc.strerror or exc})"
-            ) from exc
-        raise
-    return path
+    """:func:`aae_tract.atomic.write_atomic` raising TrainingError."""
+    return atomic.write_atomic(path, write, error=TrainingError)
 
 
 def write_json_atomic(path, payload):
-    """Write ``payload`` as JSON to ``path`` through a temporary file."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-
-    return write_atomic(path, write)
+    """:func:`aae_tract.atomic.write_json_atomic` raising TrainingError."""
+    return atomic.write_json_atomic(path, payload, error=TrainingError)
 
 
 def _unlink_quietly(path):
