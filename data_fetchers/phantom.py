@@ -15,6 +15,9 @@ Coordinates are RAS+ millimetres in an MNI-sized box around the origin; the
 voxel (0, 0, 0) is at (-90, -126, -72) mm. Streamlines have about one point per
 millimetre (``step_mm``), so their number of points varies with their length,
 and half of them run in the opposite direction, as tractography output does.
+With ``fragments`` > 0 a share of each bundle's streamlines are *fragments*:
+contiguous pieces of full streamlines, as premature termination leaves in real
+tractography, so that lengths within a bundle span 4x and more.
 
 Generation is vectorised per chunk of streamlines and streamed to disk, so a
 phantom of a million streamlines is made in bounded memory. The result depends
@@ -66,6 +69,13 @@ _CHUNK = 8192
 CENTROID_POINTS = 20
 #: Smooth bend amplitude (mm) of each streamline, per sinusoidal mode.
 _WIGGLE_MM = 1.2
+#: Shortest fragment, as a fraction of its full streamline's length: fragment
+#: length fractions are log-uniform in [FRAGMENT_MIN_FRACTION, 1].
+FRAGMENT_MIN_FRACTION = 0.15
+#: Shortest fragment in mm (full streamlines shorter than this are not cut).
+FRAGMENT_MIN_MM = 10.0
+#: Largest accepted ``fragments`` option.
+MAX_FRAGMENTS = 0.9
 
 
 def _unit(v):
@@ -253,8 +263,12 @@ _CROSSES = {"CC_Mid": ["CST_R"], "CST_R": ["CC_Mid"]}
 # --------------------------------------------------------------------------
 
 
-def _resample_dense(dense, counts):
+def _resample_dense(dense, counts, interval=None):
     """Resample (N, M, 3) curves to ``counts[i]`` equally spaced points each.
+
+    With ``interval = (s0, s1)``, two (N,) arrays of arc lengths (mm from the
+    curve's first point, ``0 <= s0 <= s1 <= length``), only the piece of
+    curve ``i`` between ``s0[i]`` and ``s1[i]`` is resampled.
 
     Returns the packed (sum(counts), 3) points and the (N,) lengths of the
     dense curves.
@@ -267,7 +281,11 @@ def _resample_dense(dense, counts):
     row = np.repeat(np.arange(n), counts)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     k = np.arange(counts.sum()) - starts[row]
-    target = k / (counts[row] - 1) * total[row]
+    if interval is None:
+        target = k / (counts[row] - 1) * total[row]
+    else:
+        s0, s1 = (np.asarray(a, dtype=float) for a in interval)
+        target = s0[row] + k / (counts[row] - 1) * (s1 - s0)[row]
     big = float(total.max()) + 1.0
     cum_g = (cum + (np.arange(n) * big)[:, None]).ravel()
     j = np.searchsorted(cum_g, target + row * big, side="right") - 1
@@ -396,10 +414,57 @@ class _Chunk:
     counts: np.ndarray  # (N,) int
     lengths: np.ndarray  # (N,) float mm, measured on the written points
     centroid_sum: np.ndarray  # (CENTROID_POINTS, 3) sum over the chunk
+    fragment: np.ndarray  # (N,) bool, True for fragments
 
 
-def _generate_chunks(spec, n, rng, *, age_factor, deform, opts):
-    """Yield :class:`_Chunk` objects with ``n`` streamlines of one bundle."""
+def _fragment_intervals(full, start, fraction, rng, min_mm):
+    """Which streamlines of a chunk are cut, and the arc-length piece kept.
+
+    Parameters
+    ----------
+    full : ndarray, shape (m,)
+        Lengths (mm) of the chunk's dense curves.
+    start : int
+        Index of the chunk's first streamline within the bundle.
+    fraction : float
+        Share of the bundle's streamlines that are fragments: this chunk
+        cuts as many as make the running total ``round(fraction * (start +
+        m))`` (halves up), so a bundle gets exactly ``round(fraction * n)``.
+    rng : numpy.random.Generator
+        The fragment generator (separate from the streamlines' own).
+    min_mm : float
+        Shortest fragment (mm); a fragment of a shorter curve is the whole
+        curve.
+
+    Returns
+    -------
+    fragment : ndarray of bool, shape (m,)
+    s0, s1 : ndarray, shape (m,)
+        Start and end arc length (mm) of the kept piece: ``0`` and ``full``
+        for streamlines that are not cut.
+    """
+    m = len(full)
+    k = math.floor(fraction * (start + m) + 0.5) - math.floor(fraction * start + 0.5)
+    fragment = rng.permutation(m) < k
+    # log-uniform length fractions: many short pieces, fewer long ones
+    frac = FRAGMENT_MIN_FRACTION ** rng.uniform(size=m)
+    where = rng.uniform(size=m)
+    keep = np.clip(frac * full, np.minimum(min_mm, full), full)
+    keep = np.where(fragment, keep, full)
+    s0 = where * (full - keep)
+    return fragment, s0, s0 + keep
+
+
+def _generate_chunks(spec, n, rng, *, age_factor, deform, opts, fragment_rng=None):
+    """Yield :class:`_Chunk` objects with ``n`` streamlines of one bundle.
+
+    ``fragment_rng`` draws which streamlines are cut to fragments and where
+    (see :func:`_fragment_intervals`); it is used only when
+    ``opts["fragments"]`` > 0, so the streamlines' own draws from ``rng`` do
+    not depend on it.
+    """
+    fraction = opts.get("fragments", 0.0)
+    min_mm = max(FRAGMENT_MIN_MM, 2.0 * opts["step_mm"])
     spread = opts["length_spread"]
     # stratified length variates: a continuous spread with stable quantiles
     u = (rng.permutation(n) + rng.uniform(size=n)) / n
@@ -422,8 +487,19 @@ def _generate_chunks(spec, n, rng, *, age_factor, deform, opts):
         centroid, _ = _resample_dense(dense, np.full(m, CENTROID_POINTS))
         centroid_sum = centroid.reshape(m, CENTROID_POINTS, 3).sum(axis=0)
         seg = np.linalg.norm(np.diff(dense, axis=1), axis=2).sum(axis=1)
+        if fraction > 0:
+            # cut the dense curve before resampling and noise, so fragments
+            # have the points spacing and texture of full streamlines
+            fragment, s0, s1 = _fragment_intervals(
+                seg, start, fraction, fragment_rng, min_mm
+            )
+            interval = (s0, s1)
+            seg = s1 - s0
+        else:
+            fragment = np.zeros(m, dtype=bool)
+            interval = None
         counts = np.maximum(np.rint(seg / opts["step_mm"]).astype(np.int64), 1) + 1
-        pts, _ = _resample_dense(dense, counts)
+        pts, _ = _resample_dense(dense, counts, interval)
         noise = rng.normal(size=pts.shape)
         if kernel is not None:
             noise = convolve1d(noise, kernel, axis=0, mode="wrap")
@@ -439,7 +515,7 @@ def _generate_chunks(spec, n, rng, *, age_factor, deform, opts):
             pts = pts[src]
         pts = pts.astype(np.float32)
         lengths = _packed_lengths(pts.astype(np.float64), counts)
-        yield _Chunk(pts, counts, lengths, centroid_sum)
+        yield _Chunk(pts, counts, lengths, centroid_sum, fragment)
 
 
 def _trk_header():
@@ -524,6 +600,7 @@ def _write_bundle(path, chunks, stats):
     def packed():
         for ch in chunks:
             stats["lengths"].append(ch.lengths)
+            stats["fragment"].append(ch.fragment)
             stats["centroid_sum"] += ch.centroid_sum
             stats["n"] += len(ch.counts)
             stats["lo"] = np.minimum(stats["lo"], ch.points.min(axis=0))
@@ -584,6 +661,16 @@ MAX_PER_BUNDLE = 10_000_000
 MAX_STREAMLINES = 100_000_000
 
 
+def _as_float(name, value):
+    """``float(value)``; a DatasetError naming the option when not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DatasetError(
+            f"make_phantom: {name} must be a number, got {value!r}"
+        ) from None
+
+
 def _check_options(n_subjects, n_per_bundle, seed, opts, bundles):
     def bad(msg):
         raise DatasetError(f"make_phantom: {msg}")
@@ -610,6 +697,12 @@ def _check_options(n_subjects, n_per_bundle, seed, opts, bundles):
             bad(f"{name} must be a finite number >= 0, got {val!r}")
     if not np.isfinite(opts["step_mm"]) or not 0.1 <= opts["step_mm"] <= 10:
         bad(f"step_mm must be between 0.1 and 10, got {opts['step_mm']!r}")
+    fragments = opts["fragments"]
+    if not (np.isfinite(fragments) and 0 <= fragments <= MAX_FRAGMENTS):
+        bad(
+            f"fragments must be a fraction between 0 and {MAX_FRAGMENTS} "
+            f"(the share of each bundle's streamlines cut short), got {fragments!r}"
+        )
     if not 0 <= opts["length_spread"] <= 0.45:
         bad(f"length_spread must be between 0 and 0.45, got {opts['length_spread']!r}")
     lo, hi = opts["age_range"]
@@ -642,6 +735,7 @@ def make_phantom(
     age_range=(20.0, 80.0),
     age_effect=0.03,
     deformation=1.0,
+    fragments=0.0,
     bundles=None,
     flip=True,
     force=False,
@@ -680,6 +774,24 @@ def make_phantom(
         growth before 50).
     deformation : float, optional
         Strength of the subject-specific deformations (0: none).
+    fragments : float, optional
+        Share (0 to 0.9) of each bundle's streamlines that are fragments, as
+        premature termination leaves in real tractography:
+        ``round(fragments * n_per_bundle)`` (halves up) per bundle and
+        subject, picked at random. A fragment is a full streamline of the
+        bundle, made the same way (shape, offsets, bends, subject
+        deformation, age scaling), cut to a contiguous piece of its smooth
+        curve before it is resampled to ``step_mm`` points and gets its point
+        noise, so it has the points spacing and texture of full streamlines.
+        The piece's length fraction is log-uniform in [0.15, 1] (skewed to
+        short pieces: median 0.39), the piece is at least 10 mm (and two
+        steps) long before the point noise, and its position along the
+        curve is uniform. 0.5
+        makes lengths within every bundle span more than 4x (CG_L about 20 to
+        180 mm). Centroids in the ground truth stay the means of the full
+        (uncut) curves. The fragment draws come from their own random
+        generator, so ``fragments=0`` gives the same ``.trk`` files as before
+        the option existed.
     bundles : sequence of str, optional
         Subset of the phantom's bundles; default all.
     flip : bool, optional
@@ -709,6 +821,7 @@ def make_phantom(
         "age_effect": float(age_effect),
         "deformation": float(deformation),
         "flip": bool(flip),
+        "fragments": _as_float("fragments", fragments),
     }
     _check_options(n_subjects, n_per_bundle, seed, opts, bundles)
     options = {
@@ -732,6 +845,7 @@ def make_phantom(
     stats = {
         b: {
             "lengths": [],
+            "fragment": [],
             "centroid_sum": np.zeros((CENTROID_POINTS, 3)),
             "n": 0,
             "lo": np.full(3, np.inf),
@@ -754,12 +868,14 @@ def make_phantom(
             factor = _age_factor(float(age), opts["age_effect"])
             (out_dir / subject).mkdir(exist_ok=True)
             medians = {}
+            full_medians = {}
             for b in bundles:
                 spec = BUNDLE_SPECS[b]
                 b_index = PHANTOM_BUNDLES.index(b)
                 rng = np.random.default_rng([seed, 2, i, b_index])
                 sub_stats = {
                     "lengths": [],
+                    "fragment": [],
                     "centroid_sum": np.zeros((CENTROID_POINTS, 3)),
                     "n": 0,
                     "lo": np.full(3, np.inf),
@@ -772,12 +888,17 @@ def make_phantom(
                     age_factor=factor,
                     deform=deform,
                     opts=opts,
+                    fragment_rng=np.random.default_rng([seed, 3, i, b_index]),
                 )
                 _write_bundle(out_dir / subject / f"{b}.trk", chunks, sub_stats)
                 lengths = np.concatenate(sub_stats["lengths"])
+                fragment = np.concatenate(sub_stats["fragment"])
                 medians[b] = float(np.median(lengths))
+                full = lengths[~fragment]
+                full_medians[b] = float(np.median(full)) if len(full) else None
                 agg = stats[b]
                 agg["lengths"].append(lengths.astype(np.float32))
+                agg["fragment"].append(fragment)
                 agg["centroid_sum"] += sub_stats["centroid_sum"]
                 agg["n"] += sub_stats["n"]
                 agg["lo"] = np.minimum(agg["lo"], sub_stats["lo"])
@@ -788,12 +909,14 @@ def make_phantom(
                 "age_factor": factor,
                 "deformation": deform,
                 "median_length_mm": medians,
+                "median_full_length_mm": full_medians,
             }
 
     gt_bundles = {}
     for b in bundles:
         spec = BUNDLE_SPECS[b]
         lengths = np.concatenate(stats[b]["lengths"])
+        fragment = np.concatenate(stats[b]["fragment"])
         p5, p50, p95 = np.percentile(lengths, [5, 50, 95])
         gt_bundles[b] = {
             "kind": spec.kind,
@@ -810,6 +933,15 @@ def make_phantom(
             "centroid": (stats[b]["centroid_sum"] / stats[b]["n"]).round(4).tolist(),
             "template_centroid": _template_centroid(spec).round(4).tolist(),
             "cross_section_sd_mm": list(spec.cross_sd_mm),
+            "fragments": {
+                "fraction": float(fragment.mean()),
+                "n_streamlines": int(fragment.sum()),
+                "length_mm": _length_summary(lengths[fragment]),
+            },
+            "full_streamlines": {
+                "n_streamlines": int((~fragment).sum()),
+                "length_mm": _length_summary(lengths[~fragment]),
+            },
         }
     from aae_tract import __version__
 
@@ -826,6 +958,11 @@ def make_phantom(
         "centroid_orientation": "centroids run from the start of the bundle's "
         "template curve; streamlines are flipped at random when options.flip",
         "age_model": "length scale = 1 - age_effect * (age - 50) / 10",
+        "fragment_model": "a share options.fragments of each bundle's "
+        "streamlines are contiguous pieces of full streamlines (cut before "
+        "resampling and point noise); piece length fraction log-uniform in "
+        f"[{FRAGMENT_MIN_FRACTION}, 1], at least {FRAGMENT_MIN_MM:g} mm, at a "
+        "uniform position; centroids are means of full streamlines",
         "bundles": gt_bundles,
         "subjects": per_subject,
     }
@@ -838,6 +975,17 @@ def make_phantom(
         out_dir,
     )
     return out_dir
+
+
+def _length_summary(lengths):
+    """min, p05, median, p95, max and mean of ``lengths`` (None when empty)."""
+    if len(lengths) == 0:
+        return None
+    q = np.percentile(lengths, [0, 5, 50, 95, 100])
+    keys = ("min", "p05", "median", "p95", "max")
+    out = {k: round(float(v), 3) for k, v in zip(keys, q)}
+    out["mean"] = round(float(np.mean(lengths)), 3)
+    return out
 
 
 def _is_complete(out_dir, options, subjects, bundles):

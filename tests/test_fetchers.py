@@ -1,6 +1,7 @@
 """Tests of the dataset fetchers (no network used)."""
 
 import hashlib
+import json
 import logging
 import socket
 import stat
@@ -19,9 +20,11 @@ from aae_tract.data_fetchers import (
     extract_zip,
     fetch_hcp842,
     fetch_minimal_bundles,
+    load_ground_truth,
 )
 from aae_tract.data_fetchers import fetcher as fetcher_mod
-from aae_tract.errors import FetcherError
+from aae_tract.errors import AAETractError, FetcherError
+from aae_tract.workflows.fetch import FetchFlow
 
 SUBJECTS = ["sub_1", "sub_2", "sub_3", "sub_4", "sub_5"]
 BUNDLES = ["AF_L", "CC_ForcepsMajor", "CST_R"]
@@ -256,3 +259,59 @@ def test_fetchers_registry(tmp_path):
     assert out == tmp_path / "phantom"
     assert (out / "ground_truth.json").is_file()
     assert len(_trk_files(out)) == 12
+
+
+def _fetch_args(*argv):
+    """``aae_tract_fetch`` arguments as DIPY parses them from the run() docstring."""
+    from dipy.workflows.base import IntrospectiveArgumentParser
+
+    parser = IntrospectiveArgumentParser()
+    parser.add_workflow(FetchFlow())
+    return parser.get_flow_args([str(a) for a in argv])
+
+
+def test_fetch_phantom_fragments(tmp_path):
+    args = _fetch_args(
+        "phantom", "--n_subjects", 1, "--n_per_bundle", 6, "--fragments", 0.5,
+        "--out_dir", tmp_path,
+    )  # fmt: skip
+    assert args["fragments"] == 0.5
+    folder = FetchFlow().run(**args)
+    assert folder == tmp_path / "phantom"
+    truth = load_ground_truth(folder)
+    assert truth["options"]["fragments"] == 0.5
+    for info in truth["bundles"].values():
+        assert info["fragments"]["n_streamlines"] == 3
+    assert len(_trk_files(folder)) == 6
+
+
+def test_fetch_phantom_fragments_default_and_other_value(tmp_path, caplog):
+    home = tmp_path / "home"
+    folder = FETCHERS["phantom"](home, n_subjects=1, n_per_bundle=4)
+    assert load_ground_truth(folder)["options"]["fragments"] == 0.0
+    # a phantom made before the option existed counts as one without fragments
+    truth = folder / "ground_truth.json"
+    old = json.loads(truth.read_text())
+    del old["options"]["fragments"]
+    truth.write_text(json.dumps(old))
+    files = {f: (folder / f).read_bytes() for f in _trk_files(folder)}
+    with caplog.at_level(logging.INFO):
+        FetchFlow().run("phantom", n_subjects=1, n_per_bundle=4, out_dir=str(home))
+    assert "other options" not in caplog.text
+    assert load_ground_truth(folder)["options"]["fragments"] == 0.0
+    assert {f: (folder / f).read_bytes() for f in _trk_files(folder)} == files
+    # another fragments value is another phantom: kept without --force
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        FetchFlow().run(
+            "phantom", n_subjects=1, n_per_bundle=4, fragments=0.5, out_dir=str(home)
+        )
+    assert "other options (fragments 0.0)" in caplog.text
+    assert load_ground_truth(folder)["options"]["fragments"] == 0.0
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.0", "nan", "some"])
+def test_fetch_phantom_bad_fragments(tmp_path, value):
+    with pytest.raises(AAETractError, match="--fragments must be"):
+        FetchFlow().run("phantom", fragments=value, out_dir=str(tmp_path))
+    assert not (tmp_path / "phantom").exists()

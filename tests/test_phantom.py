@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from dipy.io.streamline import load_tractogram
 from dipy.tracking.streamline import length, set_number_of_points
+from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
 from aae_tract.data_fetchers import PHANTOM_BUNDLES, load_ground_truth, make_phantom
-from aae_tract.data_fetchers.phantom import write_trk_chunks
+from aae_tract.data_fetchers.phantom import FRAGMENT_MIN_MM, write_trk_chunks
 from aae_tract.errors import DatasetError
 
 SUBJECTS = ["sub-01", "sub-02", "sub-03", "sub-04"]
@@ -301,3 +302,219 @@ def test_write_trk_chunks_round_trip(tmp_path):
         atol=1e-4,
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.trk", "x.trk"]
+
+
+# ---------------------------------------------------------------------------
+# fragments: pieces of full streamlines, as premature termination leaves
+
+
+FRAGMENT_KW = {"n_subjects": 2, "n_per_bundle": 200}
+#: Bundles whose full streamlines are long (median over 100 mm).
+LONG_BUNDLES = ("CC_Mid", "CG_L", "CST_L", "CST_R")
+
+
+@pytest.fixture(scope="module")
+def cut_pair(tmp_path_factory):
+    """The same phantom without and with half of its streamlines fragments."""
+    root = tmp_path_factory.mktemp("fragments")
+    return (
+        make_phantom(root / "whole", **FRAGMENT_KW),
+        make_phantom(root / "cut", fragments=0.5, **FRAGMENT_KW),
+    )
+
+
+def _bundle_lengths(folder, b):
+    subjects = [f"sub-{i + 1:02d}" for i in range(FRAGMENT_KW["n_subjects"])]
+    return np.concatenate(
+        [np.asarray(length(_streamlines(folder / s / f"{b}.trk"))) for s in subjects]
+    )
+
+
+def test_no_fragments_unchanged(tmp_path):
+    kw = {"n_subjects": 1, "n_per_bundle": 4, "bundles": ["UF_L", "CG_L"]}
+    a = make_phantom(tmp_path / "a", **kw)
+    b = make_phantom(tmp_path / "b", fragments=0.0, **kw)
+    trk = {k: v for k, v in _all_bytes(a).items() if k.endswith(".trk")}
+    assert trk == {k: v for k, v in _all_bytes(b).items() if k.endswith(".trk")}
+    # the streamlines the phantom made before the fragments option existed
+    uf = _streamlines(a / "sub-01" / "UF_L.trk")
+    assert [len(s) for s in uf] == [64, 57, 47, 80]
+    np.testing.assert_allclose(
+        [s[0] for s in uf],
+        [
+            [-25.920, 25.623, -7.262],
+            [-28.627, 24.527, -23.301],
+            [-25.237, 20.419, -21.464],
+            [-22.583, 29.731, -26.399],
+        ],
+        atol=2e-3,
+    )
+    assert [len(s) for s in _streamlines(a / "sub-01" / "CG_L.trk")] == [
+        151,
+        123,
+        119,
+        128,
+    ]
+
+
+def test_fragments_spread_lengths_over_4x(cut_pair):
+    whole, cut = cut_pair
+    for b in PHANTOM_BUNDLES:
+        full = _bundle_lengths(whole, b)
+        lengths = _bundle_lengths(cut, b)
+        # fragments reach far below the shortest full streamline
+        assert lengths.min() < 0.5 * full.min(), b
+        assert lengths.max() / lengths.min() >= 4.0, b
+        p2, p98 = np.percentile(lengths, [2, 98])
+        if b in LONG_BUNDLES:
+            assert p98 / p2 >= 4.0, (b, p2, p98)
+            assert p2 <= 30.0 and p98 >= 130.0, (b, p2, p98)
+        # fragments keep a few points, even in the short U bundle
+        assert lengths.min() >= FRAGMENT_MIN_MM - 2.0, b
+        counts = [len(s) for s in _streamlines(cut / "sub-01" / f"{b}.trk")]
+        assert min(counts) >= 9, b
+
+
+def test_fragments_are_pieces_of_full_streamlines(cut_pair):
+    whole, cut = cut_pair
+    centres = []
+    for b in PHANTOM_BUNDLES:
+        for s in ("sub-01", "sub-02"):
+            pieces = _streamlines(cut / s / f"{b}.trk")
+            fulls = _streamlines(whole / s / f"{b}.trk")
+            assert len(pieces) == len(fulls) == 200
+            short = 0
+            for piece, full in zip(pieces, fulls):
+                # the same streamline, cut or not: its points lie on the full
+                # one (other point noise only)
+                d, k = cKDTree(full).query(piece)
+                assert d.mean() < 1.5 and d.max() < 3.0, (b, s, d.mean(), d.max())
+                ratio = length(piece) / length(full)
+                assert ratio < 1.08, (b, s, ratio)
+                short += ratio < 0.9
+                if ratio < 0.5:
+                    centres.append(k[len(k) // 2] / (len(full) - 1))
+            # half are fragments; few of them are within 10 % of full length
+            assert 0.4 * 200 <= short <= 0.5 * 200, (b, s, short)
+    # cut at random positions along the curve, not around its middle
+    centres = np.asarray(centres)
+    assert len(centres) > 300
+    assert np.mean(centres < 0.35) > 0.15 and np.mean(centres > 0.65) > 0.15
+
+
+@pytest.mark.parametrize("step_mm", [1.0, 2.5])
+def test_fragment_points_step_apart(cut_pair, tmp_path, step_mm):
+    if step_mm == 1.0:
+        folder = cut_pair[1]
+    else:
+        folder = make_phantom(
+            tmp_path / "p",
+            n_subjects=1,
+            n_per_bundle=100,
+            bundles=["AF_L", "UF_L"],
+            step_mm=step_mm,
+            fragments=0.5,
+        )
+    n_short = 0
+    for path in sorted(folder.glob("sub-01/*.trk")):
+        sl = _streamlines(path)
+        lens = np.asarray(length(sl))
+        for s, sl_len in zip(sl, lens):
+            d = np.diff(s, axis=0)
+            step = np.linalg.norm(d, axis=1)
+            assert abs((len(s) - 1) * step_mm / sl_len - 1.0) < 0.15, (path, len(s))
+            # n - 1 steps share a length that is not a multiple of step_mm
+            slack = 0.1 + 0.5 / (len(s) - 1)
+            assert abs(np.median(step) / step_mm - 1.0) < slack, (path, len(s))
+            cos = np.sum(d[1:] * d[:-1], axis=1) / (step[1:] * step[:-1])
+            assert cos.min() > 0.5, path
+            n_short += sl_len < 0.5 * np.median(lens)
+    assert n_short > 20
+
+
+def test_fragments_have_the_texture_of_full_streamlines(tmp_path):
+    out = make_phantom(
+        tmp_path / "p",
+        n_subjects=1,
+        n_per_bundle=150,
+        bundles=["AF_L", "CG_L"],
+        noise_corr_mm=0.0,
+        fragments=0.5,
+    )
+    for b in ("AF_L", "CG_L"):
+        sl = _streamlines(out / "sub-01" / f"{b}.trk")
+        lens = np.asarray(length(sl))
+        med = np.median(lens)
+        # roughness: size of the second differences, mostly the point noise
+        rough = np.array(
+            [np.linalg.norm(np.diff(s, 2, axis=0), axis=1).mean() for s in sl]
+        )
+        short = rough[lens < 0.5 * med]
+        full = rough[lens > 0.9 * med]
+        assert len(short) > 20 and len(full) > 20
+        assert np.median(short) == pytest.approx(np.median(full), rel=0.15), b
+
+
+def test_fragments_ground_truth(cut_pair, truth):
+    whole, cut = cut_pair
+    gt = load_ground_truth(cut)
+    gt0 = load_ground_truth(whole)
+    assert gt["options"]["fragments"] == 0.5
+    assert gt0["options"]["fragments"] == 0.0
+    assert "fragment" in gt["fragment_model"]
+    for b in PHANTOM_BUNDLES:
+        info = gt["bundles"][b]
+        frag, full = info["fragments"], info["full_streamlines"]
+        assert frag["fraction"] == 0.5
+        assert frag["n_streamlines"] == full["n_streamlines"] == 200
+        lengths = _bundle_lengths(cut, b)
+        assert info["min_length_mm"] == pytest.approx(lengths.min(), abs=0.05)
+        fl, ul = frag["length_mm"], full["length_mm"]
+        assert min(fl["min"], ul["min"]) == pytest.approx(lengths.min(), abs=0.01)
+        assert max(fl["max"], ul["max"]) == pytest.approx(lengths.max(), abs=0.01)
+        for q in (fl, ul):
+            assert q["min"] <= q["p05"] <= q["median"] <= q["p95"] <= q["max"]
+        assert fl["median"] < 0.6 * ul["median"], b
+        assert ul["min"] > 0.5 * ul["median"], b
+        # full streamlines keep the lengths of the phantom without fragments
+        whole_full = gt0["bundles"][b]["full_streamlines"]["length_mm"]
+        assert ul["median"] == pytest.approx(whole_full["median"], rel=0.05), b
+        # centroids describe the full curves, with or without fragments
+        np.testing.assert_allclose(
+            info["centroid"], gt0["bundles"][b]["centroid"], atol=1e-3
+        )
+        for sub in gt["subjects"].values():
+            assert sub["median_full_length_mm"][b] > sub["median_length_mm"][b]
+    # without fragments: none reported, every streamline full
+    for info in truth["bundles"].values():
+        assert info["fragments"] == {
+            "fraction": 0.0,
+            "n_streamlines": 0,
+            "length_mm": None,
+        }
+        assert info["full_streamlines"]["n_streamlines"] == info["n_streamlines"]
+        assert info["full_streamlines"]["length_mm"]["median"] == pytest.approx(
+            info["median_length_mm"], abs=0.01
+        )
+
+
+def test_fragments_option_makes_another_phantom(tmp_path):
+    kw = {"n_subjects": 1, "n_per_bundle": 20, "bundles": ["UF_L"]}
+    out = make_phantom(tmp_path / "p", **kw)
+    f = out / "sub-01" / "UF_L.trk"
+    before = f.read_bytes()
+    make_phantom(tmp_path / "p", fragments=0.5, **kw)
+    assert f.read_bytes() != before
+    assert load_ground_truth(out)["options"]["fragments"] == 0.5
+    stamp = f.stat().st_mtime_ns
+    make_phantom(tmp_path / "p", fragments=0.5, **kw)
+    assert f.stat().st_mtime_ns == stamp
+    make_phantom(tmp_path / "p", **kw)
+    assert f.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, float("nan"), float("inf"), "half"])
+def test_bad_fragments(tmp_path, value):
+    with pytest.raises(DatasetError, match="make_phantom: fragments must be"):
+        make_phantom(tmp_path / "bad", fragments=value)
+    assert not (tmp_path / "bad").exists()

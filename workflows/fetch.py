@@ -5,7 +5,7 @@ from pathlib import Path
 
 from aae_tract.errors import AAETractError
 
-from .base import AAEWorkflow, check_int
+from .base import AAEWorkflow, check_float, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +13,7 @@ DATASETS = {
     "minimal_bundles": "real bundles shipped inside dipy: 5 subjects x AF_L, "
     "CST_R, CC_ForcepsMajor (offline)",
     "phantom": "synthetic bundles with ground truth (lengths, ages); "
-    "--n_subjects, --n_per_bundle, --seed",
+    "--n_subjects, --n_per_bundle, --seed, --fragments",
     "hcp842": "DIPY's 80-bundle HCP842 atlas (about 300 MB, needs the network)",
 }
 
@@ -33,7 +33,9 @@ class FetchFlow(AAEWorkflow):
     def get_short_name(cls):
         return "fetch"
 
-    def run(self, name, n_subjects=4, n_per_bundle=100, seed=0, out_dir=""):
+    def run(
+        self, name, n_subjects=4, n_per_bundle=100, seed=0, fragments=0.0, out_dir=""
+    ):
         """Fetch a dataset of labelled bundles by name.
 
         Writes a folder of <subject>/<BUNDLE>.trk files that aae_tract_train
@@ -52,6 +54,11 @@ class FetchFlow(AAEWorkflow):
             Phantom: streamlines per bundle and subject.
         seed : int, optional
             Phantom: random seed (the same options give the same files).
+        fragments : float, optional
+            Phantom: share (0 to 0.9) of each bundle's streamlines that are
+            fragments, contiguous pieces of full streamlines as premature
+            termination leaves in real tractography (0: none; 0.5: lengths
+            within a bundle span more than 4x).
         out_dir : string, optional
             Data home: the dataset goes to out_dir/NAME. Without it:
             $AAE_TRACT_HOME, else ~/.aae_tract.
@@ -67,6 +74,7 @@ class FetchFlow(AAEWorkflow):
                 f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}"
             )
         from aae_tract.data_fetchers import FETCHERS, data_home
+        from aae_tract.data_fetchers.phantom import MAX_FRAGMENTS
 
         home = Path(out_dir) if out_dir else data_home()
         target = home / name
@@ -76,6 +84,9 @@ class FetchFlow(AAEWorkflow):
                 "n_subjects": check_int("n_subjects", n_subjects),
                 "n_per_bundle": check_int("n_per_bundle", n_per_bundle),
                 "seed": check_int("seed", seed, minimum=0),
+                "fragments": check_float(
+                    "fragments", fragments, minimum=0.0, maximum=MAX_FRAGMENTS
+                ),
             }
             if not self._phantom_may_write(target, options):
                 return None
@@ -99,7 +110,8 @@ class FetchFlow(AAEWorkflow):
             return True
         from aae_tract.data_fetchers import load_ground_truth
 
-        old = load_ground_truth(target).get("options", {})
+        # phantoms made before --fragments existed had none
+        old = {"fragments": 0.0, **load_ground_truth(target).get("options", {})}
         differ = {k: old.get(k) for k, v in options.items() if old.get(k) != v}
         if differ:
             logger.warning(
