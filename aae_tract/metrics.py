@@ -22,11 +22,35 @@ definitions in the project's architecture notes):
 ``density_dice``
     Dice of the binarised density maps (2 mm voxels) of generated and held-out
     streamlines of a bundle; mean over bundles.
+``curvature_ratio``
+    Median over generated streamlines of their mean turning angle per mm
+    (streamlines resampled at 1 mm steps) over the same median for held-out
+    streamlines; mean over bundles (1 is ideal, > 1: wigglier than real).
+``recon_length_ratio``
+    Length of the reconstruction over the length of the input, median per
+    length quintile of the held-out streamlines (``recon_length_ratio_quintiles``
+    in ``per_bundle``); the quintile farthest from 1 of the bundle, and of all
+    bundles at the top level (worst case).
+``length_error_pct``, ``length_error_pct_mean``
+    ``|median generated length - target| / target`` in percent at the targets
+    of ``length_mae_mm`` (``length_error_pct_per_target`` in ``per_bundle``):
+    the worst target (worst bundle at the top level) and the mean over targets
+    (mean over bundles); length models only.
+``shape_similarity``
+    DIPY's BUAN bundle shape similarity (bundle adjacency of QuickBundlesX
+    centroids, 6 mm threshold) of generated and held-out streamlines; mean over
+    bundles (1: same shape, 0: disjoint).
+``realism_c2st``
+    Classifier two-sample test: cross-validated accuracy of a gradient-boosting
+    classifier telling generated from held-out streamlines by their texture
+    (turning-angle statistics and length); mean over bundles (0.5: the
+    classifier cannot tell them apart, 1: always can).
 
 Every metric is also a public function of arrays so it can be checked on cases
 with a known answer. ``evaluate(..., reference=True)`` adds a "real vs real"
 row: the same measures between two random halves of the held-out data, the
-ceiling each number can be compared with.
+ceiling each number can be compared with (None for the metrics that have no
+real-vs-real counterpart).
 """
 
 from __future__ import annotations
@@ -43,18 +67,29 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "METRIC_NAMES",
+    "PER_BUNDLE_LISTS",
+    "TEXTURE_FEATURES",
+    "curvature_ratio",
     "density_dice",
     "density_map",
     "diversity_ratio",
     "evaluate",
     "label_fidelity",
+    "length_error_pct",
     "length_mae",
     "mean_pairwise_mdf",
     "paired_mdf",
+    "realism_c2st",
+    "recon_length_ratio",
+    "shape_similarity",
     "spearman_rho",
+    "streamline_texture",
+    "turning_angle_per_mm",
 ]
 
-#: Keys of the metrics dictionary (and of ``metrics.json``).
+#: Keys of the metrics dictionary (and of ``metrics.json``): one number (or
+#: None) each, at the top level, in every ``per_bundle`` row and in the
+#: reference row.
 METRIC_NAMES = (
     "recon_mdf_mm",
     "label_fidelity",
@@ -62,8 +97,26 @@ METRIC_NAMES = (
     "ar_spearman",
     "diversity_ratio",
     "density_dice",
+    "curvature_ratio",
+    "recon_length_ratio",
+    "length_error_pct",
+    "length_error_pct_mean",
+    "shape_similarity",
+    "realism_c2st",
+)
+#: Lists kept per bundle only (``per_bundle`` rows; None in the reference row).
+PER_BUNDLE_LISTS = ("recon_length_ratio_quintiles", "length_error_pct_per_target")
+#: Columns of :func:`streamline_texture`.
+TEXTURE_FEATURES = (
+    "mean_deg_per_mm",
+    "median_deg_per_mm",
+    "p90_deg_per_mm",
+    "max_deg_per_mm",
+    "length_mm",
 )
 _PAIRWISE_MAX = 500
+_REALISM_MAX = 200  # streamlines per side for BUAN and the two-sample test
+_CHUNK = 4096  # streamlines per vectorised resampling pass
 
 
 def _as_array(x, what="streamlines"):
@@ -336,6 +389,390 @@ def density_dice(a, b, *, voxel_size=2.0):
 
 
 # ---------------------------------------------------------------------------
+# streamline texture and realism
+
+
+def _polyline_lengths(x):
+    """Polyline length (mm) of each streamline of an (N, P, 3) array."""
+    return np.linalg.norm(np.diff(x, axis=1), axis=-1).sum(axis=1)
+
+
+def _resample_by_arc(x, step):
+    """Points every ``step`` mm along each polyline (vectorised).
+
+    Returns
+    -------
+    points : ndarray, shape (N, M, 3)
+        Point ``k`` of streamline ``i`` is at arc length ``k * step``; rows are
+        padded beyond the streamline's end (see ``valid``).
+    valid : ndarray of bool, shape (N, M)
+        Which points lie on the streamline.
+    lengths : ndarray, shape (N,)
+        Polyline lengths.
+    """
+    n, p = x.shape[:2]
+    seg = np.linalg.norm(np.diff(x, axis=1), axis=-1)
+    arc = np.concatenate([np.zeros((n, 1)), np.cumsum(seg, axis=1)], axis=1)
+    lengths = arc[:, -1]
+    n_valid = np.floor(lengths / step + 1e-9).astype(np.int64) + 1
+    m = int(n_valid.max())
+    t = np.arange(m) * step
+    # one sorted array for all rows: row i is shifted past the end of row i-1
+    shift = (np.arange(n) * (lengths.max() + 2.0 * step + 1.0))[:, None]
+    flat = (arc + shift).ravel()
+    index = np.searchsorted(flat, (t[None, :] + shift).ravel(), side="right")
+    index = index.reshape(n, m) - 1 - (np.arange(n) * p)[:, None]
+    index = np.clip(index, 0, p - 2)
+    start = np.take_along_axis(arc, index, axis=1)
+    seg_len = np.take_along_axis(seg, index, axis=1)
+    frac = np.divide(
+        t[None, :] - start, seg_len, out=np.zeros_like(start), where=seg_len > 0
+    )
+    frac = np.clip(frac, 0.0, 1.0)[..., None]
+    a = np.take_along_axis(x, index[..., None], axis=1)
+    b = np.take_along_axis(x, index[..., None] + 1, axis=1)
+    valid = np.arange(m)[None, :] < n_valid[:, None]
+    return a + frac * (b - a), valid, lengths
+
+
+def _turning_angles(x, step):
+    """Turning angles (degrees) between consecutive ``step`` mm segments.
+
+    Returns
+    -------
+    angles : ndarray, shape (N, K)
+        NaN beyond a streamline's end, and for whole rows of streamlines
+        shorter than 3 steps.
+    lengths : ndarray, shape (N,)
+        Polyline lengths (mm).
+    """
+    points, valid, lengths = _resample_by_arc(x, step)
+    if points.shape[1] < 3:
+        return np.full((len(x), 1), np.nan), lengths
+    d = np.diff(points, axis=1)
+    u, v = d[:, :-1], d[:, 1:]
+    norms = np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)
+    cos = np.einsum("nkc,nkc->nk", u, v) / np.maximum(norms, 1e-12)
+    angles = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    angles[~valid[:, 2:]] = np.nan
+    angles[lengths < 3 * step] = np.nan
+    return angles, lengths
+
+
+def _chunked(streamlines, step_mm, compute):
+    x = _as_array(streamlines).astype(np.float64)
+    step_mm = float(step_mm)
+    if not step_mm > 0:
+        raise AAETractError(f"step_mm must be positive, got {step_mm}")
+    if len(x) == 0 or x.shape[1] < 2:
+        return compute(np.full((len(x), 1), np.nan), _polyline_lengths(x), step_mm)
+    parts = [
+        compute(*_turning_angles(x[i : i + _CHUNK], step_mm), step_mm)
+        for i in range(0, len(x), _CHUNK)
+    ]
+    return np.concatenate(parts)
+
+
+def _row_quantiles(angles, qs):
+    """Per-row quantiles (linear interpolation) ignoring NaN; NaN for empty rows."""
+    ordered = np.sort(angles, axis=1)  # NaN last
+    count = np.sum(~np.isnan(angles), axis=1)
+    out = np.full((len(angles), len(qs)), np.nan)
+    ok = count > 0
+    if not ok.any():
+        return out
+    ordered, count = ordered[ok], count[ok]
+    for j, q in enumerate(qs):
+        pos = q * (count - 1)
+        low = np.floor(pos).astype(np.int64)
+        high = np.minimum(low + 1, count - 1)
+        v_low = np.take_along_axis(ordered, low[:, None], axis=1)[:, 0]
+        v_high = np.take_along_axis(ordered, high[:, None], axis=1)[:, 0]
+        out[ok, j] = v_low + (pos - low) * (v_high - v_low)
+    return out
+
+
+def _mean_rate(angles, lengths, step):
+    count = np.sum(~np.isnan(angles), axis=1)
+    total = np.nansum(angles, axis=1)
+    out = np.full(len(angles), np.nan)
+    np.divide(total, count * step, out=out, where=count > 0)
+    return out
+
+
+def turning_angle_per_mm(streamlines, step_mm=1.0):
+    """Mean turning angle per millimetre of each streamline.
+
+    Each streamline is resampled at points ``step_mm`` apart along its arc
+    length (linear interpolation; the remainder shorter than a step at the end
+    is dropped), and the angles between consecutive segments are averaged and
+    divided by ``step_mm``. A straight line gives 0, a circular arc of radius
+    ``r`` gives ``(180 / pi) / r`` deg/mm, a wiggly streamline more than a
+    smooth one of the same course.
+
+    Parameters
+    ----------
+    streamlines : ndarray, shape (N, P, 3)
+        Streamlines in mm, all with the same number of points.
+    step_mm : float
+        Resampling step (mm).
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+        Degrees per mm; NaN for streamlines shorter than 3 steps.
+    """
+    return _chunked(streamlines, step_mm, _mean_rate)
+
+
+def _texture(angles, lengths, step):
+    rate = angles / step
+    quantiles = _row_quantiles(rate, (0.5, 0.9, 1.0))
+    return np.column_stack(
+        [_mean_rate(angles, lengths, step), quantiles, np.asarray(lengths)]
+    )
+
+
+def streamline_texture(streamlines, step_mm=1.0):
+    """Texture features of each streamline (columns :data:`TEXTURE_FEATURES`).
+
+    Parameters
+    ----------
+    streamlines : ndarray, shape (N, P, 3)
+        Streamlines in mm, all with the same number of points.
+    step_mm : float
+        Resampling step (mm) of the turning angles (see
+        :func:`turning_angle_per_mm`).
+
+    Returns
+    -------
+    ndarray of float64, shape (N, 5)
+        Mean, median, 90th percentile and maximum of the turning angle per mm
+        (deg/mm) along the streamline, and its polyline length (mm). The angle
+        statistics are NaN for streamlines shorter than 3 steps.
+    """
+    return _chunked(streamlines, step_mm, _texture)
+
+
+def curvature_ratio(generated, real, *, step_mm=1.0):
+    """Median turning angle per mm of generated over real streamlines.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm.
+    step_mm : float
+        Resampling step (mm), see :func:`turning_angle_per_mm`.
+
+    Returns
+    -------
+    float
+        ``median(turning_angle_per_mm(generated)) /
+        median(turning_angle_per_mm(real))``, streamlines shorter than 3 steps
+        left out: 1 when generated streamlines bend as much as real ones, more
+        for wigglier ones; NaN when undefined (no usable streamline, or
+        perfectly straight real streamlines).
+    """
+    g = turning_angle_per_mm(generated, step_mm)
+    r = turning_angle_per_mm(real, step_mm)
+    g, r = g[np.isfinite(g)], r[np.isfinite(r)]
+    if len(g) == 0 or len(r) == 0:
+        return math.nan
+    denominator = float(np.median(r))
+    if denominator == 0:
+        return math.nan
+    return float(np.median(g) / denominator)
+
+
+def recon_length_ratio(inputs, reconstructions, n_bins=5):
+    """Reconstruction length over input length, per length quantile of the inputs.
+
+    Parameters
+    ----------
+    inputs, reconstructions : ndarray, shape (N, P, 3)
+        Streamlines and their reconstructions (same order), in mm.
+    n_bins : int
+        Number of length bins; their edges are the quantiles of the inputs'
+        lengths (quintiles for 5).
+
+    Returns
+    -------
+    list of float
+        Per bin, from the shortest inputs to the longest, the median of
+        ``length(reconstruction) / length(input)`` (polyline lengths): 1 when
+        lengths are kept, 2 when reconstructions are twice as long. NaN for a
+        bin without streamlines (few inputs, or tied lengths).
+    """
+    inputs = _as_array(inputs, "inputs").astype(np.float64)
+    reconstructions = _as_array(reconstructions, "reconstructions").astype(np.float64)
+    if len(inputs) != len(reconstructions):
+        raise AAETractError(
+            f"{len(reconstructions)} reconstructions for {len(inputs)} inputs"
+        )
+    n_bins = int(n_bins)
+    if n_bins < 1:
+        raise AAETractError(f"n_bins must be at least 1, got {n_bins}")
+    length_in = _polyline_lengths(inputs)
+    length_out = _polyline_lengths(reconstructions)
+    keep = length_in > 0
+    length_in, length_out = length_in[keep], length_out[keep]
+    if len(length_in) == 0:
+        return [math.nan] * n_bins
+    ratio = length_out / length_in
+    edges = np.quantile(length_in, np.linspace(0.0, 1.0, n_bins + 1))
+    bins = np.searchsorted(edges[1:-1], length_in, side="right")
+    return [
+        float(np.median(ratio[bins == k])) if np.any(bins == k) else math.nan
+        for k in range(n_bins)
+    ]
+
+
+def _worst_ratio(ratios):
+    """The ratio farthest from 1 on a log scale (0.5 and 2 are equally bad)."""
+    values = [float(v) for v in ratios if v is not None and math.isfinite(v) and v >= 0]
+    if not values:
+        return None
+    with np.errstate(divide="ignore"):
+        badness = np.abs(np.log(np.asarray(values)))
+    return values[int(np.argmax(badness))]
+
+
+def length_error_pct(targets, produced):
+    """Relative error (percent) of the median produced length at each target.
+
+    Parameters
+    ----------
+    targets : array_like, shape (T,)
+        Requested lengths (mm), positive.
+    produced : array_like, shape (T,) or sequence of T arrays
+        The median produced length per target, or the lengths produced for
+        each target (their median is taken).
+
+    Returns
+    -------
+    ndarray of float64, shape (T,)
+        ``100 * |median(produced_t) - target_t| / target_t``.
+    """
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    medians = np.array([float(np.median(p)) for p in produced], dtype=np.float64)
+    if medians.shape != targets.shape:
+        raise AAETractError(
+            f"{len(medians)} produced values for {len(targets)} targets"
+        )
+    if np.any(targets <= 0):
+        raise AAETractError("target lengths must be positive")
+    return 100.0 * np.abs(medians - targets) / targets
+
+
+def shape_similarity(generated, real, rng=0, *, threshold=6.0, clust_thr=(5, 3, 1.5)):
+    """DIPY's BUAN bundle shape similarity of two streamline sets.
+
+    Both sets are clustered with QuickBundlesX (thresholds ``clust_thr``) and
+    the bundle adjacency of their centroids is measured
+    (:func:`dipy.segment.bundles.bundle_shape_similarity`): the mean, over
+    both sets, of the share of centroids whose nearest centroid of the other
+    set is within ``threshold`` mm (MDF).
+
+    Parameters
+    ----------
+    generated, real : ndarray (N, P, 3) or sequences of (n, 3) arrays
+        Streamlines in mm, in the same space.
+    rng : int or numpy.random.Generator
+        Random source of the clustering.
+    threshold : float
+        Adjacency threshold (mm). 6 mm, BUAN's usual value, suits bundles in
+        one space (registered subjects, or one subject): two random halves of
+        one subject's bundle of DIPY's ``minimal_bundles`` score about 0.85 to
+        0.95 with it, and the score falls to about 0.5 when one half is
+        shifted by 6 mm. It does not suit unregistered subjects: the
+        ``minimal_bundles`` subjects are in native space, their bundles 9 to
+        50 mm apart, so streamlines shaped like the training subjects score
+        about 0 against another subject whatever their quality.
+    clust_thr : sequence of float
+        QuickBundlesX thresholds (mm), BUAN's defaults.
+
+    Returns
+    -------
+    float
+        In [0, 1]: 1 for the same shape and place, 0 for disjoint sets (or an
+        empty one).
+    """
+    from dipy.segment.bundles import bundle_shape_similarity
+
+    a = [np.asarray(s, dtype=np.float32) for s in generated]
+    b = [np.asarray(s, dtype=np.float32) for s in real]
+    if not a or not b:
+        return 0.0
+    return float(
+        bundle_shape_similarity(
+            a,
+            b,
+            np.random.default_rng(rng),
+            clust_thr=tuple(clust_thr),
+            threshold=float(threshold),
+        )
+    )
+
+
+def realism_c2st(generated, real, *, seed=0, step_mm=1.0, n_folds=5, min_n=10):
+    """Classifier two-sample test of generated against real streamlines.
+
+    A gradient-boosting classifier (scikit-learn's
+    ``GradientBoostingClassifier``, 50 trees of depth 3, seeded) learns to
+    tell generated from real streamlines by their :func:`streamline_texture`
+    (mean, median, 90th percentile and maximum turning angle per mm, and
+    length); its stratified ``n_folds``-fold cross-validated accuracy is
+    returned. The larger set is first subsampled to the size of the smaller
+    (seeded), so that chance is 0.5. Angle statistics that are undefined
+    (streamlines shorter than 3 steps) are given the value -1.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm.
+    seed : int
+        Seed of the subsampling, the folds and the classifier.
+    step_mm : float
+        Resampling step (mm) of the texture features.
+    n_folds : int
+        Cross-validation folds.
+    min_n : int
+        Fewest streamlines per class for a result.
+
+    Returns
+    -------
+    float or None
+        Accuracy: about 0.5 when the classifier cannot tell the sets apart
+        (it can fall below 0.5 by chance on small sets), 1 when it always
+        can; None with fewer than ``min_n`` streamlines in a set.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    generated = _as_array(generated, "generated streamlines")
+    real = _as_array(real, "real streamlines")
+    n = min(len(generated), len(real))
+    if n < max(int(min_n), int(n_folds)):
+        return None
+    rng = np.random.default_rng(seed)
+    pick_g = np.sort(rng.choice(len(generated), n, replace=False))
+    pick_r = np.sort(rng.choice(len(real), n, replace=False))
+    features = np.concatenate(
+        [
+            streamline_texture(generated[pick_g], step_mm),
+            streamline_texture(real[pick_r], step_mm),
+        ]
+    )
+    features = np.nan_to_num(features, nan=-1.0, posinf=1e6, neginf=-1e6)
+    y = np.repeat([1, 0], n)
+    classifier = GradientBoostingClassifier(
+        n_estimators=50, max_depth=3, random_state=seed
+    )
+    folds = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
+    return float(cross_val_score(classifier, features, y, cv=folds).mean())
+
+
+# ---------------------------------------------------------------------------
 # evaluation of a model
 
 
@@ -349,6 +786,96 @@ def _clean(value):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _clean_list(values):
+    return None if values is None else [_clean(v) for v in values]
+
+
+def _subsample(x, max_n, seed):
+    if len(x) <= max_n:
+        return x
+    pick = np.random.default_rng(seed).choice(len(x), max_n, replace=False)
+    return x[np.sort(pick)]
+
+
+def _realism(generated, real, seed):
+    """``shape_similarity`` and ``realism_c2st`` on at most 200 per side."""
+    generated = _subsample(generated, _REALISM_MAX, seed)
+    real = _subsample(real, _REALISM_MAX, seed + 1)
+    return {
+        "shape_similarity": shape_similarity(generated, real, rng=seed),
+        "realism_c2st": realism_c2st(generated, real, seed=seed),
+    }
+
+
+def _length_targets(model, name, n_targets, n_generate, rng, sampling, batch_size):
+    """``length_mae_mm`` and ``length_error_pct*`` from one generated batch."""
+    from aae_tract.generate import _lengths, sample_latent
+
+    row = {
+        "length_mae_mm": None,
+        "length_error_pct": None,
+        "length_error_pct_mean": None,
+        "length_error_pct_per_target": None,
+    }
+    stats = model.metadata.bundle_stats.get(name, {}).get("length")
+    if model.attribute_name != "length" or not stats:
+        return row
+    targets = np.linspace(stats["p05"], stats["p95"], n_targets)
+    zt = sample_latent(
+        model, name, np.repeat(targets, n_generate), sampling=sampling, rng=rng
+    )
+    produced = _lengths(model.decode(zt, name, batch_size=batch_size))
+    produced = produced.reshape(n_targets, n_generate)
+    errors = length_error_pct(targets, produced)
+    row["length_mae_mm"] = length_mae(targets, produced)
+    row["length_error_pct"] = float(np.max(errors))
+    row["length_error_pct_mean"] = float(np.mean(errors))
+    row["length_error_pct_per_target"] = errors.tolist()
+    return row
+
+
+def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed):
+    """The metrics between two halves of a bundle's held-out streamlines."""
+    other = ~half_a
+    a, b = x[a_rows], x[b_rows]
+    row = dict.fromkeys(METRIC_NAMES)
+    row.update(
+        {
+            "label_fidelity": label_fidelity(a, label, x[other], labels[other]),
+            "diversity_ratio": diversity_ratio(a, b, rng=seed),
+            "density_dice": density_dice(a[: len(b)], b),
+            "curvature_ratio": curvature_ratio(a, b),
+            **_realism(a, b, seed),
+        }
+    )
+    return {k: _clean(v) for k, v in row.items()} | dict.fromkeys(PER_BUNDLE_LISTS)
+
+
+def _aggregate(rows):
+    """Top-level values: means over bundles, worst bundle for the worst-case ones."""
+    out = {}
+    for key in METRIC_NAMES:
+        values = [row[key] for row in rows if row.get(key) is not None]
+        if key == "recon_length_ratio":
+            out[key] = _worst_ratio(values)
+        elif key == "length_error_pct":
+            out[key] = max(values) if values else None
+        else:
+            out[key] = _mean(values)
+    return out
+
+
+def _log_row(name, row):
+    logger.info(
+        "%s: %s",
+        name,
+        ", ".join(
+            f"{k} {row[k]:.3f}" if row[k] is not None else f"{k} n/a"
+            for k in METRIC_NAMES
+        ),
+    )
 
 
 def evaluate(
@@ -374,9 +901,12 @@ def evaluate(
     n_generate : int
         Streamlines generated per bundle (and per length target).
     n_targets : int
-        Target lengths per bundle for ``length_mae_mm``.
+        Target lengths per bundle for ``length_mae_mm`` and
+        ``length_error_pct``, spread evenly over the bundle's 5-95 percentile
+        training range.
     seed : int
-        Random seed of the generation and of the halves of the reference row.
+        Random seed of the generation, of the halves of the reference row and
+        of the subsamples of ``shape_similarity`` and ``realism_c2st``.
     reference : bool
         Add the "real vs real" row.
     sampling : {"bank", "prior"}
@@ -387,23 +917,31 @@ def evaluate(
     Returns
     -------
     dict
-        The metrics (``recon_mdf_mm``, ``label_fidelity``, ``length_mae_mm``,
-        ``ar_spearman``, ``diversity_ratio``, ``density_dice``) as means over
-        bundles, plus ``n_train``, ``n_eval``, ``bundles``, ``seconds``,
-        ``per_bundle`` (``{bundle: {metric: value}}``) and, with
-        ``reference``, ``reference`` (the same keys and ``per_bundle``
-        measured between two random halves of the held-out data of each
-        bundle; ``recon_mdf_mm``, ``length_mae_mm`` and ``ar_spearman`` have
-        no real-vs-real counterpart and are None there). Values that cannot
-        be computed (e.g. a constant attribute) are None.
+        The metrics of :data:`METRIC_NAMES`: means over bundles, except
+        ``recon_length_ratio`` (the bundle value farthest from 1) and
+        ``length_error_pct`` (the largest bundle value), which are worst
+        cases; plus ``n_train``, ``n_eval``, ``bundles``, ``seconds``,
+        ``per_bundle`` (``{bundle: {metric: value}}``, with also the lists
+        ``recon_length_ratio_quintiles`` and ``length_error_pct_per_target``)
+        and, with ``reference``, ``reference`` (the same keys and
+        ``per_bundle`` measured between two random halves of the held-out data
+        of each bundle; ``recon_mdf_mm``, ``length_mae_mm``, ``ar_spearman``,
+        ``recon_length_ratio`` and ``length_error_pct*`` have no real-vs-real
+        counterpart and are None there, as are the lists). Values that cannot
+        be computed (e.g. a constant attribute, or the length metrics of a
+        model conditioned on another attribute) are None.
 
     Notes
     -----
-    ``density_dice`` compares as many generated streamlines as there are in
-    one half of the bundle's held-out data with the other half, so that the
-    model row and the reference row compare sets of the same size.
+    ``density_dice``, ``shape_similarity`` and ``realism_c2st`` compare as
+    many generated streamlines as there are in one half of the bundle's
+    held-out data with the other half, so that the model row and the
+    reference row compare sets of the same size; ``shape_similarity`` and
+    ``realism_c2st`` use at most 200 streamlines per side (seeded subsample).
+    ``curvature_ratio`` compares all generated streamlines with all held-out
+    ones of the bundle (one half with the other in the reference row).
     """
-    from aae_tract.generate import _lengths, sample_latent
+    from aae_tract.generate import sample_latent
 
     start = time.perf_counter()
     if len(dataset) == 0:
@@ -423,7 +961,6 @@ def evaluate(
     z = model.encode_prepared(x, batch_size=batch_size)
     recon = model.decode(z, labels, batch_size=batch_size)
     recon_error = paired_mdf(x, recon)
-    is_length = model.attribute_name == "length"
 
     # random halves per bundle for the reference row and the dice comparison
     half_a = np.zeros(len(x), dtype=bool)
@@ -443,56 +980,31 @@ def evaluate(
         targets = rng.choice(attribute[rows], n_gen, replace=True)
         zg = sample_latent(model, name, targets, sampling=sampling, rng=rng)
         gen = model.decode(zg, name, batch_size=batch_size)
+        quintiles = recon_length_ratio(real, recon[rows])
         row = {
             "recon_mdf_mm": float(recon_error[rows].mean()),
             "label_fidelity": label_fidelity(gen, label, x, labels),
             "ar_spearman": spearman_rho(z[rows, 0], attribute[rows]),
             "diversity_ratio": diversity_ratio(gen[: int(n_generate)], real, rng=seed),
             "density_dice": density_dice(gen[: len(b_rows)], x[b_rows]),
-            "length_mae_mm": None,
-        }
-        if is_length:
-            stats = model.metadata.bundle_stats.get(name, {}).get("length")
-            if stats:
-                length_targets = np.linspace(stats["p05"], stats["p95"], n_targets)
-                zt = sample_latent(
-                    model,
-                    name,
-                    np.repeat(length_targets, n_generate),
-                    sampling=sampling,
-                    rng=rng,
-                )
-                produced = _lengths(model.decode(zt, name, batch_size=batch_size))
-                row["length_mae_mm"] = length_mae(
-                    length_targets, produced.reshape(n_targets, n_generate)
-                )
-        per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES}
-        if reference and len(a_rows) >= 2 and len(b_rows) >= 2:
-            other = ~half_a
-            ref_bundle[name] = {
-                "recon_mdf_mm": None,
-                "label_fidelity": _clean(
-                    label_fidelity(x[a_rows], label, x[other], labels[other])
-                ),
-                "length_mae_mm": None,
-                "ar_spearman": None,
-                "diversity_ratio": _clean(
-                    diversity_ratio(x[a_rows], x[b_rows], rng=seed)
-                ),
-                "density_dice": _clean(
-                    density_dice(x[a_rows][: len(b_rows)], x[b_rows])
-                ),
-            }
-        logger.info(
-            "%s: %s",
-            name,
-            ", ".join(
-                f"{k} {v:.3f}" if v is not None else f"{k} n/a"
-                for k, v in per_bundle[name].items()
+            "curvature_ratio": curvature_ratio(gen, real),
+            "recon_length_ratio": _worst_ratio(quintiles),
+            "recon_length_ratio_quintiles": quintiles,
+            **_realism(gen[: len(b_rows)], x[b_rows], seed),
+            **_length_targets(
+                model, name, n_targets, n_generate, rng, sampling, batch_size
             ),
-        )
+        }
+        per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {
+            k: _clean_list(row[k]) for k in PER_BUNDLE_LISTS
+        }
+        if reference and len(a_rows) >= 2 and len(b_rows) >= 2:
+            ref_bundle[name] = _reference_row(
+                x, labels, label, a_rows, b_rows, half_a, seed
+            )
+        _log_row(name, per_bundle[name])
 
-    result = {k: _mean(v[k] for v in per_bundle.values()) for k in METRIC_NAMES}
+    result = _aggregate(per_bundle.values())
     result.update(
         {
             "n_train": model.metadata.training.get("n_train"),
@@ -503,7 +1015,7 @@ def evaluate(
         }
     )
     if reference:
-        ref = {k: _mean(v[k] for v in ref_bundle.values()) for k in METRIC_NAMES}
+        ref = _aggregate(ref_bundle.values())
         ref["per_bundle"] = ref_bundle
         result["reference"] = ref
     return result

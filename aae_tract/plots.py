@@ -446,6 +446,21 @@ _METRICS = {
     "ar_spearman": ("AR Spearman rho", "higher is better", (-1.0, 1.0)),
     "diversity_ratio": ("diversity ratio", "1 is best", None),
     "density_dice": ("density Dice", "higher is better", (0.0, 1.0)),
+    "curvature_ratio": ("curvature ratio (turning/mm)", "1 is best", None),
+    "recon_length_ratio": ("recon. length ratio, worst", "1 is best", None),
+    "length_error_pct": ("length error, worst target (%)", "lower is better", None),
+    "length_error_pct_mean": ("length error, mean (%)", "lower is better", None),
+    "shape_similarity": ("BUAN shape similarity", "higher is better", (0.0, 1.0)),
+    "realism_c2st": ("realism C2ST accuracy", "0.5 is best", (0.0, 1.0)),
+}
+# metrics whose all-bundle value is the worst bundle's, not the mean
+_WORST_CASE = {"recon_length_ratio", "length_error_pct"}
+# metric -> its ideal value, drawn as a dotted line
+_IDEAL = {
+    "diversity_ratio": 1.0,
+    "curvature_ratio": 1.0,
+    "recon_length_ratio": 1.0,
+    "realism_c2st": 0.5,
 }
 _NOT_PLOTTED = {"n_train", "n_eval", "seconds", "bundles", "per_bundle", "seed"}
 _MODEL_COLOR = "#1f77b4"
@@ -481,10 +496,16 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
     """Plot evaluation metrics, beside a real-vs-real reference where given.
 
     One panel per metric (``recon_mdf_mm``, ``label_fidelity``,
-    ``length_mae_mm``, ``ar_spearman``, ``diversity_ratio``, ``density_dice``
-    and any other number in ``metrics``): a bar for the model's mean value and,
-    where ``metrics["per_bundle"]`` is given, one bar per bundle; the
-    reference value of the same metric is drawn beside each bar in grey.
+    ``length_mae_mm``, ``ar_spearman``, ``diversity_ratio``, ``density_dice``,
+    ``curvature_ratio``, ``recon_length_ratio``, ``length_error_pct``,
+    ``length_error_pct_mean``, ``shape_similarity``, ``realism_c2st`` and any
+    other number in ``metrics``): a bar for the model's value over all
+    bundles (mean, or worst case for ``recon_length_ratio`` and
+    ``length_error_pct``) and, where ``metrics["per_bundle"]`` is given, one
+    bar per bundle; the reference value of the same metric is drawn beside
+    each bar in grey, and a dotted line marks the ideal value of the ratios
+    and of ``realism_c2st``. Values that are not numbers (the per-bundle lists
+    of ``metrics.json``) are left out.
 
     Parameters
     ----------
@@ -524,7 +545,7 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
     bundles = sorted(per_bundle)
     colors = bundle_colors(bundles)
 
-    ncols = min(3, len(names))
+    ncols = 4 if len(names) > 9 else min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     panel_w = max(3.8, 1.2 + 0.75 * (len(bundles) + 1))
     fig = _new_figure((panel_w * ncols, 3.3 * nrows + 0.9), dpi=110)
@@ -532,7 +553,8 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
     width = 0.38 if reference else 0.6
     for ax, name in zip(axes, names):
         label, better, limits = _METRICS.get(name, (name.replace("_", " "), "", None))
-        groups = [("mean", metrics.get(name), reference.get(name), _MODEL_COLOR)]
+        overall = "worst" if name in _WORST_CASE else "mean"
+        groups = [(overall, metrics.get(name), reference.get(name), _MODEL_COLOR)]
         for b in bundles:
             groups.append(
                 (
@@ -598,10 +620,11 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
         ax.axhline(0, color="black", linewidth=0.6)
         if len(groups) < 3:  # keep lone bars narrow
             ax.set_xlim(-1.0, len(groups))
-        if name == "diversity_ratio":
-            ax.axhline(1, color="#d62728", linewidth=0.8, linestyle=":")
+        ideal = _IDEAL.get(name)
+        if ideal is not None:
+            ax.axhline(ideal, color="#d62728", linewidth=0.8, linestyle=":")
         low = min([0.0, *heights])
-        high = max([0.0, *heights, 1.0 if name == "diversity_ratio" else 0.0])
+        high = max([0.0, *heights, ideal or 0.0])
         if limits is not None:  # bounded metric: show its upper bound
             high = max(high, limits[1])
         pad = 0.12 * (high - low or 1.0)

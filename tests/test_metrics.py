@@ -9,15 +9,26 @@ from dipy.tracking.distances import bundles_distances_mdf
 from aae_tract.errors import AAETractError, UnknownBundleError
 from aae_tract.metrics import (
     METRIC_NAMES,
+    PER_BUNDLE_LISTS,
+    TEXTURE_FEATURES,
+    curvature_ratio,
     density_dice,
     diversity_ratio,
     evaluate,
     label_fidelity,
+    length_error_pct,
     length_mae,
     mean_pairwise_mdf,
     paired_mdf,
+    realism_c2st,
+    recon_length_ratio,
+    shape_similarity,
     spearman_rho,
+    streamline_texture,
+    turning_angle_per_mm,
 )
+
+DEG_PER_RAD = 180.0 / math.pi
 
 
 def _fan(n, n_points=20, offset=(0.0, 0.0, 0.0), spread=2.0, seed=0):
@@ -28,6 +39,41 @@ def _fan(n, n_points=20, offset=(0.0, 0.0, 0.0), spread=2.0, seed=0):
     shifts = np.zeros((n, 1, 3))
     shifts[:, 0, 1:] = rng.normal(scale=spread, size=(n, 2))
     return (base[None] + shifts + np.asarray(offset)).astype(np.float32)
+
+
+def _arc(radius, degrees, n_points=64):
+    """A circular arc in the xy plane."""
+    theta = np.radians(np.linspace(0.0, degrees, n_points))
+    zeros = np.zeros(n_points)
+    return np.stack([radius * np.cos(theta), radius * np.sin(theta), zeros], axis=1)
+
+
+def _arcs(n, seed, n_points=64):
+    """``n`` smooth arcs of random radius, extent, orientation and position."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        arc = _arc(rng.uniform(20, 80), rng.uniform(60, 180), n_points)
+        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        out.append(arc @ rotation.T + rng.normal(scale=10.0, size=3))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _zigzag(amplitude, n_points=16):
+    """A 60 mm line along x whose points (4 mm apart) alternate by ``amplitude``."""
+    t = np.linspace(0.0, 60.0, n_points)
+    y = amplitude * (np.arange(n_points) % 2)
+    return np.stack([t, y, np.zeros(n_points)], axis=1)
+
+
+def _rippled(x, amplitude=0.5):
+    """Streamlines with every other point moved across them (high-frequency)."""
+    out = np.array(x, dtype=np.float64)
+    d = np.gradient(out, axis=1)
+    normal = np.cross(d, [0.0, 0.0, 1.0]) + np.cross(d, [1.0, 0.0, 0.0])
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    out[:, 1::2] += amplitude * normal[:, 1::2]
+    return out.astype(np.float32)
 
 
 # ------------------------------------------------------------------ distances
@@ -122,6 +168,145 @@ def test_length_mae_known_value():
         length_mae(targets, [1.0])
 
 
+# ------------------------------------------------------------------ texture
+def test_turning_angle_of_straight_lines_is_zero():
+    line = _fan(5, n_points=32)
+    np.testing.assert_allclose(turning_angle_per_mm(line), 0.0, atol=1e-6)
+    # unevenly spaced points on a line, and a coarser step
+    t = np.sort(np.random.default_rng(0).uniform(0, 80, 40))
+    uneven = np.stack([t, 2 * t, -t], axis=1)[None]
+    np.testing.assert_allclose(turning_angle_per_mm(uneven), 0.0, atol=1e-6)
+    np.testing.assert_allclose(turning_angle_per_mm(line, step_mm=2.5), 0.0, atol=1e-6)
+    # shorter than 3 steps: undefined
+    short = line[:1] * (2.5 / 60.0)
+    assert np.isnan(turning_angle_per_mm(short)).all()
+    assert not np.isnan(turning_angle_per_mm(line[:1] * (3.5 / 60.0))).any()
+
+
+@pytest.mark.parametrize("radius", [10.0, 25.0, 50.0])
+def test_turning_angle_of_a_circle_arc(radius):
+    arcs = np.stack([_arc(radius, 180.0), _arc(radius, 180.0)[::-1]])
+    expected = DEG_PER_RAD / radius
+    np.testing.assert_allclose(turning_angle_per_mm(arcs), expected, rtol=0.02)
+    np.testing.assert_allclose(
+        turning_angle_per_mm(arcs, step_mm=2.0), expected, rtol=0.02
+    )
+
+
+def test_turning_angle_grows_with_zigzag_amplitude():
+    amplitudes = (0.0, 0.5, 1.0, 2.0, 4.0)
+    rate = turning_angle_per_mm(np.stack([_zigzag(a) for a in amplitudes]))
+    assert rate[0] == pytest.approx(0.0, abs=1e-6)
+    assert np.all(np.diff(rate) > 0), rate
+    # 14 corners of 2 atan(a / 4) each, over the angles between 1 mm steps
+    for a, value in zip(amplitudes, rate):
+        n_angles = math.floor(15 * math.hypot(4.0, a)) - 1
+        expected = 14 * 2 * math.degrees(math.atan(a / 4.0)) / n_angles
+        assert value == pytest.approx(expected, abs=1e-6)
+
+
+def test_streamline_texture_of_a_right_angle():
+    # 20 mm along x, then 20 mm along y: one 90 degree turn at a sample point
+    corner = np.zeros((1, 41, 3))
+    corner[0, :21, 0] = np.arange(21)
+    corner[0, 21:, 0] = 20
+    corner[0, 21:, 1] = np.arange(1, 21)
+    assert len(TEXTURE_FEATURES) == 5
+    # 41 samples, 39 angles: one of 90 degrees
+    np.testing.assert_allclose(
+        streamline_texture(corner)[0], [90 / 39, 0.0, 0.0, 90.0, 40.0], atol=1e-6
+    )
+    # 2 mm steps: 19 angles, 45 deg/mm at the corner
+    np.testing.assert_allclose(
+        streamline_texture(corner, step_mm=2.0)[0],
+        [90 / 19 / 2, 0.0, 0.0, 45.0, 40.0],
+        atol=1e-6,
+    )
+
+
+def test_streamline_texture_matches_turning_angle_and_length():
+    from dipy.tracking.streamline import length
+
+    x = _rippled(_arcs(20, seed=3))
+    texture = streamline_texture(x)
+    assert texture.shape == (20, 5)
+    np.testing.assert_allclose(texture[:, 0], turning_angle_per_mm(x))
+    np.testing.assert_allclose(texture[:, 4], length(list(x)), rtol=1e-5)
+    assert np.all(texture[:, 1] <= texture[:, 2])
+    assert np.all(texture[:, 2] <= texture[:, 3])
+
+
+def test_curvature_ratio_known_values():
+    tight = np.stack([_arc(20.0, 180.0)] * 3)
+    loose = np.stack([_arc(40.0, 180.0)] * 3)
+    assert curvature_ratio(tight, tight) == pytest.approx(1.0)
+    assert curvature_ratio(tight, loose) == pytest.approx(2.0, rel=0.02)
+    assert curvature_ratio(loose, tight) == pytest.approx(0.5, rel=0.02)
+    assert math.isnan(curvature_ratio(tight, _fan(3)))  # straight real lines
+
+
+# ------------------------------------------------------------------ lengths
+def test_recon_length_ratio_known_values():
+    x = _arcs(100, seed=1)
+    np.testing.assert_allclose(recon_length_ratio(x, x), [1.0] * 5)
+    centre = x.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(recon_length_ratio(x, centre + 2 * (x - centre)), 2.0)
+    # only the longest fifth doubled: the last quintile says so
+    lengths = np.linalg.norm(np.diff(x, axis=1), axis=-1).sum(axis=1)
+    longest = lengths >= np.quantile(lengths, 0.8)
+    stretched = np.where(longest[:, None, None], centre + 2 * (x - centre), x)
+    np.testing.assert_allclose(
+        recon_length_ratio(x, stretched), [1, 1, 1, 1, 2], rtol=1e-5
+    )
+    np.testing.assert_allclose(recon_length_ratio(x, stretched, n_bins=1), [1.0])
+    with pytest.raises(AAETractError):
+        recon_length_ratio(x, x[:10])
+
+
+def test_length_error_pct_known_values():
+    errors = length_error_pct([100.0, 50.0], [[90.0, 110.0, 105.0], [45.0]])
+    np.testing.assert_allclose(errors, [5.0, 10.0])
+    np.testing.assert_allclose(length_error_pct([80.0], [80.0]), [0.0])
+    with pytest.raises(AAETractError):
+        length_error_pct([100.0, 50.0], [1.0])
+
+
+# ------------------------------------------------------------------ realism
+def test_shape_similarity_known_cases():
+    x = _arcs(100, seed=2)
+    assert shape_similarity(x, x) == pytest.approx(1.0)
+    assert shape_similarity(x, x + [50, 0, 0]) == pytest.approx(0.0)
+    # 4 mm apart: adjacent at the 6 mm threshold, not at 3 mm
+    assert shape_similarity(x, x + [4, 0, 0]) == pytest.approx(1.0)
+    assert shape_similarity(x, x + [4, 0, 0], threshold=3.0) == pytest.approx(0.0)
+    # half of the set moved away: partial similarity
+    moved = np.concatenate([x[:50], x[50:] + [0, 50, 0]])
+    assert 0.2 < shape_similarity(x, moved) < 0.9
+
+
+def test_realism_c2st_same_distribution_is_near_chance():
+    x = _arcs(300, seed=4)
+    order = np.random.default_rng(0).permutation(len(x))
+    assert realism_c2st(x[order[:150]], x[order[150:]]) <= 0.65
+    # unbalanced sets are balanced first: otherwise the majority class (5 to 1)
+    # would win about 0.83 of the time
+    assert realism_c2st(x[order[:250]], x[order[250:]]) <= 0.65
+
+
+def test_realism_c2st_detects_ripples():
+    x = _arcs(300, seed=5)
+    order = np.random.default_rng(1).permutation(len(x))
+    smooth, rippled = x[order[:150]], _rippled(x[order[150:]])
+    assert realism_c2st(rippled, smooth) >= 0.95
+    assert realism_c2st(rippled, smooth, seed=1) >= 0.95
+
+
+def test_realism_c2st_needs_ten_per_class():
+    x = _arcs(30, seed=6)
+    assert realism_c2st(x[:9], x[9:]) is None
+    assert realism_c2st(x[:10], x[10:]) is not None
+
+
 # ------------------------------------------------------------------ evaluate
 @pytest.fixture(scope="module")
 def evaluation(tiny_trained, tiny_splits):
@@ -147,16 +332,64 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
     assert evaluation["bundles"] == model.bundle_names
     assert set(evaluation["per_bundle"]) == set(model.bundle_names)
     for row in evaluation["per_bundle"].values():
-        assert set(row) == set(METRIC_NAMES)
+        assert set(row) == set(METRIC_NAMES) | set(PER_BUNDLE_LISTS)
         assert row["recon_mdf_mm"] > 0
         assert 0 <= row["label_fidelity"] <= 1
         assert row["length_mae_mm"] >= 0
         assert -1 <= row["ar_spearman"] <= 1
         assert row["diversity_ratio"] > 0
         assert 0 <= row["density_dice"] <= 1
-    for key in METRIC_NAMES:
+    worst_case = {"recon_length_ratio", "length_error_pct"}
+    for key in set(METRIC_NAMES) - worst_case:
         values = [row[key] for row in evaluation["per_bundle"].values()]
         assert evaluation[key] == pytest.approx(np.mean(values))
+    values = [row["length_error_pct"] for row in evaluation["per_bundle"].values()]
+    assert evaluation["length_error_pct"] == max(values)
+    values = [row["recon_length_ratio"] for row in evaluation["per_bundle"].values()]
+    assert evaluation["recon_length_ratio"] in values
+    assert abs(math.log(evaluation["recon_length_ratio"])) == pytest.approx(
+        max(abs(math.log(v)) for v in values)
+    )
+
+
+def test_evaluate_realism_metrics(evaluation):
+    """Every new metric is there, finite, in range and consistent per bundle."""
+    for row in evaluation["per_bundle"].values():
+        assert 0 < row["curvature_ratio"] < 10
+        assert 0 <= row["shape_similarity"] <= 1
+        assert 0 <= row["realism_c2st"] <= 1  # 25 per class: computed
+        quintiles = row["recon_length_ratio_quintiles"]
+        assert len(quintiles) == 5 and all(0 < q < 10 for q in quintiles)
+        assert row["recon_length_ratio"] in quintiles
+        assert abs(math.log(row["recon_length_ratio"])) == max(
+            abs(math.log(q)) for q in quintiles
+        )
+        per_target = row["length_error_pct_per_target"]
+        assert len(per_target) == 3  # n_targets
+        assert all(e >= 0 for e in per_target)
+        assert row["length_error_pct"] == pytest.approx(max(per_target))
+        assert row["length_error_pct_mean"] == pytest.approx(np.mean(per_target))
+    for key in METRIC_NAMES:
+        assert evaluation[key] is not None and math.isfinite(evaluation[key]), key
+
+
+def test_evaluate_length_error_is_none_without_a_length_model():
+    from types import SimpleNamespace
+
+    from aae_tract.metrics import _length_targets
+
+    stats = {"AF_L": {"length": {"p05": 80.0, "p95": 120.0}}}
+    model = SimpleNamespace(
+        attribute_name="age", metadata=SimpleNamespace(bundle_stats=stats)
+    )
+    row = _length_targets(model, "AF_L", 5, 10, None, "bank", 64)
+    assert set(row) == {
+        "length_mae_mm",
+        "length_error_pct",
+        "length_error_pct_mean",
+        "length_error_pct_per_target",
+    }
+    assert all(v is None for v in row.values())
 
 
 def test_evaluate_reference_row_is_a_ceiling(evaluation):
@@ -166,7 +399,24 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
     assert ref["label_fidelity"] == pytest.approx(1.0)
     assert 0.7 < ref["diversity_ratio"] < 1.3
     assert 0.2 < ref["density_dice"] <= 1.0
-    assert ref["recon_mdf_mm"] is None and ref["length_mae_mm"] is None
+    # halves of one bundle: same curvature, same shape, indistinguishable
+    assert 0.8 < ref["curvature_ratio"] < 1.25
+    assert 0.7 < ref["shape_similarity"] <= 1.0
+    assert ref["realism_c2st"] <= 0.7
+    no_counterpart = (
+        "recon_mdf_mm",
+        "length_mae_mm",
+        "ar_spearman",
+        "recon_length_ratio",
+        "length_error_pct",
+        "length_error_pct_mean",
+    )
+    for key in no_counterpart:
+        assert ref[key] is None, key
+    for row in ref["per_bundle"].values():
+        assert set(row) == set(METRIC_NAMES) | set(PER_BUNDLE_LISTS)
+        assert all(row[key] is None for key in (*no_counterpart, *PER_BUNDLE_LISTS))
+        assert 0 <= row["shape_similarity"] <= 1 and 0 <= row["realism_c2st"] <= 1
 
 
 def test_evaluate_is_deterministic(evaluation, tiny_trained, tiny_splits):

@@ -119,11 +119,17 @@ class EvaluateFlow(AAEWorkflow):
         Metrics (keys of metrics.json): recon_mdf_mm (held-out
         reconstruction distance), label_fidelity, length_mae_mm, ar_spearman
         (latent dimension 0 against the attribute), diversity_ratio (1: as
-        diverse as real data, 0: collapse) and density_dice, with a
-        real-vs-real reference row. Without inputs the model is measured on
-        the held-out subjects of the data it was trained on (the embedded
-        default unless trained on other files); inputs that are the training
-        data use the same held-out split, other inputs are used whole.
+        diverse as real data, 0: collapse), density_dice, curvature_ratio
+        (turning angle per mm, generated / real), recon_length_ratio
+        (reconstruction / input length, worst length quintile),
+        length_error_pct and length_error_pct_mean (generated length error
+        at target lengths, in percent), shape_similarity (DIPY's BUAN) and
+        realism_c2st (accuracy of a classifier telling generated from real
+        streamlines; 0.5 is ideal), with a real-vs-real reference row.
+        Without inputs the model is measured on the held-out subjects of the
+        data it was trained on (the embedded default unless trained on other
+        files); inputs that are the training data use the same held-out
+        split, other inputs are used whole.
 
         Parameters
         ----------
@@ -175,7 +181,7 @@ class EvaluateFlow(AAEWorkflow):
         dataset, description = held_out_data(net, inputs, reference=reference)
         logger.info("evaluating %s on %s, %s", model_path, description, where)
 
-        from aae_tract.metrics import evaluate
+        from aae_tract.metrics import METRIC_NAMES, evaluate
         from aae_tract.viz import plot_evaluation
 
         metrics = evaluate(
@@ -193,14 +199,7 @@ class EvaluateFlow(AAEWorkflow):
         )
         shown = ", ".join(
             f"{k} {metrics[k]:.3g}" if metrics.get(k) is not None else f"{k} n/a"
-            for k in (
-                "recon_mdf_mm",
-                "label_fidelity",
-                "length_mae_mm",
-                "ar_spearman",
-                "diversity_ratio",
-                "density_dice",
-            )
+            for k in METRIC_NAMES
         )
         logger.info(
             "Evaluated in %.0f s: %s; wrote %s",
