@@ -41,6 +41,7 @@ __all__ = [
     "generate",
     "interpolate",
     "make_tractogram",
+    "match_length",
     "nearest_mdf",
     "restyle",
     "sample_latent",
@@ -50,6 +51,10 @@ __all__ = [
 SAMPLING_METHODS = ("bank", "prior")
 _DEFAULT_NOISE = 0.1
 _MDF_CHUNK = 512
+#: Bisection steps of :func:`match_length`.
+_MATCH_ITERATIONS = 12
+#: Relative miss of the median length beyond which generation warns.
+MISS_TOLERANCE = 0.10
 
 
 @dataclass
@@ -85,6 +90,11 @@ class GeneratedBundle:
     filter_settings : dict
         ``max_mdf`` and ``length_tolerance`` used by the filter (empty when
         the filter was off).
+    median_length : float
+        Median of :attr:`lengths` (mm).
+    missed : bool
+        For a length model: the median length differs from the target by more
+        than :data:`MISS_TOLERANCE` (10 %) of it; a warning said so.
     """
 
     bundle: str
@@ -99,6 +109,8 @@ class GeneratedBundle:
     seen_range: tuple
     sampling: str = "bank"
     filter_settings: dict = field(default_factory=dict)
+    median_length: float = float("nan")
+    missed: bool = False
 
     def __len__(self):
         return int(len(self.streamlines))
@@ -176,6 +188,7 @@ def sample_latent(
     sampling="bank",
     noise=_DEFAULT_NOISE,
     neighbours=None,
+    exact_length=True,
     rng=None,
 ):
     """Latent codes for a bundle, one per target value.
@@ -200,13 +213,19 @@ def sample_latent(
         A wide kernel lets codes of streamlines with other attribute values
         in, which biases the produced attribute toward the bundle's middle;
         a very narrow one draws many streamlines from few codes.
+    exact_length : bool
+        For a length model, refine dimension 0 of every code with
+        :func:`match_length` so that its decoded streamline has the target
+        length (the calibration maps the bundle's typical code, not this
+        code, to the target).
     rng : numpy.random.Generator or int, optional
         Random source.
 
     Returns
     -------
     ndarray of float32, shape (N, latent_dims)
-        Codes with dimension 0 set by :meth:`TractAAE.attribute_to_z0`.
+        Codes with dimension 0 set by :meth:`TractAAE.attribute_to_z0`
+        (then refined, with ``exact_length``).
     """
     _check_sampling(sampling)
     rng = _rng(rng)
@@ -238,6 +257,76 @@ def sample_latent(
         ).astype(np.float32)
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0
+    if exact_length and model.attribute_name == "length":
+        z = match_length(model, name, z, targets)
+    return z
+
+
+def _decoded_lengths(model, z, bundle, batch_size):
+    x = model.decode(z, bundle, batch_size=batch_size)
+    return np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
+
+
+def match_length(
+    model, bundle, z, targets, *, iterations=_MATCH_ITERATIONS, batch_size=4096
+):
+    """Move latent dimension 0 of each code until it decodes at the target length.
+
+    Latent dimension 0 orders a bundle's streamlines by length (attribute
+    regularization), but the decoded length also depends on the other
+    dimensions, so the calibration ``length -> z0`` is exact only for the
+    bundle's typical code. For each code this bisects ``z0`` within the
+    calibration's range (widened by a quarter on each side) until the decoded
+    mean streamline has the target length; the decoder draws the streamline,
+    nothing is rescaled afterwards. A code whose target lies beyond what the
+    decoder reaches in that range keeps its calibrated ``z0``.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A calibrated model conditioned on length.
+    bundle : str
+        Bundle of every code.
+    z : ndarray, shape (N, latent_dims)
+        Codes with a calibrated dimension 0.
+    targets : array_like, shape (N,)
+        Target lengths (mm).
+    iterations : int
+        Bisection steps (each halves the interval; each decodes N codes).
+    batch_size : int
+        Codes per forward pass.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, latent_dims)
+    """
+    z = np.array(z, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if len(z) == 0:
+        return z
+    low, high = model.attribute_range(bundle)
+    ends = model.attribute_to_z0(bundle, np.array([low, high], dtype=np.float64))
+    z_low, z_high = float(np.min(ends)), float(np.max(ends))
+    margin = 0.25 * max(z_high - z_low, 1e-3)
+    lo = np.full(len(z), z_low - margin, dtype=np.float32)
+    hi = np.full(len(z), z_high + margin, dtype=np.float32)
+
+    def lengths_at(z0):
+        trial = z.copy()
+        trial[:, 0] = z0
+        return _decoded_lengths(model, trial, bundle, batch_size)
+
+    len_lo, len_hi = lengths_at(lo), lengths_at(hi)
+    rising = len_hi >= len_lo
+    reachable = (np.minimum(len_lo, len_hi) <= targets) & (
+        targets <= np.maximum(len_lo, len_hi)
+    )
+    for _ in range(int(iterations)):
+        mid = 0.5 * (lo + hi)
+        up = (lengths_at(mid) < targets) == rising
+        lo = np.where(up, mid, lo)
+        hi = np.where(up, hi, mid)
+    z[:, 0] = np.where(reachable, 0.5 * (lo + hi), z[:, 0])
     return z
 
 
@@ -411,6 +500,7 @@ def generate(
     max_mdf=None,
     reference_streamlines=None,
     max_tries=20,
+    texture=True,
     batch_size=1024,
 ):
     """Generate streamlines of ``bundle`` at a requested length (or attribute).
@@ -450,6 +540,10 @@ def generate(
         bundle). Default: the model's latent bank of the bundle, decoded.
     max_tries : int
         Sampling rounds before giving up when filtering.
+    texture : bool
+        Sample each streamline's texture (the small random turns of real
+        tracking) around the decoded mean curve, as the model learned it;
+        False returns the mean curves.
     batch_size : int
         Codes decoded per forward pass.
 
@@ -500,7 +594,8 @@ def generate(
             noise=noise,
             rng=rng,
         )
-        return z, model.decode(z, name, batch_size=batch_size)
+        sampled = rng if texture else None
+        return z, model.decode(z, name, texture=sampled, batch_size=batch_size)
 
     settings = {}
     if not filter:
@@ -562,6 +657,7 @@ def generate(
             100 * acceptance,
         )
     lengths = _lengths(x)
+    median = float(np.median(lengths))
     logger.info(
         "generated %d %s streamlines for %s %.4g%s: median length %.1f mm (%.1f-%.1f)",
         n,
@@ -569,10 +665,24 @@ def generate(
         attr,
         target,
         unit,
-        float(np.median(lengths)),
+        median,
         float(lengths.min()),
         float(lengths.max()),
     )
+    missed = attr == "length" and abs(median - target) > MISS_TOLERANCE * target
+    if missed:
+        logger.warning(
+            "requested length %.4g mm for %s, produced a median of %.1f mm "
+            "(%+.0f%%, more than %.0f%% off)%s",
+            target,
+            name,
+            median,
+            100 * (median - target) / target,
+            100 * MISS_TOLERANCE,
+            "; the request is outside the range seen in training"
+            if out_of_range
+            else "; --filter keeps only streamlines within 10% of the target",
+        )
     return GeneratedBundle(
         bundle=name,
         target=target,
@@ -586,6 +696,8 @@ def generate(
         seen_range=(float(low), float(high)),
         sampling=sampling,
         filter_settings=settings,
+        median_length=median,
+        missed=bool(missed),
     )
 
 

@@ -826,7 +826,7 @@ def _length_targets(model, name, n_targets, n_generate, rng, sampling, batch_siz
     zt = sample_latent(
         model, name, np.repeat(targets, n_generate), sampling=sampling, rng=rng
     )
-    produced = _lengths(model.decode(zt, name, batch_size=batch_size))
+    produced = _lengths(model.decode(zt, name, texture=rng, batch_size=batch_size))
     produced = produced.reshape(n_targets, n_generate)
     errors = length_error_pct(targets, produced)
     row["length_mae_mm"] = length_mae(targets, produced)
@@ -979,7 +979,7 @@ def evaluate(
         n_gen = max(int(n_generate), len(b_rows))
         targets = rng.choice(attribute[rows], n_gen, replace=True)
         zg = sample_latent(model, name, targets, sampling=sampling, rng=rng)
-        gen = model.decode(zg, name, batch_size=batch_size)
+        gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
         row = {
             "recon_mdf_mm": float(recon_error[rows].mean()),

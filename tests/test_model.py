@@ -10,7 +10,9 @@ from conftest import TINY
 
 from aae_tract.errors import ModelFileError, TrainingError, UnknownBundleError
 from aae_tract.model import AAEConfig, TractAAE, attribute_regularization
+from aae_tract.model.losses import direction_loss, log_length_mse, texture_nll
 from aae_tract.model.networks import (
+    ArcLengthCurve,
     SplineCurve,
     bspline_basis,
     build_decoder,
@@ -65,7 +67,12 @@ def test_network_shapes_follow_config(n_points, n_control):
     assert keras.ops.convert_to_numpy(mean).shape == (2, 6)
     assert keras.ops.convert_to_numpy(log_var).shape == (2, 6)
     onehot = np.eye(4, dtype="float32")[[0, 3]]
-    assert keras.ops.convert_to_numpy(dec([z, onehot])).shape == (2, n_points, 3)
+    noise = np.zeros((2, n_points - 1, 3), "float32")
+    x, log_texture = dec([z, onehot, noise, np.zeros((2, 1), "float32")])
+    assert keras.ops.convert_to_numpy(x).shape == (2, n_points, 3)
+    assert keras.ops.convert_to_numpy(log_texture).shape == (2, 2)
+    spline = build_decoder(AAEConfig(**{**cfg.to_dict(), "decoder": "spline"}))
+    assert keras.ops.convert_to_numpy(spline([z, onehot])).shape == (2, n_points, 3)
     assert keras.ops.convert_to_numpy(disc([z, onehot])).shape == (2, 1)
 
 
@@ -80,6 +87,106 @@ def test_spline_output_is_smooth_and_interpolates_ends():
     # second differences of the sampled spline are far below the control jitter
     d2 = np.linalg.norm(np.diff(curve, 2, axis=0), axis=1)
     assert d2.max() < 0.2 * np.linalg.norm(np.diff(control[0], 2, axis=0), axis=1).max()
+
+
+def test_arclength_output_has_the_decoded_length_centre_and_equal_steps():
+    rng = np.random.default_rng(0)
+    controls = rng.normal(size=(3, 8, 3)).astype("float32")
+    log_lengths = np.log([0.5, 2.0, 7.0])
+    centres = rng.normal(size=(3, 3)) * 5
+    frame = np.concatenate([centres, log_lengths[:, None]], axis=1).astype("float32")
+    no_texture = [
+        np.zeros((3, 2), "float32"),
+        np.zeros((3, 63, 3), "float32"),
+        np.zeros((3, 1), "float32"),
+    ]
+    layer = ArcLengthCurve(64, 8)
+    curve = keras.ops.convert_to_numpy(layer([controls, frame, *no_texture]))
+    assert curve.shape == (3, 64, 3)
+    steps = np.linalg.norm(np.diff(curve, axis=1), axis=2)
+    np.testing.assert_allclose(steps.sum(axis=1), np.exp(log_lengths), rtol=1e-4)
+    np.testing.assert_allclose(steps / steps[:, :1], 1.0, rtol=1e-3)  # equal steps
+    np.testing.assert_allclose(curve.mean(axis=1), centres, atol=1e-4)
+    # one control direction everywhere: a straight segment
+    straight = np.tile([[[0.0, 0.0, 1.0]]], (1, 8, 1)).astype("float32")
+    flat = [
+        np.zeros((1, 2), "float32"),
+        np.zeros((1, 15, 3), "float32"),
+        np.zeros((1, 1), "float32"),
+    ]
+    line = ArcLengthCurve(16, 8)([straight, frame[:1], *flat])
+    line = keras.ops.convert_to_numpy(line)[0]
+    np.testing.assert_allclose(line[:, :2], np.tile(centres[0, :2], (16, 1)), atol=1e-4)
+    np.testing.assert_allclose(line[-1, 2] - line[0, 2], 0.5, rtol=1e-4)
+    # sampled texture: the same length and centre, turns of the given scale
+    noise = rng.standard_normal((3, 63, 3)).astype("float32")
+    xi = np.zeros((3, 1), "float32")
+    for scale in (0.02, 0.1):
+        # mu: the log turning per step (RMS), 2 s; no spread (tau ~ 0)
+        texture = np.tile([[np.log(2 * scale), -5.0]], (3, 1))
+        rough = layer([controls, frame, texture.astype("float32"), noise, xi])
+        rough = keras.ops.convert_to_numpy(rough)
+        steps = np.linalg.norm(np.diff(rough, axis=1), axis=2)
+        np.testing.assert_allclose(steps.sum(axis=1), np.exp(log_lengths), rtol=1e-4)
+        np.testing.assert_allclose(rough.mean(axis=1), centres, atol=1e-4)
+        u = np.diff(rough, axis=1) / steps[..., None]
+        u_mean = np.diff(curve, axis=1)
+        u_mean /= np.linalg.norm(u_mean, axis=2, keepdims=True)
+        angle = np.arccos(np.clip((u * u_mean).sum(axis=2), -1, 1))
+        # two perpendicular axes of scale s: a mean angle of s * sqrt(pi / 2)
+        np.testing.assert_allclose(angle.mean(), scale * np.sqrt(np.pi / 2), rtol=0.1)
+
+
+def test_scale_free_losses_on_known_cases():
+    t = np.linspace(0, np.pi, 50)
+    arc = np.stack([np.cos(t), np.sin(t), 0 * t], axis=1)[None].astype("float32")
+    assert float(log_length_mse(arc, arc)) < 1e-8
+    assert float(direction_loss(arc, arc)) < 1e-6
+    # twice as long, same shape: a log-length error of log 2, no direction error
+    np.testing.assert_allclose(
+        float(log_length_mse(arc, 2 * arc)), np.log(2) ** 2, rtol=1e-4
+    )
+    assert float(direction_loss(arc, 2 * arc)) < 1e-6
+    # a small fragment with ripples costs as much as a large one
+    ripple = arc.copy()
+    ripple[0, :, 2] = 0.05 * np.sin(40 * t)
+    small = float(direction_loss(0.1 * arc, 0.1 * ripple))
+    large = float(direction_loss(10 * arc, 10 * ripple))
+    np.testing.assert_allclose(small, large, rtol=1e-3)
+    assert small > 0.01
+
+
+def test_texture_likelihood_recovers_the_roughness_distribution():
+    """Streamlines sampled around mean curves with log-normal roughness
+    (mu, tau): the likelihood (with other noise) is smallest near (mu, tau),
+    so the decoder's texture head learns the real distribution."""
+    rng = np.random.default_rng(1)
+    n, b = 64, 400
+    # gently curved mean curves: their own turns are small beside the texture
+    controls = np.array([0.0, 0.0, 1.0]) + 0.05 * rng.normal(size=(b, 8, 3))
+    controls = controls.astype("float32")
+    frame = np.concatenate([np.zeros((b, 3)), np.full((b, 1), np.log(3.0))], axis=1)
+    frame = frame.astype("float32")
+    layer = ArcLengthCurve(n, 8)
+    zeros = [np.zeros((b, 2)), np.zeros((b, n - 1, 3)), np.zeros((b, 1))]
+    mean = layer([controls, frame, *[v.astype("float32") for v in zeros]])
+    noise = rng.standard_normal((b, n - 1, 3)).astype("float32")
+    xi = rng.standard_normal((b, 1)).astype("float32")
+    other_noise = rng.standard_normal((b, n - 1, 3)).astype("float32")
+    for mu, tau in ((np.log(0.02), 0.1), (np.log(0.08), 0.5)):
+        truth = np.tile([[mu, np.log(tau)]], (b, 1)).astype("float32")
+        sampled = layer([controls, frame, truth, noise, xi])
+
+        def loss(m, t, sampled=sampled):
+            guess = np.tile([[m, np.log(t)]], (b, 1)).astype("float32")
+            return float(texture_nll(sampled, mean, guess, other_noise))
+
+        mus = mu + np.array([-0.4, -0.2, -0.1, 0.0, 0.1, 0.2, 0.4])
+        best_mu = mus[int(np.argmin([loss(m, tau) for m in mus]))]
+        assert abs(best_mu - mu) <= 0.15, (mu, best_mu)
+        taus = tau * np.array([0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0])
+        best_tau = taus[int(np.argmin([loss(mu, t) for t in taus]))]
+        assert 0.5 * tau <= best_tau <= 2.0 * tau, (tau, best_tau)
 
 
 def test_mixture_prior_samples():

@@ -383,6 +383,43 @@ def test_model_file_without_a_newer_hyperparameter_still_loads(good_model, tmp_p
     assert model.config.posterior == "deterministic"
 
 
+def test_model_file_from_before_the_arclength_decoder_loads_as_it_was(
+    tiny_splits, tmp_path
+):
+    """A file without ``decoder`` (and the scale-free loss weights) was written
+    by the point-spline decoder; it must load with that decoder and decode
+    exactly as before."""
+    from conftest import TINY
+
+    train, _ = tiny_splits
+    old = TractAAE.from_dataset(train, epochs=1, decoder="spline", **TINY)
+    old.fit(train, verbose=0)
+    saved = old.save(tmp_path / "spline.keras")
+    newer = ("decoder", "length_weight", "direction_weight", "texture_weight")
+
+    def drop(payload, keys):
+        target = payload
+        for key in keys:
+            target = target[key]
+        for name in newer:
+            target.pop(name, None)
+        return payload
+
+    older = tamper(
+        saved,
+        tmp_path / "older.keras",
+        config=lambda p: drop(p, ["config"]),
+        meta=lambda p: drop(p, ["config"]),
+    )
+    model = TractAAE.load(older)
+    assert model.config.decoder == "spline"
+    assert model.config.length_weight == 0.0
+    z = np.random.default_rng(0).normal(size=(4, model.latent_dims))
+    np.testing.assert_allclose(
+        model.decode(z, "AF_L", texture=0), old.decode(z, "AF_L"), atol=1e-4
+    )
+
+
 def test_member_escaping_the_model_archive_writes_nothing_outside(good_model, tmp_path):
     outside = tmp_path / "outside"
     name = "../" * 12 + str(outside).lstrip("/")

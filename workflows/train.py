@@ -135,6 +135,7 @@ class TrainFlow(AAEWorkflow):
         participants=None,
         reference=None,
         n_control=None,
+        decoder="arclength",
         filters=None,
         disc_units=None,
         dropout=0.2,
@@ -143,6 +144,9 @@ class TrainFlow(AAEWorkflow):
         adv_weight=0.005,
         ar_weight=0.5,
         smooth_weight=0.0,
+        length_weight=0.1,
+        direction_weight=0.1,
+        texture_weight=0.01,
         warmup_epochs=10,
         constant_lr=False,
         val_fraction=0.2,
@@ -195,6 +199,9 @@ class TrainFlow(AAEWorkflow):
         n_control : int, optional
             Control points of the B-spline the decoder emits (fewer: smoother
             streamlines). Without it: 32, at most n_points.
+        decoder : string, optional
+            arclength (step directions, length and centre: exact lengths, a
+            sampled texture) or spline (point positions, the earlier decoder).
         filters : variable int, optional
             Channels of the encoder's convolution layers (mirrored by the
             decoder). Without it: 32 64 128 256.
@@ -212,6 +219,13 @@ class TrainFlow(AAEWorkflow):
             Weight of the attribute regularization loss.
         smooth_weight : float, optional
             Weight of the curvature (second difference) reconstruction loss.
+        length_weight : float, optional
+            Weight of the squared log-length error (scale-free: a fragment
+            counts as much as a long streamline).
+        direction_weight : float, optional
+            Weight of the step-direction error (1 - cos, scale-free).
+        texture_weight : float, optional
+            Weight of the texture likelihood (trains only the texture head).
         warmup_epochs : int, optional
             Epochs over which the adversarial and attribute weights rise from
             0 to their values.
@@ -272,6 +286,12 @@ class TrainFlow(AAEWorkflow):
             "adv_weight": check_float("adv_weight", adv_weight, minimum=0),
             "ar_weight": check_float("ar_weight", ar_weight, minimum=0),
             "smooth_weight": check_float("smooth_weight", smooth_weight, minimum=0),
+            "length_weight": check_float("length_weight", length_weight, minimum=0),
+            "direction_weight": check_float(
+                "direction_weight", direction_weight, minimum=0
+            ),
+            "texture_weight": check_float("texture_weight", texture_weight, minimum=0),
+            "decoder": decoder,  # AAEConfig names the choices
             "warmup_epochs": check_int("warmup_epochs", warmup_epochs, minimum=0),
             "lr_decay": not constant_lr,
             "seed": check_int("seed", seed, minimum=0),

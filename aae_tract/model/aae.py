@@ -8,17 +8,30 @@ guides on customizing ``fit()``.
 import keras
 from keras import ops
 
-from aae_tract.model.config import AAEConfig
+from aae_tract.model.config import STORED_DEFAULTS, AAEConfig
 from aae_tract.model.losses import (
     attribute_regularization,
     binary_crossentropy_logits,
+    direction_loss,
+    log_length_mse,
     reconstruction_mse,
     second_difference_mse,
+    texture_nll,
 )
 from aae_tract.model.networks import build_decoder, build_discriminator, build_encoder
 from aae_tract.model.priors import make_prior
 
-LOSS_NAMES = ("loss", "recon_loss", "smooth_loss", "ar_loss", "gen_loss", "disc_loss")
+LOSS_NAMES = (
+    "loss",
+    "recon_loss",
+    "length_loss",
+    "direction_loss",
+    "texture_loss",
+    "smooth_loss",
+    "ar_loss",
+    "gen_loss",
+    "disc_loss",
+)
 
 
 class _Optimizers:
@@ -83,7 +96,7 @@ class ConditionalAAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**{**STORED_DEFAULTS, **config})
 
     def get_compile_config(self):
         return None
@@ -134,7 +147,27 @@ class ConditionalAAE(keras.Model):
             x = inputs
             onehot = ops.zeros((ops.shape(x)[0], self.config.n_bundles), "float32")
         z = self.encode_mean(x, training=training)
-        return self.decoder([z, onehot], training=training)
+        return self.decode(z, onehot, training=training)[0]
+
+    def decode(self, z, onehot, noise=None, training=False):
+        """``(x, texture)``: the decoded streamline and its texture parameters.
+
+        ``noise``, a pair of standard normal arrays ``(batch, n_points - 1, 3)``
+        and ``(batch, 1)``, samples the texture of an ``"arclength"`` decoder
+        (see :class:`~aae_tract.model.networks.ArcLengthCurve`); None gives
+        the mean streamline. A ``"spline"`` decoder has no texture
+        (``texture`` is None).
+        """
+        z = ops.convert_to_tensor(z, "float32")
+        onehot = ops.convert_to_tensor(onehot, "float32")
+        if self.config.decoder == "spline":
+            return self.decoder([z, onehot], training=training), None
+        n = ops.shape(z)[0]
+        if noise is None:
+            noise = (ops.zeros((n, self.config.n_points - 1, 3)), ops.zeros((n, 1)))
+        steps, xi = (ops.convert_to_tensor(v, "float32") for v in noise)
+        x, texture = self.decoder([z, onehot, steps, xi], training=training)
+        return x, texture
 
     def encode_mean(self, x, training=False):
         """The code of ``x``: G(x), or the posterior mean."""
@@ -173,9 +206,21 @@ class ConditionalAAE(keras.Model):
         """
         cfg = self.config
         z = self.encode_sample(x) if training else self.encode_mean(x)
-        x_hat = self.decoder([z, onehot], training=training)
+        x_hat, texture_out = self.decode(z, onehot, training=training)
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)
+        length = log_length_mse(x, x_hat)
+        direction = direction_loss(x, x_hat)
+        texture = (
+            texture_nll(
+                x,
+                x_hat,
+                texture_out,
+                keras.random.normal(ops.shape(x_hat[:, 1:]), seed=self.seed_generator),
+            )
+            if texture_out is not None
+            else ops.zeros((), "float32")
+        )
         labels = ops.argmax(onehot, axis=-1) if cfg.ar_within_bundle else None
         ar = attribute_regularization(
             z[:, 0], attribute, delta=cfg.ar_delta, labels=labels
@@ -184,11 +229,17 @@ class ConditionalAAE(keras.Model):
         gen = binary_crossentropy_logits(ops.ones_like(fake_logits), fake_logits)
         total = (
             cfg.recon_weight * recon
+            + cfg.length_weight * length
+            + cfg.direction_weight * direction
+            + cfg.texture_weight * texture
             + cfg.smooth_weight * smooth
             + self.reg_scale * (cfg.ar_weight * ar + cfg.adv_weight * gen)
         )
         parts = {
             "recon_loss": recon,
+            "length_loss": length,
+            "direction_loss": direction,
+            "texture_loss": texture,
             "smooth_loss": smooth,
             "ar_loss": ar,
             "gen_loss": gen,

@@ -27,9 +27,15 @@ class AAEConfig:
         Channels of the strided Conv1D stack of the encoder (mirrored by the
         decoder). Layers are dropped when ``n_points`` is too short for them.
     n_control : int
-        Control points of the cubic B-spline the decoder emits; the output
-        streamline is the spline sampled at ``n_points``. Fewer control points
-        give smoother streamlines.
+        Control points of the cubic B-spline the decoder emits (tangent
+        directions or positions, see ``decoder``). Fewer control points give
+        smoother streamlines.
+    decoder : str
+        ``"arclength"``: the decoder emits tangent directions, a length and a
+        centre, integrated into equally spaced points, so a streamline has
+        exactly its decoded length and turns as smoothly at 25 mm as at
+        170 mm; ``"spline"``: it emits point positions (a B-spline sampled at
+        ``n_points``), the decoder of model files from before this option.
     disc_units : tuple of int
         Hidden units of the discriminator.
     dropout : float
@@ -47,6 +53,14 @@ class AAEConfig:
         Loss weights: reconstruction (MSE), adversarial (encoder against the
         discriminator), attribute regularization, and second-difference
         (curvature) reconstruction.
+    length_weight, direction_weight : float
+        Weights of the scale-free reconstruction terms: squared log-length
+        error, and ``1 - cos`` between matching steps of input and output
+        (local direction), which hold short streamlines to the same relative
+        accuracy as long ones.
+    texture_weight : float
+        Weight of the likelihood that fits the texture scale of an
+        ``"arclength"`` decoder (it trains only that head).
     ar_delta : float
         Sharpness ``delta`` of ``tanh(delta * D_r)`` in the AR loss.
     ar_within_bundle : bool
@@ -71,6 +85,7 @@ class AAEConfig:
     n_bundles: int = 1
     filters: tuple = (32, 64, 128, 256)
     n_control: int = 32
+    decoder: str = "arclength"
     disc_units: tuple = (256, 256)
     dropout: float = 0.2
     prior: str = "gaussian"
@@ -80,6 +95,9 @@ class AAEConfig:
     adv_weight: float = 0.005
     ar_weight: float = 0.5
     smooth_weight: float = 0.0
+    length_weight: float = 0.1
+    direction_weight: float = 0.1
+    texture_weight: float = 0.01
     ar_delta: float = 10.0
     ar_within_bundle: bool = True
     learning_rate: float = 1e-3
@@ -98,6 +116,7 @@ class AAEConfig:
         "n_bundles",
         "filters",
         "n_control",
+        "decoder",
         "disc_units",
         "dropout",
         "prior",
@@ -107,6 +126,9 @@ class AAEConfig:
         "adv_weight",
         "ar_weight",
         "smooth_weight",
+        "length_weight",
+        "direction_weight",
+        "texture_weight",
         "ar_delta",
         "ar_within_bundle",
         "label_smoothing",
@@ -165,6 +187,10 @@ class AAEConfig:
             (len(self.disc_units) <= 16, "disc_units must name at most 16 layers"),
             (self.prior in ("gaussian", "mixture"), f"unknown prior {self.prior!r}"),
             (
+                self.decoder in DECODERS,
+                f"unknown decoder {self.decoder!r} (one of {', '.join(DECODERS)})",
+            ),
+            (
                 self.posterior in ("gaussian", "deterministic"),
                 f"unknown posterior {self.posterior!r}",
             ),
@@ -172,7 +198,7 @@ class AAEConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
         ]
-        for weight in ("recon_weight", "adv_weight", "ar_weight", "smooth_weight"):
+        for weight in WEIGHTS:
             value = getattr(self, weight)
             checks.append(
                 (math.isfinite(value) and value >= 0, f"{weight} must be >= 0")
@@ -197,6 +223,39 @@ class AAEConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
+    @classmethod
+    def from_stored(cls, values):
+        """Build from the configuration stored in a model file.
+
+        A field the file lacks takes the value that aae_tract used before the
+        field existed (:data:`STORED_DEFAULTS`), else its default, so older
+        model files keep the networks they were trained with.
+        """
+        return cls.from_dict({**STORED_DEFAULTS, **values})
+
+
+#: Loss weights (each >= 0).
+WEIGHTS = (
+    "recon_weight",
+    "adv_weight",
+    "ar_weight",
+    "smooth_weight",
+    "length_weight",
+    "direction_weight",
+    "texture_weight",
+)
+
+#: Decoders :func:`~aae_tract.model.networks.build_decoder` can build.
+DECODERS = ("arclength", "spline")
+
+#: Values of fields that model files written before the field existed imply.
+STORED_DEFAULTS = {
+    "decoder": "spline",
+    "length_weight": 0.0,
+    "direction_weight": 0.0,
+    "texture_weight": 0.0,
+}
+
 
 _TYPES = {
     **dict.fromkeys(
@@ -220,6 +279,9 @@ _TYPES = {
             "adv_weight",
             "ar_weight",
             "smooth_weight",
+            "length_weight",
+            "direction_weight",
+            "texture_weight",
             "ar_delta",
             "learning_rate",
             "disc_learning_rate",
@@ -229,6 +291,7 @@ _TYPES = {
     ),
     **dict.fromkeys(("ar_within_bundle", "lr_decay", "mixed_precision"), bool),
     "prior": str,
+    "decoder": str,
 }
 _KIND_NAMES = {
     numbers.Integral: "a whole number",

@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 
 from aae_tract.errors import ConfigError, ModelFileError
-from aae_tract.model.config import AAEConfig
+from aae_tract.model.config import STORED_DEFAULTS, AAEConfig
 
 FORMAT_VERSION = 1
 METADATA_MEMBER = "aae_tract.json"
@@ -72,6 +72,9 @@ class ModelMetadata:
             raise ModelFileError(
                 f"{source}: metadata lacks {', '.join(sorted(missing))}"
             )
+        payload = dict(payload)
+        if isinstance(payload["config"], dict):  # an older file: what it implies
+            payload["config"] = {**STORED_DEFAULTS, **payload["config"]}
         meta = cls(**{k: v for k, v in payload.items() if k in names})
         meta.validate(source=source)
         return meta

@@ -10,17 +10,19 @@ from keras import layers, ops
 from scipy.interpolate import BSpline
 
 
-def bspline_basis(n_points, n_control, degree=3):
+def bspline_basis(n_points, n_control, degree=3, *, at=None):
     """Design matrix of a clamped uniform B-spline.
 
     Parameters
     ----------
     n_points : int
-        Samples along the curve (rows).
+        Samples along the curve (rows), equally spaced over [0, 1].
     n_control : int
         Control points (columns).
     degree : int
         Spline degree (3: cubic).
+    at : array_like, optional
+        Sample positions in [0, 1] (instead of ``n_points`` equally spaced).
 
     Returns
     -------
@@ -33,7 +35,7 @@ def bspline_basis(n_points, n_control, degree=3):
     n_inner = n_control - degree + 1
     inner = np.linspace(0.0, 1.0, n_inner)
     knots = np.concatenate([[0.0] * degree, inner, [1.0] * degree])
-    t = np.linspace(0.0, 1.0, n_points)
+    t = np.linspace(0.0, 1.0, n_points) if at is None else np.asarray(at, float)
     basis = BSpline.design_matrix(t, knots, degree).toarray()
     return basis.astype("float32")
 
@@ -71,6 +73,98 @@ class SplineCurve(layers.Layer):
         config = super().get_config()
         config.update({"n_points": self.n_points, "n_control": self.n_control})
         return config
+
+
+@keras.saving.register_keras_serializable(package="aae_tract")
+class StopGradient(layers.Layer):
+    """Identity whose input receives no gradient (a head that must not steer
+    the features it reads)."""
+
+    def call(self, x):
+        return ops.stop_gradient(x)
+
+
+@keras.saving.register_keras_serializable(package="aae_tract")
+class ArcLengthCurve(layers.Layer):
+    """A streamline from its tangent directions, length, centre and texture.
+
+    The decoder describes a streamline the way a tracker draws it: a direction
+    at every step, a number of equal steps, and where it sits. The mean
+    directions are a cubic B-spline of ``n_control`` control vectors, sampled
+    at the ``n_points - 1`` steps; every step is ``length / (n_points - 1)``
+    long; the integrated curve is centred on the predicted centre. So the
+    output has exactly the predicted length (nothing can add to it), its
+    points are equally spaced as the resampled inputs are, and its turning is
+    that of a smooth direction field whatever the streamline's length.
+
+    Real streamlines also have a texture that no code of a few dimensions can
+    hold: the small, random turns of tracking. The decoder models it as
+    independent Gaussian perturbations of the step directions whose scale is
+    drawn per streamline: ``2 * scale`` is log-normal,
+    ``log (2 * scale) = mu + tau * xi``, with ``mu`` and ``log tau``
+    predicted from the code (fitted by likelihood; see
+    :func:`~aae_tract.model.losses.texture_nll`) and ``xi`` a standard normal
+    variate, so streamlines of a bundle differ in roughness as real ones do.
+    With ``noise`` and ``xi`` of zeros the output is the mean streamline, with
+    standard normal ones a sample. The length stays exact either way.
+
+    Inputs ``[(batch, n_control, 3) direction controls, (batch, 4) frame,
+    (batch, 2) texture, (batch, n_points - 1, 3) noise, (batch, 1) xi]``, the
+    frame being the centre (3) and the log-length (1) in normalised units, the
+    texture ``(mu, log tau)``; output ``(batch, n_points, 3)``.
+
+    Parameters
+    ----------
+    n_points : int
+        Output samples.
+    n_control : int
+        Control vectors of the direction spline.
+    """
+
+    #: Bounds of the predicted log-length (normalised units), for stability.
+    LOG_LENGTH_RANGE = (-8.0, 8.0)
+    #: Bounds of ``mu``, the log of twice the texture's scale (radians).
+    LOG_TEXTURE_RANGE = (-9.0, 0.0)
+    #: Bounds of the log spread ``log tau`` of the texture between streamlines.
+    LOG_SPREAD_RANGE = (-5.0, 1.0)
+
+    def __init__(self, n_points, n_control, **kwargs):
+        super().__init__(**kwargs)
+        self.n_points = int(n_points)
+        self.n_control = int(n_control)
+        steps = self.n_points - 1
+        self._basis = bspline_basis(
+            steps, self.n_control, at=(np.arange(steps) + 0.5) / steps
+        )
+
+    def call(self, inputs):
+        controls, frame, texture, noise, xi = inputs
+        basis = ops.convert_to_tensor(self._basis, dtype=controls.dtype)
+        tangent = ops.einsum("pk,bkc->bpc", basis, controls)
+        tangent = tangent / _norm(tangent)
+        mu = ops.clip(texture[:, 0:1], *self.LOG_TEXTURE_RANGE)
+        tau = ops.exp(ops.clip(texture[:, 1:2], *self.LOG_SPREAD_RANGE))
+        scale = 0.5 * ops.exp(mu + tau * ops.cast(xi, mu.dtype))
+        tangent = tangent + ops.expand_dims(scale, 1) * ops.cast(noise, tangent.dtype)
+        log_length = ops.clip(frame[:, 3:4], *self.LOG_LENGTH_RANGE)
+        step = ops.exp(log_length) / float(self.n_points - 1)
+        steps = tangent / _norm(tangent) * ops.expand_dims(step, 1)
+        start = ops.zeros_like(steps[:, :1, :])
+        points = ops.concatenate([start, ops.cumsum(steps, axis=1)], axis=1)
+        points = points - ops.mean(points, axis=1, keepdims=True)
+        return points + ops.expand_dims(frame[:, :3], 1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.n_points, 3)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"n_points": self.n_points, "n_control": self.n_control})
+        return config
+
+
+def _norm(v):
+    return ops.sqrt(ops.sum(ops.square(v), axis=-1, keepdims=True) + 1e-12)
 
 
 def conv_lengths(n_points, n_layers):
@@ -125,9 +219,15 @@ def build_encoder(config):
 def build_decoder(config):
     """Decoder F([z, onehot(bundle)]) -> streamline.
 
-    Dense to a short sequence, upsampling Conv1D stack (mirror of the encoder),
-    a Conv1D to 3 coordinates at ``n_control`` control points, and a fixed cubic
-    B-spline sampled at ``n_points``.
+    Dense to a short sequence, then an upsampling Conv1D stack (mirror of the
+    encoder) to ``n_control`` control points of a cubic B-spline:
+
+    - ``decoder="arclength"`` (default): the controls are tangent directions
+      and a dense head gives the centre and log-length; see
+      :class:`ArcLengthCurve`.
+    - ``decoder="spline"``: the controls are positions, sampled at ``n_points``
+      (:class:`SplineCurve`; the decoder of model files written before
+      ``decoder`` existed).
 
     Parameters
     ----------
@@ -136,7 +236,11 @@ def build_decoder(config):
     Returns
     -------
     keras.Model
-        ``[(batch, latent_dims), (batch, n_bundles)] -> (batch, n_points, 3)``.
+        ``"arclength"``: ``[(batch, latent_dims), (batch, n_bundles),
+        (batch, n_points - 1, 3) texture noise, (batch, 1) roughness
+        variate] -> [(batch, n_points, 3), (batch, 2) texture]`` (see
+        :class:`ArcLengthCurve`); ``"spline"``: ``[(batch, latent_dims),
+        (batch, n_bundles)] -> (batch, n_points, 3)``.
     """
     filters = usable_filters(config.n_control, config.filters, min_length=2)
     lengths = conv_lengths(config.n_control, len(filters))
@@ -145,8 +249,8 @@ def build_decoder(config):
     h = layers.Concatenate(name="dec_concat")([z_in, c_in])
     start, width = lengths[-1], filters[-1]
     h = layers.Dense(start * width, name="dec_dense")(h)
-    h = layers.LeakyReLU(0.2, name="dec_dense_act")(h)
-    h = layers.Reshape((start, width), name="dec_reshape")(h)
+    flat = layers.LeakyReLU(0.2, name="dec_dense_act")(h)
+    h = layers.Reshape((start, width), name="dec_reshape")(flat)
     for i, (f, target) in enumerate(zip(reversed(filters), reversed(lengths[:-1]))):
         h = layers.UpSampling1D(2, name=f"dec_up{i}")(h)
         if h.shape[1] != target:
@@ -156,10 +260,21 @@ def build_decoder(config):
     control = layers.Conv1D(
         3, 3, padding="same", name="control_points", dtype="float32"
     )(h)
-    x_out = SplineCurve(
-        config.n_points, config.n_control, name="spline", dtype="float32"
-    )(control)
-    return keras.Model([z_in, c_in], x_out, name="decoder")
+    if config.decoder == "spline":
+        x_out = SplineCurve(
+            config.n_points, config.n_control, name="spline", dtype="float32"
+        )(control)
+        return keras.Model([z_in, c_in], x_out, name="decoder")
+    noise_in = keras.Input((config.n_points - 1, 3), name="texture_noise")
+    xi_in = keras.Input((1,), name="texture_xi")
+    frame = layers.Dense(4, name="frame", dtype="float32")(flat)
+    texture = layers.Dense(2, name="texture", dtype="float32")(
+        StopGradient(name="texture_features")(flat)
+    )
+    x_out = ArcLengthCurve(
+        config.n_points, config.n_control, name="arclength", dtype="float32"
+    )([control, frame, texture, noise_in, xi_in])
+    return keras.Model([z_in, c_in, noise_in, xi_in], [x_out, texture], name="decoder")
 
 
 def build_discriminator(config):

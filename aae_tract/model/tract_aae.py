@@ -257,7 +257,7 @@ class TractAAE:
             return np.zeros((0, self.latent_dims), dtype="float32")
         return np.concatenate(out).astype("float32")
 
-    def decode(self, z, bundle, *, batch_size=1024):
+    def decode(self, z, bundle, *, texture=None, batch_size=1024):
         """Streamlines (mm) decoded from latent codes.
 
         Parameters
@@ -265,6 +265,11 @@ class TractAAE:
         z : array, shape (N, latent_dims)
         bundle : str or sequence
             Bundle of every code, or one per code.
+        texture : numpy.random.Generator or int, optional
+            Sample the streamlines' texture (the small random turns of real
+            tracking that the decoder models around its mean curve) with this
+            generator or seed. None: the mean streamline of every code. Model
+            files from before the texture model have none to sample.
         batch_size : int
             Codes per forward pass.
 
@@ -278,11 +283,20 @@ class TractAAE:
                 f"latent codes must have shape (N, {self.latent_dims}), got {z.shape}"
             )
         onehot = self.onehot(self._labels_for(len(z), bundle))
+        rng = None if texture is None else np.random.default_rng(texture)
+        sampled = rng is not None and self.config.decoder != "spline"
         out = []
         for start in range(0, len(z), batch_size):
-            x = self.network.decoder(
-                [z[start : start + batch_size], onehot[start : start + batch_size]],
-                training=False,
+            zb = z[start : start + batch_size]
+            noise = None
+            if sampled:
+                shape = (len(zb), self.n_points - 1, 3)
+                noise = (
+                    rng.standard_normal(shape).astype("float32"),
+                    rng.standard_normal((len(zb), 1)).astype("float32"),
+                )
+            x, _ = self.network.decode(
+                zb, onehot[start : start + batch_size], noise, training=False
             )
             out.append(self.normalizer.inverse(keras.ops.convert_to_numpy(x)))
         if not out:
@@ -483,7 +497,7 @@ class TractAAE:
         saved_config = state.get("config")
         if saved_config:
             ours = self.config.network_config()
-            theirs = AAEConfig.from_dict(saved_config).network_config()
+            theirs = AAEConfig.from_stored(saved_config).network_config()
             changed = sorted(k for k in ours if ours[k] != theirs[k])
             if changed:
                 raise TrainingError(
@@ -673,7 +687,7 @@ def _check_network_config(path, config, expected):
         raise ModelFileError(f"{path}: networks and metadata disagree")
     unknown = sorted(set(inner) - set(expected) - set(_KERAS_CONFIG_KEYS))
     try:  # fields a model file from an older aae_tract lacks take their defaults
-        theirs = AAEConfig.from_dict(
+        theirs = AAEConfig.from_stored(
             {k: v for k, v in inner.items() if k in expected}
         ).network_config()
     except (AAETractError, TypeError, ValueError) as exc:
