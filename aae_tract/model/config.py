@@ -275,13 +275,7 @@ _TYPES = {
     **dict.fromkeys(
         (
             "dropout",
-            "recon_weight",
-            "adv_weight",
-            "ar_weight",
-            "smooth_weight",
-            "length_weight",
-            "direction_weight",
-            "texture_weight",
+            *WEIGHTS,
             "ar_delta",
             "learning_rate",
             "disc_learning_rate",

@@ -109,5 +109,9 @@ for key in (
     "ar_spearman",
     "diversity_ratio",
     "density_dice",
+    "curvature_ratio",
+    "recon_length_ratio",
+    "length_error_pct",
+    "realism_c2st",
 ):
-    print(f"{key:16s} {metrics[key]:.3f}")
+    print(f"{key:18s} {metrics[key]:.3f}")
