@@ -262,11 +262,6 @@ def sample_latent(
     return z
 
 
-def _decoded_lengths(model, z, bundle, batch_size):
-    x = model.decode(z, bundle, batch_size=batch_size)
-    return np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
-
-
 def match_length(
     model, bundle, z, targets, *, iterations=_MATCH_ITERATIONS, batch_size=4096
 ):
@@ -314,7 +309,7 @@ def match_length(
     def lengths_at(z0):
         trial = z.copy()
         trial[:, 0] = z0
-        return _decoded_lengths(model, trial, bundle, batch_size)
+        return model.decoded_lengths(trial, bundle, batch_size=batch_size)
 
     len_lo, len_hi = lengths_at(lo), lengths_at(hi)
     rising = len_hi >= len_lo
@@ -501,6 +496,7 @@ def generate(
     reference_streamlines=None,
     max_tries=20,
     texture=True,
+    exact_length=True,
     batch_size=1024,
 ):
     """Generate streamlines of ``bundle`` at a requested length (or attribute).
@@ -544,6 +540,11 @@ def generate(
         Sample each streamline's texture (the small random turns of real
         tracking) around the decoded mean curve, as the model learned it;
         False returns the mean curves.
+    exact_length : bool
+        For a length model, refine each code until it decodes at the target
+        length (:func:`match_length`; 14 passes through the decoder's length
+        head); False keeps
+        the calibrated codes (faster, lengths scatter around the target).
     batch_size : int
         Codes decoded per forward pass.
 
@@ -592,6 +593,7 @@ def generate(
             np.full(count, target),
             sampling=sampling,
             noise=noise,
+            exact_length=exact_length,
             rng=rng,
         )
         sampled = rng if texture else None

@@ -78,35 +78,40 @@ def main(argv=None):
     generate(model, bundle, n_streamlines=8, seed=0, **kwargs)  # warm up
 
     rows = []
+    exact_options = (True, False) if model.attribute_name == "length" else (True,)
     for sampling in ("bank", "prior"):
         for n in args.n:
             for batch_size in args.batch_sizes:
-                seconds, _ = timed(
-                    generate,
-                    args.repeat,
-                    model=model,
-                    bundle=bundle,
-                    n_streamlines=n,
-                    seed=0,
-                    sampling=sampling,
-                    batch_size=batch_size,
-                    **kwargs,
-                )
-                rows.append(
-                    {
-                        "sampling": sampling,
-                        "filter": False,
-                        "n": n,
-                        "batch_size": batch_size,
-                        "seconds": seconds,
-                        "streamlines_per_s": n / seconds,
-                    }
-                )
-                print(
-                    f"{sampling:5s} n={n:<7d} batch={batch_size:<5d} "
-                    f"{seconds:8.3f} s  {n / seconds:10.0f} streamlines/s",
-                    flush=True,
-                )
+                for exact in exact_options:
+                    seconds, _ = timed(
+                        generate,
+                        args.repeat,
+                        model=model,
+                        bundle=bundle,
+                        n_streamlines=n,
+                        seed=0,
+                        sampling=sampling,
+                        batch_size=batch_size,
+                        exact_length=exact,
+                        **kwargs,
+                    )
+                    rows.append(
+                        {
+                            "sampling": sampling,
+                            "filter": False,
+                            "exact_length": exact,
+                            "n": n,
+                            "batch_size": batch_size,
+                            "seconds": seconds,
+                            "streamlines_per_s": n / seconds,
+                        }
+                    )
+                    print(
+                        f"{sampling:5s} n={n:<7d} batch={batch_size:<5d} "
+                        f"exact_length={exact!s:<5s} {seconds:8.3f} s  "
+                        f"{n / seconds:10.0f} streamlines/s",
+                        flush=True,
+                    )
         n = min(args.n[-1], 10000)
         try:
             seconds, result = timed(

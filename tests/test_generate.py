@@ -101,6 +101,10 @@ class _LineModel:
     def attribute_to_z0(self, bundle, values):
         return (np.asarray(values, dtype=np.float64) - 100.0) / 40.0
 
+    def decoded_lengths(self, z, bundle, *, batch_size=1024):
+        x = self.decode(z, bundle)
+        return np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
+
     def decode(self, z, bundle, *, batch_size=1024):
         length = 100.0 + 40.0 * z[:, 0] + 10.0 * z[:, 1]
         t = np.linspace(0.0, 1.0, 16)
@@ -142,6 +146,13 @@ def test_generate_is_deterministic_for_a_seed(model, sampling):
     np.testing.assert_array_equal(a.streamlines, b.streamlines)
     assert not np.allclose(a.streamlines, c.streamlines)
     assert a.sampling == sampling
+
+
+def test_decoded_lengths_are_the_lengths_of_the_decoded_streamlines(model):
+    z = np.random.default_rng(0).normal(size=(50, model.latent_dims))
+    x = model.decode(z, "CST_R")
+    measured = np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
+    np.testing.assert_allclose(model.decoded_lengths(z, "CST_R"), measured, rtol=1e-4)
 
 
 def test_out_of_range_warns_with_seen_range(model, caplog):

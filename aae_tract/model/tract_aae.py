@@ -26,6 +26,7 @@ from aae_tract.errors import (
 from aae_tract.model.aae import ConditionalAAE
 from aae_tract.model.config import AAEConfig
 from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
+from aae_tract.model.networks import ArcLengthCurve
 from aae_tract.model.training import (
     EpochCheckpoint,
     NonFiniteGuard,
@@ -71,6 +72,7 @@ class TractAAE:
     def __init__(self, network, metadata):
         from aae_tract.data import Normalizer
 
+        self._length_head = None  # the decoder's length output, built on use
         self.network = network
         self.metadata = metadata
         self.config = AAEConfig.from_dict(metadata.config)
@@ -302,6 +304,46 @@ class TractAAE:
         if not out:
             return np.zeros((0, self.n_points, 3), dtype="float32")
         return np.concatenate(out).astype("float32")
+
+    def decoded_lengths(self, z, bundle, *, batch_size=4096):
+        """Lengths (mm) of the mean streamlines the codes decode to.
+
+        With the ``"arclength"`` decoder the length is an output of its own
+        (the curve is integrated to exactly that length), read from the
+        decoder's dense layers without drawing the streamlines; with the
+        ``"spline"`` decoder the streamlines are decoded and measured.
+
+        Parameters
+        ----------
+        z : array, shape (N, latent_dims)
+        bundle : str or sequence
+            Bundle of every code, or one per code.
+        batch_size : int
+            Codes per forward pass.
+
+        Returns
+        -------
+        ndarray, shape (N,), float64
+        """
+        z = np.asarray(z, dtype="float32")
+        if self.config.decoder == "spline":
+            x = self.decode(z, bundle, batch_size=batch_size)
+            return np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
+        if self._length_head is None:
+            decoder = self.network.decoder
+            frame = decoder.get_layer("frame").output
+            self._length_head = keras.Model(decoder.inputs[:2], frame)
+        onehot = self.onehot(self._labels_for(len(z), bundle))
+        low, high = ArcLengthCurve.LOG_LENGTH_RANGE
+        out = []
+        for start in range(0, len(z), batch_size):
+            frame = self._length_head(
+                [z[start : start + batch_size], onehot[start : start + batch_size]],
+                training=False,
+            )
+            log_length = np.clip(keras.ops.convert_to_numpy(frame)[:, 3], low, high)
+            out.append(np.exp(log_length.astype(np.float64)) * self.normalizer.scale)
+        return np.concatenate(out) if out else np.zeros(0)
 
     def reconstruct(self, streamlines, bundle=None, *, batch_size=1024):
         """Encode then decode with the same labels (mm)."""
