@@ -102,13 +102,6 @@ def direction_loss(x, x_hat):
     return ops.mean(1.0 - dot / ops.sqrt(squares + 1e-20))
 
 
-def _turning(x):
-    """Changes of the unit step direction from one step to the next."""
-    d = _steps(x)
-    u = d / ops.sqrt(ops.sum(ops.square(d), axis=-1, keepdims=True) + 1e-20)
-    return u[:, 1:] - u[:, :-1]
-
-
 def _mean_turn(d):
     """Mean change of the unit step direction per step, per streamline."""
     u = d / ops.sqrt(ops.sum(ops.square(d), axis=-1, keepdims=True) + 1e-20)
