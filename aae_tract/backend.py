@@ -16,6 +16,36 @@ logger = logging.getLogger(__name__)
 SUPPORTED_BACKENDS = ("tensorflow", "torch", "jax")
 TRAINABLE_BACKENDS = ("tensorflow", "torch")
 
+#: Environment variables read by TensorFlow (and the absl and gRPC libraries
+#: under it) when it is imported: these values keep its C++ start-up INFO and
+#: WARNING lines (CPU instruction notices, oneDNN, ...) off stderr; errors
+#: still print.
+QUIET_NATIVE_LOGS = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "ABSL_MIN_LOG_LEVEL": "2",
+    "GRPC_VERBOSITY": "ERROR",
+}
+#: The same variables when every log is wanted (``--log_level DEBUG``).
+VERBOSE_NATIVE_LOGS = {"TF_CPP_MIN_LOG_LEVEL": "0", "ABSL_MIN_LOG_LEVEL": "0"}
+
+
+def quiet_native_logs(*, verbose=False):
+    """Keep TensorFlow's C++ start-up logs quiet, unless the user chose otherwise.
+
+    Sets each variable of :data:`QUIET_NATIVE_LOGS` (or, with ``verbose``,
+    :data:`VERBOSE_NATIVE_LOGS`) that the environment does not already set:
+    a value the user exported wins. Has an effect only before TensorFlow is
+    imported; :mod:`aae_tract.model` calls it before importing Keras, so the
+    Python API is as quiet as the commands.
+
+    Parameters
+    ----------
+    verbose : bool, optional
+        Ask for every log instead (the commands' ``--log_level DEBUG``).
+    """
+    for name, value in (VERBOSE_NATIVE_LOGS if verbose else QUIET_NATIVE_LOGS).items():
+        os.environ.setdefault(name, value)
+
 
 def set_backend(name=None):
     """Select the Keras backend for this process.
@@ -73,6 +103,7 @@ def describe_device():
     backend = current_backend()
     try:
         if backend == "tensorflow":
+            quiet_native_logs()
             import tensorflow as tf
 
             gpus = tf.config.list_physical_devices("GPU")

@@ -1,7 +1,8 @@
 """Reading, discovering and writing tractograms.
 
 Tractograms are read with DIPY (:func:`dipy.io.streamline.load_tractogram`,
-nibabel underneath; ``.trx`` through trx-python) into a
+nibabel underneath; ``.trx`` through trx-python; plain ``.trk`` files through
+the faster :func:`aae_tract.trk.read_plain_trk`) into a
 :class:`~dipy.io.stateful_tractogram.StatefulTractogram` in RAS+ millimetres.
 Every problem with a file is raised as :class:`~aae_tract.errors.TractogramError`
 with a message that names the file and says what is wrong.
@@ -20,12 +21,14 @@ import numpy as np
 
 from aae_tract.atomic import temporary_path
 from aae_tract.errors import DatasetError, TractogramError
+from aae_tract.trk import read_plain_trk
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "TRACTOGRAM_EXTENSIONS",
     "BundleFile",
+    "bbox_space",
     "find_bundles",
     "load_bundle",
     "reference_from_space",
@@ -152,125 +155,6 @@ def _all_in_range(points):
     return bool(points.max() <= limit and points.min() >= -limit)
 
 
-def _apply_affine_f32(points, affine):
-    """``points @ affine[:3, :3].T + affine[:3, 3]`` in float32, without copies
-    of (N, 3) float64 intermediates (numpy's small-matrix matmul is slow)."""
-    linear = np.asarray(affine[:3, :3], dtype=np.float32)
-    shift = np.asarray(affine[:3, 3], dtype=np.float32)
-    if np.count_nonzero(linear - np.diag(np.diag(linear))) == 0:
-        out = points * np.diag(linear)
-    else:
-        out = np.empty_like(points)
-        for row in range(3):
-            out[:, row] = points @ linear[row]
-    out += shift
-    return out
-
-
-_TRK_HEADERS = {}
-
-
-def _parse_trk_header(raw):
-    """nibabel's parse of a 1000-byte TrackVis header and its voxmm->RAS+ affine.
-
-    Files of one space share everything but the streamline count, so parses
-    are kept (a few dozen at most) keyed by the header without that count.
-    """
-    import io
-
-    from nibabel.streamlines.trk import TrkFile, get_affine_trackvis_to_rasmm
-
-    if len(raw) < 1000:
-        raise ValueError("short header")
-    key = raw[:988] + raw[992:1000]
-    if key not in _TRK_HEADERS:
-        header = TrkFile.load(io.BytesIO(raw), lazy_load=True).header
-        affine = get_affine_trackvis_to_rasmm(header)
-        if len(_TRK_HEADERS) >= 64:
-            _TRK_HEADERS.clear()
-        _TRK_HEADERS[key] = (header, affine)
-    header, affine = _TRK_HEADERS[key]
-    header = dict(header)
-    header["nb_streamlines"] = np.frombuffer(
-        raw[988:992], dtype=header.get("endianness", "<") + "i4"
-    )[0]
-    return header, affine
-
-
-class _FreshSequence(nib.streamlines.ArraySequence):
-    """An ArraySequence nobody else holds: StatefulTractogram may take it as is.
-
-    StatefulTractogram copies the ArraySequence it is given, one streamline at
-    a time in Python; for arrays just read from a file a view is enough.
-    """
-
-    def copy(self):
-        return nib.streamlines.ArraySequence(self)
-
-
-def _load_plain_trk(path):
-    """Read a plain .trk (no scalars or properties) with a vectorised body parser.
-
-    nibabel reads the header; the body (an int32 point count then float32
-    x, y, z per point, streamline after streamline) is split with one pass
-    over the counts and converted to RAS+ mm with the header's affine, as
-    nibabel does. Returns None for anything else (scalars, properties,
-    byte-swapped, truncated or inconsistent files), which then goes through
-    DIPY/nibabel's general reader and its error messages.
-    """
-    from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
-
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(1000)
-        header, affine = _parse_trk_header(raw)
-    except Exception:
-        return None
-    if (
-        header.get("endianness") != "<"
-        or np.little_endian is False
-        or int(header["nb_scalars_per_point"]) != 0
-        or int(header["nb_properties_per_streamline"]) != 0
-    ):
-        return None
-    offset = int(header.get("_offset_data", 1000))
-    body_bytes = path.stat().st_size - offset
-    if body_bytes < 0 or body_bytes % 4:
-        return None
-    words = np.fromfile(path, dtype="<i4", offset=offset)
-    view = memoryview(words).cast("B").cast("i")
-    n_words = len(words)
-    counts = []
-    position = 0
-    while position < n_words:
-        count = view[position]
-        if count < 0:
-            return None
-        counts.append(count)
-        position += 1 + 3 * count
-    if position != n_words:
-        return None
-    expected = int(header["nb_streamlines"])
-    if expected > 0 and expected != len(counts):
-        raise TractogramError(
-            f"{path}: the header declares {expected} streamlines but the file "
-            f"holds {len(counts)}: truncated or corrupt"
-        )
-    lengths = np.asarray(counts, dtype=np.int64)
-    is_point = np.ones(n_words, dtype=bool)
-    count_positions = np.concatenate([[0], np.cumsum(1 + 3 * lengths)[:-1]])
-    is_point[count_positions] = False
-    points = words.view("<f4")[is_point].reshape(-1, 3)
-    points = _apply_affine_f32(points, affine)
-    streamlines = _FreshSequence()
-    streamlines._data = points
-    streamlines._lengths = lengths
-    streamlines._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(
-        np.int64
-    )
-    return StatefulTractogram(streamlines, header, Space.RASMM, origin=Origin.NIFTI)
-
-
 def _check_space(path, affine, dimensions, voxel_sizes, *, what):
     """TractogramError when a space is unusable (the volume or its grid is
     empty, negative, non-finite or singular): such a space mirrors or
@@ -338,7 +222,7 @@ def _read_tractogram(path, ext, ref):
 
     try:
         with np.errstate(invalid="ignore"):  # NaN points are counted later
-            sft = _load_plain_trk(path) if ext == ".trk" else None
+            sft = read_plain_trk(path) if ext == ".trk" else None
             if sft is None:
                 sft = load_tractogram(
                     str(path),
@@ -426,6 +310,18 @@ def load_bundle(path, *, reference=None, min_points=2):
     path, ext = _check_path(path)
     if ext == ".trx":
         _check_trx_available(path)
+    ref = _reference_for(path, ext, reference)
+    sft = _read_unchanged(path, ext, ref)
+    if len(sft) == 0:
+        raise TractogramError(f"{path}: the tractogram is empty (no streamlines)")
+    sft = _usable_streamlines(path, sft, min_points)
+    sft.to_rasmm()
+    sft.to_center()
+    return sft
+
+
+def _reference_for(path, ext, reference):
+    """What DIPY's reader takes as the space of ``path``, checked usable."""
     if ext == ".trk":
         ref = "same"
     elif reference is None:
@@ -459,11 +355,13 @@ def load_bundle(path, *, reference=None, min_points=2):
                 f"({type(exc).__name__}: {exc})"
             ) from exc
         _check_space(path, *space[:3], what=f"reference {reference!r}")
-    sft = _read_unchanged(path, ext, ref)
-    n_total = len(sft)
-    if n_total == 0:
-        raise TractogramError(f"{path}: the tractogram is empty (no streamlines)")
+    return ref
 
+
+def _usable_streamlines(path, sft, min_points):
+    """``sft`` without streamlines that have NaN/inf coordinates or too few
+    points (logged); TractogramError when none is left."""
+    n_total = len(sft)
     keep, n_nonfinite, n_short = valid_streamline_mask(
         sft.streamlines, min_points=min_points
     )
@@ -486,8 +384,6 @@ def load_bundle(path, *, reference=None, min_points=2):
             min_points,
         )
         sft = sft[np.flatnonzero(keep)]
-    sft.to_rasmm()
-    sft.to_center()
     return sft
 
 
@@ -654,6 +550,41 @@ def space_from_sft(sft):
         "dimensions": [int(d) for d in dimensions],
         "voxel_sizes": [float(v) for v in voxel_sizes],
         "voxel_order": str(voxel_order),
+    }
+
+
+def bbox_space(points, voxel_size=1.0):
+    """A RAS+ grid that holds ``points``, for streamlines without a reference.
+
+    Parameters
+    ----------
+    points : array_like, shape (..., 3)
+        Coordinates in RAS+ mm (rows with NaN/inf are ignored).
+    voxel_size : float, optional
+        Voxel edge in mm.
+
+    Returns
+    -------
+    dict
+        A space as :func:`space_from_sft` describes one: the grid's corner is
+        one voxel below the smallest coordinate, its far side one voxel above
+        the largest.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points):
+        low = np.floor(points.min(axis=0)) - voxel_size
+        high = np.ceil(points.max(axis=0)) + voxel_size
+    else:
+        low, high = np.zeros(3), np.ones(3)
+    affine = np.diag([voxel_size] * 3 + [1.0])
+    affine[:3, 3] = low
+    dims = np.maximum(np.ceil((high - low) / voxel_size).astype(int) + 1, 1)
+    return {
+        "affine": affine.tolist(),
+        "dimensions": [int(d) for d in dims],
+        "voxel_sizes": [float(voxel_size)] * 3,
+        "voxel_order": "RAS",
     }
 
 

@@ -8,18 +8,18 @@ return ``None``, so a command that renders as a side job still writes its
 other outputs. :func:`adapter_problem` says beforehand whether rendering works.
 
 Pictures are in RAS+ millimetres, on a white background, with an orthographic
-camera fitted to the streamlines and a small R/A/S orientation marker. Each
-bundle name keeps its colour in every picture (:func:`bundle_colors`).
+camera fitted to the streamlines. Each bundle name keeps its colour in every
+picture (:func:`aae_tract.colors.bundle_colors`). The rendered image is placed
+on its page (title, legend, R/A/S orientation marker) by
+:func:`aae_tract.annotate.annotate`.
 
-The matplotlib figures (:func:`plot_training_curves`, :func:`plot_latent_space`,
-:func:`plot_evaluation`) live in :mod:`aae_tract.plots` and are re-exported
-here.
+The matplotlib figures (training curves, latent space, evaluation) are in
+:mod:`aae_tract.plots`.
 """
 
 import functools
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -28,15 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from aae_tract.annotate import annotate, side_width
+from aae_tract.colors import bundle_colors
 from aae_tract.errors import TractogramError
-from aae_tract.plots import (
-    _new_figure,
-    _save_figure,
-    bundle_colors,
-    plot_evaluation,
-    plot_latent_space,
-    plot_training_curves,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +38,30 @@ __all__ = [
     "VIEWS",
     "adapter_problem",
     "bundle_colors",
-    "plot_evaluation",
-    "plot_latent_space",
-    "plot_training_curves",
     "render_bundles",
     "render_comparison",
 ]
+
+#: Figures that moved to :mod:`aae_tract.plots`; still found here (lazily).
+_MOVED_TO_PLOTS = ("plot_evaluation", "plot_latent_space", "plot_training_curves")
+
+
+def __getattr__(name):
+    """``aae_tract.viz.plot_*`` still work, with a DeprecationWarning: the
+    matplotlib figures of :mod:`aae_tract.plots`, imported only when asked for."""
+    if name in _MOVED_TO_PLOTS:
+        import warnings
+
+        from aae_tract import plots
+
+        warnings.warn(
+            f"aae_tract.viz.{name} moved to aae_tract.plots.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Named camera directions: the direction the camera looks along, in RAS+.
 #: "oblique" looks from the left, slightly behind and above the bundles.
@@ -221,6 +233,29 @@ def adapter_problem():
 
 def _no_picture(reason):
     logger.warning("no picture was made: %s", reason)
+
+
+def _cannot_render(n_lines):
+    """Why no picture can be made of ``n_lines`` streamlines (logged), or None."""
+    reason = "there are no streamlines to draw" if n_lines == 0 else adapter_problem()
+    if reason:
+        _no_picture(reason)
+    return reason
+
+
+def _render_or_none(panels, **options):
+    """:func:`_render_panels`, or None (logged) when the renderer fails."""
+    try:
+        return _render_panels(panels, **options)
+    except Exception as exc:  # a driver failure must not stop the caller
+        logger.debug("rendering failed", exc_info=True)
+        _no_picture(f"rendering failed ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _as_json(options):
+    """Options for the rendering child: JSON-able (``size`` as a list)."""
+    return dict(options, size=list(options["size"]))
 
 
 # --------------------------------------------------------------------------
@@ -441,135 +476,6 @@ def _auto_thickness(n_streamlines):
     return 1.2
 
 
-def _draw_orientation(fig, rect, frame):
-    """Small R/A/S arrows showing how the RAS+ axes appear on screen."""
-    _, up, right = frame
-    ax = fig.add_axes(rect)
-    ax.set_xlim(-1.25, 1.25)
-    ax.set_ylim(-1.25, 1.25)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    for axis, name, color in (
-        ((1.0, 0.0, 0.0), "R", "#c0392b"),
-        ((0.0, 1.0, 0.0), "A", "#27ae60"),
-        ((0.0, 0.0, 1.0), "S", "#2e6fd1"),
-    ):
-        dx, dy = 0.8 * float(np.dot(axis, right)), 0.8 * float(np.dot(axis, up))
-        if math.hypot(dx, dy) < 0.15:  # axis points at (or away from) the viewer
-            ax.plot(0, 0, "o", color=color, markersize=4)
-            ax.text(0.12, 0.12, name, color=color, fontsize=8, fontweight="bold")
-            continue
-        ax.annotate(
-            "",
-            xy=(dx, dy),
-            xytext=(0, 0),
-            arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.3},
-        )
-        ax.text(
-            dx * 1.3,
-            dy * 1.3,
-            name,
-            color=color,
-            fontsize=8,
-            fontweight="bold",
-            ha="center",
-            va="center",
-        )
-
-
-def _compose(
-    image,
-    out_png,
-    *,
-    size,
-    frame,
-    title,
-    side_w,
-    title_h,
-    panel_labels=(),
-    label_h=0,
-    legend=(),
-):
-    """Place the rendered image, titles, legend and orientation in one PNG."""
-    from matplotlib.patches import Patch
-
-    width, height = size
-    fig = _new_figure((width / 100, height / 100), dpi=100)
-    fig.patch.set_facecolor("white")
-    fig.figimage(image, xo=0, yo=0, origin="upper")
-    if title:
-        fig.text(
-            0.5 * (width - side_w) / width,
-            1 - 0.5 * title_h / height,
-            title,
-            ha="center",
-            va="center",
-            fontsize=13,
-            fontweight="bold",
-        )
-    if panel_labels:
-        panel_w = (width - side_w) / len(panel_labels)
-        y = 1 - (title_h + 0.5 * label_h) / height
-        for i, label in enumerate(panel_labels):
-            fig.text(
-                (i + 0.5) * panel_w / width,
-                y,
-                label,
-                ha="center",
-                va="center",
-                fontsize=12,
-            )
-    if legend:
-        handles = [
-            Patch(facecolor=color, edgecolor="#1a1a1a", label=name)
-            for name, color in legend
-        ]
-        fig.legend(
-            handles=handles,
-            loc="upper left",
-            bbox_to_anchor=((width - side_w + 4) / width, 1 - (title_h + 8) / height),
-            frameon=False,
-            fontsize=_legend_fontsize(len(handles)),
-            ncol=_legend_columns(len(handles), height),
-            handlelength=1.2,
-            borderaxespad=0,
-        )
-    marker = min(side_w, 90)
-    _draw_orientation(
-        fig,
-        ((width - marker - 6) / width, 6 / height, marker / width, marker / height),
-        frame,
-    )
-    return _save_figure(fig, out_png, dpi=100)
-
-
-def _legend_fontsize(n_entries):
-    return 10 if n_entries <= 12 else 8
-
-
-def _legend_columns(n_entries, height):
-    rows = max(1, int((height - 120) // (22 if n_entries <= 12 else 16)))
-    return max(1, math.ceil(n_entries / rows))
-
-
-def _side_width(names, size):
-    """Width in pixels of the column that holds the legend and orientation."""
-    names = list(names)
-    if not names:
-        return 100
-    fontsize = _legend_fontsize(len(names))
-    fig = _new_figure((2, 2), dpi=100)
-    renderer = fig.canvas.get_renderer()
-    text_w = max(
-        fig.text(0, 0, name, fontsize=fontsize).get_window_extent(renderer).width
-        for name in names
-    )
-    fig.clear()
-    columns = _legend_columns(len(names), size[1])
-    needed = columns * (text_w + 2.2 * fontsize * 100 / 72 + 12) + 10
-    return int(min(max(100, needed), 0.45 * size[0]))
-
-
 def _check_size(size):
     try:
         w, h = (int(v) for v in size)
@@ -667,49 +573,40 @@ def render_bundles(
         for item, label, color in zip(items, labels, rgb)
     ]
     groups = _subsample(groups, max_streamlines)
-    n_lines = sum(len(lines) for lines, _ in groups)
-    if n_lines == 0:
-        _no_picture("there are no streamlines to draw")
+    if _cannot_render(sum(len(lines) for lines, _ in groups)):
         return None
-    problem = adapter_problem()
-    if problem:
-        _no_picture(problem)
-        return None
+    options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
-        return _render_in_child(
-            "bundles",
-            [lines for lines, _ in groups],
-            out_png,
-            {
-                "labels": labels,
-                "colors": [list(map(float, c)) for _, c in groups],
-                "title": title,
-                "size": list(size),
-                "view": view,
-                "max_streamlines": max_streamlines,
-                "thickness": thickness,
-            },
+        options.update(
+            labels=labels,
+            colors=[list(map(float, c)) for _, c in groups],
+            max_streamlines=max_streamlines,
         )
+        return _render_in_child(
+            "bundles", [lines for lines, _ in groups], out_png, _as_json(options)
+        )
+    return _draw_bundles(groups, labels, out_png, **options)
 
+
+def _draw_bundles(groups, labels, out_png, *, title, size, view, thickness):
+    """Render (streamlines, rgb) groups in one panel with a legend of labels."""
+    n_lines = sum(len(lines) for lines, _ in groups)
     legend = {}
     for (lines, color), label in zip(groups, labels):
         if lines:
             legend.setdefault(label, color)
-    side_w = _side_width(legend, size)
+    side_w = side_width(legend, size)
     title_h = 40 if title else 0
-    render_size = (size[0] - side_w, size[1] - title_h)
-    try:
-        image, frame = _render_panels(
-            [groups],
-            size=render_size,
-            view=view,
-            thickness=thickness or _auto_thickness(n_lines),
-        )
-    except Exception as exc:  # a driver failure must not stop the caller
-        logger.debug("rendering failed", exc_info=True)
-        _no_picture(f"rendering failed ({type(exc).__name__}: {exc})")
+    rendered = _render_or_none(
+        [groups],
+        size=(size[0] - side_w, size[1] - title_h),
+        view=view,
+        thickness=thickness or _auto_thickness(n_lines),
+    )
+    if rendered is None:
         return None
-    out = _compose(
+    image, frame = rendered
+    out = annotate(
         image,
         out_png,
         size=size,
@@ -785,49 +682,40 @@ def render_comparison(
         max_streamlines,
         seed=1,
     )[0][0]
-    if not real_lines and not gen_lines:
-        _no_picture("there are no streamlines to draw")
+    if _cannot_render(len(real_lines) + len(gen_lines)):
         return None
-    problem = adapter_problem()
-    if problem:
-        _no_picture(problem)
-        return None
+    options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
+        options.update(bundle=bundle, max_streamlines=max_streamlines)
         return _render_in_child(
-            "comparison",
-            [real_lines, gen_lines],
-            out_png,
-            {
-                "bundle": bundle,
-                "title": title,
-                "size": list(size),
-                "view": view,
-                "max_streamlines": max_streamlines,
-                "thickness": thickness,
-            },
+            "comparison", [real_lines, gen_lines], out_png, _as_json(options)
         )
-
     if title is None and name:
-        title = f"{name}: real vs generated"
-    side_w = _side_width([name] if name else [], size)
+        options["title"] = f"{name}: real vs generated"
+    return _draw_comparison(real_lines, gen_lines, name, color, out_png, **options)
+
+
+def _draw_comparison(
+    real, generated, name, color, out_png, *, title, size, view, thickness
+):
+    """Render real and generated streamlines in two panels under one camera."""
+    side_w = side_width([name] if name else [], size)
     title_h = 40 if title else 0
     label_h = 30
     render_size = (size[0] - side_w, size[1] - title_h - label_h)
-    n_max = max(len(real_lines), len(gen_lines))
-    try:
-        image, frame = _render_panels(
-            [[(real_lines, color)], [(gen_lines, color)]],
-            size=render_size,
-            view=view,
-            thickness=thickness or _auto_thickness(n_max),
-        )
-    except Exception as exc:
-        logger.debug("rendering failed", exc_info=True)
-        _no_picture(f"rendering failed ({type(exc).__name__}: {exc})")
+    n_max = max(len(real), len(generated))
+    rendered = _render_or_none(
+        [[(real, color)], [(generated, color)]],
+        size=render_size,
+        view=view,
+        thickness=thickness or _auto_thickness(n_max),
+    )
+    if rendered is None:
         return None
+    image, frame = rendered
     canvas = np.full((size[1] - title_h, render_size[0], 4), 255, np.uint8)
     canvas[label_h:] = image
-    out = _compose(
+    out = annotate(
         canvas,
         out_png,
         size=size,
@@ -835,17 +723,14 @@ def render_comparison(
         title=title,
         side_w=side_w,
         title_h=title_h,
-        panel_labels=(
-            f"real (n={len(real_lines)})",
-            f"generated (n={len(gen_lines)})",
-        ),
+        panel_labels=(f"real (n={len(real)})", f"generated (n={len(generated)})"),
         label_h=label_h,
         legend=[(name, color)] if name else (),
     )
     logger.info(
         "Wrote comparison of %d real and %d generated streamlines to %s",
-        len(real_lines),
-        len(gen_lines),
+        len(real),
+        len(generated),
         out,
     )
     return out

@@ -96,7 +96,8 @@ def model_dir(tmp_path_factory, home):
     """A tiny model (1 epoch) with its checkpoint, as aae_tract_train leaves it."""
     from aae_tract.data import load_dataset, split_dataset
     from aae_tract.model import TractAAE
-    from aae_tract.workflows.train import CHECKPOINT_DIR, training_files
+    from aae_tract.splits import input_files
+    from aae_tract.workflows.train import CHECKPOINT_DIR
 
     out = tmp_path_factory.mktemp("model")
     data = home / "minimal_bundles"
@@ -112,7 +113,7 @@ def model_dir(tmp_path_factory, home):
     )
     model.fit(train, validation, checkpoint_dir=out / CHECKPOINT_DIR, verbose=0)
     model.metadata.training.update(
-        {"inputs": training_files([data]), "val_fraction": 0.2, "split_seed": 0}
+        {"inputs": input_files([data]), "val_fraction": 0.2, "split_seed": 0}
     )
     model.save(out / "aae_tract_model.keras")
     return out

@@ -3,12 +3,10 @@
 import json
 import os
 import shutil
-import zipfile
 
 import nibabel as nib
 import numpy as np
 import pytest
-from dipy.data import get_fnames
 from dipy.tracking.streamline import length as dipy_length
 
 from aae_tract.data import (
@@ -24,18 +22,17 @@ from aae_tract.data import (
 )
 from aae_tract.errors import AAETractError, DatasetError, UnknownBundleError
 from aae_tract.io import load_bundle
+from aae_tract.streamlines import nearest_mdf
 
 BUNDLES = ["AF_L", "CC_ForcepsMajor", "CST_R"]
 SUBJECTS = [f"sub_{i}" for i in range(1, 6)]
 
 
 @pytest.fixture(scope="module")
-def minimal(tmp_path_factory):
-    """DIPY's shipped minimal_bundles, extracted: <root>/sub_i/<BUNDLE>.trk."""
-    root = tmp_path_factory.mktemp("minimal_bundles")
-    with zipfile.ZipFile(get_fnames(name="minimal_bundles")) as archive:
-        archive.extractall(root)
-    return root
+def minimal(minimal_bundles_dir):
+    """DIPY's minimal_bundles, extracted once per session: <root>/sub_i/<BUNDLE>.trk
+    (shared: read it, copy it to change it)."""
+    return minimal_bundles_dir
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +88,22 @@ def test_streamline_lengths():
         streamline_lengths(resample([line], 20)), [30.0], rtol=1e-5
     )
     assert streamline_lengths([]).shape == (0,)
+
+
+def test_nearest_mdf_to_the_other_streamlines_of_a_set():
+    # straight lines 0, 1 and 3 mm apart along x: nearest others 1, 1 and 2 mm
+    line = np.zeros((8, 3), dtype=np.float32)
+    line[:, 2] = np.arange(8)
+    x = np.stack([line + [offset, 0, 0] for offset in (0.0, 1.0, 3.0)])
+    distance, index = nearest_mdf(x, x, chunk=2, exclude_self=True)
+    np.testing.assert_allclose(distance, [1.0, 1.0, 2.0], atol=1e-5)
+    np.testing.assert_array_equal(index, [1, 0, 1])
+    distance, index = nearest_mdf(x, x)
+    np.testing.assert_allclose(distance, 0.0, atol=1e-6)
+    np.testing.assert_array_equal(index, [0, 1, 2])
+    assert nearest_mdf(x[:1], x[:1], exclude_self=True)[0][0] == np.inf
+    with pytest.raises(AAETractError, match="exclude_self"):
+        nearest_mdf(x, x[:2], exclude_self=True)
 
 
 def test_dataset_lengths_are_measured_before_resampling(minimal):

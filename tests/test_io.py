@@ -3,12 +3,10 @@
 import json
 import logging
 import os
-import zipfile
 
 import nibabel as nib
 import numpy as np
 import pytest
-from dipy.data import get_fnames
 from dipy.io.stateful_tractogram import Space, StatefulTractogram
 
 from aae_tract.errors import DatasetError, TractogramError
@@ -25,12 +23,10 @@ BUNDLES = ("AF_L", "CC_ForcepsMajor", "CST_R")
 
 
 @pytest.fixture(scope="module")
-def minimal(tmp_path_factory):
-    """DIPY's shipped minimal_bundles, extracted: <root>/sub_i/<BUNDLE>.trk."""
-    root = tmp_path_factory.mktemp("minimal_bundles")
-    with zipfile.ZipFile(get_fnames(name="minimal_bundles")) as archive:
-        archive.extractall(root)
-    return root
+def minimal(minimal_bundles_dir):
+    """DIPY's minimal_bundles, extracted once per session: <root>/sub_i/<BUNDLE>.trk
+    (shared: read it, copy it to change it)."""
+    return minimal_bundles_dir
 
 
 @pytest.fixture

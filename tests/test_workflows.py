@@ -354,11 +354,13 @@ def test_inputs_word_default_and_dataset_names(tmp_path, monkeypatch):
     assert resolve_inputs(["a.trk", "b/"]) == ["a.trk", "b/"]
 
 
-def test_optional_inputs_are_detected():
-    assert not cli._inputs_given(TrainFlow(), ["--epochs", "2", "--force"])
-    assert not cli._inputs_given(TrainFlow(), ["--log_level", "DEBUG"])
-    assert cli._inputs_given(TrainFlow(), ["--epochs", "2", "data/"])
-    assert cli._inputs_given(TrainFlow(), ["a.trk", "b.trk", "--seed", "1"])
+def test_optional_inputs_may_be_left_out():
+    parser = cli._flow_parser(TrainFlow())()
+    parser.add_workflow(TrainFlow())
+    assert parser.parse_args(["--epochs", "2"]).inputs == []
+    assert parser.parse_args(["--epochs", "2", "data/"]).inputs == ["data/"]
+    args = parser.parse_args(["a.trk", "b.trk", "--seed", "1"])
+    assert args.inputs == ["a.trk", "b.trk"] and args.seed == 1
 
 
 def test_log_level_is_applied(tmp_path, capsys):

@@ -1,8 +1,13 @@
 """What every aae_tract workflow shares: outputs, logging, checks, backend.
 
-The workflows stay thin: they check the command-line values, resolve the
-output paths (refusing to overwrite without ``--force``, as DIPY does), call
-the library and log one line saying what was written.
+The workflows stay thin: they resolve the output paths (refusing to
+overwrite without ``--force``, as DIPY does), call the library and log one
+line saying what was written. Values that only the command line has (counts
+of generated streamlines, picture sizes, choices) are checked here; the
+model's hyperparameters are checked once, by
+:meth:`aae_tract.model.AAEConfig.validate`, whose messages name the options.
+No workflow imports another: what two of them share is here or in the
+library.
 """
 
 import logging
@@ -37,6 +42,9 @@ NOISY_LOGGERS = (
 )
 
 DEVICES = ("auto", "cpu", "gpu")
+
+#: Tractogram formats whose files do not carry their space (``--reference``).
+REFERENCE_FORMATS = (".tck", ".trx")
 
 
 class _QuietLibraries(logging.Filter):
@@ -188,6 +196,33 @@ def as_list(value):
     if isinstance(value, (str, os.PathLike)):
         return [value]
     return list(value)
+
+
+def check_reference(files, reference):
+    """Raise the command-line error for ``.tck``/``.trx`` files without ``--reference``.
+
+    Parameters
+    ----------
+    files : list of str or Path
+        Tractograms a command is about to read.
+    reference : str or None
+        The ``--reference`` value.
+
+    Raises
+    ------
+    AAETractError
+        Naming the first such file and the option to give.
+    """
+    if reference is not None:
+        return
+    for path in files:
+        ext = Path(path).suffix.lower()
+        if ext in REFERENCE_FORMATS:
+            hint = " (or --reference same to use its own header)" * (ext == ".trx")
+            raise AAETractError(
+                f"{path}: a {ext} file needs a reference image for its space: "
+                f"give --reference <NIfTI or .trk file in the same space>{hint}"
+            )
 
 
 def resolve_inputs(inputs):

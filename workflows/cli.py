@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import importlib
 import logging
-import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -28,6 +28,24 @@ CLI_FLOWS = {
     "aae_tract_evaluate": ("aae_tract.workflows.evaluate", "EvaluateFlow"),
     "aae_tract_render": ("aae_tract.workflows.render", "RenderFlow"),
 }
+
+#: Options a command no longer has -> why (said instead of argparse's
+#: "unrecognized arguments").
+REMOVED_OPTIONS = {
+    "aae_tract_train": {
+        "--mixed_precision": (
+            "training computes in float32 (float16 never took effect, and the "
+            "arc-length decoder, which sums every step of a streamline, needs "
+            "float32)"
+        ),
+    },
+}
+
+#: DIPY's note of an option's default at the end of its help. It is left out
+#: where the help says what happens without the option ("Without it: ..."),
+#: which DIPY's note would contradict ("current directory" for a folder that
+#: is not), and where it would only say "None".
+_DEFAULT_NOTE = re.compile(r"\s*\(default:[^()]*\)\s*$")
 
 #: Exit status of a command stopped by an error.
 EXIT_ERROR = 1
@@ -67,40 +85,62 @@ def _log_level(name):
     return level
 
 
-def _inputs_given(flow, argv):
-    """Whether ``argv`` names positional inputs for ``flow`` (nargs="+")."""
+def _flow_parser(flow):
+    """DIPY's argument parser class, with aae_tract's adjustments to the help.
+
+    Inputs that may be left out (``flow.optional_inputs``: the default data)
+    are shown and parsed as optional (``[inputs ...]``), and DIPY's
+    "(default: ...)" note is dropped where the help explains the default.
+    """
     from dipy.workflows.base import IntrospectiveArgumentParser
 
-    class Probe(IntrospectiveArgumentParser):
-        def error(self, message):
-            raise _ProbeError(message)
+    optional_inputs = getattr(flow, "optional_inputs", False)
 
-    probe = Probe(add_help=False)
-    probe.add_workflow(flow)
-    for action in probe._actions:
-        if not action.option_strings and action.nargs == "+":
-            action.nargs = "*"
-            dest = action.dest
-            break
-    else:
-        return True
-    for flag in ("--force", "--mix_names", "--version", "-h", "--help"):
-        probe.add_argument(flag, action="store_true")
-    for option in ("--out_strat", "--log_level", "--log_file"):
-        probe.add_argument(option)
+    class FlowParser(IntrospectiveArgumentParser):
+        def add_workflow(self, workflow):
+            sub_flows = super().add_workflow(workflow)
+            for action in self._actions:
+                text = action.help or ""
+                if "Without it" in text or text.endswith("(default: None)"):
+                    action.help = _DEFAULT_NOTE.sub("", text)
+                else:
+                    action.help = text.replace("(default:  ", "(default: ")
+                if optional_inputs and not action.option_strings:
+                    if action.nargs == "+":
+                        action.nargs = "*"
+            return sub_flows
+
+    return FlowParser
+
+
+@contextlib.contextmanager
+def _parser_for(flow):
+    """Make DIPY's ``run_flow`` build :func:`_flow_parser`'s parser for ``flow``."""
+    from dipy.workflows import flow_runner
+
+    saved = flow_runner.IntrospectiveArgumentParser
+    flow_runner.IntrospectiveArgumentParser = _flow_parser(flow)
     try:
-        known, unknown = probe.parse_known_args(argv)
-    except _ProbeError:
-        return True  # let the real parser report the problem
-    return bool(getattr(known, dest)) or any(not a.startswith("-") for a in unknown)
+        yield
+    finally:
+        flow_runner.IntrospectiveArgumentParser = saved
+
+
+def _removed_option(prog, argv):
+    """The error message for an option ``prog`` no longer has, or None."""
+    removed = REMOVED_OPTIONS.get(prog, {})
+    for arg in argv:
+        option = str(arg).split("=", 1)[0]
+        if option in removed:
+            return f"{option} was removed: {removed[option]}"
+    return None
 
 
 def _quiet_backends(level):
     """Keep TensorFlow's C++ start-up logs out of the output unless debugging."""
-    if level > logging.DEBUG:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
-        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from aae_tract.backend import quiet_native_logs
+
+    quiet_native_logs(verbose=level <= logging.DEBUG)
 
 
 def _fail(prog, message, *, show_traceback):
@@ -148,6 +188,9 @@ def main(prog, argv):
     except ValueError as exc:
         return _fail(prog, exc, show_traceback=False)
     debug = level <= logging.DEBUG
+    removed = _removed_option(prog, argv)
+    if removed:
+        return _fail(prog, removed, show_traceback=False)
     _quiet_backends(level)
 
     from dipy.workflows.flow_runner import run_flow
@@ -155,18 +198,14 @@ def main(prog, argv):
     module, name = CLI_FLOWS[prog]
     flow = getattr(importlib.import_module(module), name)()
     flow._log_level = level
-    argv = list(argv)
-    if getattr(flow, "optional_inputs", False) and not _inputs_given(flow, argv):
-        from aae_tract.workflows.base import DEFAULT_INPUTS_WORD
-
-        argv.insert(0, DEFAULT_INPUTS_WORD)
 
     from aae_tract.workflows.base import FilteredStderr
 
+    quiet = contextlib.nullcontext() if debug else FilteredStderr()
     saved_argv = sys.argv
     sys.argv = [prog, *argv]
     try:
-        with contextlib.nullcontext() if debug else FilteredStderr():
+        with _parser_for(flow), quiet:
             run_flow(flow)
     except (AAETractError, OSError) as exc:
         if isinstance(exc, OSError) and exc.filename and exc.strerror:

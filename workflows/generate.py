@@ -1,7 +1,6 @@
 """``aae_tract_generate``: new streamlines of a bundle at a requested length."""
 
 import logging
-import zipfile
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
@@ -27,21 +26,6 @@ MAX_STREAMLINES = 1_000_000
 #: Most real tractogram files read for the comparison picture.
 MAX_REAL_FILES = 10
 FORMATS = ("trk", "tck", "trx")
-
-
-def check_model_path(model):
-    """The model path, or AAETractError when it is not an existing .keras file."""
-    path = Path(model)
-    if not path.exists():
-        raise AAETractError(
-            f"{path}: model file not found (train one with aae_tract_train, or "
-            "give --model)"
-        )
-    if path.is_dir():
-        raise AAETractError(f"{path}: is a folder, not a .keras model file")
-    if not zipfile.is_zipfile(path):
-        raise AAETractError(f"{path}: not a .keras model file (not a zip archive)")
-    return path
 
 
 def condition_label(attribute, value):
@@ -146,7 +130,8 @@ class GenerateFlow(AAEWorkflow):
             patterns). Without it: the model's training files, when present.
         reference : string, optional
             Reference anatomy (NIfTI or .trk) giving the space of the written
-            tractograms. Without it: the space of the training data.
+            tractograms, and of .tck and .trx files given with --real.
+            Without it: the space of the training data.
         format : string, optional
             Tractogram format: trk, tck or trx. Without it: the extension of
             out_tractogram.
@@ -193,12 +178,12 @@ class GenerateFlow(AAEWorkflow):
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")
-        model_path = check_model_path(model)
 
         select_backend(backend, device)
         from aae_tract.model import TractAAE
 
         check_device(device)
+        model_path = Path(model)
         net = TractAAE.load(model_path)
         bundles = [str(b) for b in as_list(bundle)] or net.bundle_names
         for name in bundles:
@@ -242,6 +227,7 @@ class GenerateFlow(AAEWorkflow):
 
         from aae_tract.generate import generate
 
+        no_pictures = None if skip_picture else _picture_problem()
         pictures = []
         for i, (name, value) in enumerate(requests):
             kwargs = {"length": value} if attr == "length" else {"attribute": value}
@@ -257,7 +243,7 @@ class GenerateFlow(AAEWorkflow):
                 **kwargs,
             )
             _save(result.tractogram, paths[f"out_tractogram_{i}"], reference)
-            if not skip_picture:
+            if not skip_picture and not no_pictures:
                 unit = " mm" if attr == "length" else ""
                 pictures.append(
                     _picture(
@@ -272,6 +258,12 @@ class GenerateFlow(AAEWorkflow):
         written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
         written += [p for p in pictures if p is not None]
         missing = 0 if skip_picture else 2 * len(requests) - len(written)
+        if no_pictures:
+            note = f" (no pictures: {no_pictures})"
+        elif missing:
+            note = f" (no picture for {missing}: see the warning above)"
+        else:
+            note = ""
         logger.info(
             "Generated %d streamlines for each of %d request%s (%s); wrote %s%s",
             n_streamlines,
@@ -279,9 +271,19 @@ class GenerateFlow(AAEWorkflow):
             "s" * (len(requests) != 1),
             ", ".join(f"{b} {attr} {v:g}" for b, v in requests),
             names_written(written),
-            f" (no picture for {missing})" if missing else "",
+            note,
         )
         return written
+
+
+def _picture_problem():
+    """Why no picture can be made here (logged once), or None when they can."""
+    from aae_tract.viz import adapter_problem
+
+    problem = adapter_problem()
+    if problem:
+        logger.warning("no picture will be made: %s", problem)
+    return problem
 
 
 def load_lines(files, *, reference=None, space=None):

@@ -4,7 +4,14 @@ import logging
 
 from aae_tract.errors import AAETractError
 
-from .base import AAEWorkflow, as_list, check_choice, check_int, names_written
+from .base import (
+    AAEWorkflow,
+    as_list,
+    check_choice,
+    check_int,
+    check_reference,
+    names_written,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,8 @@ class RenderFlow(AAEWorkflow):
             Tractograms (.trk, .tck, .trx): files, folders
             (<subject>/<BUNDLE>.trk) or glob patterns.
         reference : string, optional
-            Reference anatomy (NIfTI or .trk) for .tck inputs.
+            Reference anatomy (NIfTI or .trk in the same space) for .tck and
+            .trx inputs; for .trx, the word same uses the file's own header.
         view : string, optional
             Camera direction: oblique, left, right, superior, inferior,
             anterior or posterior.
@@ -72,6 +80,7 @@ class RenderFlow(AAEWorkflow):
         from aae_tract.io import find_bundles, load_bundle
 
         found = find_bundles([str(p) for p in as_list(inputs)])
+        check_reference([f.path for f in found], reference)
         paths = self._prepare_outputs(out_dir, {"out_png": out_png})
         if paths is None:
             return None

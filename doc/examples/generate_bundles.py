@@ -24,12 +24,8 @@ from aae_tract.data import load_dataset, split_dataset
 from aae_tract.generate import generate
 from aae_tract.metrics import evaluate
 from aae_tract.model import TractAAE
-from aae_tract.viz import (
-    plot_latent_space,
-    plot_training_curves,
-    render_bundles,
-    render_comparison,
-)
+from aae_tract.plots import plot_latent_space, plot_training_curves
+from aae_tract.viz import render_bundles, render_comparison
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 epochs = int(os.environ.get("AAE_TRACT_EXAMPLE_EPOCHS", "100"))
