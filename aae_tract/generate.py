@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aae_tract.errors import AAETractError
+from aae_tract.io import bbox_space
+from aae_tract.streamlines import nearest_mdf, streamline_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,7 @@ __all__ = [
 
 #: Ways of sampling latent codes (see the module docstring).
 SAMPLING_METHODS = ("bank", "prior")
-_DEFAULT_NOISE = 0.1
-_MDF_CHUNK = 512
+_DEFAULT_NOISE = 0.2
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: Relative miss of the median length beyond which generation warns.
@@ -180,6 +181,22 @@ def _kernel_weights(values, targets, *, k):
     return w / w.sum(axis=1, keepdims=True)
 
 
+def _bank_noise(bank_z, n, rng):
+    """``n`` Gaussian draws with the covariance of the bank's codes.
+
+    A bundle's codes fill only a few directions of the latent space; noise
+    shaped by their covariance moves a code along the bundle's own
+    directions of variation (to a new streamline of the bundle) instead of
+    off them, where the decoder has seen no code.
+    """
+    d = bank_z.shape[1]
+    if len(bank_z) < 2:
+        return rng.standard_normal((n, d)).astype(np.float32)
+    cov = np.atleast_2d(np.cov(bank_z.astype(np.float64), rowvar=False))
+    root = np.linalg.cholesky(cov + 1e-6 * (np.trace(cov) / d + 1e-12) * np.eye(d))
+    return (rng.standard_normal((n, d)) @ root.T).astype(np.float32)
+
+
 def sample_latent(
     model,
     bundle,
@@ -203,8 +220,9 @@ def sample_latent(
         Attribute value of each code.
     sampling : {"bank", "prior"}
         ``"bank"``: codes of training streamlines of the bundle with an
-        attribute near the target, plus Gaussian noise of ``noise`` times the
-        bank's spread per dimension; ``"prior"``: samples of the prior.
+        attribute near the target, plus Gaussian noise with ``noise**2``
+        times the covariance of the bank's codes; ``"prior"``: samples of
+        the prior.
     noise : float
         Relative noise scale for ``"bank"`` sampling.
     neighbours : int, optional
@@ -251,10 +269,7 @@ def sample_latent(
         flat = (cdf + np.arange(len(unique))[:, None]).ravel()
         pos = np.searchsorted(flat, inverse + rng.random(n), side="left")
         idx = np.clip(pos - inverse * m, 0, m - 1)
-        spread = bank_z.std(axis=0) if len(bank_z) > 1 else np.ones(bank_z.shape[1])
-        z = bank_z[idx] + float(noise) * spread * rng.standard_normal(
-            (n, bank_z.shape[1])
-        ).astype(np.float32)
+        z = bank_z[idx] + float(noise) * _bank_noise(bank_z, n, rng)
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0
     if exact_length and model.attribute_name == "length":
@@ -325,66 +340,6 @@ def match_length(
     return z
 
 
-def nearest_mdf(streamlines, reference, *, chunk=_MDF_CHUNK):
-    """MDF distance from each streamline to its nearest reference streamline.
-
-    Parameters
-    ----------
-    streamlines : ndarray, shape (N, P, 3)
-    reference : ndarray, shape (M, P, 3)
-        Same number of points ``P``.
-    chunk : int
-        Rows of the distance matrix computed at once.
-
-    Returns
-    -------
-    distance : ndarray of float64, shape (N,)
-        DIPY's MDF (mm) to the nearest reference streamline.
-    index : ndarray of int, shape (N,)
-        Index of that reference streamline.
-    """
-    from dipy.tracking.distances import bundles_distances_mdf
-
-    a = np.ascontiguousarray(streamlines, dtype=np.float32)
-    b = np.ascontiguousarray(reference, dtype=np.float32)
-    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:]:
-        raise AAETractError(
-            f"MDF needs streamlines with the same number of points, got "
-            f"{a.shape} and {b.shape}"
-        )
-    if len(b) == 0:
-        raise AAETractError("MDF against an empty reference set")
-    distance = np.empty(len(a), dtype=np.float64)
-    index = np.empty(len(a), dtype=np.intp)
-    refs = list(b)
-    for start in range(0, len(a), chunk):
-        d = bundles_distances_mdf(list(a[start : start + chunk]), refs)
-        best = np.argmin(d, axis=1)
-        index[start : start + len(d)] = best
-        distance[start : start + len(d)] = d[np.arange(len(d)), best]
-    return distance, index
-
-
-def _bbox_space(points, voxel_size=1.0):
-    """A RAS+ grid with ``voxel_size`` mm voxels holding ``points`` (N, 3)."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    points = points[np.isfinite(points).all(axis=1)]
-    if len(points):
-        low = np.floor(points.min(axis=0)) - voxel_size
-        high = np.ceil(points.max(axis=0)) + voxel_size
-    else:
-        low, high = np.zeros(3), np.ones(3)
-    affine = np.diag([voxel_size] * 3 + [1.0])
-    affine[:3, 3] = low
-    dims = np.maximum(np.ceil((high - low) / voxel_size).astype(int) + 1, 1)
-    return {
-        "affine": affine.tolist(),
-        "dimensions": [int(d) for d in dims],
-        "voxel_sizes": [float(voxel_size)] * 3,
-        "voxel_order": "RAS",
-    }
-
-
 def make_tractogram(streamlines, space=None):
     """Wrap RAS+ mm streamlines in a StatefulTractogram.
 
@@ -409,7 +364,7 @@ def make_tractogram(streamlines, space=None):
     lines = [np.asarray(s, dtype=np.float32) for s in streamlines]
     if not space:
         pts = np.concatenate(lines) if lines else np.zeros((0, 3))
-        space = _bbox_space(pts)
+        space = bbox_space(pts)
     return StatefulTractogram(lines, reference_from_space(space), Space.RASMM)
 
 
@@ -465,18 +420,9 @@ def _reference_set(model, bundle, reference_streamlines):
 
 def _default_max_mdf(reference, *, factor=2.0):
     """``factor`` x the 95th percentile of nearest-neighbour MDF in ``reference``."""
-    from dipy.tracking.distances import bundles_distances_mdf
-
     if len(reference) < 2:
         return math.inf
-    ref = np.ascontiguousarray(reference, dtype=np.float32)
-    nn = np.empty(len(ref))
-    lines = list(ref)
-    for start in range(0, len(ref), _MDF_CHUNK):
-        d = bundles_distances_mdf(lines[start : start + _MDF_CHUNK], lines)
-        rows = np.arange(len(d))
-        d[rows, start + rows] = np.inf
-        nn[start : start + len(d)] = d.min(axis=1)
+    nn, _ = nearest_mdf(reference, reference, exclude_self=True)
     return float(factor * np.percentile(nn, 95))
 
 
@@ -627,7 +573,7 @@ def generate(
             z, x = draw(count)
             keep = np.ones(count, dtype=bool)
             if use_length:
-                lengths = _lengths(x)
+                lengths = streamline_lengths(x)
                 keep &= np.abs(lengths - target) <= tol
             if reference is not None and np.isfinite(limit) and keep.any():
                 rows = np.flatnonzero(keep)
@@ -658,7 +604,7 @@ def generate(
             n_drawn,
             100 * acceptance,
         )
-    lengths = _lengths(x)
+    lengths = streamline_lengths(x)
     median = float(np.median(lengths))
     logger.info(
         "generated %d %s streamlines for %s %.4g%s: median length %.1f mm (%.1f-%.1f)",
@@ -701,15 +647,6 @@ def generate(
         median_length=median,
         missed=bool(missed),
     )
-
-
-def _lengths(x):
-    """Lengths (mm) of streamlines as decoded, with DIPY's ``length``."""
-    from dipy.tracking.streamline import length
-
-    if len(x) == 0:
-        return np.zeros(0, dtype=np.float32)
-    return np.asarray(length(list(np.asarray(x))), dtype=np.float32).reshape(-1)
 
 
 # ---------------------------------------------------------------------------

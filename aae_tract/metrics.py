@@ -45,6 +45,17 @@ definitions in the project's architecture notes):
     classifier telling generated from held-out streamlines by their texture
     (turning-angle statistics and length); mean over bundles (0.5: the
     classifier cannot tell them apart, 1: always can).
+``prior_match``
+    Classifier two-sample test of the held-out encodings of a bundle (one
+    sample of q(z | x) each with a Gaussian posterior) against as many
+    samples of the prior (:func:`prior_match`); mean over bundles
+    (0.5: indistinguishable; the reference row compares two prior samples of
+    the same size, the chance level).
+``novelty_ratio``
+    Median MDF from generated streamlines to their nearest training
+    streamline of the bundle, over the same for held-out real streamlines
+    (:func:`novelty_ratio`); mean over bundles (1: as new as unseen real
+    data, near 0: copies). Needs the training streamlines (``train``).
 
 Every metric is also a public function of arrays so it can be checked on cases
 with a known answer. ``evaluate(..., reference=True)`` adds a "real vs real"
@@ -78,7 +89,9 @@ __all__ = [
     "length_error_pct",
     "length_mae",
     "mean_pairwise_mdf",
+    "novelty_ratio",
     "paired_mdf",
+    "prior_match",
     "realism_c2st",
     "recon_length_ratio",
     "shape_similarity",
@@ -103,6 +116,8 @@ METRIC_NAMES = (
     "length_error_pct_mean",
     "shape_similarity",
     "realism_c2st",
+    "prior_match",
+    "novelty_ratio",
 )
 #: Lists kept per bundle only (``per_bundle`` rows; None in the reference row).
 PER_BUNDLE_LISTS = ("recon_length_ratio_quintiles", "length_error_pct_per_target")
@@ -187,7 +202,7 @@ def mean_pairwise_mdf(x, *, max_n=_PAIRWISE_MAX, rng=0):
 
 
 def _nearest_labels(x, real, real_labels):
-    from aae_tract.generate import nearest_mdf
+    from aae_tract.streamlines import nearest_mdf
 
     _, index = nearest_mdf(x, real)
     return np.asarray(real_labels)[index]
@@ -772,6 +787,104 @@ def realism_c2st(generated, real, *, seed=0, step_mm=1.0, n_folds=5, min_n=10):
     return float(cross_val_score(classifier, features, y, cv=folds).mean())
 
 
+def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10):
+    """Classifier two-sample test of latent codes against prior samples.
+
+    How well a bundle's encodings match the prior p(z) that the adversarial
+    part of the model imposes: a gradient-boosting classifier (50 trees of
+    depth 3, seeded) learns to tell the codes from as many prior samples by
+    the coordinates and the norm of ``z`` (the norm sees a spread that is
+    too small or too large in every dimension at once); its stratified
+    ``n_folds``-fold cross-validated accuracy is returned. When every code
+    of a bundle could have been drawn from the prior, sampling the prior
+    gives codes like the bundle's, which is what ``sampling="prior"`` needs.
+
+    Parameters
+    ----------
+    codes : ndarray, shape (N, D)
+        Encodings of one bundle's streamlines.
+    prior_samples : ndarray, shape (M, D)
+        Samples of the prior (the larger set is subsampled to the smaller).
+    seed : int
+        Seed of the subsampling, the folds and the classifier.
+    n_folds : int
+        Cross-validation folds.
+    min_n : int
+        Fewest codes per class for a result.
+
+    Returns
+    -------
+    float or None
+        Accuracy: about 0.5 when the codes are indistinguishable from prior
+        samples (below 0.5 by chance on small sets), 1 when they never
+        overlap; None with fewer than ``min_n`` codes.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    codes = np.asarray(codes, dtype=np.float64)
+    prior_samples = np.asarray(prior_samples, dtype=np.float64)
+    if codes.ndim != 2 or prior_samples.ndim != 2:
+        raise AAETractError(
+            f"prior_match needs 2-D arrays of codes, got {codes.shape} and "
+            f"{prior_samples.shape}"
+        )
+    if codes.shape[1] != prior_samples.shape[1]:
+        raise AAETractError(
+            f"codes have {codes.shape[1]} dimensions, prior samples "
+            f"{prior_samples.shape[1]}"
+        )
+    n = min(len(codes), len(prior_samples))
+    if n < max(int(min_n), int(n_folds)) or not np.isfinite(codes).all():
+        return None
+    rng = np.random.default_rng(seed)
+    pick_c = rng.choice(len(codes), n, replace=False)
+    pick_p = rng.choice(len(prior_samples), n, replace=False)
+    z = np.concatenate([codes[pick_c], prior_samples[pick_p]])
+    features = np.concatenate([z, np.linalg.norm(z, axis=1, keepdims=True)], axis=1)
+    y = np.repeat([1, 0], n)
+    classifier = GradientBoostingClassifier(
+        n_estimators=50, max_depth=3, random_state=seed
+    )
+    folds = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
+    return float(cross_val_score(classifier, features, y, cv=folds).mean())
+
+
+def novelty_ratio(generated, train, held_out):
+    """How new generated streamlines are, against unseen real ones.
+
+    The median MDF from each generated streamline to its nearest training
+    streamline, over the same median for held-out real streamlines (of
+    subjects the model never saw). 1: generated streamlines are as far from
+    the training set as new real data is; near 0: near copies of training
+    streamlines; above 1: farther from the training data than real
+    streamlines are (off the bundle, which ``label_fidelity`` and
+    ``shape_similarity`` see).
+
+    Parameters
+    ----------
+    generated, train, held_out : ndarray, shape (N, P, 3)
+        Streamlines of one bundle, in mm, with the same number of points.
+
+    Returns
+    -------
+    float or None
+        The ratio; None when a set is empty or the held-out streamlines
+        coincide with training ones (median distance 0).
+    """
+    from aae_tract.streamlines import nearest_mdf
+
+    generated = _as_array(generated, "generated streamlines")
+    train = _as_array(train, "training streamlines")
+    held_out = _as_array(held_out, "held-out streamlines")
+    if min(len(generated), len(train), len(held_out)) == 0:
+        return None
+    real = float(np.median(nearest_mdf(held_out, train)[0]))
+    if not real > 0:
+        return None
+    return float(np.median(nearest_mdf(generated, train)[0])) / real
+
+
 # ---------------------------------------------------------------------------
 # evaluation of a model
 
@@ -809,9 +922,12 @@ def _realism(generated, real, seed):
     }
 
 
-def _length_targets(model, name, n_targets, n_generate, rng, sampling, batch_size):
+def _length_targets(
+    model, name, n_targets, n_generate, rng, sampling, batch_size, noise=None
+):
     """``length_mae_mm`` and ``length_error_pct*`` from one generated batch."""
-    from aae_tract.generate import _lengths, sample_latent
+    from aae_tract.generate import sample_latent
+    from aae_tract.streamlines import streamline_lengths as _lengths
 
     row = {
         "length_mae_mm": None,
@@ -824,7 +940,12 @@ def _length_targets(model, name, n_targets, n_generate, rng, sampling, batch_siz
         return row
     targets = np.linspace(stats["p05"], stats["p95"], n_targets)
     zt = sample_latent(
-        model, name, np.repeat(targets, n_generate), sampling=sampling, rng=rng
+        model,
+        name,
+        np.repeat(targets, n_generate),
+        sampling=sampling,
+        rng=rng,
+        **_noise(noise),
     )
     produced = _lengths(model.decode(zt, name, texture=rng, batch_size=batch_size))
     produced = produced.reshape(n_targets, n_generate)
@@ -836,13 +957,21 @@ def _length_targets(model, name, n_targets, n_generate, rng, sampling, batch_siz
     return row
 
 
-def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed):
-    """The metrics between two halves of a bundle's held-out streamlines."""
+def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
+    """The metrics between two halves of a bundle's held-out streamlines.
+
+    ``prior_match`` compares two prior samples of the bundle's size (chance).
+    """
     other = ~half_a
     a, b = x[a_rows], x[b_rows]
+    n = len(a_rows) + len(b_rows)
+    rng = np.random.default_rng(seed + 2)
     row = dict.fromkeys(METRIC_NAMES)
     row.update(
         {
+            "prior_match": prior_match(
+                prior.sample_numpy(n, rng), prior.sample_numpy(n, rng), seed=seed
+            ),
             "label_fidelity": label_fidelity(a, label, x[other], labels[other]),
             "diversity_ratio": diversity_ratio(a, b, rng=seed),
             "density_dice": density_dice(a[: len(b)], b),
@@ -867,6 +996,19 @@ def _aggregate(rows):
     return out
 
 
+def _noise(noise):
+    """Keyword arguments of ``sample_latent`` for a bank noise (None: default)."""
+    return {} if noise is None else {"noise": float(noise)}
+
+
+def _prepared(model, dataset):
+    """``(x, labels)`` of a dataset in the model's orientation, or Nones."""
+    if dataset is None or len(dataset) == 0:
+        return None, None
+    names = np.asarray(dataset.bundle_names)[np.asarray(dataset.labels)]
+    return model.prepare(np.asarray(dataset.x, dtype=np.float32), list(names))
+
+
 def _log_row(name, row):
     logger.info(
         "%s: %s",
@@ -888,6 +1030,8 @@ def evaluate(
     reference=True,
     sampling="bank",
     batch_size=1024,
+    train=None,
+    noise=None,
 ):
     """Measure a trained model on held-out streamlines.
 
@@ -913,6 +1057,12 @@ def evaluate(
         Sampling used for generation (see :func:`aae_tract.generate.generate`).
     batch_size : int
         Streamlines per forward pass.
+    train : StreamlineDataset, optional
+        The model's training streamlines, for ``novelty_ratio`` (None
+        without them).
+    noise : float, optional
+        Noise of ``"bank"`` sampling (see
+        :func:`aae_tract.generate.sample_latent`); default: its default.
 
     Returns
     -------
@@ -926,7 +1076,8 @@ def evaluate(
         and, with ``reference``, ``reference`` (the same keys and
         ``per_bundle`` measured between two random halves of the held-out data
         of each bundle; ``recon_mdf_mm``, ``length_mae_mm``, ``ar_spearman``,
-        ``recon_length_ratio`` and ``length_error_pct*`` have no real-vs-real
+        ``recon_length_ratio``, ``novelty_ratio`` and ``length_error_pct*``
+        have no real-vs-real
         counterpart and are None there, as are the lists). Values that cannot
         be computed (e.g. a constant attribute, or the length metrics of a
         model conditioned on another attribute) are None.
@@ -969,6 +1120,9 @@ def evaluate(
         perm = rng.permutation(rows)
         half_a[perm[: len(rows) // 2]] = True
 
+    z_sample = model.encode_prepared(x, batch_size=batch_size, rng=seed)
+    train_x, train_labels = _prepared(model, train)
+    prior = model.network.prior
     per_bundle, ref_bundle = {}, {}
     for name in names_in_data:
         label = model.bundle_index(name)
@@ -978,7 +1132,9 @@ def evaluate(
         a_rows = rows[half_a[rows]]
         n_gen = max(int(n_generate), len(b_rows))
         targets = rng.choice(attribute[rows], n_gen, replace=True)
-        zg = sample_latent(model, name, targets, sampling=sampling, rng=rng)
+        zg = sample_latent(
+            model, name, targets, sampling=sampling, rng=rng, **_noise(noise)
+        )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
         row = {
@@ -988,11 +1144,19 @@ def evaluate(
             "diversity_ratio": diversity_ratio(gen[: int(n_generate)], real, rng=seed),
             "density_dice": density_dice(gen[: len(b_rows)], x[b_rows]),
             "curvature_ratio": curvature_ratio(gen, real),
+            "prior_match": prior_match(
+                z_sample[rows], prior.sample_numpy(len(rows), rng), seed=seed
+            ),
+            "novelty_ratio": (
+                novelty_ratio(gen, train_x[train_labels == label], real)
+                if train_x is not None
+                else None
+            ),
             "recon_length_ratio": _worst_ratio(quintiles),
             "recon_length_ratio_quintiles": quintiles,
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
-                model, name, n_targets, n_generate, rng, sampling, batch_size
+                model, name, n_targets, n_generate, rng, sampling, batch_size, noise
             ),
         }
         per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {
@@ -1000,7 +1164,7 @@ def evaluate(
         }
         if reference and len(a_rows) >= 2 and len(b_rows) >= 2:
             ref_bundle[name] = _reference_row(
-                x, labels, label, a_rows, b_rows, half_a, seed
+                x, labels, label, a_rows, b_rows, half_a, seed, prior
             )
         _log_row(name, per_bundle[name])
 

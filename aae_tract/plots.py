@@ -1,161 +1,25 @@
-"""Matplotlib figures: training curves, latent space, evaluation; bundle colours.
+"""Matplotlib figures: training curves, latent space, evaluation.
 
-Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas,
-never through ``pyplot``: no global backend is switched, no figure is kept
-alive after it is saved, and the module works on machines without a display.
-Every PNG is written to a temporary name in the destination folder and then
-renamed, so an existing picture is never left half written.
-
-The public names are re-exported by :mod:`aae_tract.viz`.
+Built with :mod:`aae_tract.figures` (an Agg figure that pyplot does not
+track, saved atomically), coloured with :func:`aae_tract.colors.bundle_colors`
+like the FURY pictures of :mod:`aae_tract.viz`.
 """
 
-import colorsys
 import logging
 import math
-import re
-import zlib
 
 import numpy as np
 
-from aae_tract.atomic import write_atomic
+from aae_tract.colors import bundle_colors
+from aae_tract.figures import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "bundle_colors",
     "plot_evaluation",
     "plot_latent_space",
     "plot_training_curves",
 ]
-
-# --------------------------------------------------------------------------
-# Bundle colours
-# --------------------------------------------------------------------------
-
-# Colours for bundle names met in DIPY's atlases (HCP842 / RecoBundles names).
-# Left/right pairs share a family colour: the left bundle gets the colour, the
-# right one a lighter tint of it.
-_EXACT_COLORS = {
-    "CC": "#2ca02c",
-    "CC_ForcepsMajor": "#2ca02c",
-    "CC_ForcepsMinor": "#98c000",
-    "CC_Mid": "#17a589",
-    "AC": "#7f7f7f",
-    "PC": "#5c5c5c",
-    "MCP": "#17becf",
-    "CTT": "#6b6ecf",
-    "V": "#b5cf6b",
-}
-_FAMILY_COLORS = {
-    "AF": "#d62728",
-    "CST": "#1f77b4",
-    "UF": "#ff7f0e",
-    "IFOF": "#9467bd",
-    "ILF": "#8c564b",
-    "SLF": "#e377c2",
-    "OR": "#bcbd22",
-    "C": "#17becf",
-    "CG": "#17becf",
-    "MdLF": "#393b79",
-    "EMC": "#ad494a",
-    "FPT": "#3182bd",
-    "PPT": "#6baed6",
-    "OPT": "#756bb1",
-    "TPT": "#31a354",
-    "ML": "#843c39",
-    "ICP": "#637939",
-    "SCP": "#8c6d31",
-    "VOF": "#e6550d",
-    "F": "#a55194",
-    "FX": "#a55194",
-    "STT": "#7b4173",
-    "CB": "#e7969c",
-}
-_SIDE_RE = re.compile(r"^(?P<family>.+?)[_-](?P<side>L|R|left|right|lh|rh)$", re.I)
-_RIGHT_TINT = 0.45  # fraction of white mixed into the right-hemisphere colour
-
-
-def _hex_to_rgb(value):
-    value = value.lstrip("#")
-    return tuple(int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-
-
-def _hashed_rgb(name):
-    """A colour from the name alone (CRC32: the same in every process)."""
-    code = zlib.crc32(name.encode("utf-8"))
-    hue = (code % 3600) / 3600.0
-    saturation = 0.55 + 0.3 * ((code >> 12) % 100) / 100.0
-    value = 0.6 + 0.3 * ((code >> 20) % 100) / 100.0
-    return colorsys.hsv_to_rgb(hue, saturation, value)
-
-
-def _tint(rgb, amount):
-    return tuple(c + (1.0 - c) * amount for c in rgb)
-
-
-def _one_bundle_color(name):
-    if name in _EXACT_COLORS:
-        return _hex_to_rgb(_EXACT_COLORS[name])
-    match = _SIDE_RE.match(name)
-    family, side = (match["family"], match["side"].lower()) if match else (name, "")
-    if family in _FAMILY_COLORS:
-        base = _hex_to_rgb(_FAMILY_COLORS[family])
-    elif family in _EXACT_COLORS:
-        base = _hex_to_rgb(_EXACT_COLORS[family])
-    else:
-        base = _hashed_rgb(family)
-    if side in ("r", "right", "rh"):
-        return _tint(base, _RIGHT_TINT)
-    return base
-
-
-def bundle_colors(names):
-    """Colour of each bundle name, the same in every picture.
-
-    The colour depends on the name alone (not on the other names or their
-    order): common bundle names of DIPY's atlases have fixed colours, a right
-    hemisphere bundle (``*_R``) is a lighter tint of its left partner, and any
-    other name gets a colour derived from a CRC32 checksum of the name.
-
-    Parameters
-    ----------
-    names : str or iterable of str
-        Bundle names, for example ``["AF_L", "CST_R"]``.
-
-    Returns
-    -------
-    dict
-        ``{name: (r, g, b)}`` with floats in [0, 1], one entry per distinct name.
-    """
-    if isinstance(names, str):
-        names = [names]
-    return {str(name): _one_bundle_color(str(name)) for name in names}
-
-
-# --------------------------------------------------------------------------
-# Saving
-# --------------------------------------------------------------------------
-
-
-def _new_figure(figsize, dpi=100):
-    """A Figure on an Agg canvas that pyplot does not track."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_figure(fig, out_png, *, dpi=None):
-    """Save ``fig`` atomically as a PNG and release it."""
-    try:
-        return write_atomic(
-            out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi)
-        )
-    finally:
-        fig.clear()
-
 
 # --------------------------------------------------------------------------
 # Training curves
@@ -237,7 +101,7 @@ def plot_training_curves(history, out_png, *, title=None):
 
     ncols = min(3, len(order)) if len(order) != 4 else 2
     nrows = math.ceil(len(order) / ncols)
-    fig = _new_figure((4.6 * ncols, 3.4 * nrows + (0.4 if title else 0)), dpi=110)
+    fig = new_figure((4.6 * ncols, 3.4 * nrows + (0.4 if title else 0)), dpi=110)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     palette = [f"C{i}" for i in range(10)]
     for ax, family in zip(axes, order):
@@ -269,7 +133,7 @@ def plot_training_curves(history, out_png, *, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = _save_figure(fig, out_png)
+    out = save_figure(fig, out_png)
     logger.info("Wrote training curves to %s", out)
     return out
 
@@ -294,13 +158,17 @@ def plot_latent_space(
     title=None,
     max_points=20000,
     seed=0,
+    prior_samples=None,
 ):
     """Plot latent codes: a 2-D PCA projection and latent dimension 0.
 
     Three panels: the PCA projection coloured by bundle, the same coloured by
     the attribute, and latent dimension 0 against the attribute per bundle
     (what attribute regularization makes monotone), with each bundle's
-    Spearman rho in the legend.
+    Spearman rho in the legend. With ``prior_samples``, samples of the prior
+    are drawn in grey under the codes of the first panel (same projection):
+    where a bundle's codes leave prior mass uncovered, sampling the prior
+    decodes codes the model never learnt.
 
     Parameters
     ----------
@@ -323,6 +191,8 @@ def plot_latent_space(
         fitted on all of them).
     seed : int, optional
         Seed of that subset.
+    prior_samples : array-like, shape (M, latent_dims), optional
+        Samples of the model's prior to draw under the codes.
 
     Returns
     -------
@@ -335,9 +205,41 @@ def plot_latent_space(
         If the shapes do not agree, there are no codes, or a label is not an
         index into ``bundle_names``.
     """
-    from scipy.stats import spearmanr
-    from sklearn.decomposition import PCA
+    z, labels, attribute, bundle_names = _latent_inputs(
+        z, labels, attribute, bundle_names
+    )
+    proj, axis_labels, project = _projection(z)
+    shown = np.arange(len(z))
+    if len(z) > max_points:
+        shown = np.sort(np.random.default_rng(seed).choice(len(z), max_points, False))
+    points = {
+        "shown": shown,
+        "size": float(np.clip(3000.0 / max(len(shown), 1), 2.0, 25.0)),
+        "present": [i for i in range(len(bundle_names)) if np.any(labels[shown] == i)],
+        "colors": bundle_colors(bundle_names),
+    }
+    fig = new_figure((15.5, 4.8 + (0.3 if title else 0)), dpi=110)
+    ax_bundle, ax_attr, ax_z0 = fig.subplots(1, 3)
+    if prior_samples is not None:
+        _draw_prior(ax_bundle, project(np.asarray(prior_samples, float)), points)
+    _draw_by_bundle(ax_bundle, proj, labels, bundle_names, points)
+    sc = _draw_by_attribute(ax_attr, proj, attribute, attribute_name, shown, points)
+    fig.colorbar(sc, ax=ax_attr, label=_attribute_label(attribute_name))
+    for ax in (ax_bundle, ax_attr):
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+        ax.grid(alpha=0.3)
+    _draw_z0(ax_z0, z, labels, attribute, bundle_names, attribute_name, points)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = save_figure(fig, out_png)
+    logger.info("Wrote latent space figure to %s", out)
+    return out
 
+
+def _latent_inputs(z, labels, attribute, bundle_names):
+    """The inputs of :func:`plot_latent_space` as arrays, checked."""
     z = np.asarray(z, dtype=float)
     if z.ndim == 1:
         z = z[:, None]
@@ -356,82 +258,95 @@ def plot_latent_space(
             f"labels must index bundle_names ({len(bundle_names)} names), got "
             f"values from {labels.min()} to {labels.max()}"
         )
+    return z, labels, attribute, bundle_names
+
+
+def _projection(z):
+    """2-D PCA projection of the codes and its axis labels (dim 0 for 1-D z)."""
+    from sklearn.decomposition import PCA
 
     if z.shape[1] >= 2 and len(z) >= 2:
         pca = PCA(n_components=2).fit(z)
-        proj = pca.transform(z)
         ratio = pca.explained_variance_ratio_
-        xlabel, ylabel = f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"
-    else:
-        proj = np.c_[z[:, 0], np.zeros(len(z))]
-        xlabel, ylabel = "latent dim 0", ""
+        axis_labels = (f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})")
+        return pca.transform(z), axis_labels, pca.transform
 
-    shown = np.arange(len(z))
-    if len(z) > max_points:
-        shown = np.sort(np.random.default_rng(seed).choice(len(z), max_points, False))
-    size = float(np.clip(3000.0 / max(len(shown), 1), 2.0, 25.0))
-    colors = bundle_colors(bundle_names)
-    present = [i for i in range(len(bundle_names)) if np.any(labels[shown] == i)]
+    def first_dim(codes):
+        return np.c_[codes[:, 0], np.zeros(len(codes))]
 
-    fig = _new_figure((15.5, 4.8 + (0.3 if title else 0)), dpi=110)
-    ax_bundle, ax_attr, ax_z0 = fig.subplots(1, 3)
-    for i in present:
+    return first_dim(z), ("latent dim 0", ""), first_dim
+
+
+def _draw_prior(ax, proj, points):
+    """Prior samples in grey, under the codes."""
+    ax.scatter(
+        proj[:, 0],
+        proj[:, 1],
+        s=points["size"],
+        color="0.8",
+        alpha=1.0,
+        linewidths=0,
+        label="prior samples",
+    )
+
+
+def _draw_by_bundle(ax, proj, labels, bundle_names, points):
+    shown, size = points["shown"], points["size"]
+    for i in points["present"]:
         sel = shown[labels[shown] == i]
-        ax_bundle.scatter(
+        ax.scatter(
             proj[sel, 0],
             proj[sel, 1],
             s=size,
-            color=colors[bundle_names[i]],
+            color=points["colors"][bundle_names[i]],
             alpha=0.75,
             linewidths=0,
             label=bundle_names[i],
         )
-    ax_bundle.set_title("latent codes by bundle (PCA)")
-    ax_bundle.legend(fontsize=8, markerscale=max(1.0, 20.0 / size), frameon=False)
+    ax.set_title("latent codes by bundle (PCA)")
+    ax.legend(fontsize=8, markerscale=max(1.0, 20.0 / size), frameon=False)
 
+
+def _draw_by_attribute(ax, proj, attribute, attribute_name, shown, points):
     order = shown[np.argsort(attribute[shown], kind="stable")]
-    sc = ax_attr.scatter(
+    sc = ax.scatter(
         proj[order, 0],
         proj[order, 1],
-        s=size,
+        s=points["size"],
         c=attribute[order],
         cmap="viridis",
         alpha=0.85,
         linewidths=0,
     )
-    fig.colorbar(sc, ax=ax_attr, label=_attribute_label(attribute_name))
-    ax_attr.set_title(f"latent codes by {attribute_name} (PCA)")
-    for ax in (ax_bundle, ax_attr):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
+    ax.set_title(f"latent codes by {attribute_name} (PCA)")
+    return sc
 
-    for i in present:
+
+def _draw_z0(ax, z, labels, attribute, bundle_names, attribute_name, points):
+    """Latent dim 0 against the attribute, each bundle's Spearman rho labelled."""
+    from scipy.stats import spearmanr
+
+    shown, size = points["shown"], points["size"]
+    for i in points["present"]:
         all_sel = labels == i
         sel = shown[labels[shown] == i]
         rho = float("nan")
         if all_sel.sum() >= 3 and np.ptp(attribute[all_sel]) > 0:
             rho = float(spearmanr(z[all_sel, 0], attribute[all_sel]).statistic)
-        ax_z0.scatter(
+        ax.scatter(
             attribute[sel],
             z[sel, 0],
             s=size,
-            color=colors[bundle_names[i]],
+            color=points["colors"][bundle_names[i]],
             alpha=0.75,
             linewidths=0,
             label=f"{bundle_names[i]} (rho {rho:+.2f})",
         )
-    ax_z0.set_title(f"latent dim 0 vs {attribute_name}")
-    ax_z0.set_xlabel(_attribute_label(attribute_name))
-    ax_z0.set_ylabel("latent dim 0")
-    ax_z0.grid(alpha=0.3)
-    ax_z0.legend(fontsize=8, markerscale=max(1.0, 20.0 / size), frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = _save_figure(fig, out_png)
-    logger.info("Wrote latent space figure to %s", out)
-    return out
+    ax.set_title(f"latent dim 0 vs {attribute_name}")
+    ax.set_xlabel(_attribute_label(attribute_name))
+    ax.set_ylabel("latent dim 0")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, markerscale=max(1.0, 20.0 / size), frameon=False)
 
 
 # --------------------------------------------------------------------------
@@ -538,106 +453,111 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
         raise ValueError(
             f"metrics holds no number to plot (keys: {sorted(metrics) or 'none'})"
         )
-    per_bundle = {str(k): dict(v) for k, v in (metrics.get("per_bundle") or {}).items()}
-    ref_per_bundle = {
-        str(k): dict(v) for k, v in (reference.get("per_bundle") or {}).items()
-    }
-    bundles = sorted(per_bundle)
-    colors = bundle_colors(bundles)
-
+    bundles = sorted(str(k) for k in (metrics.get("per_bundle") or {}))
     ncols = 4 if len(names) > 9 else min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     panel_w = max(3.8, 1.2 + 0.75 * (len(bundles) + 1))
-    fig = _new_figure((panel_w * ncols, 3.3 * nrows + 0.9), dpi=110)
+    fig = new_figure((panel_w * ncols, 3.3 * nrows + 0.9), dpi=110)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    width = 0.38 if reference else 0.6
     for ax, name in zip(axes, names):
-        label, better, limits = _METRICS.get(name, (name.replace("_", " "), "", None))
-        overall = "worst" if name in _WORST_CASE else "mean"
-        groups = [(overall, metrics.get(name), reference.get(name), _MODEL_COLOR)]
-        for b in bundles:
-            groups.append(
-                (
-                    b,
-                    per_bundle[b].get(name),
-                    ref_per_bundle.get(b, {}).get(name),
-                    colors[b],
-                )
-            )
-        heights = []
-        for x, (_, value, ref_value, color) in enumerate(groups):
-            value, ref_value = _as_number(value), _as_number(ref_value)
-            offset = -width / 2 if reference else 0.0
-            if value is not None:
-                ax.bar(
-                    x + offset,
-                    value,
-                    width,
-                    color=color,
-                    edgecolor="black",
-                    linewidth=0.5,
-                )
-                ax.annotate(
-                    f"{value:.3g}",
-                    (x + offset, value),
-                    ha="center",
-                    va="bottom" if value >= 0 else "top",
-                    fontsize=7,
-                    xytext=(0, 2 if value >= 0 else -2),
-                    textcoords="offset points",
-                )
-                heights.append(value)
-            else:
-                ax.text(x + offset, 0, "n/a", ha="center", va="bottom", fontsize=7)
-            if reference and ref_value is not None:
-                ax.bar(
-                    x + width / 2,
-                    ref_value,
-                    width,
-                    color=_REFERENCE_COLOR,
-                    hatch="//",
-                    edgecolor="black",
-                    linewidth=0.5,
-                )
-                ax.annotate(
-                    f"{ref_value:.3g}",
-                    (x + width / 2, ref_value),
-                    ha="center",
-                    va="bottom" if ref_value >= 0 else "top",
-                    fontsize=7,
-                    color="#444444",
-                    xytext=(0, 2 if ref_value >= 0 else -2),
-                    textcoords="offset points",
-                )
-                heights.append(ref_value)
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels(
-            [g[0] for g in groups],
-            rotation=30 if bundles else 0,
-            ha="right" if bundles else "center",
-            fontsize=8,
-        )
-        ax.axhline(0, color="black", linewidth=0.6)
-        if len(groups) < 3:  # keep lone bars narrow
-            ax.set_xlim(-1.0, len(groups))
-        ideal = _IDEAL.get(name)
-        if ideal is not None:
-            ax.axhline(ideal, color="#d62728", linewidth=0.8, linestyle=":")
-        low = min([0.0, *heights])
-        high = max([0.0, *heights, ideal or 0.0])
-        if limits is not None:  # bounded metric: show its upper bound
-            high = max(high, limits[1])
-        pad = 0.12 * (high - low or 1.0)
-        ax.set_ylim(low - (pad if low < 0 else 0.0), high + pad)
-        ax.set_title(f"{label}\n({better})" if better else label, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
+        groups = _metric_groups(name, metrics, reference)
+        _draw_metric(ax, name, groups, with_reference=bool(reference))
     for ax in axes[len(names) :]:
         ax.set_visible(False)
+    _draw_legend_and_counts(fig, metrics, with_reference=bool(reference))
+    fig.suptitle(title or "evaluation")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    out = save_figure(fig, out_png)
+    logger.info("Wrote evaluation figure to %s", out)
+    return out
 
+
+def _per_bundle(metrics):
+    return {str(k): dict(v) for k, v in (metrics.get("per_bundle") or {}).items()}
+
+
+def _metric_groups(name, metrics, reference):
+    """(tick label, value, reference value, colour) of one metric's bars:
+    all bundles first, then each bundle."""
+    per_bundle, ref_per_bundle = _per_bundle(metrics), _per_bundle(reference)
+    bundles = sorted(per_bundle)
+    colors = bundle_colors(bundles)
+    overall = "worst" if name in _WORST_CASE else "mean"
+    groups = [(overall, metrics.get(name), reference.get(name), _MODEL_COLOR)]
+    for b in bundles:
+        ref_value = ref_per_bundle.get(b, {}).get(name)
+        groups.append((b, per_bundle[b].get(name), ref_value, colors[b]))
+    return groups
+
+
+def _bar(ax, x, value, width, *, text_color=None, **style):
+    """One bar with its value written above (below, when negative)."""
+    ax.bar(x, value, width, edgecolor="black", linewidth=0.5, **style)
+    ax.annotate(
+        f"{value:.3g}",
+        (x, value),
+        ha="center",
+        va="bottom" if value >= 0 else "top",
+        fontsize=7,
+        xytext=(0, 2 if value >= 0 else -2),
+        textcoords="offset points",
+        **({} if text_color is None else {"color": text_color}),
+    )
+
+
+def _draw_bars(ax, groups, with_reference):
+    """The model's bars (and the reference's beside them); their heights."""
+    width = 0.38 if with_reference else 0.6
+    offset = -width / 2 if with_reference else 0.0
+    heights = []
+    for x, (_, value, ref_value, color) in enumerate(groups):
+        value, ref_value = _as_number(value), _as_number(ref_value)
+        if value is not None:
+            _bar(ax, x + offset, value, width, color=color)
+            heights.append(value)
+        else:
+            ax.text(x + offset, 0, "n/a", ha="center", va="bottom", fontsize=7)
+        if with_reference and ref_value is not None:
+            style = {"color": _REFERENCE_COLOR, "hatch": "//"}
+            _bar(ax, x + width / 2, ref_value, width, text_color="#444444", **style)
+            heights.append(ref_value)
+    return heights
+
+
+def _draw_metric(ax, name, groups, *, with_reference):
+    """One metric's panel: bars, ideal value, limits and title."""
+    label, better, limits = _METRICS.get(name, (name.replace("_", " "), "", None))
+    heights = _draw_bars(ax, groups, with_reference)
+    by_bundle = len(groups) > 1
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(
+        [g[0] for g in groups],
+        rotation=30 if by_bundle else 0,
+        ha="right" if by_bundle else "center",
+        fontsize=8,
+    )
+    ax.axhline(0, color="black", linewidth=0.6)
+    if len(groups) < 3:  # keep lone bars narrow
+        ax.set_xlim(-1.0, len(groups))
+    ideal = _IDEAL.get(name)
+    if ideal is not None:
+        ax.axhline(ideal, color="#d62728", linewidth=0.8, linestyle=":")
+    low = min([0.0, *heights])
+    high = max([0.0, *heights, ideal or 0.0])
+    if limits is not None:  # bounded metric: show its upper bound
+        high = max(high, limits[1])
+    pad = 0.12 * (high - low or 1.0)
+    ax.set_ylim(low - (pad if low < 0 else 0.0), high + pad)
+    ax.set_title(f"{label}\n({better})" if better else label, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _draw_legend_and_counts(fig, metrics, *, with_reference):
+    """Model / reference legend at the bottom left, data counts at the right."""
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=_MODEL_COLOR, edgecolor="black", label="model")]
-    if reference:
+    if with_reference:
         handles.append(
             Patch(
                 facecolor=_REFERENCE_COLOR,
@@ -656,8 +576,3 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
         fig.text(
             0.99, 0.01, footer, ha="right", va="bottom", fontsize=8, color="#444444"
         )
-    fig.suptitle(title or "evaluation")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    out = _save_figure(fig, out_png)
-    logger.info("Wrote evaluation figure to %s", out)
-    return out

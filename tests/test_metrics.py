@@ -19,7 +19,9 @@ from aae_tract.metrics import (
     length_error_pct,
     length_mae,
     mean_pairwise_mdf,
+    novelty_ratio,
     paired_mdf,
+    prior_match,
     realism_c2st,
     recon_length_ratio,
     shape_similarity,
@@ -307,12 +309,45 @@ def test_realism_c2st_needs_ten_per_class():
     assert realism_c2st(x[:10], x[10:]) is not None
 
 
+def test_prior_match_known_cases():
+    rng = np.random.default_rng(0)
+    prior = rng.standard_normal((2000, 16))
+    same = rng.standard_normal((300, 16))
+    assert 0.35 < prior_match(same, prior) < 0.62
+    # too small a spread in every dimension (encodings that do not fill the
+    # prior), a shifted cluster, and codes on a line: told apart
+    assert prior_match(0.2 * same, prior) > 0.9
+    shifted = same.copy()
+    shifted[:, 3] += 2.0
+    assert prior_match(shifted, prior) > 0.8
+    line = np.outer(rng.standard_normal(300), np.ones(16) / 4.0)
+    assert prior_match(line, prior) > 0.9
+    assert prior_match(same[:9], prior) is None
+    with pytest.raises(AAETractError, match="dimensions"):
+        prior_match(same[:, :8], prior)
+
+
+def test_novelty_ratio_known_cases():
+    train = _fan(60, seed=1)
+    held_out = _fan(40, seed=2)
+    # copies of training streamlines: 0; the held-out set itself: 1
+    assert novelty_ratio(train[:30], train, held_out) == pytest.approx(0.0)
+    assert novelty_ratio(held_out, train, held_out) == pytest.approx(1.0)
+    # the same fan drawn again is about as new as held-out data
+    assert 0.6 < novelty_ratio(_fan(40, seed=3), train, held_out) < 1.6
+    # copies with a small offset are nearer than new data
+    near = train[:30] + np.array([0.0, 0.1, 0.0])
+    assert novelty_ratio(near, train, held_out) < 0.3
+    assert novelty_ratio(train[:0], train, held_out) is None
+    assert novelty_ratio(held_out, held_out, held_out) is None  # median 0
+
+
 # ------------------------------------------------------------------ evaluate
 @pytest.fixture(scope="module")
 def evaluation(tiny_trained, tiny_splits):
     model = tiny_trained[0]
-    _, validation = tiny_splits
-    return evaluate(model, validation, n_generate=40, n_targets=3, seed=0)
+    train, validation = tiny_splits
+    return evaluate(model, validation, n_generate=40, n_targets=3, seed=0, train=train)
 
 
 def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
@@ -403,7 +438,10 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
     assert 0.8 < ref["curvature_ratio"] < 1.25
     assert 0.7 < ref["shape_similarity"] <= 1.0
     assert ref["realism_c2st"] <= 0.7
+    # two samples of the prior: chance
+    assert 0.3 < ref["prior_match"] < 0.7
     no_counterpart = (
+        "novelty_ratio",
         "recon_mdf_mm",
         "length_mae_mm",
         "ar_spearman",
@@ -421,7 +459,12 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
 
 def test_evaluate_is_deterministic(evaluation, tiny_trained, tiny_splits):
     again = evaluate(
-        tiny_trained[0], tiny_splits[1], n_generate=40, n_targets=3, seed=0
+        tiny_trained[0],
+        tiny_splits[1],
+        n_generate=40,
+        n_targets=3,
+        seed=0,
+        train=tiny_splits[0],
     )
     for key in METRIC_NAMES:
         assert again[key] == pytest.approx(evaluation[key])

@@ -10,7 +10,12 @@ from conftest import TINY
 
 from aae_tract.errors import ModelFileError, TrainingError, UnknownBundleError
 from aae_tract.model import AAEConfig, TractAAE, attribute_regularization
-from aae_tract.model.losses import direction_loss, log_length_mse, texture_nll
+from aae_tract.model.losses import (
+    conditional_mmd,
+    direction_loss,
+    log_length_mse,
+    texture_nll,
+)
 from aae_tract.model.networks import (
     ArcLengthCurve,
     SplineCurve,
@@ -384,11 +389,45 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tiny_splits, tmp_path):
 def test_gaussian_posterior_trains_and_encodes_its_mean(tiny_splits):
     train, _ = tiny_splits
     small = train.subset(np.arange(64))
-    model = TractAAE.from_dataset(small, epochs=1, posterior="gaussian", **TINY)
+    model = TractAAE.from_dataset(
+        small,
+        epochs=1,
+        posterior="gaussian",
+        log_var_weight=0.01,
+        mmd_weight=0.05,
+        **TINY,
+    )
     history = model.fit(small, verbose=0)
-    assert np.isfinite(history["recon_loss"][-1])
+    for key in ("recon_loss", "log_var_loss", "mmd_loss"):
+        assert np.isfinite(history[key][-1]), key
+    assert history["log_var_loss"][-1] > 0
     z1 = model.encode_prepared(small.x[:8])
     np.testing.assert_allclose(z1, model.encode_prepared(small.x[:8]), atol=1e-6)
+    # a sample of q(z | x) differs from the mean, repeatably for one seed
+    s1 = model.encode_prepared(small.x[:8], rng=0)
+    assert not np.allclose(s1, z1, atol=1e-4)
+    np.testing.assert_allclose(s1, model.encode_prepared(small.x[:8], rng=0))
+
+
+def test_conditional_mmd_known_cases():
+    rng = np.random.default_rng(0)
+    onehot = np.eye(3, dtype="float32")[rng.integers(0, 3, 96)]
+    prior = rng.standard_normal((96, 16)).astype("float32")
+
+    def mmd(z):
+        value = conditional_mmd(z.astype("float32"), prior, onehot)
+        return float(keras.ops.convert_to_numpy(value))
+
+    same = rng.standard_normal((96, 16))
+    assert abs(mmd(same)) < 0.05
+    assert mmd(0.2 * same) > 0.5  # codes that do not fill the prior
+    shifted = same.copy()
+    shifted[onehot[:, 1] == 1] += 1.5  # one bundle off the prior
+    assert mmd(shifted) > 0.1
+    # bundles are compared one by one: three clusters that together look
+    # spread out still differ from the prior within each bundle
+    clusters = 0.3 * same + 2.0 * (onehot @ rng.standard_normal((3, 16)))
+    assert mmd(clusters) > 0.5
 
 
 def test_seeded_training_repeats(tiny_splits):

@@ -1,4 +1,5 @@
-"""Tests of aae_tract.viz: FURY pictures, matplotlib figures, bundle colours."""
+"""Tests of aae_tract.viz (FURY pictures), aae_tract.plots (matplotlib figures)
+and aae_tract.colors (bundle colours)."""
 
 import logging
 import zipfile
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aae_tract import viz
+from aae_tract import plots, viz
+from aae_tract.annotate import side_width
 from aae_tract.errors import TractogramError
 
 # ----------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def test_render_comparison_two_panels(tmp_path, renderer_ready, synthetic_bundle
     img = _assert_not_blank(out)
     assert img.shape == (450, 900, 3)
     rgb = viz.bundle_colors(["AF_L"])["AF_L"]
-    side = viz._side_width(["AF_L"], (900, 450))
+    side = side_width(["AF_L"], (900, 450))
     half = (900 - side) // 2
     left, right = img[80:, :half], img[80:, half : 2 * half]
     assert _pixels_near(left, rgb) > 300, "real panel is empty"
@@ -266,7 +268,7 @@ def _history(n=12):
 
 
 def test_plot_training_curves(tmp_path):
-    out = viz.plot_training_curves(_history(), tmp_path / "curves.png")
+    out = plots.plot_training_curves(_history(), tmp_path / "curves.png")
     assert out == tmp_path / "curves.png"
     img = _assert_not_blank(out)
     # training and validation reconstruction curves are drawn in colour
@@ -276,9 +278,9 @@ def test_plot_training_curves(tmp_path):
 
 def test_plot_training_curves_unknown_keys_and_short_lists(tmp_path):
     history = {"custom_metric": [3.0, 2.0, 1.5], "val_custom_metric": [3.5], "x": [1]}
-    _assert_not_blank(viz.plot_training_curves(history, tmp_path / "c.png"))
+    _assert_not_blank(plots.plot_training_curves(history, tmp_path / "c.png"))
     with pytest.raises(ValueError, match="empty"):
-        viz.plot_training_curves({"loss": []}, tmp_path / "d.png")
+        plots.plot_training_curves({"loss": []}, tmp_path / "d.png")
 
 
 def _latent(n=300, seed=0):
@@ -294,22 +296,35 @@ def _latent(n=300, seed=0):
 def test_plot_latent_space(tmp_path):
     z, labels, length = _latent()
     names = ["AF_L", "CC_ForcepsMajor", "CST_R"]
-    out = viz.plot_latent_space(z, labels, length, names, tmp_path / "latent.png")
+    out = plots.plot_latent_space(z, labels, length, names, tmp_path / "latent.png")
     img = _assert_not_blank(out)
     for name, rgb in viz.bundle_colors(names).items():
         assert _pixels_near(img, rgb, tol=45) > 50, f"{name} points missing"
-    out2 = viz.plot_latent_space(
+    out2 = plots.plot_latent_space(
         z[:, :1], labels, length, names, tmp_path / "age.png", attribute_name="age"
     )
     _assert_not_blank(out2)
 
 
+def test_plot_latent_space_draws_prior_samples(tmp_path):
+    z, labels, length = _latent()
+    names = ["AF_L", "CC_ForcepsMajor", "CST_R"]
+    prior = np.random.default_rng(0).standard_normal((2000, z.shape[1])) * 3.0
+    plain = plots.plot_latent_space(z, labels, length, names, tmp_path / "a.png")
+    with_prior = plots.plot_latent_space(
+        z, labels, length, names, tmp_path / "b.png", prior_samples=prior
+    )
+    grey = (0.8, 0.8, 0.8)
+    extra = _pixels_near(_assert_not_blank(with_prior), grey, tol=6)
+    assert extra > 5 * _pixels_near(_assert_not_blank(plain), grey, tol=6) + 1000
+
+
 def test_plot_latent_space_rejects_mismatched_inputs(tmp_path):
     z, labels, length = _latent()
     with pytest.raises(ValueError, match="must match"):
-        viz.plot_latent_space(z, labels[:-1], length, ["a", "b", "c"], tmp_path / "x")
+        plots.plot_latent_space(z, labels[:-1], length, ["a", "b", "c"], tmp_path / "x")
     with pytest.raises(ValueError, match="index"):
-        viz.plot_latent_space(z, labels, length, ["a", "b"], tmp_path / "x.png")
+        plots.plot_latent_space(z, labels, length, ["a", "b"], tmp_path / "x.png")
 
 
 def test_plot_evaluation_with_reference_and_per_bundle(tmp_path):
@@ -338,13 +353,21 @@ def test_plot_evaluation_with_reference_and_per_bundle(tmp_path):
         "per_bundle": per_bundle,
     }
     reference = {"recon_mdf_mm": 3.0, "label_fidelity": 1.0, "density_dice": 0.7}
-    out = viz.plot_evaluation(metrics, tmp_path / "eval.png", reference=reference)
+    out = plots.plot_evaluation(metrics, tmp_path / "eval.png", reference=reference)
     img = _assert_not_blank(out)
     for name, rgb in viz.bundle_colors(names).items():
         assert _pixels_near(img, rgb, tol=20) > 200, f"{name} bars missing"
     _assert_not_blank(
-        viz.plot_evaluation({"recon_mdf_mm": float("nan")}, tmp_path / "nan.png")
+        plots.plot_evaluation({"recon_mdf_mm": float("nan")}, tmp_path / "nan.png")
     )
     with pytest.raises(ValueError, match="no number"):
-        viz.plot_evaluation({"bundles": names}, tmp_path / "none.png")
+        plots.plot_evaluation({"bundles": names}, tmp_path / "none.png")
     _no_temp_files(tmp_path)
+
+
+def test_viz_still_finds_the_figures_that_moved_to_plots():
+    for name in ("plot_training_curves", "plot_latent_space", "plot_evaluation"):
+        with pytest.warns(DeprecationWarning, match=f"aae_tract.plots.{name}"):
+            assert getattr(viz, name) is getattr(plots, name)
+    with pytest.raises(AttributeError):
+        viz.plot_nothing  # noqa: B018

@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -17,10 +16,8 @@ from .base import (
     AAEWorkflow,
     as_list,
     bad_value,
-    check_choice,
     check_device,
-    check_float,
-    check_int,
+    check_reference,
     names_written,
     resolve_inputs,
     select_backend,
@@ -31,29 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Hidden folder in ``out_dir`` holding the resumable checkpoint.
 CHECKPOINT_DIR = ".aae_tract_checkpoint"
-
-
-def training_files(inputs):
-    """Resolved paths of the tractograms a training run reads (for the model).
-
-    Parameters
-    ----------
-    inputs : list of str or None
-        As given to :func:`aae_tract.data.load_dataset` (None: the embedded
-        default).
-
-    Returns
-    -------
-    list of str
-        Absolute paths, in the order the dataset reads them.
-    """
-    from aae_tract.io import find_bundles
-
-    if inputs is None:
-        from aae_tract.data_fetchers import fetch_minimal_bundles
-
-        inputs = [fetch_minimal_bundles()]
-    return [str(f.path.resolve()) for f in find_bundles(inputs)]
 
 
 class StopAfterEpoch:
@@ -105,10 +79,6 @@ class StopAfterEpoch:
         return _Stop()
 
 
-def _resolved(path):
-    return None if path is None else str(Path(path).resolve())
-
-
 def _keras_verbosity():
     """Keras progress: a bar on a terminal, a line per epoch otherwise, none
     above INFO."""
@@ -154,7 +124,6 @@ class TrainFlow(AAEWorkflow):
         resume=False,
         backend=None,
         device="auto",
-        mixed_precision=False,
         cache_dir=None,
         out_dir="",
         out_model="aae_tract_model.keras",
@@ -195,7 +164,8 @@ class TrainFlow(AAEWorkflow):
             The participants table for --attribute other than length. Without
             it: participants.tsv beside the subject folders.
         reference : string, optional
-            Reference anatomy (NIfTI or .trk) for .tck inputs.
+            Reference anatomy (NIfTI or .trk in the same space) for .tck and
+            .trx inputs; for .trx, the word same uses the file's own header.
         n_control : int, optional
             Control points of the B-spline the decoder emits (fewer: smoother
             streamlines). Without it: 32, at most n_points.
@@ -237,15 +207,17 @@ class TrainFlow(AAEWorkflow):
         seed : int, optional
             Random seed (split, initialisation, shuffling).
         resume : bool, optional
-            Continue an interrupted run from the checkpoint in out_dir (same
-            settings); also allows replacing the outputs of that run.
+            Continue a run from the checkpoint in out_dir; also allows
+            replacing the outputs of that run. The settings must be that run's
+            (an error names any that differ), except --epochs, which only
+            moves where training stops: the learning rate keeps the first
+            run's schedule (epochs past its end train at the final rate), and
+            a warning says so.
         backend : string, optional
             Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
             tensorflow.
         device : string, optional
             auto (a GPU when one is visible), cpu or gpu.
-        mixed_precision : bool, optional
-            Compute in float16 (for GPUs).
         cache_dir : string, optional
             Folder where the resampled data is cached and reused.
         out_dir : string, optional
@@ -270,47 +242,37 @@ class TrainFlow(AAEWorkflow):
         .. [4] Legarreta et al. GESTA. Medical Image Analysis 84, 102761, 2023.
         """
         self._begin()
-        epochs = check_int("epochs", epochs)
-        batch_size = check_int("batch_size", batch_size, minimum=2)
-        latent_dims = check_int("latent_dims", latent_dims, minimum=2)
-        n_points = check_int("n_points", n_points, minimum=8, maximum=10000)
-        overrides = {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "latent_dims": latent_dims,
-            "dropout": check_float("dropout", dropout, minimum=0, maximum=0.99),
-            "prior": check_choice("prior", prior, ("gaussian", "mixture")),
-            "learning_rate": check_float(
-                "learning_rate", learning_rate, minimum=0, exclusive_min=True
-            ),
-            "adv_weight": check_float("adv_weight", adv_weight, minimum=0),
-            "ar_weight": check_float("ar_weight", ar_weight, minimum=0),
-            "smooth_weight": check_float("smooth_weight", smooth_weight, minimum=0),
-            "length_weight": check_float("length_weight", length_weight, minimum=0),
-            "direction_weight": check_float(
-                "direction_weight", direction_weight, minimum=0
-            ),
-            "texture_weight": check_float("texture_weight", texture_weight, minimum=0),
-            "decoder": decoder,  # AAEConfig names the choices
-            "warmup_epochs": check_int("warmup_epochs", warmup_epochs, minimum=0),
-            "lr_decay": not constant_lr,
-            "seed": check_int("seed", seed, minimum=0),
-            "mixed_precision": bool(mixed_precision),
-        }
-        if n_control is not None:
-            overrides["n_control"] = check_int(
-                "n_control", n_control, minimum=4, maximum=n_points
+        backend_name = select_backend(backend, device)
+        if backend_name not in TRAINABLE_BACKENDS:
+            bad_value(
+                "backend",
+                backend_name,
+                f"must be one of {', '.join(TRAINABLE_BACKENDS)} to train",
             )
-        elif n_points < 32:
-            overrides["n_control"] = n_points
-        for name, value in (("filters", filters), ("disc_units", disc_units)):
-            values = as_list(value)
-            if values:
-                overrides[name] = tuple(check_int(name, v) for v in values)
-        val_fraction = check_float("val_fraction", val_fraction, minimum=0)
-        if val_fraction >= 1:
-            bad_value("val_fraction", val_fraction, "must be below 1")
-        seed = overrides["seed"]
+        from aae_tract.model import AAEConfig
+
+        sizes = {"filters": as_list(filters), "disc_units": as_list(disc_units)}
+        config = AAEConfig(  # checks every value, naming its option
+            epochs=epochs,
+            batch_size=batch_size,
+            latent_dims=latent_dims,
+            n_points=n_points,
+            n_control=n_control,
+            decoder=decoder,
+            dropout=dropout,
+            prior=prior,
+            learning_rate=learning_rate,
+            adv_weight=adv_weight,
+            ar_weight=ar_weight,
+            smooth_weight=smooth_weight,
+            length_weight=length_weight,
+            direction_weight=direction_weight,
+            texture_weight=texture_weight,
+            warmup_epochs=warmup_epochs,
+            lr_decay=not constant_lr,
+            seed=seed,
+            **{name: tuple(values) for name, values in sizes.items() if values},
+        )
 
         paths = self._prepare_outputs(
             out_dir,
@@ -327,28 +289,26 @@ class TrainFlow(AAEWorkflow):
         if paths["out_model"].suffix != ".keras":
             bad_value("out_model", out_model, "must end in .keras")
 
-        backend_name = select_backend(backend, device)
-        if backend_name not in TRAINABLE_BACKENDS:
-            bad_value(
-                "backend",
-                backend_name,
-                f"must be one of {', '.join(TRAINABLE_BACKENDS)} to train",
-            )
+        from aae_tract.splits import input_files, split_record
+
         inputs = resolve_inputs(inputs)
-        files = training_files(inputs)
+        files = input_files(inputs)
+        check_reference(files, reference)
 
         from aae_tract.data import load_dataset, split_dataset
 
         started = time.perf_counter()
         dataset = load_dataset(
             inputs,
-            n_points=n_points,
+            n_points=config.n_points,
             attribute=attribute,
             participants=participants,
             reference=reference,
             cache_dir=cache_dir,
         )
-        train, validation = split_dataset(dataset, val_fraction=val_fraction, seed=seed)
+        train, validation = split_dataset(
+            dataset, val_fraction=val_fraction, seed=config.seed
+        )
         logger.info(
             "%d streamlines of %d bundles (%s) from %d files: %d for training, "
             "%d held out",
@@ -366,7 +326,7 @@ class TrainFlow(AAEWorkflow):
         checkpoint_dir = paths["out_model"].parent / CHECKPOINT_DIR
         if not resume and checkpoint_dir.is_dir():
             shutil.rmtree(checkpoint_dir)
-        model = TractAAE.from_dataset(train, **overrides)
+        model = TractAAE.from_dataset(train, config)
         with StopAfterEpoch() as interrupt:
             history = model.fit(
                 train,
@@ -380,20 +340,20 @@ class TrainFlow(AAEWorkflow):
         if interrupt.requested:
             raise KeyboardInterrupt
         model.metadata.training.update(
-            {
-                "inputs": files,
-                "val_fraction": val_fraction,
-                "split_seed": seed,
-                "validation_subjects": sorted({str(s) for s in validation.subjects}),
-                "participants": _resolved(participants),
-                "reference": _resolved(reference),
-            }
+            split_record(
+                files,
+                validation,
+                val_fraction=val_fraction,
+                seed=config.seed,
+                participants=participants,
+                reference=reference,
+            )
         )
         model.save(paths["out_model"])
         n_epochs = len(next(iter(history.values()), []))
         write_json_atomic(paths["out_history"], {"epochs": n_epochs, **history})
 
-        from aae_tract.viz import plot_latent_space, plot_training_curves
+        from aae_tract.plots import plot_latent_space, plot_training_curves
 
         plot_training_curves(
             history,
@@ -402,6 +362,9 @@ class TrainFlow(AAEWorkflow):
         )
         shown, what = (validation, "held-out") if len(validation) else (train, "train")
         z = model.encode_prepared(np.asarray(shown.x))
+        prior = model.network.prior.sample_numpy(
+            min(len(z), 2000), np.random.default_rng(0)
+        )
         plot_latent_space(
             z,
             shown.labels,
@@ -410,6 +373,7 @@ class TrainFlow(AAEWorkflow):
             paths["out_latent"],
             attribute_name=shown.attribute_name,
             title=f"latent space of {len(shown)} {what} streamlines",
+            prior_samples=prior,
         )
         seconds = time.perf_counter() - started
         val_recon = history.get("val_recon_loss")

@@ -12,6 +12,7 @@ from aae_tract.model.config import STORED_DEFAULTS, AAEConfig
 from aae_tract.model.losses import (
     attribute_regularization,
     binary_crossentropy_logits,
+    conditional_mmd,
     direction_loss,
     log_length_mse,
     reconstruction_mse,
@@ -28,6 +29,8 @@ LOSS_NAMES = (
     "direction_loss",
     "texture_loss",
     "smooth_loss",
+    "log_var_loss",
+    "mmd_loss",
     "ar_loss",
     "gen_loss",
     "disc_loss",
@@ -176,13 +179,18 @@ class ConditionalAAE(keras.Model):
 
     def encode_sample(self, x, training=True):
         """A sample of q(z | x) (the mean for a deterministic posterior)."""
+        return self._posterior_sample(x, training=training)[0]
+
+    def _posterior_sample(self, x, training=True):
+        """``(z, log_var)``: a sample of q(z | x) and its log-variance (None
+        for a deterministic posterior)."""
         out = self.encoder(x, training=training)
         if not isinstance(out, (list, tuple)):
-            return out
+            return out, None
         mean, log_var = out
         log_var = ops.clip(log_var, -12.0, 4.0)
         noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
-        return mean + ops.exp(0.5 * log_var) * noise
+        return mean + ops.exp(0.5 * log_var) * noise, log_var
 
     @property
     def ae_variables(self):
@@ -205,7 +213,10 @@ class ConditionalAAE(keras.Model):
             terms, ``z`` the encodings.
         """
         cfg = self.config
-        z = self.encode_sample(x) if training else self.encode_mean(x)
+        if training:
+            z, log_var = self._posterior_sample(x)
+        else:
+            z, log_var = self.encode_mean(x), None
         x_hat, texture_out = self.decode(z, onehot, training=training)
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)
@@ -221,9 +232,17 @@ class ConditionalAAE(keras.Model):
             if texture_out is not None
             else ops.zeros((), "float32")
         )
+        spread = ops.mean(ops.abs(log_var)) if log_var is not None else ops.zeros(())
         labels = ops.argmax(onehot, axis=-1) if cfg.ar_within_bundle else None
         ar = attribute_regularization(
             z[:, 0], attribute, delta=cfg.ar_delta, labels=labels
+        )
+        mmd = (
+            conditional_mmd(
+                z, self.prior.sample(ops.shape(z)[0], self.seed_generator), onehot
+            )
+            if cfg.mmd_weight > 0
+            else ops.zeros((), "float32")
         )
         fake_logits = self.discriminator([z, onehot], training=training)
         gen = binary_crossentropy_logits(ops.ones_like(fake_logits), fake_logits)
@@ -233,7 +252,9 @@ class ConditionalAAE(keras.Model):
             + cfg.direction_weight * direction
             + cfg.texture_weight * texture
             + cfg.smooth_weight * smooth
-            + self.reg_scale * (cfg.ar_weight * ar + cfg.adv_weight * gen)
+            + cfg.log_var_weight * spread
+            + self.reg_scale
+            * (cfg.ar_weight * ar + cfg.adv_weight * gen + cfg.mmd_weight * mmd)
         )
         parts = {
             "recon_loss": recon,
@@ -241,6 +262,8 @@ class ConditionalAAE(keras.Model):
             "direction_loss": direction,
             "texture_loss": texture,
             "smooth_loss": smooth,
+            "log_var_loss": spread,
+            "mmd_loss": mmd,
             "ar_loss": ar,
             "gen_loss": gen,
         }

@@ -26,10 +26,11 @@ class AAEConfig:
     filters : tuple of int
         Channels of the strided Conv1D stack of the encoder (mirrored by the
         decoder). Layers are dropped when ``n_points`` is too short for them.
-    n_control : int
+    n_control : int or None
         Control points of the cubic B-spline the decoder emits (tangent
         directions or positions, see ``decoder``). Fewer control points give
-        smoother streamlines.
+        smoother streamlines. None: :data:`DEFAULT_N_CONTROL`, at most
+        ``n_points``.
     decoder : str
         ``"arclength"``: the decoder emits tangent directions, a length and a
         centre, integrated into equally spaced points, so a streamline has
@@ -61,6 +62,16 @@ class AAEConfig:
     texture_weight : float
         Weight of the likelihood that fits the texture scale of an
         ``"arclength"`` decoder (it trains only that head).
+    mmd_weight : float
+        Weight of the maximum mean discrepancy between each bundle's codes
+        and prior samples (:func:`~aae_tract.model.losses.conditional_mmd`),
+        beside the adversarial loss; ramped up with it.
+    log_var_weight : float
+        With a Gaussian posterior, weight of the mean ``|log sigma^2|`` of
+        q(z | x) (Rubenstein et al. 2018): without it the variances collapse
+        to 0 and the encoder is deterministic again; with it, dimensions the
+        data does not need keep unit variance and match the prior at no cost
+        to reconstruction.
     ar_delta : float
         Sharpness ``delta`` of ``tanh(delta * D_r)`` in the AR loss.
     ar_within_bundle : bool
@@ -76,15 +87,25 @@ class AAEConfig:
         Cosine decay of both learning rates to 5% over the run.
     epochs, batch_size, seed : int
         Training length, batch size and random seed.
-    mixed_precision : bool
-        Compute in float16 (weights stay float32); for GPUs.
+
+    Raises
+    ------
+    ConfigError
+        For a value that cannot make a model (see :meth:`validate`).
+
+    Notes
+    -----
+    Fields that older versions stored and that are gone
+    (:data:`REMOVED_FIELDS`, e.g. ``mixed_precision``) are ignored when a
+    model file or checkpoint is read; passing one as a new hyperparameter
+    (:meth:`from_dict` with ``strict=True``) raises ConfigError saying why.
     """
 
     n_points: int = 256
     latent_dims: int = 32
     n_bundles: int = 1
     filters: tuple = (32, 64, 128, 256)
-    n_control: int = 32
+    n_control: int | None = None
     decoder: str = "arclength"
     disc_units: tuple = (256, 256)
     dropout: float = 0.2
@@ -98,6 +119,8 @@ class AAEConfig:
     length_weight: float = 0.1
     direction_weight: float = 0.1
     texture_weight: float = 0.01
+    log_var_weight: float = 0.0
+    mmd_weight: float = 0.0
     ar_delta: float = 10.0
     ar_within_bundle: bool = True
     learning_rate: float = 1e-3
@@ -108,7 +131,6 @@ class AAEConfig:
     epochs: int = 100
     batch_size: int = 64
     seed: int = 0
-    mixed_precision: bool = False
 
     NETWORK_FIELDS = (
         "n_points",
@@ -129,6 +151,8 @@ class AAEConfig:
         "length_weight",
         "direction_weight",
         "texture_weight",
+        "log_var_weight",
+        "mmd_weight",
         "ar_delta",
         "ar_within_bundle",
         "label_smoothing",
@@ -136,21 +160,34 @@ class AAEConfig:
     )
 
     def __post_init__(self):
-        try:
-            self.filters = tuple(_whole(f) for f in self.filters)
-            self.disc_units = tuple(_whole(u) for u in self.disc_units)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                "invalid model configuration: filters and disc_units must be "
-                f"lists of whole numbers, got {self.filters!r}, {self.disc_units!r}"
-            ) from None
+        for name in ("filters", "disc_units"):
+            value = getattr(self, name)
+            try:
+                setattr(self, name, tuple(_whole(v) for v in value))
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{option_name(name)} must be a list of whole numbers, "
+                    f"got {value!r}"
+                ) from None
+        if self.n_control is None and isinstance(self.n_points, numbers.Integral):
+            self.n_control = min(DEFAULT_N_CONTROL, int(self.n_points))
         self.validate()
 
     def validate(self):
         """Raise ConfigError for values that cannot make a model.
 
-        Sizes are bounded (generously) as well: a model file is untrusted, and
-        its configuration is built into networks before anything else runs.
+        This is the one check of every hyperparameter: for the Python API,
+        for ``aae_tract_train`` (whose options are these fields) and for the
+        configuration read from a model file. Messages name the
+        command-line option where there is one (``--latent_dims must be at
+        least 2, got 1``), else the field. Sizes are bounded (generously) as
+        well: a model file is untrusted, and its configuration is built into
+        networks before anything else runs.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first value that is wrong and what it must be.
         """
         for name, kind in _TYPES.items():
             value = getattr(self, name)
@@ -159,53 +196,36 @@ class AAEConfig:
                 and kind is not bool
                 or not isinstance(value, kind)
             ):
-                raise ConfigError(
-                    f"invalid model configuration: {name} must be "
-                    f"{_KIND_NAMES[kind]}, got {value!r}"
-                )
-        for name, (low, high) in _BOUNDS.items():
+                _fail(name, f"must be {_KIND_NAMES[kind]}", value)
+        for name, (low, high) in _INT_RANGES.items():
             values = getattr(self, name)
             for value in values if isinstance(values, tuple) else (values,):
-                if not low <= value <= high:
-                    raise ConfigError(
-                        f"invalid model configuration: {name} must be between "
-                        f"{low} and {high}, got {values!r}"
-                    )
-        checks = [
-            (self.n_points >= 8, f"n_points must be >= 8, got {self.n_points}"),
-            (
-                self.latent_dims >= 2,
-                f"latent_dims must be >= 2, got {self.latent_dims}",
-            ),
-            (self.n_bundles >= 1, f"n_bundles must be >= 1, got {self.n_bundles}"),
-            (
-                4 <= self.n_control <= self.n_points,
-                f"n_control must be between 4 and n_points ({self.n_points}), "
-                f"got {self.n_control}",
-            ),
-            (1 <= len(self.filters) <= 16, "filters must name 1 to 16 layers"),
-            (len(self.disc_units) <= 16, "disc_units must name at most 16 layers"),
-            (self.prior in ("gaussian", "mixture"), f"unknown prior {self.prior!r}"),
-            (
-                self.decoder in DECODERS,
-                f"unknown decoder {self.decoder!r} (one of {', '.join(DECODERS)})",
-            ),
-            (
-                self.posterior in ("gaussian", "deterministic"),
-                f"unknown posterior {self.posterior!r}",
-            ),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
-        ]
-        for weight in WEIGHTS:
-            value = getattr(self, weight)
-            checks.append(
-                (math.isfinite(value) and value >= 0, f"{weight} must be >= 0")
+                if value < low or high is not None and value > high:
+                    each = "each " if isinstance(values, tuple) else ""
+                    _fail(name, f"must {each}be {_range_text(low, high)}", values)
+        for name, (low, high, open_low, open_high) in _REAL_RANGES.items():
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                _fail(name, "must be a finite number", value)
+            if not (
+                (value > low if open_low else value >= low)
+                and (high is None or (value < high if open_high else value <= high))
+            ):
+                text = _range_text(low, high, open_low=open_low, open_high=open_high)
+                _fail(name, f"must be {text}", value)
+        if not 4 <= self.n_control <= self.n_points:
+            _fail(
+                "n_control",
+                f"must be between 4 and {option_name('n_points')} ({self.n_points})",
+                self.n_control,
             )
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"invalid model configuration: {message}")
+        if not 1 <= len(self.filters) <= 16:
+            _fail("filters", "must name 1 to 16 layers", self.filters)
+        if len(self.disc_units) > 16:
+            _fail("disc_units", "must name at most 16 layers", self.disc_units)
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                _fail(name, f"must be one of {', '.join(choices)}", getattr(self, name))
 
     def network_config(self):
         """The hyperparameters that define the Keras model (JSON-able)."""
@@ -218,9 +238,33 @@ class AAEConfig:
         }
 
     @classmethod
-    def from_dict(cls, values):
-        """Build from a dict, ignoring unknown keys (forward compatibility)."""
+    def from_dict(cls, values, *, strict=False):
+        """Build from a dict of hyperparameters.
+
+        Parameters
+        ----------
+        values : dict
+            Field name -> value; missing fields take their defaults.
+        strict : bool, optional
+            False (for stored configurations): unknown keys are ignored, so a
+            file written by a newer aae_tract, or one holding a field that was
+            removed (:data:`REMOVED_FIELDS`), still loads. True (for new
+            hyperparameters): an unknown key raises ConfigError.
+
+        Raises
+        ------
+        ConfigError
+            For an invalid value, or with ``strict`` an unknown name (a
+            removed field says why it was removed).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
+        if strict:
+            for key in sorted(set(values) - names):
+                if key in REMOVED_FIELDS:
+                    raise ConfigError(f"{key} was removed: {REMOVED_FIELDS[key]}")
+                raise ConfigError(
+                    f"unknown hyperparameter {key!r}; known: {', '.join(sorted(names))}"
+                )
         return cls(**{k: v for k, v in values.items() if k in names})
 
     @classmethod
@@ -243,10 +287,69 @@ WEIGHTS = (
     "length_weight",
     "direction_weight",
     "texture_weight",
+    "log_var_weight",
+    "mmd_weight",
 )
 
 #: Decoders :func:`~aae_tract.model.networks.build_decoder` can build.
 DECODERS = ("arclength", "spline")
+
+#: Control points of the decoder's spline when ``n_control`` is not given
+#: (at most ``n_points``).
+DEFAULT_N_CONTROL = 32
+
+#: Fields that older versions had, and why they are gone. A stored
+#: configuration holding one still loads (the value is ignored).
+REMOVED_FIELDS = {
+    "mixed_precision": (
+        "float16 computation never took effect (the precision policy was set "
+        "after the networks were built and the torch step did not scale the "
+        "loss), and the arc-length decoder integrates its streamline by a "
+        "cumulative sum over every step, which float16 would make imprecise; "
+        "training computes in float32"
+    ),
+}
+
+#: Fields that ``aae_tract_train`` sets through an option of the same name;
+#: error messages name the option (``--latent_dims``).
+TRAIN_OPTIONS = (
+    "n_points",
+    "latent_dims",
+    "n_control",
+    "decoder",
+    "filters",
+    "disc_units",
+    "dropout",
+    "prior",
+    "learning_rate",
+    "adv_weight",
+    "ar_weight",
+    "smooth_weight",
+    "length_weight",
+    "direction_weight",
+    "texture_weight",
+    "warmup_epochs",
+    "epochs",
+    "batch_size",
+    "seed",
+)
+
+
+def option_name(field):
+    """How messages name ``field``: its ``aae_tract_train`` option, else itself.
+
+    Parameters
+    ----------
+    field : str
+        An :class:`AAEConfig` field.
+
+    Returns
+    -------
+    str
+        ``"--latent_dims"`` for ``"latent_dims"``; ``"ar_delta"`` (no option).
+    """
+    return f"--{field}" if field in TRAIN_OPTIONS else field
+
 
 #: Values of fields that model files written before the field existed imply.
 STORED_DEFAULTS = {
@@ -283,9 +386,8 @@ _TYPES = {
         ),
         numbers.Real,
     ),
-    **dict.fromkeys(("ar_within_bundle", "lr_decay", "mixed_precision"), bool),
-    "prior": str,
-    "decoder": str,
+    **dict.fromkeys(("ar_within_bundle", "lr_decay"), bool),
+    **dict.fromkeys(("prior", "decoder", "posterior"), str),
 }
 _KIND_NAMES = {
     numbers.Integral: "a whole number",
@@ -294,17 +396,52 @@ _KIND_NAMES = {
     str: "a string",
 }
 
-#: Largest sizes accepted (far beyond any useful model; a corrupt or hostile
-#: model file must not make the loader allocate terabytes).
-_BOUNDS = {
+#: Ranges (inclusive; None: unbounded) of the whole-number fields. The largest
+#: sizes are far beyond any useful model: a corrupt or hostile model file must
+#: not make the loader allocate terabytes. (``n_control`` is checked against
+#: ``n_points``.)
+_INT_RANGES = {
     "n_points": (8, 65536),
     "latent_dims": (2, 4096),
     "n_bundles": (1, 100_000),
-    "n_control": (4, 65536),
     "prior_components": (1, 1024),
     "filters": (1, 4096),
     "disc_units": (1, 65536),
+    "epochs": (1, None),
+    "batch_size": (2, None),
+    "warmup_epochs": (0, None),
+    "seed": (0, 2**32 - 1),  # what NumPy's seeding accepts
 }
+
+#: Ranges of the real-valued fields: (low, high, low excluded, high excluded);
+#: every one must also be finite.
+_REAL_RANGES = {
+    "dropout": (0, 1, False, True),
+    "learning_rate": (0, None, True, False),
+    "disc_learning_rate": (0, None, True, False),
+    "label_smoothing": (0, 1, False, True),
+    "ar_delta": (0, None, True, False),
+    **dict.fromkeys(WEIGHTS, (0, None, False, False)),
+}
+
+_CHOICES = {
+    "prior": ("gaussian", "mixture"),
+    "decoder": DECODERS,
+    "posterior": ("gaussian", "deterministic"),
+}
+
+
+def _fail(field, problem, value):
+    raise ConfigError(f"{option_name(field)} {problem}, got {value!r}")
+
+
+def _range_text(low, high, *, open_low=False, open_high=False):
+    """``"between 8 and 65536"``, ``"at least 1"``, ``"above 0"``, ``"in [0, 1)"``."""
+    if high is None:
+        return f"above {low}" if open_low else f"at least {low}"
+    if open_low or open_high:
+        return f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    return f"between {low} and {high}"
 
 
 def _whole(value):

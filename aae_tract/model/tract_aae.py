@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import keras
@@ -24,7 +25,7 @@ from aae_tract.errors import (
     UnknownBundleError,
 )
 from aae_tract.model.aae import ConditionalAAE
-from aae_tract.model.config import AAEConfig
+from aae_tract.model.config import AAEConfig, option_name
 from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
 from aae_tract.model.networks import ArcLengthCurve
 from aae_tract.model.training import (
@@ -40,6 +41,16 @@ from aae_tract.model.training import (
 logger = logging.getLogger(__name__)
 
 LATENT_BANK_SIZE = 512
+#: The cosine decay of the learning rates ends at this fraction of them.
+LR_FLOOR = 0.05
+#: Training settings (besides the network's) a resumed run must keep.
+RESUME_FIELDS = (
+    "batch_size",
+    "learning_rate",
+    "disc_learning_rate",
+    "lr_decay",
+    "warmup_epochs",
+)
 CALIBRATION_KNOTS = 64
 
 
@@ -70,7 +81,7 @@ class TractAAE:
     """
 
     def __init__(self, network, metadata):
-        from aae_tract.data import Normalizer
+        from aae_tract.normalize import Normalizer
 
         self._length_head = None  # the decoder's length output, built on use
         self.network = network
@@ -92,18 +103,26 @@ class TractAAE:
             space are recorded; the normalisation is fitted on it.
         config : AAEConfig, optional
             Hyperparameters; ``n_points`` and ``n_bundles`` follow the dataset.
+            Without it: the defaults (``n_control`` then follows the
+            dataset's ``n_points`` too).
         **overrides
-            Hyperparameters replacing those of ``config``.
+            Hyperparameters (:class:`AAEConfig` fields) replacing those of
+            ``config``.
+
+        Raises
+        ------
+        ConfigError
+            For an invalid value or an unknown hyperparameter name.
         """
-        from aae_tract.data import Normalizer
+        from aae_tract.normalize import Normalizer
 
         if len(dataset) < 2:
             raise AAETractError("the training set needs at least 2 streamlines")
-        values = (config or AAEConfig()).to_dict()
+        values = config.to_dict() if config is not None else {}
         values.update(overrides)
         values["n_points"] = int(dataset.n_points)
         values["n_bundles"] = len(dataset.bundle_names)
-        config = AAEConfig.from_dict(values)
+        config = AAEConfig.from_dict(values, strict=True)
         keras.utils.set_random_seed(config.seed)
         network = ConditionalAAE(**config.network_config())
         normalizer = Normalizer().fit(dataset.x)
@@ -210,7 +229,8 @@ class TractAAE:
         x : ndarray, shape (N, n_points, 3), float32
         labels : ndarray of int, shape (N,)
         """
-        from aae_tract.data import orient_bundle, resample
+        from aae_tract.orientation import orient_bundle
+        from aae_tract.streamlines import resample
 
         if hasattr(streamlines, "to_rasmm"):
             streamlines.to_rasmm()
@@ -248,13 +268,36 @@ class TractAAE:
         x, _ = self.prepare(streamlines, bundle)
         return self.encode_prepared(x, batch_size=batch_size)
 
-    def encode_prepared(self, x, *, batch_size=1024):
-        """Encode streamlines already resampled and oriented (mm)."""
+    def encode_prepared(self, x, *, batch_size=1024, rng=None):
+        """Encode streamlines already resampled and oriented (mm).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, n_points, 3)
+            Streamlines as :meth:`prepare` returns them.
+        batch_size : int
+            Streamlines per forward pass.
+        rng : numpy.random.Generator or int, optional
+            Draw a sample of q(z | x) per streamline with it instead of
+            returning the mean (the same for a deterministic posterior).
+
+        Returns
+        -------
+        ndarray of float32, shape (N, latent_dims)
+        """
         out = []
+        rng = None if rng is None else np.random.default_rng(rng)
         for start in range(0, len(x), batch_size):
             batch = self.normalizer.transform(np.asarray(x[start : start + batch_size]))
-            z = self.network.encode_mean(batch.astype("float32"), training=False)
-            out.append(keras.ops.convert_to_numpy(z))
+            codes = self.network.encoder(batch.astype("float32"), training=False)
+            if not isinstance(codes, (list, tuple)):
+                out.append(keras.ops.convert_to_numpy(codes))
+                continue
+            mean, log_var = (keras.ops.convert_to_numpy(c) for c in codes)
+            if rng is not None:
+                std = np.exp(0.5 * np.clip(log_var, -12.0, 4.0))
+                mean = mean + std * rng.standard_normal(mean.shape)
+            out.append(mean)
         if not out:
             return np.zeros((0, self.latent_dims), dtype="float32")
         return np.concatenate(out).astype("float32")
@@ -404,8 +447,14 @@ class TractAAE:
         history_path : path, optional
             JSON file rewritten after every epoch with every loss so far.
         resume : bool
-            Continue from the checkpoint in ``checkpoint_dir`` (same epoch
-            count, optimizer state and history) when there is one.
+            Continue from the checkpoint in ``checkpoint_dir`` (weights,
+            optimizer state and history) when there is one. The settings must
+            be those of the checkpoint's run (network, batch size, learning
+            rates, decay, warm-up), else TrainingError names the ones that
+            differ. ``epochs`` may differ: it only moves where training stops;
+            the learning rate keeps the schedule of the run that started
+            (with the cosine decay, epochs past its end run at the final
+            rate), and a warning says so.
         verbose : "auto", 0, 1 or 2
             Keras progress display.
         callbacks : list, optional
@@ -420,7 +469,8 @@ class TractAAE:
         Raises
         ------
         TrainingError
-            When a loss becomes NaN or infinite (the last good checkpoint is kept).
+            When a loss becomes NaN or infinite (the last good checkpoint is
+            kept), or a checkpoint cannot be resumed with these settings.
         """
         cfg = self.config
         epochs = int(epochs or cfg.epochs)
@@ -430,17 +480,26 @@ class TractAAE:
             self._check_dataset(validation, "validation set")
         else:
             validation = None
-        if cfg.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
         keras.utils.set_random_seed(cfg.seed)
         net = self.network
         steps = len(self._batches(train, shuffle=False, batch_size=batch_size))
+        state = read_checkpoint_state(checkpoint_dir) if checkpoint_dir else None
+        if resume and state is None:
+            logger.warning(
+                "no checkpoint in %s: training from the start", checkpoint_dir
+            )
+        resuming = bool(resume) and state is not None
+        schedule_epochs = (
+            self._resume_schedule(checkpoint_dir, state, epochs, batch_size)
+            if resuming
+            else epochs
+        )
 
         def rate(value):
             if not cfg.lr_decay:
                 return value
             return keras.optimizers.schedules.CosineDecay(
-                value, decay_steps=max(epochs * steps, 1), alpha=0.05
+                value, decay_steps=max(schedule_epochs * steps, 1), alpha=LR_FLOOR
             )
 
         net.compile(
@@ -451,13 +510,8 @@ class TractAAE:
         )
         history = {}
         initial_epoch = 0
-        state = read_checkpoint_state(checkpoint_dir) if checkpoint_dir else None
-        if resume and state is not None:
+        if resuming:
             initial_epoch, history = self._restore(checkpoint_dir, state)
-        elif resume:
-            logger.warning(
-                "no checkpoint in %s: training from the start", checkpoint_dir
-            )
         train_batches = self._batches(train, shuffle=True, batch_size=batch_size)
         train_batches.set_epoch(initial_epoch)
         val_batches = (
@@ -485,7 +539,14 @@ class TractAAE:
                     history,
                     guard=guard,
                     history_path=history_path,
-                    extra_state={"config": cfg.to_dict()},
+                    extra_state={
+                        "config": {
+                            **cfg.to_dict(),
+                            "epochs": epochs,
+                            "batch_size": batch_size,
+                        },
+                        "schedule_epochs": schedule_epochs,
+                    },
                 )
             )
         cbs.extend(callbacks or [])
@@ -531,21 +592,121 @@ class TractAAE:
             ),
         }
         self.calibrate(train)
+        self.metadata.training["prior_match"] = self.log_prior_match(
+            validation if validation is not None else train
+        )
         return history
+
+    def log_prior_match(self, dataset, *, seed=0):
+        """Log and return how well each bundle's encodings match the prior.
+
+        Parameters
+        ----------
+        dataset : StreamlineDataset
+            Streamlines to encode (the validation split after training); with
+            a Gaussian posterior, one sample of q(z | x) each (the aggregated
+            posterior is what the adversary matches to the prior).
+        seed : int
+            Seed of the prior samples and of the two-sample test.
+
+        Returns
+        -------
+        dict
+            ``{bundle: accuracy}`` of :func:`aae_tract.metrics.prior_match`
+            (0.5: indistinguishable from prior samples; None for bundles
+            with too few streamlines).
+        """
+        from aae_tract.metrics import prior_match
+
+        rng = np.random.default_rng(seed)
+        z = self.encode_prepared(dataset.x, rng=rng)
+        labels = np.asarray(dataset.labels)
+        out = {}
+        for i, name in enumerate(self.bundle_names):
+            codes = z[labels == i]
+            score = prior_match(
+                codes, self.network.prior.sample_numpy(len(codes), rng), seed=seed
+            )
+            out[name] = None if score is None else round(score, 4)
+        logger.info(
+            "prior match (classifier accuracy, encodings vs prior samples; 0.5 "
+            "= indistinguishable): %s",
+            ", ".join(
+                f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in out.items()
+            ),
+        )
+        return out
+
+    def _resume_schedule(self, checkpoint_dir, state, epochs, batch_size):
+        """Check that the checkpoint's run can go on with these settings.
+
+        Returns
+        -------
+        int
+            The epochs the learning-rate schedule spans: those of the run that
+            wrote the first checkpoint, whatever ``epochs`` is now.
+
+        Raises
+        ------
+        TrainingError
+            Naming each setting that differs from the checkpoint's, or when
+            the checkpoint is already past ``epochs``.
+        """
+        directory = Path(checkpoint_dir)
+        done = int(state["epoch"])
+        saved = state.get("config")
+        if not saved:  # a checkpoint from before settings were recorded
+            return epochs
+        try:
+            theirs = AAEConfig.from_stored(saved)
+        except (AAETractError, TypeError, ValueError) as exc:
+            raise TrainingError(
+                f"cannot resume from {directory}: its settings are unreadable: {exc}"
+            ) from exc
+        ours = {**self.config.to_dict(), "batch_size": batch_size}
+        theirs = theirs.to_dict()
+        fields = [*self.config.NETWORK_FIELDS, *RESUME_FIELDS]
+        changed = [k for k in fields if ours[k] != theirs[k]]
+        if changed:
+            raise TrainingError(
+                f"cannot resume from {directory}: the checkpoint was trained with "
+                "other settings ("
+                + "; ".join(
+                    f"{option_name(k)} {theirs[k]!r}, now {ours[k]!r}" for k in changed
+                )
+                + "); give the same values, or train from the start without resume"
+            )
+        if done > epochs:
+            raise TrainingError(
+                f"cannot resume from {directory}: its checkpoint is at epoch {done}, "
+                f"past --epochs {epochs}; give --epochs {done} or more"
+            )
+        planned = int(state.get("schedule_epochs") or theirs["epochs"])
+        if planned != epochs:
+            if not self.config.lr_decay:
+                how = "the learning rate is constant"
+            elif epochs > planned:
+                how = (
+                    f"the learning rate keeps that run's {planned}-epoch cosine "
+                    f"decay, then stays at its final value ({LR_FLOOR:.0%}) for "
+                    f"epochs {planned + 1}..{epochs}"
+                )
+            else:
+                how = (
+                    f"the learning rate keeps that run's {planned}-epoch cosine "
+                    f"decay, so it stops before the rate has decayed"
+                )
+            logger.warning(
+                "resuming a run planned for %d epochs to %d epochs: %s",
+                planned,
+                epochs,
+                how,
+            )
+        return planned
 
     def _restore(self, checkpoint_dir, state):
         directory = Path(checkpoint_dir)
         model_path = directory / state["model"]
-        saved_config = state.get("config")
-        if saved_config:
-            ours = self.config.network_config()
-            theirs = AAEConfig.from_stored(saved_config).network_config()
-            changed = sorted(k for k in ours if ours[k] != theirs[k])
-            if changed:
-                raise TrainingError(
-                    f"cannot resume from {directory}: the checkpoint was trained "
-                    f"with other settings ({', '.join(changed)})"
-                )
         try:
             saved = keras.saving.load_model(model_path, compile=False, safe_mode=True)
         except Exception as exc:
@@ -667,6 +828,8 @@ class TractAAE:
             raise ModelFileError(
                 f"{path}: model file not found (train one with aae_tract_train)"
             )
+        if path.is_dir():
+            raise ModelFileError(f"{path}: is a folder, not a .keras model file")
         if not zipfile.is_zipfile(path):
             raise ModelFileError(f"{path}: not a .keras model file (not a zip archive)")
         try:
@@ -682,8 +845,15 @@ class TractAAE:
                     if "config.json" in names
                     else None
                 )
-        except (zipfile.BadZipFile, ValueError, RecursionError, OSError) as exc:
-            # ValueError: JSONDecodeError, UnicodeDecodeError
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            ValueError,
+            RecursionError,
+            OSError,
+        ) as exc:
+            # ValueError: JSONDecodeError, UnicodeDecodeError; zlib.error: a
+            # damaged compressed member
             raise ModelFileError(f"{path}: corrupt model file: {exc}") from exc
         metadata = ModelMetadata.from_dict(payload, source=str(path))
         _check_network_config(

@@ -1,0 +1,225 @@
+"""Ways of training the adversarial prior, compared on the phantom.
+
+Each variant is the default model with a few :class:`~aae_tract.model.AAEConfig`
+fields changed. Every variant is trained on the same phantom (with fragments)
+and split as ``benchmarks/quality.py`` uses, then evaluated on the held-out
+subjects with both samplings; the table prints, per variant and sampling, the
+numbers that say whether sampling the prior works (``label_fidelity``,
+``diversity_ratio``, ``novelty_ratio``, ``prior_match``) and what it costs
+(``recon_mdf_mm``).
+
+Usage::
+
+    python benchmarks/prior_variants.py --epochs 40 --out prior_variants.json
+    python benchmarks/prior_variants.py --variants default gaussian_mmd
+    python benchmarks/prior_variants.py --list
+    python benchmarks/prior_variants.py --variants default --model_dir models
+    python benchmarks/prior_variants.py --load models/default_seed0.keras \
+        --bank_noise 0.1 0.2 0.3
+
+``--bank_noise`` evaluates one trained model (``--load``) with ``bank``
+sampling at several noise levels instead: how far from the training codes
+generation may move before the bundle's shape suffers.
+
+It is a screening tool: one seed per variant (``--seeds`` for more) and a
+short budget. A variant that looks promising is then measured with
+``benchmarks/quality.py --set FIELD=VALUE`` over 3 seeds against a plain
+autoencoder trained in the same run (``--baseline``).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quality  # noqa: E402
+
+#: Variant name -> AAEConfig fields changed from the defaults.
+VARIANTS = {
+    "default": {},
+    "gaussian": {"posterior": "gaussian"},
+    "gaussian_adv0.05": {"posterior": "gaussian", "adv_weight": 0.05},
+    "gaussian_adv0.05_logvar0.001": {
+        "posterior": "gaussian",
+        "adv_weight": 0.05,
+        "log_var_weight": 0.001,
+    },
+    "gaussian_adv0.05_logvar0.01": {
+        "posterior": "gaussian",
+        "adv_weight": 0.05,
+        "log_var_weight": 0.01,
+    },
+    "mmd0.05": {"mmd_weight": 0.05},
+    "gaussian_logvar0.01_mmd0.05": {
+        "posterior": "gaussian",
+        "log_var_weight": 0.01,
+        "mmd_weight": 0.05,
+    },
+    "latent8_mmd0.05": {"latent_dims": 8, "mmd_weight": 0.05},
+    "latent8_adv0.05": {"latent_dims": 8, "adv_weight": 0.05},
+}
+
+COLUMNS = (
+    "recon_mdf_mm",
+    "label_fidelity",
+    "length_error_pct",
+    "diversity_ratio",
+    "novelty_ratio",
+    "prior_match",
+    "shape_similarity",
+    "realism_c2st",
+)
+
+
+def run_variant(name, fields, seed, epochs, train, held_out, model_dir=None):
+    """Train one variant with one seed; evaluate it with both samplings."""
+    from aae_tract.metrics import evaluate
+    from aae_tract.model import TractAAE
+
+    config = {**quality.CONFIGS["phantom"], "epochs": epochs, "seed": seed, **fields}
+    model = TractAAE.from_dataset(train, **config)
+    start = time.perf_counter()
+    model.fit(train, held_out, verbose=0)
+    seconds = time.perf_counter() - start
+    if model_dir:
+        model.save(os.path.join(model_dir, f"{name}_seed{seed}.keras"))
+    rows = {}
+    for sampling in quality.SAMPLINGS:
+        result = evaluate(model, held_out, sampling=sampling, train=train, seed=seed)
+        rows[sampling] = {k: result[k] for k in COLUMNS}
+        rows[sampling]["per_bundle_prior_match"] = {
+            b: v["prior_match"] for b, v in result["per_bundle"].items()
+        }
+    return {"variant": name, "fields": fields, "seed": seed, "seconds": seconds, **rows}
+
+
+def table(runs):
+    """Mean (+/- sd over seeds) per variant and sampling."""
+    head = ["variant", "sampling", *COLUMNS]
+    rows = []
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        mine = [r for r in runs if r["variant"] == name]
+        for sampling in quality.SAMPLINGS:
+            cells = [name, sampling]
+            for key in COLUMNS:
+                values = [
+                    r[sampling][key] for r in mine if r[sampling][key] is not None
+                ]
+                if not values:
+                    cells.append("n/a")
+                elif len(values) == 1:
+                    cells.append(f"{values[0]:.3f}")
+                else:
+                    cells.append(
+                        f"{np.mean(values):.3f} +/- {np.std(values, ddof=1):.3f}"
+                    )
+            rows.append(cells)
+    return quality._render([], head, rows)
+
+
+NOISE_COLUMNS = (
+    "label_fidelity",
+    "diversity_ratio",
+    "novelty_ratio",
+    "shape_similarity",
+    "realism_c2st",
+    "density_dice",
+    "length_error_pct",
+)
+
+
+def bank_noise(path, levels, train, held_out, seed=0):
+    """Evaluate the model in ``path`` with bank sampling at each noise level."""
+    from aae_tract.metrics import evaluate
+    from aae_tract.model import TractAAE
+
+    model = TractAAE.load(path)
+    rows = []
+    for noise in levels:
+        result = evaluate(
+            model, held_out, sampling="bank", train=train, seed=seed, noise=noise
+        )
+        rows.append([f"{noise:g}"] + [f"{result[k]:.3f}" for k in NOISE_COLUMNS])
+        print(f"noise {noise:g}: done", flush=True)
+    return quality._render([], ["bank noise", *NOISE_COLUMNS], rows)
+
+
+def spectrum(path, held_out, n=8):
+    """Largest eigenvalues of each bundle's held-out code covariance."""
+    from aae_tract.model import TractAAE
+
+    model = TractAAE.load(path)
+    names = np.asarray(held_out.bundle_names)[np.asarray(held_out.labels)]
+    x, labels = model.prepare(np.asarray(held_out.x), list(names))
+    z = model.encode_prepared(x)
+    lines = [f"covariance eigenvalues of the held-out codes (largest {n}; prior: 1)"]
+    for i, name in enumerate(model.bundle_names):
+        values = np.linalg.eigvalsh(np.cov(z[labels == i], rowvar=False))[::-1][:n]
+        lines.append(f"{name}: " + " ".join(f"{v:.3f}" for v in values))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
+    parser.add_argument("--out", help="append every run as a JSON line here")
+    parser.add_argument("--list", action="store_true", help="list the variants")
+    parser.add_argument("--model_dir", help="save every variant's model here")
+    parser.add_argument("--load", help="a trained model, for --bank_noise")
+    parser.add_argument("--bank_noise", type=float, nargs="+", metavar="NOISE")
+    parser.add_argument(
+        "--spectrum", action="store_true", help="eigenvalues of --load's codes"
+    )
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, fields in VARIANTS.items():
+            print(f"{name}: {json.dumps(fields)}")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    train, held_out = quality.load_splits(
+        "phantom",
+        n_points=quality.CONFIGS["phantom"]["n_points"],
+        data_dir=args.data_dir,
+    )
+    if (args.bank_noise or args.spectrum) and not args.load:
+        parser.error("--bank_noise and --spectrum need --load MODEL")
+    if args.spectrum:
+        print(spectrum(args.load, held_out))
+    if args.bank_noise:
+        print(bank_noise(args.load, args.bank_noise, train, held_out))
+    if args.spectrum or args.bank_noise:
+        return 0
+    runs = []
+    for name in args.variants or list(VARIANTS):
+        for seed in args.seeds:
+            run = run_variant(
+                name, VARIANTS[name], seed, args.epochs, train, held_out, args.model_dir
+            )
+            runs.append(run)
+            print(f"{name} seed {seed}: {run['seconds']:.0f} s", flush=True)
+            if args.out:
+                with open(args.out, "a") as stream:
+                    stream.write(json.dumps(run, default=float) + "\n")
+    print()
+    print(
+        f"phantom with fragments, {args.epochs} epochs, seeds "
+        f"{', '.join(map(str, args.seeds))}; prior_match: classifier accuracy, "
+        f"<= {quality.PRIOR_MATCH_MAX} counts as matching (chance 0.5)"
+    )
+    print(table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
