@@ -4,13 +4,61 @@ The suite runs once per Keras backend (``KERAS_BACKEND=tensorflow`` and
 ``KERAS_BACKEND=torch``); nothing here picks a backend.
 """
 
+import json
 import logging
 import os
+import sys
 import zipfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_cli(prog, *args):
+    """Run an ``aae_tract_*`` command in this process.
+
+    Logging handlers and level and ``sys.argv`` are restored afterwards.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    argv = list(sys.argv)
+    from aae_tract.workflows import cli
+
+    try:
+        return cli.main(prog, [str(a) for a in args])
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+        sys.argv = argv
+
+
+def tamper(source, target, *, config=None, meta=None, add=None, drop=()):
+    """Copy the .keras archive ``source`` to ``target``, changing members.
+
+    ``config`` / ``meta``: functions of the parsed config.json / aae_tract.json
+    returning the new content (an object, or str/bytes written as is).
+    """
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for item in src.infolist():
+            if item.filename in drop:
+                continue
+            data = src.read(item.filename)
+            change = {"config.json": config, "aae_tract.json": meta}.get(item.filename)
+            if change is not None:
+                data = change(json.loads(data))
+                if not isinstance(data, (str, bytes)):
+                    data = json.dumps(data)
+            dst.writestr(item, data)
+        for name, data in (add or {}).items():
+            dst.writestr(name, data)
+    return target
+
 
 TINY = {
     "n_points": 32,

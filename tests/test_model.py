@@ -6,7 +6,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, tamper
 
 from aae_tract.errors import ModelFileError, TrainingError, UnknownBundleError
 from aae_tract.model import AAEConfig, TractAAE, attribute_regularization
@@ -286,14 +286,7 @@ def test_load_refuses_tampered_metadata(tmp_path, tiny_trained):
     model, _ = tiny_trained
     good = model.save(tmp_path / "good.keras")
     bad = tmp_path / "bad.keras"
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "aae_tract.json":
-                meta = json.loads(data)
-                meta["bundle_names"] = meta["bundle_names"][:1]
-                data = json.dumps(meta)
-            dst.writestr(item, data)
+    tamper(good, bad, meta=lambda m: {**m, "bundle_names": m["bundle_names"][:1]})
     with pytest.raises(ModelFileError, match="bundles"):
         TractAAE.load(bad)
 

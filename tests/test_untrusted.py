@@ -3,7 +3,6 @@ pickle anywhere, archives whose members escape their folder."""
 
 import ast
 import base64
-import json
 import marshal
 import stat
 import time
@@ -13,6 +12,7 @@ from pathlib import Path, PurePosixPath
 import keras
 import numpy as np
 import pytest
+from conftest import tamper
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -27,28 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def good_model(tiny_trained, tmp_path_factory):
     model, _ = tiny_trained
     return model.save(tmp_path_factory.mktemp("model") / "good.keras")
-
-
-def tamper(source, target, *, config=None, meta=None, add=None, drop=()):
-    """Copy the .keras archive ``source`` to ``target``, changing members.
-
-    ``config`` / ``meta``: functions of the parsed config.json / aae_tract.json
-    returning the new content (an object, or str/bytes written as is).
-    """
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
-        for item in src.infolist():
-            if item.filename in drop:
-                continue
-            data = src.read(item.filename)
-            change = {"config.json": config, "aae_tract.json": meta}.get(item.filename)
-            if change is not None:
-                data = change(json.loads(data))
-                if not isinstance(data, (str, bytes)):
-                    data = json.dumps(data)
-            dst.writestr(item, data)
-        for name, data in (add or {}).items():
-            dst.writestr(name, data)
-    return target
 
 
 # ------------------------------------------------------ model files with code

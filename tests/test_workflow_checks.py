@@ -16,14 +16,13 @@ import logging
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, run_cli, tamper
 
 from aae_tract.errors import AAETractError, ConfigError, ModelFileError, TrainingError
 from aae_tract.model import AAEConfig, TractAAE
@@ -33,24 +32,6 @@ from aae_tract.workflows.base import check_reference
 from aae_tract.workflows.train import TrainFlow
 
 WORKFLOWS = Path(cli.__file__).parent
-
-
-def run_cli(prog, *args):
-    """Run a command in this process; restore logging and sys.argv afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    argv = list(sys.argv)
-    try:
-        return cli.main(prog, [str(a) for a in args])
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.setLevel(level)
-        sys.argv = argv
 
 
 def error_line(capsys, prog):
@@ -158,14 +139,11 @@ def test_mixed_precision_is_gone_but_old_files_load(
     new = tmp_path / "new.keras"
     model.save(new)
     old = tmp_path / "old.keras"
-    with zipfile.ZipFile(new) as src, zipfile.ZipFile(old, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == "aae_tract.json":
-                payload = json.loads(data)
-                payload["config"]["mixed_precision"] = True
-                data = json.dumps(payload)
-            dst.writestr(item, data)
+    tamper(
+        new,
+        old,
+        meta=lambda m: {**m, "config": {**m["config"], "mixed_precision": True}},
+    )
     loaded = TractAAE.load(old)
     assert loaded.config.to_dict() == model.config.to_dict()
     assert AAEConfig.from_stored({"mixed_precision": False}).to_dict() == (

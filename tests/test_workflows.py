@@ -9,12 +9,11 @@ backend).
 
 import inspect
 import json
-import logging
 import shutil
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from aae_tract.workflows import cli
 from aae_tract.workflows.base import resolve_inputs
@@ -43,24 +42,6 @@ TRAIN_OUTPUTS = (
     "training_curves.png",
     "latent_space.png",
 )
-
-
-def run_cli(prog, *args):
-    """Run a command in this process; restore logging and sys.argv afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    argv = list(sys.argv)
-    try:
-        return cli.main(prog, [str(a) for a in args])
-    finally:
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        for handler in handlers:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.setLevel(level)
-        sys.argv = argv
 
 
 def assert_picture(path):
