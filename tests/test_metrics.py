@@ -470,6 +470,33 @@ def test_evaluate_is_deterministic(evaluation, tiny_trained, tiny_splits):
         assert again[key] == pytest.approx(evaluation[key])
 
 
+def test_evaluate_identity_reconstruction_scores_zero(
+    tiny_trained, tiny_splits, monkeypatch
+):
+    """A model that decodes every held-out code to its own input: recon 0."""
+    model = tiny_trained[0]
+    _, validation = tiny_splits
+    names = np.asarray(validation.bundle_names)[np.asarray(validation.labels)]
+    x, _ = model.prepare(np.asarray(validation.x), list(names))
+    codes = model.encode_prepared(x)
+    inputs = {code.tobytes(): row for code, row in zip(codes, x)}
+    decode = model.decode
+
+    def identity(z, bundle, **kwargs):
+        z = np.asarray(z, dtype=np.float32)
+        rows = [inputs.get(code.tobytes()) for code in z]
+        if len(z) and all(row is not None for row in rows):
+            return np.stack(rows)
+        return decode(z, bundle, **kwargs)  # generated codes
+
+    monkeypatch.setattr(model, "decode", identity)
+    result = evaluate(model, validation, n_generate=10, n_targets=2, reference=False)
+    for row in result["per_bundle"].values():
+        assert row["recon_mdf_mm"] == pytest.approx(0.0, abs=1e-6)
+        assert row["recon_length_ratio_quintiles"] == pytest.approx([1.0] * 5)
+    assert result["recon_mdf_mm"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_evaluate_unknown_bundle(tiny_trained, tiny_splits):
     _, validation = tiny_splits
     renamed = validation.subset(np.arange(len(validation)))
