@@ -787,7 +787,7 @@ def realism_c2st(generated, real, *, seed=0, step_mm=1.0, n_folds=5, min_n=10):
     return float(cross_val_score(classifier, features, y, cv=folds).mean())
 
 
-def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10):
+def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10, max_n=1000):
     """Classifier two-sample test of latent codes against prior samples.
 
     How well a bundle's encodings match the prior p(z) that the adversarial
@@ -811,6 +811,8 @@ def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10):
         Cross-validation folds.
     min_n : int
         Fewest codes per class for a result.
+    max_n : int
+        Most codes per class (a seeded subsample beyond it).
 
     Returns
     -------
@@ -834,7 +836,7 @@ def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10):
             f"codes have {codes.shape[1]} dimensions, prior samples "
             f"{prior_samples.shape[1]}"
         )
-    n = min(len(codes), len(prior_samples))
+    n = min(len(codes), len(prior_samples), int(max_n))
     if n < max(int(min_n), int(n_folds)) or not np.isfinite(codes).all():
         return None
     rng = np.random.default_rng(seed)
@@ -850,7 +852,7 @@ def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10):
     return float(cross_val_score(classifier, features, y, cv=folds).mean())
 
 
-def novelty_ratio(generated, train, held_out):
+def novelty_ratio(generated, train, held_out, *, max_n=1000, max_train=5000, seed=0):
     """How new generated streamlines are, against unseen real ones.
 
     The median MDF from each generated streamline to its nearest training
@@ -865,6 +867,11 @@ def novelty_ratio(generated, train, held_out):
     ----------
     generated, train, held_out : ndarray, shape (N, P, 3)
         Streamlines of one bundle, in mm, with the same number of points.
+    max_n, max_train : int
+        At most this many generated and held-out streamlines, and training
+        streamlines (seeded subsamples beyond them).
+    seed : int
+        Seed of the subsamples.
 
     Returns
     -------
@@ -879,6 +886,9 @@ def novelty_ratio(generated, train, held_out):
     held_out = _as_array(held_out, "held-out streamlines")
     if min(len(generated), len(train), len(held_out)) == 0:
         return None
+    generated = _subsample(generated, max_n, seed)
+    held_out = _subsample(held_out, max_n, seed + 1)
+    train = _subsample(train, max_train, seed + 2)
     real = float(np.median(nearest_mdf(held_out, train)[0]))
     if not real > 0:
         return None

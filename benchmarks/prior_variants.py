@@ -11,7 +11,7 @@ numbers that say whether sampling the prior works (``label_fidelity``,
 Usage::
 
     python benchmarks/prior_variants.py --epochs 40 --out prior_variants.json
-    python benchmarks/prior_variants.py --variants default gaussian_mmd
+    python benchmarks/prior_variants.py --variants default latent8_mmd0.05
     python benchmarks/prior_variants.py --list
     python benchmarks/prior_variants.py --variants default --model_dir models
     python benchmarks/prior_variants.py --load models/default_seed0.keras \
@@ -101,6 +101,16 @@ def run_variant(name, fields, seed, epochs, train, held_out, model_dir=None):
     return {"variant": name, "fields": fields, "seed": seed, "seconds": seconds, **rows}
 
 
+def _worst(runs, sampling):
+    """Largest per-bundle prior_match over the runs."""
+    return max(
+        v
+        for r in runs
+        for v in r[sampling]["per_bundle_prior_match"].values()
+        if v is not None
+    )
+
+
 def table(runs):
     """Mean (+/- sd over seeds) per variant and sampling."""
     head = ["variant", "sampling", *COLUMNS]
@@ -113,7 +123,11 @@ def table(runs):
                 values = [
                     r[sampling][key] for r in mine if r[sampling][key] is not None
                 ]
-                if not values:
+                if key == "prior_match" and values:
+                    cells.append(
+                        f"{np.mean(values):.3f} (worst {_worst(mine, sampling):.3f})"
+                    )
+                elif not values:
                     cells.append("n/a")
                 elif len(values) == 1:
                     cells.append(f"{values[0]:.3f}")
@@ -147,7 +161,10 @@ def bank_noise(path, levels, train, held_out, seed=0):
         result = evaluate(
             model, held_out, sampling="bank", train=train, seed=seed, noise=noise
         )
-        rows.append([f"{noise:g}"] + [f"{result[k]:.3f}" for k in NOISE_COLUMNS])
+        cells = [result[k] for k in NOISE_COLUMNS]
+        rows.append(
+            [f"{noise:g}"] + ["n/a" if v is None else f"{v:.3f}" for v in cells]
+        )
         print(f"noise {noise:g}: done", flush=True)
     return quality._render([], ["bank noise", *NOISE_COLUMNS], rows)
 

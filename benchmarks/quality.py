@@ -336,6 +336,7 @@ PLAIN = {
     "ar_weight": 0.0,
     "posterior": "deterministic",
     "log_var_weight": 0.0,
+    "mmd_weight": 0.0,
 }
 
 

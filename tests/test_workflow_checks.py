@@ -219,6 +219,16 @@ def test_held_out_split_is_rebuilt_by_the_library(minimal_bundles_dir):
         held_out_data(stranger, files)
 
 
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "1"])
+def test_val_fraction_is_checked_before_loading(tmp_path, capsys, value):
+    missing = tmp_path / "no_such_folder"  # never read: the check comes first
+    args = [missing, "--val_fraction", value, "--out_dir", tmp_path / "out"]
+    assert run_cli("aae_tract_train", *args) == 1
+    assert error_line(capsys, "aae_tract_train") == (
+        f"--val_fraction must be in [0, 1), got {float(value)!r}"
+    )
+
+
 def test_model_file_checks_are_the_librarys(tmp_path, capsys):
     with pytest.raises(ModelFileError, match="is a folder, not a .keras model file"):
         TractAAE.load(tmp_path)

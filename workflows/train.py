@@ -212,7 +212,8 @@ class TrainFlow(AAEWorkflow):
             (an error names any that differ), except --epochs, which only
             moves where training stops: the learning rate keeps the first
             run's schedule (epochs past its end train at the final rate), and
-            a warning says so.
+            a warning says so. Checked: the network's settings, batch size,
+            learning rates, decay and warm-up; the inputs are not.
         backend : string, optional
             Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
             tensorflow.
@@ -288,6 +289,8 @@ class TrainFlow(AAEWorkflow):
             return None
         if paths["out_model"].suffix != ".keras":
             bad_value("out_model", out_model, "must end in .keras")
+        if not 0 <= float(val_fraction) < 1:
+            bad_value("val_fraction", val_fraction, "must be in [0, 1)")
 
         from aae_tract.splits import input_files, split_record
 
