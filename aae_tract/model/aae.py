@@ -86,7 +86,9 @@ class ConditionalAAE(keras.Model):
         )
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
         self._opt = _Optimizers(None, None)
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        self.trackers = {
+            n: keras.metrics.Mean(name=n) for n in LOSS_NAMES if self._reports(n)
+        }
         # ramps the adversarial and AR weights from 0 to 1 over the warm-up
         self.reg_scale = keras.Variable(
             1.0, trainable=False, dtype="float32", name="reg_scale"
@@ -262,12 +264,24 @@ class ConditionalAAE(keras.Model):
             "direction_loss": direction,
             "texture_loss": texture,
             "smooth_loss": smooth,
-            "log_var_loss": spread,
-            "mmd_loss": mmd,
             "ar_loss": ar,
             "gen_loss": gen,
         }
+        if self._reports("log_var_loss"):
+            parts["log_var_loss"] = spread
+        if self._reports("mmd_loss"):
+            parts["mmd_loss"] = mmd
         return total, parts, z
+
+    def _reports(self, name):
+        """Whether the loss ``name`` is part of this model (always, except the
+        optional prior-matching terms, which are reported only when used)."""
+        cfg = self.config
+        if name == "log_var_loss":
+            return cfg.posterior == "gaussian" and cfg.log_var_weight > 0
+        if name == "mmd_loss":
+            return cfg.mmd_weight > 0
+        return True
 
     def discriminator_loss(self, z_fake, onehot, training=True):
         """Cross-entropy of the discriminator: prior samples real, encodings fake."""
