@@ -326,15 +326,15 @@ def _reference_for(path, ext, reference):
         ref = "same"
     elif reference is None:
         raise TractogramError(
-            f"{path}: a {ext} file needs a reference image for its space; "
-            "pass reference=<NIfTI or .trk file in the same space>"
-            + (' (or reference="same" to use the .trx header)' if ext == ".trx" else "")
+            f"{path}: a {ext} file needs a reference image for its space "
+            "(a NIfTI or .trk file in the same space"
+            + (', or "same" to use the .trx header)' if ext == ".trx" else ")")
         )
     elif isinstance(reference, str) and reference == "same":
         if ext == ".tck":
             raise TractogramError(
-                f"{path}: a .tck file has no space of its own; "
-                "pass reference=<NIfTI or .trk file>"
+                f'{path}: a .tck file has no space of its own, so "same" '
+                "cannot be its reference; give a NIfTI or .trk file in its space"
             )
         ref = str(path)
     elif isinstance(reference, (str, os.PathLike)):
@@ -475,7 +475,7 @@ def find_bundles(inputs):
     return unique
 
 
-def save_tractogram(sft, path, *, bbox_valid_check=False):
+def save_tractogram(sft, path, *, reference=None, bbox_valid_check=False):
     """Write a tractogram atomically (temporary name in the same folder, then rename).
 
     Parameters
@@ -484,6 +484,9 @@ def save_tractogram(sft, path, *, bbox_valid_check=False):
         The tractogram to write.
     path : str or Path
         Destination ``.trk``, ``.tck`` or ``.trx`` file; its folder is created.
+    reference : str or Path, optional
+        A NIfTI or tractogram whose space (affine, grid) the file gets instead
+        of ``sft``'s; the streamlines keep their world (RAS+ mm) coordinates.
     bbox_valid_check : bool, optional
         Refuse streamlines outside the reference volume (DIPY's check).
 
@@ -509,6 +512,8 @@ def save_tractogram(sft, path, *, bbox_valid_check=False):
         )
     if ext == ".trx":
         _check_trx_available(path)
+    if reference is not None:
+        sft = _in_space_of(sft, reference)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
@@ -526,6 +531,21 @@ def save_tractogram(sft, path, *, bbox_valid_check=False):
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _in_space_of(sft, reference):
+    """``sft``'s streamlines (world coordinates kept) in the space of ``reference``."""
+    from dipy.io.stateful_tractogram import Space, StatefulTractogram
+
+    if not Path(reference).is_file():
+        raise TractogramError(f"reference {reference} not found")
+    sft.to_rasmm()
+    try:
+        return StatefulTractogram(sft.streamlines, str(reference), Space.RASMM)
+    except Exception as exc:
+        raise TractogramError(
+            f"{reference}: cannot be used as a reference ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def space_from_sft(sft):

@@ -126,6 +126,26 @@ def test_trk_in_other_space_comes_out_in_rasmm(tmp_path):
     assert space_from_sft(loaded)["voxel_sizes"] == [2.0, 2.0, 2.0]
 
 
+def test_save_in_the_space_of_a_reference(tmp_path):
+    """The file takes the reference's grid; world coordinates are kept."""
+    points = [_line(12, offset=5.0) + 10.0]
+    sft = StatefulTractogram(points, _reference_header(), Space.RASMM)
+    nii = tmp_path / "ref.nii.gz"
+    affine = np.diag([1.5, 1.5, 1.5, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((40, 40, 40), np.uint8), affine), nii)
+    path = save_tractogram(sft, tmp_path / "out.trk", reference=nii)
+    loaded = load_bundle(path)
+    np.testing.assert_allclose(loaded.streamlines[0], points[0], atol=1e-4)
+    assert space_from_sft(loaded)["voxel_sizes"] == [1.5, 1.5, 1.5]
+    with pytest.raises(TractogramError, match="nothing.nii.gz"):
+        save_tractogram(sft, tmp_path / "x.trk", reference=tmp_path / "nothing.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(TractogramError, match="bad.nii.gz: cannot be used"):
+        save_tractogram(sft, tmp_path / "x.trk", reference=bad)
+    assert not (tmp_path / "x.trk").exists()
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -226,6 +226,7 @@ class GenerateFlow(AAEWorkflow):
             return None
 
         from aae_tract.generate import generate
+        from aae_tract.io import save_tractogram
 
         no_pictures = None if skip_picture else _picture_problem()
         pictures = []
@@ -242,7 +243,9 @@ class GenerateFlow(AAEWorkflow):
                 length_tolerance=length_tolerance,
                 **kwargs,
             )
-            _save(result.tractogram, paths[f"out_tractogram_{i}"], reference)
+            save_tractogram(
+                result.tractogram, paths[f"out_tractogram_{i}"], reference=reference
+            )
             if not skip_picture and not no_pictures:
                 unit = " mm" if attr == "length" else ""
                 pictures.append(
@@ -349,20 +352,3 @@ def _fill(template, values, option):
             f"--{option} {template!r}: only {{bundle}} and {{condition}} can be "
             f"filled in ({exc})"
         ) from None
-
-
-def _save(sft, path, reference):
-    """Write ``sft`` (RAS+ mm) to ``path``, in the space of ``reference`` if given."""
-    from aae_tract.io import save_tractogram
-
-    if reference is not None:
-        from dipy.io.stateful_tractogram import Space, StatefulTractogram
-
-        sft.to_rasmm()
-        try:
-            sft = StatefulTractogram(sft.streamlines, str(reference), Space.RASMM)
-        except Exception as exc:
-            raise AAETractError(
-                f"{reference}: cannot be used as a reference ({exc})"
-            ) from exc
-    return save_tractogram(sft, path)

@@ -6,6 +6,19 @@ import numbers
 
 from aae_tract.errors import ConfigError
 
+#: Loss weights (each >= 0).
+WEIGHTS = (
+    "recon_weight",
+    "adv_weight",
+    "ar_weight",
+    "smooth_weight",
+    "length_weight",
+    "direction_weight",
+    "texture_weight",
+    "log_var_weight",
+    "mmd_weight",
+)
+
 
 @dataclasses.dataclass
 class AAEConfig:
@@ -132,6 +145,8 @@ class AAEConfig:
     batch_size: int = 64
     seed: int = 0
 
+    #: Fields that shape the networks and their losses: stored in the model
+    #: file and compared on ``--resume``.
     NETWORK_FIELDS = (
         "n_points",
         "latent_dims",
@@ -144,15 +159,7 @@ class AAEConfig:
         "prior",
         "posterior",
         "prior_components",
-        "recon_weight",
-        "adv_weight",
-        "ar_weight",
-        "smooth_weight",
-        "length_weight",
-        "direction_weight",
-        "texture_weight",
-        "log_var_weight",
-        "mmd_weight",
+        *WEIGHTS,
         "ar_delta",
         "ar_within_bundle",
         "label_smoothing",
@@ -277,19 +284,6 @@ class AAEConfig:
         """
         return cls.from_dict({**STORED_DEFAULTS, **values})
 
-
-#: Loss weights (each >= 0).
-WEIGHTS = (
-    "recon_weight",
-    "adv_weight",
-    "ar_weight",
-    "smooth_weight",
-    "length_weight",
-    "direction_weight",
-    "texture_weight",
-    "log_var_weight",
-    "mmd_weight",
-)
 
 #: Decoders :func:`~aae_tract.model.networks.build_decoder` can build.
 DECODERS = ("arclength", "spline")

@@ -62,10 +62,10 @@ def second_difference_mse(x, x_hat):
 
 
 def binary_crossentropy_logits(target, logits):
-    """Numerically stable sigmoid cross-entropy, mean over the batch."""
-    logits = ops.cast(logits, "float32")
-    target = ops.cast(target, "float32")
-    loss = ops.relu(logits) - logits * target + ops.log1p(ops.exp(-ops.abs(logits)))
+    """Sigmoid cross-entropy of ``logits`` against ``target``, mean over the batch."""
+    loss = ops.binary_crossentropy(
+        ops.cast(target, "float32"), ops.cast(logits, "float32"), from_logits=True
+    )
     return ops.mean(loss)
 
 
