@@ -1,9 +1,10 @@
 """Model benchmark: does the conditional AAE learn without collapsing?
 
 Trains the conditional AAE and, in the same run, the same encoder/decoder as a
-plain autoencoder (reconstruction only: adversarial, AR and curvature weights 0)
-with the same epoch budget, on the phantom and/or the embedded default, and
-prints:
+plain autoencoder (``quality.PLAIN``: no adversarial, AR or prior-matching
+terms, deterministic encoder) with the same epoch budget, on the phantom and/or
+the embedded default, once per seed (same data and split for every seed), and
+prints each number as mean +/- sd over the seeds:
 
 - held-out reconstruction error (mean MDF, mm) along training, for both;
 - the ratio AAE / plain AE of the final held-out MDF (target <= 1.1);
@@ -15,7 +16,7 @@ prints:
 
 Usage::
 
-    python benchmarks/bench_model.py --dataset phantom --epochs 60
+    python benchmarks/bench_model.py --dataset phantom --epochs 100 --seeds 0 1 2
     KERAS_BACKEND=torch python benchmarks/bench_model.py --dataset minimal_bundles
 
 Writes a JSON of every number with ``--out``.
@@ -32,6 +33,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from quality import PLAIN  # noqa: E402
 
 
 def _load(name, n_points, seed, n_per_bundle):
@@ -83,7 +88,7 @@ def run(kind, train, validation, epochs, config, every):
 
     overrides = dict(config)
     if kind == "plain AE":
-        overrides.update(adv_weight=0.0, ar_weight=0.0, smooth_weight=0.0)
+        overrides.update(PLAIN)
     model = TractAAE.from_dataset(train, epochs=epochs, **overrides)
     probe = HeldOutMDF(model, validation, every)
     start = time.perf_counter()
@@ -115,6 +120,66 @@ def evaluate(model, validation):
     }
 
 
+def _ms(values):
+    """``mean +/- sd`` of a list of numbers."""
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} +/- {values.std():.3f}"
+
+
+def run_seeds(train, validation, args):
+    """Both models once per seed; {kind: [result per seed]}."""
+    rows = {"conditional AAE": [], "plain AE": []}
+    for seed in args.seeds:
+        config = {"batch_size": args.batch_size, "seed": seed}
+        for kind in rows:
+            model, curve, seconds = run(
+                kind, train, validation, args.epochs, config, args.every
+            )
+            result = evaluate(model, validation)
+            result["curve"] = curve
+            result["seconds"] = seconds
+            result["streamlines_per_s"] = len(train) * args.epochs / seconds
+            rows[kind].append(result)
+            print(
+                f"  seed {seed} {kind}: recon {result['recon_mdf_mm']:.3f} mm, "
+                f"{result['streamlines_per_s']:.0f} streamlines/s",
+                flush=True,
+            )
+    return rows
+
+
+def report_rows(rows):
+    """Print the comparison; the summary numbers as a dict."""
+    aae, plain = rows["conditional AAE"], rows["plain AE"]
+    print("held-out recon MDF (mm) by epoch, mean +/- sd over seeds:")
+    for k, (epoch, _) in enumerate(aae[0]["curve"]):
+        a = _ms([r["curve"][k][1] for r in aae])
+        p = _ms([r["curve"][k][1] for r in plain])
+        print(f"  epoch {epoch:4d}: AAE {a}   plain AE {p}")
+    recon_a = [r["recon_mdf_mm"] for r in aae]
+    recon_p = [r["recon_mdf_mm"] for r in plain]
+    ratios = [a / p for a, p in zip(recon_a, recon_p)]
+    print(
+        f"final recon MDF (mm): AAE {_ms(recon_a)}, plain AE {_ms(recon_p)}; "
+        f"ratio per seed {_ms(ratios)} (target <= 1.1)"
+    )
+    print("Spearman rho(z0, length) per bundle (target >= 0.95 on the phantom):")
+    for bundle in aae[0]["ar_spearman"]:
+        rho = _ms([r["ar_spearman"][bundle] for r in aae])
+        div = _ms([r["pairwise_mdf_ratio"][bundle] for r in aae])
+        print(f"  {bundle:16s} rho {rho}   pairwise-MDF ratio {div}")
+    means = [np.mean(list(r["pairwise_mdf_ratio"].values())) for r in aae]
+    print(f"pairwise-MDF ratio, mean over bundles: {_ms(means)} (target >= 0.8)")
+    speed_a = [r["streamlines_per_s"] for r in aae]
+    speed_p = [r["streamlines_per_s"] for r in plain]
+    speed = [a / p for a, p in zip(speed_a, speed_p)]
+    print(
+        f"throughput (streamlines/s): AAE {np.mean(speed_a):.0f}, plain AE "
+        f"{np.mean(speed_p):.0f}, ratio {_ms(speed)}"
+    )
+    return {"recon_ratio": ratios, "throughput_ratio": speed}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -125,7 +190,12 @@ def main(argv=None):
     parser.add_argument("--n_per_bundle", type=int, default=100)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="model seeds"
+    )
+    parser.add_argument(
+        "--data_seed", type=int, default=0, help="seed of the phantom and the split"
+    )
     parser.add_argument("--out", default=None, help="write the numbers as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -138,49 +208,20 @@ def main(argv=None):
     names = ["phantom", "minimal_bundles"] if args.dataset == "both" else [args.dataset]
     report = {"device": device, "keras": keras.__version__, "epochs": args.epochs}
     for name in names:
-        train, validation = _load(name, args.n_points, args.seed, args.n_per_bundle)
-        config = {"batch_size": args.batch_size, "seed": args.seed}
+        train, validation = _load(
+            name, args.n_points, args.data_seed, args.n_per_bundle
+        )
         print(
             f"\n== {name}: {len(train)} train / {len(validation)} held-out "
-            f"streamlines, {args.n_points} points, {args.epochs} epochs, {device}"
+            f"streamlines, {args.n_points} points, {args.epochs} epochs, "
+            f"seeds {args.seeds}, {device}"
         )
-        rows = {}
-        for kind in ("conditional AAE", "plain AE"):
-            model, curve, seconds = run(
-                kind, train, validation, args.epochs, config, args.every
-            )
-            result = evaluate(model, validation)
-            result["curve"] = curve
-            result["seconds"] = seconds
-            result["streamlines_per_s"] = len(train) * args.epochs / seconds
-            rows[kind] = result
-        aae, plain = rows["conditional AAE"], rows["plain AE"]
-        print("held-out recon MDF (mm) by epoch:")
-        for (e, a), (_, p) in zip(aae["curve"], plain["curve"]):
-            print(f"  epoch {e:4d}: AAE {a:6.2f}   plain AE {p:6.2f}")
-        ratio = aae["recon_mdf_mm"] / plain["recon_mdf_mm"]
-        print(
-            f"final recon MDF: AAE {aae['recon_mdf_mm']:.2f} mm, plain AE "
-            f"{plain['recon_mdf_mm']:.2f} mm, ratio {ratio:.3f} (target <= 1.1)"
-        )
-        print("Spearman rho(z0, length) per bundle (target >= 0.95 on the phantom):")
-        for bundle, rho in aae["ar_spearman"].items():
-            div = aae["pairwise_mdf_ratio"][bundle]
-            print(f"  {bundle:16s} rho {rho:6.3f}   pairwise-MDF ratio {div:5.2f}")
-        print(
-            "pairwise-MDF ratio, mean over bundles: "
-            f"{np.mean(list(aae['pairwise_mdf_ratio'].values())):.2f} (target >= 0.8)"
-        )
-        speed = aae["streamlines_per_s"] / plain["streamlines_per_s"]
-        print(
-            f"throughput: AAE {aae['streamlines_per_s']:.0f} streamlines/s, plain AE "
-            f"{plain['streamlines_per_s']:.0f} streamlines/s, ratio {speed:.2f}"
-        )
+        rows = run_seeds(train, validation, args)
+        summary = report_rows(rows)
         report[name] = {
-            "aae": aae,
-            "plain_ae": plain,
-            "recon_ratio": ratio,
-            "throughput_ratio": speed,
+            "aae": rows["conditional AAE"],
+            "plain_ae": rows["plain AE"],
+            **summary,
         }
     if args.out:
         with open(args.out, "w") as f:
