@@ -47,6 +47,8 @@ class StreamlineDataset:
         Space of the first input (:func:`aae_tract.io.space_from_sft`).
     orient_refs : dict of str to ndarray (n_points, 3)
         Reference streamline each bundle was oriented against.
+    registration : aae_tract.registration.Registration or None
+        How the subjects were brought into a common space (None: as read).
     """
 
     x: np.ndarray
@@ -59,6 +61,7 @@ class StreamlineDataset:
     n_points: int = 256
     space: dict = field(default_factory=dict)
     orient_refs: dict = field(default_factory=dict)
+    registration: object = None
 
     def __len__(self):
         return int(len(self.labels))
@@ -105,6 +108,7 @@ class StreamlineDataset:
             n_points=self.n_points,
             space=dict(self.space),
             orient_refs=dict(self.orient_refs),
+            registration=self.registration,
         )
 
     def bundle_mask(self, name):

@@ -96,6 +96,9 @@ class GeneratedBundle:
     missed : bool
         For a length model: the median length differs from the target by more
         than :data:`MISS_TOLERANCE` (10 %) of it; a warning said so.
+    space : str
+        ``"common"`` (the model's common space) or the training subject whose
+        native space the streamlines are in.
     """
 
     bundle: str
@@ -112,6 +115,7 @@ class GeneratedBundle:
     filter_settings: dict = field(default_factory=dict)
     median_length: float = float("nan")
     missed: bool = False
+    space: str = "common"
 
     def __len__(self):
         return int(len(self.streamlines))
@@ -444,6 +448,7 @@ def generate(
     texture=True,
     exact_length=True,
     batch_size=1024,
+    space=None,
 ):
     """Generate streamlines of ``bundle`` at a requested length (or attribute).
 
@@ -493,6 +498,11 @@ def generate(
         the calibrated codes (faster, lengths scatter around the target).
     batch_size : int
         Codes decoded per forward pass.
+    space : str, optional
+        None: the model's common space (where its training subjects were
+        registered). A training subject's name: that subject's native space
+        (the inverse of its registration transform). Lengths are measured in
+        the common space, where the target applies.
 
     Returns
     -------
@@ -514,6 +524,7 @@ def generate(
     if n < 1:
         raise AAETractError(f"n_streamlines must be >= 1, got {n_streamlines}")
     target = _resolve_target(model, name, length, attribute)
+    to_space = _space_transform(model, space)
     attr = model.attribute_name
     unit = " mm" if attr == "length" else ""
     low, high = model.attribute_range(name)
@@ -631,6 +642,10 @@ def generate(
             if out_of_range
             else "; --filter keeps only streamlines within 10% of the target",
         )
+    if to_space is not None:
+        from aae_tract.registration import transform_streamlines
+
+        x = transform_streamlines(x, to_space)
     return GeneratedBundle(
         bundle=name,
         target=target,
@@ -646,7 +661,21 @@ def generate(
         filter_settings=settings,
         median_length=median,
         missed=bool(missed),
+        space="common" if space is None else str(space),
     )
+
+
+def _space_transform(model, space):
+    """The 4x4 from the common space to training subject ``space`` (None: stay)."""
+    if space is None:
+        return None
+    registration = model.registration
+    if not registration.active:
+        raise AAETractError(
+            f"space {space!r}: this model was trained without registration, so "
+            "its streamlines are already in the training data's space"
+        )
+    return np.linalg.inv(registration.matrix(str(space)))
 
 
 # ---------------------------------------------------------------------------

@@ -237,8 +237,12 @@ def held_out_data(model, inputs=None, *, reference=None):
         reference=reference,
         orient_refs=dict(model.metadata.orient_refs),
     )
+    registration = model.registration
+    refs = dict(model.metadata.orient_refs)
+    moved = f"; {registration.describe()}" if registration.active else ""
     if not same_data:
-        where = f"{len(dataset)} streamlines from {len(usable)} files"
+        dataset = registration.align(dataset, orient_refs=refs)
+        where = f"{len(dataset)} streamlines from {len(usable)} files{moved}"
         return HeldOutData(dataset, usable, False, where)
     train, held_out = split_dataset(
         dataset,
@@ -250,6 +254,8 @@ def held_out_data(model, inputs=None, *, reference=None):
             "the model was trained on these inputs without holding any out "
             "(val_fraction 0): give other data to evaluate on"
         )
+    train = registration.align(train, use_stored=True, orient_refs=refs)
+    held_out = registration.align(held_out, orient_refs=refs)
     subjects = sorted({str(s) for s in held_out.subjects})
     shown = ", ".join(subjects[:8]) + " ..." * (len(subjects) > 8)
     return HeldOutData(
@@ -257,7 +263,7 @@ def held_out_data(model, inputs=None, *, reference=None):
         usable,
         True,
         f"the held-out split of the training data ({len(held_out)} streamlines; "
-        f"subjects {shown})",
+        f"subjects {shown}){moved}",
         train,
     )
 

@@ -79,6 +79,7 @@ class GenerateFlow(AAEWorkflow):
         length_tolerance=None,
         real=None,
         reference=None,
+        space=None,
         format=None,
         skip_picture=False,
         backend=None,
@@ -132,6 +133,11 @@ class GenerateFlow(AAEWorkflow):
             Reference anatomy (NIfTI or .trk) giving the space of the written
             tractograms, and of .tck and .trx files given with --real.
             Without it: the space of the training data.
+        space : string, optional
+            Where the streamlines are placed, for a model trained with
+            registration: without it, the model's common space (where its
+            training subjects were registered); a training subject's name,
+            that subject's native space.
         format : string, optional
             Tractogram format: trk, tck or trx. Without it: the extension of
             out_tractogram.
@@ -188,6 +194,18 @@ class GenerateFlow(AAEWorkflow):
         bundles = [str(b) for b in as_list(bundle)] or net.bundle_names
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
+        if space is not None:
+            if not net.registration.active:
+                bad_value(
+                    "space",
+                    space,
+                    f"needs a model trained with registration; {model_path} was "
+                    "not (its streamlines are in the training data's space)",
+                )
+            if str(space) not in net.registration.transforms:
+                known = ", ".join(sorted(net.registration.transforms))
+                bad_value("space", space, f"must be a training subject ({known})")
+            space = str(space)
         attr = net.attribute_name
         if attr != "length" and lengths:
             raise AAETractError(
@@ -241,6 +259,7 @@ class GenerateFlow(AAEWorkflow):
                 filter=bool(filter),
                 max_mdf=max_mdf,
                 length_tolerance=length_tolerance,
+                space=space,
                 **kwargs,
             )
             save_tractogram(
@@ -256,6 +275,7 @@ class GenerateFlow(AAEWorkflow):
                         title=f"{name} at {attr} {value:g}{unit}",
                         real=real,
                         reference=reference,
+                        space=space,
                     )
                 )
         written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
@@ -289,7 +309,7 @@ def _picture_problem():
     return problem
 
 
-def load_lines(files, *, reference=None, space=None):
+def load_lines(files, *, reference=None, space=None, place=None):
     """Streamlines (RAS+ mm) of ``files`` concatenated; None when none are readable.
 
     Parameters
@@ -301,6 +321,9 @@ def load_lines(files, *, reference=None, space=None):
     space : dict, optional
         Space of the training data (:func:`aae_tract.io.space_from_sft`), the
         reference when ``reference`` is not given.
+    place : callable, optional
+        ``place(path, streamlines)`` -> streamlines moved where they are shown
+        (e.g. into a model's common space).
     """
     from aae_tract.errors import TractogramError
     from aae_tract.io import load_bundle, reference_from_space
@@ -314,11 +337,37 @@ def load_lines(files, *, reference=None, space=None):
         except TractogramError as exc:
             logger.warning("not shown in the picture: %s", exc)
             continue
-        lines.extend(sft.streamlines)
+        streamlines = sft.streamlines
+        if place is not None:
+            try:
+                streamlines = place(path, streamlines)
+            except AAETractError as exc:
+                logger.warning("not shown in the picture: %s: %s", path, exc)
+                continue
+        lines.extend(streamlines)
     return lines or None
 
 
-def _picture(model, result, out_png, *, title, real=None, reference=None):
+def _placer(model, bundle, space):
+    """``place`` for :func:`load_lines`: real streamlines into the space the
+    generated ones are in (the model's training files by their stored
+    transform, others registered to the model)."""
+    registration = model.registration
+    if not registration.active:
+        return None
+    trained = set(model.metadata.training.get("inputs") or [])
+
+    def place(path, streamlines):
+        path = Path(path)
+        subject = path.parent.name if str(path.resolve()) in trained else None
+        return registration.place(
+            streamlines, bundle, subject=subject, space=space, name=str(path)
+        )
+
+    return place
+
+
+def _picture(model, result, out_png, *, title, real=None, reference=None, space=None):
     """The generated streamlines beside the real bundle (or alone); Path or None."""
     from aae_tract.viz import render_bundles, render_comparison
 
@@ -327,7 +376,12 @@ def _picture(model, result, out_png, *, title, real=None, reference=None):
         logger.warning("no real %s streamlines in %s", result.bundle, " ".join(real))
     lines = None
     if files:
-        lines = load_lines(files, reference=reference, space=model.metadata.space)
+        lines = load_lines(
+            files,
+            reference=reference,
+            space=model.metadata.space,
+            place=_placer(model, result.bundle, space),
+        )
     if lines:
         return render_comparison(
             lines,

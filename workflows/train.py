@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from .base import (
     AAEWorkflow,
     as_list,
     bad_value,
+    check_choice,
     check_device,
     check_reference,
     names_written,
@@ -104,6 +106,8 @@ class TrainFlow(AAEWorkflow):
         attribute="length",
         participants=None,
         reference=None,
+        register="groupwise",
+        register_transform="rigid",
         n_control=None,
         decoder="arclength",
         filters=None,
@@ -166,6 +170,17 @@ class TrainFlow(AAEWorkflow):
         reference : string, optional
             Reference anatomy (NIfTI or .trk in the same space) for .tck and
             .trx inputs; for .trx, the word same uses the file's own header.
+        register : string, optional
+            How the subjects are brought into one common space before
+            training: groupwise (DIPY's groupwise streamline registration of
+            the training subjects, all bundles of a subject moved together),
+            none, or a template tractogram (or folder of <BUNDLE>.trk files)
+            every subject is registered to (SLR), whose space becomes the
+            common space. Held-out subjects are registered to the training
+            subjects' common-space bundles.
+        register_transform : string, optional
+            rigid (keeps streamline lengths) or affine (fits better, but
+            rescales lengths: the lengths used for training are rescaled too).
         n_control : int, optional
             Control points of the B-spline the decoder emits (fewer: smoother
             streamlines). Without it: 32, at most n_points.
@@ -275,6 +290,20 @@ class TrainFlow(AAEWorkflow):
             **{name: tuple(values) for name, values in sizes.items() if values},
         )
 
+        from aae_tract.registration import REGISTER_CHOICES, TRANSFORMS
+
+        register_transform = check_choice(
+            "register_transform", register_transform, TRANSFORMS
+        )
+        if str(register).lower() in REGISTER_CHOICES:
+            register = str(register).lower()
+        elif not Path(register).exists():
+            bad_value(
+                "register",
+                register,
+                f"must be {' or '.join(REGISTER_CHOICES)} or an existing template "
+                "tractogram",
+            )
         paths = self._prepare_outputs(
             out_dir,
             {
@@ -312,15 +341,26 @@ class TrainFlow(AAEWorkflow):
         train, validation = split_dataset(
             dataset, val_fraction=val_fraction, seed=config.seed
         )
+        from aae_tract.registration import register_split
+
+        train, validation = register_split(
+            train,
+            validation,
+            register,
+            transform=register_transform,
+            seed=config.seed,
+            reference=reference,
+        )
         logger.info(
             "%d streamlines of %d bundles (%s) from %d files: %d for training, "
-            "%d held out",
+            "%d held out; registration: %s",
             len(dataset),
             len(dataset.bundle_names),
             ", ".join(dataset.bundle_names),
             len(files),
             len(train),
             len(validation),
+            train.registration.describe() if train.registration else "none",
         )
 
         from aae_tract.model import TractAAE

@@ -44,6 +44,10 @@ class ModelMetadata:
         for sampling near the data (GESTA-style).
     training : dict
         Epochs, backend, device, seconds, sizes of the splits.
+    registration : dict
+        How the training subjects were brought into a common space
+        (:meth:`aae_tract.registration.Registration.to_dict`); empty when
+        they were not.
     """
 
     config: dict
@@ -56,6 +60,7 @@ class ModelMetadata:
     calibration: dict = dataclasses.field(default_factory=dict)
     latent_bank: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)
+    registration: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self):
@@ -123,7 +128,7 @@ class ModelMetadata:
         for field in ("normalizer", "orient_refs", "calibration", "bundle_stats"):
             if not isinstance(getattr(self, field), dict):
                 fail(f"{field} must be an object")
-        for field in ("latent_bank", "training"):
+        for field in ("latent_bank", "training", "registration"):
             if not isinstance(getattr(self, field), dict):
                 fail(f"{field} must be an object")
         mean = _finite_array(
@@ -185,6 +190,13 @@ class ModelMetadata:
             a = _finite_array(bank.get("a", []), fail, f"latent_bank[{key}].a")
             if a.shape != (len(z),):
                 fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
+        if self.registration:
+            from aae_tract.registration import Registration
+
+            try:
+                Registration.from_dict(self.registration, source="registration")
+            except ValueError as exc:
+                fail(str(exc))
         if self.space is not None:
             if not isinstance(self.space, dict):
                 fail("space must be an object")

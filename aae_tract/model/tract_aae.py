@@ -137,6 +137,11 @@ class TractAAE:
                 for k, v in (dataset.orient_refs or {}).items()
             },
             space=dataset.space,
+            registration=(
+                dataset.registration.to_dict()
+                if getattr(dataset, "registration", None) is not None
+                else {}
+            ),
         )
         return cls(network, metadata)
 
@@ -170,6 +175,24 @@ class TractAAE:
     @property
     def latent_dims(self):
         return self.config.latent_dims
+
+    @property
+    def registration(self):
+        """How the training subjects were brought into the model's common space.
+
+        Returns
+        -------
+        aae_tract.registration.Registration
+            Kind ``"none"`` for a model trained without registration. Its
+            :meth:`~aae_tract.registration.Registration.align`,
+            ``to_common`` and ``to_subject`` move streamlines between a
+            subject's space and the model's.
+        """
+        from aae_tract.registration import Registration
+
+        if not self.metadata.registration:
+            return Registration("none")
+        return Registration.from_dict(self.metadata.registration)
 
     def bundle_index(self, bundle):
         """Index of ``bundle`` in the label vocabulary.
