@@ -32,6 +32,7 @@ __all__ = [
     "REGISTER_CHOICES",
     "TRANSFORMS",
     "Registration",
+    "file_placer",
     "RegistrationError",
     "register_groupwise",
     "register_split",
@@ -372,9 +373,9 @@ def register_groupwise(dataset, *, transform="rigid", seed=0, max_iter=20):
     started = time.perf_counter()
     # groupwise_slr draws its pairs from NumPy's global generator: seed it
     # for a repeatable result, and give it back its state afterwards
-    state = np.random.get_state()
+    state = np.random.get_state()  # noqa: NPY002
     try:
-        np.random.seed(seed)
+        np.random.seed(seed)  # noqa: NPY002
         _, matrices, distances = groupwise_slr(
             [list(s) for s in samples],
             x0=transform,
@@ -383,7 +384,7 @@ def register_groupwise(dataset, *, transform="rigid", seed=0, max_iter=20):
             rng=np.random.default_rng(seed),
         )
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002
     centre = np.mean([s.reshape(-1, 3).mean(axis=0) for s in samples], axis=0)
     shift = np.eye(4)
     shift[:3, 3] = centre
@@ -484,6 +485,39 @@ def register_to_template(
     if space:
         out.space = space
     return out
+
+
+def file_placer(model, bundle, space=None):
+    """A function that moves a real tractogram's streamlines where ``model``'s
+    generated ones are: ``place(path, streamlines) -> streamlines``.
+
+    The model's own training files use their subject's stored transform;
+    other files are registered to the model's common-space bundles. None
+    for a model trained without registration (nothing to move).
+
+    Parameters
+    ----------
+    model : TractAAE
+    bundle : str
+        The bundle the files hold.
+    space : str, optional
+        None: the common space; a training subject: its native space.
+    """
+    from pathlib import Path
+
+    registration = model.registration
+    if not registration.active:
+        return None
+    trained = set(model.metadata.training.get("inputs") or [])
+
+    def place(path, streamlines):
+        path = Path(path)
+        subject = path.parent.name if str(path.resolve()) in trained else None
+        return registration.place(
+            streamlines, bundle, subject=subject, space=space, name=str(path)
+        )
+
+    return place
 
 
 def register_split(

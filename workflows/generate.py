@@ -348,27 +348,9 @@ def load_lines(files, *, reference=None, space=None, place=None):
     return lines or None
 
 
-def _placer(model, bundle, space):
-    """``place`` for :func:`load_lines`: real streamlines into the space the
-    generated ones are in (the model's training files by their stored
-    transform, others registered to the model)."""
-    registration = model.registration
-    if not registration.active:
-        return None
-    trained = set(model.metadata.training.get("inputs") or [])
-
-    def place(path, streamlines):
-        path = Path(path)
-        subject = path.parent.name if str(path.resolve()) in trained else None
-        return registration.place(
-            streamlines, bundle, subject=subject, space=space, name=str(path)
-        )
-
-    return place
-
-
 def _picture(model, result, out_png, *, title, real=None, reference=None, space=None):
     """The generated streamlines beside the real bundle (or alone); Path or None."""
+    from aae_tract.registration import file_placer
     from aae_tract.viz import render_bundles, render_comparison
 
     files = real_bundle_files(model, result.bundle, real)
@@ -380,7 +362,7 @@ def _picture(model, result, out_png, *, title, real=None, reference=None, space=
             files,
             reference=reference,
             space=model.metadata.space,
-            place=_placer(model, result.bundle, space),
+            place=file_placer(model, result.bundle, space),
         )
     if lines:
         return render_comparison(
