@@ -527,6 +527,63 @@ def generate(
     to_space = _space_transform(model, space)
     attr = model.attribute_name
     unit = " mm" if attr == "length" else ""
+    low, high, out_of_range = _seen_range(model, name, target, unit)
+    draw = _sampler(
+        model,
+        name,
+        target,
+        _rng(seed),
+        sampling=sampling,
+        noise=noise,
+        exact_length=exact_length,
+        texture=texture,
+        batch_size=batch_size,
+    )
+    if filter:
+        z, x, acceptance, settings = _generate_filtered(
+            model,
+            draw,
+            n,
+            target,
+            length_tolerance=length_tolerance,
+            max_mdf=max_mdf,
+            reference_streamlines=reference_streamlines,
+            max_tries=max_tries,
+            batch_size=batch_size,
+            describe=(name, low, high, unit),
+        )
+    else:
+        z, x = draw(n)
+        acceptance, settings = 1.0, {}
+    lengths, median, missed = _measure(
+        x, n, name, target, unit, attr=attr, out_of_range=out_of_range
+    )
+    x = _place(x, to_space)
+    return GeneratedBundle(
+        bundle=name,
+        target=target,
+        attribute_name=attr,
+        streamlines=x,
+        lengths=lengths,
+        tractogram=make_tractogram(x, model.metadata.space),
+        acceptance_rate=float(acceptance),
+        z=z,
+        out_of_range=bool(out_of_range),
+        seen_range=(float(low), float(high)),
+        sampling=sampling,
+        filter_settings=settings,
+        median_length=median,
+        missed=bool(missed),
+        space="common" if space is None else str(space),
+    )
+
+
+def _seen_range(model, name, target, unit):
+    """The bundle's attribute range in training and whether ``target`` is out of it.
+
+    Logs a warning when it is.
+    """
+    attr = model.attribute_name
     low, high = model.attribute_range(name)
     out_of_range = not (low <= target <= high)
     if out_of_range:
@@ -541,7 +598,13 @@ def generate(
             high,
             unit,
         )
-    rng = _rng(seed)
+    return low, high, out_of_range
+
+
+def _sampler(
+    model, name, target, rng, *, sampling, noise, exact_length, texture, batch_size
+):
+    """A function ``draw(count)`` -> codes and decoded streamlines at ``target``."""
 
     def draw(count):
         z = sample_latent(
@@ -556,65 +619,126 @@ def generate(
         sampled = rng if texture else None
         return z, model.decode(z, name, texture=sampled, batch_size=batch_size)
 
-    settings = {}
-    if not filter:
-        z, x = draw(n)
-        acceptance = 1.0
-    else:
-        use_length = attr == "length"
-        tol = None
-        if use_length:
-            tol = 0.1 * target if length_tolerance is None else float(length_tolerance)
-            if not tol > 0:
-                raise AAETractError(f"length_tolerance must be > 0, got {tol}")
-        reference = None
-        if max_mdf is None or np.isfinite(float(max_mdf)):
-            reference = _reference_set(model, name, reference_streamlines)
-        limit = _default_max_mdf(reference) if max_mdf is None else float(max_mdf)
-        if not limit > 0:
-            raise AAETractError(f"max_mdf must be > 0, got {max_mdf}")
-        settings = {"max_mdf": limit, "length_tolerance": tol}
-        kept_z, kept_x = [], []
-        n_kept = n_drawn = 0
-        rate = 1.0
-        for _ in range(int(max_tries)):
-            need = n - n_kept
-            cap = max(4 * n, batch_size)
-            count = int(min(max(math.ceil(1.2 * need / max(rate, 0.01)), need), cap))
-            z, x = draw(count)
-            keep = np.ones(count, dtype=bool)
-            if use_length:
-                lengths = streamline_lengths(x)
-                keep &= np.abs(lengths - target) <= tol
-            if reference is not None and np.isfinite(limit) and keep.any():
-                rows = np.flatnonzero(keep)
-                d, _ = nearest_mdf(x[rows], reference)
-                keep[rows[d > limit]] = False
-            n_drawn += count
-            n_kept += int(keep.sum())
-            kept_z.append(z[keep])
-            kept_x.append(x[keep])
-            rate = n_kept / n_drawn
-            if n_kept >= n:
-                break
-        acceptance = n_kept / max(n_drawn, 1)
-        if n_kept < n:
-            raise AAETractError(
-                f"the filter kept {n_kept} of {n_drawn} generated {name} streamlines "
-                f"(acceptance rate {acceptance:.1%}) in {max_tries} rounds, fewer "
-                f"than the {n} requested; loosen max_mdf ({limit:.3g} mm) or "
-                f"length_tolerance ({tol if tol is None else f'{tol:.3g} mm'}), "
-                "raise max_tries, or request a value inside the seen range "
-                f"({low:.4g}-{high:.4g}{unit})"
-            )
-        z = np.concatenate(kept_z)[:n]
-        x = np.concatenate(kept_x)[:n]
-        logger.info(
-            "filter kept %d of %d generated streamlines (acceptance rate %.1f%%)",
-            n_kept,
-            n_drawn,
-            100 * acceptance,
+    return draw
+
+
+def _generate_filtered(
+    model,
+    draw,
+    n,
+    target,
+    *,
+    length_tolerance,
+    max_mdf,
+    reference_streamlines,
+    max_tries,
+    batch_size,
+    describe,
+):
+    """``n`` filtered streamlines: codes, points, acceptance rate and settings."""
+    tol, limit, reference = _filter_limits(
+        model,
+        describe[0],
+        target,
+        length_tolerance=length_tolerance,
+        max_mdf=max_mdf,
+        reference_streamlines=reference_streamlines,
+    )
+    settings = {"max_mdf": limit, "length_tolerance": tol}
+    z, x, acceptance = _draw_filtered(
+        draw,
+        n,
+        target,
+        tol=tol,
+        reference=reference,
+        limit=limit,
+        max_tries=max_tries,
+        batch_size=batch_size,
+        describe=describe,
+    )
+    return z, x, acceptance, settings
+
+
+def _filter_limits(
+    model, name, target, *, length_tolerance, max_mdf, reference_streamlines
+):
+    """The filter's length tolerance, MDF limit and reference streamlines."""
+    tol = None
+    if model.attribute_name == "length":
+        tol = 0.1 * target if length_tolerance is None else float(length_tolerance)
+        if not tol > 0:
+            raise AAETractError(f"length_tolerance must be > 0, got {tol}")
+    reference = None
+    if max_mdf is None or np.isfinite(float(max_mdf)):
+        reference = _reference_set(model, name, reference_streamlines)
+    limit = _default_max_mdf(reference) if max_mdf is None else float(max_mdf)
+    if not limit > 0:
+        raise AAETractError(f"max_mdf must be > 0, got {max_mdf}")
+    return tol, limit, reference
+
+
+def _draw_filtered(
+    draw, n, target, *, tol, reference, limit, max_tries, batch_size, describe
+):
+    """Draw until ``n`` streamlines pass the filter; their codes, points and rate.
+
+    ``tol`` None skips the length test; ``describe`` is (bundle, low, high,
+    unit) for the messages.
+    """
+    name, low, high, unit = describe
+    kept_z, kept_x = [], []
+    n_kept = n_drawn = 0
+    rate = 1.0
+    for _ in range(int(max_tries)):
+        need = n - n_kept
+        cap = max(4 * n, batch_size)
+        count = int(min(max(math.ceil(1.2 * need / max(rate, 0.01)), need), cap))
+        z, x = draw(count)
+        keep = np.ones(count, dtype=bool)
+        if tol is not None:
+            lengths = streamline_lengths(x)
+            keep &= np.abs(lengths - target) <= tol
+        if reference is not None and np.isfinite(limit) and keep.any():
+            rows = np.flatnonzero(keep)
+            d, _ = nearest_mdf(x[rows], reference)
+            keep[rows[d > limit]] = False
+        n_drawn += count
+        n_kept += int(keep.sum())
+        kept_z.append(z[keep])
+        kept_x.append(x[keep])
+        rate = n_kept / n_drawn
+        if n_kept >= n:
+            break
+    acceptance = n_kept / max(n_drawn, 1)
+    if n_kept < n:
+        raise AAETractError(
+            f"the filter kept {n_kept} of {n_drawn} generated {name} streamlines "
+            f"(acceptance rate {acceptance:.1%}) in {max_tries} rounds, fewer "
+            f"than the {n} requested; loosen max_mdf ({limit:.3g} mm) or "
+            f"length_tolerance ({tol if tol is None else f'{tol:.3g} mm'}), "
+            "raise max_tries, or request a value inside the seen range "
+            f"({low:.4g}-{high:.4g}{unit})"
         )
+    z = np.concatenate(kept_z)[:n]
+    x = np.concatenate(kept_x)[:n]
+    logger.info(
+        "filter kept %d of %d generated streamlines (acceptance rate %.1f%%)",
+        n_kept,
+        n_drawn,
+        100 * acceptance,
+    )
+    return z, x, acceptance
+
+
+def _measure(x, n, name, target, unit, *, attr, out_of_range):
+    """Lengths and median length of ``x``, logged; warn when a length target missed.
+
+    Returns
+    -------
+    lengths : ndarray
+    median : float
+    missed : bool
+    """
     lengths = streamline_lengths(x)
     median = float(np.median(lengths))
     logger.info(
@@ -642,27 +766,16 @@ def generate(
             if out_of_range
             else "; --filter keeps only streamlines within 10% of the target",
         )
-    if to_space is not None:
-        from aae_tract.registration import transform_streamlines
+    return lengths, median, missed
 
-        x = transform_streamlines(x, to_space)
-    return GeneratedBundle(
-        bundle=name,
-        target=target,
-        attribute_name=attr,
-        streamlines=x,
-        lengths=lengths,
-        tractogram=make_tractogram(x, model.metadata.space),
-        acceptance_rate=float(acceptance),
-        z=z,
-        out_of_range=bool(out_of_range),
-        seen_range=(float(low), float(high)),
-        sampling=sampling,
-        filter_settings=settings,
-        median_length=median,
-        missed=bool(missed),
-        space="common" if space is None else str(space),
-    )
+
+def _place(x, to_space):
+    """Streamlines ``x`` moved by the 4x4 ``to_space`` (unchanged when None)."""
+    if to_space is None:
+        return x
+    from aae_tract.registration import transform_streamlines
+
+    return transform_streamlines(x, to_space)
 
 
 def _space_transform(model, space):

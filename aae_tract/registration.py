@@ -32,6 +32,7 @@ __all__ = [
     "REGISTER_CHOICES",
     "TRANSFORMS",
     "Registration",
+    "check_register",
     "file_placer",
     "RegistrationError",
     "register_groupwise",
@@ -661,6 +662,46 @@ def transform_dataset(dataset, matrices, *, affine=False):
 
 # ---------------------------------------------------------------------------
 # helpers
+
+
+def check_register(register, transform="rigid"):
+    """Checked registration options, as ``aae_tract_train`` takes them.
+
+    Parameters
+    ----------
+    register : str or Path
+        ``"groupwise"``, ``"none"`` (any case) or an existing template file.
+    transform : str
+        ``"rigid"`` or ``"affine"`` (any case).
+
+    Returns
+    -------
+    (str, str)
+        ``register`` (lower case for a word) and ``transform``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``--register`` or ``--register_transform``.
+    """
+    from pathlib import Path
+
+    from aae_tract.errors import ConfigError
+
+    word = str(transform).lower()
+    if word not in TRANSFORMS:
+        raise ConfigError(
+            f"--register_transform must be one of {', '.join(TRANSFORMS)}, "
+            f"got {transform!r}"
+        )
+    if str(register).lower() in REGISTER_CHOICES:
+        return str(register).lower(), word
+    if not Path(register).exists():
+        raise ConfigError(
+            f"--register must be {' or '.join(REGISTER_CHOICES)} or an existing "
+            f"template tractogram, got {register!r}"
+        )
+    return str(register), word
 
 
 def _check_transform(transform):

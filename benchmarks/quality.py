@@ -374,6 +374,13 @@ def main(argv=None):
         type=float,
         help=f"phantom fragment fraction (default {PHANTOM['fragments']})",
     )
+    parser.add_argument(
+        "--register",
+        choices=["none", "groupwise"],
+        default="none",
+        help="common space before training (the tables in doc/benchmarks.md "
+        "were measured with none; benchmarks/registration.py compares them)",
+    )
     parser.add_argument("--n_generate", type=int, default=100)
     parser.add_argument("--n_targets", type=int, default=5)
     parser.add_argument(
@@ -414,6 +421,10 @@ def main(argv=None):
         data_dir=args.data_dir,
         fragments=args.fragments,
     )
+    if args.register != "none":
+        from aae_tract.registration import register_split
+
+        train, held_out = register_split(train, held_out, args.register)
     print(
         f"{args.dataset}: {len(train)} training streamlines "
         f"({len(np.unique(train.subjects))} subjects), {len(held_out)} held out "
@@ -461,6 +472,7 @@ def main(argv=None):
             "dataset": args.dataset,
             "phantom": PHANTOM if args.dataset == "phantom" else None,
             "fragments": args.fragments,
+            "register": args.register,
             "config": model.config.to_dict(),
             "seeds": args.seeds,
             "backend": current_backend(),

@@ -842,18 +842,40 @@ def make_phantom(
     lines = ["participant_id\tage"] + [f"{s}\t{a:.1f}" for s, a in zip(subjects, ages)]
     write_text_atomic(out_dir / "participants.tsv", "\n".join(lines) + "\n")
 
-    stats = {
-        b: {
-            "lengths": [],
-            "fragment": [],
-            "centroid_sum": np.zeros((CENTROID_POINTS, 3)),
-            "n": 0,
-            "lo": np.full(3, np.inf),
-            "hi": np.full(3, -np.inf),
-        }
-        for b in bundles
+    stats = {b: _empty_stats() for b in bundles}
+    per_subject = _write_subjects(
+        out_dir, subjects, ages, bundles, stats, seed, n_per_bundle, opts
+    )
+
+    gt_bundles = {b: _bundle_truth(b, stats[b]) for b in bundles}
+    truth = _ground_truth(options, gt_bundles, per_subject)
+    write_text_atomic(gt_path, json.dumps(truth, indent=1) + "\n")
+    logger.info(
+        "phantom: %d subjects x %d bundles x %d streamlines in %s",
+        n_subjects,
+        len(bundles),
+        n_per_bundle,
+        out_dir,
+    )
+    return out_dir
+
+
+def _empty_stats():
+    """Empty running statistics of a bundle's streamlines."""
+    return {
+        "lengths": [],
+        "fragment": [],
+        "centroid_sum": np.zeros((CENTROID_POINTS, 3)),
+        "n": 0,
+        "lo": np.full(3, np.inf),
+        "hi": np.full(3, -np.inf),
     }
+
+
+def _write_subjects(out_dir, subjects, ages, bundles, stats, seed, n_per_bundle, opts):
+    """Write every subject's bundles (with a progress bar); return their truth."""
     per_subject = {}
+    n_subjects = len(subjects)
     total = n_subjects * len(bundles)
     with tqdm(
         total=total,
@@ -862,90 +884,110 @@ def make_phantom(
         disable=n_subjects * len(bundles) * n_per_bundle < 200_000,
     ) as bar:
         for i, (subject, age) in enumerate(zip(subjects, ages)):
-            deform = _subject_deformation(
-                np.random.default_rng([seed, 1, i]), opts["deformation"]
+            per_subject[subject] = _write_subject(
+                out_dir / subject,
+                i,
+                age,
+                bundles,
+                seed=seed,
+                n_per_bundle=n_per_bundle,
+                opts=opts,
+                stats=stats,
+                bar=bar,
             )
-            factor = _age_factor(float(age), opts["age_effect"])
-            (out_dir / subject).mkdir(exist_ok=True)
-            medians = {}
-            full_medians = {}
-            for b in bundles:
-                spec = BUNDLE_SPECS[b]
-                b_index = PHANTOM_BUNDLES.index(b)
-                rng = np.random.default_rng([seed, 2, i, b_index])
-                sub_stats = {
-                    "lengths": [],
-                    "fragment": [],
-                    "centroid_sum": np.zeros((CENTROID_POINTS, 3)),
-                    "n": 0,
-                    "lo": np.full(3, np.inf),
-                    "hi": np.full(3, -np.inf),
-                }
-                chunks = _generate_chunks(
-                    spec,
-                    n_per_bundle,
-                    rng,
-                    age_factor=factor,
-                    deform=deform,
-                    opts=opts,
-                    fragment_rng=np.random.default_rng([seed, 3, i, b_index]),
-                )
-                _write_bundle(out_dir / subject / f"{b}.trk", chunks, sub_stats)
-                lengths = np.concatenate(sub_stats["lengths"])
-                fragment = np.concatenate(sub_stats["fragment"])
-                medians[b] = float(np.median(lengths))
-                full = lengths[~fragment]
-                full_medians[b] = float(np.median(full)) if len(full) else None
-                agg = stats[b]
-                agg["lengths"].append(lengths.astype(np.float32))
-                agg["fragment"].append(fragment)
-                agg["centroid_sum"] += sub_stats["centroid_sum"]
-                agg["n"] += sub_stats["n"]
-                agg["lo"] = np.minimum(agg["lo"], sub_stats["lo"])
-                agg["hi"] = np.maximum(agg["hi"], sub_stats["hi"])
-                bar.update(1)
-            per_subject[subject] = {
-                "age": float(age),
-                "age_factor": factor,
-                "deformation": deform,
-                "median_length_mm": medians,
-                "median_full_length_mm": full_medians,
-            }
+    return per_subject
 
-    gt_bundles = {}
+
+def _write_subject(
+    subject_dir, i, age, bundles, *, seed, n_per_bundle, opts, stats, bar
+):
+    """Write subject ``i``'s bundles; add to ``stats``; return its ground truth."""
+    deform = _subject_deformation(
+        np.random.default_rng([seed, 1, i]), opts["deformation"]
+    )
+    factor = _age_factor(float(age), opts["age_effect"])
+    subject_dir.mkdir(exist_ok=True)
+    medians = {}
+    full_medians = {}
     for b in bundles:
         spec = BUNDLE_SPECS[b]
-        lengths = np.concatenate(stats[b]["lengths"])
-        fragment = np.concatenate(stats[b]["fragment"])
-        p5, p50, p95 = np.percentile(lengths, [5, 50, 95])
-        gt_bundles[b] = {
-            "kind": spec.kind,
-            "description": spec.description,
-            "crosses": _CROSSES.get(b, []),
-            "n_streamlines": int(stats[b]["n"]),
-            "median_length_mm": float(p50),
-            "p5_length_mm": float(p5),
-            "p95_length_mm": float(p95),
-            "min_length_mm": float(lengths.min()),
-            "max_length_mm": float(lengths.max()),
-            "mean_length_mm": float(lengths.mean()),
-            "bbox_mm": [stats[b]["lo"].tolist(), stats[b]["hi"].tolist()],
-            "centroid": (stats[b]["centroid_sum"] / stats[b]["n"]).round(4).tolist(),
-            "template_centroid": _template_centroid(spec).round(4).tolist(),
-            "cross_section_sd_mm": list(spec.cross_sd_mm),
-            "fragments": {
-                "fraction": float(fragment.mean()),
-                "n_streamlines": int(fragment.sum()),
-                "length_mm": _length_summary(lengths[fragment]),
-            },
-            "full_streamlines": {
-                "n_streamlines": int((~fragment).sum()),
-                "length_mm": _length_summary(lengths[~fragment]),
-            },
-        }
+        b_index = PHANTOM_BUNDLES.index(b)
+        rng = np.random.default_rng([seed, 2, i, b_index])
+        sub_stats = _empty_stats()
+        chunks = _generate_chunks(
+            spec,
+            n_per_bundle,
+            rng,
+            age_factor=factor,
+            deform=deform,
+            opts=opts,
+            fragment_rng=np.random.default_rng([seed, 3, i, b_index]),
+        )
+        _write_bundle(subject_dir / f"{b}.trk", chunks, sub_stats)
+        lengths = np.concatenate(sub_stats["lengths"])
+        fragment = np.concatenate(sub_stats["fragment"])
+        medians[b] = float(np.median(lengths))
+        full = lengths[~fragment]
+        full_medians[b] = float(np.median(full)) if len(full) else None
+        _add_stats(stats[b], sub_stats, lengths, fragment)
+        bar.update(1)
+    return {
+        "age": float(age),
+        "age_factor": factor,
+        "deformation": deform,
+        "median_length_mm": medians,
+        "median_full_length_mm": full_medians,
+    }
+
+
+def _add_stats(agg, sub_stats, lengths, fragment):
+    """Add one subject's statistics of a bundle to the bundle's totals ``agg``."""
+    agg["lengths"].append(lengths.astype(np.float32))
+    agg["fragment"].append(fragment)
+    agg["centroid_sum"] += sub_stats["centroid_sum"]
+    agg["n"] += sub_stats["n"]
+    agg["lo"] = np.minimum(agg["lo"], sub_stats["lo"])
+    agg["hi"] = np.maximum(agg["hi"], sub_stats["hi"])
+
+
+def _bundle_truth(b, stats):
+    """Ground truth of bundle ``b`` from its statistics over all subjects."""
+    spec = BUNDLE_SPECS[b]
+    lengths = np.concatenate(stats["lengths"])
+    fragment = np.concatenate(stats["fragment"])
+    p5, p50, p95 = np.percentile(lengths, [5, 50, 95])
+    return {
+        "kind": spec.kind,
+        "description": spec.description,
+        "crosses": _CROSSES.get(b, []),
+        "n_streamlines": int(stats["n"]),
+        "median_length_mm": float(p50),
+        "p5_length_mm": float(p5),
+        "p95_length_mm": float(p95),
+        "min_length_mm": float(lengths.min()),
+        "max_length_mm": float(lengths.max()),
+        "mean_length_mm": float(lengths.mean()),
+        "bbox_mm": [stats["lo"].tolist(), stats["hi"].tolist()],
+        "centroid": (stats["centroid_sum"] / stats["n"]).round(4).tolist(),
+        "template_centroid": _template_centroid(spec).round(4).tolist(),
+        "cross_section_sd_mm": list(spec.cross_sd_mm),
+        "fragments": {
+            "fraction": float(fragment.mean()),
+            "n_streamlines": int(fragment.sum()),
+            "length_mm": _length_summary(lengths[fragment]),
+        },
+        "full_streamlines": {
+            "n_streamlines": int((~fragment).sum()),
+            "length_mm": _length_summary(lengths[~fragment]),
+        },
+    }
+
+
+def _ground_truth(options, gt_bundles, per_subject):
+    """The content of ``ground_truth.json``."""
     from aae_tract import __version__
 
-    truth = {
+    return {
         "generator": f"aae_tract {__version__} make_phantom",
         "options": options,
         "space": {
@@ -966,15 +1008,6 @@ def make_phantom(
         "bundles": gt_bundles,
         "subjects": per_subject,
     }
-    write_text_atomic(gt_path, json.dumps(truth, indent=1) + "\n")
-    logger.info(
-        "phantom: %d subjects x %d bundles x %d streamlines in %s",
-        n_subjects,
-        len(bundles),
-        n_per_bundle,
-        out_dir,
-    )
-    return out_dir
 
 
 def _length_summary(lengths):

@@ -185,12 +185,15 @@ def test_evaluate_does_not_branch_on_a_description():
 
 
 def _fake_model(names, training):
+    from aae_tract.registration import Registration
+
     return SimpleNamespace(
         bundle_names=list(names),
         n_points=TINY["n_points"],
         attribute_name="length",
         config=SimpleNamespace(seed=0),
         metadata=SimpleNamespace(training=training, orient_refs={}),
+        registration=Registration("none"),
     )
 
 

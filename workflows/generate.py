@@ -157,146 +157,214 @@ class GenerateFlow(AAEWorkflow):
             Name of each picture; {bundle} and {condition} are filled in.
         """
         self._begin()
-        lengths = [
-            check_float(
-                "length", v, minimum=0, maximum=MAX_LENGTH_MM, exclusive_min=True
+        lengths, values = _check_targets(length, attribute_value)
+        n_streamlines, seed, sampling, max_mdf, length_tolerance = (
+            _check_sampling_options(
+                n_streamlines, seed, sampling, max_mdf, length_tolerance
             )
-            for v in as_list(length)
-        ]
-        values = [check_float("attribute_value", v) for v in as_list(attribute_value)]
-        if lengths and values:
-            raise AAETractError(
-                "give --length (a model trained on length) or --attribute_value "
-                "(a model trained with --attribute), not both"
-            )
-        n_streamlines = check_int(
-            "n_streamlines", n_streamlines, maximum=MAX_STREAMLINES
         )
-        seed = None if seed is None else check_int("seed", seed, minimum=0)
-        sampling = check_choice("sampling", sampling, ("bank", "prior"))
-        if max_mdf is not None:
-            max_mdf = check_float("max_mdf", max_mdf, minimum=0, exclusive_min=True)
-        if length_tolerance is not None:
-            length_tolerance = check_float(
-                "length_tolerance", length_tolerance, minimum=0, exclusive_min=True
-            )
         fmt = None if format is None else check_choice("format", format, FORMATS)
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")
 
-        select_backend(backend, device)
-        from aae_tract.model import TractAAE
-
-        check_device(device)
         model_path = Path(model)
-        net = TractAAE.load(model_path)
+        net = _load_model(model_path, backend, device)
         bundles = [str(b) for b in as_list(bundle)] or net.bundle_names
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
-        if space is not None:
-            if not net.registration.active:
-                bad_value(
-                    "space",
-                    space,
-                    f"needs a model trained with registration; {model_path} was "
-                    "not (its streamlines are in the training data's space)",
-                )
-            if str(space) not in net.registration.transforms:
-                known = ", ".join(sorted(net.registration.transforms))
-                bad_value("space", space, f"must be a training subject ({known})")
-            space = str(space)
-        attr = net.attribute_name
-        if attr != "length" and lengths:
-            raise AAETractError(
-                f"{model_path} is conditioned on {attr!r}, not on streamline "
-                f"length: use --attribute_value <{attr}> instead of --length"
-            )
-        targets = lengths or values
-        requests = []
-        for name in bundles:
-            chosen = targets or [
-                round(net.metadata.bundle_stats[name]["attribute"]["p50"], 1)
-            ]
-            requests.extend((name, v) for v in chosen)
-
-        names = {}
-        for i, (name, value) in enumerate(requests):
-            fill = {"bundle": name, "condition": condition_label(attr, value)}
-            tract_name = Path(_fill(out_tractogram, fill, "out_tractogram"))
-            if fmt is not None:
-                tract_name = tract_name.with_suffix(f".{fmt}")
-            elif tract_name.suffix.lstrip(".").lower() not in FORMATS:
-                bad_value(
-                    "out_tractogram", str(tract_name), "must end in .trk, .tck or .trx"
-                )
-            names[f"out_tractogram_{i}"] = tract_name
-            if not skip_picture:
-                picture = _fill(out_picture, fill, "out_picture")
-                names[f"out_picture_{i}"] = Path(picture)
-        if len({str(n) for n in names.values()}) != len(names):
-            raise AAETractError(
-                "several requests would write the same file: put {bundle} and "
-                "{condition} in --out_tractogram and --out_picture"
-            )
+        space = _check_space(net, space, model_path)
+        requests = _requests(net, bundles, lengths, values, model_path)
+        names = _output_names(
+            requests,
+            net.attribute_name,
+            out_tractogram=out_tractogram,
+            out_picture=out_picture,
+            fmt=fmt,
+            skip_picture=skip_picture,
+        )
         paths = self._prepare_outputs(out_dir, names)
         if paths is None:
             return None
 
-        from aae_tract.generate import generate
-        from aae_tract.io import save_tractogram
-
-        no_pictures = None if skip_picture else _picture_problem()
-        pictures = []
-        for i, (name, value) in enumerate(requests):
-            kwargs = {"length": value} if attr == "length" else {"attribute": value}
-            result = generate(
-                net,
-                name,
-                n_streamlines=n_streamlines,
-                seed=seed,
-                sampling=sampling,
-                filter=bool(filter),
-                max_mdf=max_mdf,
-                length_tolerance=length_tolerance,
-                space=space,
-                **kwargs,
-            )
-            save_tractogram(
-                result.tractogram, paths[f"out_tractogram_{i}"], reference=reference
-            )
-            if not skip_picture and not no_pictures:
-                unit = " mm" if attr == "length" else ""
-                pictures.append(
-                    _picture(
-                        net,
-                        result,
-                        paths[f"out_picture_{i}"],
-                        title=f"{name} at {attr} {value:g}{unit}",
-                        real=real,
-                        reference=reference,
-                        space=space,
-                    )
-                )
-        written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
-        written += [p for p in pictures if p is not None]
-        missing = 0 if skip_picture else 2 * len(requests) - len(written)
-        if no_pictures:
-            note = f" (no pictures: {no_pictures})"
-        elif missing:
-            note = f" (no picture for {missing}: see the warning above)"
-        else:
-            note = ""
-        logger.info(
-            "Generated %d streamlines for each of %d request%s (%s); wrote %s%s",
+        written, no_pictures = _generate_requests(
+            net,
+            requests,
+            paths,
+            options={
+                "n_streamlines": n_streamlines,
+                "seed": seed,
+                "sampling": sampling,
+                "filter": bool(filter),
+                "max_mdf": max_mdf,
+                "length_tolerance": length_tolerance,
+                "space": space,
+            },
+            real=real,
+            reference=reference,
+            skip_picture=skip_picture,
+        )
+        _log_summary(
+            net.attribute_name,
+            requests,
             n_streamlines,
-            len(requests),
-            "s" * (len(requests) != 1),
-            ", ".join(f"{b} {attr} {v:g}" for b, v in requests),
-            names_written(written),
-            note,
+            written,
+            skip_picture=skip_picture,
+            no_pictures=no_pictures,
         )
         return written
+
+
+def _check_targets(length, attribute_value):
+    """The checked --length and --attribute_value lists (at most one non-empty)."""
+    lengths = [
+        check_float("length", v, minimum=0, maximum=MAX_LENGTH_MM, exclusive_min=True)
+        for v in as_list(length)
+    ]
+    values = [check_float("attribute_value", v) for v in as_list(attribute_value)]
+    if lengths and values:
+        raise AAETractError(
+            "give --length (a model trained on length) or --attribute_value "
+            "(a model trained with --attribute), not both"
+        )
+    return lengths, values
+
+
+def _check_sampling_options(n_streamlines, seed, sampling, max_mdf, length_tolerance):
+    """The checked --n_streamlines, --seed, --sampling and filter options."""
+    n_streamlines = check_int("n_streamlines", n_streamlines, maximum=MAX_STREAMLINES)
+    seed = None if seed is None else check_int("seed", seed, minimum=0)
+    sampling = check_choice("sampling", sampling, ("bank", "prior"))
+    if max_mdf is not None:
+        max_mdf = check_float("max_mdf", max_mdf, minimum=0, exclusive_min=True)
+    if length_tolerance is not None:
+        length_tolerance = check_float(
+            "length_tolerance", length_tolerance, minimum=0, exclusive_min=True
+        )
+    return n_streamlines, seed, sampling, max_mdf, length_tolerance
+
+
+def _check_space(net, space, model_path):
+    """The checked --space: None, or a training subject of a registered model."""
+    if space is None:
+        return None
+    if not net.registration.active:
+        bad_value(
+            "space",
+            space,
+            f"needs a model trained with registration; {model_path} was "
+            "not (its streamlines are in the training data's space)",
+        )
+    if str(space) not in net.registration.transforms:
+        known = ", ".join(sorted(net.registration.transforms))
+        bad_value("space", space, f"must be a training subject ({known})")
+    return str(space)
+
+
+def _load_model(model_path, backend, device):
+    """The model at ``model_path``, loaded with the chosen backend and device."""
+    select_backend(backend, device)
+    from aae_tract.model import TractAAE
+
+    check_device(device)
+    return TractAAE.load(model_path)
+
+
+def _requests(net, bundles, lengths, values, model_path):
+    """(bundle, value) pairs to generate; the training median without targets."""
+    attr = net.attribute_name
+    if attr != "length" and lengths:
+        raise AAETractError(
+            f"{model_path} is conditioned on {attr!r}, not on streamline "
+            f"length: use --attribute_value <{attr}> instead of --length"
+        )
+    targets = lengths or values
+    requests = []
+    for name in bundles:
+        chosen = targets or [
+            round(net.metadata.bundle_stats[name]["attribute"]["p50"], 1)
+        ]
+        requests.extend((name, v) for v in chosen)
+    return requests
+
+
+def _output_names(requests, attr, *, out_tractogram, out_picture, fmt, skip_picture):
+    """Output names of every request (``out_tractogram_<i>``, ``out_picture_<i>``)."""
+    names = {}
+    for i, (name, value) in enumerate(requests):
+        fill = {"bundle": name, "condition": condition_label(attr, value)}
+        tract_name = Path(_fill(out_tractogram, fill, "out_tractogram"))
+        if fmt is not None:
+            tract_name = tract_name.with_suffix(f".{fmt}")
+        elif tract_name.suffix.lstrip(".").lower() not in FORMATS:
+            bad_value(
+                "out_tractogram", str(tract_name), "must end in .trk, .tck or .trx"
+            )
+        names[f"out_tractogram_{i}"] = tract_name
+        if not skip_picture:
+            picture = _fill(out_picture, fill, "out_picture")
+            names[f"out_picture_{i}"] = Path(picture)
+    if len({str(n) for n in names.values()}) != len(names):
+        raise AAETractError(
+            "several requests would write the same file: put {bundle} and "
+            "{condition} in --out_tractogram and --out_picture"
+        )
+    return names
+
+
+def _generate_requests(net, requests, paths, *, options, real, reference, skip_picture):
+    """Generate and write every request; the files written and why no pictures.
+
+    ``options`` are keyword arguments of :func:`aae_tract.generate.generate`.
+    """
+    from aae_tract.generate import generate
+    from aae_tract.io import save_tractogram
+
+    attr = net.attribute_name
+    no_pictures = None if skip_picture else _picture_problem()
+    pictures = []
+    for i, (name, value) in enumerate(requests):
+        kwargs = {"length": value} if attr == "length" else {"attribute": value}
+        result = generate(net, name, **options, **kwargs)
+        save_tractogram(
+            result.tractogram, paths[f"out_tractogram_{i}"], reference=reference
+        )
+        if not skip_picture and not no_pictures:
+            unit = " mm" if attr == "length" else ""
+            pictures.append(
+                _picture(
+                    net,
+                    result,
+                    paths[f"out_picture_{i}"],
+                    title=f"{name} at {attr} {value:g}{unit}",
+                    real=real,
+                    reference=reference,
+                    space=options["space"],
+                )
+            )
+    written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
+    written += [p for p in pictures if p is not None]
+    return written, no_pictures
+
+
+def _log_summary(attr, requests, n_streamlines, written, *, skip_picture, no_pictures):
+    """Log what was generated and written, and why pictures are missing."""
+    missing = 0 if skip_picture else 2 * len(requests) - len(written)
+    if no_pictures:
+        note = f" (no pictures: {no_pictures})"
+    elif missing:
+        note = f" (no picture for {missing}: see the warning above)"
+    else:
+        note = ""
+    logger.info(
+        "Generated %d streamlines for each of %d request%s (%s); wrote %s%s",
+        n_streamlines,
+        len(requests),
+        "s" * (len(requests) != 1),
+        ", ".join(f"{b} {attr} {v:g}" for b, v in requests),
+        names_written(written),
+        note,
+    )
 
 
 def _picture_problem():

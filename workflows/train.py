@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +16,6 @@ from .base import (
     AAEWorkflow,
     as_list,
     bad_value,
-    check_choice,
     check_device,
     check_reference,
     names_written,
@@ -258,23 +256,16 @@ class TrainFlow(AAEWorkflow):
         .. [4] Legarreta et al. GESTA. Medical Image Analysis 84, 102761, 2023.
         """
         self._begin()
-        backend_name = select_backend(backend, device)
-        if backend_name not in TRAINABLE_BACKENDS:
-            bad_value(
-                "backend",
-                backend_name,
-                f"must be one of {', '.join(TRAINABLE_BACKENDS)} to train",
-            )
-        from aae_tract.model import AAEConfig
-
-        sizes = {"filters": as_list(filters), "disc_units": as_list(disc_units)}
-        config = AAEConfig(  # checks every value, naming its option
+        backend_name = _training_backend(backend, device)
+        config = _build_config(
             epochs=epochs,
             batch_size=batch_size,
             latent_dims=latent_dims,
             n_points=n_points,
             n_control=n_control,
             decoder=decoder,
+            filters=filters,
+            disc_units=disc_units,
             dropout=dropout,
             prior=prior,
             learning_rate=learning_rate,
@@ -285,25 +276,51 @@ class TrainFlow(AAEWorkflow):
             direction_weight=direction_weight,
             texture_weight=texture_weight,
             warmup_epochs=warmup_epochs,
-            lr_decay=not constant_lr,
+            constant_lr=constant_lr,
             seed=seed,
-            **{name: tuple(values) for name, values in sizes.items() if values},
         )
+        from aae_tract.registration import check_register
 
-        from aae_tract.registration import REGISTER_CHOICES, TRANSFORMS
-
-        register_transform = check_choice(
-            "register_transform", register_transform, TRANSFORMS
+        register, register_transform = check_register(register, register_transform)
+        paths = self._prepare_train_outputs(
+            out_dir, out_model, out_history, out_curves, out_latent, resume
         )
-        if str(register).lower() in REGISTER_CHOICES:
-            register = str(register).lower()
-        elif not Path(register).exists():
-            bad_value(
-                "register",
-                register,
-                f"must be {' or '.join(REGISTER_CHOICES)} or an existing template "
-                "tractogram",
-            )
+        if paths is None:
+            return None
+        files, train, validation, started = _load_data(
+            inputs,
+            config,
+            attribute=attribute,
+            participants=participants,
+            reference=reference,
+            cache_dir=cache_dir,
+            val_fraction=val_fraction,
+            register=register,
+            register_transform=register_transform,
+        )
+        model, history, where = _train_model(
+            train, validation, config, paths, device, resume
+        )
+        n_epochs = _save_outputs(
+            model,
+            history,
+            paths,
+            files=files,
+            train=train,
+            validation=validation,
+            val_fraction=val_fraction,
+            seed=config.seed,
+            participants=participants,
+            reference=reference,
+            backend_name=backend_name,
+        )
+        _log_trained(history, n_epochs, started, where, paths)
+        return paths
+
+    def _prepare_train_outputs(
+        self, out_dir, out_model, out_history, out_curves, out_latent, resume
+    ):
+        """Output paths (None: they exist, no --force); checks the model's suffix."""
         paths = self._prepare_outputs(
             out_dir,
             {
@@ -314,119 +331,240 @@ class TrainFlow(AAEWorkflow):
             },
             overwrite=resume,
         )
-        if paths is None:
-            return None
-        if paths["out_model"].suffix != ".keras":
+        if paths is not None and paths["out_model"].suffix != ".keras":
             bad_value("out_model", out_model, "must end in .keras")
-        if not 0 <= float(val_fraction) < 1:
-            bad_value("val_fraction", val_fraction, "must be in [0, 1)")
+        return paths
 
-        from aae_tract.splits import input_files, split_record
 
-        inputs = resolve_inputs(inputs)
-        files = input_files(inputs)
-        check_reference(files, reference)
-
-        from aae_tract.data import load_dataset, split_dataset
-
-        started = time.perf_counter()
-        dataset = load_dataset(
-            inputs,
-            n_points=config.n_points,
-            attribute=attribute,
-            participants=participants,
-            reference=reference,
-            cache_dir=cache_dir,
+def _training_backend(backend, device):
+    """Select the Keras backend; an error when it cannot train."""
+    backend_name = select_backend(backend, device)
+    if backend_name not in TRAINABLE_BACKENDS:
+        bad_value(
+            "backend",
+            backend_name,
+            f"must be one of {', '.join(TRAINABLE_BACKENDS)} to train",
         )
-        train, validation = split_dataset(
-            dataset, val_fraction=val_fraction, seed=config.seed
-        )
-        from aae_tract.registration import register_split
+    return backend_name
 
-        train, validation = register_split(
+
+def _build_config(
+    *,
+    epochs,
+    batch_size,
+    latent_dims,
+    n_points,
+    n_control,
+    decoder,
+    filters,
+    disc_units,
+    dropout,
+    prior,
+    learning_rate,
+    adv_weight,
+    ar_weight,
+    smooth_weight,
+    length_weight,
+    direction_weight,
+    texture_weight,
+    warmup_epochs,
+    constant_lr,
+    seed,
+):
+    """The :class:`AAEConfig` of the command-line options."""
+    from aae_tract.model import AAEConfig
+
+    sizes = {"filters": as_list(filters), "disc_units": as_list(disc_units)}
+    return AAEConfig(  # checks every value, naming its option
+        epochs=epochs,
+        batch_size=batch_size,
+        latent_dims=latent_dims,
+        n_points=n_points,
+        n_control=n_control,
+        decoder=decoder,
+        dropout=dropout,
+        prior=prior,
+        learning_rate=learning_rate,
+        adv_weight=adv_weight,
+        ar_weight=ar_weight,
+        smooth_weight=smooth_weight,
+        length_weight=length_weight,
+        direction_weight=direction_weight,
+        texture_weight=texture_weight,
+        warmup_epochs=warmup_epochs,
+        lr_decay=not constant_lr,
+        seed=seed,
+        **{name: tuple(values) for name, values in sizes.items() if values},
+    )
+
+
+def _load_data(
+    inputs,
+    config,
+    *,
+    attribute,
+    participants,
+    reference,
+    cache_dir,
+    val_fraction,
+    register,
+    register_transform,
+):
+    """Load, split and register the inputs.
+
+    Returns
+    -------
+    files : list of Path
+        The tractograms read.
+    train, validation : StreamlineDataset
+        The splits, in the common space.
+    started : float
+        ``time.perf_counter()`` when loading started.
+    """
+    if not 0 <= float(val_fraction) < 1:
+        bad_value("val_fraction", val_fraction, "must be in [0, 1)")
+
+    from aae_tract.splits import input_files
+
+    inputs = resolve_inputs(inputs)
+    files = input_files(inputs)
+    check_reference(files, reference)
+
+    from aae_tract.data import load_dataset, split_dataset
+
+    started = time.perf_counter()
+    dataset = load_dataset(
+        inputs,
+        n_points=config.n_points,
+        attribute=attribute,
+        participants=participants,
+        reference=reference,
+        cache_dir=cache_dir,
+    )
+    train, validation = split_dataset(
+        dataset, val_fraction=val_fraction, seed=config.seed
+    )
+    from aae_tract.registration import register_split
+
+    train, validation = register_split(
+        train,
+        validation,
+        register,
+        transform=register_transform,
+        seed=config.seed,
+        reference=reference,
+    )
+    logger.info(
+        "%d streamlines of %d bundles (%s) from %d files: %d for training, "
+        "%d held out; registration: %s",
+        len(dataset),
+        len(dataset.bundle_names),
+        ", ".join(dataset.bundle_names),
+        len(files),
+        len(train),
+        len(validation),
+        train.registration.describe() if train.registration else "none",
+    )
+    return files, train, validation, started
+
+
+def _train_model(train, validation, config, paths, device, resume):
+    """Train a new model (Ctrl-C stops after the epoch); model, history, device."""
+    from aae_tract.model import TractAAE
+
+    where = check_device(device)
+    checkpoint_dir = paths["out_model"].parent / CHECKPOINT_DIR
+    if not resume and checkpoint_dir.is_dir():
+        shutil.rmtree(checkpoint_dir)
+    model = TractAAE.from_dataset(train, config)
+    with StopAfterEpoch() as interrupt:
+        history = model.fit(
             train,
             validation,
-            register,
-            transform=register_transform,
-            seed=config.seed,
+            checkpoint_dir=checkpoint_dir,
+            history_path=paths["out_history"],
+            resume=resume,
+            verbose=_keras_verbosity(),
+            callbacks=[interrupt.callback()],
+        )
+    if interrupt.requested:
+        raise KeyboardInterrupt
+    return model, history, where
+
+
+def _save_outputs(
+    model,
+    history,
+    paths,
+    *,
+    files,
+    train,
+    validation,
+    val_fraction,
+    seed,
+    participants,
+    reference,
+    backend_name,
+):
+    """Write the model, the history and the pictures; return the epochs trained."""
+    from aae_tract.splits import split_record
+
+    model.metadata.training.update(
+        split_record(
+            files,
+            validation,
+            val_fraction=val_fraction,
+            seed=seed,
+            participants=participants,
             reference=reference,
         )
-        logger.info(
-            "%d streamlines of %d bundles (%s) from %d files: %d for training, "
-            "%d held out; registration: %s",
-            len(dataset),
-            len(dataset.bundle_names),
-            ", ".join(dataset.bundle_names),
-            len(files),
-            len(train),
-            len(validation),
-            train.registration.describe() if train.registration else "none",
-        )
+    )
+    model.save(paths["out_model"])
+    n_epochs = len(next(iter(history.values()), []))
+    write_json_atomic(paths["out_history"], {"epochs": n_epochs, **history})
+    _plot_outputs(
+        model,
+        history,
+        paths,
+        train,
+        validation,
+        title=f"aae_tract training ({backend_name}, {n_epochs} epochs)",
+    )
+    return n_epochs
 
-        from aae_tract.model import TractAAE
 
-        where = check_device(device)
-        checkpoint_dir = paths["out_model"].parent / CHECKPOINT_DIR
-        if not resume and checkpoint_dir.is_dir():
-            shutil.rmtree(checkpoint_dir)
-        model = TractAAE.from_dataset(train, config)
-        with StopAfterEpoch() as interrupt:
-            history = model.fit(
-                train,
-                validation,
-                checkpoint_dir=checkpoint_dir,
-                history_path=paths["out_history"],
-                resume=resume,
-                verbose=_keras_verbosity(),
-                callbacks=[interrupt.callback()],
-            )
-        if interrupt.requested:
-            raise KeyboardInterrupt
-        model.metadata.training.update(
-            split_record(
-                files,
-                validation,
-                val_fraction=val_fraction,
-                seed=config.seed,
-                participants=participants,
-                reference=reference,
-            )
-        )
-        model.save(paths["out_model"])
-        n_epochs = len(next(iter(history.values()), []))
-        write_json_atomic(paths["out_history"], {"epochs": n_epochs, **history})
+def _plot_outputs(model, history, paths, train, validation, *, title):
+    """Draw the training curves and the latent space of the held-out streamlines."""
+    from aae_tract.plots import plot_latent_space, plot_training_curves
 
-        from aae_tract.plots import plot_latent_space, plot_training_curves
+    plot_training_curves(history, paths["out_curves"], title=title)
+    shown, what = (validation, "held-out") if len(validation) else (train, "train")
+    z = model.encode_prepared(np.asarray(shown.x))
+    prior = model.network.prior.sample_numpy(
+        min(len(z), 2000), np.random.default_rng(0)
+    )
+    plot_latent_space(
+        z,
+        shown.labels,
+        shown.attribute,
+        shown.bundle_names,
+        paths["out_latent"],
+        attribute_name=shown.attribute_name,
+        title=f"latent space of {len(shown)} {what} streamlines",
+        prior_samples=prior,
+    )
 
-        plot_training_curves(
-            history,
-            paths["out_curves"],
-            title=f"aae_tract training ({backend_name}, {n_epochs} epochs)",
-        )
-        shown, what = (validation, "held-out") if len(validation) else (train, "train")
-        z = model.encode_prepared(np.asarray(shown.x))
-        prior = model.network.prior.sample_numpy(
-            min(len(z), 2000), np.random.default_rng(0)
-        )
-        plot_latent_space(
-            z,
-            shown.labels,
-            shown.attribute,
-            shown.bundle_names,
-            paths["out_latent"],
-            attribute_name=shown.attribute_name,
-            title=f"latent space of {len(shown)} {what} streamlines",
-            prior_samples=prior,
-        )
-        seconds = time.perf_counter() - started
-        val_recon = history.get("val_recon_loss")
-        tail = f", val_recon_loss {val_recon[-1]:.4g}" if val_recon else ""
-        logger.info(
-            "Trained %d epochs in %.0f s on %s%s; wrote %s",
-            n_epochs,
-            seconds,
-            where,
-            tail,
-            names_written(paths.values()),
-        )
-        return paths
+
+def _log_trained(history, n_epochs, started, where, paths):
+    """Log the epochs, time, device, last validation loss and files written."""
+    seconds = time.perf_counter() - started
+    val_recon = history.get("val_recon_loss")
+    tail = f", val_recon_loss {val_recon[-1]:.4g}" if val_recon else ""
+    logger.info(
+        "Trained %d epochs in %.0f s on %s%s; wrote %s",
+        n_epochs,
+        seconds,
+        where,
+        tail,
+        names_written(paths.values()),
+    )

@@ -95,34 +95,10 @@ class ModelMetadata:
         def fail(message):
             raise ModelFileError(f"{source}: invalid metadata: {message}")
 
-        if not isinstance(self.format_version, int) or isinstance(
-            self.format_version, bool
-        ):
-            fail(f"format_version is {self.format_version!r}")
-        if self.format_version > FORMAT_VERSION:
-            fail(
-                f"format version {self.format_version} is newer than this "
-                f"aae_tract understands ({FORMAT_VERSION}); upgrade aae_tract"
-            )
+        _validate_format_version(self.format_version, fail)
         names = self.bundle_names
-        if (
-            not isinstance(names, list)
-            or not names
-            or not all(isinstance(n, str) and n for n in names)
-            or len(set(names)) != len(names)
-        ):
-            fail("bundle_names must be a non-empty list of distinct names")
-        if not isinstance(self.config, dict):
-            fail("config must be an object")
-        try:
-            config = AAEConfig.from_dict(self.config)
-        except (ConfigError, TypeError, ValueError) as exc:
-            fail(f"config: {exc}")
-        n_points = config.n_points
-        if config.n_bundles != len(names):
-            fail(
-                f"config says {config.n_bundles} bundles, bundle_names has {len(names)}"
-            )
+        _validate_bundle_names(names, fail)
+        config = _validate_config(self.config, names, fail)
         if not isinstance(self.attribute_name, str) or not self.attribute_name:
             fail("attribute_name must be a non-empty string")
         for field in ("normalizer", "orient_refs", "calibration", "bundle_stats"):
@@ -131,90 +107,151 @@ class ModelMetadata:
         for field in ("latent_bank", "training", "registration"):
             if not isinstance(getattr(self, field), dict):
                 fail(f"{field} must be an object")
-        mean = _finite_array(
-            self.normalizer.get("mean"), fail, "normalizer.mean", limit=MAX_MM
-        )
-        if mean.shape != (3,):
-            fail(f"normalizer.mean has shape {mean.shape}, not (3,)")
-        scale = _number(self.normalizer.get("scale"), fail, "normalizer.scale")
-        if not 0 < scale <= MAX_MM:
-            fail(f"normalizer.scale is {scale!r}")
-        for key, ref in self.orient_refs.items():
-            if key not in names:
-                fail(f"orientation reference for unknown bundle {key!r}")
-            arr = _finite_array(ref, fail, f"orient_refs[{key}]", limit=MAX_MM)
-            if arr.shape != (n_points, 3):
-                fail(f"orient_refs[{key}] has shape {arr.shape}, not ({n_points}, 3)")
-        for key, cal in self.calibration.items():
-            if key not in names:
-                fail(f"calibration for unknown bundle {key!r}")
-            if not isinstance(cal, dict):
-                fail(f"calibration[{key}] must be an object")
-            x = _finite_array(cal.get("x"), fail, f"calibration[{key}].x")
-            y = _finite_array(cal.get("y"), fail, f"calibration[{key}].y")
-            if x.ndim != 1 or x.shape != y.shape or len(x) < 1:
-                fail(f"calibration[{key}] knots have mismatched shapes")
-            if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
-                fail(f"calibration[{key}] is not monotone")
-            slope = _number(cal.get("slope", 0.0), fail, f"calibration[{key}].slope")
-            if slope < 0:
-                fail(f"calibration[{key}].slope is {slope!r}")
-        for key, stats in self.bundle_stats.items():
-            if key not in names:
-                fail(f"statistics for unknown bundle {key!r}")
-            if not isinstance(stats, dict):
-                fail(f"bundle_stats[{key}] must be an object")
-            for part in ("attribute", "length"):
-                values = stats.get(part)
-                if values is None and part == "length":
-                    continue
-                if not isinstance(values, dict):
-                    fail(f"bundle_stats[{key}].{part} must be an object")
-                low = _number(
-                    values.get("min"), fail, f"bundle_stats[{key}].{part}.min"
-                )
-                high = _number(
-                    values.get("max"), fail, f"bundle_stats[{key}].{part}.max"
-                )
-                if low > high:
-                    fail(f"bundle_stats[{key}].{part}: min {low} > max {high}")
-        latent_dims = config.latent_dims
-        for key, bank in self.latent_bank.items():
-            if key not in names:
-                fail(f"latent bank for unknown bundle {key!r}")
-            if not isinstance(bank, dict):
-                fail(f"latent_bank[{key}] must be an object")
-            z = _finite_array(bank.get("z"), fail, f"latent_bank[{key}].z")
-            if z.ndim != 2 or z.shape[1] != latent_dims:
-                fail(f"latent_bank[{key}].z has shape {z.shape}")
-            a = _finite_array(bank.get("a", []), fail, f"latent_bank[{key}].a")
-            if a.shape != (len(z),):
-                fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
+        _validate_normalizer(self.normalizer, fail)
+        _validate_orient_refs(self.orient_refs, names, config.n_points, fail)
+        _validate_calibration(self.calibration, names, fail)
+        _validate_bundle_stats(self.bundle_stats, names, fail)
+        _validate_latent_bank(self.latent_bank, names, config.latent_dims, fail)
         if self.registration:
-            from aae_tract.registration import Registration
-
-            try:
-                Registration.from_dict(self.registration, source="registration")
-            except ValueError as exc:
-                fail(str(exc))
+            _validate_registration(self.registration, fail)
         if self.space is not None:
-            if not isinstance(self.space, dict):
-                fail("space must be an object")
-            affine = _finite_array(
-                self.space.get("affine"), fail, "space.affine", limit=MAX_MM
-            )
-            if affine.shape != (4, 4):
-                fail(f"space.affine has shape {affine.shape}")
-            if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-                fail("space.affine is singular")
-            dims = _finite_array(self.space.get("dimensions"), fail, "space.dimensions")
-            if dims.shape != (3,) or (dims < 1).any() or (dims != np.round(dims)).any():
-                fail(f"space.dimensions is {self.space.get('dimensions')!r}")
-            sizes = _finite_array(
-                self.space.get("voxel_sizes"), fail, "space.voxel_sizes", limit=MAX_MM
-            )
-            if sizes.shape != (3,) or (sizes <= 0).any():
-                fail(f"space.voxel_sizes is {self.space.get('voxel_sizes')!r}")
+            _validate_space(self.space, fail)
+
+
+def _validate_format_version(version, fail):
+    """Check ``format_version``: an int this aae_tract understands."""
+    if not isinstance(version, int) or isinstance(version, bool):
+        fail(f"format_version is {version!r}")
+    if version > FORMAT_VERSION:
+        fail(
+            f"format version {version} is newer than this "
+            f"aae_tract understands ({FORMAT_VERSION}); upgrade aae_tract"
+        )
+
+
+def _validate_bundle_names(names, fail):
+    """Check ``bundle_names``: a non-empty list of distinct non-empty strings."""
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
+        fail("bundle_names must be a non-empty list of distinct names")
+
+
+def _validate_config(raw, names, fail):
+    """Check ``config`` against ``names``; return it as an :class:`AAEConfig`."""
+    if not isinstance(raw, dict):
+        fail("config must be an object")
+    try:
+        config = AAEConfig.from_dict(raw)
+    except (ConfigError, TypeError, ValueError) as exc:
+        fail(f"config: {exc}")
+    if config.n_bundles != len(names):
+        fail(f"config says {config.n_bundles} bundles, bundle_names has {len(names)}")
+    return config
+
+
+def _validate_normalizer(normalizer, fail):
+    """Check ``normalizer``: a finite 3-vector ``mean`` and a positive ``scale``."""
+    mean = _finite_array(normalizer.get("mean"), fail, "normalizer.mean", limit=MAX_MM)
+    if mean.shape != (3,):
+        fail(f"normalizer.mean has shape {mean.shape}, not (3,)")
+    scale = _number(normalizer.get("scale"), fail, "normalizer.scale")
+    if not 0 < scale <= MAX_MM:
+        fail(f"normalizer.scale is {scale!r}")
+
+
+def _validate_orient_refs(orient_refs, names, n_points, fail):
+    """Check ``orient_refs``: one ``(n_points, 3)`` streamline per known bundle."""
+    for key, ref in orient_refs.items():
+        if key not in names:
+            fail(f"orientation reference for unknown bundle {key!r}")
+        arr = _finite_array(ref, fail, f"orient_refs[{key}]", limit=MAX_MM)
+        if arr.shape != (n_points, 3):
+            fail(f"orient_refs[{key}] has shape {arr.shape}, not ({n_points}, 3)")
+
+
+def _validate_calibration(calibration, names, fail):
+    """Check ``calibration``: monotone knots and a slope >= 0 per known bundle."""
+    for key, cal in calibration.items():
+        if key not in names:
+            fail(f"calibration for unknown bundle {key!r}")
+        if not isinstance(cal, dict):
+            fail(f"calibration[{key}] must be an object")
+        x = _finite_array(cal.get("x"), fail, f"calibration[{key}].x")
+        y = _finite_array(cal.get("y"), fail, f"calibration[{key}].y")
+        if x.ndim != 1 or x.shape != y.shape or len(x) < 1:
+            fail(f"calibration[{key}] knots have mismatched shapes")
+        if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
+            fail(f"calibration[{key}] is not monotone")
+        slope = _number(cal.get("slope", 0.0), fail, f"calibration[{key}].slope")
+        if slope < 0:
+            fail(f"calibration[{key}].slope is {slope!r}")
+
+
+def _validate_bundle_stats(bundle_stats, names, fail):
+    """Check ``bundle_stats``: min <= max of the attribute (and length) per bundle."""
+    for key, stats in bundle_stats.items():
+        if key not in names:
+            fail(f"statistics for unknown bundle {key!r}")
+        if not isinstance(stats, dict):
+            fail(f"bundle_stats[{key}] must be an object")
+        for part in ("attribute", "length"):
+            values = stats.get(part)
+            if values is None and part == "length":
+                continue
+            if not isinstance(values, dict):
+                fail(f"bundle_stats[{key}].{part} must be an object")
+            low = _number(values.get("min"), fail, f"bundle_stats[{key}].{part}.min")
+            high = _number(values.get("max"), fail, f"bundle_stats[{key}].{part}.max")
+            if low > high:
+                fail(f"bundle_stats[{key}].{part}: min {low} > max {high}")
+
+
+def _validate_latent_bank(latent_bank, names, latent_dims, fail):
+    """Check ``latent_bank``: codes of ``latent_dims`` and one value per code."""
+    for key, bank in latent_bank.items():
+        if key not in names:
+            fail(f"latent bank for unknown bundle {key!r}")
+        if not isinstance(bank, dict):
+            fail(f"latent_bank[{key}] must be an object")
+        z = _finite_array(bank.get("z"), fail, f"latent_bank[{key}].z")
+        if z.ndim != 2 or z.shape[1] != latent_dims:
+            fail(f"latent_bank[{key}].z has shape {z.shape}")
+        a = _finite_array(bank.get("a", []), fail, f"latent_bank[{key}].a")
+        if a.shape != (len(z),):
+            fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
+
+
+def _validate_registration(registration, fail):
+    """Check ``registration`` by reading it as a :class:`Registration`."""
+    from aae_tract.registration import Registration
+
+    try:
+        Registration.from_dict(registration, source="registration")
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _validate_space(space, fail):
+    """Check ``space``: an invertible affine, whole dimensions, positive voxels."""
+    if not isinstance(space, dict):
+        fail("space must be an object")
+    affine = _finite_array(space.get("affine"), fail, "space.affine", limit=MAX_MM)
+    if affine.shape != (4, 4):
+        fail(f"space.affine has shape {affine.shape}")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        fail("space.affine is singular")
+    dims = _finite_array(space.get("dimensions"), fail, "space.dimensions")
+    if dims.shape != (3,) or (dims < 1).any() or (dims != np.round(dims)).any():
+        fail(f"space.dimensions is {space.get('dimensions')!r}")
+    sizes = _finite_array(
+        space.get("voxel_sizes"), fail, "space.voxel_sizes", limit=MAX_MM
+    )
+    if sizes.shape != (3,) or (sizes <= 0).any():
+        fail(f"space.voxel_sizes is {space.get('voxel_sizes')!r}")
 
 
 #: Largest coordinate (mm) accepted in the metadata (as aae_tract.io accepts).

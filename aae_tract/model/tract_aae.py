@@ -504,78 +504,35 @@ class TractAAE:
         else:
             validation = None
         keras.utils.set_random_seed(cfg.seed)
-        net = self.network
         steps = len(self._batches(train, shuffle=False, batch_size=batch_size))
-        state = read_checkpoint_state(checkpoint_dir) if checkpoint_dir else None
-        if resume and state is None:
-            logger.warning(
-                "no checkpoint in %s: training from the start", checkpoint_dir
-            )
-        resuming = bool(resume) and state is not None
-        schedule_epochs = (
-            self._resume_schedule(checkpoint_dir, state, epochs, batch_size)
-            if resuming
-            else epochs
+        state, schedule_epochs = self._resume_state(
+            checkpoint_dir, resume, epochs, batch_size
         )
-
-        def rate(value):
-            if not cfg.lr_decay:
-                return value
-            return keras.optimizers.schedules.CosineDecay(
-                value, decay_steps=max(schedule_epochs * steps, 1), alpha=LR_FLOOR
-            )
-
-        net.compile(
-            ae_optimizer=keras.optimizers.Adam(rate(cfg.learning_rate), name="ae_adam"),
-            disc_optimizer=keras.optimizers.Adam(
-                rate(cfg.disc_learning_rate), beta_1=0.5, name="disc_adam"
-            ),
-        )
+        resuming = state is not None
+        self._compile(decay_steps=max(schedule_epochs * steps, 1))
         history = {}
         initial_epoch = 0
         if resuming:
             initial_epoch, history = self._restore(checkpoint_dir, state)
-        train_batches = self._batches(train, shuffle=True, batch_size=batch_size)
-        train_batches.set_epoch(initial_epoch)
-        val_batches = (
-            self._batches(validation, shuffle=False, batch_size=batch_size)
-            if validation is not None
-            else None
+        train_batches, val_batches = self._fit_batches(
+            train, validation, batch_size, initial_epoch
         )
-        logger.info(
-            "training on %s: %d streamlines (%d bundles), %d validation, "
-            "epochs %d..%d, batch %d",
-            describe_device(),
-            len(train),
-            len(self.bundle_names),
-            0 if validation is None else len(validation),
-            initial_epoch + 1,
-            epochs,
-            batch_size,
-        )
+        self._log_training_start(train, validation, initial_epoch, epochs, batch_size)
         guard = NonFiniteGuard()
-        cbs = [guard, RegularizationWarmup(cfg.warmup_epochs)]
-        if checkpoint_dir is not None:
-            cbs.append(
-                EpochCheckpoint(
-                    checkpoint_dir,
-                    history,
-                    guard=guard,
-                    history_path=history_path,
-                    extra_state={
-                        "config": {
-                            **cfg.to_dict(),
-                            "epochs": epochs,
-                            "batch_size": batch_size,
-                        },
-                        "schedule_epochs": schedule_epochs,
-                    },
-                )
-            )
+        cbs = self._fit_callbacks(
+            guard,
+            checkpoint_dir,
+            history,
+            history_path=history_path,
+            extra_state={
+                "config": {**cfg.to_dict(), "epochs": epochs, "batch_size": batch_size},
+                "schedule_epochs": schedule_epochs,
+            },
+        )
         cbs.extend(callbacks or [])
         start = time.perf_counter()
         if initial_epoch < epochs:
-            result = net.fit(
+            result = self.network.fit(
                 train_batches,
                 validation_data=val_batches,
                 epochs=epochs,
@@ -588,20 +545,89 @@ class TractAAE:
                     history.setdefault(key, []).extend(float(v) for v in values)
         seconds = time.perf_counter() - start
         if guard.bad is not None:
-            key, value, batch = guard.bad
-            if not checkpoint_dir:
-                where = "no checkpoint was kept (no checkpoint folder was given)"
-            elif read_checkpoint_state(checkpoint_dir) is None:
-                where = (
-                    f"no epoch had finished, so {checkpoint_dir} holds no checkpoint"
-                )
-            else:
-                where = f"the last good checkpoint is in {checkpoint_dir}"
-            raise TrainingError(
-                f"training stopped: {key} became {value} at batch {batch}; "
-                f"{where}. Check the training data for NaN/inf values, or try a "
-                "lower --learning_rate or loss weights."
+            raise _non_finite_error(guard.bad, checkpoint_dir)
+        self._record_training(
+            train, validation, history, seconds, epochs - initial_epoch
+        )
+        self.calibrate(train)
+        self.metadata.training["prior_match"] = self.log_prior_match(
+            validation if validation is not None else train
+        )
+        return history
+
+    def _resume_state(self, checkpoint_dir, resume, epochs, batch_size):
+        """The checkpoint state to resume (None: start) and the schedule's epochs."""
+        state = read_checkpoint_state(checkpoint_dir) if checkpoint_dir else None
+        if resume and state is None:
+            logger.warning(
+                "no checkpoint in %s: training from the start", checkpoint_dir
             )
+        if not (bool(resume) and state is not None):
+            return None, epochs
+        return state, self._resume_schedule(checkpoint_dir, state, epochs, batch_size)
+
+    def _fit_batches(self, train, validation, batch_size, initial_epoch):
+        """Shuffled training batches from ``initial_epoch`` on; validation batches."""
+        train_batches = self._batches(train, shuffle=True, batch_size=batch_size)
+        train_batches.set_epoch(initial_epoch)
+        val_batches = (
+            self._batches(validation, shuffle=False, batch_size=batch_size)
+            if validation is not None
+            else None
+        )
+        return train_batches, val_batches
+
+    def _compile(self, *, decay_steps):
+        """Compile the network with its two Adam optimizers."""
+        cfg = self.config
+
+        def rate(value):
+            if not cfg.lr_decay:
+                return value
+            return keras.optimizers.schedules.CosineDecay(
+                value, decay_steps=decay_steps, alpha=LR_FLOOR
+            )
+
+        self.network.compile(
+            ae_optimizer=keras.optimizers.Adam(rate(cfg.learning_rate), name="ae_adam"),
+            disc_optimizer=keras.optimizers.Adam(
+                rate(cfg.disc_learning_rate), beta_1=0.5, name="disc_adam"
+            ),
+        )
+
+    def _log_training_start(self, train, validation, initial_epoch, epochs, batch_size):
+        """Log the device, split sizes, epochs and batch size of a training run."""
+        logger.info(
+            "training on %s: %d streamlines (%d bundles), %d validation, "
+            "epochs %d..%d, batch %d",
+            describe_device(),
+            len(train),
+            len(self.bundle_names),
+            0 if validation is None else len(validation),
+            initial_epoch + 1,
+            epochs,
+            batch_size,
+        )
+
+    def _fit_callbacks(
+        self, guard, checkpoint_dir, history, *, history_path, extra_state
+    ):
+        """The NaN guard, the warm-up and (with a folder) the epoch checkpoint."""
+        cbs = [guard, RegularizationWarmup(self.config.warmup_epochs)]
+        if checkpoint_dir is not None:
+            cbs.append(
+                EpochCheckpoint(
+                    checkpoint_dir,
+                    history,
+                    guard=guard,
+                    history_path=history_path,
+                    extra_state=extra_state,
+                )
+            )
+        return cbs
+
+    def _record_training(self, train, validation, history, seconds, epochs_run):
+        """Record the training run (epochs, device, time, sizes) in the metadata."""
         n_epochs = len(next(iter(history.values()), []))
         self.metadata.training = {
             "epochs": n_epochs,
@@ -611,14 +637,9 @@ class TractAAE:
             "n_train": len(train),
             "n_validation": 0 if validation is None else len(validation),
             "streamlines_per_second": round(
-                len(train) * max(epochs - initial_epoch, 0) / max(seconds, 1e-9), 1
+                len(train) * max(epochs_run, 0) / max(seconds, 1e-9), 1
             ),
         }
-        self.calibrate(train)
-        self.metadata.training["prior_match"] = self.log_prior_match(
-            validation if validation is not None else train
-        )
-        return history
 
     def log_prior_match(self, dataset, *, seed=0):
         """Log and return how well each bundle's encodings match the prior.
@@ -900,6 +921,22 @@ class TractAAE:
 
 #: Keys Keras itself may add to the networks' configuration.
 _KERAS_CONFIG_KEYS = ("name", "trainable", "dtype")
+
+
+def _non_finite_error(bad, checkpoint_dir):
+    """The TrainingError for a loss that became NaN or infinite."""
+    key, value, batch = bad
+    if not checkpoint_dir:
+        where = "no checkpoint was kept (no checkpoint folder was given)"
+    elif read_checkpoint_state(checkpoint_dir) is None:
+        where = f"no epoch had finished, so {checkpoint_dir} holds no checkpoint"
+    else:
+        where = f"the last good checkpoint is in {checkpoint_dir}"
+    return TrainingError(
+        f"training stopped: {key} became {value} at batch {batch}; "
+        f"{where}. Check the training data for NaN/inf values, or try a "
+        "lower --learning_rate or loss weights."
+    )
 
 
 def _check_network_config(path, config, expected):
