@@ -57,9 +57,8 @@ SAMPLE_PER_BUNDLE = 200
 ATLAS_PER_BUNDLE = 64
 
 #: QuickBundles threshold (mm) of the groupwise registration: streamlines
-#: closer than this are registered as one centroid. DIPY's default, 4, is
-#: about 2-3x slower on the embedded default and brings its held-out subject
-#: no closer; 8 leaves exact copies of a subject up to 1.4 mm apart.
+#: closer than this are registered as one centroid. Larger is faster; at 8,
+#: copies of one subject moved apart no longer come back onto each other.
 QBX_THRESHOLD = 6.0
 
 #: Spread ratio (RMS distance to the centre) beyond which two sets of
