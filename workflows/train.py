@@ -348,52 +348,15 @@ def _training_backend(backend, device):
     return backend_name
 
 
-def _build_config(
-    *,
-    epochs,
-    batch_size,
-    latent_dims,
-    n_points,
-    n_control,
-    decoder,
-    filters,
-    disc_units,
-    dropout,
-    prior,
-    learning_rate,
-    adv_weight,
-    ar_weight,
-    smooth_weight,
-    length_weight,
-    direction_weight,
-    texture_weight,
-    warmup_epochs,
-    constant_lr,
-    seed,
-):
-    """The :class:`AAEConfig` of the command-line options."""
+def _build_config(*, filters, disc_units, constant_lr, **options):
+    """The :class:`AAEConfig` of the command-line options (``options`` are
+    AAEConfig fields of the same names)."""
     from aae_tract.model import AAEConfig
 
     sizes = {"filters": as_list(filters), "disc_units": as_list(disc_units)}
     return AAEConfig(  # checks every value, naming its option
-        epochs=epochs,
-        batch_size=batch_size,
-        latent_dims=latent_dims,
-        n_points=n_points,
-        n_control=n_control,
-        decoder=decoder,
-        dropout=dropout,
-        prior=prior,
-        learning_rate=learning_rate,
-        adv_weight=adv_weight,
-        ar_weight=ar_weight,
-        smooth_weight=smooth_weight,
-        length_weight=length_weight,
-        direction_weight=direction_weight,
-        texture_weight=texture_weight,
-        warmup_epochs=warmup_epochs,
         lr_decay=not constant_lr,
-        seed=seed,
+        **options,
         **{name: tuple(values) for name, values in sizes.items() if values},
     )
 
