@@ -788,7 +788,9 @@ def _space_transform(model, space):
             f"space {space!r}: this model was trained without registration, so "
             "its streamlines are already in the training data's space"
         )
-    return np.linalg.inv(registration.matrix(str(space)))
+    matrix = np.linalg.inv(registration.matrix(str(space)))
+    logger.info("placing the streamlines in subject %s's native space", space)
+    return matrix
 
 
 # ---------------------------------------------------------------------------

@@ -56,6 +56,10 @@ definitions in the project's architecture notes):
     streamline of the bundle, over the same for held-out real streamlines
     (:func:`novelty_ratio`); mean over bundles (1: as new as unseen real
     data, near 0: copies). Needs the training streamlines (``train``).
+``attribute_slope_error``, ``attribute_mae``
+    Only for a model conditioned on a per-subject attribute such as age: see
+    :mod:`aae_tract.attribute` (with ``attribute_mae_baseline``, the error of
+    predicting the training subjects' mean).
 
 Every metric is also a public function of arrays so it can be checked on cases
 with a known answer. ``evaluate(..., reference=True)`` adds a "real vs real"
@@ -1192,4 +1196,36 @@ def evaluate(
         ref = _aggregate(ref_bundle.values())
         ref["per_bundle"] = ref_bundle
         result["reference"] = ref
+    if model.attribute_name != "length":
+        result.update(_attribute_metrics(model, dataset, train, n_generate, seed))
     return result
+
+
+def _attribute_metrics(model, dataset, train, n_generate, seed):
+    """``attribute_slope_error`` (needs ``train``) and ``attribute_mae``, with
+    their details and the trivial baseline, for a per-subject attribute."""
+    from aae_tract.attribute import attribute_mae, attribute_slope_error
+
+    out = {"attribute_slope_error": None, "attribute_slope": None}
+    if train is not None:
+        slope = attribute_slope_error(
+            model, train, n_streamlines=int(n_generate), seed=seed
+        )
+        out["attribute_slope_error"] = _clean(slope["worst"])
+        out["attribute_slope"] = slope["per_bundle"]
+    read_back = attribute_mae(model, dataset, train=train)
+    out["attribute_mae"] = _clean(read_back["mae"])
+    out["attribute_mae_baseline"] = _clean(read_back["baseline_mae"])
+    out["attribute_read_back"] = read_back["per_subject"]
+    logger.info(
+        "%s: slope error %s (worst bundle), read back from %d subjects with a "
+        "mean absolute error of %.3g (predicting the training mean: %.3g)",
+        model.attribute_name,
+        "n/a"
+        if out["attribute_slope_error"] is None
+        else f"{out['attribute_slope_error']:.2f}",
+        len(read_back["per_subject"]),
+        read_back["mae"],
+        read_back["baseline_mae"],
+    )
+    return out

@@ -71,6 +71,7 @@ class GenerateFlow(AAEWorkflow):
         bundle=None,
         length=None,
         attribute_value=None,
+        age=None,
         n_streamlines=100,
         seed=0,
         sampling="bank",
@@ -109,6 +110,9 @@ class GenerateFlow(AAEWorkflow):
         attribute_value : variable float, optional
             Target value(s) of the attribute of a model trained with
             --attribute (e.g. age), instead of --length.
+        age : variable float, optional
+            Target age(s) in years, for a model trained with --attribute age
+            (the same as --attribute_value); files are named age70 etc.
         n_streamlines : int, optional
             Streamlines to generate per bundle and value.
         seed : int, optional
@@ -137,7 +141,8 @@ class GenerateFlow(AAEWorkflow):
             Where the streamlines are placed, for a model trained with
             registration: without it, the model's common space (where its
             training subjects were registered); a training subject's name,
-            that subject's native space.
+            that subject's native space (held-out subjects have no stored
+            transform).
         format : string, optional
             Tractogram format: trk, tck or trx. Without it: the extension of
             out_tractogram.
@@ -157,7 +162,7 @@ class GenerateFlow(AAEWorkflow):
             Name of each picture; {bundle} and {condition} are filled in.
         """
         self._begin()
-        lengths, values = _check_targets(length, attribute_value)
+        lengths, values, ages = _check_targets(length, attribute_value, age)
         n_streamlines, seed, sampling, max_mdf, length_tolerance = (
             _check_sampling_options(
                 n_streamlines, seed, sampling, max_mdf, length_tolerance
@@ -174,7 +179,7 @@ class GenerateFlow(AAEWorkflow):
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
         space = _check_space(net, space, model_path)
-        requests = _requests(net, bundles, lengths, values, model_path)
+        requests = _requests(net, bundles, lengths, values + ages, model_path, ages)
         names = _output_names(
             requests,
             net.attribute_name,
@@ -215,19 +220,20 @@ class GenerateFlow(AAEWorkflow):
         return written
 
 
-def _check_targets(length, attribute_value):
-    """The checked --length and --attribute_value lists (at most one non-empty)."""
+def _check_targets(length, attribute_value, age):
+    """The checked --length, --attribute_value and --age lists (one kind only)."""
     lengths = [
         check_float("length", v, minimum=0, maximum=MAX_LENGTH_MM, exclusive_min=True)
         for v in as_list(length)
     ]
     values = [check_float("attribute_value", v) for v in as_list(attribute_value)]
-    if lengths and values:
+    ages = [check_float("age", v, minimum=0) for v in as_list(age)]
+    if sum(map(bool, (lengths, values, ages))) > 1:
         raise AAETractError(
-            "give --length (a model trained on length) or --attribute_value "
-            "(a model trained with --attribute), not both"
+            "give one of --length (a model trained on length), --age (a model "
+            "trained with --attribute age) or --attribute_value, not several"
         )
-    return lengths, values
+    return lengths, values, ages
 
 
 def _check_sampling_options(n_streamlines, seed, sampling, max_mdf, length_tolerance):
@@ -270,9 +276,15 @@ def _load_model(model_path, backend, device):
     return TractAAE.load(model_path)
 
 
-def _requests(net, bundles, lengths, values, model_path):
+def _requests(net, bundles, lengths, values, model_path, ages=()):
     """(bundle, value) pairs to generate; the training median without targets."""
     attr = net.attribute_name
+    if ages and attr != "age":
+        raise AAETractError(
+            f"--age needs a model trained with --attribute age; {model_path} is "
+            f"conditioned on {attr!r}"
+            + (" (use --length)" if attr == "length" else " (use --attribute_value)")
+        )
     if attr != "length" and lengths:
         raise AAETractError(
             f"{model_path} is conditioned on {attr!r}, not on streamline "
@@ -336,7 +348,8 @@ def _generate_requests(net, requests, paths, *, options, real, reference, skip_p
                     net,
                     result,
                     paths[f"out_picture_{i}"],
-                    title=f"{name} at {attr} {value:g}{unit}",
+                    title=f"{name} at {attr} {value:g}{unit}"
+                    + (f", {options['space']}'s space" if options["space"] else ""),
                     real=real,
                     reference=reference,
                     space=options["space"],

@@ -174,8 +174,8 @@ class TrainFlow(AAEWorkflow):
             the training subjects, all bundles of a subject moved together),
             none, or a template tractogram (or folder of <BUNDLE>.trk files)
             every subject is registered to (SLR), whose space becomes the
-            common space. Held-out subjects are registered to the training
-            subjects' common-space bundles.
+            common space. Either way, held-out subjects are then registered
+            (SLR) to the training subjects' common-space bundles.
         register_transform : string, optional
             rigid (keeps streamline lengths) or affine (fits better, but
             rescales lengths: the lengths used for training are rescaled too).

@@ -1,0 +1,226 @@
+"""The attribute (e.g. age) through the model, both ways.
+
+Generation maps a requested attribute value to latent dimension 0 and decodes
+it; :func:`estimate_attribute` goes the other way: it encodes a subject's
+bundles and reads the attribute back from dimension 0 through the inverse of
+the same calibration. Two metrics (keys of ``metrics.json`` for a model
+conditioned on an attribute other than length) check that the model learned
+the effect of the attribute and not only its direction:
+
+``attribute_slope_error``
+    Per bundle, the slope of the generated bundle's median length against the
+    requested attribute (over the training range) compared with the slope of
+    the real training subjects' median lengths against theirs:
+    ``|slope_generated - slope_real| / |slope_real|``; the worst bundle.
+``attribute_mae``
+    The attribute read back from each held-out subject's bundles, mean
+    absolute error in the attribute's unit, beside the trivial baseline
+    (predicting the training subjects' mean).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from aae_tract.errors import AAETractError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ATTRIBUTE_METRIC_NAMES",
+    "attribute_mae",
+    "attribute_slope_error",
+    "estimate_attribute",
+    "length_slope",
+    "subject_values",
+]
+
+#: Keys added to ``metrics.json`` for a model whose attribute is not length.
+ATTRIBUTE_METRIC_NAMES = ("attribute_slope_error", "attribute_mae")
+
+
+def _inverse_calibration(model, bundle, z0):
+    """Attribute values whose calibrated z0 is ``z0`` (inverse of the map)."""
+    cal = model.metadata.calibration.get(bundle)
+    if cal is None:
+        raise AAETractError(
+            f"the model has no attribute calibration for {bundle!r}: train it first"
+        )
+    x, y, slope = np.asarray(cal["x"]), np.asarray(cal["y"]), float(cal["slope"])
+    y_unique, first = np.unique(y, return_index=True)
+    last = len(y) - 1 - np.unique(y[::-1], return_index=True)[1]
+    x_mid = (x[first] + x[last]) / 2.0  # a flat run of z0 maps to its middle
+    z0 = np.asarray(z0, dtype=np.float64)
+    if len(y_unique) < 2:
+        return np.full(z0.shape, float(np.mean(x)))
+    out = np.interp(z0, y_unique, x_mid)
+    if slope > 0:
+        out = np.where(z0 < y_unique[0], x_mid[0] + (z0 - y_unique[0]) / slope, out)
+        out = np.where(z0 > y_unique[-1], x_mid[-1] + (z0 - y_unique[-1]) / slope, out)
+    return out
+
+
+def estimate_attribute(model, streamlines, bundles):
+    """Read a subject's attribute (e.g. age) back from its bundles.
+
+    Each streamline is encoded; per bundle, the median of latent dimension 0
+    is mapped back through the inverse of the model's calibration; the
+    subject's value is the median over its bundles.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model conditioned on a per-subject attribute.
+    streamlines : ndarray (N, P, 3) or sequence of (n, 3) arrays
+        One subject's streamlines (RAS+ mm, in the model's common space when
+        it was trained with registration: see ``model.registration.place``).
+    bundles : str or sequence of str
+        The bundle of all streamlines, or one per streamline.
+
+    Returns
+    -------
+    value : float
+        The estimated attribute.
+    per_bundle : dict of str to float
+        The estimate of each bundle.
+    """
+    x, labels = model.prepare(streamlines, bundles)
+    if len(x) == 0:
+        raise AAETractError("no streamlines to read the attribute from")
+    z0 = model.encode_prepared(x)[:, 0]
+    per_bundle = {}
+    for label in np.unique(labels):
+        name = model.bundle_names[int(label)]
+        per_bundle[name] = float(
+            _inverse_calibration(model, name, np.median(z0[labels == label]))
+        )
+    return float(np.median(list(per_bundle.values()))), per_bundle
+
+
+def subject_values(dataset):
+    """Each subject's attribute value in ``dataset`` (the first of its rows)."""
+    values = {}
+    for subject, value in zip(dataset.subjects, np.asarray(dataset.attribute)):
+        values.setdefault(str(subject), float(value))
+    return values
+
+
+def attribute_mae(model, held_out, *, train=None):
+    """Mean absolute error of the attribute read back from held-out subjects.
+
+    Parameters
+    ----------
+    model : TractAAE
+    held_out : StreamlineDataset
+        Subjects the model has not seen, with their true values.
+    train : StreamlineDataset, optional
+        The training subjects, whose mean is the trivial baseline; without
+        it, the middle of the model's training range.
+
+    Returns
+    -------
+    dict
+        ``mae``, ``baseline_mae``, ``ratio`` (mae / baseline) and
+        ``per_subject`` (true and estimated values).
+    """
+    truth = subject_values(held_out)
+    names = np.asarray(held_out.bundle_names)
+    per_subject = {}
+    for subject, value in truth.items():
+        rows = held_out.subjects == subject
+        x = np.asarray(held_out.x[rows])
+        estimate, _ = estimate_attribute(model, x, list(names[held_out.labels[rows]]))
+        per_subject[subject] = {"true": value, "estimate": estimate}
+    if train is not None:
+        mean = float(np.mean(list(subject_values(train).values())))
+    else:
+        ranges = [model.attribute_range(b) for b in model.bundle_names]
+        mean = float(np.mean([(lo + hi) / 2 for lo, hi in ranges]))
+    errors = [abs(v["estimate"] - v["true"]) for v in per_subject.values()]
+    baseline = [abs(mean - v["true"]) for v in per_subject.values()]
+    mae, base = float(np.mean(errors)), float(np.mean(baseline))
+    return {
+        "mae": mae,
+        "baseline_mae": base,
+        "ratio": mae / base if base > 0 else None,
+        "per_subject": per_subject,
+    }
+
+
+def length_slope(values, lengths):
+    """Least-squares slope of lengths (mm) against attribute values."""
+    values = np.asarray(values, dtype=np.float64)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if len(values) < 2 or np.ptp(values) == 0:
+        return None
+    return float(np.polyfit(values, lengths, 1)[0])
+
+
+def _real_slope(train, bundle):
+    """Slope of the training subjects' median bundle length against their value."""
+    label = train.bundle_names.index(bundle)
+    values, medians = [], []
+    for subject, value in subject_values(train).items():
+        rows = (train.subjects == subject) & (train.labels == label)
+        if rows.any():
+            values.append(value)
+            medians.append(np.median(np.asarray(train.lengths)[rows]))
+    return length_slope(values, medians), values
+
+
+def attribute_slope_error(model, train, *, n_values=5, n_streamlines=100, seed=0):
+    """How well generation reproduces the effect of the attribute on length.
+
+    Parameters
+    ----------
+    model : TractAAE
+        Conditioned on a per-subject attribute.
+    train : StreamlineDataset
+        The training data (the real slope is measured on it).
+    n_values : int, optional
+        Attribute values requested, spread over the 5-95 percentile of the
+        training subjects' values.
+    n_streamlines : int, optional
+        Streamlines generated per bundle and value.
+    seed : int, optional
+
+    Returns
+    -------
+    dict
+        ``worst`` (the largest relative error over bundles) and per bundle:
+        ``error``, ``slope_generated``, ``slope_real`` (mm per unit),
+        ``monotone`` (generated medians move the way the real slope does at
+        every step), the requested ``values`` and generated ``medians``.
+    """
+    from aae_tract.generate import generate
+
+    per_bundle = {}
+    for bundle in model.bundle_names:
+        real, subject_vals = _real_slope(train, bundle)
+        if real is None or real == 0:
+            continue
+        values = np.percentile(subject_vals, np.linspace(5, 95, n_values))
+        medians = [
+            generate(
+                model,
+                bundle,
+                attribute=float(v),
+                n_streamlines=n_streamlines,
+                seed=seed,
+            ).median_length
+            for v in values
+        ]
+        generated = length_slope(values, medians)
+        steps = np.sign(np.diff(medians))
+        per_bundle[bundle] = {
+            "error": abs(generated - real) / abs(real),
+            "slope_generated": generated,
+            "slope_real": real,
+            "monotone": bool(np.all(steps == np.sign(real))),
+            "values": [float(v) for v in values],
+            "medians": [float(m) for m in medians],
+        }
+    worst = max((b["error"] for b in per_bundle.values()), default=None)
+    return {"worst": worst, "per_bundle": per_bundle}

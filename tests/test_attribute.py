@@ -1,0 +1,144 @@
+"""The attribute through the model both ways: known answers and the commands."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+import aae_tract.attribute as attribute_module
+from aae_tract.attribute import (
+    ATTRIBUTE_METRIC_NAMES,
+    _inverse_calibration,
+    attribute_mae,
+    attribute_slope_error,
+    length_slope,
+)
+from aae_tract.dataset import StreamlineDataset
+
+
+def _calibrated(x, y, slope):
+    cal = {"x": list(x), "y": list(y), "slope": slope}
+    return SimpleNamespace(metadata=SimpleNamespace(calibration={"A": cal}))
+
+
+def test_inverse_calibration_undoes_the_calibration():
+    model = _calibrated([20, 40, 60, 80], [-1.0, 0.0, 0.5, 2.0], 0.05)
+    ages = np.array([20, 30, 40, 50, 60, 70, 80])
+    z0 = np.interp(ages, [20, 40, 60, 80], [-1.0, 0.0, 0.5, 2.0])
+    np.testing.assert_allclose(_inverse_calibration(model, "A", z0), ages)
+    # outside the range: the overall slope, both ways
+    np.testing.assert_allclose(_inverse_calibration(model, "A", [-1.5, 2.5]), [10, 90])
+    # a flat run of z0 maps to the middle of its attribute range
+    flat = _calibrated([20, 40, 60], [0.0, 1.0, 1.0], 0.02)
+    assert _inverse_calibration(flat, "A", 1.0) == pytest.approx(50)
+
+
+def test_length_slope():
+    ages = np.array([20.0, 35, 50, 65, 80])
+    assert length_slope(ages, 100 - 0.3 * ages) == pytest.approx(-0.3)
+    assert length_slope([50, 50], [1, 2]) is None
+
+
+def _age_dataset(slope_mm_per_year):
+    """Six subjects aged 20-70, one bundle, median length 100 + slope (age - 45)."""
+    ages = np.repeat(np.arange(20.0, 80.0, 10.0), 5)
+    lengths = 100 + slope_mm_per_year * (ages - 45) + np.tile([-2, -1, 0, 1, 2], 6)
+    n = len(ages)
+    return StreamlineDataset(
+        x=np.zeros((n, 4, 3), np.float32),
+        labels=np.zeros(n, np.int32),
+        attribute=ages.astype(np.float32),
+        lengths=lengths.astype(np.float32),
+        subjects=np.repeat([f"s{i}" for i in range(6)], 5),
+        bundle_names=["A"],
+        attribute_name="age",
+        n_points=4,
+    )
+
+
+def test_slope_error_on_known_slopes(monkeypatch):
+    """Real data: -0.3 mm/year; generation at -0.45 mm/year: error 0.5."""
+    train = _age_dataset(-0.3)
+
+    def fake_generate(model, bundle, *, attribute, **kwargs):
+        return SimpleNamespace(median_length=100 - 0.45 * (attribute - 45))
+
+    monkeypatch.setattr("aae_tract.generate.generate", fake_generate)
+    result = attribute_slope_error(SimpleNamespace(bundle_names=["A"]), train)
+    row = result["per_bundle"]["A"]
+    assert row["slope_real"] == pytest.approx(-0.3)
+    assert row["slope_generated"] == pytest.approx(-0.45)
+    assert result["worst"] == pytest.approx(0.5)
+    assert row["monotone"] is True
+    # the right direction but flat at the end: not monotone
+    monkeypatch.setattr(
+        "aae_tract.generate.generate",
+        lambda model, bundle, *, attribute, **kw: SimpleNamespace(
+            median_length=100 - 0.3 * min(attribute, 50)
+        ),
+    )
+    result = attribute_slope_error(SimpleNamespace(bundle_names=["A"]), train)
+    assert result["per_bundle"]["A"]["monotone"] is False
+
+
+def test_attribute_mae_against_the_trivial_baseline(monkeypatch):
+    held = _age_dataset(-0.3)
+    train = _age_dataset(-0.3)
+    truth = {f"s{i}": 20.0 + 10 * i for i in range(6)}
+    # a reader that is off by +3 years for everyone (subjects come in order)
+    calls = []
+
+    def reader(model, x, bundles):
+        subject = f"s{len(calls)}"
+        calls.append(subject)
+        return truth[subject] + 3.0, {"A": truth[subject] + 3.0}
+
+    monkeypatch.setattr(attribute_module, "estimate_attribute", reader)
+    result = attribute_mae(SimpleNamespace(), held, train=train)
+    assert result["mae"] == pytest.approx(3.0)
+    # predicting the training mean (45) misses by 15, 5, 5, 15, 25 ... on average
+    assert result["baseline_mae"] == pytest.approx(np.mean([25, 15, 5, 5, 15, 25]))
+    assert result["ratio"] == pytest.approx(3.0 / 15.0)
+
+
+def test_age_model_commands(tmp_path):
+    """--age writes <BUNDLE>_age<A>.trk; evaluation of an age model reports the
+    attribute metrics; --age on a length model is refused."""
+    from aae_tract.data_fetchers import make_phantom
+
+    data = make_phantom(tmp_path / "phantom", n_subjects=4, n_per_bundle=6, seed=1,
+                        bundles=["AF_L", "UF_L"])  # fmt: skip
+    out = tmp_path / "out"
+    tiny = ["--epochs", "2", "--n_points", "16", "--batch_size", "32",
+            "--latent_dims", "4", "--n_control", "4", "--filters", "8",
+            "--disc_units", "8"]  # fmt: skip
+    args = [data, *tiny, "--attribute", "age", "--val_fraction", "0.25"]
+    assert run_cli("aae_tract_train", *args, "--out_dir", out) == 0
+    model = ["--model", out / "aae_tract_model.keras"]
+    gen = [*model, "--bundle", "UF_L", "--n_streamlines", "3", "--skip_picture"]
+    assert run_cli("aae_tract_generate", *gen, "--age", "70", "--out_dir", out) == 0
+    assert (out / "UF_L_age70.trk").is_file()
+    both = ["--age", "70", "--attribute_value", "70", "--out_dir", out]
+    assert run_cli("aae_tract_generate", *gen, *both) == 1
+    ev = tmp_path / "ev"
+    assert run_cli("aae_tract_evaluate", *model, "--n_generate", "10",
+                   "--out_dir", ev) == 0  # fmt: skip
+    metrics = json.loads((ev / "metrics.json").read_text())
+    for key in ATTRIBUTE_METRIC_NAMES:
+        assert metrics[key] is not None and metrics[key] >= 0, key
+    assert metrics["attribute_mae_baseline"] > 0
+    assert set(metrics["attribute_slope"]) == {"AF_L", "UF_L"}
+
+
+def test_age_on_a_length_model_is_refused(tmp_path, capsys, minimal_bundles_dir):
+    out = tmp_path / "out"
+    tiny = ["--epochs", "1", "--n_points", "16", "--batch_size", "64",
+            "--latent_dims", "4", "--n_control", "4", "--filters", "8",
+            "--disc_units", "8", "--register", "none"]  # fmt: skip
+    assert run_cli("aae_tract_train", minimal_bundles_dir, *tiny,
+                   "--out_dir", out) == 0  # fmt: skip
+    args = ["--model", out / "aae_tract_model.keras", "--age", "70", "--skip_picture"]
+    assert run_cli("aae_tract_generate", *args, "--out_dir", out) == 1
+    assert "--age needs a model trained with --attribute age" in capsys.readouterr().err
