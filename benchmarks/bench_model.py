@@ -148,6 +148,13 @@ def run_seeds(train, validation, args):
     return rows
 
 
+def _paired(aae, plain, key):
+    """``key`` of each seed's AAE and plain run, and their ratios."""
+    a = [r[key] for r in aae]
+    p = [r[key] for r in plain]
+    return a, p, [x / y for x, y in zip(a, p)]
+
+
 def report_rows(rows):
     """Print the comparison; the summary numbers as a dict."""
     aae, plain = rows["conditional AAE"], rows["plain AE"]
@@ -156,9 +163,7 @@ def report_rows(rows):
         a = _ms([r["curve"][k][1] for r in aae])
         p = _ms([r["curve"][k][1] for r in plain])
         print(f"  epoch {epoch:4d}: AAE {a}   plain AE {p}")
-    recon_a = [r["recon_mdf_mm"] for r in aae]
-    recon_p = [r["recon_mdf_mm"] for r in plain]
-    ratios = [a / p for a, p in zip(recon_a, recon_p)]
+    recon_a, recon_p, ratios = _paired(aae, plain, "recon_mdf_mm")
     print(
         f"final recon MDF (mm): AAE {_ms(recon_a)}, plain AE {_ms(recon_p)}; "
         f"ratio per seed {_ms(ratios)} (target <= 1.1)"
@@ -170,9 +175,7 @@ def report_rows(rows):
         print(f"  {bundle:16s} rho {rho}   pairwise-MDF ratio {div}")
     means = [np.mean(list(r["pairwise_mdf_ratio"].values())) for r in aae]
     print(f"pairwise-MDF ratio, mean over bundles: {_ms(means)} (target >= 0.8)")
-    speed_a = [r["streamlines_per_s"] for r in aae]
-    speed_p = [r["streamlines_per_s"] for r in plain]
-    speed = [a / p for a, p in zip(speed_a, speed_p)]
+    speed_a, speed_p, speed = _paired(aae, plain, "streamlines_per_s")
     print(
         f"throughput (streamlines/s): AAE {np.mean(speed_a):.0f}, plain AE "
         f"{np.mean(speed_p):.0f}, ratio {_ms(speed)}"

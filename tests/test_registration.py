@@ -182,17 +182,16 @@ def test_template_registration_and_a_template_in_another_space(minimal, tmp_path
 
     source = minimal.subset(minimal.subjects == "sub_4")
     move = _rigid(5, [12, -8, 20])
+
+    def write(path, lines, size):
+        space = {"affine": np.eye(4).tolist(), "dimensions": [size] * 3,
+                 "voxel_sizes": [1.0] * 3, "voxel_order": "RAS"}  # fmt: skip
+        reference = reference_from_space(space)
+        save_tractogram(StatefulTractogram(lines, reference, Space.RASMM), path)
+
     template = tmp_path / "template.trk"
     lines = list(transform_streamlines(np.asarray(source.x), move))
-    reference = reference_from_space(
-        {
-            "affine": np.eye(4).tolist(),
-            "dimensions": [200] * 3,
-            "voxel_sizes": [1.0] * 3,
-            "voxel_order": "RAS",
-        }
-    )
-    save_tractogram(StatefulTractogram(lines, reference, Space.RASMM), template)
+    write(template, lines, 200)
     out = register_to_template(minimal, template, seed=0)
     assert out.registration.kind == "template"
     moved = out.subset(out.subjects == "sub_4")
@@ -201,16 +200,7 @@ def test_template_registration_and_a_template_in_another_space(minimal, tmp_path
     assert out.space["dimensions"] == [200, 200, 200]
     # a template in voxel coordinates of 0.4 mm voxels (2.5x larger numbers)
     voxels = tmp_path / "voxels.trk"
-    big = [line * 2.5 for line in lines]
-    reference = reference_from_space(
-        {
-            "affine": np.eye(4).tolist(),
-            "dimensions": [600] * 3,
-            "voxel_sizes": [1.0] * 3,
-            "voxel_order": "RAS",
-        }
-    )
-    save_tractogram(StatefulTractogram(big, reference, Space.RASMM), voxels)
+    write(voxels, [line * 2.5 for line in lines], 600)
     with pytest.raises(RegistrationError, match="different spaces or units"):
         register_to_template(minimal, voxels)
 
