@@ -201,6 +201,21 @@ def _bank_noise(bank_z, n, rng):
     return (rng.standard_normal((n, d)) @ root.T).astype(np.float32)
 
 
+def _neighbours(model, bank_size):
+    """Default width of the bank's attribute kernel (codes per target).
+
+    A sixteenth of the bank (at least 16) for a per-streamline attribute
+    (length). A per-subject attribute (age) gives every code of a subject
+    the same value, so a sixteenth would draw on the one or two subjects
+    nearest in age and copy their idiosyncrasies; a quarter of the bank
+    draws on several (measured on the age phantom: the worst bundle's slope
+    error 0.35 with a sixteenth, 0.22 with a quarter).
+    """
+    if model.config.ar_level == "subject":
+        return max(16, bank_size // 4)
+    return max(16, bank_size // 16)
+
+
 def sample_latent(
     model,
     bundle,
@@ -231,7 +246,8 @@ def sample_latent(
         Relative noise scale for ``"bank"`` sampling.
     neighbours : int, optional
         About how many bank codes share one target value (width of the
-        attribute kernel); default a sixteenth of the bank, at least 16.
+        attribute kernel); default a sixteenth of the bank, at least 16 (a
+        quarter for a per-subject attribute such as age).
         A wide kernel lets codes of streamlines with other attribute values
         in, which biases the produced attribute toward the bundle's middle;
         a very narrow one draws many streamlines from few codes.
@@ -263,7 +279,7 @@ def sample_latent(
         if not (math.isfinite(float(noise)) and noise >= 0):
             raise AAETractError(f"noise must be a finite number >= 0, got {noise!r}")
         bank_z, bank_a = _bank(model, name)
-        k = neighbours if neighbours is not None else max(16, len(bank_z) // 16)
+        k = neighbours if neighbours is not None else _neighbours(model, len(bank_z))
         unique, inverse = np.unique(targets, return_inverse=True)
         weights = _kernel_weights(bank_a, unique, k=k)
         m = len(bank_z)

@@ -68,26 +68,49 @@ TARGETS = {
 #: Targets that differ by sampling or by dataset.
 SAMPLING_TARGETS = {"prior": {"novelty_ratio": (">=", 0.9)}}
 DATASET_TARGETS = {"phantom": {"ar_spearman": (">=", 0.99)}}
+#: Targets of a model conditioned on a per-subject attribute (``--attribute
+#: age``): the slope error of the worst bundle, the fraction of bundles whose
+#: generated median length is monotone in the requested age, and the error
+#: of the age read back from held-out subjects over the trivial baseline's.
+ATTRIBUTE_TARGETS = {
+    "attribute_slope_error": ("<=", 0.2),
+    "attribute_monotone": (">=", 1.0),
+    "attribute_mae_ratio": ("<=", 0.5),
+    "attribute_mae_generation_ratio": ("<=", 0.5),
+}
+#: Length targets that do not apply to a model conditioned on another
+#: attribute (generation is asked for an age, not a length).
+LENGTH_ONLY = ("length_mae_mm", "recon_length_ratio", "length_error_pct")
 
 #: Hyperparameters of the benchmark runs (AAEConfig fields), per dataset.
 CONFIGS = {
     "phantom": {"n_points": 64, "epochs": 100, "batch_size": 64},
     "minimal_bundles": {"n_points": 64, "epochs": 100, "batch_size": 32},
 }
+#: With ``--attribute age``: batches of 8 subjects x 16 streamlines.
+AGE_CONFIG = {"n_points": 64, "epochs": 100, "batch_size": 128}
 
 PHANTOM = {"n_subjects": 6, "n_per_bundle": 200, "seed": 0, "fragments": 0.5}
+#: The age phantom (``--attribute age``): enough subjects over 20-80 years
+#: (20 for training, 10 held out) for a per-subject effect to be learnable; no
+#: fragments, so a bundle's median length follows its subject's age (3 %
+#: shorter per decade past 50, the phantom's default ``age_effect``).
+AGE_PHANTOM = {"n_subjects": 30, "n_per_bundle": 40, "seed": 0, "fragments": 0.0}
 SAMPLINGS = ("bank", "prior")
 #: The data and its split are the same for every seed.
 SPLIT_SEED = 0
 
 
-def load_splits(name, *, n_points, data_dir=None, fragments=None):
-    """(train, held-out) splits of the phantom or the embedded default."""
+def load_splits(
+    name, *, n_points, data_dir=None, fragments=None, attribute="length"
+):
+    """(train, held-out) splits of the phantom (the age phantom for an
+    attribute other than length) or the embedded default."""
     from aae_tract.data import load_dataset, split_dataset
     from aae_tract.data_fetchers import fetch_minimal_bundles, make_phantom
 
     if name == "phantom":
-        options = dict(PHANTOM)
+        options = dict(PHANTOM if attribute == "length" else AGE_PHANTOM)
         if fragments is not None:
             options["fragments"] = fragments
         folder = make_phantom(
@@ -97,7 +120,7 @@ def load_splits(name, *, n_points, data_dir=None, fragments=None):
     else:
         folder = fetch_minimal_bundles()
         val_fraction = 0.2
-    dataset = load_dataset(folder, n_points=n_points)
+    dataset = load_dataset(folder, n_points=n_points, attribute=attribute)
     return split_dataset(dataset, val_fraction=val_fraction, seed=SPLIT_SEED)
 
 
@@ -158,13 +181,43 @@ def summarise(runs, key):
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def targets_for(dataset, sampling):
-    """The targets of one dataset and sampling."""
-    return {
+def targets_for(dataset, sampling, attribute="length"):
+    """The targets of one dataset, sampling and attribute."""
+    targets = {
         **TARGETS,
         **DATASET_TARGETS.get(dataset, {}),
         **SAMPLING_TARGETS.get(sampling, {}),
     }
+    if attribute != "length":
+        targets = {k: v for k, v in targets.items() if k not in LENGTH_ONLY}
+        targets.update(ATTRIBUTE_TARGETS)
+    return targets
+
+
+def add_attribute_summary(result):
+    """Per-seed numbers of the attribute targets, from ``evaluate``'s details.
+
+    ``attribute_monotone``: fraction of bundles whose generated medians move
+    with the real slope at every step; ``attribute_mae_ratio`` and
+    ``attribute_mae_generation_ratio``: read-back error (through the encoder,
+    through generation) over the trivial baseline's; each bundle's slope
+    error in ``per_bundle``.
+    """
+    slopes = result.get("attribute_slope") or {}
+    if slopes:
+        result["attribute_monotone"] = float(
+            np.mean([b["monotone"] for b in slopes.values()])
+        )
+    for bundle, detail in slopes.items():
+        result["per_bundle"].setdefault(bundle, {})["attribute_slope_error"] = detail[
+            "error"
+        ]
+    base = result.get("attribute_mae_baseline")
+    for how in ("", "_generation"):
+        mae = result.get(f"attribute_mae{how}")
+        if mae is not None and base:
+            result[f"attribute_mae{how}_ratio"] = mae / base
+    return result
 
 
 def check(metric, result, ceiling, targets=None):
@@ -240,13 +293,14 @@ def aggregate(runs):
     return out
 
 
-def table(summary, *, title, real, cross, dataset="phantom"):
+def table(summary, *, title, real, cross, dataset="phantom", attribute="length"):
     """Text table: metric, mean +/- sd per sampling, references, target, pass."""
     head = ["metric"] + [f"{s} (mean +/- sd)" for s in summary]
     head += ["real vs real", "train vs held-out", "target"]
     head += [f"pass ({s})" for s in summary]
     rows = []
-    for metric in TARGETS:
+    targets = {s: targets_for(dataset, s, attribute) for s in summary}
+    for metric in next(iter(targets.values())):
         row = [metric]
         for s in summary:
             row.append(
@@ -258,20 +312,20 @@ def table(summary, *, title, real, cross, dataset="phantom"):
         ceiling = _ceiling(metric, real, cross)
         texts = []
         for s in summary:
-            text = check(metric, summary[s], ceiling, targets_for(dataset, s))[0]
+            text = check(metric, summary[s], ceiling, targets[s])[0]
             if text != "-" and text not in texts:
                 texts.append(text)
         row.append(" / ".join(texts) or "-")
         for s in summary:
-            ok = check(metric, summary[s], ceiling, targets_for(dataset, s))[1]
+            ok = check(metric, summary[s], ceiling, targets[s])[1]
             row.append("n/a" if ok is None else "yes" if ok else "NO")
         rows.append(row)
     return _render([title, ""], head, rows)
 
 
-def per_bundle_table(result):
+def per_bundle_table(result, metrics):
     """Per-bundle means over seeds of one sampling."""
-    metrics = list(TARGETS)
+    metrics = [m for m in metrics if m in result["per_bundle_mean"]]
     bundles = list(next(iter(result["per_bundle_mean"].values())))
     head = ["bundle"] + metrics
     rows = []
@@ -319,6 +373,9 @@ def run_seed(config, seed, train, held_out, args):
         )
         for s in SAMPLINGS
     }
+    for result in results.values():
+        if model.attribute_name != "length":
+            add_attribute_summary(result)
     if args.baseline:
         plain = plain_autoencoder_recon(config, train, held_out)
         print(f"seed {seed}: plain autoencoder recon_mdf_mm {plain:.3f}", flush=True)
@@ -363,6 +420,13 @@ def main(argv=None):
     parser.add_argument(
         "--dataset", choices=["phantom", "minimal_bundles"], default="phantom"
     )
+    parser.add_argument(
+        "--attribute",
+        choices=["length", "age"],
+        default="length",
+        help="what latent dimension 0 is tied to; age trains on the age phantom "
+        f"({AGE_PHANTOM['n_subjects']} subjects, 20-80 years)",
+    )
     parser.add_argument("--epochs", type=int, help="training epochs (budget)")
     parser.add_argument("--n_points", type=int)
     parser.add_argument("--batch_size", type=int)
@@ -400,12 +464,14 @@ def main(argv=None):
     parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
+    if args.attribute != "length" and args.dataset != "phantom":
+        parser.error(f"--attribute {args.attribute} needs --dataset phantom")
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     for noisy in ("tensorflow", "absl", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    config = dict(CONFIGS[args.dataset])
+    config = dict(CONFIGS[args.dataset] if args.attribute == "length" else AGE_CONFIG)
     for key in ("epochs", "n_points", "batch_size"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
@@ -420,6 +486,7 @@ def main(argv=None):
         n_points=config["n_points"],
         data_dir=args.data_dir,
         fragments=args.fragments,
+        attribute=args.attribute,
     )
     if args.register != "none":
         from aae_tract.registration import register_split
@@ -445,22 +512,31 @@ def main(argv=None):
         k: _mean([c.get(k) for c in crosses]) for k in crosses[0] if k != "per_bundle"
     }
     title = (
-        f"{args.dataset}, {model.metadata.training.get('epochs')} epochs, "
+        f"{args.dataset} ({args.attribute}), "
+        f"{model.metadata.training.get('epochs')} epochs, "
         f"seeds {', '.join(map(str, args.seeds))}, training "
         f"{np.mean(seconds):.0f} s per seed on {current_backend()}, "
         f"n_train {runs['bank'][0]['n_train']}, n_eval {runs['bank'][0]['n_eval']}"
     )
     print()
-    print(table(summary, title=title, real=real, cross=cross, dataset=args.dataset))
+    targets = {s: targets_for(args.dataset, s, args.attribute) for s in SAMPLINGS}
+    print(
+        table(
+            summary,
+            title=title,
+            real=real,
+            cross=cross,
+            dataset=args.dataset,
+            attribute=args.attribute,
+        )
+    )
     for s in SAMPLINGS:
         print(f"\nper bundle, mean over seeds ({s} sampling):")
-        print(per_bundle_table(summary[s]))
+        print(per_bundle_table(summary[s], targets[s]))
     passed = {
         s: {
-            m: check(
-                m, summary[s], _ceiling(m, real, cross), targets_for(args.dataset, s)
-            )[1]
-            for m in TARGETS
+            m: check(m, summary[s], _ceiling(m, real, cross), targets[s])[1]
+            for m in targets[s]
         }
         for s in SAMPLINGS
     }
@@ -470,7 +546,10 @@ def main(argv=None):
         payload = {
             "command": " ".join(["python", "benchmarks/quality.py", *sys.argv[1:]]),
             "dataset": args.dataset,
-            "phantom": PHANTOM if args.dataset == "phantom" else None,
+            "attribute": args.attribute,
+            "phantom": (PHANTOM if args.attribute == "length" else AGE_PHANTOM)
+            if args.dataset == "phantom"
+            else None,
             "fragments": args.fragments,
             "register": args.register,
             "config": model.config.to_dict(),
@@ -479,8 +558,7 @@ def main(argv=None):
             "device": describe_device(),
             "train_seconds": seconds,
             "targets": {
-                s: {k: list(v) for k, v in targets_for(args.dataset, s).items()}
-                for s in SAMPLINGS
+                s: {k: list(v) for k, v in targets[s].items()} for s in SAMPLINGS
             },
             "summary": summary,
             "real_vs_real": real,

@@ -13,9 +13,12 @@ from aae_tract.attribute import (
     _inverse_calibration,
     attribute_mae,
     attribute_slope_error,
+    estimate_attribute,
     length_slope,
 )
 from aae_tract.dataset import StreamlineDataset
+from aae_tract.errors import AAETractError
+from aae_tract.model import TractAAE
 
 
 def _calibrated(x, y, slope):
@@ -83,6 +86,40 @@ def test_slope_error_on_known_slopes(monkeypatch):
     assert result["per_bundle"]["A"]["monotone"] is False
 
 
+def _straight(lengths, n_points=8):
+    """Straight streamlines along x of the given lengths (mm)."""
+    t = np.linspace(0, 1, n_points)[None, :, None]
+    return (np.asarray(lengths)[:, None, None] * t * [1.0, 0, 0]).astype(np.float32)
+
+
+def test_generation_read_back_inverts_the_length_curve(monkeypatch):
+    """Generation at -0.3 mm/year around 100 mm at 45; a subject whose
+    streamlines have a median of 91 mm is read back as 75 years old."""
+    model = SimpleNamespace(
+        bundle_names=["A", "B"],
+        attribute_range=lambda bundle: (20.0, 80.0),
+        prepare=lambda x, bundles: (
+            np.asarray(x),
+            np.array([0 if b == "A" else 1 for b in bundles]),
+        ),
+    )
+    monkeypatch.setattr(
+        "aae_tract.generate.generate",
+        lambda model, bundle, *, attribute, **kw: SimpleNamespace(
+            median_length=(100 if bundle == "A" else 50) - 0.3 * (attribute - 45)
+        ),
+    )
+    x = _straight([88.0, 91.0, 95.0, 40.0, 41.0, 42.0])
+    value, per_bundle = estimate_attribute(
+        model, x, ["A"] * 3 + ["B"] * 3, method="generation"
+    )
+    assert per_bundle["A"] == pytest.approx(75.0, abs=1e-3)
+    assert per_bundle["B"] == pytest.approx(75.0, abs=1e-3)
+    assert value == pytest.approx(75.0, abs=1e-3)
+    with pytest.raises(AAETractError, match="read-back method"):
+        estimate_attribute(model, x, ["A"] * 6, method="oracle")
+
+
 def test_attribute_mae_against_the_trivial_baseline(monkeypatch):
     held = _age_dataset(-0.3)
     train = _age_dataset(-0.3)
@@ -90,7 +127,7 @@ def test_attribute_mae_against_the_trivial_baseline(monkeypatch):
     # a reader that is off by +3 years for everyone (subjects come in order)
     calls = []
 
-    def reader(model, x, bundles):
+    def reader(model, x, bundles, **kwargs):
         subject = f"s{len(calls)}"
         calls.append(subject)
         return truth[subject] + 3.0, {"A": truth[subject] + 3.0}
@@ -116,6 +153,8 @@ def test_age_model_commands(tmp_path):
             "--disc_units", "8"]  # fmt: skip
     args = [data, *tiny, "--attribute", "age", "--val_fraction", "0.25"]
     assert run_cli("aae_tract_train", *args, "--out_dir", out) == 0
+    stored = TractAAE.load(out / "aae_tract_model.keras").config
+    assert stored.ar_level == "subject"  # age is one value per subject
     model = ["--model", out / "aae_tract_model.keras"]
     gen = [*model, "--bundle", "UF_L", "--n_streamlines", "3", "--skip_picture"]
     assert run_cli("aae_tract_generate", *gen, "--age", "70", "--out_dir", out) == 0

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = (
-    Path(__file__).resolve().parents[1] / "doc" / "examples" / "generate_bundles.py"
-)
+EXAMPLES = Path(__file__).resolve().parents[1] / "doc" / "examples"
+EXAMPLE = EXAMPLES / "generate_bundles.py"
 
 
 def test_tutorial_runs(tmp_path):
@@ -38,3 +37,28 @@ def test_tutorial_runs(tmp_path):
     metrics = json.loads((tmp_path / "tutorial_metrics.json").read_text())
     assert 0.0 <= metrics["label_fidelity"] <= 1.0
     assert "recon_mdf_mm" in done.stdout
+
+
+def test_age_tutorial_runs(tmp_path):
+    env = dict(
+        os.environ,
+        AAE_TRACT_EXAMPLE_EPOCHS="1",
+        AAE_TRACT_EXAMPLE_POINTS="16",
+        AAE_TRACT_EXAMPLE_OUT=str(tmp_path),
+        AAE_TRACT_HOME=str(tmp_path / "home"),
+    )
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "age_bundles.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    numbers = json.loads((tmp_path / "tutorial_age.json").read_text())
+    assert set(numbers["ages"]) == {"30", "75"}
+    assert numbers["attribute_mae_baseline"] > 0
+    assert set(numbers["slopes"]) <= {"AF_L", "CC_Mid", "CG_L", "CST_L", "CST_R",
+                                      "UF_L"}  # fmt: skip
+    assert "read back" in done.stdout

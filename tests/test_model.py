@@ -53,6 +53,59 @@ def test_ar_loss_matches_numpy(seed):
         np.testing.assert_allclose(ours, _ar_numpy(z0, a, delta, labels), rtol=1e-5)
 
 
+def _ar_groups_numpy(z0, a, delta, labels):
+    """Group-level AR written as loops: one term per pair of groups."""
+    keys = sorted(set(zip(labels.tolist(), a.tolist())))
+    means = {k: z0[(labels == k[0]) & (a == k[1])].mean() for k in keys}
+    terms = [
+        abs(np.tanh(delta * (means[p] - means[q])) - np.sign(p[1] - q[1]))
+        for p in keys
+        for q in keys
+        if p[0] == q[0] and p[1] != q[1]
+    ]
+    return np.mean(terms)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ar_loss_over_subjects_matches_loops(seed):
+    rng = np.random.default_rng(seed)
+    ages = rng.choice([24.5, 38.0, 51.2, 77.9], size=40).astype("float32")
+    labels = rng.integers(0, 2, size=40)
+    z0 = rng.normal(size=40).astype("float32")
+    ours = attribute_regularization(z0, ages, delta=3.0, labels=labels, groups=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours),
+        _ar_groups_numpy(z0, ages, 3.0, labels),
+        rtol=1e-5,
+    )
+
+
+def test_ar_loss_over_subjects_orders_means_not_streamlines():
+    # two subjects, their streamlines overlap in z0 but their means are
+    # ordered: no loss at subject level, a large one at streamline level
+    ages = np.array([30.0] * 4 + [70.0] * 4, "float32")
+    z0 = np.array([-1.0, 0.2, -0.4, 0.0, -0.2, 1.0, 0.4, 0.6], "float32")
+    by_subject = float(attribute_regularization(z0, ages, delta=10.0, groups=True))
+    by_streamline = float(attribute_regularization(z0, ages, delta=10.0))
+    assert by_subject < 0.01 < 0.3 < by_streamline
+    flipped = float(attribute_regularization(-z0, ages, delta=10.0, groups=True))
+    assert flipped > 1.9
+
+
+def test_grouped_order_makes_runs_of_one_subject():
+    from aae_tract.model.training import grouped_order
+
+    groups = np.repeat(np.arange(6), [40, 3, 17, 64, 1, 25])
+    order = grouped_order(groups, 8, np.random.default_rng(0))
+    assert sorted(order) == list(range(len(groups)))
+    runs = np.split(groups[order], np.flatnonzero(np.diff(groups[order])) + 1)
+    # runs of one subject are at most 8 long unless two runs of it meet
+    assert np.mean([len(r) for r in runs]) > 4
+    assert not np.array_equal(
+        order, grouped_order(groups, 8, np.random.default_rng(1))
+    )
+
+
 def test_ar_loss_is_small_when_ordered():
     a = np.linspace(40, 120, 32).astype("float32")
     ordered = attribute_regularization(a / 10, a, delta=10.0)

@@ -235,9 +235,19 @@ class ConditionalAAE(keras.Model):
             else ops.zeros((), "float32")
         )
         spread = ops.mean(ops.abs(log_var)) if log_var is not None else ops.zeros(())
-        labels = ops.argmax(onehot, axis=-1) if cfg.ar_within_bundle else None
+        # a subject's age is the same in every bundle: its mean over bundles
+        by_subject = cfg.ar_level == "subject"
+        labels = (
+            ops.argmax(onehot, axis=-1)
+            if cfg.ar_within_bundle and not by_subject
+            else None
+        )
         ar = attribute_regularization(
-            z[:, 0], attribute, delta=cfg.ar_delta, labels=labels
+            z[:, 0],
+            attribute,
+            delta=cfg.ar_delta,
+            labels=labels,
+            groups=by_subject,
         )
         mmd = (
             conditional_mmd(

@@ -89,6 +89,20 @@ class AAEConfig:
         Sharpness ``delta`` of ``tanh(delta * D_r)`` in the AR loss.
     ar_within_bundle : bool
         Compare only pairs of streamlines of the same bundle in the AR loss.
+    ar_level : str
+        What the AR loss orders: ``"streamline"`` (each streamline has its
+        own value, e.g. length) or ``"subject"`` (the value is a subject's,
+        e.g. age: the mean ``z0`` of each subject's streamlines in a batch,
+        over all its bundles, is ordered (``ar_within_bundle`` does not
+        apply), and batches are made of runs of ``subject_batch``
+        streamlines of one subject; see
+        :func:`~aae_tract.model.losses.attribute_regularization`).
+        ``"auto"`` (default): :meth:`TractAAE.from_dataset` picks
+        ``"subject"`` for a dataset whose attribute is not length, else
+        ``"streamline"``.
+    subject_batch : int
+        With ``ar_level="subject"``, streamlines of one subject in a row
+        within a training batch (a batch of 128 holds 8 subjects at 16).
     learning_rate, disc_learning_rate : float
         Adam learning rates of the autoencoder and of the discriminator.
     label_smoothing : float
@@ -136,6 +150,8 @@ class AAEConfig:
     mmd_weight: float = 0.0
     ar_delta: float = 10.0
     ar_within_bundle: bool = True
+    ar_level: str = "auto"
+    subject_batch: int = 16
     learning_rate: float = 1e-3
     disc_learning_rate: float = 2e-4
     label_smoothing: float = 0.1
@@ -162,6 +178,7 @@ class AAEConfig:
         *WEIGHTS,
         "ar_delta",
         "ar_within_bundle",
+        "ar_level",
         "label_smoothing",
         "seed",
     )
@@ -351,6 +368,7 @@ STORED_DEFAULTS = {
     "length_weight": 0.0,
     "direction_weight": 0.0,
     "texture_weight": 0.0,
+    "ar_level": "streamline",
 }
 
 
@@ -365,6 +383,7 @@ _TYPES = {
             "warmup_epochs",
             "epochs",
             "batch_size",
+            "subject_batch",
             "seed",
         ),
         numbers.Integral,
@@ -381,7 +400,7 @@ _TYPES = {
         numbers.Real,
     ),
     **dict.fromkeys(("ar_within_bundle", "lr_decay"), bool),
-    **dict.fromkeys(("prior", "decoder", "posterior"), str),
+    **dict.fromkeys(("prior", "decoder", "posterior", "ar_level"), str),
 }
 _KIND_NAMES = {
     numbers.Integral: "a whole number",
@@ -403,6 +422,7 @@ _INT_RANGES = {
     "disc_units": (1, 65536),
     "epochs": (1, None),
     "batch_size": (2, None),
+    "subject_batch": (2, None),
     "warmup_epochs": (0, None),
     "seed": (0, 2**32 - 1),  # what NumPy's seeding accepts
 }
@@ -422,6 +442,7 @@ _CHOICES = {
     "prior": ("gaussian", "mixture"),
     "decoder": DECODERS,
     "posterior": ("gaussian", "deterministic"),
+    "ar_level": ("auto", "streamline", "subject"),
 }
 
 

@@ -3,7 +3,7 @@
 from keras import ops
 
 
-def attribute_regularization(z0, attribute, *, delta=10.0, labels=None):
+def attribute_regularization(z0, attribute, *, delta=10.0, labels=None, groups=False):
     """Attribute-regularization loss of Pati & Lerch (2020).
 
     For the pairs (i, j) of a batch, ``D_r[i, j] = z0[i] - z0[j]`` and
@@ -21,6 +21,15 @@ def attribute_regularization(z0, attribute, *, delta=10.0, labels=None):
         Sharpness of the tanh.
     labels : tensor, shape (B,), optional
         Integer bundle labels; when given, only pairs of the same bundle count.
+    groups : bool, optional
+        Order groups instead of streamlines, for an attribute that is one
+        value per subject (age): the streamlines of the batch with the same
+        attribute value (and bundle, with ``labels``) form a group, ``z0`` is
+        replaced by its group mean, and only pairs of different groups count,
+        each pair of groups once. A single streamline cannot tell a
+        subject's age, the mean of several can; and ties (two streamlines of
+        one subject) no longer pull their ``z0`` together, which only
+        memorising the subject would satisfy.
 
     Returns
     -------
@@ -29,16 +38,27 @@ def attribute_regularization(z0, attribute, *, delta=10.0, labels=None):
     """
     z0 = ops.cast(ops.reshape(z0, (-1,)), "float32")
     attribute = ops.cast(ops.reshape(attribute, (-1,)), "float32")
-    d_r = ops.expand_dims(z0, 1) - ops.expand_dims(z0, 0)
     d_a = ops.expand_dims(attribute, 1) - ops.expand_dims(attribute, 0)
+    same = ops.ones_like(d_a)
+    if labels is not None:
+        labels = ops.reshape(labels, (-1,))
+        same = ops.cast(
+            ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)),
+            "float32",
+        )
+    if not groups:
+        d_r = ops.expand_dims(z0, 1) - ops.expand_dims(z0, 0)
+        diff = ops.abs(ops.tanh(delta * d_r) - ops.sign(d_a))
+        if labels is None:
+            return ops.mean(diff)
+        return ops.sum(diff * same) / ops.maximum(ops.sum(same), 1.0)
+    member = same * ops.cast(ops.equal(d_a, 0.0), "float32")
+    size = ops.sum(member, axis=1)
+    mean = ops.matmul(member, ops.expand_dims(z0, 1))[:, 0] / size
+    d_r = ops.expand_dims(mean, 1) - ops.expand_dims(mean, 0)
     diff = ops.abs(ops.tanh(delta * d_r) - ops.sign(d_a))
-    if labels is None:
-        return ops.mean(diff)
-    labels = ops.reshape(labels, (-1,))
-    same = ops.cast(
-        ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(labels, 0)), "float32"
-    )
-    return ops.sum(diff * same) / ops.maximum(ops.sum(same), 1.0)
+    weight = (same - member) / (ops.expand_dims(size, 1) * ops.expand_dims(size, 0))
+    return ops.sum(diff * weight) / ops.maximum(ops.sum(weight), 1e-6)
 
 
 def reconstruction_mse(x, x_hat):

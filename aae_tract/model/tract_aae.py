@@ -120,6 +120,10 @@ class TractAAE:
             raise AAETractError("the training set needs at least 2 streamlines")
         values = config.to_dict() if config is not None else {}
         values.update(overrides)
+        if values.get("ar_level", "auto") == "auto":
+            # a value per subject (age): order subjects, not streamlines
+            per_subject = dataset.attribute_name != "length"
+            values["ar_level"] = "subject" if per_subject else "streamline"
         values["n_points"] = int(dataset.n_points)
         values["n_bundles"] = len(dataset.bundle_names)
         config = AAEConfig.from_dict(values, strict=True)
@@ -419,6 +423,9 @@ class TractAAE:
 
     # -- training ---------------------------------------------------------------
     def _batches(self, dataset, *, shuffle, batch_size):
+        groups = None
+        if self.config.ar_level == "subject" and shuffle:
+            groups = np.unique(np.asarray(dataset.subjects), return_inverse=True)[1]
         return StreamlineBatches(
             dataset.x,
             dataset.labels,
@@ -428,6 +435,8 @@ class TractAAE:
             batch_size=batch_size,
             shuffle=shuffle,
             seed=self.config.seed,
+            groups=groups,
+            group_run=self.config.subject_batch,
         )
 
     def _check_dataset(self, dataset, what):

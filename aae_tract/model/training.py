@@ -48,6 +48,12 @@ class StreamlineBatches(keras.utils.PyDataset):
         Reshuffle the order at each epoch (seeded).
     seed : int
         Seed of the shuffling.
+    groups : array of int, shape (N,), optional
+        Subject of each streamline: the shuffled order then comes in runs of
+        ``group_run`` streamlines of one subject (see :func:`grouped_order`),
+        for an attribute that is one value per subject.
+    group_run : int, optional
+        Length of those runs.
     """
 
     def __init__(
@@ -61,9 +67,13 @@ class StreamlineBatches(keras.utils.PyDataset):
         batch_size=64,
         shuffle=True,
         seed=0,
+        groups=None,
+        group_run=16,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.groups = None if groups is None else np.asarray(groups)
+        self.group_run = int(group_run)
         self.x = x
         self.labels = np.asarray(labels, dtype="int64")
         self.attribute = np.asarray(attribute, dtype="float32")
@@ -79,7 +89,10 @@ class StreamlineBatches(keras.utils.PyDataset):
     def _reorder(self):
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
-            self.order = rng.permutation(len(self.labels))
+            if self.groups is None:
+                self.order = rng.permutation(len(self.labels))
+            else:
+                self.order = grouped_order(self.groups, self.group_run, rng)
 
     def set_epoch(self, epoch):
         """Put the shuffling where it would be at the start of ``epoch``."""
@@ -103,6 +116,42 @@ class StreamlineBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         self.epoch += 1
         self._reorder()
+
+
+def grouped_order(groups, run, rng):
+    """A shuffled order of rows in runs of ``run`` rows of one group.
+
+    Each group's rows are shuffled and cut into runs of ``run`` (its last run
+    may be shorter); the runs are then shuffled, so a batch of ``B`` rows
+    holds about ``B / run`` groups with several rows each.
+
+    Parameters
+    ----------
+    groups : array, shape (N,)
+        Group (subject) of each row.
+    run : int
+        Rows of one group in a row.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of int, shape (N,)
+        A permutation of ``range(N)``.
+    """
+    groups = np.asarray(groups)
+    shuffled = rng.permutation(len(groups))
+    rows = shuffled[np.argsort(groups[shuffled], kind="stable")]
+    sorted_groups = groups[rows]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    group_id = np.cumsum(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]) - 1
+    position = np.arange(len(rows)) - starts[group_id]
+    run_id = np.unique(
+        np.stack([group_id, position // max(int(run), 1)], axis=1),
+        axis=0,
+        return_inverse=True,
+    )[1].reshape(-1)
+    key = rng.permutation(run_id.max() + 1 if len(run_id) else 0)
+    return rows[np.lexsort((position, key[run_id]))]
 
 
 class RegularizationWarmup(keras.callbacks.Callback):
