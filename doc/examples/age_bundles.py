@@ -12,8 +12,9 @@ of the user guide.
 
 Run it with ``python doc/examples/age_bundles.py``; set
 ``AAE_TRACT_EXAMPLE_EPOCHS`` for a shorter run, ``AAE_TRACT_EXAMPLE_OUT`` for
-the output folder (default: ``doc/figures``) and ``AAE_TRACT_HOME`` for where
-the phantom is written.
+the output folder (default: ``doc/figures``), ``AAE_TRACT_HOME`` for where
+the phantom is written, and ``AAE_TRACT_EXAMPLE_MODEL`` to measure a model an
+earlier run saved (``age_model.keras``) instead of training again.
 """
 
 import json
@@ -62,9 +63,14 @@ print(
 # one value per subject, so the loss orders each subject's mean code, and a
 # batch of 128 holds 8 subjects x 16 streamlines.
 
-model = TractAAE.from_dataset(train, epochs=epochs, batch_size=128, seed=0)
-model.fit(train, held_out, verbose=2)
-model.save(out / "age_model.keras")
+saved = os.environ.get("AAE_TRACT_EXAMPLE_MODEL")
+if saved:
+    model = TractAAE.load(saved)
+    epochs = model.metadata.training.get("epochs", epochs)
+else:
+    model = TractAAE.from_dataset(train, epochs=epochs, batch_size=128, seed=0)
+    model.fit(train, held_out, verbose=2)
+    model.save(out / "age_model.keras")
 
 ###############################################################################
 # Generate AF_L at 30 and at 75 years. The phantom's ground truth says how
