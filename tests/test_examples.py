@@ -10,16 +10,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "doc" / "examples"
 EXAMPLE = EXAMPLES / "generate_bundles.py"
 
 
-def test_tutorial_runs(tmp_path):
+def _run_example(script, tmp_path, *, points):
+    """Run an example with one epoch at ``points`` points, outputs in tmp_path."""
     env = dict(
         os.environ,
         AAE_TRACT_EXAMPLE_EPOCHS="1",
-        AAE_TRACT_EXAMPLE_POINTS="32",
+        AAE_TRACT_EXAMPLE_POINTS=str(points),
         AAE_TRACT_EXAMPLE_OUT=str(tmp_path),
         AAE_TRACT_HOME=str(tmp_path / "home"),
     )
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
+        [sys.executable, str(script)],
         env=env,
         capture_output=True,
         text=True,
@@ -27,6 +28,11 @@ def test_tutorial_runs(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_tutorial_runs(tmp_path):
+    done = _run_example(EXAMPLE, tmp_path, points=32)
     for name in (
         "example_model.keras",
         "tutorial_training_curves.png",
@@ -40,22 +46,7 @@ def test_tutorial_runs(tmp_path):
 
 
 def test_age_tutorial_runs(tmp_path):
-    env = dict(
-        os.environ,
-        AAE_TRACT_EXAMPLE_EPOCHS="1",
-        AAE_TRACT_EXAMPLE_POINTS="16",
-        AAE_TRACT_EXAMPLE_OUT=str(tmp_path),
-        AAE_TRACT_HOME=str(tmp_path / "home"),
-    )
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "age_bundles.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run_example(EXAMPLES / "age_bundles.py", tmp_path, points=16)
     numbers = json.loads((tmp_path / "tutorial_age.json").read_text())
     assert set(numbers["ages"]) == {"30", "75"}
     assert numbers["attribute_mae_baseline"] > 0

@@ -142,8 +142,9 @@ def grouped_order(groups, run, rng):
     shuffled = rng.permutation(len(groups))
     rows = shuffled[np.argsort(groups[shuffled], kind="stable")]
     sorted_groups = groups[rows]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    group_id = np.cumsum(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]) - 1
+    first = np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]
+    starts = np.flatnonzero(first)
+    group_id = np.cumsum(first) - 1
     position = np.arange(len(rows)) - starts[group_id]
     run_id = np.unique(
         np.stack([group_id, position // max(int(run), 1)], axis=1),
