@@ -14,7 +14,7 @@ from aae_tract.errors import AAETractError
 logger = logging.getLogger(__name__)
 
 SUPPORTED_BACKENDS = ("tensorflow", "torch", "jax")
-TRAINABLE_BACKENDS = ("tensorflow", "torch")
+TRAINABLE_BACKENDS = ("tensorflow", "torch", "jax")
 
 #: Environment variables read by TensorFlow (and the absl and gRPC libraries
 #: under it) when it is imported: these values keep its C++ start-up INFO and

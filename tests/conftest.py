@@ -1,7 +1,8 @@
 """Shared fixtures: the embedded default data and a tiny trained model.
 
 The suite runs once per Keras backend (``KERAS_BACKEND=tensorflow`` and
-``KERAS_BACKEND=torch``); nothing here picks a backend.
+``KERAS_BACKEND=torch``; CI runs the model's tests with ``KERAS_BACKEND=jax``
+too); nothing here picks a backend.
 """
 
 import json

@@ -268,7 +268,7 @@ def select_backend(backend=None, device="auto"):
     Parameters
     ----------
     backend : str or None
-        ``tensorflow`` or ``torch`` (or ``jax``); None keeps ``KERAS_BACKEND``.
+        ``tensorflow``, ``torch`` or ``jax``; None keeps ``KERAS_BACKEND``.
     device : str
         ``auto`` (a GPU when one is visible), ``cpu`` (hide GPUs) or ``gpu``
         (fail when none is visible; checked by :func:`check_device`).
@@ -284,6 +284,7 @@ def select_backend(backend=None, device="auto"):
     if device == "cpu" and "keras" not in sys.modules:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         os.environ["KERAS_TORCH_DEVICE"] = "cpu"
+        os.environ["JAX_PLATFORMS"] = "cpu"
     return set_backend(backend or None)
 
 

@@ -217,6 +217,8 @@ def main(prog, argv):
         missing = getattr(exc, "name", None) or ""
         hint = {
             "torch": ' (install the torch extra: pip install "aae_tract[torch]")',
+            "jax": ' (install the jax extra: pip install "aae_tract[jax]")',
+            "jaxlib": ' (install the jax extra: pip install "aae_tract[jax]")',
             "trx": ' (install the trx extra: pip install "aae_tract[trx]")',
         }.get(missing.split(".")[0], " (a package this needs is missing)")
         return _fail(prog, f"{exc}{hint}", show_traceback=debug)

@@ -80,7 +80,7 @@ class EvaluateFlow(AAEWorkflow):
             Without it, the model's own training data is read with the
             reference it was trained with.
         backend : string, optional
-            Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
+            Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND, else
             tensorflow.
         device : string, optional
             auto, cpu or gpu.

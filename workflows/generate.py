@@ -149,7 +149,7 @@ class GenerateFlow(AAEWorkflow):
         skip_picture : bool, optional
             Write only the tractograms (no FURY rendering).
         backend : string, optional
-            Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
+            Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND, else
             tensorflow.
         device : string, optional
             auto, cpu or gpu.

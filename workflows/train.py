@@ -228,7 +228,7 @@ class TrainFlow(AAEWorkflow):
             a warning says so. Checked: the network's settings, batch size,
             learning rates, decay and warm-up; the inputs are not.
         backend : string, optional
-            Keras backend: tensorflow or torch. Without it: KERAS_BACKEND, else
+            Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND, else
             tensorflow.
         device : string, optional
             auto (a GPU when one is visible), cpu or gpu.

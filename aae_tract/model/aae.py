@@ -1,8 +1,9 @@
 """The conditional adversarial autoencoder as a Keras 3 model.
 
 Losses are written once with ``keras.ops``; only the gradient step differs
-between backends (TensorFlow's GradientTape, torch's autograd), as in the Keras
-guides on customizing ``fit()``.
+between backends (TensorFlow's GradientTape, torch's autograd, JAX's stateless
+step in :mod:`aae_tract.model.jax_steps`), as in the Keras guides on
+customizing ``fit()``.
 """
 
 import keras
@@ -38,15 +39,53 @@ LOSS_NAMES = (
 
 
 class _Optimizers:
-    """Plain holder so the optimizers are not saved inside the .keras file.
+    """The two players' optimizers, seen by Keras's trainers as one.
 
-    Their state travels in training checkpoints instead (see
+    A plain holder (not a Keras optimizer): ``model.optimizer`` is this pair,
+    so the trainers build both optimizers before training, and the JAX
+    trainer carries, purges and syncs both optimizers' variables as the
+    ``optimizer_variables`` of its state (the autoencoder's first). Their
+    state also travels in training checkpoints (see
     :mod:`aae_tract.model.training`).
+
+    Parameters
+    ----------
+    autoencoder, discriminator : keras.optimizers.Optimizer or None
+        The optimizers of the autoencoder and of the discriminator.
+    ae_variables, disc_variables : list of keras.Variable
+        The variables each one updates.
     """
 
-    def __init__(self, autoencoder, discriminator):
+    def __init__(self, autoencoder, discriminator, ae_variables=(), disc_variables=()):
         self.autoencoder = autoencoder
         self.discriminator = discriminator
+        self._players = (
+            (autoencoder, list(ae_variables)),
+            (discriminator, list(disc_variables)),
+        )
+
+    @property
+    def built(self):
+        """Whether both optimizers have their variables."""
+        return all(opt is None or opt.built for opt, _ in self._players)
+
+    def build(self, variables=None):
+        """Build each optimizer for its player's variables.
+
+        Parameters
+        ----------
+        variables : list, optional
+            Ignored: Keras passes all the model's trainable variables, but
+            each optimizer updates only its player's.
+        """
+        for opt, player_variables in self._players:
+            if opt is not None and not opt.built:
+                opt.build(player_variables)
+
+    @property
+    def variables(self):
+        """The autoencoder optimizer's variables, then the discriminator's."""
+        return [v for opt, _ in self._players if opt is not None for v in opt.variables]
 
 
 @keras.saving.register_keras_serializable(package="aae_tract")
@@ -118,12 +157,18 @@ class ConditionalAAE(keras.Model):
             Optimizers of the autoencoder (encoder + decoder) and of the
             discriminator; Adam with the configured learning rates otherwise.
         """
-        super().compile(**kwargs)
+        super().compile(optimizer=None, **kwargs)
         if ae_optimizer is None:
             ae_optimizer = keras.optimizers.Adam(1e-3, name="ae_adam")
         if disc_optimizer is None:
             disc_optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5, name="disc_adam")
-        self._opt = _Optimizers(ae_optimizer, disc_optimizer)
+        self._opt = _Optimizers(
+            ae_optimizer,
+            disc_optimizer,
+            self.ae_variables,
+            self.discriminator.trainable_variables,
+        )
+        self.optimizer = self._opt
 
     @property
     def ae_optimizer(self):
@@ -312,15 +357,21 @@ class ConditionalAAE(keras.Model):
         return {name: t.result() for name, t in self.trackers.items()}
 
     # -- one training step per backend ---------------------------------------
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One step of both players: ``train_step(data)`` with TensorFlow and
+        torch, the stateless ``train_step(state, data)`` with JAX."""
         backend = keras.backend.backend()
         if backend == "tensorflow":
-            return self._train_step_tensorflow(data)
+            return self._train_step_tensorflow(*args)
         if backend == "torch":
-            return self._train_step_torch(data)
+            return self._train_step_torch(*args)
+        if backend == "jax":
+            from aae_tract.model import jax_steps
+
+            return jax_steps.train_step(self, *args)
         raise NotImplementedError(
             f"training with the {backend!r} Keras backend is not supported; "
-            "use KERAS_BACKEND=tensorflow or KERAS_BACKEND=torch"
+            "use KERAS_BACKEND=tensorflow, torch or jax"
         )
 
     def _train_step_tensorflow(self, data):
@@ -367,7 +418,16 @@ class ConditionalAAE(keras.Model):
             total.detach(), {k: v.detach() for k, v in parts.items()}, disc.detach()
         )
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        """The losses of a batch without training: ``test_step(data)``, or the
+        stateless ``test_step(state, data)`` with JAX."""
+        if keras.backend.backend() == "jax":
+            from aae_tract.model import jax_steps
+
+            return jax_steps.test_step(self, *args)
+        return self._test_step(*args)
+
+    def _test_step(self, data):
         x, onehot, attribute = self._unpack(data)
         total, parts, z = self.autoencoder_losses(x, onehot, attribute, training=False)
         disc = self.discriminator_loss(z, onehot, training=False)

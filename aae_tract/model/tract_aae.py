@@ -548,6 +548,11 @@ class TractAAE:
                 initial_epoch=initial_epoch,
                 callbacks=cbs,
                 verbose=verbose,
+                # the batches shuffle themselves, seeded by the epoch; Keras's
+                # own shuffling of their order would draw from a generator
+                # that each fit() reseeds, so a resumed run would not see the
+                # batches of the run it continues
+                shuffle=False,
             )
             if checkpoint_dir is None:
                 for key, values in result.history.items():
