@@ -16,6 +16,7 @@ import numpy as np
 from aae_tract.errors import DatasetError, UnknownBundleError
 from aae_tract.io import bbox_space
 from aae_tract.orientation import as_reference, choose_reference, orient_bundle
+from aae_tract.rows import take
 from aae_tract.streamlines import resample, streamline_lengths
 
 __all__ = ["MemorySink", "StreamlineDataset", "assemble"]
@@ -27,8 +28,10 @@ class StreamlineDataset:
 
     Attributes
     ----------
-    x : ndarray or memmap of float32, shape (N, n_points, 3)
-        Streamlines in RAS+ mm, oriented within each bundle.
+    x : ndarray, memmap or StreamlineRows of float32, shape (N, n_points, 3)
+        Streamlines in RAS+ mm, oriented within each bundle; a split of a
+        memory-mapped dataset is a :class:`~aae_tract.rows.StreamlineRows`
+        (rows of the map read when asked for).
     labels : ndarray of int32, shape (N,)
         Index into ``bundle_names``.
     attribute : ndarray of float32, shape (N,)
@@ -88,8 +91,12 @@ class StreamlineDataset:
         Parameters
         ----------
         indices : array_like of int or bool
-            Rows to keep. A contiguous increasing range keeps ``x`` as a view
-            (a memmap stays on disk); other selections copy those rows.
+            Rows to keep. From an ``x`` read on demand (a memmap, or rows of
+            one) nothing is copied: a contiguous increasing range keeps a
+            memmap as a view of it, other selections give a
+            :class:`~aae_tract.rows.StreamlineRows` of the rows picked. From
+            an array in memory, those rows are copied (a contiguous range is
+            a view).
 
         Returns
         -------
@@ -98,7 +105,7 @@ class StreamlineDataset:
         """
         rows = self._rows(indices)
         return StreamlineDataset(
-            x=self.x[rows],
+            x=self._x_rows(rows),
             labels=self.labels[rows],
             attribute=self.attribute[rows],
             lengths=self.lengths[rows],
@@ -110,6 +117,12 @@ class StreamlineDataset:
             orient_refs=dict(self.orient_refs),
             registration=self.registration,
         )
+
+    def _x_rows(self, rows):
+        """``x`` at ``rows`` (a slice or an index array), lazily if it is."""
+        if isinstance(self.x, np.memmap) and isinstance(rows, slice):
+            return self.x[rows]
+        return take(self.x, rows)
 
     def bundle_mask(self, name):
         """Boolean mask of the streamlines of bundle ``name``.

@@ -9,19 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from aae_tract.errors import AAETractError, DatasetError
+from aae_tract.rows import iter_blocks
 
 __all__ = ["Normalizer"]
-
-_NORM_CHUNK = 4096
 
 
 def _point_blocks(x):
     """The points of ``x`` (N, P, 3) as float64 (k, 3) blocks, chunk by chunk
-    (a memory-mapped ``x`` is never read whole)."""
-    for start in range(0, len(x), _NORM_CHUNK):
-        yield np.asarray(x[start : start + _NORM_CHUNK], dtype=np.float64).reshape(
-            -1, 3
-        )
+    (a memory-mapped ``x`` is never read whole, nor kept in memory)."""
+    for _, block in iter_blocks(x):
+        yield np.asarray(block, dtype=np.float64).reshape(-1, 3)
 
 
 class Normalizer:
@@ -45,7 +42,8 @@ class Normalizer:
             raise DatasetError(f"Normalizer scale must be > 0, got {scale!r}")
 
     def fit(self, x):
-        """Fit on streamlines ``x`` (N, P, 3); memory-mapped input is read by chunks.
+        """Fit on streamlines ``x`` (N, P, 3), read by chunks (for a memmap or
+        :class:`~aae_tract.rows.StreamlineRows`, in bounded memory).
 
         Returns
         -------

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from aae_tract.errors import DatasetError
+from aae_tract.rows import iter_blocks
 from aae_tract.streamlines import resample
 
-__all__ = ["as_reference", "choose_reference", "orient_bundle"]
+__all__ = ["as_reference", "choose_reference", "flip_mask", "orient_bundle"]
 
 _CHUNK = 16384
 _N_ORIENT_POINTS = 12
@@ -92,6 +93,27 @@ def orient_bundle(x, ref, *, in_place=False):
         if flip.size:
             block[flip] = block[flip][:, ::-1]
     return out
+
+
+def flip_mask(x, ref):
+    """Which streamlines :func:`orient_bundle` would reverse, block by block.
+
+    Parameters
+    ----------
+    x : ndarray, memmap or StreamlineRows, shape (N, P, 3)
+        Resampled streamlines (read :data:`_CHUNK` at a time).
+    ref : ndarray, shape (M, 3)
+        Reference streamline (resampled to P points if M != P).
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+    """
+    ref = as_reference(ref, x.shape[1])
+    mask = np.zeros(len(x), dtype=bool)
+    for start, block in iter_blocks(x, _CHUNK):
+        mask[start : start + len(block)] = _flip_mask(block, ref)
+    return mask
 
 
 def _canonical_direction(ref):

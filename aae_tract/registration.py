@@ -25,6 +25,14 @@ import time
 import numpy as np
 
 from aae_tract.errors import AAETractError, DatasetError
+from aae_tract.rows import (
+    StreamlineRows,
+    apply_affine,
+    as_rows,
+    is_lazy,
+    iter_blocks,
+    take,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +219,8 @@ class Registration:
 
         Parameters
         ----------
-        streamlines : sequence of (n, 3) arrays or ndarray (N, P, 3)
-            All bundles of one subject, RAS+ mm.
+        streamlines : sequence of (n, 3) arrays, ndarray (N, P, 3) or StreamlineRows
+            All bundles of one subject, RAS+ mm (only a sample is read).
         bundles : sequence of str
             Bundle of each streamline.
         name : str
@@ -302,7 +310,7 @@ class Registration:
                 continue
             mask = dataset.subjects == subject
             matrices[subject] = self.register_streamlines(
-                dataset.x[mask],
+                take(dataset.x, mask),
                 np.asarray(dataset.bundle_names)[dataset.labels[mask]],
                 name=f"subject {subject}",
             )
@@ -458,7 +466,7 @@ def register_to_template(
         mask = dataset.subjects == subject
         labels = names[dataset.labels[mask]]
         present = sorted(set(labels))
-        moving = _sample(dataset.x[mask], labels, present, rng)
+        moving = _sample(take(dataset.x, mask), labels, present, rng)
         matrices[subject] = _slr(
             _static_for(static, present),
             moving,
@@ -569,7 +577,7 @@ def register_split(
 def _finish(dataset, registration):
     """Move ``dataset`` with the registration's transforms, re-orient it
     against common-space references, and keep an atlas for new subjects."""
-    from aae_tract.orientation import choose_reference, orient_bundle
+    from aae_tract.orientation import choose_reference
 
     out = transform_dataset(
         dataset, registration.transforms, affine=registration.transform == "affine"
@@ -580,8 +588,8 @@ def _finish(dataset, registration):
         rows = np.flatnonzero(out.labels == i)
         if rows.size == 0:
             continue
-        refs[bundle] = choose_reference(out.x[rows])
-        out.x[rows] = orient_bundle(out.x[rows], refs[bundle])
+        refs[bundle] = choose_reference(take(out.x, rows))
+        out.x = _oriented(out.x, rows, refs[bundle])
         pick = rng.choice(rows, min(ATLAS_PER_BUNDLE, rows.size), replace=False)
         registration.atlas[bundle] = _points(out.x[np.sort(pick)])
     out.orient_refs = refs
@@ -606,15 +614,13 @@ def transform_streamlines(streamlines, matrix):
     -------
     Same kind as the input (an ndarray, or a list of arrays), float32.
     """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    linear, shift = matrix[:3, :3], matrix[:3, 3]
     if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
-        return (streamlines @ linear.T + shift).astype(np.float32)
-    return [(np.asarray(s) @ linear.T + shift).astype(np.float32) for s in streamlines]
+        return apply_affine(streamlines, matrix)
+    return [apply_affine(np.asarray(s), matrix) for s in streamlines]
 
 
 def transform_dataset(dataset, matrices, *, affine=False):
-    """A copy of ``dataset`` with each subject's streamlines moved by its matrix.
+    """``dataset`` with each subject's streamlines moved by its matrix.
 
     Parameters
     ----------
@@ -628,12 +634,30 @@ def transform_dataset(dataset, matrices, *, affine=False):
     Returns
     -------
     StreamlineDataset
-        Oriented against ``dataset.orient_refs`` again.
+        Oriented against ``dataset.orient_refs`` again. A copy when
+        ``dataset.x`` is an array in memory; when it is read on demand (a
+        memmap or :class:`~aae_tract.rows.StreamlineRows`), rows of the same
+        map that are moved and reversed as they are read, so nothing is
+        loaded whole.
     """
-    from aae_tract.orientation import orient_bundle
+    out = dataset.subset(np.arange(len(dataset)))
+    moved = _moved_rows if is_lazy(dataset.x) else _moved_copy
+    out.x, lengths = moved(dataset, matrices, affine)
+    out.lengths = lengths
+    if affine and dataset.attribute_name == "length":
+        out.attribute = lengths.copy()
+    for i, bundle in enumerate(out.bundle_names):
+        ref = (out.orient_refs or {}).get(bundle)
+        rows = np.flatnonzero(out.labels == i)
+        if ref is not None and rows.size:
+            out.x = _oriented(out.x, rows, ref)
+    return out
+
+
+def _moved_copy(dataset, matrices, affine):
+    """``(x, lengths)``: a copy of the streamlines moved subject by subject."""
     from aae_tract.streamlines import streamline_lengths
 
-    out = dataset.subset(np.arange(len(dataset)))
     x = np.array(dataset.x, dtype=np.float32, copy=True)
     lengths = np.array(dataset.lengths, dtype=np.float32, copy=True)
     for subject, matrix in matrices.items():
@@ -647,16 +671,45 @@ def transform_dataset(dataset, matrices, *, affine=False):
             )
             lengths[rows] *= ratio.astype(np.float32)
         x[rows] = moved
-    out.x = x
-    out.lengths = lengths
-    if affine and dataset.attribute_name == "length":
-        out.attribute = lengths.copy()
-    for i, bundle in enumerate(out.bundle_names):
-        ref = (out.orient_refs or {}).get(bundle)
-        rows = np.flatnonzero(out.labels == i)
-        if ref is not None and rows.size:
-            out.x[rows] = orient_bundle(out.x[rows], np.asarray(ref, np.float32))
-    return out
+    return x, lengths
+
+
+def _moved_rows(dataset, matrices, affine):
+    """``(x, lengths)``: the rows moved as they are read; lengths by blocks."""
+    from aae_tract.streamlines import streamline_lengths
+
+    subjects = list(matrices)
+    which = np.full(len(dataset), -1, dtype=np.int32)
+    for k, subject in enumerate(subjects):
+        which[dataset.subjects == subject] = k
+    table = np.asarray([matrices[s] for s in subjects], dtype=np.float64)
+    before = as_rows(dataset.x)
+    x = before.moved(table.reshape(-1, 4, 4), which)
+    lengths = np.array(dataset.lengths, dtype=np.float32, copy=True)
+    if affine:
+        for start, block in iter_blocks(x):
+            stop = start + len(block)
+            ratio = streamline_lengths(block) / np.maximum(
+                streamline_lengths(before[start:stop]), 1e-6
+            )
+            lengths[start:stop] *= ratio.astype(np.float32)
+    return x, lengths
+
+
+def _oriented(x, rows, ref):
+    """``x`` with its ``rows`` oriented against ``ref``: in place for an array
+    in memory, as reversed rows of a :class:`~aae_tract.rows.StreamlineRows`
+    (read block by block to decide) otherwise."""
+    from aae_tract.orientation import flip_mask, orient_bundle
+
+    ref = np.asarray(ref, np.float32)
+    if not is_lazy(x):
+        x[rows] = orient_bundle(x[rows], ref)
+        return x
+    x = as_rows(x)
+    mask = np.zeros(len(x), dtype=bool)
+    mask[rows] = flip_mask(x.subset(rows), ref)
+    return x.flipped(mask)
 
 
 # ---------------------------------------------------------------------------
@@ -734,7 +787,8 @@ def _sample(streamlines, bundles, usable, rng):
     """Up to SAMPLE_PER_BUNDLE streamlines of each usable bundle, at N_POINTS."""
     from aae_tract.streamlines import resample
 
-    if not (isinstance(streamlines, np.ndarray) and streamlines.ndim == 3):
+    resampled = isinstance(streamlines, (np.ndarray, StreamlineRows))
+    if not (resampled and streamlines.ndim == 3):
         streamlines = resample(streamlines, N_POINTS)
     bundles = np.asarray(bundles)
     picked = []
@@ -749,7 +803,7 @@ def _sample(streamlines, bundles, usable, rng):
 def _subject_sample(dataset, subject, bundles, rng):
     mask = dataset.subjects == subject
     labels = np.asarray(dataset.bundle_names)[dataset.labels[mask]]
-    return _sample(dataset.x[mask], labels, bundles, rng)
+    return _sample(take(dataset.x, mask), labels, bundles, rng)
 
 
 def _common_bundles(dataset, subjects):

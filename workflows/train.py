@@ -502,7 +502,7 @@ def _plot_outputs(model, history, paths, train, validation, *, title):
 
     plot_training_curves(history, paths["out_curves"], title=title)
     shown, what = (validation, "held-out") if len(validation) else (train, "train")
-    z = model.encode_prepared(np.asarray(shown.x))
+    z = model.encode_prepared(shown.x)
     prior = model.network.prior.sample_numpy(
         min(len(z), 2000), np.random.default_rng(0)
     )

@@ -37,6 +37,7 @@ from aae_tract.model.training import (
     read_checkpoint_state,
     restore_optimizer,
 )
+from aae_tract.rows import iter_blocks, take
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ RESUME_FIELDS = (
     "warmup_epochs",
 )
 CALIBRATION_KNOTS = 64
+#: Streamlines of a bundle encoded to calibrate the attribute, at most.
+CALIBRATION_PER_BUNDLE = 50_000
+#: Streamlines of a bundle encoded to measure the match to the prior, at most.
+PRIOR_MATCH_PER_BUNDLE = 10_000
 
 
 def _percentiles(values):
@@ -64,6 +69,33 @@ def _percentiles(values):
         "p95": float(p[3]),
         "max": float(p[4]),
     }
+
+
+def _bundle_sample(dataset, per_bundle, seed):
+    """Labels, streamlines and attribute of at most ``per_bundle`` streamlines
+    of each bundle (a seeded sample, in dataset order; all when none has more).
+
+    Returns
+    -------
+    labels : ndarray of int
+    x : ndarray, memmap or StreamlineRows
+        Not read: the rows picked of ``dataset.x``.
+    attribute : ndarray of float64
+    """
+    labels = np.asarray(dataset.labels)
+    attribute = np.asarray(dataset.attribute, dtype="float64")
+    counts = np.bincount(labels, minlength=1)
+    if counts.max(initial=0) <= per_bundle:
+        return labels, dataset.x, attribute
+    rng = np.random.default_rng([int(seed), per_bundle])
+    picked = []
+    for i in np.flatnonzero(counts):
+        rows = np.flatnonzero(labels == i)
+        if rows.size > per_bundle:
+            rows = rng.choice(rows, per_bundle, replace=False)
+        picked.append(rows)
+    keep = np.sort(np.concatenate(picked))
+    return labels[keep], take(dataset.x, keep), attribute[keep]
 
 
 class TractAAE:
@@ -301,7 +333,8 @@ class TractAAE:
         Parameters
         ----------
         x : ndarray, shape (N, n_points, 3)
-            Streamlines as :meth:`prepare` returns them.
+            Streamlines as :meth:`prepare` returns them (or a memmap or
+            :class:`~aae_tract.rows.StreamlineRows`, read batch by batch).
         batch_size : int
             Streamlines per forward pass.
         rng : numpy.random.Generator or int, optional
@@ -314,8 +347,8 @@ class TractAAE:
         """
         out = []
         rng = None if rng is None else np.random.default_rng(rng)
-        for start in range(0, len(x), batch_size):
-            batch = self.normalizer.transform(np.asarray(x[start : start + batch_size]))
+        for _, block in iter_blocks(x, batch_size):
+            batch = self.normalizer.transform(block)
             codes = self.network.encoder(batch.astype("float32"), training=False)
             if not isinstance(codes, (list, tuple)):
                 out.append(keras.ops.convert_to_numpy(codes))
@@ -663,7 +696,8 @@ class TractAAE:
         dataset : StreamlineDataset
             Streamlines to encode (the validation split after training); with
             a Gaussian posterior, one sample of q(z | x) each (the aggregated
-            posterior is what the adversary matches to the prior).
+            posterior is what the adversary matches to the prior). At most
+            :data:`PRIOR_MATCH_PER_BUNDLE` of each bundle (a seeded sample).
         seed : int
             Seed of the prior samples and of the two-sample test.
 
@@ -677,8 +711,8 @@ class TractAAE:
         from aae_tract.metrics import prior_match
 
         rng = np.random.default_rng(seed)
-        z = self.encode_prepared(dataset.x, rng=rng)
-        labels = np.asarray(dataset.labels)
+        labels, sample, _ = _bundle_sample(dataset, PRIOR_MATCH_PER_BUNDLE, seed)
+        z = self.encode_prepared(sample, rng=rng)
         out = {}
         for i, name in enumerate(self.bundle_names):
             codes = z[labels == i]
@@ -794,15 +828,17 @@ class TractAAE:
         """Fit the monotone map attribute -> z0 per bundle and a latent bank.
 
         Uses scikit-learn's isotonic regression on the encodings of ``dataset``
-        (the training split). Stores knots in the metadata; also keeps a sample
-        of encodings per bundle for sampling near the data.
+        (the training split; at most :data:`CALIBRATION_PER_BUNDLE` streamlines
+        of each bundle, a seeded sample). Stores knots in the metadata; also
+        keeps a sample of encodings per bundle for sampling near the data.
         """
         from sklearn.isotonic import IsotonicRegression
 
         rng = rng or np.random.default_rng(self.config.seed)
-        z = self.encode_prepared(dataset.x)
-        attribute = np.asarray(dataset.attribute, dtype="float64")
-        labels = np.asarray(dataset.labels)
+        labels, sample, attribute = _bundle_sample(
+            dataset, CALIBRATION_PER_BUNDLE, self.config.seed
+        )
+        z = self.encode_prepared(sample)
         calibration, bank = {}, {}
         for i, name in enumerate(self.bundle_names):
             mask = labels == i

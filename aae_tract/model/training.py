@@ -18,6 +18,7 @@ import numpy as np
 
 from aae_tract import atomic
 from aae_tract.errors import TrainingError
+from aae_tract.rows import as_rows
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,15 @@ class StreamlineBatches(keras.utils.PyDataset):
     """Batches ``(x, onehot, attribute)`` read from (memory-mapped) arrays.
 
     Only one batch is in memory at a time, so a cache of millions of
-    streamlines opened with ``mmap_mode="r"`` trains without being loaded.
+    streamlines opened with ``mmap_mode="r"`` trains without being loaded:
+    each batch gathers its rows (in increasing order) from the map, whose
+    pages are released as it is read (:mod:`aae_tract.rows`).
 
     Parameters
     ----------
     x : array, shape (N, n_points, 3)
-        Streamlines in mm (may be a ``np.memmap``).
+        Streamlines in mm (may be a ``np.memmap`` or a
+        :class:`~aae_tract.rows.StreamlineRows` of one).
     labels : array of int, shape (N,)
         Bundle index of each streamline.
     attribute : array, shape (N,)
@@ -74,7 +78,7 @@ class StreamlineBatches(keras.utils.PyDataset):
         super().__init__(**kwargs)
         self.groups = None if groups is None else np.asarray(groups)
         self.group_run = int(group_run)
-        self.x = x
+        self.x = as_rows(x)
         self.labels = np.asarray(labels, dtype="int64")
         self.attribute = np.asarray(attribute, dtype="float32")
         self.normalizer = normalizer
