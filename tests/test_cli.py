@@ -158,6 +158,9 @@ def bad_value_cases(home, model_dir, tmp):
         ("aae_tract_train", ["--batch_size", "-4"], "--batch_size"),
         ("aae_tract_train", ["--learning_rate", "nan"], "--learning_rate"),
         ("aae_tract_train", [data, "--attribute", "age"], "participants"),
+        ("aae_tract_train", [data, "--devices", "two"], "positive integer or 'all'"),
+        # more devices than there are (TensorFlow, JAX) or processes (torch)
+        ("aae_tract_train", [data, "--devices", "1000"], "devices=1000"),
         (
             "aae_tract_train",
             [data, *tiny, "--n_points", "24", "--resume", "--out_dir", resumed],

@@ -126,6 +126,7 @@ class TrainFlow(AAEWorkflow):
         resume=False,
         backend=None,
         device="auto",
+        devices="1",
         cache_dir=None,
         out_dir="",
         out_model="aae_tract_model.keras",
@@ -232,6 +233,14 @@ class TrainFlow(AAEWorkflow):
             tensorflow.
         device : string, optional
             auto (a GPU when one is visible), cpu or gpu.
+        devices : string, optional
+            Train data-parallel on this many devices: 1, a number, or all;
+            each batch of --batch_size streamlines is split evenly over them
+            (a multiple of the number). JAX: keras.distribution.DataParallel;
+            TensorFlow: MirroredStrategy over the GPUs; torch: one process per
+            device, launched with torchrun --nproc_per_node N (only rank 0
+            writes files). With TensorFlow and torch the AR pairs are those of
+            each device's part of the batch.
         cache_dir : string, optional
             Folder where the resampled data is cached and reused.
         out_dir : string, optional
@@ -257,6 +266,16 @@ class TrainFlow(AAEWorkflow):
         """
         self._begin()
         backend_name = _training_backend(backend, device)
+        from aae_tract.model.parallel import (
+            check_batch,
+            is_main_process,
+            resolve_devices,
+        )
+
+        check_batch(batch_size, resolve_devices(devices))
+        if not is_main_process():
+            # one process per device: rank 0 speaks for all
+            logging.getLogger("aae_tract").setLevel(logging.WARNING)
         config = _build_config(
             epochs=epochs,
             batch_size=batch_size,
@@ -299,8 +318,10 @@ class TrainFlow(AAEWorkflow):
             register_transform=register_transform,
         )
         model, history, where = _train_model(
-            train, validation, config, paths, device, resume
+            train, validation, config, paths, device, resume, devices
         )
+        if not is_main_process():
+            return paths
         n_epochs = _save_outputs(
             model,
             history,
@@ -431,13 +452,14 @@ def _load_data(
     return files, train, validation, started
 
 
-def _train_model(train, validation, config, paths, device, resume):
+def _train_model(train, validation, config, paths, device, resume, devices="1"):
     """Train a new model (Ctrl-C stops after the epoch); model, history, device."""
     from aae_tract.model import TractAAE
+    from aae_tract.model.parallel import is_main_process
 
     where = check_device(device)
     checkpoint_dir = paths["out_model"].parent / CHECKPOINT_DIR
-    if not resume and checkpoint_dir.is_dir():
+    if not resume and checkpoint_dir.is_dir() and is_main_process():
         shutil.rmtree(checkpoint_dir)
     model = TractAAE.from_dataset(train, config)
     with StopAfterEpoch() as interrupt:
@@ -449,6 +471,7 @@ def _train_model(train, validation, config, paths, device, resume):
             resume=resume,
             verbose=_keras_verbosity(),
             callbacks=[interrupt.callback()],
+            devices=devices,
         )
     if interrupt.requested:
         raise KeyboardInterrupt
@@ -531,3 +554,11 @@ def _log_trained(history, n_epochs, started, where, paths):
         tail,
         names_written(paths.values()),
     )
+
+
+if __name__ == "__main__":
+    # ``python -m aae_tract.workflows.train ...`` is ``aae_tract_train ...``:
+    # what ``torchrun -m`` starts once per device
+    from aae_tract.workflows.cli import main
+
+    sys.exit(main("aae_tract_train", sys.argv[1:]))

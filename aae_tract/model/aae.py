@@ -378,9 +378,12 @@ class ConditionalAAE(keras.Model):
         import tensorflow as tf
 
         x, onehot, attribute = self._unpack(data)
+        # under MirroredStrategy each replica sees its part of the batch and
+        # the optimizer sums the replicas' gradients: divide to average them
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             total, parts, z = self.autoencoder_losses(x, onehot, attribute)
-            scaled = self.ae_optimizer.scale_loss(total)
+            scaled = self.ae_optimizer.scale_loss(total / replicas)
         ae_vars = self.ae_variables
         grads = tape.gradient(scaled, ae_vars)
         self.ae_optimizer.apply(grads, ae_vars)
@@ -388,7 +391,7 @@ class ConditionalAAE(keras.Model):
         z_fake = tf.stop_gradient(z)
         with tf.GradientTape() as tape:
             disc = self.discriminator_loss(z_fake, onehot)
-            scaled = self.disc_optimizer.scale_loss(disc)
+            scaled = self.disc_optimizer.scale_loss(disc / replicas)
         d_vars = self.discriminator.trainable_variables
         grads = tape.gradient(scaled, d_vars)
         self.disc_optimizer.apply(grads, d_vars)
@@ -397,6 +400,11 @@ class ConditionalAAE(keras.Model):
     def _train_step_torch(self, data):
         import torch
 
+        from aae_tract.model import parallel
+
+        # one process per device (torchrun): each holds its part of the batch,
+        # and both players' gradients are averaged over the processes
+        synced = parallel.torch_replicas() > 1
         x, onehot, attribute = self._unpack(data)
         ae_vars = self.ae_variables
         self.zero_grad()
@@ -404,6 +412,8 @@ class ConditionalAAE(keras.Model):
         total.backward()
         grads = [v.value.grad for v in ae_vars]
         with torch.no_grad():
+            if synced:
+                parallel.torch_all_reduce_mean(grads)
             self.ae_optimizer.apply(grads, ae_vars)
 
         z_fake = z.detach()
@@ -413,10 +423,24 @@ class ConditionalAAE(keras.Model):
         disc.backward()
         grads = [v.value.grad for v in d_vars]
         with torch.no_grad():
+            if synced:
+                parallel.torch_all_reduce_mean(grads)
             self.disc_optimizer.apply(grads, d_vars)
-        return self._record(
-            total.detach(), {k: v.detach() for k, v in parts.items()}, disc.detach()
-        )
+        return self._record_torch(total, parts, disc, synced)
+
+    def _record_torch(self, total, parts, disc, synced):
+        """Record torch losses, averaged over the processes when ``synced``."""
+        import torch
+
+        values = [t.detach().reshape(()) for t in (total, disc, *parts.values())]
+        if synced:
+            from aae_tract.model import parallel
+
+            stacked = torch.stack(values)
+            parallel.torch_all_reduce_mean([stacked])
+            values = list(stacked)
+        total, disc, *rest = values
+        return self._record(total, dict(zip(parts, rest)), disc)
 
     def test_step(self, *args):
         """The losses of a batch without training: ``test_step(data)``, or the
@@ -431,4 +455,8 @@ class ConditionalAAE(keras.Model):
         x, onehot, attribute = self._unpack(data)
         total, parts, z = self.autoencoder_losses(x, onehot, attribute, training=False)
         disc = self.discriminator_loss(z, onehot, training=False)
+        if keras.backend.backend() == "torch":
+            from aae_tract.model import parallel
+
+            return self._record_torch(total, parts, disc, parallel.torch_replicas() > 1)
         return self._record(total, parts, disc)

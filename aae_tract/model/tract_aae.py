@@ -24,6 +24,7 @@ from aae_tract.errors import (
     TrainingError,
     UnknownBundleError,
 )
+from aae_tract.model import parallel
 from aae_tract.model.aae import ConditionalAAE
 from aae_tract.model.config import AAEConfig, option_name
 from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
@@ -455,10 +456,11 @@ class TractAAE:
         return self.decode(z, labels, batch_size=batch_size)
 
     # -- training ---------------------------------------------------------------
-    def _batches(self, dataset, *, shuffle, batch_size):
+    def _batches(self, dataset, *, shuffle, batch_size, replicas=1):
         groups = None
         if self.config.ar_level == "subject" and shuffle:
             groups = np.unique(np.asarray(dataset.subjects), return_inverse=True)[1]
+        shard = parallel.process_shard() if replicas > 1 else (0, 1)
         return StreamlineBatches(
             dataset.x,
             dataset.labels,
@@ -470,6 +472,8 @@ class TractAAE:
             seed=self.config.seed,
             groups=groups,
             group_run=self.config.subject_batch,
+            replicas=replicas,
+            shard=shard,
         )
 
     def _check_dataset(self, dataset, what):
@@ -496,6 +500,7 @@ class TractAAE:
         resume=False,
         verbose="auto",
         callbacks=None,
+        devices=None,
     ):
         """Train through ``keras.Model.fit`` and calibrate the attribute.
 
@@ -524,6 +529,11 @@ class TractAAE:
             Keras progress display.
         callbacks : list, optional
             More Keras callbacks.
+        devices : int or "all", optional
+            Train data-parallel on this many devices (default: one), each
+            global batch of ``batch_size`` split evenly over them; see
+            :mod:`aae_tract.model.parallel` for the engine of each backend
+            (with torch: one process per device, launched by ``torchrun``).
 
         Returns
         -------
@@ -545,62 +555,136 @@ class TractAAE:
             self._check_dataset(validation, "validation set")
         else:
             validation = None
+        n_devices = parallel.resolve_devices(devices)
+        parallel.check_batch(batch_size, n_devices)
         keras.utils.set_random_seed(cfg.seed)
-        steps = len(self._batches(train, shuffle=False, batch_size=batch_size))
+        steps = len(
+            self._batches(
+                train, shuffle=False, batch_size=batch_size, replicas=n_devices
+            )
+        )
         state, schedule_epochs = self._resume_state(
             checkpoint_dir, resume, epochs, batch_size
         )
-        resuming = state is not None
-        self._compile(decay_steps=max(schedule_epochs * steps, 1))
-        history = {}
-        initial_epoch = 0
-        if resuming:
-            initial_epoch, history = self._restore(checkpoint_dir, state)
-        train_batches, val_batches = self._fit_batches(
-            train, validation, batch_size, initial_epoch
-        )
-        self._log_training_start(train, validation, initial_epoch, epochs, batch_size)
-        guard = NonFiniteGuard()
-        cbs = self._fit_callbacks(
-            guard,
-            checkpoint_dir,
-            history,
-            history_path=history_path,
-            extra_state={
-                "config": {**cfg.to_dict(), "epochs": epochs, "batch_size": batch_size},
-                "schedule_epochs": schedule_epochs,
-            },
-        )
-        cbs.extend(callbacks or [])
-        start = time.perf_counter()
-        if initial_epoch < epochs:
-            result = self.network.fit(
-                train_batches,
-                validation_data=val_batches,
+        with parallel.replicated(n_devices) as where:
+            history, seconds, guard, initial_epoch = self._fit_on(
+                where,
+                n_devices,
+                train,
+                validation,
+                state=state,
+                schedule=(schedule_epochs, steps),
                 epochs=epochs,
-                initial_epoch=initial_epoch,
-                callbacks=cbs,
+                batch_size=batch_size,
+                checkpoint_dir=checkpoint_dir,
+                history_path=history_path,
                 verbose=verbose,
-                # the batches shuffle themselves, seeded by the epoch; Keras's
-                # own shuffling of their order would draw from a generator
-                # that each fit() reseeds, so a resumed run would not see the
-                # batches of the run it continues
-                shuffle=False,
+                callbacks=callbacks,
             )
-            if checkpoint_dir is None:
-                for key, values in result.history.items():
-                    history.setdefault(key, []).extend(float(v) for v in values)
-        seconds = time.perf_counter() - start
         if guard.bad is not None:
             raise _non_finite_error(guard.bad, checkpoint_dir)
         self._record_training(
             train, validation, history, seconds, epochs - initial_epoch
         )
+        self.metadata.training["devices"] = n_devices
         self.calibrate(train)
         self.metadata.training["prior_match"] = self.log_prior_match(
             validation if validation is not None else train
         )
         return history
+
+    def _fit_on(
+        self,
+        where,
+        n_devices,
+        train,
+        validation,
+        *,
+        state,
+        schedule,
+        epochs,
+        batch_size,
+        checkpoint_dir,
+        history_path,
+        verbose,
+        callbacks,
+    ):
+        """``fit()`` inside the replication scope of ``n_devices`` devices.
+
+        With JAX and TensorFlow the network is rebuilt in the scope (its
+        variables replicated) with this model's weights, and its weights come
+        back after training; with torch every process broadcasts rank 0's.
+
+        Returns
+        -------
+        history, seconds, guard, initial_epoch
+        """
+        cfg = self.config
+        schedule_epochs, steps = schedule
+        single = self.network
+        backend = keras.backend.backend()
+        if n_devices > 1 and backend in ("jax", "tensorflow"):
+            self.network = _replica(single)
+        elif n_devices > 1:
+            parallel.torch_broadcast_weights(single)
+        # torch: rank 0 writes the checkpoints; JAX on several processes:
+        # every process (saving gathers the weights from all of them), each
+        # into its own machine's folder or, on a shared folder, by atomic
+        # renames of the same files
+        writes = parallel.is_main_process() or backend == "jax"
+        try:
+            resuming = state is not None
+            self._compile(decay_steps=max(schedule_epochs * steps, 1))
+            history = {}
+            initial_epoch = 0
+            if resuming:
+                initial_epoch, history = self._restore(checkpoint_dir, state)
+            train_batches, val_batches = self._fit_batches(
+                train, validation, batch_size, initial_epoch, n_devices
+            )
+            self._log_training_start(
+                train, validation, initial_epoch, epochs, batch_size, where
+            )
+            guard = NonFiniteGuard()
+            cbs = self._fit_callbacks(
+                guard,
+                checkpoint_dir if writes else None,
+                history,
+                history_path=history_path,
+                extra_state={
+                    "config": {
+                        **cfg.to_dict(),
+                        "epochs": epochs,
+                        "batch_size": batch_size,
+                    },
+                    "schedule_epochs": schedule_epochs,
+                },
+            )
+            cbs.extend(callbacks or [])
+            start = time.perf_counter()
+            if initial_epoch < epochs:
+                result = self.network.fit(
+                    train_batches,
+                    validation_data=val_batches,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    callbacks=cbs,
+                    verbose=verbose if parallel.is_main_process() else 0,
+                    # the batches shuffle themselves, seeded by the epoch;
+                    # Keras's own shuffling of their order would draw from a
+                    # generator that each fit() reseeds, so a resumed run
+                    # would not see the batches of the run it continues
+                    shuffle=False,
+                )
+                if checkpoint_dir is None or not writes:
+                    for key, values in result.history.items():
+                        history.setdefault(key, []).extend(float(v) for v in values)
+            seconds = time.perf_counter() - start
+        finally:
+            if self.network is not single:
+                _copy_state(self.network, single)
+                self.network = single
+        return history, seconds, guard, initial_epoch
 
     def _resume_state(self, checkpoint_dir, resume, epochs, batch_size):
         """The checkpoint state to resume (None: start) and the schedule's epochs."""
@@ -613,12 +697,16 @@ class TractAAE:
             return None, epochs
         return state, self._resume_schedule(checkpoint_dir, state, epochs, batch_size)
 
-    def _fit_batches(self, train, validation, batch_size, initial_epoch):
+    def _fit_batches(self, train, validation, batch_size, initial_epoch, replicas=1):
         """Shuffled training batches from ``initial_epoch`` on; validation batches."""
-        train_batches = self._batches(train, shuffle=True, batch_size=batch_size)
+        train_batches = self._batches(
+            train, shuffle=True, batch_size=batch_size, replicas=replicas
+        )
         train_batches.set_epoch(initial_epoch)
         val_batches = (
-            self._batches(validation, shuffle=False, batch_size=batch_size)
+            self._batches(
+                validation, shuffle=False, batch_size=batch_size, replicas=replicas
+            )
             if validation is not None
             else None
         )
@@ -642,12 +730,15 @@ class TractAAE:
             ),
         )
 
-    def _log_training_start(self, train, validation, initial_epoch, epochs, batch_size):
+    def _log_training_start(
+        self, train, validation, initial_epoch, epochs, batch_size, where="1 device"
+    ):
         """Log the device, split sizes, epochs and batch size of a training run."""
         logger.info(
-            "training on %s: %d streamlines (%d bundles), %d validation, "
+            "training on %s, %s: %d streamlines (%d bundles), %d validation, "
             "epochs %d..%d, batch %d",
             describe_device(),
+            where,
             len(train),
             len(self.bundle_names),
             0 if validation is None else len(validation),
@@ -971,6 +1062,22 @@ class TractAAE:
 
 #: Keys Keras itself may add to the networks' configuration.
 _KERAS_CONFIG_KEYS = ("name", "trainable", "dtype")
+
+
+def _replica(network):
+    """A copy of ``network`` built in the current replication scope."""
+    copy = ConditionalAAE(**network.config.network_config())
+    _copy_state(network, copy)
+    return copy
+
+
+def _copy_state(source, target):
+    """Give ``target`` the weights, warm-up scale and seed state of ``source``."""
+    target.set_weights(source.get_weights())
+    target.reg_scale.assign(keras.ops.convert_to_numpy(source.reg_scale))
+    target.seed_generator.state.assign(
+        keras.ops.convert_to_numpy(source.seed_generator.state)
+    )
 
 
 def _non_finite_error(bad, checkpoint_dir):

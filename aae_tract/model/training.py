@@ -58,6 +58,16 @@ class StreamlineBatches(keras.utils.PyDataset):
         for an attribute that is one value per subject.
     group_run : int, optional
         Length of those runs.
+    replicas : int, optional
+        Devices the global batch is split over (data-parallel training): each
+        batch keeps a multiple of ``replicas`` rows (the last, smaller batch
+        drops the rows that do not divide, and is dropped when a replica would
+        get fewer than 2).
+    shard : tuple of int, optional
+        ``(rank, world)``: this process reads only its part of every global
+        batch (rows ``rank::world`` of it), for one process per device
+        (torch, or JAX on several processes); ``replicas`` must then be a
+        multiple of ``world``.
     """
 
     def __init__(
@@ -73,9 +83,13 @@ class StreamlineBatches(keras.utils.PyDataset):
         seed=0,
         groups=None,
         group_run=16,
+        replicas=1,
+        shard=(0, 1),
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.replicas = int(replicas)
+        self.rank, self.world = (int(v) for v in shard)
         self.groups = None if groups is None else np.asarray(groups)
         self.group_run = int(group_run)
         self.x = as_rows(x)
@@ -105,14 +119,18 @@ class StreamlineBatches(keras.utils.PyDataset):
 
     def __len__(self):
         n = len(self.labels)
-        # drop a last batch of one: the AR loss needs pairs
+        # drop a last batch of one (per replica): the AR loss needs pairs
         full, rest = divmod(n, self.batch_size)
-        return max(full + (1 if rest >= 2 else 0), 1)
+        return max(full + (1 if rest >= 2 * self.replicas else 0), 1)
 
     def __getitem__(self, index):
         idx = np.sort(
             self.order[index * self.batch_size : (index + 1) * self.batch_size]
         )
+        if self.replicas > 1:
+            idx = idx[: len(idx) - len(idx) % self.replicas]
+        if self.world > 1:
+            idx = idx[self.rank :: self.world]
         x = self.normalizer.transform(np.asarray(self.x[idx], dtype="float32"))
         onehot = np.eye(self.n_bundles, dtype="float32")[self.labels[idx]]
         return (x.astype("float32"), onehot, self.attribute[idx])
