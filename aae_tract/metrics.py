@@ -135,6 +135,8 @@ TEXTURE_FEATURES = (
     "length_mm",
 )
 _PAIRWISE_MAX = 500
+#: Most streamlines of one bundle an evaluation reads (held-out and training).
+MAX_EVAL_PER_BUNDLE = 20_000
 _REALISM_MAX = 200  # streamlines per side for BUAN and the two-sample test
 _CHUNK = 4096  # streamlines per vectorised resampling pass
 
@@ -1016,6 +1018,25 @@ def _noise(noise):
     return {} if noise is None else {"noise": float(noise)}
 
 
+def _at_most(dataset, per_bundle, seed, what):
+    """``dataset`` with at most ``per_bundle`` streamlines of each bundle."""
+    from aae_tract.rows import per_bundle_rows
+
+    if dataset is None:
+        return None
+    keep = per_bundle_rows(dataset.labels, per_bundle, seed)
+    if keep is None:
+        return dataset
+    logger.info(
+        "evaluating on %d of the %d %s streamlines (at most %d per bundle)",
+        len(keep),
+        len(dataset),
+        what,
+        per_bundle,
+    )
+    return dataset.subset(keep)
+
+
 def _prepared(model, dataset):
     """``(x, labels)`` of a dataset in the model's orientation, or Nones."""
     if dataset is None or len(dataset) == 0:
@@ -1047,6 +1068,7 @@ def evaluate(
     batch_size=1024,
     train=None,
     noise=None,
+    max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
 
@@ -1078,6 +1100,10 @@ def evaluate(
     noise : float, optional
         Noise of ``"bank"`` sampling (see
         :func:`aae_tract.generate.sample_latent`); default: its default.
+    max_per_bundle : int
+        Most streamlines of one bundle read from ``dataset`` and from
+        ``train`` (a seeded sample of a larger bundle, logged), so that a
+        split of millions of streamlines is evaluated in bounded memory.
 
     Returns
     -------
@@ -1112,6 +1138,8 @@ def evaluate(
     start = time.perf_counter()
     if len(dataset) == 0:
         raise AAETractError("evaluation needs held-out streamlines, got none")
+    dataset = _at_most(dataset, max_per_bundle, seed, "held-out")
+    train = _at_most(train, max_per_bundle, seed, "training")
     rng = np.random.default_rng(seed)
     names_in_data = [
         name

@@ -305,6 +305,38 @@ def take(x, key):
     return x[key]
 
 
+def per_bundle_rows(labels, per_bundle, seed):
+    """Rows keeping at most ``per_bundle`` of each label (a seeded sample).
+
+    Parameters
+    ----------
+    labels : array of int
+        Bundle index of each row.
+    per_bundle : int
+        Most rows kept of one bundle.
+    seed : int
+        Seed of the sample.
+
+    Returns
+    -------
+    ndarray of int or None
+        The rows kept, in increasing order; None when no bundle has more
+        than ``per_bundle`` (keep them all).
+    """
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=1)
+    if counts.max(initial=0) <= per_bundle:
+        return None
+    rng = np.random.default_rng([int(seed), int(per_bundle)])
+    picked = []
+    for i in np.flatnonzero(counts):
+        rows = np.flatnonzero(labels == i)
+        if rows.size > per_bundle:
+            rows = rng.choice(rows, per_bundle, replace=False)
+        picked.append(rows)
+    return np.sort(np.concatenate(picked))
+
+
 def iter_blocks(x, rows=BLOCK_ROWS):
     """``(start, block)`` pairs covering ``x`` in order, ``rows`` rows a block.
 

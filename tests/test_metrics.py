@@ -503,3 +503,22 @@ def test_evaluate_unknown_bundle(tiny_trained, tiny_splits):
     renamed.bundle_names = ["AF_L", "CC_ForcepsMajor", "XX_R"]
     with pytest.raises(UnknownBundleError, match="XX_R"):
         evaluate(tiny_trained[0], renamed, n_generate=5, reference=False)
+
+
+def test_evaluate_reads_at_most_max_per_bundle(tiny_trained, tiny_splits, caplog):
+    model, _ = tiny_trained
+    train, validation = tiny_splits
+    counts = np.bincount(validation.labels)
+    cap = int(counts.min()) - 3
+    with caplog.at_level("INFO", logger="aae_tract.metrics"):
+        result = evaluate(
+            model,
+            validation,
+            n_generate=5,
+            n_targets=2,
+            reference=False,
+            train=train,
+            max_per_bundle=cap,
+        )
+    assert result["n_eval"] == cap * len(counts)
+    assert f"at most {cap} per bundle" in caplog.text

@@ -265,3 +265,15 @@ def test_training_on_a_memmapped_split_equals_training_in_memory(cached):
     assert (
         lazy.metadata.training["prior_match"] == copy.metadata.training["prior_match"]
     )
+
+
+def test_per_bundle_rows_caps_each_bundle_with_a_seed():
+    from aae_tract.rows import per_bundle_rows
+
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 6)
+    assert per_bundle_rows(labels, 10, seed=0) is None
+    keep = per_bundle_rows(labels, 4, seed=0)
+    assert np.all(np.diff(keep) > 0)
+    assert np.bincount(labels[keep]).tolist() == [4, 3, 4]
+    np.testing.assert_array_equal(keep, per_bundle_rows(labels, 4, seed=0))
+    assert not np.array_equal(keep, per_bundle_rows(labels, 4, seed=1))

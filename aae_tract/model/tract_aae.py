@@ -38,7 +38,7 @@ from aae_tract.model.training import (
     read_checkpoint_state,
     restore_optimizer,
 )
-from aae_tract.rows import iter_blocks, take
+from aae_tract.rows import iter_blocks, per_bundle_rows, take
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +85,9 @@ def _bundle_sample(dataset, per_bundle, seed):
     """
     labels = np.asarray(dataset.labels)
     attribute = np.asarray(dataset.attribute, dtype="float64")
-    counts = np.bincount(labels, minlength=1)
-    if counts.max(initial=0) <= per_bundle:
+    keep = per_bundle_rows(labels, per_bundle, seed)
+    if keep is None:
         return labels, dataset.x, attribute
-    rng = np.random.default_rng([int(seed), per_bundle])
-    picked = []
-    for i in np.flatnonzero(counts):
-        rows = np.flatnonzero(labels == i)
-        if rows.size > per_bundle:
-            rows = rng.choice(rows, per_bundle, replace=False)
-        picked.append(rows)
-    keep = np.sort(np.concatenate(picked))
     return labels[keep], take(dataset.x, keep), attribute[keep]
 
 
