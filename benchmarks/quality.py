@@ -101,9 +101,7 @@ SAMPLINGS = ("bank", "prior")
 SPLIT_SEED = 0
 
 
-def load_splits(
-    name, *, n_points, data_dir=None, fragments=None, attribute="length"
-):
+def load_splits(name, *, n_points, data_dir=None, fragments=None, attribute="length"):
     """(train, held-out) splits of the phantom (the age phantom for an
     attribute other than length) or the embedded default."""
     from aae_tract.data import load_dataset, split_dataset

@@ -101,9 +101,7 @@ def test_grouped_order_makes_runs_of_one_subject():
     runs = np.split(groups[order], np.flatnonzero(np.diff(groups[order])) + 1)
     # runs of one subject are at most 8 long unless two runs of it meet
     assert np.mean([len(r) for r in runs]) > 4
-    assert not np.array_equal(
-        order, grouped_order(groups, 8, np.random.default_rng(1))
-    )
+    assert not np.array_equal(order, grouped_order(groups, 8, np.random.default_rng(1)))
 
 
 def test_ar_loss_is_small_when_ordered():
