@@ -19,7 +19,7 @@ so that a slowdown is seen.
 
 Usage::
 
-    python benchmarks/bench_parallel.py
+    python benchmarks/bench_parallel.py --epochs 10 --n_per_bundle 60
     python benchmarks/bench_parallel.py --devices 4 --batch_size 64 --epochs 20
 
 Writes a JSON of every number with ``--out``.
