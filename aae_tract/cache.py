@@ -158,6 +158,9 @@ class CacheWriter:
         self.root = Path(cache_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self.final = self.root / key
+        # an entry already there is being rebuilt (it was found inconsistent);
+        # one that appears while this one is built is another process's
+        self._replaces = _complete(self.final)
         self.tmp = self.root / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         self.tmp.mkdir()
 
@@ -189,6 +192,11 @@ class CacheWriter:
         meta = {"cache_version": CACHE_VERSION, **meta}
         with open(self.tmp / _META, "w", encoding="utf-8") as handle:
             json.dump(meta, handle)
+        if not self._replaces and _complete(self.final):
+            # another process (one per device) finished the same entry while
+            # this one was built, and may be reading it: keep theirs
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return self.final
         if self.final.exists():
             shutil.rmtree(self.final, ignore_errors=True)
         try:
@@ -239,3 +247,12 @@ def load_entry(cache_dir, key, names):
         logger.warning("Ignoring unreadable cache entry %s (%s)", entry, exc)
         return None
     return arrays, meta
+
+
+def _complete(entry):
+    """Whether ``entry`` is a finished entry of this cache version."""
+    try:
+        with open(Path(entry) / _META, encoding="utf-8") as handle:
+            return json.load(handle).get("cache_version") == CACHE_VERSION
+    except (OSError, ValueError):
+        return False

@@ -95,6 +95,8 @@ def main(argv=None):
         "devices": model.metadata.training["devices"],
         "codes": model.encode_prepared(dataset.x[:16]).tolist(),
         "reg_scale": float(_numpy(net.reg_scale)),
+        "ae_steps": int(_numpy(net.ae_optimizer.iterations)),
+        "disc_steps": int(_numpy(net.disc_optimizer.iterations)),
     }
     backend = keras.backend.backend()
     name = f"{backend}-{args.devices}{'-ar' if args.ar_weight else ''}.json"

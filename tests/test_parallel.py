@@ -136,7 +136,9 @@ def test_two_devices_follow_one(runs):
         for key in MEAN_LOSSES:
             assert mine[key] == pytest.approx(ref[key], rel=RTOL), f"{key}, {where}"
     np.testing.assert_allclose(two["codes"], one["codes"], atol=CODE_ATOL)
-    assert two["reg_scale"] == one["reg_scale"] == 1.0
+    # both optimizers' state comes back to the model: their step counts
+    # (6 batches x 2 epochs)
+    assert two["ae_steps"] == two["disc_steps"] == one["ae_steps"] == 12
 
 
 def test_ar_pairs_global_with_jax_per_replica_otherwise(runs):
@@ -199,3 +201,34 @@ def test_batches_split_evenly_and_shards_cover_the_batch():
             np.sort(np.concatenate(parts)), batches(replicas=2)[i][2]
         )
     np.testing.assert_array_equal(shard_rows(np.arange(6), 1, 2), [1, 3, 5])
+
+
+def test_split_too_small_for_the_devices():
+    from aae_tract.model import TractAAE
+
+    with pytest.raises(ConfigError, match="3 training streamlines cannot be split"):
+        TractAAE._check_split_sizes(None, range(3), range(10), 2)
+    assert TractAAE._check_split_sizes(None, range(4), range(3), 2) is None
+    assert TractAAE._check_split_sizes(None, range(4), range(4), 2) == range(4)
+
+
+def test_a_finished_cache_entry_is_kept(tmp_path):
+    """One process per device builds the same entry: the first stays, so
+    another process reading it is not disturbed."""
+    from aae_tract.cache import CacheWriter
+
+    first = CacheWriter(tmp_path, "entry")
+    first.save_array("x", np.zeros(3))
+    second = CacheWriter(tmp_path, "entry")  # started before the first ended
+    second.save_array("x", np.ones(3))
+    final = first.commit({"n": 1})
+    handle = open(final / "x.npy", "rb")  # noqa: SIM115 - a reader, held open
+    assert second.commit({"n": 2}) == final
+    handle.close()
+    np.testing.assert_array_equal(np.load(final / "x.npy"), np.zeros(3))
+    assert not second.tmp.exists()
+    # an entry found inconsistent is rebuilt: the new one replaces it
+    again = CacheWriter(tmp_path, "entry")
+    again.save_array("x", np.full(3, 2.0))
+    assert again.commit({"n": 3}) == final
+    np.testing.assert_array_equal(np.load(final / "x.npy"), np.full(3, 2.0))

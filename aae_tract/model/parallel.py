@@ -28,7 +28,11 @@ With TensorFlow and torch the attribute-regularization (AR) pairs are those
 of one replica's part of the batch (``batch_size / N`` streamlines), not of
 the global batch; the other losses are means over streamlines, so their
 average over the replicas is the global batch's. ``doc/benchmarks.md``
-measures what this does to the AR loss.
+measures what this does to the AR loss. Random numbers: each torch process
+draws its own (its seed states offset by its rank); with TensorFlow the
+replicas share one seed generator and draw the same prior samples, noise and
+dropout masks, so the discriminator sees ``batch_size / N`` distinct prior
+samples a step.
 
 The global batch is split evenly: ``batch_size`` must be a multiple of ``N``,
 and the last, smaller batch of an epoch drops the rows that do not divide.
@@ -70,14 +74,28 @@ def join_hosts():
     """
     if keras.backend.backend() != "jax":
         return
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1") or 1) <= 1:
+    text = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "") or "1"
+    try:
+        processes = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES must be an integer, got {text!r}"
+        ) from None
+    if processes <= 1:
         return
     import jax
 
     if jax.distributed.is_initialized():
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    keras.distribution.initialize()
+    try:
+        keras.distribution.initialize()
+    except Exception as exc:  # noqa: BLE001 - one clear line for the user
+        raise ConfigError(
+            f"cannot join the {processes} JAX processes "
+            "(KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, "
+            f"KERAS_DISTRIBUTION_PROCESS_ID): {exc}"
+        ) from exc
 
 
 def process_shard():
@@ -153,6 +171,8 @@ def resolve_devices(devices):
     if backend == "torch":
         _, world = torch_world()
         wanted = world if text == "all" else _positive(text)
+        if world > 1:
+            _torch_local_device()
         if wanted != world:
             raise ConfigError(
                 f"devices={devices} with torch needs {wanted} processes, one per "
@@ -237,6 +257,19 @@ def replicated(n_devices):
         raise ConfigError(f"no data-parallel training with the {backend} backend")
 
 
+def _torch_local_device():
+    """Make this process's GPU (``LOCAL_RANK``) torch's current device.
+
+    Keras's torch backend puts variables on the current CUDA device, so this
+    must run before the model is built: :func:`resolve_devices` calls it, and
+    the training command calls that before building the model.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
 def _init_torch_group():
     """Join the process group ``torchrun`` set up (once)."""
     import torch
@@ -244,11 +277,38 @@ def _init_torch_group():
 
     if dist.is_initialized():
         return
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
+    _torch_local_device()
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def seed_states(network):
+    """The state variables of every seed generator of ``network``.
+
+    The model's own (prior samples, posterior and texture noise) and those of
+    its layers (dropout), in a fixed order.
+    """
+    states = [network.seed_generator.state]
+    for layer in network._flatten_layers(include_self=False):
+        for generator in getattr(layer, "_seed_generators", ()):
+            states.append(generator.state)
+    return states
+
+
+def torch_offset_seeds(network, rank):
+    """Give process ``rank`` its own random numbers (rank 0 keeps its own).
+
+    Every process starts from rank 0's seed states; without an offset each
+    would draw the same prior samples, noise and dropout masks, and the
+    discriminator would see ``B / N`` distinct prior samples a step, not
+    ``B``.
+    """
+    if rank == 0:
+        return
+    for state in seed_states(network):
+        value = np.asarray(keras.ops.convert_to_numpy(state))
+        value = value.copy()
+        value[0] = value[0] + np.asarray(1_000_003 * rank, dtype=value.dtype)
+        state.assign(value)
 
 
 def torch_all_reduce_mean(tensors):

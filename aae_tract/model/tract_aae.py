@@ -20,6 +20,7 @@ from aae_tract.atomic import write_atomic
 from aae_tract.backend import current_backend, describe_device
 from aae_tract.errors import (
     AAETractError,
+    ConfigError,
     ModelFileError,
     TrainingError,
     UnknownBundleError,
@@ -35,6 +36,7 @@ from aae_tract.model.training import (
     RegularizationWarmup,
     StreamlineBatches,
     load_optimizer_arrays,
+    optimizer_state,
     read_checkpoint_state,
     restore_optimizer,
 )
@@ -558,21 +560,33 @@ class TractAAE:
         state, schedule_epochs = self._resume_state(
             checkpoint_dir, resume, epochs, batch_size
         )
-        with parallel.replicated(n_devices) as where:
-            history, seconds, guard, initial_epoch = self._fit_on(
-                where,
-                n_devices,
-                train,
-                validation,
-                state=state,
-                schedule=(schedule_epochs, steps),
-                epochs=epochs,
-                batch_size=batch_size,
-                checkpoint_dir=checkpoint_dir,
-                history_path=history_path,
-                verbose=verbose,
-                callbacks=callbacks,
-            )
+        if n_devices > 1:
+            validation = self._check_split_sizes(train, validation, n_devices)
+        single = self.network
+        try:
+            with parallel.replicated(n_devices) as where:
+                history, seconds, guard, initial_epoch = self._fit_on(
+                    where,
+                    n_devices,
+                    train,
+                    validation,
+                    state=state,
+                    schedule=(schedule_epochs, steps),
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    checkpoint_dir=checkpoint_dir,
+                    history_path=history_path,
+                    verbose=verbose,
+                    callbacks=callbacks,
+                )
+        finally:
+            if self.network is not single:
+                # out of the replication scope: the trained weights, seed
+                # states and both optimizers' state back on the model
+                replica, self.network = self.network, single
+                _copy_state(replica, single)
+                self._compile(decay_steps=max(schedule_epochs * steps, 1))
+                _copy_optimizers(replica, single)
         if guard.bad is not None:
             raise _non_finite_error(guard.bad, checkpoint_dir)
         self._record_training(
@@ -619,64 +633,79 @@ class TractAAE:
             self.network = _replica(single)
         elif n_devices > 1:
             parallel.torch_broadcast_weights(single)
+            parallel.torch_offset_seeds(single, parallel.torch_world()[0])
         # torch: rank 0 writes the checkpoints; JAX on several processes:
         # every process (saving gathers the weights from all of them), each
         # into its own machine's folder or, on a shared folder, by atomic
         # renames of the same files
         writes = parallel.is_main_process() or backend == "jax"
-        try:
-            resuming = state is not None
-            self._compile(decay_steps=max(schedule_epochs * steps, 1))
-            history = {}
-            initial_epoch = 0
-            if resuming:
-                initial_epoch, history = self._restore(checkpoint_dir, state)
-            train_batches, val_batches = self._fit_batches(
-                train, validation, batch_size, initial_epoch, n_devices
-            )
-            self._log_training_start(
-                train, validation, initial_epoch, epochs, batch_size, where
-            )
-            guard = NonFiniteGuard()
-            cbs = self._fit_callbacks(
-                guard,
-                checkpoint_dir if writes else None,
-                history,
-                history_path=history_path,
-                extra_state={
-                    "config": {
-                        **cfg.to_dict(),
-                        "epochs": epochs,
-                        "batch_size": batch_size,
-                    },
-                    "schedule_epochs": schedule_epochs,
+        resuming = state is not None
+        self._compile(decay_steps=max(schedule_epochs * steps, 1))
+        history = {}
+        initial_epoch = 0
+        if resuming:
+            initial_epoch, history = self._restore(checkpoint_dir, state)
+        train_batches, val_batches = self._fit_batches(
+            train, validation, batch_size, initial_epoch, n_devices
+        )
+        self._log_training_start(
+            train, validation, initial_epoch, epochs, batch_size, where
+        )
+        guard = NonFiniteGuard()
+        cbs = self._fit_callbacks(
+            guard,
+            checkpoint_dir if writes else None,
+            history,
+            history_path=history_path,
+            extra_state={
+                "config": {
+                    **cfg.to_dict(),
+                    "epochs": epochs,
+                    "batch_size": batch_size,
                 },
+                "schedule_epochs": schedule_epochs,
+            },
+        )
+        cbs.extend(callbacks or [])
+        start = time.perf_counter()
+        if initial_epoch < epochs:
+            result = self.network.fit(
+                train_batches,
+                validation_data=val_batches,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=cbs,
+                verbose=verbose if parallel.is_main_process() else 0,
+                # the batches shuffle themselves, seeded by the epoch;
+                # Keras's own shuffling of their order would draw from a
+                # generator that each fit() reseeds, so a resumed run
+                # would not see the batches of the run it continues
+                shuffle=False,
             )
-            cbs.extend(callbacks or [])
-            start = time.perf_counter()
-            if initial_epoch < epochs:
-                result = self.network.fit(
-                    train_batches,
-                    validation_data=val_batches,
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    callbacks=cbs,
-                    verbose=verbose if parallel.is_main_process() else 0,
-                    # the batches shuffle themselves, seeded by the epoch;
-                    # Keras's own shuffling of their order would draw from a
-                    # generator that each fit() reseeds, so a resumed run
-                    # would not see the batches of the run it continues
-                    shuffle=False,
-                )
-                if checkpoint_dir is None or not writes:
-                    for key, values in result.history.items():
-                        history.setdefault(key, []).extend(float(v) for v in values)
-            seconds = time.perf_counter() - start
-        finally:
-            if self.network is not single:
-                _copy_state(self.network, single)
-                self.network = single
+            if checkpoint_dir is None or not writes:
+                for key, values in result.history.items():
+                    history.setdefault(key, []).extend(float(v) for v in values)
+        seconds = time.perf_counter() - start
         return history, seconds, guard, initial_epoch
+
+    def _check_split_sizes(self, train, validation, n_devices):
+        """ConfigError for a training split too small for ``n_devices``; the
+        validation split, or None (with a warning) when it is too small."""
+        need = 2 * n_devices
+        if len(train) < need:
+            raise ConfigError(
+                f"{len(train)} training streamlines cannot be split over "
+                f"{n_devices} devices: the AR loss needs 2 a device ({need})"
+            )
+        if validation is not None and len(validation) < need:
+            logger.warning(
+                "%d validation streamlines are too few for %d devices: "
+                "training without validation",
+                len(validation),
+                n_devices,
+            )
+            return None
+        return validation
 
     def _resume_state(self, checkpoint_dir, resume, epochs, batch_size):
         """The checkpoint state to resume (None: start) and the schedule's epochs."""
@@ -1064,11 +1093,28 @@ def _replica(network):
 
 
 def _copy_state(source, target):
-    """Give ``target`` the weights, warm-up scale and seed state of ``source``."""
+    """Give ``target`` the weights, warm-up scale and seed states of ``source``."""
     target.set_weights(source.get_weights())
     target.reg_scale.assign(keras.ops.convert_to_numpy(source.reg_scale))
-    target.seed_generator.state.assign(
-        keras.ops.convert_to_numpy(source.seed_generator.state)
+    for theirs, ours in zip(
+        parallel.seed_states(source), parallel.seed_states(target), strict=True
+    ):
+        ours.assign(keras.ops.convert_to_numpy(theirs))
+
+
+def _copy_optimizers(source, target):
+    """Load the state of ``source``'s two optimizers into ``target``'s."""
+    restore_optimizer(
+        target.ae_optimizer,
+        target.ae_variables,
+        optimizer_state(source.ae_optimizer),
+        "autoencoder",
+    )
+    restore_optimizer(
+        target.disc_optimizer,
+        target.discriminator.trainable_variables,
+        optimizer_state(source.disc_optimizer),
+        "discriminator",
     )
 
 
