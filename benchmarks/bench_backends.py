@@ -29,16 +29,15 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
+from _worker import report_result, run_worker
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BACKENDS = ("tensorflow", "torch", "jax")
-#: Prefix of the line a worker process prints its result on.
-RESULT = "RESULT "
 
 
 def _data_folder(name, n_per_bundle, seed):
@@ -97,28 +96,9 @@ def measure(args):
 
 def run_backend(backend, args, data_dir):
     """Run :func:`measure` in a new process with ``backend``; its dict."""
-    command = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--worker",
-        "--data_dir",
-        str(data_dir),
-        "--epochs",
-        str(args.epochs),
-        "--n_points",
-        str(args.n_points),
-        "--batch_size",
-        str(args.batch_size),
-        "--seed",
-        str(args.seed),
-    ]
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    lines = [x for x in done.stdout.splitlines() if x.startswith(RESULT)]
-    if done.returncode != 0 or not lines:
-        tail = done.stderr.strip().splitlines()[-5:]
-        raise SystemExit(f"{backend} failed:\n" + "\n".join(tail))
-    return json.loads(lines[-1][len(RESULT) :])
+    options = {"data_dir": data_dir, "epochs": args.epochs, "n_points": args.n_points}
+    options.update(batch_size=args.batch_size, seed=args.seed)
+    return run_worker(__file__, options, backend=backend, what=backend)
 
 
 def report(rows):
@@ -165,7 +145,7 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(RESULT + json.dumps(measure(args)), flush=True)
+        report_result(measure(args))
         return 0
     missing = [b for b in args.backends if importlib.util.find_spec(b) is None]
     if missing:

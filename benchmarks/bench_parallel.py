@@ -28,17 +28,14 @@ Writes a JSON of every number with ``--out``.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from _worker import report_result, run_worker
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-#: Prefix of the line a worker process prints its result on.
-RESULT = "RESULT "
 
 
 def measure(args):
@@ -84,30 +81,11 @@ def measure(args):
 
 def run(devices, seed, args, data_dir):
     """Run :func:`measure` in a new process; its dict."""
-    command = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--worker",
-        "--data_dir",
-        str(data_dir),
-        "--devices",
-        str(devices),
-        "--seed",
-        str(seed),
-        "--epochs",
-        str(args.epochs),
-        "--n_points",
-        str(args.n_points),
-        "--batch_size",
-        str(args.batch_size),
-    ]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    lines = [x for x in done.stdout.splitlines() if x.startswith(RESULT)]
-    if done.returncode != 0 or not lines:
-        tail = done.stderr.strip().splitlines()[-5:]
-        raise SystemExit(f"{devices} devices, seed {seed} failed:\n" + "\n".join(tail))
-    return json.loads(lines[-1][len(RESULT) :])
+    options = {"data_dir": data_dir, "devices": devices, "seed": seed}
+    options.update(epochs=args.epochs, n_points=args.n_points)
+    options.update(batch_size=args.batch_size)
+    what = f"{devices} devices, seed {seed}"
+    return run_worker(__file__, options, backend="tensorflow", what=what)
 
 
 KEYS = ("ar_spearman", "recon_mdf_mm", "ar_loss", "recon_loss", "streamlines_per_s")
@@ -153,7 +131,7 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(RESULT + json.dumps(measure(args)), flush=True)
+        report_result(measure(args))
         return 0
     from aae_tract.data_fetchers import make_phantom
 

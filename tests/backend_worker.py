@@ -85,11 +85,15 @@ def _dataset(data_dir):
     return dataset.subset(np.arange(0, step * N_TRAIN, step))
 
 
-def _fit(work, dataset, recorder, interrupt):
-    """Train ``init.keras`` for two epochs (resumed after one with ``interrupt``)."""
+def _fit(work, dataset, recorder, interrupt, *, name=None, **options):
+    """Train ``init.keras`` for two epochs (resumed after one with ``interrupt``).
+
+    The checkpoint goes to ``work/checkpoint-<name>`` (default: the backend);
+    ``options`` are more keyword arguments of ``TractAAE.fit``.
+    """
     from aae_tract.model import TractAAE
 
-    checkpoint = work / f"checkpoint-{keras.backend.backend()}"
+    checkpoint = work / f"checkpoint-{name or keras.backend.backend()}"
     model = TractAAE.load(work / "init.keras")
     if interrupt:
         model.fit(
@@ -97,6 +101,7 @@ def _fit(work, dataset, recorder, interrupt):
             checkpoint_dir=checkpoint,
             verbose=0,
             callbacks=[recorder, StopAfterFirstEpoch()],
+            **options,
         )
         model = TractAAE.load(work / "init.keras")
     model.fit(
@@ -105,6 +110,7 @@ def _fit(work, dataset, recorder, interrupt):
         resume=interrupt,
         verbose=0,
         callbacks=[recorder],
+        **options,
     )
     return model
 

@@ -37,35 +37,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from backend_worker import (  # noqa: E402
     CONFIG,
     Recorder,
-    StopAfterFirstEpoch,
     _dataset,
+    _fit,
     _numpy,
 )
-
-
-def _fit(work, dataset, devices, interrupt, recorder):
-    from aae_tract.model import TractAAE
-
-    checkpoint = work / f"checkpoint-{keras.backend.backend()}-{devices}"
-    model = TractAAE.load(work / "init.keras")
-    if interrupt:
-        model.fit(
-            dataset,
-            checkpoint_dir=checkpoint,
-            verbose=0,
-            callbacks=[recorder, StopAfterFirstEpoch()],
-            devices=devices,
-        )
-        model = TractAAE.load(work / "init.keras")
-    model.fit(
-        dataset,
-        checkpoint_dir=checkpoint,
-        resume=interrupt,
-        verbose=0,
-        callbacks=[recorder],
-        devices=devices,
-    )
-    return model
 
 
 def main(argv=None):
@@ -75,7 +50,6 @@ def main(argv=None):
     parser.add_argument("--devices", default="1")
     parser.add_argument("--init", action="store_true", help="write init.keras")
     parser.add_argument("--interrupt", action="store_true")
-    parser.add_argument("--ar_weight", type=float, default=0.0)
     args = parser.parse_args(argv)
     from aae_tract.model import TractAAE
     from aae_tract.model.parallel import is_main_process, join_hosts
@@ -83,10 +57,20 @@ def main(argv=None):
     join_hosts()  # JAX on several processes: before JAX computes anything
     dataset = _dataset(args.data)
     if args.init:
-        config = {**CONFIG, "ar_weight": args.ar_weight}
+        # no AR weight: the per-replica AR pairs of TensorFlow and torch
+        # then do not move the weights (see tests/test_parallel.py)
+        config = {**CONFIG, "ar_weight": 0.0}
         TractAAE.from_dataset(dataset, **config).save(args.work / "init.keras")
     recorder = Recorder()
-    model = _fit(args.work, dataset, args.devices, args.interrupt, recorder)
+    backend = keras.backend.backend()
+    model = _fit(
+        args.work,
+        dataset,
+        recorder,
+        args.interrupt,
+        name=f"{backend}-{args.devices}",
+        devices=args.devices,
+    )
     if not is_main_process():
         return 0
     net = model.network
@@ -98,8 +82,7 @@ def main(argv=None):
         "ae_steps": int(_numpy(net.ae_optimizer.iterations)),
         "disc_steps": int(_numpy(net.disc_optimizer.iterations)),
     }
-    backend = keras.backend.backend()
-    name = f"{backend}-{args.devices}{'-ar' if args.ar_weight else ''}.json"
+    name = f"{backend}-{args.devices}.json"
     (args.work / name).write_text(json.dumps(result))
     return 0
 

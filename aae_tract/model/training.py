@@ -18,6 +18,7 @@ import numpy as np
 
 from aae_tract import atomic
 from aae_tract.errors import TrainingError
+from aae_tract.model.parallel import shard_rows
 from aae_tract.rows import as_rows
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,7 @@ class StreamlineBatches(keras.utils.PyDataset):
         )
         if self.replicas > 1:
             idx = idx[: len(idx) - len(idx) % self.replicas]
-        if self.world > 1:
-            idx = idx[self.rank :: self.world]
+        idx = shard_rows(idx, self.rank, self.world)
         x = self.normalizer.transform(np.asarray(self.x[idx], dtype="float32"))
         onehot = np.eye(self.n_bundles, dtype="float32")[self.labels[idx]]
         return (x.astype("float32"), onehot, self.attribute[idx])
