@@ -244,6 +244,47 @@ class Registration:
         static = np.concatenate([self.atlas[b] for b in usable])
         return _slr(static, moving, self.transform, name=name, what="the model's atlas")
 
+    def register_tractogram(self, streamlines, *, name="tractogram"):
+        """The transform that brings an unlabelled tractogram to the atlas.
+
+        The streamlines' bundles are not known (a whole-brain tractogram to
+        label), so a seeded sample of them, at most
+        ``SAMPLE_PER_BUNDLE`` per atlas bundle, is registered to all of the
+        atlas' bundles together (SLR, as DIPY's whole-brain SLR does);
+        streamlines shorter than the shortest atlas streamline's half are
+        left out of the sample (fragments and spurious short tracks).
+
+        Parameters
+        ----------
+        streamlines : sequence of (n, 3) arrays or ndarray (N, P, 3)
+            RAS+ mm.
+        name : str
+            What to call them in messages.
+
+        Returns
+        -------
+        ndarray (4, 4)
+        """
+        from aae_tract.streamlines import resample, streamline_lengths
+
+        if not self.active:
+            return np.eye(4)
+        static = np.concatenate([np.asarray(a) for a in self.atlas.values()])
+        rng = np.random.default_rng(self.seed)
+        n = len(streamlines)
+        want = SAMPLE_PER_BUNDLE * len(self.atlas)
+        rows = np.sort(rng.choice(n, min(n, 4 * want), replace=False))
+        picked = resample([streamlines[i] for i in rows], N_POINTS)
+        lengths = streamline_lengths(picked)
+        shortest = float(streamline_lengths(static).min())
+        picked = picked[lengths >= 0.5 * shortest][:want]
+        if len(picked) < 10:
+            raise RegistrationError(
+                f"{name}: fewer than 10 streamlines long enough to register it "
+                "to the model's common-space bundles"
+            )
+        return _slr(static, picked, self.transform, name=name, what="the model's atlas")
+
     def place(self, streamlines, bundle, *, subject=None, space=None, name=None):
         """Streamlines of one subject's ``bundle`` in the model's common space,
         or in training subject ``space``'s native space.

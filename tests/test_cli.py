@@ -21,6 +21,7 @@ COMMANDS = (
     "aae_tract_generate",
     "aae_tract_evaluate",
     "aae_tract_render",
+    "aae_tract_label",
 )
 
 #: Options each --help must list (the documented command-line contract).
@@ -51,6 +52,7 @@ HELP_OPTIONS = {
     ],
     "aae_tract_evaluate": ["inputs", "--model", "--out_metrics"],
     "aae_tract_render": ["inputs", "--view", "--out_png"],
+    "aae_tract_label": ["tractogram", "--model", "--register", "--out_labels"],
 }
 COMMON_OPTIONS = ["--out_dir", "--force", "--log_level"]
 

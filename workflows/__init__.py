@@ -3,7 +3,7 @@
 One :class:`dipy.workflows.workflow.Workflow` subclass per command; the
 ``run()`` docstring of each is its ``--help``. The console scripts
 (``aae_tract_fetch``, ``aae_tract_train``, ``aae_tract_generate``,
-``aae_tract_evaluate``, ``aae_tract_render``) all point at
+``aae_tract_evaluate``, ``aae_tract_render``, ``aae_tract_label``) all point at
 :func:`aae_tract.workflows.cli.run`, which picks the workflow from the script
 name and runs it through DIPY's ``run_flow``.
 

@@ -1,10 +1,10 @@
 """Console entry point of every aae_tract command.
 
 Every script (``aae_tract_fetch``, ``aae_tract_train``, ``aae_tract_generate``,
-``aae_tract_evaluate``, ``aae_tract_render``) points at :func:`run`, which
-picks the workflow from the script name, as ``dipy/workflows/cli.py`` does,
-and runs it through DIPY's ``run_flow`` (``--help``, ``--out_dir``,
-``--force``, ``--log_level``, ``--log_file``).
+``aae_tract_evaluate``, ``aae_tract_render``, ``aae_tract_label``) points at
+:func:`run`, which picks the workflow from the script name, as
+``dipy/workflows/cli.py`` does, and runs it through DIPY's ``run_flow``
+(``--help``, ``--out_dir``, ``--force``, ``--log_level``, ``--log_file``).
 
 Errors a user can cause end the command with one line on stderr,
 ``aae_tract_<name>: error: <message>``, and exit status 1; the traceback is
@@ -27,6 +27,7 @@ CLI_FLOWS = {
     "aae_tract_generate": ("aae_tract.workflows.generate", "GenerateFlow"),
     "aae_tract_evaluate": ("aae_tract.workflows.evaluate", "EvaluateFlow"),
     "aae_tract_render": ("aae_tract.workflows.render", "RenderFlow"),
+    "aae_tract_label": ("aae_tract.workflows.label", "LabelFlow"),
 }
 
 #: Options a command no longer has -> why (said instead of argparse's

@@ -48,6 +48,10 @@ class ModelMetadata:
         How the training subjects were brought into a common space
         (:meth:`aae_tract.registration.Registration.to_dict`); empty when
         they were not.
+    labeller : dict
+        Per bundle, the Gaussian of its encodings and its rejection
+        thresholds (:func:`aae_tract.label.fit_labeller`); empty in model
+        files from before bundle recognition.
     """
 
     config: dict
@@ -61,6 +65,7 @@ class ModelMetadata:
     latent_bank: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)
     registration: dict = dataclasses.field(default_factory=dict)
+    labeller: dict = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self):
@@ -104,7 +109,7 @@ class ModelMetadata:
         for field in ("normalizer", "orient_refs", "calibration", "bundle_stats"):
             if not isinstance(getattr(self, field), dict):
                 fail(f"{field} must be an object")
-        for field in ("latent_bank", "training", "registration"):
+        for field in ("latent_bank", "training", "registration", "labeller"):
             if not isinstance(getattr(self, field), dict):
                 fail(f"{field} must be an object")
         _validate_normalizer(self.normalizer, fail)
@@ -114,6 +119,8 @@ class ModelMetadata:
         _validate_latent_bank(self.latent_bank, names, config.latent_dims, fail)
         if self.registration:
             _validate_registration(self.registration, fail)
+        if self.labeller:
+            _validate_labeller(self.labeller, names, config.latent_dims, fail)
         if self.space is not None:
             _validate_space(self.space, fail)
 
@@ -223,6 +230,31 @@ def _validate_latent_bank(latent_bank, names, latent_dims, fail):
         a = _finite_array(bank.get("a", []), fail, f"latent_bank[{key}].a")
         if a.shape != (len(z),):
             fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
+
+
+def _validate_labeller(labeller, names, latent_dims, fail):
+    """Check ``labeller``: per known bundle a finite mean, a positive definite
+    covariance, a positive prior and positive thresholds."""
+    bundles = labeller.get("bundles")
+    if not isinstance(bundles, dict) or not bundles:
+        fail("labeller.bundles must be a non-empty object")
+    for key, entry in bundles.items():
+        if key not in names:
+            fail(f"labeller for unknown bundle {key!r}")
+        if not isinstance(entry, dict):
+            fail(f"labeller.bundles[{key}] must be an object")
+        mean = _finite_array(entry.get("mean"), fail, f"labeller[{key}].mean")
+        cov = _finite_array(entry.get("cov"), fail, f"labeller[{key}].cov")
+        if mean.shape != (latent_dims,) or cov.shape != (latent_dims, latent_dims):
+            fail(f"labeller[{key}] has shapes {mean.shape}, {cov.shape}")
+        try:
+            np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            fail(f"labeller[{key}].cov is not positive definite")
+        for field in ("prior", "max_d2", "max_recon_mm"):
+            value = _number(entry.get(field), fail, f"labeller[{key}].{field}")
+            if not value > 0:
+                fail(f"labeller[{key}].{field} is {value!r}")
 
 
 def _validate_registration(registration, fail):

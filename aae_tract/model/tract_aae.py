@@ -594,6 +594,7 @@ class TractAAE:
         )
         self.metadata.training["devices"] = n_devices
         self.calibrate(train)
+        self.fit_labeller(train, validation)
         self.metadata.training["prior_match"] = self.log_prior_match(
             validation if validation is not None else train
         )
@@ -975,6 +976,24 @@ class TractAAE:
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
         return calibration
+
+    def fit_labeller(self, train, validation=None):
+        """Describe each bundle in the latent space for bundle recognition.
+
+        See :func:`aae_tract.label.fit_labeller` (called by :meth:`fit`).
+        """
+        from aae_tract.label import fit_labeller
+
+        return fit_labeller(self, train, validation)
+
+    def label(self, streamlines, **options):
+        """Label streamlines with the model's bundles or "other".
+
+        See :func:`aae_tract.label.label_streamlines`.
+        """
+        from aae_tract.label import label_streamlines
+
+        return label_streamlines(self, streamlines, **options)
 
     def attribute_to_z0(self, bundle, values):
         """Latent dim 0 for attribute ``values`` of ``bundle`` (calibrated map).

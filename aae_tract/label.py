@@ -1,0 +1,436 @@
+"""Bundle recognition with a trained model: which bundle is each streamline?
+
+A model that generates bundles also knows where each bundle's streamlines
+sit in its latent space. :func:`fit_labeller` (run by
+:meth:`~aae_tract.model.TractAAE.fit` after training) describes every
+bundle's encodings by a Gaussian (mean and Ledoit-Wolf shrunk covariance of
+the training encodings) and stores them, with two rejection thresholds per
+bundle, as JSON in the model's metadata. :func:`label_streamlines` then labels
+the streamlines of a new tractogram:
+
+1. each streamline is resampled to the model's points and encoded in both
+   point orders (a bundle's streamlines were oriented to its reference
+   before training, so the order a bundle would give it decides which code
+   that bundle is scored on);
+2. the bundle with the largest posterior (Gaussian likelihood of the code
+   times the bundle's share of the training streamlines) is its candidate,
+   the posterior its confidence;
+3. the streamline is labelled ``"other"`` when it is an outlier of its
+   candidate: its squared Mahalanobis distance to the bundle's encodings, or
+   the distance between the streamline and its reconstruction with the
+   candidate's label (mean point distance, mm), exceeds the bundle's
+   threshold. The thresholds are the :data:`LABEL_QUANTILE` quantiles of
+   those two numbers over the validation subjects' streamlines of the
+   bundle (subjects the model did not train on), or, without enough of
+   them, over training streamlines (Mahalanobis distances out of fold).
+
+Streamlines are labelled block by block, so a tractogram of millions of
+streamlines is labelled in bounded memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from aae_tract.errors import AAETractError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LABEL_QUANTILE",
+    "OTHER",
+    "Labeller",
+    "fit_labeller",
+    "label_prepared",
+    "label_streamlines",
+]
+
+#: Label of streamlines that belong to none of the model's bundles.
+OTHER = "other"
+#: Quantile of held-out streamlines' distances kept inside a bundle.
+LABEL_QUANTILE = 0.995
+#: Encodings per bundle used to fit its Gaussian and its thresholds, at most.
+LABELLER_PER_BUNDLE = 5000
+#: Fewest validation streamlines of a bundle to set its thresholds on them.
+MIN_VALIDATION = 20
+#: Streamlines labelled per block.
+LABEL_BLOCK = 8192
+#: Version of the stored labeller.
+LABELLER_VERSION = 1
+
+
+class Labeller:
+    """The stored labeller of a model, ready to score codes.
+
+    Parameters
+    ----------
+    payload : dict
+        ``model.metadata.labeller`` (see :func:`fit_labeller`).
+    bundle_names : list of str
+        The model's bundles, in label order.
+    """
+
+    def __init__(self, payload, bundle_names):
+        self.payload = payload
+        self.bundle_names = list(bundle_names)
+        fitted = payload["bundles"]
+        self.index = [i for i, b in enumerate(self.bundle_names) if b in fitted]
+        if not self.index:
+            raise AAETractError("the model's labeller describes no bundle")
+        means, chols, consts, d2_max, recon_max = [], [], [], [], []
+        total = sum(float(fitted[self.bundle_names[i]]["prior"]) for i in self.index)
+        for i in self.index:
+            entry = fitted[self.bundle_names[i]]
+            cov = np.asarray(entry["cov"], dtype=np.float64)
+            chol = np.linalg.cholesky(cov)
+            means.append(np.asarray(entry["mean"], dtype=np.float64))
+            # whitening: d2 = |L^-1 (z - mean)|^2
+            chols.append(np.linalg.inv(chol))
+            logdet = 2.0 * np.log(np.diag(chol)).sum()
+            consts.append(math.log(float(entry["prior"]) / total) - 0.5 * logdet)
+            d2_max.append(float(entry["max_d2"]))
+            recon_max.append(float(entry["max_recon_mm"]))
+        self.means = np.stack(means)
+        self.whiten = np.stack(chols)
+        self.consts = np.asarray(consts)
+        self.max_d2 = np.asarray(d2_max)
+        self.max_recon = np.asarray(recon_max)
+
+    def d2(self, z, k):
+        """Squared Mahalanobis distances of codes ``z`` to fitted bundle ``k``."""
+        w = (np.asarray(z, np.float64) - self.means[k]) @ self.whiten[k].T
+        return np.einsum("ij,ij->i", w, w)
+
+    def posteriors(self, codes):
+        """Posterior over the fitted bundles and each bundle's distances.
+
+        Parameters
+        ----------
+        codes : list of ndarray (N, D)
+            For each fitted bundle, the codes of the streamlines in the
+            point order that bundle gives them.
+
+        Returns
+        -------
+        post : ndarray (N, K)
+        d2 : ndarray (N, K)
+        """
+        d2 = np.stack([self.d2(z, k) for k, z in enumerate(codes)], axis=1)
+        logp = self.consts[None, :] - 0.5 * d2
+        logp -= logp.max(axis=1, keepdims=True)
+        post = np.exp(logp)
+        post /= post.sum(axis=1, keepdims=True)
+        return post, d2
+
+
+def _gaussian(z):
+    """Mean and Ledoit-Wolf shrunk covariance of codes ``z`` (N, D)."""
+    from sklearn.covariance import LedoitWolf
+
+    z = np.asarray(z, dtype=np.float64)
+    if len(z) < 2:
+        raise AAETractError("a bundle needs at least 2 encodings to be described")
+    cov = LedoitWolf().fit(z).covariance_
+    # a floor keeps the Cholesky factor finite for near-constant dimensions
+    cov += np.eye(cov.shape[0]) * max(1e-6, 1e-6 * float(np.trace(cov)))
+    return z.mean(axis=0), cov
+
+
+def _recon_error(model, x, labels):
+    """Mean point distance (mm) between oriented ``x`` and its reconstruction."""
+    z = model.encode_prepared(x)
+    return z, _recon_distance(model, x, z, labels)
+
+
+def _recon_distance(model, x, z, labels):
+    recon = model.decode(z, labels)
+    return np.linalg.norm(np.asarray(x, np.float32) - recon, axis=-1).mean(axis=1)
+
+
+def _quantile(values, q):
+    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
+
+
+def fit_labeller(
+    model,
+    train,
+    validation=None,
+    *,
+    quantile=LABEL_QUANTILE,
+    per_bundle=LABELLER_PER_BUNDLE,
+):
+    """Describe every bundle in the latent space and set its rejection thresholds.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model.
+    train : StreamlineDataset
+        Its training split (resampled, oriented, in the model's space).
+    validation : StreamlineDataset, optional
+        Streamlines the model did not train on (validation subjects): the
+        thresholds are set on them where a bundle has at least
+        :data:`MIN_VALIDATION`.
+    quantile : float, optional
+        Share of a bundle's held-out streamlines kept inside its thresholds.
+    per_bundle : int, optional
+        Streamlines of each bundle used, at most (a seeded sample).
+
+    Returns
+    -------
+    dict
+        The labeller, also stored in ``model.metadata.labeller``.
+    """
+    from aae_tract.rows import per_bundle_rows, take
+
+    if not 0.5 <= float(quantile) < 1.0:
+        raise AAETractError(f"quantile must be in [0.5, 1), got {quantile!r}")
+    seed = model.config.seed
+    names = model.bundle_names
+
+    def sample(dataset):
+        labels = np.asarray(dataset.labels)
+        keep = per_bundle_rows(labels, per_bundle, seed)
+        if keep is None:
+            return labels, np.asarray(dataset.x, dtype=np.float32)
+        return labels[keep], np.asarray(take(dataset.x, keep), dtype=np.float32)
+
+    labels, x = sample(train)
+    z, recon = _recon_error(model, x, labels)
+    held = None
+    if validation is not None and len(validation):
+        v_labels, v_x = sample(validation)
+        v_z, v_recon = _recon_error(model, v_x, v_labels)
+        held = (v_labels, v_z, v_recon)
+    rng = np.random.default_rng(seed)
+    bundles, sources = {}, {}
+    for i, name in enumerate(names):
+        mask = labels == i
+        if mask.sum() < 4:
+            continue
+        mean, cov = _gaussian(z[mask])
+        entry = {
+            "mean": mean.round(6).tolist(),
+            "cov": cov.round(8).tolist(),
+            "prior": int(mask.sum()),
+            "n": int(mask.sum()),
+        }
+        v_mask = None if held is None else held[0] == i
+        if v_mask is not None and v_mask.sum() >= MIN_VALIDATION:
+            w = (held[1][v_mask] - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
+            d2 = np.einsum("ij,ij->i", w, w)
+            recon_b = held[2][v_mask]
+            sources[name] = "validation"
+        else:
+            d2 = _out_of_fold_d2(z[mask], rng)
+            recon_b = recon[mask]
+            sources[name] = "training"
+        entry["max_d2"] = _quantile(d2, quantile)
+        entry["max_recon_mm"] = _quantile(recon_b, quantile)
+        entry["thresholds_from"] = sources[name]
+        bundles[name] = entry
+    if not bundles:
+        raise AAETractError(
+            "no bundle has enough training streamlines (4) to be recognised"
+        )
+    labeller = {
+        "version": LABELLER_VERSION,
+        "method": "gaussian latent classes, reconstruction and Mahalanobis rejection",
+        "quantile": float(quantile),
+        "bundles": bundles,
+    }
+    model.metadata.labeller = labeller
+    logger.info(
+        "Labeller: %d bundles described in the latent space; 'other' thresholds "
+        "at the %.1f %% quantile of %s streamlines",
+        len(bundles),
+        100 * quantile,
+        "validation"
+        if set(sources.values()) == {"validation"}
+        else "held-out or training",
+    )
+    return labeller
+
+
+def _out_of_fold_d2(z, rng):
+    """Squared Mahalanobis distances of each code to a Gaussian fitted without it
+    (two folds)."""
+    order = rng.permutation(len(z))
+    halves = np.array_split(order, 2)
+    d2 = np.empty(len(z))
+    for a, b in ((halves[0], halves[1]), (halves[1], halves[0])):
+        if len(a) < 2 or len(b) == 0:
+            continue
+        mean, cov = _gaussian(z[a])
+        w = (z[b] - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
+        d2[b] = np.einsum("ij,ij->i", w, w)
+    if len(halves[1]) == 0 or len(halves[0]) < 2:
+        mean, cov = _gaussian(z)
+        w = (z - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
+        d2 = np.einsum("ij,ij->i", w, w)
+    return d2
+
+
+def _labeller_of(model):
+    payload = getattr(model.metadata, "labeller", None)
+    if not payload:
+        raise AAETractError(
+            "this model file has no labeller (it was trained before bundle "
+            "recognition existed): train it again, or fit one with "
+            "aae_tract.label.fit_labeller(model, train, validation)"
+        )
+    return Labeller(payload, model.bundle_names)
+
+
+def label_prepared(model, x, *, labeller=None, batch_size=1024):
+    """Label streamlines already resampled to the model's points, in its space.
+
+    Parameters
+    ----------
+    model : TractAAE
+    x : ndarray, shape (N, n_points, 3)
+        RAS+ mm, in the model's (common) space, in any point order.
+    labeller : Labeller, optional
+        Built from the model when not given.
+    batch_size : int, optional
+        Streamlines per forward pass.
+
+    Returns
+    -------
+    labels : ndarray of int, shape (N,)
+        Index into ``model.bundle_names``, -1 for "other".
+    confidence : ndarray of float, shape (N,)
+        The posterior of the bundle given; for "other", how far past its
+        candidate's thresholds the streamline is (``1 - 1/ratio``).
+    """
+    from aae_tract.orientation import flip_mask
+
+    lab = labeller if labeller is not None else _labeller_of(model)
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    forward = model.encode_prepared(x, batch_size=batch_size)
+    reverse = model.encode_prepared(x[:, ::-1], batch_size=batch_size)
+    flips = []
+    for i in lab.index:
+        ref = model.metadata.orient_refs.get(lab.bundle_names[i])
+        flips.append(
+            np.zeros(len(x), bool) if ref is None else flip_mask(x, np.asarray(ref))
+        )
+    codes = [np.where(f[:, None], reverse, forward) for f in flips]
+    post, d2 = lab.posteriors(codes)
+    best = post.argmax(axis=1)
+    rows = np.arange(len(x))
+    flip = np.stack(flips, axis=1)[rows, best]
+    z = np.where(flip[:, None], reverse, forward)
+    oriented = np.where(flip[:, None, None], x[:, ::-1], x)
+    labels = np.asarray(lab.index)[best]
+    recon = _recon_distance(model, oriented, z, labels)
+    ratio = np.maximum(d2[rows, best] / lab.max_d2[best], recon / lab.max_recon[best])
+    other = ratio > 1.0
+    confidence = np.where(other, 1.0 - 1.0 / np.maximum(ratio, 1.0), post[rows, best])
+    return np.where(other, -1, labels).astype(np.int64), confidence
+
+
+def _blocks(streamlines, n_points, block):
+    """Resampled (N, n_points, 3) blocks of any streamline sequence."""
+    from aae_tract.streamlines import resample
+
+    if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
+        for start in range(0, len(streamlines), block):
+            yield resample(streamlines[start : start + block], n_points)
+        return
+    chunk = []
+    for s in streamlines:
+        chunk.append(np.asarray(s, dtype=np.float32))
+        if len(chunk) == block:
+            yield resample(chunk, n_points)
+            chunk = []
+    if chunk:
+        yield resample(chunk, n_points)
+
+
+def label_streamlines(
+    model,
+    streamlines,
+    *,
+    register=None,
+    name="streamlines",
+    batch_size=1024,
+    block=LABEL_BLOCK,
+    progress=False,
+):
+    """Label each streamline with one of the model's bundles, or "other".
+
+    Parameters
+    ----------
+    model : TractAAE or str or Path
+        A trained model (or its ``.keras`` file).
+    streamlines : StatefulTractogram, ArraySequence, sequence or iterable
+        RAS+ mm. An iterable (e.g. a lazily loaded tractogram's streamlines)
+        is read block by block.
+    register : bool, optional
+        Bring the streamlines into the model's common space first (SLR of a
+        sample of them to the model's common-space bundles). Default: when
+        the model was trained with registration.
+    name : str, optional
+        What to call the streamlines in messages.
+    batch_size : int, optional
+        Streamlines per forward pass.
+    block : int, optional
+        Streamlines resampled and labelled at a time.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    labels : ndarray of str, shape (N,)
+        A bundle name of the model, or ``"other"``.
+    confidence : ndarray of float, shape (N,)
+        Posterior probability of the bundle given (``"other"``: how far the
+        streamline lies past its nearest bundle's thresholds, 0 to 1).
+
+    Raises
+    ------
+    AAETractError
+        The model has no labeller, or the streamlines are not in RAS+ mm.
+    """
+    from tqdm.auto import tqdm
+
+    from aae_tract.model import TractAAE
+
+    if not isinstance(model, TractAAE):
+        model = TractAAE.load(model)
+    lab = _labeller_of(model)
+    if hasattr(streamlines, "to_rasmm"):
+        streamlines.to_rasmm()
+        streamlines = streamlines.streamlines
+    registration = model.registration
+    if register is None:
+        register = registration.active
+    matrix = None
+    if register and registration.active:
+        if not hasattr(streamlines, "__len__"):
+            streamlines = list(streamlines)
+        matrix = registration.register_tractogram(streamlines, name=name)
+    total = len(streamlines) if hasattr(streamlines, "__len__") else None
+    names = np.asarray(model.bundle_names + [OTHER])
+    labels, confidence = [], []
+    with tqdm(
+        total=total, desc="labelling", unit="streamline", disable=not progress
+    ) as bar:
+        for x in _blocks(streamlines, model.n_points, block):
+            if matrix is not None:
+                x = x @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3]
+            if not np.all(np.isfinite(x)):
+                raise AAETractError(f"{name}: streamlines with NaN or inf coordinates")
+            idx, conf = label_prepared(model, x, labeller=lab, batch_size=batch_size)
+            labels.append(names[idx])  # -1 picks "other"
+            confidence.append(conf)
+            bar.update(len(x))
+    if not labels:
+        return np.zeros(0, dtype=names.dtype), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(confidence)

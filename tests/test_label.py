@@ -1,0 +1,218 @@
+"""Bundle recognition: the stored labeller, label_streamlines, aae_tract_label."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli, tamper
+
+from aae_tract.errors import AAETractError, ModelFileError
+
+
+def _payload(means, covs, priors, max_d2=10.0, max_recon=5.0):
+    return {
+        "bundles": {
+            name: {
+                "mean": list(map(float, m)),
+                "cov": np.asarray(c, float).tolist(),
+                "prior": p,
+                "max_d2": max_d2,
+                "max_recon_mm": max_recon,
+            }
+            for name, m, c, p in zip(("A", "B"), means, covs, priors)
+        }
+    }
+
+
+def test_labeller_distances_and_posteriors_on_known_gaussians():
+    from aae_tract.label import Labeller
+
+    lab = Labeller(
+        _payload([[0.0, 0.0], [10.0, 0.0]], [np.diag([4.0, 1.0])] * 2, [1, 1]),
+        ["A", "B"],
+    )
+    z = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [5.0, 0.0]])
+    np.testing.assert_allclose(lab.d2(z, 0), [0.0, 1.0, 1.0, 6.25])
+    post, d2 = lab.posteriors([z, z])
+    np.testing.assert_allclose(post.sum(axis=1), 1.0)
+    assert post[0, 0] > 0.99 and post[1, 0] > 0.99
+    # halfway between equal Gaussians with equal priors: a coin toss
+    np.testing.assert_allclose(post[3], [0.5, 0.5])
+    # a prior 3:1 tips it to 0.75
+    skewed = Labeller(
+        _payload([[0.0, 0.0], [10.0, 0.0]], [np.diag([4.0, 1.0])] * 2, [3, 1]),
+        ["A", "B"],
+    )
+    np.testing.assert_allclose(skewed.posteriors([z, z])[0][3], [0.75, 0.25])
+
+
+@pytest.fixture(scope="module")
+def labelled(tiny_trained, tiny_splits):
+    model, _ = tiny_trained
+    _, validation = tiny_splits
+    return model, validation
+
+
+def test_fit_stores_a_labeller_with_thresholds_from_validation_subjects(labelled):
+    model, _ = labelled
+    lab = model.metadata.labeller
+    assert set(lab["bundles"]) == set(model.bundle_names)
+    for entry in lab["bundles"].values():
+        assert np.shape(entry["cov"]) == (model.latent_dims, model.latent_dims)
+        assert entry["max_d2"] > 0 and entry["max_recon_mm"] > 0
+        assert entry["thresholds_from"] == "validation"
+
+
+def test_held_out_subject_streamlines_get_their_bundle(labelled):
+    from aae_tract.label import label_streamlines
+
+    model, validation = labelled
+    truth = np.asarray(model.bundle_names)[validation.labels]
+    # unoriented, as a tractogram gives them: reverse every other streamline
+    x = np.array(validation.x, copy=True)
+    x[::2] = x[::2, ::-1]
+    labels, confidence = label_streamlines(model, x)
+    assert labels.shape == confidence.shape == (len(x),)
+    assert np.mean(labels == truth) >= 0.9
+    assert np.all((confidence >= 0) & (confidence <= 1))
+
+
+def test_streamlines_far_from_every_bundle_are_other(labelled):
+    from aae_tract.label import OTHER, label_streamlines
+
+    model, validation = labelled
+    x = np.asarray(validation.x[:40])
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, x.shape[1])[None, :, None]
+    start = rng.uniform(-60, 60, (40, 1, 3))
+    direction = rng.normal(size=(40, 1, 3))
+    direction *= 80 / np.linalg.norm(direction, axis=-1, keepdims=True)
+    lines = (start + t * direction).astype("float32")
+    moved = x + np.array([0.0, 0.0, 150.0], dtype="float32")
+    labels, _ = label_streamlines(model, np.concatenate([lines, moved]))
+    assert np.mean(labels == OTHER) >= 0.9
+
+
+def test_labelling_reads_any_iterable_in_blocks(labelled):
+    from aae_tract.label import label_streamlines
+
+    model, validation = labelled
+    lines = [np.asarray(s) for s in validation.x[:50]]
+    whole, conf = label_streamlines(model, lines)
+    streamed, conf2 = label_streamlines(model, iter(lines), block=7)
+    np.testing.assert_array_equal(whole, streamed)
+    np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
+
+
+def test_the_labeller_survives_save_and_load(labelled, tmp_path):
+    from aae_tract.label import label_streamlines
+    from aae_tract.model import TractAAE
+
+    model, validation = labelled
+    path = model.save(tmp_path / "m.keras")
+    again = TractAAE.load(path)
+    assert again.metadata.labeller == model.metadata.labeller
+    x = np.asarray(validation.x[:30])
+    np.testing.assert_array_equal(
+        label_streamlines(model, x)[0], label_streamlines(again, x)[0]
+    )
+
+
+def test_a_model_without_labeller_says_so(labelled, tmp_path):
+    from aae_tract.label import label_streamlines
+    from aae_tract.model import TractAAE
+
+    model, validation = labelled
+    source = model.save(tmp_path / "m.keras")
+    old = tamper(
+        source,
+        tmp_path / "old.keras",
+        meta=lambda m: {k: v for k, v in m.items() if k != "labeller"},
+    )
+    with pytest.raises(AAETractError, match="no labeller"):
+        label_streamlines(TractAAE.load(old), np.asarray(validation.x[:3]))
+
+
+def test_a_tampered_labeller_is_refused_on_load(labelled, tmp_path):
+    from aae_tract.model import TractAAE
+
+    model, _ = labelled
+    source = model.save(tmp_path / "m.keras")
+
+    def bad_cov(meta):
+        name = model.bundle_names[0]
+        cov = np.asarray(meta["labeller"]["bundles"][name]["cov"])
+        meta["labeller"]["bundles"][name]["cov"] = (-cov).tolist()
+        return meta
+
+    bad = tamper(source, tmp_path / "bad.keras", meta=bad_cov)
+    with pytest.raises(ModelFileError, match="positive definite"):
+        TractAAE.load(bad)
+
+
+@pytest.fixture(scope="module")
+def mixed_tractogram(minimal_bundles_dir, tmp_path_factory):
+    """sub_5's three bundles in one .trk, and the true label of each streamline."""
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    from aae_tract.io import load_bundle, save_tractogram
+
+    lines, truth, sft = [], [], None
+    for name in ("AF_L", "CC_ForcepsMajor", "CST_R"):
+        sft = load_bundle(minimal_bundles_dir / "sub_5" / f"{name}.trk")
+        lines.extend(sft.streamlines)
+        truth.extend([name] * len(sft))
+    out = tmp_path_factory.mktemp("mixed") / "sub_5_all.trk"
+    save_tractogram(StatefulTractogram.from_sft(lines, sft), out)
+    return out, np.asarray(truth)
+
+
+def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
+    labelled, mixed_tractogram, tmp_path
+):
+    from aae_tract.io import load_bundle
+
+    model, _ = labelled
+    model_path = model.save(tmp_path / "m.keras")
+    tractogram, truth = mixed_tractogram
+    out = tmp_path / "out"
+    args = [tractogram, "--model", model_path, "--out_dir", out, "--skip_picture"]
+    assert run_cli("aae_tract_label", *args) == 0
+    report = json.loads((out / "labels.json").read_text())
+    labels = np.asarray(report["labels"])
+    assert report["n_streamlines"] == len(truth) == len(labels)
+    assert sum(report["counts"].values()) == len(truth)
+    assert np.mean(labels == truth) >= 0.9
+    for name, count in report["counts"].items():
+        path = out / f"{name}.trk"
+        assert path.exists() == (count > 0)
+        if count:
+            assert len(load_bundle(path)) == count
+    # a second run refuses to overwrite; --force replaces and drops stale files
+    (out / "other.trk").write_bytes((out / "AF_L.trk").read_bytes())
+    assert run_cli("aae_tract_label", *args) == 0
+    assert (out / "other.trk").exists()
+    assert run_cli("aae_tract_label", *args, "--force") == 0
+    assert (out / "other.trk").exists() == (report["counts"]["other"] > 0)
+
+
+def test_label_command_errors_are_one_line(
+    labelled, mixed_tractogram, tmp_path, capsys
+):
+    model, _ = labelled
+    model_path = model.save(tmp_path / "m.keras")
+    tractogram, _ = mixed_tractogram
+    code = run_cli(
+        "aae_tract_label",
+        tractogram,
+        "--model",
+        model_path,
+        "--out_tractogram",
+        "x.trk",
+    )
+    assert code == 1
+    assert "{label}" in capsys.readouterr().err
+    code = run_cli("aae_tract_label", tmp_path / "missing.trk", "--model", model_path)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "missing.trk" in err and "Traceback" not in err

@@ -1,0 +1,212 @@
+"""``aae_tract_label``: sort a tractogram's streamlines into the model's bundles."""
+
+import json
+import logging
+from pathlib import Path
+
+from aae_tract.errors import AAETractError
+
+from .base import (
+    AAEWorkflow,
+    bad_value,
+    check_choice,
+    check_device,
+    check_int,
+    names_written,
+    select_backend,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("trk", "tck", "trx")
+REGISTER = ("auto", "yes", "no")
+
+
+class LabelFlow(AAEWorkflow):
+    @classmethod
+    def get_short_name(cls):
+        return "label"
+
+    def run(
+        self,
+        tractogram,
+        model="aae_tract_model.keras",
+        reference=None,
+        register="auto",
+        batch_size=1024,
+        format="trk",
+        skip_picture=False,
+        backend=None,
+        device="auto",
+        out_dir="",
+        out_tractogram="{label}.trk",
+        out_labels="labels.json",
+        out_picture="labels.png",
+    ):
+        """Label the streamlines of a tractogram with the model's bundles.
+
+        Each streamline is encoded with the model and given the bundle whose
+        streamlines' encodings it fits best (a Gaussian per bundle in the
+        latent space), or "other" when it lies outside every bundle (too far
+        from the bundle's encodings, or reconstructed too poorly with the
+        bundle's label; thresholds set when the model was trained). Writes one
+        tractogram per recognised bundle and one of the other streamlines, in
+        the space of the input, a JSON report (counts, and the label and
+        confidence of every streamline in file order) and a picture coloured
+        by label.
+
+        Parameters
+        ----------
+        tractogram : string
+            The tractogram to label (.trk, .tck or .trx), RAS+ mm, e.g. a
+            whole-brain tractography of one subject.
+        model : string, optional
+            The model file written by aae_tract_train.
+        reference : string, optional
+            Reference anatomy (NIfTI or .trk) of a .tck or .trx tractogram.
+        register : string, optional
+            auto, yes or no: bring the streamlines into the model's common
+            space first (SLR of a sample of them to the model's common-space
+            bundles). auto: when the model was trained with registration.
+        batch_size : int, optional
+            Streamlines per forward pass of the model.
+        format : string, optional
+            Format of the written tractograms: trk, tck or trx.
+        skip_picture : bool, optional
+            Write only the tractograms and the report (no FURY rendering).
+        backend : string, optional
+            Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND,
+            else tensorflow.
+        device : string, optional
+            auto, cpu or gpu.
+        out_dir : string, optional
+            Output folder.
+        out_tractogram : string, optional
+            Name of each written tractogram; {label} (a bundle name or
+            "other") is filled in; the extension follows --format.
+        out_labels : string, optional
+            Name of the JSON report.
+        out_picture : string, optional
+            Name of the picture.
+        """
+        self._begin()
+        register = check_choice("register", register, REGISTER)
+        fmt = check_choice("format", format, FORMATS)
+        batch_size = check_int("batch_size", batch_size, maximum=1_000_000)
+        if reference is not None and not Path(reference).exists():
+            bad_value("reference", reference, "must be an existing file")
+        if "{label}" not in str(out_tractogram):
+            bad_value(
+                "out_tractogram",
+                out_tractogram,
+                "must contain {label} (one file per label)",
+            )
+
+        from aae_tract.io import load_bundle
+
+        select_backend(backend, device)
+        from aae_tract.label import OTHER, label_streamlines
+        from aae_tract.model import TractAAE
+
+        check_device(device)
+        net = TractAAE.load(Path(model))
+        groups = net.bundle_names + [OTHER]
+        stem = Path(str(out_tractogram)).with_suffix("")
+        names = {f"out_{g}": f"{str(stem).format(label=g)}.{fmt}" for g in groups}
+        names["out_labels"] = out_labels
+        if not skip_picture:
+            names["out_picture"] = out_picture
+        paths = self._prepare_outputs(out_dir, names)
+        if paths is None:
+            return None
+
+        sft = load_bundle(tractogram, reference=reference)
+        labels, confidence = label_streamlines(
+            net,
+            sft,
+            register={"auto": None, "yes": True, "no": False}[register],
+            name=str(tractogram),
+            batch_size=batch_size,
+            progress=True,
+        )
+        written = _write_groups(sft, labels, groups, paths)
+        counts = {g: int((labels == g).sum()) for g in groups}
+        report = {
+            "tractogram": str(tractogram),
+            "model": str(model),
+            "n_streamlines": int(len(labels)),
+            "counts": counts,
+            "labeller": {
+                "method": net.metadata.labeller.get("method"),
+                "quantile": net.metadata.labeller.get("quantile"),
+            },
+            "labels": labels.tolist(),
+            "confidence": [round(float(c), 4) for c in confidence],
+        }
+        from aae_tract.atomic import write_text_atomic
+
+        write_text_atomic(paths["out_labels"], json.dumps(report) + "\n")
+        written.append(paths["out_labels"])
+        if not skip_picture:
+            picture = _picture(sft, labels, groups, paths["out_picture"], tractogram)
+            if picture is not None:
+                written.append(picture)
+        logger.info(
+            "Labelled %d streamlines of %s: %s; wrote %s",
+            len(labels),
+            tractogram,
+            ", ".join(f"{g} {n}" for g, n in counts.items() if n),
+            names_written(written),
+        )
+        return written
+
+
+def _write_groups(sft, labels, groups, paths):
+    """One tractogram per label with streamlines; stale files of the others go."""
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    from aae_tract.io import save_tractogram
+
+    written = []
+    for group in groups:
+        path = paths[f"out_{group}"]
+        keep = [i for i in range(len(labels)) if labels[i] == group]
+        if not keep:
+            if path.exists():
+                path.unlink()
+                logger.info("%s removed: no streamline is labelled %s", path, group)
+            continue
+        subset = StatefulTractogram.from_sft(sft.streamlines[keep], sft)
+        save_tractogram(subset, path)
+        written.append(path)
+    return written
+
+
+def _picture(sft, labels, groups, out_png, tractogram):
+    """The streamlines coloured by label (grey for "other"); Path or None."""
+    from aae_tract.colors import bundle_colors
+    from aae_tract.label import OTHER
+    from aae_tract.viz import adapter_problem, render_bundles
+
+    problem = adapter_problem()
+    if problem:
+        logger.warning("no picture made: %s", problem)
+        return None
+    present = [g for g in groups if (labels == g).any()]
+    if not present:
+        return None
+    colors = bundle_colors(present)
+    if OTHER in colors:
+        colors[OTHER] = (0.6, 0.6, 0.6)
+    lines = [sft.streamlines[labels == g] for g in present]
+    try:
+        return render_bundles(
+            lines,
+            out_png,
+            labels=present,
+            colors=colors,
+            title=f"{Path(tractogram).name}: streamlines by label",
+        )
+    except AAETractError as exc:
+        logger.warning("no picture made: %s", exc)
+        return None
