@@ -19,10 +19,16 @@ the streamlines of a new tractogram:
    candidate: its squared Mahalanobis distance to the bundle's encodings, or
    the distance between the streamline and its reconstruction with the
    candidate's label (mean point distance, mm), exceeds the bundle's
-   threshold. The thresholds are the :data:`LABEL_QUANTILE` quantiles of
-   those two numbers over the validation subjects' streamlines of the
-   bundle (subjects the model did not train on), or, without enough of
-   them, over training streamlines (Mahalanobis distances out of fold).
+   threshold. Each threshold is the :data:`LABEL_QUANTILE` quantile of a
+   log-normal distribution fitted (median and median absolute deviation of
+   the logarithms, which a few outliers do not move) to that number over
+   the validation subjects' streamlines of the bundle (subjects the model
+   did not train on), or, without enough of them, over training
+   streamlines (Mahalanobis distances out of fold), or their own
+   :data:`EMPIRICAL_QUANTILE` quantile where that is larger (a tail heavier
+   than a log-normal's, as a fanning bundle has). A fitted tail, rather
+   than the largest value seen, because a new subject's streamlines spread
+   a little more than those of the one or two validation subjects.
 
 Streamlines are labelled block by block, so a tractogram of millions of
 streamlines is labelled in bounded memory.
@@ -50,8 +56,11 @@ __all__ = [
 
 #: Label of streamlines that belong to none of the model's bundles.
 OTHER = "other"
-#: Quantile of held-out streamlines' distances kept inside a bundle.
-LABEL_QUANTILE = 0.995
+#: Quantile of the log-normal fitted to held-out streamlines' distances that
+#: bounds a bundle.
+LABEL_QUANTILE = 0.9999
+#: Quantile of the held-out distances themselves below which no threshold is.
+EMPIRICAL_QUANTILE = 0.995
 #: Encodings per bundle used to fit its Gaussian and its thresholds, at most.
 LABELLER_PER_BUNDLE = 5000
 #: Fewest validation streamlines of a bundle to set its thresholds on them.
@@ -151,7 +160,17 @@ def _recon_distance(model, x, z, labels):
 
 
 def _quantile(values, q):
-    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
+    """The larger of quantile ``q`` of a log-normal fitted robustly to positive
+    ``values`` and their own :data:`EMPIRICAL_QUANTILE` quantile (for tails
+    heavier than a log-normal's)."""
+    from scipy.stats import norm
+
+    values = np.asarray(values, dtype=np.float64)
+    logs = np.log(np.maximum(values, 1e-12))
+    centre = float(np.median(logs))
+    spread = 1.4826 * float(np.median(np.abs(logs - centre)))
+    fitted = float(np.exp(centre + norm.ppf(q) * spread))
+    return max(fitted, float(np.quantile(values, EMPIRICAL_QUANTILE)))
 
 
 def fit_labeller(
@@ -175,7 +194,8 @@ def fit_labeller(
         thresholds are set on them where a bundle has at least
         :data:`MIN_VALIDATION`.
     quantile : float, optional
-        Share of a bundle's held-out streamlines kept inside its thresholds.
+        Quantile of the log-normal fitted to a bundle's held-out distances
+        that becomes its threshold.
     per_bundle : int, optional
         Streamlines of each bundle used, at most (a seeded sample).
 
@@ -245,7 +265,7 @@ def fit_labeller(
     model.metadata.labeller = labeller
     logger.info(
         "Labeller: %d bundles described in the latent space; 'other' thresholds "
-        "at the %.1f %% quantile of %s streamlines",
+        "at the %g %% quantile of log-normals fitted to %s streamlines",
         len(bundles),
         100 * quantile,
         "validation"
@@ -434,3 +454,221 @@ def label_streamlines(
     if not labels:
         return np.zeros(0, dtype=names.dtype), np.zeros(0)
     return np.concatenate(labels), np.concatenate(confidence)
+
+
+# ---------------------------------------------------------------------------
+# training on unlabelled streamlines (self-training)
+
+#: Smallest posterior with which an unlabelled streamline joins training.
+PSEUDO_CONFIDENCE = 0.9
+
+
+def split_labelled(train, fraction, *, seed=0):
+    """Keep the labels of a share of each bundle's training streamlines.
+
+    For measuring what labels are worth: the rest of the streamlines lose
+    their labels and their bundle's orientation (a seeded half of them is
+    reversed), as streamlines of an unlabelled tractogram have neither.
+
+    Parameters
+    ----------
+    train : StreamlineDataset
+    fraction : float
+        Share of each bundle's streamlines that keep their label, in (0, 1]
+        (at least 2 per bundle are kept).
+    seed : int, optional
+
+    Returns
+    -------
+    labelled : StreamlineDataset
+    unlabelled : dict
+        ``x`` (N, n_points, 3) float32, ``lengths`` and ``subjects`` of the
+        others.
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise AAETractError(f"label_fraction must be in (0, 1], got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(train.labels)
+    keep = np.zeros(len(labels), dtype=bool)
+    for b in np.unique(labels):
+        rows = np.flatnonzero(labels == b)
+        n = min(len(rows), max(2, int(round(fraction * len(rows)))))
+        keep[rng.choice(rows, n, replace=False)] = True
+    rest = np.flatnonzero(~keep)
+    x = np.array(np.asarray(train.x)[rest], dtype=np.float32)
+    flip = rng.random(len(x)) < 0.5
+    x[flip] = x[flip, ::-1]
+    unlabelled = {
+        "x": x,
+        "lengths": np.asarray(train.lengths)[rest],
+        "subjects": np.asarray(train.subjects)[rest],
+    }
+    return train.subset(np.flatnonzero(keep)), unlabelled
+
+
+def pseudo_labelled(model, x, *, lengths=None, subjects=None, min_confidence=None):
+    """Unlabelled streamlines the model recognises confidently, as a dataset.
+
+    Parameters
+    ----------
+    model : TractAAE
+        Trained, with a labeller.
+    x : ndarray (N, n_points, 3)
+        Resampled streamlines in the model's space, any point order.
+    lengths : ndarray (N,), optional
+        Their lengths before resampling (default: measured on ``x``).
+    subjects : ndarray of str (N,), optional
+        Their subjects (default ``"unlabelled"``).
+    min_confidence : float, optional
+        Smallest posterior kept (default :data:`PSEUDO_CONFIDENCE`);
+        streamlines labelled "other" are never kept.
+
+    Returns
+    -------
+    dataset : StreamlineDataset
+        The kept streamlines, oriented as their bundle, labelled.
+    counts : dict
+        Streamlines kept per bundle, and ``"not_kept"``.
+    """
+    from aae_tract.dataset import StreamlineDataset
+    from aae_tract.orientation import orient_bundle
+    from aae_tract.streamlines import streamline_lengths
+
+    if model.attribute_name != "length":
+        raise AAETractError(
+            "training on unlabelled streamlines needs a model whose attribute is "
+            f"length (this one's is {model.attribute_name!r}: an unlabelled "
+            "streamline has no subject value)"
+        )
+    threshold = PSEUDO_CONFIDENCE if min_confidence is None else float(min_confidence)
+    x = np.asarray(x, dtype=np.float32)
+    idx, confidence = label_prepared(model, x)
+    keep = (idx >= 0) & (confidence >= threshold)
+    rows = np.flatnonzero(keep)
+    kept = np.array(x[rows], copy=True)
+    labels = idx[rows].astype(np.int32)
+    for i, name in enumerate(model.bundle_names):
+        ref = model.metadata.orient_refs.get(name)
+        mask = labels == i
+        if ref is not None and mask.any():
+            kept[mask] = orient_bundle(kept[mask], np.asarray(ref, np.float32))
+    if lengths is None:
+        lengths = streamline_lengths(x)
+    lengths = np.asarray(lengths, dtype=np.float32)[rows]
+    if subjects is None:
+        subjects = np.full(len(x), "unlabelled")
+    dataset = StreamlineDataset(
+        x=kept,
+        labels=labels,
+        attribute=lengths.copy(),
+        lengths=lengths,
+        subjects=np.asarray(subjects).astype(str)[rows],
+        bundle_names=model.bundle_names,
+        attribute_name="length",
+        n_points=model.n_points,
+        space=dict(model.metadata.space or {}),
+        orient_refs={
+            k: np.asarray(v, np.float32) for k, v in model.metadata.orient_refs.items()
+        },
+        registration=model.registration,
+    )
+    counts = {n: int((labels == i).sum()) for i, n in enumerate(model.bundle_names)}
+    counts["not_kept"] = int(len(x) - len(rows))
+    return dataset, counts
+
+
+def concatenate(first, second):
+    """Two datasets of the same bundles and points as one (in memory)."""
+    from aae_tract.dataset import StreamlineDataset
+
+    if list(first.bundle_names) != list(second.bundle_names):
+        raise AAETractError("datasets of different bundles cannot be joined")
+    return StreamlineDataset(
+        x=np.concatenate([np.asarray(first.x), np.asarray(second.x)]),
+        labels=np.concatenate([first.labels, second.labels]).astype(np.int32),
+        attribute=np.concatenate([first.attribute, second.attribute]),
+        lengths=np.concatenate([first.lengths, second.lengths]),
+        subjects=np.concatenate(
+            [np.asarray(first.subjects).astype(str), second.subjects.astype(str)]
+        ),
+        bundle_names=list(first.bundle_names),
+        attribute_name=first.attribute_name,
+        n_points=first.n_points,
+        space=dict(first.space),
+        orient_refs=dict(first.orient_refs),
+        registration=first.registration,
+    )
+
+
+def self_train(
+    model,
+    train,
+    validation,
+    unlabelled,
+    *,
+    epochs,
+    min_confidence=None,
+    **fit_options,
+):
+    """Train further on the unlabelled streamlines the model recognises.
+
+    Self-training (pseudo-labelling): the trained model labels the
+    unlabelled streamlines; those it gives a bundle with at least
+    ``min_confidence`` join the labelled ones and training continues for
+    ``epochs`` epochs (new optimizer state, the configured schedule); the
+    labeller is fitted again on the larger set.
+
+    Parameters
+    ----------
+    model : TractAAE
+        Trained on ``train``.
+    train, validation : StreamlineDataset
+    unlabelled : dict
+        ``x`` (N, n_points, 3) in the model's space, optional ``lengths``
+        and ``subjects`` (see :func:`split_labelled`).
+    epochs : int
+        Epochs of further training.
+    min_confidence : float, optional
+        See :func:`pseudo_labelled`.
+    **fit_options
+        Passed to :meth:`TractAAE.fit` (``verbose``, ``callbacks``, ...).
+
+    Returns
+    -------
+    history : dict
+        Of the further training.
+    report : dict
+        Streamlines added per bundle and left out; also stored in
+        ``model.metadata.training["self_training"]``.
+    """
+    extra, counts = pseudo_labelled(
+        model,
+        unlabelled["x"],
+        lengths=unlabelled.get("lengths"),
+        subjects=unlabelled.get("subjects"),
+        min_confidence=min_confidence,
+    )
+    logger.info(
+        "Self-training: %d of %d unlabelled streamlines recognised with "
+        "confidence >= %g (%s) join the %d labelled ones for %d more epochs",
+        len(extra),
+        len(unlabelled["x"]),
+        PSEUDO_CONFIDENCE if min_confidence is None else min_confidence,
+        ", ".join(f"{k} {v}" for k, v in counts.items() if k != "not_kept"),
+        len(train),
+        epochs,
+    )
+    combined = concatenate(train, extra) if len(extra) else train
+    history = model.fit(combined, validation, epochs=int(epochs), **fit_options)
+    report = {
+        "labelled": int(len(train)),
+        "unlabelled": int(len(unlabelled["x"])),
+        "added": counts,
+        "min_confidence": PSEUDO_CONFIDENCE
+        if min_confidence is None
+        else float(min_confidence),
+        "epochs": int(epochs),
+    }
+    model.metadata.training["self_training"] = report
+    return history, report
