@@ -216,3 +216,89 @@ def test_label_command_errors_are_one_line(
     assert code == 1
     err = capsys.readouterr().err
     assert "missing.trk" in err and "Traceback" not in err
+
+
+def test_split_labelled_keeps_a_share_of_each_bundle_and_unorients_the_rest(
+    tiny_splits,
+):
+    from aae_tract.label import split_labelled
+
+    train, _ = tiny_splits
+    few, pool = split_labelled(train, 0.2, seed=0)
+    counts = np.bincount(train.labels)
+    kept = np.bincount(few.labels, minlength=len(counts))
+    np.testing.assert_array_equal(kept, np.maximum(2, np.round(0.2 * counts)))
+    assert len(few) + len(pool["x"]) == len(train)
+    assert pool["x"].shape[1:] == (train.n_points, 3)
+    # about half of the unlabelled streamlines run against their bundle's order
+    from aae_tract.orientation import flip_mask
+
+    x = np.asarray(train.x)
+    rest = np.setdiff1d(np.arange(len(train)), _rows_of(few, train))
+    flipped = [flip_mask(pool["x"][i : i + 1], x[r])[0] for i, r in enumerate(rest)]
+    assert 0.3 < np.mean(flipped) < 0.7
+    with pytest.raises(AAETractError, match="label_fraction"):
+        split_labelled(train, 0.0)
+
+
+def _rows_of(subset, dataset):
+    """Rows of ``dataset`` that ``subset`` holds (matched by first point)."""
+    firsts = {tuple(np.round(p, 4)) for p in np.asarray(subset.x)[:, 0]}
+    return np.array(
+        [
+            i
+            for i, p in enumerate(np.asarray(dataset.x)[:, 0])
+            if tuple(np.round(p, 4)) in firsts
+        ]
+    )
+
+
+def test_train_command_self_trains_on_unlabelled_streamlines(
+    mixed_tractogram, minimal_bundles_dir, tmp_path
+):
+    from test_workflows import TINY_ARGS
+
+    from aae_tract.model import TractAAE
+
+    tractogram, _ = mixed_tractogram
+    out = tmp_path / "semi"
+    args = [
+        minimal_bundles_dir,
+        *TINY_ARGS,
+        "--label_fraction",
+        "0.3",
+        "--unlabelled",
+        tractogram,
+        "--self_train_epochs",
+        "1",
+        "--out_dir",
+        out,
+    ]
+    assert run_cli("aae_tract_train", *args) == 0
+    model = TractAAE.load(out / "aae_tract_model.keras")
+    report = model.metadata.training["self_training"]
+    assert report["epochs"] == 1 and report["min_confidence"] == 0.9
+    added = sum(v for k, v in report["added"].items() if k != "not_kept")
+    assert added + report["added"]["not_kept"] == report["unlabelled"]
+    history = json.loads((out / "training_history.json").read_text())
+    assert history["epochs"] == 2 + 1
+    assert model.metadata.labeller["bundles"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--label_fraction", "0"], "label_fraction"),
+        (["--label_fraction", "0.5", "--attribute", "age"], "attribute length"),
+        (["--label_fraction", "0.5", "--resume"], "resume"),
+        (["--unlabelled", "nowhere.trk"], "nowhere.trk"),
+    ],
+)
+def test_train_command_refuses_bad_self_training_options(
+    extra, message, minimal_bundles_dir, tmp_path, capsys
+):
+    from test_workflows import TINY_ARGS
+
+    args = [minimal_bundles_dir, *TINY_ARGS, "--out_dir", tmp_path, *extra]
+    assert run_cli("aae_tract_train", *args) == 1
+    assert message in capsys.readouterr().err

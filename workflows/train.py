@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from .base import (
     as_list,
     bad_value,
     check_device,
+    check_float,
+    check_int,
     check_reference,
     names_written,
     resolve_inputs,
@@ -128,6 +131,10 @@ class TrainFlow(AAEWorkflow):
         device="auto",
         devices="1",
         cache_dir=None,
+        unlabelled=None,
+        label_fraction=1.0,
+        self_train_epochs=None,
+        min_confidence=0.9,
         out_dir="",
         out_model="aae_tract_model.keras",
         out_history="training_history.json",
@@ -243,6 +250,24 @@ class TrainFlow(AAEWorkflow):
             each device's part of the batch.
         cache_dir : string, optional
             Folder where the resampled data is cached and reused.
+        unlabelled : variable string, optional
+            Tractograms whose streamlines have no bundle label (e.g. whole-brain
+            tractographies of more subjects; .tck and .trx need --reference).
+            After training on the labelled inputs, the model labels them; those
+            it recognises with at least --min_confidence join the training
+            set and training goes on for --self_train_epochs (self-training).
+            Needs --attribute length. Brought into the common space like a new
+            subject (SLR to the common-space bundles).
+        label_fraction : float, optional
+            Keep the labels of only this share of each bundle's training
+            streamlines; the others are used as unlabelled streamlines (to
+            measure what labels are worth). 1 keeps all.
+        self_train_epochs : int, optional
+            Epochs of training after the unlabelled streamlines are labelled.
+            Without it: half of --epochs.
+        min_confidence : float, optional
+            Smallest confidence (posterior) with which an unlabelled streamline
+            joins training.
         out_dir : string, optional
             Output folder.
         out_model : string, optional
@@ -273,6 +298,15 @@ class TrainFlow(AAEWorkflow):
         )
 
         check_batch(batch_size, resolve_devices(devices))
+        semi = _check_semi_supervised(
+            unlabelled,
+            label_fraction,
+            self_train_epochs,
+            min_confidence,
+            epochs=epochs,
+            attribute=attribute,
+            resume=resume,
+        )
         if not is_main_process():
             # one process per device: rank 0 speaks for all
             logging.getLogger("aae_tract").setLevel(logging.WARNING)
@@ -317,9 +351,35 @@ class TrainFlow(AAEWorkflow):
             register=register,
             register_transform=register_transform,
         )
+        pool = None
+        if semi is not None and semi["label_fraction"] < 1.0:
+            from aae_tract.label import split_labelled
+
+            train, pool = split_labelled(
+                train, semi["label_fraction"], seed=config.seed
+            )
+            logger.info(
+                "--label_fraction %g: %d training streamlines keep their label, "
+                "%d are used unlabelled",
+                semi["label_fraction"],
+                len(train),
+                len(pool["x"]),
+            )
         model, history, where = _train_model(
             train, validation, config, paths, device, resume, devices
         )
+        if semi is not None:
+            more = _self_train(
+                model,
+                train,
+                validation,
+                pool,
+                semi,
+                reference=reference,
+                devices=devices,
+            )
+            # one history: the labelled epochs, then the self-training ones
+            history = {k: list(history.get(k, [])) + list(v) for k, v in more.items()}
         if not is_main_process():
             return paths
         n_epochs = _save_outputs(
@@ -450,6 +510,103 @@ def _load_data(
         train.registration.describe() if train.registration else "none",
     )
     return files, train, validation, started
+
+
+def _check_semi_supervised(
+    unlabelled,
+    label_fraction,
+    self_train_epochs,
+    min_confidence,
+    *,
+    epochs,
+    attribute,
+    resume,
+):
+    """The self-training options, checked; None when there is no self-training."""
+    unlabelled = [str(p) for p in as_list(unlabelled)]
+    fraction = check_float(
+        "label_fraction",
+        label_fraction,
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_min=True,
+    )
+    confidence = check_float("min_confidence", min_confidence, minimum=0.0, maximum=1.0)
+    if not unlabelled and fraction == 1.0:
+        return None
+    if attribute != "length":
+        bad_value(
+            "unlabelled",
+            " ".join(unlabelled) or "(from --label_fraction)",
+            "self-training needs --attribute length (an unlabelled streamline "
+            "has no subject value)",
+        )
+    if resume:
+        bad_value(
+            "resume",
+            resume,
+            "cannot be combined with --unlabelled or "
+            "--label_fraction (the self-training phase is not resumable)",
+        )
+    for path in unlabelled:
+        if not Path(path).is_file():
+            bad_value("unlabelled", path, "no such file")
+    epochs_after = (
+        max(1, int(epochs) // 2)
+        if self_train_epochs is None
+        else check_int("self_train_epochs", self_train_epochs)
+    )
+    return {
+        "unlabelled": unlabelled,
+        "label_fraction": fraction,
+        "epochs": epochs_after,
+        "min_confidence": confidence,
+    }
+
+
+def _unlabelled_pool(model, files, reference, pool=None):
+    """Streamlines of ``files`` resampled and moved into the model's space,
+    joined to ``pool`` (from --label_fraction)."""
+    from aae_tract.io import load_bundle
+    from aae_tract.streamlines import resample, streamline_lengths
+
+    xs, lengths, subjects = [], [], []
+    if pool is not None:
+        xs.append(pool["x"])
+        lengths.append(pool["lengths"])
+        subjects.append(np.asarray(pool["subjects"]).astype(str))
+    for path in files:
+        sft = load_bundle(path, reference=reference)
+        lines = sft.streamlines
+        matrix = model.registration.register_tractogram(lines, name=str(path))
+        x = resample(lines, model.n_points)
+        x = x @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3].astype(np.float32)
+        xs.append(x.astype(np.float32))
+        lengths.append(streamline_lengths(lines))
+        subjects.append(np.full(len(x), Path(path).stem))
+    return {
+        "x": np.concatenate(xs),
+        "lengths": np.concatenate(lengths),
+        "subjects": np.concatenate(subjects),
+    }
+
+
+def _self_train(model, train, validation, pool, semi, *, reference, devices):
+    """Label the unlabelled streamlines and train on the recognised ones."""
+    from aae_tract.label import self_train
+
+    pool = _unlabelled_pool(model, semi["unlabelled"], reference, pool)
+    history, _ = self_train(
+        model,
+        train,
+        validation,
+        pool,
+        epochs=semi["epochs"],
+        min_confidence=semi["min_confidence"],
+        verbose=_keras_verbosity(),
+        devices=devices,
+    )
+    return history
 
 
 def _train_model(train, validation, config, paths, device, resume, devices="1"):
