@@ -1,5 +1,6 @@
 """Datasets for aae_tract: real bundles shipped with dipy, DIPY's HCP842 atlas,
-and a synthetic phantom with ground truth.
+and a synthetic phantom with ground truth (and its subjects' whole-brain
+tractograms with distractor streamlines, for bundle recognition).
 
 Every dataset is a folder of ``<subject>/<BUNDLE>.trk`` files.
 :data:`FETCHERS` maps the names the ``aae_tract_fetch`` command accepts to
@@ -21,7 +22,9 @@ from aae_tract.data_fetchers.phantom import (
     BUNDLE_SPECS,
     PHANTOM_BUNDLES,
     load_ground_truth,
+    load_wholebrain_labels,
     make_phantom,
+    make_wholebrain,
     subject_ages,
     subject_ids,
 )
@@ -70,7 +73,9 @@ __all__ = [
     "fetch_minimal_bundles",
     "fetch_phantom",
     "load_ground_truth",
+    "load_wholebrain_labels",
     "make_phantom",
+    "make_wholebrain",
     "subject_ages",
     "subject_ids",
 ]

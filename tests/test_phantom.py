@@ -12,8 +12,15 @@ from dipy.tracking.streamline import length, set_number_of_points
 from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
+import aae_tract.data_fetchers.phantom as phantom_module
 from aae_tract.data_fetchers import PHANTOM_BUNDLES, load_ground_truth, make_phantom
-from aae_tract.data_fetchers.phantom import FRAGMENT_MIN_MM, write_trk_chunks
+from aae_tract.data_fetchers.phantom import (
+    DISTRACTOR_CLEARANCE_MM,
+    FRAGMENT_MIN_MM,
+    load_wholebrain_labels,
+    make_wholebrain,
+    write_trk_chunks,
+)
 from aae_tract.errors import DatasetError
 
 SUBJECTS = ["sub-01", "sub-02", "sub-03", "sub-04"]
@@ -518,3 +525,225 @@ def test_bad_fragments(tmp_path, value):
     with pytest.raises(DatasetError, match="make_phantom: fragments must be"):
         make_phantom(tmp_path / "bad", fragments=value)
     assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------
+# whole-brain tractograms: every bundle of a subject plus distractors
+
+WB_SUBJECTS = ["sub-01", "sub-03"]
+
+
+@pytest.fixture(scope="module")
+def wholebrain(phantom, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wholebrain") / "wb"
+    return make_wholebrain(phantom, out, subjects=WB_SUBJECTS, distractors=0.3)
+
+
+@pytest.fixture(scope="module")
+def wb_truth(wholebrain):
+    return json.loads((wholebrain / "ground_truth.json").read_text())
+
+
+def _segment_distances(points, curve):
+    """Distance of each point (P, 3) to the polyline ``curve`` (K, 3)."""
+    a, b = curve[:-1], curve[1:]
+    ab = b - a
+    ap = points[:, None, :] - a[None]
+    t = np.clip(np.sum(ap * ab, axis=2) / np.sum(ab * ab, axis=1), 0.0, 1.0)
+    closest = a[None] + t[..., None] * ab[None]
+    return np.linalg.norm(points[:, None, :] - closest, axis=2).min(axis=1)
+
+
+def test_wholebrain_layout_and_labels(phantom, wholebrain, wb_truth):
+    assert sorted(p.name for p in wholebrain.iterdir()) == [
+        "ground_truth.json",
+        "sub-01.trk",
+        "sub-03.trk",
+    ]
+    assert wb_truth["bundles"] == list(PHANTOM_BUNDLES)
+    assert wb_truth["options"] == {
+        "subjects": WB_SUBJECTS,
+        "distractors": 0.3,
+        "seed": 0,
+    }
+    assert wb_truth["phantom"]["options"] == load_ground_truth(phantom)["options"]
+    assert wb_truth["phantom"]["ground_truth"] == str(
+        (phantom / "ground_truth.json").resolve()
+    )
+    for s in WB_SUBJECTS:
+        entry = wb_truth["subjects"][s]
+        trk = nib.streamlines.load(wholebrain / f"{s}.trk")
+        n = len(trk.streamlines)
+        assert n == entry["n_streamlines"] == len(entry["labels"])
+        assert trk.header["nb_streamlines"] == n
+        ref = nib.streamlines.load(phantom / s / "AF_L.trk", lazy_load=True).header
+        for key in ("voxel_to_rasmm", "dimensions", "voxel_sizes", "voxel_order"):
+            np.testing.assert_array_equal(trk.header[key], ref[key])
+        names = load_wholebrain_labels(wholebrain, s)
+        assert len(names) == n
+        idx = np.asarray(entry["labels"])
+        vocab = np.array(wb_truth["bundles"] + ["other"])
+        assert list(names) == list(vocab[idx])
+        counts = {b: int(np.sum(names == b)) for b in PHANTOM_BUNDLES + ("other",)}
+        assert entry["counts"] == counts
+        assert all(counts[b] == 100 for b in PHANTOM_BUNDLES)
+        assert entry["labels_file"] is None
+        # shuffled: labels change between neighbours about as often as at random
+        runs = 1 + np.count_nonzero(idx[1:] != idx[:-1])
+        assert runs > 0.7 * n
+
+
+def test_wholebrain_distractor_share(wholebrain, wb_truth, phantom, tmp_path):
+    for s in WB_SUBJECTS:
+        entry = wb_truth["subjects"][s]
+        assert entry["n_bundle_streamlines"] == 600
+        assert entry["n_distractors"] == round(0.3 / 0.7 * 600) == 257
+        assert entry["counts"]["other"] == 257
+        assert entry["n_distractors"] / entry["n_streamlines"] == pytest.approx(
+            0.3, abs=1e-3
+        )
+    half = make_wholebrain(
+        phantom, tmp_path / "half", subjects=["sub-02"], distractors=0.5
+    )
+    assert list(load_wholebrain_labels(half, "sub-02")).count("other") == 600
+    none = make_wholebrain(phantom, tmp_path / "none", subjects="sub-02", distractors=0)
+    names = load_wholebrain_labels(none, "sub-02")
+    assert len(names) == 600 and "other" not in set(names)
+
+
+def test_wholebrain_bundles_are_the_phantoms(phantom, wholebrain):
+    for s in WB_SUBJECTS:
+        sl = _streamlines(wholebrain / f"{s}.trk")
+        names = load_wholebrain_labels(wholebrain, s)
+        for b in PHANTOM_BUNDLES:
+            got = sorted(sl[i].tobytes() for i in np.flatnonzero(names == b))
+            ref = sorted(x.tobytes() for x in _streamlines(phantom / s / f"{b}.trk"))
+            assert got == ref, (s, b)
+
+
+def test_wholebrain_distractors_look_like_tractography(wholebrain, wb_truth):
+    """Distractors: step apart, smooth, 20-150 mm, inside the brain box."""
+    lo, hi = (np.asarray(v) for v in wb_truth["distractor_model"]["brain_box_mm"])
+    for s in WB_SUBJECTS:
+        sl = _streamlines(wholebrain / f"{s}.trk")
+        names = load_wholebrain_labels(wholebrain, s)
+        others = [sl[i] for i in np.flatnonzero(names == "other")]
+        lengths = np.asarray(length(others))
+        assert lengths.min() > 17.0 and lengths.max() < 160.0
+        assert np.median(lengths) > 35.0 and np.percentile(lengths, 95) > 90.0
+        n = np.array([len(x) for x in others])
+        assert np.all(np.abs((n - 1) / lengths - 1.0) < 0.15)
+        for x in others:
+            assert np.all(x >= lo - 2.0) and np.all(x <= hi + 2.0)
+            d = np.diff(x, axis=0)
+            step = np.linalg.norm(d, axis=1)
+            cos = np.sum(d[1:] * d[:-1], axis=1) / (step[1:] * step[:-1])
+            assert cos.min() > 0.5  # no zig-zag, no hook
+        # not all straight either: they bend like the bundles do
+        chord = np.array([np.linalg.norm(x[-1] - x[0]) for x in others])
+        assert np.median(chord / lengths) < 0.97
+
+
+def test_wholebrain_distractors_clear_of_bundle_centroids(wholebrain, wb_truth, truth):
+    """The stated rule: under half of a distractor's points within 6 mm."""
+    assert wb_truth["distractor_model"]["clearance_mm"] == DISTRACTOR_CLEARANCE_MM
+    assert wb_truth["distractor_model"]["max_near_share"] == 0.5
+    centroids = {b: np.asarray(v["centroid"]) for b, v in truth["bundles"].items()}
+    for s in WB_SUBJECTS:
+        sl = _streamlines(wholebrain / f"{s}.trk")
+        names = load_wholebrain_labels(wholebrain, s)
+        others = [sl[i] for i in np.flatnonzero(names == "other")]
+        pts = np.concatenate(others).astype(np.float64)
+        row = np.repeat(np.arange(len(others)), [len(x) for x in others])
+        n = np.bincount(row)
+        for b, c in centroids.items():
+            near = _segment_distances(pts, c) < DISTRACTOR_CLEARANCE_MM - 1e-3
+            share = np.bincount(row[near], minlength=len(others)) / n
+            assert share.max() < 0.5, (s, b, share.max())
+
+
+def test_wholebrain_deterministic_and_per_subject(phantom, wholebrain, tmp_path):
+    again = make_wholebrain(
+        phantom, tmp_path / "again", subjects=WB_SUBJECTS, distractors=0.3
+    )
+    assert _all_bytes(again) == _all_bytes(wholebrain)
+    # a subject's file does not depend on which other subjects are written
+    alone = make_wholebrain(phantom, tmp_path / "alone", subjects=["sub-03"])
+    assert (alone / "sub-03.trk").read_bytes() == (
+        wholebrain / "sub-03.trk"
+    ).read_bytes()
+    other = make_wholebrain(phantom, tmp_path / "other", subjects=["sub-03"], seed=1)
+    assert (other / "sub-03.trk").read_bytes() != (alone / "sub-03.trk").read_bytes()
+
+
+def test_wholebrain_idempotent_and_force(phantom, tmp_path):
+    out = make_wholebrain(phantom, tmp_path / "wb", subjects=["sub-04"])
+    f = out / "sub-04.trk"
+    os.utime(f, ns=(1, 1))
+    make_wholebrain(phantom, tmp_path / "wb", subjects=["sub-04"])
+    assert f.stat().st_mtime_ns == 1
+    make_wholebrain(phantom, tmp_path / "wb", subjects=["sub-04"], force=True)
+    assert f.stat().st_mtime_ns != 1
+    make_wholebrain(phantom, tmp_path / "wb", subjects=["sub-04"], distractors=0.2)
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["options"]["distractors"] == 0.2
+    assert truth["subjects"]["sub-04"]["counts"]["other"] == 150
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_wholebrain_labels_npy(phantom, wholebrain, tmp_path, monkeypatch):
+    monkeypatch.setattr(phantom_module, "LABELS_NPY_MIN", 500)
+    monkeypatch.setattr(phantom_module, "LABELS_INLINE_MAX", 500)
+    out = make_wholebrain(phantom, tmp_path / "npy", subjects=["sub-01"])
+    entry = json.loads((out / "ground_truth.json").read_text())["subjects"]["sub-01"]
+    assert entry["labels"] is None
+    assert entry["labels_file"] == "sub-01.labels.npy"
+    assert np.load(out / "sub-01.labels.npy").dtype == np.int16
+    np.testing.assert_array_equal(
+        load_wholebrain_labels(out, "sub-01"),
+        load_wholebrain_labels(wholebrain, "sub-01"),
+    )
+    (out / "sub-01.labels.npy").unlink()
+    with pytest.raises(DatasetError, match="sub-01.labels.npy"):
+        load_wholebrain_labels(out, "sub-01")
+    with pytest.raises(DatasetError, match="sub-09"):
+        load_wholebrain_labels(wholebrain, "sub-09")
+
+
+def test_wholebrain_bad_inputs(phantom, tmp_path):
+    out = tmp_path / "wb"
+    for inside in (phantom, phantom / "sub-01", phantom / "wb"):
+        with pytest.raises(DatasetError, match="inside the phantom") as e:
+            make_wholebrain(phantom, inside)
+        assert str(inside) in str(e.value)
+    missing = tmp_path / "nope"
+    with pytest.raises(DatasetError, match="not a phantom folder") as e:
+        make_wholebrain(missing, out)
+    assert str(missing) in str(e.value)
+    for value in (1.0, 1.5, -0.1, float("nan"), float("inf"), "lots"):
+        with pytest.raises(DatasetError, match="distractors") as e:
+            make_wholebrain(phantom, out, distractors=value)
+        assert str(out) in str(e.value)
+    with pytest.raises(DatasetError, match="seed"):
+        make_wholebrain(phantom, out, seed=-1)
+    with pytest.raises(DatasetError, match="sub-99") as e:
+        make_wholebrain(phantom, out, subjects=["sub-01", "sub-99"])
+    assert str(phantom) in str(e.value) and "sub-04" in str(e.value)
+    assert not out.exists()
+    # a phantom folder with a bundle file missing
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ground_truth.json").write_bytes(
+        (phantom / "ground_truth.json").read_bytes()
+    )
+    with pytest.raises(DatasetError, match="missing") as e:
+        make_wholebrain(broken, out, subjects=["sub-02"])
+    assert str(broken / "sub-02") in str(e.value)
+    # a truncated bundle file
+    (broken / "sub-02").mkdir()
+    for b in PHANTOM_BUNDLES:
+        data = (phantom / "sub-02" / f"{b}.trk").read_bytes()
+        (broken / "sub-02" / f"{b}.trk").write_bytes(data[:-8] if b == "CG_L" else data)
+    with pytest.raises(DatasetError, match="CG_L.trk"):
+        make_wholebrain(broken, out, subjects=["sub-02"])
+    assert not [p for p in out.iterdir() if p.suffix in (".trk", ".bin")]
