@@ -1,0 +1,310 @@
+"""Bundle recognition: this model against DIPY's RecoBundles on held-out subjects.
+
+Both label every streamline of the same held-out subjects' tractograms in the
+same run, and are scored against the truth with
+:func:`label_baseline.score_labels` (per-bundle precision / recall / F1,
+macro F1, "other" recall) and timed (streamlines per second, registration
+included).
+
+``--dataset phantom``: the phantom with fragments (8 subjects x 6 bundles x
+150 streamlines, half of them fragments); sub-07 and sub-08 are held out as
+whole-brain tractograms (:func:`make_wholebrain`: their bundles with 30 %
+distractor streamlines that belong to no bundle); of the other six, one
+subject is the validation subject (the labeller's thresholds are set on it)
+and five train. RecoBundles' model bundles are those six subjects' bundles.
+
+``--dataset minimal``: DIPY's embedded minimal_bundles; sub_5 is held out (its
+three bundles mixed into one file, no distractors), sub_1 to sub_4 train (one
+of them validation), registered groupwise (the training command's default);
+the held-out subject is registered to the model's atlas when labelled.
+
+``--label_fraction F`` adds, for each seed, a model trained with only a share
+F of each bundle's training streamlines labelled, and the same model after
+self-training on the others, their labels removed
+(:func:`aae_tract.label.self_train`): the semi-supervised gain.
+
+Examples::
+
+    python benchmarks/bench_label.py --dataset phantom --out label_phantom.json
+    python benchmarks/bench_label.py --dataset phantom --label_fraction 0.1
+    python benchmarks/bench_label.py --dataset minimal --epochs 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from label_baseline import (  # noqa: E402
+    SETTINGS,
+    load_minimal_bundles,
+    mix_subject,
+    recobundles_labels,
+    score_labels,
+)
+
+logger = logging.getLogger("bench_label")
+
+PHANTOM = {"n_subjects": 8, "n_per_bundle": 150, "seed": 0, "fragments": 0.5}
+PHANTOM_TEST = ("sub-07", "sub-08")
+MINIMAL_TEST = ("sub_5",)
+DISTRACTORS = 0.3
+
+
+def _phantom(data_dir):
+    """Training subjects' folders, the held-out tractograms and their truth."""
+    from aae_tract.data_fetchers.phantom import (
+        load_wholebrain_labels,
+        make_phantom,
+        make_wholebrain,
+    )
+    from aae_tract.io import load_bundle
+
+    root = Path(data_dir)
+    folder = make_phantom(root / "phantom", **PHANTOM)
+    whole = make_wholebrain(
+        folder,
+        root / "wholebrain",
+        subjects=list(PHANTOM_TEST),
+        distractors=DISTRACTORS,
+    )
+    subjects = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    train_dirs = [folder / s for s in subjects if s not in PHANTOM_TEST]
+    tests = {}
+    for s in PHANTOM_TEST:
+        sft = load_bundle(whole / f"{s}.trk")
+        tests[s] = (sft.streamlines, np.asarray(load_wholebrain_labels(whole, s)))
+    return train_dirs, tests
+
+
+def _minimal():
+    data = load_minimal_bundles()
+    from aae_tract.data_fetchers import fetch_minimal_bundles
+
+    folder = fetch_minimal_bundles()
+    train_dirs = [folder / s for s in sorted(data) if s not in MINIMAL_TEST]
+    tests = {s: mix_subject(data[s], seed=0) for s in MINIMAL_TEST}
+    return train_dirs, tests
+
+
+def _model_bundles(train_dirs):
+    """RecoBundles' model bundles: every training subject's bundle, joined."""
+    from aae_tract.io import find_bundles, load_bundle
+
+    bundles = {}
+    for f in find_bundles([str(d) for d in train_dirs]):
+        bundles.setdefault(f.bundle, []).extend(load_bundle(f.path).streamlines)
+    return bundles
+
+
+def _splits(train_dirs, n_points, register, seed):
+    from aae_tract.data import load_dataset, split_dataset
+    from aae_tract.registration import register_split
+
+    dataset = load_dataset([str(d) for d in train_dirs], n_points=n_points)
+    train, validation = split_dataset(
+        dataset, val_fraction=1 / len(train_dirs), seed=seed
+    )
+    if register != "none":
+        train, validation = register_split(train, validation, register, seed=seed)
+    return train, validation
+
+
+def _score_model(model, tests, bundles, register):
+    from aae_tract.label import label_streamlines
+
+    out = {}
+    for s, (lines, truth) in tests.items():
+        start = time.perf_counter()
+        labels, _ = label_streamlines(model, lines, register=register, name=s)
+        seconds = time.perf_counter() - start
+        scores = score_labels(truth, labels, bundles)
+        scores["seconds"] = seconds
+        scores["streamlines_per_s"] = len(truth) / seconds
+        out[s] = scores
+    return out
+
+
+def _train(train, validation, args, seed):
+    from aae_tract.model import TractAAE
+
+    model = TractAAE.from_dataset(
+        train, n_points=args.n_points, epochs=args.epochs, seed=seed
+    )
+    start = time.perf_counter()
+    model.fit(train, validation, verbose=0)
+    return model, time.perf_counter() - start
+
+
+def _summary(per_subject):
+    """Mean over held-out subjects of the headline numbers."""
+    keys = ("macro_f1", "accuracy", "streamlines_per_s")
+    out = {k: float(np.mean([r[k] for r in per_subject.values()])) for k in keys}
+    recalls = [r["other"]["recall"] for r in per_subject.values()]
+    recalls = [r for r in recalls if r is not None]
+    out["other_recall"] = float(np.mean(recalls)) if recalls else None
+    return out
+
+
+def _fmt(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} +/- {np.std(values, ddof=1):.3f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["phantom", "minimal"], default="phantom")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--n_points", type=int, default=64)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--label_fraction", type=float, default=None)
+    parser.add_argument(
+        "--self_train_epochs",
+        type=int,
+        default=None,
+        help="epochs of self-training (default: half of --epochs)",
+    )
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=list(SETTINGS),
+        choices=list(SETTINGS),
+        help="RecoBundles presets to run",
+    )
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    for name in ("aae_tract", "dipy", "label_baseline"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    if args.dataset == "phantom":
+        data_dir = args.data_dir or tempfile.mkdtemp(prefix="aae_label_")
+        train_dirs, tests = _phantom(data_dir)
+        register = "none"
+    else:
+        train_dirs, tests = _minimal()
+        register = "groupwise"
+    model_bundles = _model_bundles(train_dirs)
+    bundles = sorted(model_bundles)
+    n_test = sum(len(t[1]) for t in tests.values())
+    logger.info(
+        "%s: %d training subjects, held out %s (%d streamlines)",
+        args.dataset,
+        len(train_dirs),
+        ", ".join(tests),
+        n_test,
+    )
+
+    results = {"args": vars(args), "recobundles": {}, "model": {}}
+    for preset in args.presets:
+        per_subject = {}
+        for s, (lines, truth) in tests.items():
+            labels, seconds = recobundles_labels(
+                model_bundles, lines, settings=SETTINGS[preset]
+            )
+            scores = score_labels(truth, labels, bundles)
+            scores["seconds"] = seconds
+            scores["streamlines_per_s"] = len(truth) / seconds
+            per_subject[s] = scores
+        results["recobundles"][preset] = {
+            "per_subject": per_subject,
+            "summary": _summary(per_subject),
+        }
+        logger.info("RecoBundles %s: %s", preset, _summary(per_subject))
+
+    variants = ["full"]
+    if args.label_fraction is not None:
+        variants += ["fraction", "fraction+self"]
+    for seed in args.seeds:
+        train, validation = _splits(train_dirs, args.n_points, register, seed=0)
+        runs = {}
+        model, secs = _train(train, validation, args, seed)
+        runs["full"] = (model, secs)
+        if args.label_fraction is not None:
+            from aae_tract.label import self_train, split_labelled
+
+            few, pool = split_labelled(train, args.label_fraction, seed=seed)
+            model, secs = _train(few, validation, args, seed)
+            runs["fraction"] = (model, secs)
+            scored = _score_model(model, tests, bundles, None)
+            results["model"].setdefault("fraction", {})[seed] = {
+                "per_subject": scored,
+                "summary": _summary(scored),
+                "train_seconds": secs,
+            }
+            start = time.perf_counter()
+            _, report = self_train(
+                model,
+                few,
+                validation,
+                pool,
+                epochs=args.self_train_epochs or max(1, args.epochs // 2),
+                verbose=0,
+            )
+            runs["fraction+self"] = (model, secs + time.perf_counter() - start)
+            results.setdefault("self_training", {})[seed] = report
+        for variant, (model, secs) in runs.items():
+            if variant == "fraction":
+                continue  # scored before self-training changed the model
+            scored = _score_model(model, tests, bundles, None)
+            results["model"].setdefault(variant, {})[seed] = {
+                "per_subject": scored,
+                "summary": _summary(scored),
+                "train_seconds": secs,
+            }
+        for variant in variants:
+            logger.info(
+                "seed %d, model %s: %s",
+                seed,
+                variant,
+                results["model"][variant][seed]["summary"],
+            )
+
+    print(
+        f"\n{args.dataset}: held out {', '.join(tests)} ({n_test} streamlines), "
+        f"model: {args.n_points} points, {args.epochs} epochs, seeds {args.seeds}"
+    )
+    print("| labeller | macro F1 | other recall | accuracy | streamlines/s |")
+    print("|---|---|---|---|---|")
+    keys = ("macro_f1", "other_recall", "accuracy", "streamlines_per_s")
+    for preset, res in results["recobundles"].items():
+        row = [_fmt([res["summary"][k]]) for k in keys]
+        print(f"| RecoBundles {preset} | " + " | ".join(row) + " |")
+    for variant in variants:
+        runs = results["model"][variant].values()
+        row = [_fmt([r["summary"][k] for r in runs]) for k in keys]
+        print(f"| model {variant} | " + " | ".join(row) + " |")
+    per_bundle = {
+        b: _fmt(
+            [
+                np.mean([s["per_bundle"][b]["f1"] for s in r["per_subject"].values()])
+                for r in results["model"]["full"].values()
+            ]
+        )
+        for b in bundles
+    }
+    print(
+        "model full, F1 per bundle: "
+        + ", ".join(f"{b} {v}" for b, v in per_bundle.items())
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Labelling speed and memory on a large whole-brain tractogram.
+
+Makes one phantom subject whose whole-brain tractogram holds about
+``--n_streamlines`` streamlines (70 % in the six bundles, 30 % distractors),
+trains a model for ``--epochs`` epochs on a small phantom (speed does not
+depend on how well it is trained), then labels the large tractogram read
+lazily from disk (nibabel's lazy loading, block by block) and prints
+streamlines per second and the peak resident memory before and during
+labelling. ``--reference_n`` streamlines are first labelled from memory: the
+rate on a small input, for the ratio.
+
+Example::
+
+    python benchmarks/bench_label_speed.py --n_streamlines 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _peak_rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _current_rss_gib():
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**30
+
+
+def _label_only(model_path, path, args):
+    """Label ``path`` lazily with the model at ``model_path``; print one JSON line."""
+    import nibabel as nib
+
+    from aae_tract.label import label_streamlines
+    from aae_tract.model import TractAAE
+
+    model = TractAAE.load(model_path)
+    lazy = nib.streamlines.load(path, lazy_load=True)
+    head = []
+    for s in lazy.tractogram.to_world().streamlines:
+        head.append(np.asarray(s, np.float32))
+        if len(head) == args.reference_n:
+            break
+    start = time.perf_counter()
+    label_streamlines(model, head, register=False, batch_size=args.batch_size)
+    small_rate = len(head) / (time.perf_counter() - start)
+    del head
+    rss_before = _current_rss_gib()
+    lazy = nib.streamlines.load(path, lazy_load=True)
+    streamlines = (
+        np.asarray(s, np.float32) for s in lazy.tractogram.to_world().streamlines
+    )
+    start = time.perf_counter()
+    labels, _ = label_streamlines(
+        model, streamlines, register=False, batch_size=args.batch_size
+    )
+    seconds = time.perf_counter() - start
+    np.save(Path(model_path).parent / "labels.npy", labels)
+    result = {
+        "n_streamlines": int(len(labels)),
+        "batch_size": args.batch_size,
+        "seconds": seconds,
+        "streamlines_per_s": len(labels) / seconds,
+        "in_memory_streamlines_per_s": small_rate,
+        "rss_before_gib": rss_before,
+        "peak_rss_gib": _peak_rss_gib(),
+        "file_gib": Path(path).stat().st_size / 2**30,
+    }
+    print(json.dumps(result))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n_streamlines", type=int, default=1_000_000)
+    parser.add_argument("--n_points", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--reference_n", type=int, default=20_000)
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--label", nargs=2, metavar=("MODEL", "TRACTOGRAM"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.label:
+        return _label_only(*args.label, args)
+
+    from aae_tract.data import load_dataset, split_dataset
+    from aae_tract.data_fetchers import (
+        load_wholebrain_labels,
+        make_phantom,
+        make_wholebrain,
+    )
+    from aae_tract.model import TractAAE
+
+    root = Path(args.data_dir or tempfile.mkdtemp(prefix="aae_label_speed_"))
+    small = make_phantom(root / "small", n_subjects=3, n_per_bundle=100, seed=1)
+    train, validation = split_dataset(
+        load_dataset(small, n_points=args.n_points), val_fraction=1 / 3, seed=0
+    )
+    model = TractAAE.from_dataset(train, epochs=args.epochs, n_points=args.n_points)
+    model.fit(train, validation, verbose=0)
+
+    per_bundle = int(np.ceil(0.7 * args.n_streamlines / 6))
+    big = make_phantom(root / "big", n_subjects=1, n_per_bundle=per_bundle, seed=2)
+    whole = make_wholebrain(big, root / "big_wholebrain", distractors=0.3)
+    path = whole / "sub-01.trk"
+
+    model_path = model.save(root / "model.keras")
+    # labelling in its own process, so its peak memory is its own
+    command = [sys.executable, __file__, "--label", str(model_path), str(path)]
+    command += ["--batch_size", str(args.batch_size)]
+    command += ["--reference_n", str(args.reference_n)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    truth = np.asarray(load_wholebrain_labels(whole, "sub-01"))
+    labels = np.load(root / "labels.npy")
+    result["accuracy"] = float(np.mean(labels == truth))
+    result["n_points"] = args.n_points
+    print(json.dumps(result, indent=1))
+    print(
+        f"labelled {result['n_streamlines']:,} streamlines read lazily in "
+        f"{result['seconds']:.0f} s: {result['streamlines_per_s']:,.0f} "
+        f"streamlines/s ({result['in_memory_streamlines_per_s']:,.0f}/s on "
+        f"{args.reference_n:,} in memory); peak RSS of the labelling process "
+        f"{result['peak_rss_gib']:.2f} GiB (model loaded: "
+        f"{result['rss_before_gib']:.2f} GiB; the file is "
+        f"{result['file_gib']:.2f} GiB); accuracy {result['accuracy']:.4f}"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
