@@ -344,11 +344,12 @@ class TractAAE:
         rng = None if rng is None else np.random.default_rng(rng)
         for _, block in iter_blocks(x, batch_size):
             batch = self.normalizer.transform(block)
-            codes = self.network.encoder(batch.astype("float32"), training=False)
+            # Keras' compiled inference step: 2-3x faster on CPU than a call
+            codes = self.network.encoder.predict_on_batch(batch.astype("float32"))
             if not isinstance(codes, (list, tuple)):
-                out.append(keras.ops.convert_to_numpy(codes))
+                out.append(np.asarray(codes))
                 continue
-            mean, log_var = (keras.ops.convert_to_numpy(c) for c in codes)
+            mean, log_var = (np.asarray(c) for c in codes)
             if rng is not None:
                 std = np.exp(0.5 * np.clip(log_var, -12.0, 4.0))
                 mean = mean + std * rng.standard_normal(mean.shape)
@@ -395,13 +396,24 @@ class TractAAE:
                     rng.standard_normal(shape).astype("float32"),
                     rng.standard_normal((len(zb), 1)).astype("float32"),
                 )
-            x, _ = self.network.decode(
-                zb, onehot[start : start + batch_size], noise, training=False
-            )
-            out.append(self.normalizer.inverse(keras.ops.convert_to_numpy(x)))
+            x = self._decode_batch(zb, onehot[start : start + batch_size], noise)
+            out.append(self.normalizer.inverse(x))
         if not out:
             return np.zeros((0, self.n_points, 3), dtype="float32")
         return np.concatenate(out).astype("float32")
+
+    def _decode_batch(self, z, onehot, noise=None):
+        """Normalised streamlines decoded from one batch of codes (numpy),
+        through Keras' compiled inference step."""
+        if self.config.decoder == "spline":
+            return np.asarray(self.network.decoder.predict_on_batch([z, onehot]))
+        if noise is None:
+            noise = (
+                np.zeros((len(z), self.n_points - 1, 3), "float32"),
+                np.zeros((len(z), 1), "float32"),
+            )
+        x, _ = self.network.decoder.predict_on_batch([z, onehot, *noise])
+        return np.asarray(x)
 
     def decoded_lengths(self, z, bundle, *, batch_size=4096):
         """Lengths (mm) of the mean streamlines the codes decode to.
