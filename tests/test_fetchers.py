@@ -285,6 +285,26 @@ def test_fetch_phantom_fragments(tmp_path):
     assert len(_trk_files(folder)) == 6
 
 
+def test_fetch_phantom_wholebrain(tmp_path):
+    from aae_tract.data_fetchers import load_wholebrain_labels
+
+    args = _fetch_args(
+        "phantom", "--n_subjects", 2, "--n_per_bundle", 7, "--wholebrain", 0.3,
+        "--out_dir", tmp_path,
+    )  # fmt: skip
+    FetchFlow().run(**args)
+    whole = tmp_path / "phantom_wholebrain"
+    for subject in ("sub-01", "sub-02"):
+        labels = load_wholebrain_labels(whole, subject)
+        assert (labels != "other").sum() == 6 * 7
+        assert (labels == "other").sum() == 18  # round(0.3 / 0.7 * 42)
+        assert (whole / f"{subject}.trk").is_file()
+    # the training folder holds bundles only
+    assert not list((tmp_path / "phantom").glob("*/sub-0*.trk"))
+    with pytest.raises(AAETractError, match="wholebrain"):
+        FetchFlow().run("phantom", wholebrain=0.95, out_dir=str(tmp_path))
+
+
 def test_fetch_phantom_fragments_default_and_other_value(tmp_path, caplog):
     home = tmp_path / "home"
     folder = FETCHERS["phantom"](home, n_subjects=1, n_per_bundle=4)

@@ -34,7 +34,14 @@ class FetchFlow(AAEWorkflow):
         return "fetch"
 
     def run(
-        self, name, n_subjects=4, n_per_bundle=100, seed=0, fragments=0.0, out_dir=""
+        self,
+        name,
+        n_subjects=4,
+        n_per_bundle=100,
+        seed=0,
+        fragments=0.0,
+        wholebrain=0.0,
+        out_dir="",
     ):
         """Fetch a dataset of labelled bundles by name.
 
@@ -59,6 +66,12 @@ class FetchFlow(AAEWorkflow):
             fragments, contiguous pieces of full streamlines as premature
             termination leaves in real tractography (0: none; 0.5: lengths
             within a bundle span more than 4x).
+        wholebrain : float, optional
+            Phantom: also write every subject's whole-brain tractogram, its
+            bundles together with this share (0 to 0.9) of distractor
+            streamlines that belong to no bundle, shuffled, to
+            out_dir/phantom_wholebrain/<subject>.trk, the true label of every
+            streamline in its ground_truth.json (for aae_tract_label). 0: none.
         out_dir : string, optional
             Data home: the dataset goes to out_dir/NAME. Without it:
             $AAE_TRACT_HOME, else ~/.aae_tract.
@@ -88,9 +101,25 @@ class FetchFlow(AAEWorkflow):
                     "fragments", fragments, minimum=0.0, maximum=MAX_FRAGMENTS
                 ),
             }
+            share = check_float("wholebrain", wholebrain, minimum=0.0, maximum=0.9)
             if not self._phantom_may_write(target, options):
                 return None
             folder = FETCHERS[name](home, force=self._force_overwrite, **options)
+            if share > 0:
+                from aae_tract.data_fetchers import make_wholebrain
+
+                whole = make_wholebrain(
+                    folder,
+                    home / "phantom_wholebrain",
+                    distractors=share,
+                    seed=options["seed"],
+                    force=self._force_overwrite,
+                )
+                logger.info(
+                    "Whole-brain tractograms (%g %% distractors) in %s",
+                    100 * share,
+                    whole,
+                )
         else:
             folder = FETCHERS[name](home)
         logger.info("Fetched %s: %s in %s", name, _summary(folder), folder)
