@@ -240,8 +240,7 @@ def fit_labeller(
         }
         v_mask = None if held is None else held[0] == i
         if v_mask is not None and v_mask.sum() >= MIN_VALIDATION:
-            w = (held[1][v_mask] - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
-            d2 = np.einsum("ij,ij->i", w, w)
+            d2 = _d2(held[1][v_mask], mean, cov)
             recon_b = held[2][v_mask]
             sources[name] = "validation"
         else:
@@ -275,22 +274,19 @@ def fit_labeller(
     return labeller
 
 
+def _d2(z, mean, cov):
+    """Squared Mahalanobis distances of codes ``z`` to a Gaussian."""
+    w = (np.asarray(z, np.float64) - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
+    return np.einsum("ij,ij->i", w, w)
+
+
 def _out_of_fold_d2(z, rng):
-    """Squared Mahalanobis distances of each code to a Gaussian fitted without it
-    (two folds)."""
-    order = rng.permutation(len(z))
-    halves = np.array_split(order, 2)
+    """Squared Mahalanobis distances of each code (at least 4) to a Gaussian
+    fitted on the other half of them."""
+    first, second = np.array_split(rng.permutation(len(z)), 2)
     d2 = np.empty(len(z))
-    for a, b in ((halves[0], halves[1]), (halves[1], halves[0])):
-        if len(a) < 2 or len(b) == 0:
-            continue
-        mean, cov = _gaussian(z[a])
-        w = (z[b] - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
-        d2[b] = np.einsum("ij,ij->i", w, w)
-    if len(halves[1]) == 0 or len(halves[0]) < 2:
-        mean, cov = _gaussian(z)
-        w = (z - mean) @ np.linalg.inv(np.linalg.cholesky(cov)).T
-        d2 = np.einsum("ij,ij->i", w, w)
+    d2[second] = _d2(z[second], *_gaussian(z[first]))
+    d2[first] = _d2(z[first], *_gaussian(z[second]))
     return d2
 
 
@@ -421,6 +417,7 @@ def label_streamlines(
     from tqdm.auto import tqdm
 
     from aae_tract.model import TractAAE
+    from aae_tract.rows import apply_affine
 
     if not isinstance(model, TractAAE):
         model = TractAAE.load(model)
@@ -444,7 +441,7 @@ def label_streamlines(
     ) as bar:
         for x in _blocks(streamlines, model.n_points, block):
             if matrix is not None:
-                x = x @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3]
+                x = apply_affine(x, matrix)
             if not np.all(np.isfinite(x)):
                 raise AAETractError(f"{name}: streamlines with NaN or inf coordinates")
             idx, conf = label_prepared(model, x, labeller=lab, batch_size=batch_size)

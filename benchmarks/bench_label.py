@@ -231,21 +231,23 @@ def main(argv=None):
         variants += ["fraction", "fraction+self"]
     for seed in args.seeds:
         train, validation = _splits(train_dirs, args.n_points, register, seed=0)
-        runs = {}
-        model, secs = _train(train, validation, args, seed)
-        runs["full"] = (model, secs)
+
+        def record(variant, model, secs, seed=seed):
+            """Score ``model`` now (self-training changes it afterwards)."""
+            scored = _score_model(model, tests, bundles, None)
+            results["model"].setdefault(variant, {})[seed] = {
+                "per_subject": scored,
+                "summary": _summary(scored),
+                "train_seconds": secs,
+            }
+
+        record("full", *_train(train, validation, args, seed))
         if args.label_fraction is not None:
             from aae_tract.label import self_train, split_labelled
 
             few, pool = split_labelled(train, args.label_fraction, seed=seed)
             model, secs = _train(few, validation, args, seed)
-            runs["fraction"] = (model, secs)
-            scored = _score_model(model, tests, bundles, None)
-            results["model"].setdefault("fraction", {})[seed] = {
-                "per_subject": scored,
-                "summary": _summary(scored),
-                "train_seconds": secs,
-            }
+            record("fraction", model, secs)
             start = time.perf_counter()
             _, report = self_train(
                 model,
@@ -255,17 +257,8 @@ def main(argv=None):
                 epochs=args.self_train_epochs or max(1, args.epochs // 2),
                 verbose=0,
             )
-            runs["fraction+self"] = (model, secs + time.perf_counter() - start)
+            record("fraction+self", model, secs + time.perf_counter() - start)
             results.setdefault("self_training", {})[seed] = report
-        for variant, (model, secs) in runs.items():
-            if variant == "fraction":
-                continue  # scored before self-training changed the model
-            scored = _score_model(model, tests, bundles, None)
-            results["model"].setdefault(variant, {})[seed] = {
-                "per_subject": scored,
-                "summary": _summary(scored),
-                "train_seconds": secs,
-            }
         for variant in variants:
             logger.info(
                 "seed %d, model %s: %s",

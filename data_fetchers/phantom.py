@@ -468,6 +468,19 @@ def _fragment_intervals(full, start, fraction, rng, min_mm):
     return fragment, s0, s0 + keep
 
 
+def _textured(pts, counts, rng, kernel, opts):
+    """Packed smooth streamlines with their correlated point noise, half of
+    them reversed when ``opts["flip"]``, as float32 (the draws in this order:
+    noise, then which to reverse)."""
+    noise = rng.normal(size=pts.shape)
+    if kernel is not None:
+        noise = convolve1d(noise, kernel, axis=0, mode="wrap")
+    pts = pts + opts["noise_mm"] * noise
+    if opts["flip"]:
+        pts = _reverse_some(pts, counts, rng.uniform(size=len(counts)) < 0.5)
+    return pts.astype(np.float32)
+
+
 def _generate_chunks(spec, n, rng, *, age_factor, deform, opts, fragment_rng=None):
     """Yield :class:`_Chunk` objects with ``n`` streamlines of one bundle.
 
@@ -513,13 +526,7 @@ def _generate_chunks(spec, n, rng, *, age_factor, deform, opts, fragment_rng=Non
             interval = None
         counts = np.maximum(np.rint(seg / opts["step_mm"]).astype(np.int64), 1) + 1
         pts, _ = _resample_dense(dense, counts, interval)
-        noise = rng.normal(size=pts.shape)
-        if kernel is not None:
-            noise = convolve1d(noise, kernel, axis=0, mode="wrap")
-        pts = pts + opts["noise_mm"] * noise
-        if opts["flip"]:
-            pts = _reverse_some(pts, counts, rng.uniform(size=m) < 0.5)
-        pts = pts.astype(np.float32)
+        pts = _textured(pts, counts, rng, kernel, opts)
         lengths = _packed_lengths(pts.astype(np.float64), counts)
         yield _Chunk(pts, counts, lengths, centroid_sum, fragment)
 
@@ -1360,13 +1367,7 @@ def _distractor_chunks(n, rng, *, field, box, trees, opts, stats):
         # a few more than are missing (most candidates pass)
         batch = min(cap, (n - done) + (n - done) // 4 + 16)
         smooth, counts = _trace_distractors(batch, rng, field, box, step)
-        noise = rng.normal(size=smooth.shape)
-        if kernel is not None:
-            noise = convolve1d(noise, kernel, axis=0, mode="wrap")
-        pts = smooth + opts["noise_mm"] * noise
-        if opts["flip"]:
-            pts = _reverse_some(pts, counts, rng.uniform(size=batch) < 0.5)
-        pts = pts.astype(np.float32)
+        pts = _textured(smooth, counts, rng, kernel, opts)
         short = (counts - 1) * step < min_len - 1e-9
         loops = ~short & (_turning_deg(smooth, counts) > 180.0)
         near = np.zeros(batch, dtype=bool)

@@ -4,6 +4,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from aae_tract.errors import AAETractError
 
 from .base import (
@@ -170,8 +172,8 @@ def _write_groups(sft, labels, groups, paths):
     written = []
     for group in groups:
         path = paths[f"out_{group}"]
-        keep = [i for i in range(len(labels)) if labels[i] == group]
-        if not keep:
+        keep = np.flatnonzero(labels == group)
+        if not keep.size:
             if path.exists():
                 path.unlink()
                 logger.info("%s removed: no streamline is labelled %s", path, group)
@@ -186,12 +188,8 @@ def _picture(sft, labels, groups, out_png, tractogram):
     """The streamlines coloured by label (grey for "other"); Path or None."""
     from aae_tract.colors import bundle_colors
     from aae_tract.label import OTHER
-    from aae_tract.viz import adapter_problem, render_bundles
+    from aae_tract.viz import render_bundles
 
-    problem = adapter_problem()
-    if problem:
-        logger.warning("no picture made: %s", problem)
-        return None
     present = [g for g in groups if (labels == g).any()]
     if not present:
         return None

@@ -568,6 +568,7 @@ def _unlabelled_pool(model, files, reference, pool=None):
     """Streamlines of ``files`` resampled and moved into the model's space,
     joined to ``pool`` (from --label_fraction)."""
     from aae_tract.io import load_bundle
+    from aae_tract.rows import apply_affine
     from aae_tract.streamlines import resample, streamline_lengths
 
     xs, lengths, subjects = [], [], []
@@ -580,8 +581,7 @@ def _unlabelled_pool(model, files, reference, pool=None):
         lines = sft.streamlines
         matrix = model.registration.register_tractogram(lines, name=str(path))
         x = resample(lines, model.n_points)
-        x = x @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3].astype(np.float32)
-        xs.append(x.astype(np.float32))
+        xs.append(apply_affine(x, matrix))
         lengths.append(streamline_lengths(lines))
         subjects.append(np.full(len(x), Path(path).stem))
     return {
