@@ -154,8 +154,8 @@ def _recon_error(model, x, labels):
     return z, _recon_distance(model, x, z, labels)
 
 
-def _recon_distance(model, x, z, labels):
-    recon = model.decode(z, labels)
+def _recon_distance(model, x, z, labels, batch_size=1024):
+    recon = model.decode(z, labels, batch_size=batch_size)
     return np.linalg.norm(np.asarray(x, np.float32) - recon, axis=-1).mean(axis=1)
 
 
@@ -320,7 +320,9 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024):
         Index into ``model.bundle_names``, -1 for "other".
     confidence : ndarray of float, shape (N,)
         The posterior of the bundle given; for "other", how far past its
-        candidate's thresholds the streamline is (``1 - 1/ratio``).
+        candidate's thresholds the streamline is (``1 - 1/ratio``; a
+        streamline already past the latent threshold is not decoded, so its
+        ratio is the latent one).
     """
     from aae_tract.orientation import flip_mask
 
@@ -344,8 +346,16 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024):
     z = np.where(flip[:, None], reverse, forward)
     oriented = np.where(flip[:, None, None], x[:, ::-1], x)
     labels = np.asarray(lab.index)[best]
-    recon = _recon_distance(model, oriented, z, labels)
-    ratio = np.maximum(d2[rows, best] / lab.max_d2[best], recon / lab.max_recon[best])
+    ratio = d2[rows, best] / lab.max_d2[best]
+    # only streamlines inside their bundle's latent threshold are decoded: the
+    # others are "other" whatever their reconstruction (decoding is the
+    # costliest step)
+    inside = np.flatnonzero(ratio <= 1.0)
+    if len(inside):
+        recon = _recon_distance(
+            model, oriented[inside], z[inside], labels[inside], batch_size
+        )
+        ratio[inside] = np.maximum(ratio[inside], recon / lab.max_recon[best[inside]])
     other = ratio > 1.0
     confidence = np.where(other, 1.0 - 1.0 / np.maximum(ratio, 1.0), post[rows, best])
     return np.where(other, -1, labels).astype(np.int64), confidence

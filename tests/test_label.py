@@ -104,6 +104,40 @@ def test_labelling_reads_any_iterable_in_blocks(labelled):
     np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
 
 
+def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):
+    # inference pads a batch to a power of two; the padding must not leak
+    model, validation = labelled
+    x = np.asarray(validation.x[:50])
+    z = model.encode_prepared(x)
+    np.testing.assert_allclose(model.encode_prepared(x[:5]), z[:5], atol=1e-5)
+    np.testing.assert_allclose(
+        model.encode_prepared(x, batch_size=7), z, rtol=1e-5, atol=1e-5
+    )
+    bundle = model.bundle_names[0]
+    decoded = model.decode(z, bundle)
+    np.testing.assert_allclose(
+        model.decode(z[:3], bundle), decoded[:3], rtol=1e-5, atol=1e-4
+    )
+
+
+def test_past_the_latent_threshold_means_other_without_decoding(labelled):
+    from aae_tract.label import label_prepared
+
+    model, validation = labelled
+    x = np.asarray(validation.x[:40])
+    far = x + np.array([0.0, 0.0, 150.0], dtype="float32")
+    calls = []
+    decode = model.decode
+    model.decode = lambda z, *a, **k: calls.append(len(z)) or decode(z, *a, **k)
+    try:
+        labels, confidence = label_prepared(model, np.concatenate([x, far]))
+    finally:
+        del model.decode
+    assert np.all(labels[40:] == -1) and np.all(confidence[40:] > 0)
+    # only the streamlines inside a bundle's latent threshold were decoded
+    assert 0 < sum(calls) < 80
+
+
 def test_the_labeller_survives_save_and_load(labelled, tmp_path):
     from aae_tract.label import label_streamlines
     from aae_tract.model import TractAAE

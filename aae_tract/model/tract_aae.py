@@ -74,6 +74,24 @@ def _percentiles(values):
     }
 
 
+def _predict(network, inputs):
+    """``network.predict_on_batch(inputs)`` (Keras' compiled inference step)
+    with the batch padded to a power of two: the compiled step is traced once
+    per input shape, so a stream of odd-sized batches would trace it again and
+    again; padding bounds the shapes to a few."""
+    n = len(inputs[0])
+    size = 1 << max(0, n - 1).bit_length()
+    if size != n:
+        inputs = [
+            np.concatenate([a, np.zeros((size - n,) + a.shape[1:], a.dtype)])
+            for a in inputs
+        ]
+    out = network.predict_on_batch(inputs[0] if len(inputs) == 1 else inputs)
+    if isinstance(out, (list, tuple)):
+        return [np.asarray(o)[:n] for o in out]
+    return np.asarray(out)[:n]
+
+
 def _bundle_sample(dataset, per_bundle, seed):
     """Labels, streamlines and attribute of at most ``per_bundle`` streamlines
     of each bundle (a seeded sample, in dataset order; all when none has more).
@@ -345,7 +363,7 @@ class TractAAE:
         for _, block in iter_blocks(x, batch_size):
             batch = self.normalizer.transform(block)
             # Keras' compiled inference step: 2-3x faster on CPU than a call
-            codes = self.network.encoder.predict_on_batch(batch.astype("float32"))
+            codes = _predict(self.network.encoder, [batch.astype("float32")])
             if not isinstance(codes, (list, tuple)):
                 out.append(np.asarray(codes))
                 continue
@@ -406,13 +424,13 @@ class TractAAE:
         """Normalised streamlines decoded from one batch of codes (numpy),
         through Keras' compiled inference step."""
         if self.config.decoder == "spline":
-            return np.asarray(self.network.decoder.predict_on_batch([z, onehot]))
+            return np.asarray(_predict(self.network.decoder, [z, onehot]))
         if noise is None:
             noise = (
                 np.zeros((len(z), self.n_points - 1, 3), "float32"),
                 np.zeros((len(z), 1), "float32"),
             )
-        x, _ = self.network.decoder.predict_on_batch([z, onehot, *noise])
+        x, _ = _predict(self.network.decoder, [z, onehot, *noise])
         return np.asarray(x)
 
     def decoded_lengths(self, z, bundle, *, batch_size=4096):
