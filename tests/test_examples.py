@@ -11,10 +11,12 @@ EXAMPLE = EXAMPLES / "generate_bundles.py"
 
 
 def _run_example(script, tmp_path, *, points):
-    """Run an example with one epoch at ``points`` points, outputs in tmp_path."""
+    """Run an example with one epoch at ``points`` points (and small phantoms
+    where it makes one), outputs in tmp_path."""
     env = dict(
         os.environ,
         AAE_TRACT_EXAMPLE_EPOCHS="1",
+        AAE_TRACT_EXAMPLE_PER_BUNDLE="20",
         AAE_TRACT_EXAMPLE_POINTS=str(points),
         AAE_TRACT_EXAMPLE_OUT=str(tmp_path),
         AAE_TRACT_HOME=str(tmp_path / "home"),
@@ -53,3 +55,14 @@ def test_age_tutorial_runs(tmp_path):
     assert set(numbers["slopes"]) <= {"AF_L", "CC_Mid", "CG_L", "CST_L", "CST_R",
                                       "UF_L"}  # fmt: skip
     assert "read back" in done.stdout
+
+
+def test_label_tutorial_runs(tmp_path):
+    done = _run_example(EXAMPLES / "label_bundles.py", tmp_path, points=16)
+    numbers = json.loads((tmp_path / "tutorial_labels.json").read_text())
+    classes = set(numbers["full"]["per_class"])
+    assert classes == {"AF_L", "CC_Mid", "CG_L", "CST_L", "CST_R", "UF_L", "other"}
+    for key in ("full", "fraction_0.1", "fraction_0.1_self_trained"):
+        assert 0.0 <= numbers[key]["macro_f1"] <= 1.0
+    assert numbers["n_streamlines"] > numbers["full"]["per_class"]["other"]["n"] > 0
+    assert "macro F1" in done.stdout
