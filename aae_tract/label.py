@@ -417,7 +417,9 @@ def label_streamlines(
         A bundle name of the model, or ``"other"``.
     confidence : ndarray of float, shape (N,)
         Posterior probability of the bundle given (``"other"``: how far the
-        streamline lies past its nearest bundle's thresholds, 0 to 1).
+        streamline lies past its nearest bundle's thresholds, 0 to 1; past
+        the latent threshold it is not decoded, so only the latent distance
+        counts).
 
     Raises
     ------

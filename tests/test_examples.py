@@ -65,4 +65,5 @@ def test_label_tutorial_runs(tmp_path):
     for key in ("full", "fraction_0.1", "fraction_0.1_self_trained"):
         assert 0.0 <= numbers[key]["macro_f1"] <= 1.0
     assert numbers["n_streamlines"] > numbers["full"]["per_class"]["other"]["n"] > 0
+    assert (tmp_path / "tutorial_labels.png").stat().st_size > 0
     assert "macro F1" in done.stdout

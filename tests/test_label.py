@@ -120,22 +120,38 @@ def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):
     )
 
 
-def test_past_the_latent_threshold_means_other_without_decoding(labelled):
-    from aae_tract.label import label_prepared
+def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkeypatch):
+    import aae_tract.label as label_module
 
     model, validation = labelled
     x = np.asarray(validation.x[:40])
-    far = x + np.array([0.0, 0.0, 150.0], dtype="float32")
-    calls = []
-    decode = model.decode
-    model.decode = lambda z, *a, **k: calls.append(len(z)) or decode(z, *a, **k)
-    try:
-        labels, confidence = label_prepared(model, np.concatenate([x, far]))
-    finally:
-        del model.decode
-    assert np.all(labels[40:] == -1) and np.all(confidence[40:] > 0)
-    # only the streamlines inside a bundle's latent threshold were decoded
-    assert 0 < sum(calls) < 80
+    both = np.concatenate([x, x + np.array([0.0, 0.0, 150.0], dtype="float32")])
+    recon = label_module._recon_distance
+    decoded = []
+
+    def recording(model, x, *args):
+        decoded.append(len(x))
+        return recon(model, x, *args)
+
+    monkeypatch.setattr(label_module, "_recon_distance", recording)
+    labels, _ = label_module.label_prepared(model, both)
+    n_decoded = sum(decoded)
+    # each threshold alone: the latent one rejects without decoding, the
+    # reconstruction one (latent threshold off) decodes every streamline
+    latent_only = label_module._labeller_of(model)
+    latent_only.max_recon = np.full_like(latent_only.max_recon, np.inf)
+    by_latent, _ = label_module.label_prepared(model, both, labeller=latent_only)
+    recon_only = label_module._labeller_of(model)
+    recon_only.max_d2 = np.full_like(recon_only.max_d2, np.inf)
+    decoded.clear()
+    by_recon, _ = label_module.label_prepared(model, both, labeller=recon_only)
+    assert sum(decoded) == len(both)
+    # only the streamlines inside the latent threshold were decoded ...
+    assert n_decoded == np.sum(by_latent != -1) < len(both)
+    # ... and the labels are those of decoding every streamline
+    expected = np.where((by_latent == -1) | (by_recon == -1), -1, by_recon)
+    np.testing.assert_array_equal(labels, expected)
+    assert np.all(labels[40:] == -1)
 
 
 def test_the_labeller_survives_save_and_load(labelled, tmp_path):

@@ -54,8 +54,9 @@ class LabelFlow(AAEWorkflow):
         bundle's label; thresholds set when the model was trained). Writes one
         tractogram per recognised bundle and one of the other streamlines, in
         the space of the input, a JSON report (counts, and the label and
-        confidence of every streamline in file order) and a picture coloured
-        by label.
+        confidence of every streamline in file order: the posterior of its
+        bundle, or for "other" how far past the thresholds it lies, 0 to 1)
+        and a picture coloured by label.
 
         Parameters
         ----------

@@ -74,14 +74,20 @@ def _percentiles(values):
     }
 
 
-def _predict(network, inputs):
-    """``network.predict_on_batch(inputs)`` (Keras' compiled inference step)
-    with the batch padded to a power of two: the compiled step is traced once
-    per input shape, so a stream of odd-sized batches would trace it again and
-    again; padding bounds the shapes to a few."""
+def _predict(network, inputs, batch_size):
+    """``network.predict_on_batch(inputs)`` (Keras' compiled inference step),
+    the batch padded with zero rows to a power of two (at most ``batch_size``).
+
+    TensorFlow and JAX compile the step per input shape: unpadded, every
+    odd-sized batch (the last of a split, or the streamlines a labeller
+    decodes) would compile it again (JAX) or retrace it (TensorFlow); padded,
+    the shapes are a few. Torch compiles nothing, so nothing is padded. No
+    layer of the networks mixes rows, so the padding never reaches the rows
+    returned.
+    """
     n = len(inputs[0])
-    size = 1 << max(0, n - 1).bit_length()
-    if size != n:
+    size = min(1 << max(0, n - 1).bit_length(), max(n, int(batch_size)))
+    if size != n and keras.backend.backend() != "torch":
         inputs = [
             np.concatenate([a, np.zeros((size - n,) + a.shape[1:], a.dtype)])
             for a in inputs
@@ -363,7 +369,9 @@ class TractAAE:
         for _, block in iter_blocks(x, batch_size):
             batch = self.normalizer.transform(block)
             # Keras' compiled inference step: 2-3x faster on CPU than a call
-            codes = _predict(self.network.encoder, [batch.astype("float32")])
+            codes = _predict(
+                self.network.encoder, [batch.astype("float32")], batch_size
+            )
             if not isinstance(codes, (list, tuple)):
                 out.append(np.asarray(codes))
                 continue
@@ -414,23 +422,26 @@ class TractAAE:
                     rng.standard_normal(shape).astype("float32"),
                     rng.standard_normal((len(zb), 1)).astype("float32"),
                 )
-            x = self._decode_batch(zb, onehot[start : start + batch_size], noise)
+            x = self._decode_batch(
+                zb, onehot[start : start + batch_size], noise, batch_size
+            )
             out.append(self.normalizer.inverse(x))
         if not out:
             return np.zeros((0, self.n_points, 3), dtype="float32")
         return np.concatenate(out).astype("float32")
 
-    def _decode_batch(self, z, onehot, noise=None):
+    def _decode_batch(self, z, onehot, noise=None, batch_size=1024):
         """Normalised streamlines decoded from one batch of codes (numpy),
-        through Keras' compiled inference step."""
+        through Keras' compiled inference step (``batch_size``: the largest
+        batch it is given, see :func:`_predict`)."""
         if self.config.decoder == "spline":
-            return np.asarray(_predict(self.network.decoder, [z, onehot]))
+            return np.asarray(_predict(self.network.decoder, [z, onehot], batch_size))
         if noise is None:
             noise = (
                 np.zeros((len(z), self.n_points - 1, 3), "float32"),
                 np.zeros((len(z), 1), "float32"),
             )
-        x, _ = _predict(self.network.decoder, [z, onehot, *noise])
+        x, _ = _predict(self.network.decoder, [z, onehot, *noise], batch_size)
         return np.asarray(x)
 
     def decoded_lengths(self, z, bundle, *, batch_size=4096):

@@ -149,6 +149,8 @@ numbers = {
     "full": full,
     "fraction_0.1": alone,
     "fraction_0.1_self_trained": semi,
-    "mean_confidence_of_bundles": float(confidence[labels != OTHER].mean()),
+    "mean_confidence_of_bundles": (
+        float(confidence[labels != OTHER].mean()) if np.any(labels != OTHER) else None
+    ),
 }
 (out / "tutorial_labels.json").write_text(json.dumps(numbers, indent=2) + "\n")
