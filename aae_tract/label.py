@@ -19,7 +19,8 @@ the streamlines of a new tractogram:
    candidate: its squared Mahalanobis distance to the bundle's encodings, or
    the distance between the streamline and its reconstruction with the
    candidate's label (mean point distance, mm), exceeds the bundle's
-   threshold. Each threshold is the :data:`LABEL_QUANTILE` quantile of a
+   threshold (with ``reject="latent"`` only the Mahalanobis distance counts
+   and nothing is decoded). Each threshold is the :data:`LABEL_QUANTILE` quantile of a
    log-normal distribution fitted (median and median absolute deviation of
    the logarithms, which a few outliers do not move) to that number over
    the validation subjects' streamlines of the bundle (subjects the model
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LABEL_QUANTILE",
     "OTHER",
+    "REJECT_RULES",
     "Labeller",
     "fit_labeller",
     "label_prepared",
@@ -56,6 +58,10 @@ __all__ = [
 
 #: Label of streamlines that belong to none of the model's bundles.
 OTHER = "other"
+#: What makes a streamline "other": ``"both"``, its latent distance to its
+#: bundle or its reconstruction error as that bundle; ``"latent"``, the
+#: latent distance alone (nothing is decoded: faster).
+REJECT_RULES = ("both", "latent")
 #: Quantile of the log-normal fitted to held-out streamlines' distances that
 #: bounds a bundle.
 LABEL_QUANTILE = 0.9999
@@ -301,7 +307,14 @@ def _labeller_of(model):
     return Labeller(payload, model.bundle_names)
 
 
-def label_prepared(model, x, *, labeller=None, batch_size=1024):
+def _check_reject(reject):
+    if reject not in REJECT_RULES:
+        raise AAETractError(
+            f"reject must be one of {', '.join(REJECT_RULES)}, got {reject!r}"
+        )
+
+
+def label_prepared(model, x, *, labeller=None, batch_size=1024, reject="both"):
     """Label streamlines already resampled to the model's points, in its space.
 
     Parameters
@@ -313,6 +326,8 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024):
         Built from the model when not given.
     batch_size : int, optional
         Streamlines per forward pass.
+    reject : {"both", "latent"}, optional
+        What makes a streamline "other" (see :data:`REJECT_RULES`).
 
     Returns
     -------
@@ -326,6 +341,7 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024):
     """
     from aae_tract.orientation import flip_mask
 
+    _check_reject(reject)
     lab = labeller if labeller is not None else _labeller_of(model)
     x = np.asarray(x, dtype=np.float32)
     if len(x) == 0:
@@ -350,7 +366,7 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024):
     # only streamlines inside their bundle's latent threshold are decoded: the
     # others are "other" whatever their reconstruction (decoding is the
     # costliest step)
-    inside = np.flatnonzero(ratio <= 1.0)
+    inside = np.flatnonzero(ratio <= 1.0) if reject == "both" else []
     if len(inside):
         recon = _recon_distance(
             model, oriented[inside], z[inside], labels[inside], batch_size
@@ -388,6 +404,7 @@ def label_streamlines(
     batch_size=1024,
     block=LABEL_BLOCK,
     progress=False,
+    reject="both",
 ):
     """Label each streamline with one of the model's bundles, or "other".
 
@@ -410,6 +427,10 @@ def label_streamlines(
         Streamlines resampled and labelled at a time.
     progress : bool, optional
         Show a progress bar.
+    reject : {"both", "latent"}, optional
+        What makes a streamline "other": its latent distance to its bundle or
+        its reconstruction error as that bundle (``"both"``), or the latent
+        distance alone (``"latent"``: nothing is decoded, faster).
 
     Returns
     -------
@@ -433,6 +454,7 @@ def label_streamlines(
 
     if not isinstance(model, TractAAE):
         model = TractAAE.load(model)
+    _check_reject(reject)
     lab = _labeller_of(model)
     if hasattr(streamlines, "to_rasmm"):
         streamlines.to_rasmm()
@@ -456,7 +478,9 @@ def label_streamlines(
                 x = apply_affine(x, matrix)
             if not np.all(np.isfinite(x)):
                 raise AAETractError(f"{name}: streamlines with NaN or inf coordinates")
-            idx, conf = label_prepared(model, x, labeller=lab, batch_size=batch_size)
+            idx, conf = label_prepared(
+                model, x, labeller=lab, batch_size=batch_size, reject=reject
+            )
             labels.append(names[idx])  # -1 picks "other"
             confidence.append(conf)
             bar.update(len(x))

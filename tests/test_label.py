@@ -152,6 +152,13 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
     expected = np.where((by_latent == -1) | (by_recon == -1), -1, by_recon)
     np.testing.assert_array_equal(labels, expected)
     assert np.all(labels[40:] == -1)
+    # the latent rule decodes nothing and keeps the latent threshold's labels
+    decoded.clear()
+    by_rule, _ = label_module.label_prepared(model, both, reject="latent")
+    assert sum(decoded) == 0
+    np.testing.assert_array_equal(by_rule, by_latent)
+    with pytest.raises(AAETractError, match="reject must be one of both, latent"):
+        label_module.label_prepared(model, both, reject="recon")
 
 
 def test_the_labeller_survives_save_and_load(labelled, tmp_path):
@@ -244,6 +251,12 @@ def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
     assert (out / "other.trk").exists()
     assert run_cli("aae_tract_label", *args, "--force") == 0
     assert (out / "other.trk").exists() == (report["counts"]["other"] > 0)
+    # the latent rule alone: recorded in the report; it rejects no more
+    assert run_cli("aae_tract_label", *args, "--force", "--reject", "latent") == 0
+    latent = json.loads((out / "labels.json").read_text())
+    assert latent["labeller"]["reject"] == "latent"
+    assert report["labeller"]["reject"] == "both"
+    assert latent["counts"]["other"] <= report["counts"]["other"]
 
 
 def test_label_command_errors_are_one_line(
@@ -262,6 +275,11 @@ def test_label_command_errors_are_one_line(
     )
     assert code == 1
     assert "{label}" in capsys.readouterr().err
+    code = run_cli(
+        "aae_tract_label", tractogram, "--model", model_path, "--reject", "x"
+    )
+    assert code == 1
+    assert "reject" in capsys.readouterr().err
     code = run_cli("aae_tract_label", tmp_path / "missing.trk", "--model", model_path)
     assert code == 1
     err = capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from aae_tract.errors import AAETractError
+from aae_tract.label import REJECT_RULES
 
 from .base import (
     AAEWorkflow,
@@ -35,6 +36,7 @@ class LabelFlow(AAEWorkflow):
         model="aae_tract_model.keras",
         reference=None,
         register="auto",
+        reject="both",
         batch_size=1024,
         format="trk",
         skip_picture=False,
@@ -71,6 +73,11 @@ class LabelFlow(AAEWorkflow):
             auto, yes or no: bring the streamlines into the model's common
             space first (SLR of a sample of them to the model's common-space
             bundles). auto: when the model was trained with registration.
+        reject : string, optional
+            both or latent: what makes a streamline "other". both: too far
+            from its bundle in the latent space, or reconstructed too poorly
+            as that bundle; latent: the latent distance alone (nothing is
+            decoded: faster).
         batch_size : int, optional
             Streamlines per forward pass of the model.
         format : string, optional
@@ -94,6 +101,7 @@ class LabelFlow(AAEWorkflow):
         """
         self._begin()
         register = check_choice("register", register, REGISTER)
+        reject = check_choice("reject", reject, REJECT_RULES)
         fmt = check_choice("format", format, FORMATS)
         batch_size = check_int("batch_size", batch_size, maximum=1_000_000)
         if reference is not None and not Path(reference).exists():
@@ -131,6 +139,7 @@ class LabelFlow(AAEWorkflow):
             name=str(tractogram),
             batch_size=batch_size,
             progress=True,
+            reject=reject,
         )
         written = _write_groups(sft, labels, groups, paths)
         counts = {g: int((labels == g).sum()) for g in groups}
@@ -142,6 +151,7 @@ class LabelFlow(AAEWorkflow):
             "labeller": {
                 "method": net.metadata.labeller.get("method"),
                 "quantile": net.metadata.labeller.get("quantile"),
+                "reject": reject,
             },
             "labels": labels.tolist(),
             "confidence": [round(float(c), 4) for c in confidence],
