@@ -23,11 +23,24 @@ F of each bundle's training streamlines labelled, and the same model after
 self-training on the others, their labels removed
 (:func:`aae_tract.label.self_train`): the semi-supervised gain.
 
+``--reject both latent`` scores every model under each rejection rule of
+:func:`aae_tract.label.label_streamlines` (``both``: the latent distance or
+the reconstruction error makes a streamline "other"; ``latent``: the latent
+distance alone, nothing decoded); the models are the same.
+
+``--generation`` (phantom) also measures every model as a generator, on the
+held-out subjects' bundle files with :func:`aae_tract.metrics.evaluate`
+(label fidelity, length error, curvature and diversity ratios, held-out
+reconstruction): does a model trained for labelling, or self-trained on its
+own labels, still generate as the quality benchmark asks?
+
 Examples::
 
     python benchmarks/bench_label.py --dataset phantom --out label_phantom.json
     python benchmarks/bench_label.py --dataset phantom --label_fraction 0.1
     python benchmarks/bench_label.py --dataset minimal --epochs 100
+    python benchmarks/bench_label.py --label_fraction 0.1 --generation
+    python benchmarks/bench_label.py --dataset minimal --reject both latent
 """
 
 from __future__ import annotations
@@ -52,16 +65,27 @@ from label_baseline import (  # noqa: E402
     score_labels,
 )
 
+from aae_tract.label import REJECT_RULES  # noqa: E402
+
 logger = logging.getLogger("bench_label")
 
 PHANTOM = {"n_subjects": 8, "n_per_bundle": 150, "seed": 0, "fragments": 0.5}
 PHANTOM_TEST = ("sub-07", "sub-08")
 MINIMAL_TEST = ("sub_5",)
 DISTRACTORS = 0.3
+#: Generation metrics of ``--generation`` (keys of aae_tract.metrics.evaluate).
+GENERATION = (
+    "label_fidelity",
+    "length_error_pct",
+    "curvature_ratio",
+    "diversity_ratio",
+    "recon_mdf_mm",
+)
 
 
 def _phantom(data_dir):
-    """Training subjects' folders, the held-out tractograms and their truth."""
+    """Training subjects' folders, the held-out tractograms and their truth,
+    and the held-out subjects' bundle folders."""
     from aae_tract.data_fetchers.phantom import (
         load_wholebrain_labels,
         make_phantom,
@@ -83,7 +107,7 @@ def _phantom(data_dir):
     for s in PHANTOM_TEST:
         sft = load_bundle(whole / f"{s}.trk")
         tests[s] = (sft.streamlines, np.asarray(load_wholebrain_labels(whole, s)))
-    return train_dirs, tests
+    return train_dirs, tests, [folder / s for s in PHANTOM_TEST]
 
 
 def _minimal():
@@ -119,13 +143,15 @@ def _splits(train_dirs, n_points, register, seed):
     return train, validation
 
 
-def _score_model(model, tests, bundles, register):
+def _score_model(model, tests, bundles, register, reject="both"):
     from aae_tract.label import label_streamlines
 
     out = {}
     for s, (lines, truth) in tests.items():
         start = time.perf_counter()
-        labels, _ = label_streamlines(model, lines, register=register, name=s)
+        labels, _ = label_streamlines(
+            model, lines, register=register, name=s, reject=reject
+        )
         seconds = time.perf_counter() - start
         scores = score_labels(truth, labels, bundles)
         scores["seconds"] = seconds
@@ -143,6 +169,19 @@ def _train(train, validation, args, seed):
     start = time.perf_counter()
     model.fit(train, validation, verbose=0)
     return model, time.perf_counter() - start
+
+
+def _generation(model, held_out, seed):
+    """The generation metrics of ``model`` on the held-out bundles."""
+    from aae_tract.metrics import evaluate
+
+    metrics = evaluate(model, held_out, seed=seed, reference=False)
+    return {k: None if metrics[k] is None else float(metrics[k]) for k in GENERATION}
+
+
+def _key(variant, rule):
+    """Results key of a model variant scored under a rejection rule."""
+    return variant if rule == "both" else f"{variant}, reject {rule}"
 
 
 def _summary(per_subject):
@@ -184,16 +223,31 @@ def main(argv=None):
         choices=list(SETTINGS),
         help="RecoBundles presets to run",
     )
+    parser.add_argument(
+        "--reject",
+        nargs="+",
+        default=["both"],
+        choices=list(REJECT_RULES),
+        help="rejection rules to score every model under (label_streamlines' "
+        "reject): both, latent",
+    )
+    parser.add_argument(
+        "--generation",
+        action="store_true",
+        help="also measure every model as a generator (phantom only)",
+    )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.generation and args.dataset != "phantom":
+        parser.error("--generation needs --dataset phantom")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     for name in ("aae_tract", "dipy", "label_baseline"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
     if args.dataset == "phantom":
         data_dir = args.data_dir or tempfile.mkdtemp(prefix="aae_label_")
-        train_dirs, tests = _phantom(data_dir)
+        train_dirs, tests, held_out_dirs = _phantom(data_dir)
         register = "none"
     else:
         train_dirs, tests = _minimal()
@@ -226,20 +280,32 @@ def main(argv=None):
         }
         logger.info("RecoBundles %s: %s", preset, _summary(per_subject))
 
+    held_out = None
+    if args.generation:
+        from aae_tract.data import load_dataset
+
+        held_out = load_dataset([str(d) for d in held_out_dirs], n_points=args.n_points)
     variants = ["full"]
     if args.label_fraction is not None:
         variants += ["fraction", "fraction+self"]
+    scored = [_key(v, rule) for v in variants for rule in args.reject]
     for seed in args.seeds:
         train, validation = _splits(train_dirs, args.n_points, register, seed=0)
 
         def record(variant, model, secs, seed=seed):
-            """Score ``model`` now (self-training changes it afterwards)."""
-            scored = _score_model(model, tests, bundles, None)
-            results["model"].setdefault(variant, {})[seed] = {
-                "per_subject": scored,
-                "summary": _summary(scored),
-                "train_seconds": secs,
-            }
+            """Score ``model`` now (self-training changes it afterwards),
+            under every rejection rule asked for."""
+            for rule in args.reject:
+                scored = _score_model(model, tests, bundles, None, reject=rule)
+                results["model"].setdefault(_key(variant, rule), {})[seed] = {
+                    "per_subject": scored,
+                    "summary": _summary(scored),
+                    "train_seconds": secs,
+                }
+            if held_out is not None:
+                results["model"][_key(variant, args.reject[0])][seed]["generation"] = (
+                    _generation(model, held_out, seed)
+                )
 
         record("full", *_train(train, validation, args, seed))
         if args.label_fraction is not None:
@@ -259,12 +325,12 @@ def main(argv=None):
             )
             record("fraction+self", model, secs + time.perf_counter() - start)
             results.setdefault("self_training", {})[seed] = report
-        for variant in variants:
+        for key in scored:
             logger.info(
                 "seed %d, model %s: %s",
                 seed,
-                variant,
-                results["model"][variant][seed]["summary"],
+                key,
+                results["model"][key][seed]["summary"],
             )
 
     print(
@@ -277,23 +343,31 @@ def main(argv=None):
     for preset, res in results["recobundles"].items():
         row = [_fmt([res["summary"][k]]) for k in keys]
         print(f"| RecoBundles {preset} | " + " | ".join(row) + " |")
-    for variant in variants:
-        runs = results["model"][variant].values()
+    for key in scored:
+        runs = results["model"][key].values()
         row = [_fmt([r["summary"][k] for r in runs]) for k in keys]
-        print(f"| model {variant} | " + " | ".join(row) + " |")
+        print(f"| model {key} | " + " | ".join(row) + " |")
     per_bundle = {
         b: _fmt(
             [
                 np.mean([s["per_bundle"][b]["f1"] for s in r["per_subject"].values()])
-                for r in results["model"]["full"].values()
+                for r in results["model"][scored[0]].values()
             ]
         )
         for b in bundles
     }
     print(
-        "model full, F1 per bundle: "
+        f"model {scored[0]}, F1 per bundle: "
         + ", ".join(f"{b} {v}" for b, v in per_bundle.items())
     )
+    if held_out is not None:
+        print("\nthe same models as generators, held-out bundles (bank sampling)")
+        print("| model | " + " | ".join(GENERATION) + " |")
+        print("|---" * (len(GENERATION) + 1) + "|")
+        for variant in variants:
+            runs = results["model"][_key(variant, args.reject[0])].values()
+            row = [_fmt([r["generation"][k] for r in runs]) for k in GENERATION]
+            print(f"| {variant} | " + " | ".join(row) + " |")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1, default=str) + "\n")
     return results
