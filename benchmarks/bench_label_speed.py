@@ -32,6 +32,16 @@ import numpy as np
 
 
 def _peak_rss_gib():
+    """Peak resident memory of this process (GiB): VmHWM of /proc/self/status,
+    which starts afresh at exec (``ru_maxrss`` would carry the parent's peak
+    over into a subprocess)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -75,7 +85,9 @@ def _label_only(model_path, path, args):
         if len(head) == args.reference_n:
             break
     start = time.perf_counter()
-    label_streamlines(model, head, register=False, batch_size=args.batch_size)
+    label_streamlines(
+        model, head, register=False, batch_size=args.batch_size, reject=args.reject
+    )
     small_rate = len(head) / (time.perf_counter() - start)
     del head
     rss_before = _current_rss_gib()
@@ -85,7 +97,11 @@ def _label_only(model_path, path, args):
     )
     start = time.perf_counter()
     labels, _ = label_streamlines(
-        model, streamlines, register=False, batch_size=args.batch_size
+        model,
+        streamlines,
+        register=False,
+        batch_size=args.batch_size,
+        reject=args.reject,
     )
     seconds = time.perf_counter() - start
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
@@ -94,6 +110,7 @@ def _label_only(model_path, path, args):
     result |= {
         "n_streamlines": int(len(labels)),
         "batch_size": args.batch_size,
+        "reject": args.reject,
         "seconds": seconds,
         "streamlines_per_s": len(labels) / seconds,
         "in_memory_streamlines_per_s": small_rate,
@@ -107,12 +124,20 @@ def _label_only(model_path, path, args):
 
 
 def main(argv=None):
+    from aae_tract.label import REJECT_RULES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_streamlines", type=int, default=1_000_000)
     parser.add_argument("--n_points", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--reference_n", type=int, default=20_000)
+    parser.add_argument(
+        "--reject",
+        default="both",
+        choices=list(REJECT_RULES),
+        help="label_streamlines' rejection rule (latent: nothing is decoded)",
+    )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--label", nargs=2, metavar=("MODEL", "TRACTOGRAM"))
@@ -146,7 +171,7 @@ def main(argv=None):
     # labelling in its own process, so its peak memory is its own
     command = [sys.executable, __file__, "--label", str(model_path), str(path)]
     command += ["--batch_size", str(args.batch_size)]
-    command += ["--reference_n", str(args.reference_n)]
+    command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     truth = np.asarray(load_wholebrain_labels(whole, "sub-01"))
