@@ -14,6 +14,8 @@ __all__ = ["bundle_colors"]
 # Left/right pairs share a family colour: the left bundle gets the colour, the
 # right one a lighter tint of it.
 _EXACT_COLORS = {
+    # streamlines of no known bundle (aae_tract.label.OTHER): neutral grey
+    "other": "#999999",
     "CC": "#2ca02c",
     "CC_ForcepsMajor": "#2ca02c",
     "CC_ForcepsMinor": "#98c000",

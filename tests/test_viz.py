@@ -123,6 +123,12 @@ def test_bundle_colors_stable_and_independent_of_other_names():
     assert distances[np.triu_indices(3, 1)].min() > 0.3
 
 
+def test_other_streamlines_are_grey_in_every_picture():
+    from aae_tract.label import OTHER
+
+    np.testing.assert_allclose(viz.bundle_colors(OTHER)[OTHER], (0.6, 0.6, 0.6))
+
+
 def test_bundle_colors_do_not_depend_on_python_hash_seed():
     # names outside the table are coloured from a CRC32 of the name: fixed
     # numbers, the same in every process whatever PYTHONHASHSEED is

@@ -198,15 +198,12 @@ def _write_groups(sft, labels, groups, paths):
 def _picture(sft, labels, groups, out_png, tractogram):
     """The streamlines coloured by label (grey for "other"); Path or None."""
     from aae_tract.colors import bundle_colors
-    from aae_tract.label import OTHER
     from aae_tract.viz import render_bundles
 
     present = [g for g in groups if (labels == g).any()]
     if not present:
         return None
     colors = bundle_colors(present)
-    if OTHER in colors:
-        colors[OTHER] = (0.6, 0.6, 0.6)
     lines = [sft.streamlines[labels == g] for g in present]
     try:
         return render_bundles(

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from aae_tract.colors import bundle_colors
 from aae_tract.data import load_dataset, split_dataset
 from aae_tract.data_fetchers import (
     load_wholebrain_labels,
@@ -110,13 +109,10 @@ for name, row in full["per_class"].items():
 print(f"macro F1 {full['macro_f1']:.3f}")
 
 groups = [g for g in model.bundle_names + [OTHER] if (labels == g).any()]
-colors = bundle_colors(groups)
-colors[OTHER] = (0.6, 0.6, 0.6)
 render_bundles(
     [tractogram.streamlines[np.flatnonzero(labels == g)] for g in groups],
     out / "tutorial_labels.png",
     labels=groups,
-    colors=colors,
     title="sub-07 labelled by the model (other: grey)",
 )
 
