@@ -17,9 +17,12 @@ Usage::
     python benchmarks/quality.py --dataset minimal_bundles --epochs 60
     python benchmarks/quality.py --seeds 0 --set decoder='"spline"'
     KERAS_BACKEND=torch python benchmarks/quality.py --dataset phantom
+    python benchmarks/quality.py --dataset phantom --jobs 2  # 2 seeds at once
 
-The default budget (``--epochs``: 100 on both datasets) takes about 5-10
-minutes per seed on a 2-core CPU.
+The default budget (``--epochs``: 100 on both datasets) takes about 15-20
+minutes per seed on a 2-core CPU. ``--jobs 2`` trains two seeds at once, each
+in its own process on one core; the numbers are those of a one-at-a-time run
+up to float rounding.
 
 The table has two reference columns: ``real vs real`` (two random halves of
 the held-out streamlines, the ceiling :func:`~aae_tract.metrics.evaluate`
@@ -413,6 +416,84 @@ def plain_autoencoder_recon(config, train, held_out):
     return float(np.mean([error[labels == b].mean() for b in np.unique(labels)]))
 
 
+def run_seeds_in_workers(args, argv):
+    """Train and evaluate each seed in its own process, ``args.jobs`` at once.
+
+    Each worker runs this script on one seed with the same options and writes
+    its JSON; the CPUs are split evenly between the workers running at once
+    (so two 1-core trainings on 2 cores, not two 2-core ones fighting).
+
+    Returns
+    -------
+    list of (config, epochs, seconds, results, cross)
+        Per seed, in the order of ``args.seeds``.
+    """
+    import subprocess
+
+    drop = {"--seeds", "--jobs", "--out", "--cpus"}
+    base, skip = [], False
+    for item in argv:
+        if skip and not item.startswith("--"):
+            continue
+        skip = item.split("=")[0] in drop
+        if not skip:
+            base.append(item)
+    cpus = sorted(os.sched_getaffinity(0))
+    jobs = min(args.jobs, len(args.seeds))
+    shares = [cpus[i::jobs] or cpus for i in range(jobs)]
+    folder = tempfile.mkdtemp(prefix="aae_tract_quality_")
+    pending, running, done = list(args.seeds), {}, {}
+    while pending or running:
+        free = [i for i in range(jobs) if i not in running]
+        while pending and free:
+            seed, slot = pending.pop(0), free.pop(0)
+            out = os.path.join(folder, f"seed{seed}.json")
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                *base,
+                "--seeds",
+                str(seed),
+                "--out",
+                out,
+                "--cpus",
+                ",".join(map(str, shares[slot])),
+            ]
+            log = open(os.path.join(folder, f"seed{seed}.log"), "w")
+            print(f"seed {seed}: worker on CPUs {shares[slot]}, log {log.name}")
+            running[slot] = (
+                seed,
+                out,
+                log,
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT),
+            )
+        time.sleep(5)
+        for slot, (seed, out, log, proc) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[slot]
+            if proc.returncode != 0:
+                for _, _, _, other in running.values():
+                    other.kill()
+                with open(log.name) as f:
+                    tail = f.read()[-3000:]
+                raise SystemExit(
+                    f"seed {seed}: worker failed ({proc.returncode}):\n{tail}"
+                )
+            with open(out) as f:
+                payload = json.load(f)
+            print(f"seed {seed}: done ({payload['train_seconds'][0]:.0f} s training)")
+            done[seed] = (
+                payload["config"],
+                payload["config"].get("epochs"),
+                payload["train_seconds"][0],
+                {s: payload["runs"][s][0] for s in SAMPLINGS},
+                payload["train_vs_held_out_runs"][0],
+            )
+    return [done[seed] for seed in args.seeds]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -461,7 +542,19 @@ def main(argv=None):
     parser.add_argument("--load", help="evaluate this model instead of training")
     parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
     parser.add_argument("--out", help="write the numbers as JSON here")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="seeds trained at once, each in its own process on its own share "
+        "of the CPUs (the same numbers as one at a time, up to float rounding)",
+    )
+    parser.add_argument("--cpus", help=argparse.SUPPRESS)  # a --jobs worker's CPUs
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     if args.attribute != "length" and args.dataset != "phantom":
         parser.error(f"--attribute {args.attribute} needs --dataset phantom")
 
@@ -498,8 +591,16 @@ def main(argv=None):
     )
     runs = {s: [] for s in SAMPLINGS}
     crosses, seconds = [], []
-    for seed in args.seeds:
-        model, secs, results, cross = run_seed(config, seed, train, held_out, args)
+    if args.jobs > 1 and len(args.seeds) > 1:
+        done = run_seeds_in_workers(args, sys.argv[1:] if argv is None else argv)
+    else:
+        done = []
+        for seed in args.seeds:
+            model, secs, results, cross = run_seed(config, seed, train, held_out, args)
+            epochs = model.metadata.training.get("epochs")
+            done.append((model.config.to_dict(), epochs, secs, results, cross))
+    model_config, epochs = done[0][:2]
+    for _, _, secs, results, cross in done:
         seconds.append(secs)
         crosses.append(cross)
         for s in SAMPLINGS:
@@ -511,7 +612,7 @@ def main(argv=None):
     }
     title = (
         f"{args.dataset} ({args.attribute}), "
-        f"{model.metadata.training.get('epochs')} epochs, "
+        f"{epochs} epochs, "
         f"seeds {', '.join(map(str, args.seeds))}, training "
         f"{np.mean(seconds):.0f} s per seed on {current_backend()}, "
         f"n_train {runs['bank'][0]['n_train']}, n_eval {runs['bank'][0]['n_eval']}"
@@ -550,7 +651,7 @@ def main(argv=None):
             else None,
             "fragments": args.fragments,
             "register": args.register,
-            "config": model.config.to_dict(),
+            "config": model_config,
             "seeds": args.seeds,
             "backend": current_backend(),
             "device": describe_device(),
@@ -561,6 +662,7 @@ def main(argv=None):
             "summary": summary,
             "real_vs_real": real,
             "train_vs_held_out": cross,
+            "train_vs_held_out_runs": crosses,
             "runs": runs,
             "passed": passed,
         }
