@@ -412,9 +412,11 @@ def label_streamlines(
     ----------
     model : TractAAE or str or Path
         A trained model (or its ``.keras`` file).
-    streamlines : StatefulTractogram, ArraySequence, sequence or iterable
+    streamlines : StatefulTractogram, TractogramStream, sequence or iterable
         RAS+ mm. An iterable (e.g. a lazily loaded tractogram's streamlines)
-        is read block by block.
+        is read block by block; so is a
+        :class:`~aae_tract.stream.TractogramStream`, which the registration
+        also samples without loading the file.
     register : bool, optional
         Bring the streamlines into the model's common space first (SLR of a
         sample of them to the model's common-space bundles). Default: when
@@ -464,7 +466,7 @@ def label_streamlines(
         register = registration.active
     matrix = None
     if register and registration.active:
-        if not hasattr(streamlines, "__len__"):
+        if not hasattr(streamlines, "__len__"):  # a TractogramStream has both
             streamlines = list(streamlines)
         matrix = registration.register_tractogram(streamlines, name=name)
     total = len(streamlines) if hasattr(streamlines, "__len__") else None

@@ -256,7 +256,7 @@ class Registration:
 
         Parameters
         ----------
-        streamlines : sequence of (n, 3) arrays or ndarray (N, P, 3)
+        streamlines : sequence of (n, 3) arrays, ndarray (N, P, 3) or TractogramStream
             RAS+ mm.
         name : str
             What to call them in messages.
@@ -274,7 +274,10 @@ class Registration:
         n = len(streamlines)
         want = SAMPLE_PER_BUNDLE * len(self.atlas)
         rows = np.sort(rng.choice(n, min(n, 4 * want), replace=False))
-        picked = resample([streamlines[i] for i in rows], N_POINTS)
+        if hasattr(streamlines, "take"):  # a TractogramStream: one pass
+            picked = resample(streamlines.take(rows), N_POINTS)
+        else:
+            picked = resample([streamlines[i] for i in rows], N_POINTS)
         lengths = streamline_lengths(picked)
         shortest = float(streamline_lengths(static).min())
         picked = picked[lengths >= 0.5 * shortest][:want]

@@ -11,6 +11,13 @@ during labelling. ``--reference_n`` streamlines are first labelled from
 memory: the rate on a small input, for the ratio. Last, the encoder's and
 the decoder's forward passes are timed alone, the bound on labelling.
 
+With ``--cli`` the command ``aae_tract_label`` also labels the file, in its
+own process, writing every output but the picture: its wall time (start-up,
+reading, labelling and writing the tractograms) and its peak resident
+memory, once as it runs (the file read and written a block at a time) and
+once with the whole file loaded first (as the command did before it
+streamed), in the same run.
+
 Example::
 
     python benchmarks/bench_label_speed.py --n_streamlines 1000000
@@ -123,6 +130,33 @@ def _label_only(model_path, path, args):
     return result
 
 
+def _label_cli(model_path, path, out_dir, args):
+    """Run aae_tract_label in this process; print one JSON line."""
+    from aae_tract.workflows import cli
+
+    if args.whole:  # no extension is streamed: the file is loaded whole
+        import aae_tract.stream
+
+        aae_tract.stream.STREAM_EXTENSIONS = ()
+
+    start = time.perf_counter()
+    code = cli.main(
+        "aae_tract_label",
+        [path, "--model", model_path, "--out_dir", out_dir, "--skip_picture"]
+        + ["--batch_size", str(args.batch_size), "--reject", args.reject, "--force"],
+    )
+    seconds = time.perf_counter() - start
+    report = json.loads((Path(out_dir) / "labels.json").read_text())
+    result = {
+        "exit_code": code,
+        "seconds": seconds,
+        "n_streamlines": report["n_streamlines"],
+        "peak_rss_gib": _peak_rss_gib(),
+    }
+    print(json.dumps(result))
+    return result
+
+
 def main(argv=None):
     from aae_tract.label import REJECT_RULES
 
@@ -140,11 +174,20 @@ def main(argv=None):
     )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="also time aae_tract_label on the file and take its peak memory",
+    )
     parser.add_argument("--label", nargs=2, metavar=("MODEL", "TRACTOGRAM"))
+    parser.add_argument("--label_cli", nargs=3, metavar=("MODEL", "TRACTOGRAM", "OUT"))
+    parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.label:
         return _label_only(*args.label, args)
+    if args.label_cli:
+        return _label_cli(*args.label_cli, args)
 
     from aae_tract.data import load_dataset, split_dataset
     from aae_tract.data_fetchers import (
@@ -197,6 +240,24 @@ def main(argv=None):
         f"the networks alone: encoder {result['encoder_streamlines_per_s']:,.0f}/s, "
         f"decoder {result['decoder_streamlines_per_s']:,.0f}/s"
     )
+    if args.cli:
+        result["cli"] = {}
+        for mode in ("stream", "whole"):
+            command = [sys.executable, __file__, "--label_cli", str(model_path)]
+            command += [str(path), str(root / f"cli_{mode}")]
+            command += ["--batch_size", str(args.batch_size), "--reject", args.reject]
+            command += ["--whole"] if mode == "whole" else []
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            result["cli"][mode] = run
+            how = "loaded whole" if mode == "whole" else "streamed"
+            print(
+                f"aae_tract_label, file {how}"
+                f" (start-up, read, label, write {len(model.bundle_names) + 1} "
+                f"tractograms, no picture): {run['seconds']:.0f} s, "
+                f"{run['n_streamlines'] / run['seconds']:,.0f} streamlines/s; "
+                f"peak RSS {run['peak_rss_gib']:.2f} GiB"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return result

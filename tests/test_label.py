@@ -259,6 +259,88 @@ def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
     assert latent["counts"]["other"] <= report["counts"]["other"]
 
 
+def test_label_command_streams_its_input_and_labels_as_the_api_does(
+    labelled, mixed_tractogram, tmp_path, monkeypatch, capsys
+):
+    from aae_tract import stream
+    from aae_tract.io import load_bundle, save_tractogram
+    from aae_tract.label import label_streamlines
+    from workflows import label as label_flow
+
+    model, _ = labelled
+    model_path = model.save(tmp_path / "m.keras")
+    tractogram, _ = mixed_tractogram
+    sft = load_bundle(tractogram)
+    expected, _ = label_streamlines(model, sft)
+    tck = save_tractogram(sft, tmp_path / "all.tck")
+    # small chunks and a small picture sample: several blocks, a sample drawn
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(label_flow, "PICTURE_MAX", 40)
+    read = []
+    real_blocks = stream.TractogramStream.blocks
+
+    def counting(self):
+        for block in real_blocks(self):
+            read.append(len(block))
+            yield block
+
+    monkeypatch.setattr(stream.TractogramStream, "blocks", counting)
+    out = tmp_path / "out"
+    args = ["--model", model_path, "--out_dir", out, "--skip_picture"]
+    assert run_cli("aae_tract_label", tractogram, *args) == 0
+    assert max(read) < len(sft) / 4  # never the whole file at once
+    report = json.loads((out / "labels.json").read_text())
+    np.testing.assert_array_equal(report["labels"], expected)
+    for name, count in report["counts"].items():
+        if count:
+            back = load_bundle(out / f"{name}.trk")
+            rows = np.flatnonzero(expected == name)
+            np.testing.assert_allclose(
+                back.streamlines.get_data(), sft.streamlines[rows].get_data(), atol=1e-3
+            )
+    # a .tck with its reference, written as .tck: the same labels
+    out_tck = tmp_path / "out_tck"
+    tck_args = ["--reference", tractogram, "--format", "tck", "--out_dir", out_tck]
+    assert run_cli("aae_tract_label", tck, *args[:2], *tck_args, "--skip_picture") == 0
+    report = json.loads((out_tck / "labels.json").read_text())
+    np.testing.assert_array_equal(report["labels"], expected)
+    no_ref = ["--model", model_path, "--out_dir", tmp_path / "no_ref"]
+    assert run_cli("aae_tract_label", tck, *no_ref) == 1
+    assert "all.tck: a .tck file needs a reference" in capsys.readouterr().err
+
+
+def test_the_label_picture_draws_a_sample_of_every_label(
+    mixed_tractogram, tmp_path, monkeypatch
+):
+    from aae_tract import viz
+    from aae_tract.stream import TractogramStream
+    from workflows import label as label_flow
+
+    tractogram, truth = mixed_tractogram
+    drawn = {}
+
+    def fake_render(lines, out_png, *, labels, colors, title):
+        drawn.update(zip(labels, (np.asarray(x) for x in lines)))
+        drawn["colors"] = colors
+        return out_png
+
+    monkeypatch.setattr(viz, "render_bundles", fake_render)
+    monkeypatch.setattr(label_flow, "PICTURE_MAX", 30)
+    labels = truth.copy()
+    labels[:2] = "other"  # a label of two streamlines keeps one in the sample
+    source = TractogramStream(tractogram)
+    groups = ["AF_L", "CC_ForcepsMajor", "CST_R", "other"]
+    out = label_flow._picture(source, labels, groups, tmp_path / "p.png", tractogram)
+    assert out == tmp_path / "p.png"
+    every = list(source)
+    for group in groups:
+        rows = np.flatnonzero(labels == group)
+        assert 1 <= len(drawn[group]) <= max(1, round(len(rows) * 30 / len(labels)))
+        for line in drawn[group]:  # each drawn streamline is one of its label's
+            assert any(np.array_equal(line, every[r]) for r in rows)
+    assert tuple(drawn["colors"]["other"]) == pytest.approx((0.6, 0.6, 0.6), abs=0.01)
+
+
 def test_label_command_errors_are_one_line(
     labelled, mixed_tractogram, tmp_path, capsys
 ):

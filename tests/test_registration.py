@@ -335,3 +335,25 @@ def test_api_generate_space(registered):
     model = TractAAE.load(registered / "aae_tract_model.keras")
     with pytest.raises(AAETractError, match="unknown subject"):
         generate(model, "AF_L", 90, n_streamlines=2, space="nobody")
+
+
+def test_a_tractogram_read_block_by_block_registers_as_one_in_memory(
+    registered, minimal_bundles_dir, tmp_path
+):
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    from aae_tract.io import load_bundle, save_tractogram
+    from aae_tract.model import TractAAE
+    from aae_tract.stream import TractogramStream
+
+    model = TractAAE.load(registered / "aae_tract_model.keras")
+    parts = [load_bundle(p) for p in sorted((minimal_bundles_dir / "sub_3").glob("*"))]
+    lines = [s for p in parts for s in p.streamlines]
+    path = save_tractogram(
+        StatefulTractogram.from_sft(lines, parts[0]), tmp_path / "all.trk"
+    )
+    reg = model.registration
+    in_memory = reg.register_tractogram(load_bundle(path).streamlines, name="all")
+    streamed = reg.register_tractogram(TractogramStream(path), name="all")
+    np.testing.assert_allclose(streamed, in_memory, atol=1e-6)
+    assert not np.allclose(streamed, np.eye(4))

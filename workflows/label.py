@@ -58,7 +58,9 @@ class LabelFlow(AAEWorkflow):
         the space of the input, a JSON report (counts, and the label and
         confidence of every streamline in file order: the posterior of its
         bundle, or for "other" how far past the thresholds it lies, 0 to 1)
-        and a picture coloured by label.
+        and a picture coloured by label. A .trk or .tck tractogram is read
+        and written a block of streamlines at a time, so its size is not
+        limited by memory.
 
         Parameters
         ----------
@@ -114,6 +116,7 @@ class LabelFlow(AAEWorkflow):
             )
 
         from aae_tract.io import load_bundle
+        from aae_tract.stream import STREAM_EXTENSIONS, TractogramStream
 
         select_backend(backend, device)
         from aae_tract.label import OTHER, label_streamlines
@@ -131,17 +134,20 @@ class LabelFlow(AAEWorkflow):
         if paths is None:
             return None
 
-        sft = load_bundle(tractogram, reference=reference)
+        if Path(tractogram).suffix.lower() in STREAM_EXTENSIONS:
+            source = TractogramStream(tractogram, reference=reference)
+        else:
+            source = load_bundle(tractogram, reference=reference)
         labels, confidence = label_streamlines(
             net,
-            sft,
+            source,
             register={"auto": None, "yes": True, "no": False}[register],
             name=str(tractogram),
             batch_size=batch_size,
             progress=True,
             reject=reject,
         )
-        written = _write_groups(sft, labels, groups, paths)
+        written = _write_groups(source, labels, groups, paths)
         counts = {g: int((labels == g).sum()) for g in groups}
         report = {
             "tractogram": str(tractogram),
@@ -161,7 +167,7 @@ class LabelFlow(AAEWorkflow):
         write_text_atomic(paths["out_labels"], json.dumps(report) + "\n")
         written.append(paths["out_labels"])
         if not skip_picture:
-            picture = _picture(sft, labels, groups, paths["out_picture"], tractogram)
+            picture = _picture(source, labels, groups, paths["out_picture"], tractogram)
             if picture is not None:
                 written.append(picture)
         logger.info(
@@ -174,8 +180,12 @@ class LabelFlow(AAEWorkflow):
         return written
 
 
-def _write_groups(sft, labels, groups, paths):
-    """One tractogram per label with streamlines; stale files of the others go."""
+def _write_groups(source, labels, groups, paths):
+    """One tractogram per label with streamlines; stale files of the others go.
+
+    ``source`` is a TractogramStream (written a block at a time, one pass per
+    file) or a StatefulTractogram.
+    """
     from dipy.io.stateful_tractogram import StatefulTractogram
 
     from aae_tract.io import save_tractogram
@@ -183,19 +193,29 @@ def _write_groups(sft, labels, groups, paths):
     written = []
     for group in groups:
         path = paths[f"out_{group}"]
-        keep = np.flatnonzero(labels == group)
-        if not keep.size:
+        keep = labels == group
+        if not keep.any():
             if path.exists():
                 path.unlink()
                 logger.info("%s removed: no streamline is labelled %s", path, group)
             continue
-        subset = StatefulTractogram.from_sft(sft.streamlines[keep], sft)
-        save_tractogram(subset, path)
+        if hasattr(source, "write"):
+            source.write(path, keep)
+        else:
+            subset = StatefulTractogram.from_sft(
+                source.streamlines[np.flatnonzero(keep)], source
+            )
+            save_tractogram(subset, path)
         written.append(path)
     return written
 
 
-def _picture(sft, labels, groups, out_png, tractogram):
+#: Most streamlines read back for the picture (a seeded sample of larger
+#: inputs; render_bundles draws at most as many).
+PICTURE_MAX = 10000
+
+
+def _picture(source, labels, groups, out_png, tractogram):
     """The streamlines coloured by label (grey for "other"); Path or None."""
     from aae_tract.colors import bundle_colors
     from aae_tract.viz import render_bundles
@@ -203,15 +223,31 @@ def _picture(sft, labels, groups, out_png, tractogram):
     present = [g for g in groups if (labels == g).any()]
     if not present:
         return None
+    fraction = min(1.0, PICTURE_MAX / len(labels))
+    rng = np.random.default_rng(0)
+    picks = []
+    for g in present:
+        rows = np.flatnonzero(labels == g)
+        n = max(1, int(round(len(rows) * fraction)))
+        picks.append(np.sort(rng.choice(rows, n, replace=False)))
+    if fraction < 1:
+        logger.info(
+            "picture: a sample of %d of the %d streamlines",
+            sum(map(len, picks)),
+            len(labels),
+        )
+    rows = np.concatenate(picks)
+    if hasattr(source, "take"):
+        drawn = source.take(rows)
+    else:
+        drawn = [source.streamlines[i] for i in rows]
+    ends = np.cumsum([len(p) for p in picks])
+    lines = [drawn[end - len(p) : end] for p, end in zip(picks, ends)]
     colors = bundle_colors(present)
-    lines = [sft.streamlines[labels == g] for g in present]
+    title = f"{Path(tractogram).name}: streamlines by label"
     try:
         return render_bundles(
-            lines,
-            out_png,
-            labels=present,
-            colors=colors,
-            title=f"{Path(tractogram).name}: streamlines by label",
+            lines, out_png, labels=present, colors=colors, title=title
         )
     except AAETractError as exc:
         logger.warning("no picture made: %s", exc)

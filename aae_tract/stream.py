@@ -1,0 +1,350 @@
+"""Tractograms larger than memory: read and write them block by block.
+
+:func:`aae_tract.io.load_bundle` reads a whole tractogram at once, which suits
+bundles. A whole-brain tractogram of millions of streamlines does not fit so
+easily: :class:`TractogramStream` reads a ``.trk`` or ``.tck`` file a block of
+streamlines at a time (plain ``.trk`` files with the chunked reader of
+:mod:`aae_tract.trk`, the others with nibabel's lazy loading), in RAS+ mm, with
+the same checks as ``load_bundle`` (unusable streamlines skipped and counted,
+truncated files refused, the header's count compared), and writes any subset
+of its streamlines to a new file in the same space, again a block at a time.
+Memory then depends on the block size, not on the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from aae_tract.atomic import write_atomic
+from aae_tract.errors import TractogramError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["STREAM_EXTENSIONS", "TractogramStream"]
+
+#: Extensions read block by block (``.trx`` is read whole by ``load_bundle``).
+STREAM_EXTENSIONS = (".trk", ".tck")
+
+#: Bytes of a plain ``.trk`` body read at a time.
+CHUNK_BYTES = 1 << 26
+
+#: Streamlines per block of the other readers.
+BLOCK = 65536
+
+
+class TractogramStream:
+    """A ``.trk`` or ``.tck`` file read block by block, in RAS+ mm.
+
+    Its usable streamlines (finite, in range, at least ``min_points`` points)
+    are numbered from 0 in file order: that is the order of iteration, of
+    :meth:`take` and of the mask given to :meth:`write`. Each pass reads the
+    file again; the first one counts what it skips (logged once) and checks
+    the file against its header.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.trk`` or ``.tck`` file.
+    reference : str or Path, optional
+        Space of a ``.tck`` file: a NIfTI image or a ``.trk`` in the same
+        space. Ignored for ``.trk``.
+    min_points : int, optional
+        Streamlines with fewer points are skipped.
+
+    Raises
+    ------
+    TractogramError
+        Missing file, another extension, missing or unusable reference, or a
+        header that describes an invalid space. An unreadable body, an empty
+        file or one without a usable streamline is reported by the first pass.
+    """
+
+    def __init__(self, path, *, reference=None, min_points=2):
+        from dipy.io.utils import get_reference_info
+
+        from aae_tract.io import _check_path, _check_space, _reference_for
+
+        self.path, self.ext = _check_path(path)
+        if self.ext not in STREAM_EXTENSIONS:
+            raise TractogramError(
+                f"{self.path}: only {' and '.join(STREAM_EXTENSIONS)} files are "
+                "read block by block"
+            )
+        self.reference = _reference_for(self.path, self.ext, reference)
+        source = str(self.path) if self.ext == ".trk" else self.reference
+        try:
+            self.space = get_reference_info(source)
+        except Exception as exc:
+            raise TractogramError(
+                f"{self.path}: cannot read its space ({type(exc).__name__}: {exc})"
+            ) from exc
+        if self.ext == ".trk":
+            _check_space(self.path, *self.space[:3], what="header")
+        self.min_points = int(min_points)
+        self._count = None
+
+    # -- reading ---------------------------------------------------------------
+    def _raw_blocks(self):
+        """ArraySequences of every streamline, in file order, RAS+ mm."""
+        try:
+            plain = _plain_trk(self.path) if self.ext == ".trk" else None
+            if plain is not None:
+                yield from _plain_trk_blocks(self.path, *plain)
+                return
+            lazy = nib.streamlines.load(str(self.path), lazy_load=True)
+            block = []
+            for s in lazy.tractogram.to_world().streamlines:
+                block.append(s)
+                if len(block) == BLOCK:
+                    yield nib.streamlines.ArraySequence(block)
+                    block = []
+            if block:
+                yield nib.streamlines.ArraySequence(block)
+        except TractogramError:
+            raise
+        except Exception as exc:  # nibabel raises many kinds
+            raise TractogramError(
+                f"{self.path}: cannot read tractogram, the file is truncated or "
+                f"corrupt ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def blocks(self):
+        """Yield the usable streamlines, a block (ArraySequence) at a time.
+
+        Raises
+        ------
+        TractogramError
+            The file cannot be read, holds another number of streamlines than
+            its header declares, is empty, or has no usable streamline.
+        """
+        from aae_tract.io import valid_streamline_mask
+
+        first = self._count is None
+        n_total = n_usable = n_nonfinite = n_short = 0
+        for block in self._raw_blocks():
+            keep, nonfinite, short = valid_streamline_mask(
+                block, min_points=self.min_points
+            )
+            n_total += len(block)
+            n_nonfinite += nonfinite
+            n_short += short
+            if not keep.all():
+                block = block[np.flatnonzero(keep)]
+            n_usable += len(block)
+            if len(block):
+                yield block
+        if not first:
+            return
+        self._check_declared(n_total)
+        if n_total == 0:
+            raise TractogramError(
+                f"{self.path}: the tractogram is empty (no streamlines)"
+            )
+        if n_usable == 0:
+            raise TractogramError(
+                f"{self.path}: no usable streamline: {n_nonfinite} of {n_total} "
+                "have NaN/inf or out-of-range coordinates, "
+                f"{n_short} have fewer than {self.min_points} points"
+            )
+        if n_usable < n_total:
+            logger.warning(
+                "%s: skipped %d of %d streamlines (%d with NaN/inf or "
+                "out-of-range coordinates, %d with fewer than %d points)",
+                self.path,
+                n_total - n_usable,
+                n_total,
+                n_nonfinite,
+                n_short,
+                self.min_points,
+            )
+        self._count = n_usable
+
+    def _check_declared(self, n_read):
+        """TractogramError when the header declares another count."""
+        from nibabel.streamlines.tck import TckFile
+        from nibabel.streamlines.trk import header_2_dtype
+
+        if self.ext == ".trk":
+            with open(self.path, "rb") as handle:
+                header = np.frombuffer(handle.read(1000), dtype=header_2_dtype)
+            if int(header["hdr_size"][0]) != 1000:
+                header = header.byteswap()
+            declared = int(header["nb_streamlines"][0])
+        else:
+            count = str(TckFile._read_header(str(self.path)).get("count", "0"))
+            declared = int(count.strip()) if count.strip().isdigit() else 0
+        if declared > 0 and declared != n_read:
+            raise TractogramError(
+                f"{self.path}: the header declares {declared} streamlines but "
+                f"{n_read} were read: truncated or corrupt (or empty streamlines)"
+            )
+
+    def __iter__(self):
+        for block in self.blocks():
+            yield from block
+
+    def __len__(self):
+        """Number of usable streamlines (a pass over the file the first time)."""
+        if self._count is None:
+            for _ in self.blocks():
+                pass
+        return self._count
+
+    def take(self, rows):
+        """The usable streamlines at ``rows`` (in that order), one pass.
+
+        Parameters
+        ----------
+        rows : array_like of int
+            Positions among the usable streamlines.
+
+        Returns
+        -------
+        list of ndarray (n, 3)
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]
+        out = [None] * len(rows)
+        start, k = 0, 0
+        for block in self.blocks():
+            stop = start + len(block)
+            while k < len(wanted) and wanted[k] < stop:
+                out[order[k]] = np.array(block[wanted[k] - start])
+                k += 1
+            start = stop
+            if k == len(wanted):
+                break
+        if k < len(wanted):
+            raise IndexError(f"row {wanted[k]} past the {start} usable streamlines")
+        return out
+
+    # -- writing ---------------------------------------------------------------
+    def write(self, path, keep):
+        """Write the usable streamlines where ``keep`` is True, in this file's space.
+
+        ``.trk`` and ``.tck`` are written a block at a time; ``.trx`` (no
+        streaming writer) holds the kept streamlines in memory. Atomic: the
+        file appears complete or not at all.
+
+        Parameters
+        ----------
+        path : str or Path
+            Destination ``.trk``, ``.tck`` or ``.trx`` file.
+        keep : array_like of bool, shape (len(self),)
+            Which usable streamlines to write.
+
+        Returns
+        -------
+        Path
+        """
+        from dipy.io.utils import create_tractogram_header
+        from nibabel.streamlines import LazyTractogram
+        from nibabel.streamlines.tck import TckFile
+        from nibabel.streamlines.trk import TrkFile
+
+        from aae_tract.io import TRACTOGRAM_EXTENSIONS, save_tractogram
+
+        path = Path(path)
+        keep = np.asarray(keep, dtype=bool)
+        if len(keep) != len(self):
+            raise ValueError(f"{len(keep)} flags for {len(self)} streamlines")
+
+        def kept():
+            start = 0
+            for block in self.blocks():
+                for i in np.flatnonzero(keep[start : start + len(block)]):
+                    yield block[i]
+                start += len(block)
+
+        ext = path.suffix.lower()
+        if ext == ".trx":
+            from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
+
+            reference = str(self.path) if self.ext == ".trk" else self.reference
+            sft = StatefulTractogram(
+                list(kept()), reference, Space.RASMM, origin=Origin.NIFTI
+            )
+            return save_tractogram(sft, path)
+        if ext not in TRACTOGRAM_EXTENSIONS:
+            raise TractogramError(
+                f"{path}: unknown extension {ext or '(none)'!r}; "
+                f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
+            )
+        kind = TrkFile if ext == ".trk" else TckFile
+        header = create_tractogram_header(kind, *self.space)
+        tractogram = LazyTractogram(streamlines=kept, affine_to_rasmm=np.eye(4))
+
+        def write(tmp):
+            try:
+                kind(tractogram, header=header).save(str(tmp))
+            except (TractogramError, OSError):
+                raise
+            except Exception as exc:
+                raise TractogramError(
+                    f"{path}: cannot write tractogram ({type(exc).__name__}: {exc})"
+                ) from exc
+
+        return write_atomic(path, write, error=TractogramError)
+
+
+def _plain_trk(path):
+    """``(offset, affine)`` of a plain ``.trk`` (see :mod:`aae_tract.trk`), or
+    None for one that nibabel's reader should take."""
+    from aae_tract.trk import _HEADER_BYTES, _is_plain, _parse_header
+
+    try:
+        with open(path, "rb") as handle:
+            header, affine = _parse_header(handle.read(_HEADER_BYTES))
+    except Exception:
+        return None
+    if not _is_plain(header):
+        return None
+    return int(header.get("_offset_data", _HEADER_BYTES)), affine
+
+
+def _plain_trk_blocks(path, offset, affine):
+    """ArraySequences of a plain ``.trk`` body, reading :data:`CHUNK_BYTES`
+    at a time."""
+    from aae_tract.trk import _streamlines
+
+    chunk_words = max(CHUNK_BYTES // 4, 4)
+    rest = np.zeros(0, dtype="<i4")
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while True:
+            new = np.fromfile(handle, dtype="<i4", count=chunk_words)
+            if not new.size:
+                break
+            words = np.concatenate([rest, new]) if rest.size else new
+            counts, used = _whole_streamlines(path, words)
+            if counts:
+                yield _streamlines(words[:used], np.asarray(counts, np.int64), affine)
+            rest = words[used:].copy()
+    if rest.size:
+        raise TractogramError(
+            f"{path}: the file ends inside a streamline: truncated or corrupt"
+        )
+
+
+def _whole_streamlines(path, words):
+    """Point counts of the streamlines complete in ``words``, and the words
+    they take."""
+    view = memoryview(np.ascontiguousarray(words)).cast("B").cast("i")
+    n_words, position, counts = len(words), 0, []
+    while position < n_words:
+        count = view[position]
+        if count < 0:
+            raise TractogramError(
+                f"{path}: a streamline with {count} points: the file is corrupt"
+            )
+        end = position + 1 + 3 * count
+        if end > n_words:
+            break
+        counts.append(count)
+        position = end
+    return counts, position
