@@ -227,9 +227,7 @@ class TractogramStream:
     def write(self, path, keep):
         """Write the usable streamlines where ``keep`` is True, in this file's space.
 
-        ``.trk`` and ``.tck`` are written a block at a time; ``.trx`` (no
-        streaming writer) holds the kept streamlines in memory. Atomic: the
-        file appears complete or not at all.
+        See :meth:`write_groups`, of which this is the one-file case.
 
         Parameters
         ----------
@@ -242,17 +240,74 @@ class TractogramStream:
         -------
         Path
         """
+        keep = np.asarray(keep, dtype=bool)
+        return self.write_groups({True: path}, keep)[True]
+
+    def write_groups(self, paths, groups):
+        """Write each group of usable streamlines to its own file, in this file's space.
+
+        ``.trk`` files are written together in one pass over this file, a
+        block at a time; each ``.tck`` file takes a pass of its own (nibabel's
+        writer), and ``.trx`` (no streaming writer) holds its streamlines in
+        memory. Atomic: each file appears complete or not at all.
+
+        Parameters
+        ----------
+        paths : dict
+            Group value -> destination ``.trk``, ``.tck`` or ``.trx`` file.
+            Streamlines of a group without a path are not written.
+        groups : array_like, shape (len(self),)
+            The group of each usable streamline.
+
+        Returns
+        -------
+        dict
+            Group value -> written Path.
+        """
+        from aae_tract.io import TRACTOGRAM_EXTENSIONS
+
+        groups = np.asarray(groups)
+        if len(groups) != len(self):
+            raise ValueError(f"{len(groups)} flags for {len(self)} streamlines")
+        paths = {g: Path(p) for g, p in paths.items()}
+        for path in paths.values():
+            ext = path.suffix.lower()
+            if ext not in TRACTOGRAM_EXTENSIONS:
+                raise TractogramError(
+                    f"{path}: unknown extension {ext or '(none)'!r}; "
+                    f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
+                )
+        together = {g: p for g, p in paths.items() if p.suffix.lower() == ".trk"}
+        written = self._write_trk(together, groups) if together else {}
+        for group, path in paths.items():
+            if group not in together:
+                written[group] = self._write_one(path, groups == group)
+        return written
+
+    def _write_trk(self, paths, groups):
+        """The ``.trk`` files of :meth:`write_groups`, in one pass."""
+        writers = {g: _TrkWriter(p, self.space) for g, p in paths.items()}
+        try:
+            start = 0
+            for block in self.blocks():
+                labels = groups[start : start + len(block)]
+                start += len(block)
+                for group, writer in writers.items():
+                    rows = np.flatnonzero(labels == group)
+                    if len(rows):
+                        writer.append(block[rows] if len(rows) < len(block) else block)
+            return {g: w.close() for g, w in writers.items()}
+        finally:
+            for writer in writers.values():
+                writer.abort()
+
+    def _write_one(self, path, keep):
+        """One ``.tck`` or ``.trx`` file of :meth:`write_groups`."""
         from dipy.io.utils import create_tractogram_header
         from nibabel.streamlines import LazyTractogram
         from nibabel.streamlines.tck import TckFile
-        from nibabel.streamlines.trk import TrkFile
 
-        from aae_tract.io import TRACTOGRAM_EXTENSIONS, save_tractogram
-
-        path = Path(path)
-        keep = np.asarray(keep, dtype=bool)
-        if len(keep) != len(self):
-            raise ValueError(f"{len(keep)} flags for {len(self)} streamlines")
+        from aae_tract.io import save_tractogram
 
         def kept():
             start = 0
@@ -261,8 +316,7 @@ class TractogramStream:
                     yield block[i]
                 start += len(block)
 
-        ext = path.suffix.lower()
-        if ext == ".trx":
+        if path.suffix.lower() == ".trx":
             from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 
             reference = str(self.path) if self.ext == ".trk" else self.reference
@@ -270,18 +324,12 @@ class TractogramStream:
                 list(kept()), reference, Space.RASMM, origin=Origin.NIFTI
             )
             return save_tractogram(sft, path)
-        if ext not in TRACTOGRAM_EXTENSIONS:
-            raise TractogramError(
-                f"{path}: unknown extension {ext or '(none)'!r}; "
-                f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
-            )
-        kind = TrkFile if ext == ".trk" else TckFile
-        header = create_tractogram_header(kind, *self.space)
+        header = create_tractogram_header(TckFile, *self.space)
         tractogram = LazyTractogram(streamlines=kept, affine_to_rasmm=np.eye(4))
 
         def write(tmp):
             try:
-                kind(tractogram, header=header).save(str(tmp))
+                TckFile(tractogram, header=header).save(str(tmp))
             except (TractogramError, OSError):
                 raise
             except Exception as exc:
@@ -290,6 +338,99 @@ class TractogramStream:
                 ) from exc
 
         return write_atomic(path, write, error=TractogramError)
+
+
+class _TrkWriter:
+    """A ``.trk`` file written a block at a time under a temporary name.
+
+    The header is nibabel's (written for an empty tractogram of the space,
+    as DIPY's ``save_tractogram`` makes it); each block's streamlines go to
+    TrackVis voxmm with the header's affine and are appended as the int32
+    point count and float32 points of each streamline; :meth:`close` sets the
+    streamline count and renames the file into place.
+    """
+
+    def __init__(self, path, space):
+        from dipy.io.utils import create_tractogram_header
+        from nibabel.streamlines import Tractogram
+        from nibabel.streamlines.trk import TrkFile, get_affine_rasmm_to_trackvis
+
+        from aae_tract.atomic import temporary_path
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temporary_path(self.path)
+        header = create_tractogram_header(TrkFile, *space)
+        try:
+            empty = Tractogram([], affine_to_rasmm=np.eye(4))
+            TrkFile(empty, header=header).save(str(self.tmp))
+            written = TrkFile.load(str(self.tmp), lazy_load=True).header
+            self.affine = get_affine_rasmm_to_trackvis(written).astype(np.float64)
+            self.handle = open(self.tmp, "r+b")
+            self.handle.seek(0, 2)
+        except OSError as exc:
+            self.abort()
+            raise TractogramError(
+                f"{self.path}: cannot write ({exc.strerror or exc})"
+            ) from exc
+        self.count = 0
+
+    def append(self, block):
+        """Append the streamlines of an ArraySequence (RAS+ mm)."""
+        lengths = np.asarray(block._lengths, dtype=np.int64)
+        points = _points(block).astype(np.float64)
+        voxmm = np.empty_like(points)
+        for row in range(3):  # matrix-vector products: (n, 3) @ (3, 3) is slow
+            voxmm[:, row] = points @ self.affine[row, :3] + self.affine[row, 3]
+        points = voxmm
+        words = np.empty(len(lengths) + 3 * len(points), dtype="<i4")
+        starts = np.concatenate([[0], np.cumsum(1 + 3 * lengths)[:-1]])
+        is_point = np.ones(len(words), dtype=bool)
+        is_point[starts] = False
+        words[starts] = lengths
+        words[is_point] = points.astype("<f4").reshape(-1).view("<i4")
+        try:
+            self.handle.write(words.tobytes())
+        except OSError as exc:
+            raise TractogramError(
+                f"{self.path}: cannot write ({exc.strerror or exc})"
+            ) from exc
+        self.count += len(lengths)
+
+    def close(self):
+        """Set the count, flush and rename into place; the Path."""
+        import os
+
+        try:
+            self.handle.seek(988)  # nb_streamlines in the 1000-byte header
+            self.handle.write(np.array([self.count], dtype="<i4").tobytes())
+            self.handle.close()
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise TractogramError(
+                f"{self.path}: cannot write ({exc.strerror or exc})"
+            ) from exc
+        return self.path
+
+    def abort(self):
+        """Close and remove the temporary file (nothing once closed)."""
+        handle = getattr(self, "handle", None)
+        if handle is not None and not handle.closed:
+            handle.close()
+        try:
+            self.tmp.unlink()
+        except OSError:
+            pass
+
+
+def _points(sequence):
+    """The points of an ArraySequence (also of a view of some of its
+    streamlines) as one (n, 3) array, in order."""
+    lengths = np.asarray(sequence._lengths, dtype=np.int64)
+    offsets = np.asarray(sequence._offsets, dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    index = np.arange(int(lengths.sum())) + np.repeat(offsets - starts, lengths)
+    return np.asarray(sequence._data)[index].reshape(-1, 3)
 
 
 def _plain_trk(path):

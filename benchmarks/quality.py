@@ -18,6 +18,8 @@ Usage::
     python benchmarks/quality.py --seeds 0 --set decoder='"spline"'
     KERAS_BACKEND=torch python benchmarks/quality.py --dataset phantom
     python benchmarks/quality.py --dataset phantom --jobs 2  # 2 seeds at once
+    python benchmarks/quality.py --seeds 0 --model m.keras  # writes m_seed0.keras
+    python benchmarks/quality.py --seeds 0 1 2 --load 'm_seed{seed}.keras'
 
 The default budget (``--epochs``: 100 on both datasets) takes about 15-20
 minutes per seed on a 2-core CPU. ``--jobs 2`` trains two seeds at once, each
@@ -352,7 +354,7 @@ def run_seed(config, seed, train, held_out, args):
 
     config = {**config, "seed": seed}
     if args.load:
-        model = TractAAE.load(args.load)
+        model = TractAAE.load(args.load.format(seed=seed))
         seconds = model.metadata.training.get("seconds")
     else:
         model = TractAAE.from_dataset(train, **config)
@@ -539,7 +541,12 @@ def main(argv=None):
         help="also train a plain autoencoder per seed (recon_vs_plain)",
     )
     parser.add_argument("--model", help="also save the trained models (.keras)")
-    parser.add_argument("--load", help="evaluate this model instead of training")
+    parser.add_argument(
+        "--load",
+        help="evaluate this model instead of training; {seed} in the name is "
+        "filled in per seed, e.g. models/q_seed{seed}.keras as --model "
+        "models/q.keras wrote them",
+    )
     parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
     parser.add_argument("--out", help="write the numbers as JSON here")
     parser.add_argument(

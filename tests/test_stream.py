@@ -127,3 +127,36 @@ def test_bad_files_are_named_with_the_problem(whole, tmp_path):
     other.write_bytes(b"not read")
     with pytest.raises(TractogramError, match="whole.trx: only .trk and .tck"):
         TractogramStream(other)
+
+
+def test_trk_groups_are_written_in_one_pass_as_dipy_writes_them(
+    whole, tmp_path, monkeypatch
+):
+    from dipy.io.stateful_tractogram import StatefulTractogram
+
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 2000)  # many blocks
+    source = TractogramStream(whole)
+    groups = np.random.default_rng(1).choice(["a", "b", "c"], len(source))
+    passes = []
+    real_blocks = TractogramStream.blocks
+
+    def counting(self):
+        passes.append(1)
+        yield from real_blocks(self)
+
+    monkeypatch.setattr(TractogramStream, "blocks", counting)
+    paths = {g: tmp_path / f"{g}.trk" for g in ("a", "b")}
+    paths["c"] = tmp_path / "c.tck"
+    written = source.write_groups(paths, groups)
+    assert written == paths
+    assert len(passes) == 2  # the .trk files together, the .tck on its own
+    sft = load_bundle(whole)
+    for g in ("a", "b"):
+        rows = np.flatnonzero(groups == g)
+        dipy_file = tmp_path / f"dipy_{g}.trk"
+        save_tractogram(
+            StatefulTractogram.from_sft(sft.streamlines[rows], sft), dipy_file
+        )
+        assert paths[g].read_bytes() == dipy_file.read_bytes()
+    back = load_bundle(paths["c"], reference=whole)
+    _same(back.streamlines, sft.streamlines[np.flatnonzero(groups == "c")])

@@ -183,31 +183,30 @@ class LabelFlow(AAEWorkflow):
 def _write_groups(source, labels, groups, paths):
     """One tractogram per label with streamlines; stale files of the others go.
 
-    ``source`` is a TractogramStream (written a block at a time, one pass per
-    file) or a StatefulTractogram.
+    ``source`` is a TractogramStream (its .trk outputs written together in
+    one pass, a block at a time) or a StatefulTractogram.
     """
     from dipy.io.stateful_tractogram import StatefulTractogram
 
     from aae_tract.io import save_tractogram
 
-    written = []
+    present = {}
     for group in groups:
         path = paths[f"out_{group}"]
-        keep = labels == group
-        if not keep.any():
-            if path.exists():
-                path.unlink()
-                logger.info("%s removed: no streamline is labelled %s", path, group)
-            continue
-        if hasattr(source, "write"):
-            source.write(path, keep)
-        else:
-            subset = StatefulTractogram.from_sft(
-                source.streamlines[np.flatnonzero(keep)], source
+        if (labels == group).any():
+            present[group] = path
+        elif path.exists():
+            path.unlink()
+            logger.info("%s removed: no streamline is labelled %s", path, group)
+    if hasattr(source, "write_groups"):
+        source.write_groups(present, labels)
+    else:
+        for group, path in present.items():
+            rows = np.flatnonzero(labels == group)
+            save_tractogram(
+                StatefulTractogram.from_sft(source.streamlines[rows], source), path
             )
-            save_tractogram(subset, path)
-        written.append(path)
-    return written
+    return list(present.values())
 
 
 #: Most streamlines read back for the picture (a seeded sample of larger
