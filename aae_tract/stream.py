@@ -119,11 +119,19 @@ class TractogramStream:
         ------
         TractogramError
             The file cannot be read, holds another number of streamlines than
-            its header declares, is empty, or has no usable streamline.
+            its header declares, is empty, has no usable streamline, or was
+            replaced or modified since the first pass.
         """
-        from aae_tract.io import valid_streamline_mask
+        from aae_tract.io import _file_identity, valid_streamline_mask
 
         first = self._count is None
+        if first:
+            self._identity = _file_identity(self.path)
+        elif _file_identity(self.path) != self._identity:
+            raise TractogramError(
+                f"{self.path}: the file changed since it was first read (another "
+                "process wrote it?); read it again"
+            )
         n_total = n_usable = n_nonfinite = n_short = 0
         for block in self._raw_blocks():
             keep, nonfinite, short = valid_streamline_mask(

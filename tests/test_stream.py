@@ -160,3 +160,16 @@ def test_trk_groups_are_written_in_one_pass_as_dipy_writes_them(
         assert paths[g].read_bytes() == dipy_file.read_bytes()
     back = load_bundle(paths["c"], reference=whole)
     _same(back.streamlines, sft.streamlines[np.flatnonzero(groups == "c")])
+
+
+def test_a_file_replaced_between_passes_is_refused(whole, tmp_path):
+    import shutil
+
+    path = tmp_path / "moving.trk"
+    shutil.copy(whole, path)
+    source = TractogramStream(path)
+    assert len(source) == 150
+    keep = np.ones(150, bool)
+    source.write(path, keep)  # the output replaces the input: the next pass says so
+    with pytest.raises(TractogramError, match="moving.trk: the file changed"):
+        source.take([0])
