@@ -188,10 +188,27 @@ def _check_declared_count(path, ext, sft):
     the rest, accepts a .trk cut at a streamline boundary, and drops empty
     .tck streamlines; the header's count and the file size tell.
     """
+    n_points = int(np.sum(sft.streamlines._lengths)) if ext == ".trk" else 0
+    check_counts(path, ext, len(sft), n_points)
+
+
+def check_counts(path, ext, n_read, n_points):
+    """TractogramError when a file's header and size do not match what was read.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.trk`` or ``.tck`` file.
+    ext : str
+        Its extension.
+    n_read : int
+        Streamlines read (all of them, usable or not).
+    n_points : int
+        Their points (``.trk`` only: with the header, they give the size).
+    """
     from nibabel.streamlines.tck import TckFile
     from nibabel.streamlines.trk import header_2_dtype
 
-    n_read = len(sft)
     if ext == ".trk":
         with open(path, "rb") as handle:
             header = np.frombuffer(handle.read(1000), dtype=header_2_dtype)
@@ -200,7 +217,6 @@ def _check_declared_count(path, ext, sft):
         declared = int(header["nb_streamlines"][0])
         per_point = 3 + int(header["nb_scalars_per_point"][0])
         per_streamline = 1 + int(header["nb_properties_per_streamline"][0])
-        n_points = int(np.sum(sft.streamlines._lengths))
         size = 1000 + 4 * (n_read * per_streamline + n_points * per_point)
         if size != path.stat().st_size:
             raise TractogramError(

@@ -13,6 +13,7 @@ Memory then depends on the block size, not on the file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from aae_tract.atomic import write_atomic
 from aae_tract.errors import TractogramError
+from aae_tract.io import _file_identity
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +77,15 @@ class TractogramStream:
                 "read block by block"
             )
         self.reference = _reference_for(self.path, self.ext, reference)
-        source = str(self.path) if self.ext == ".trk" else self.reference
         try:
-            self.space = get_reference_info(source)
+            if self.ext == ".trk":  # the header alone (DIPY would peek at the body)
+                from aae_tract.trk import _HEADER_BYTES, _parse_header
+
+                with open(self.path, "rb") as handle:
+                    header, _ = _parse_header(handle.read(_HEADER_BYTES))
+                self.space = get_reference_info(header)
+            else:
+                self.space = get_reference_info(self.reference)
         except Exception as exc:
             raise TractogramError(
                 f"{self.path}: cannot read its space ({type(exc).__name__}: {exc})"
@@ -122,22 +130,20 @@ class TractogramStream:
             its header declares, is empty, has no usable streamline, or was
             replaced or modified since the first pass.
         """
-        from aae_tract.io import _file_identity, valid_streamline_mask
+        from aae_tract.io import check_counts, valid_streamline_mask
 
         first = self._count is None
         if first:
             self._identity = _file_identity(self.path)
-        elif _file_identity(self.path) != self._identity:
-            raise TractogramError(
-                f"{self.path}: the file changed since it was first read (another "
-                "process wrote it?); read it again"
-            )
-        n_total = n_usable = n_nonfinite = n_short = 0
+        self._check_unchanged()
+        n_total = n_usable = n_nonfinite = n_short = n_points = 0
         for block in self._raw_blocks():
-            keep, nonfinite, short = valid_streamline_mask(
-                block, min_points=self.min_points
-            )
+            with np.errstate(invalid="ignore", over="ignore"):
+                keep, nonfinite, short = valid_streamline_mask(
+                    block, min_points=self.min_points
+                )
             n_total += len(block)
+            n_points += int(np.sum(block._lengths))
             n_nonfinite += nonfinite
             n_short += short
             if not keep.all():
@@ -145,9 +151,10 @@ class TractogramStream:
             n_usable += len(block)
             if len(block):
                 yield block
+        self._check_unchanged()
         if not first:
             return
-        self._check_declared(n_total)
+        check_counts(self.path, self.ext, n_total, n_points)
         if n_total == 0:
             raise TractogramError(
                 f"{self.path}: the tractogram is empty (no streamlines)"
@@ -171,24 +178,11 @@ class TractogramStream:
             )
         self._count = n_usable
 
-    def _check_declared(self, n_read):
-        """TractogramError when the header declares another count."""
-        from nibabel.streamlines.tck import TckFile
-        from nibabel.streamlines.trk import header_2_dtype
-
-        if self.ext == ".trk":
-            with open(self.path, "rb") as handle:
-                header = np.frombuffer(handle.read(1000), dtype=header_2_dtype)
-            if int(header["hdr_size"][0]) != 1000:
-                header = header.byteswap()
-            declared = int(header["nb_streamlines"][0])
-        else:
-            count = str(TckFile._read_header(str(self.path)).get("count", "0"))
-            declared = int(count.strip()) if count.strip().isdigit() else 0
-        if declared > 0 and declared != n_read:
+    def _check_unchanged(self):
+        if _file_identity(self.path) != self._identity:
             raise TractogramError(
-                f"{self.path}: the header declares {declared} streamlines but "
-                f"{n_read} were read: truncated or corrupt (or empty streamlines)"
+                f"{self.path}: the file changed since it was first read (another "
+                "process wrote it?); read it again"
             )
 
     def __iter__(self):
@@ -219,14 +213,15 @@ class TractogramStream:
         wanted = rows[order]
         out = [None] * len(rows)
         start, k = 0, 0
-        for block in self.blocks():
-            stop = start + len(block)
-            while k < len(wanted) and wanted[k] < stop:
-                out[order[k]] = np.array(block[wanted[k] - start])
-                k += 1
-            start = stop
-            if k == len(wanted):
-                break
+        with contextlib.closing(self.blocks()) as blocks:
+            for block in blocks:
+                stop = start + len(block)
+                while k < len(wanted) and wanted[k] < stop:
+                    out[order[k]] = np.array(block[wanted[k] - start])
+                    k += 1
+                start = stop
+                if k == len(wanted):
+                    break
         if k < len(wanted):
             raise IndexError(f"row {wanted[k]} past the {start} usable streamlines")
         return out
@@ -294,8 +289,10 @@ class TractogramStream:
 
     def _write_trk(self, paths, groups):
         """The ``.trk`` files of :meth:`write_groups`, in one pass."""
-        writers = {g: _TrkWriter(p, self.space) for g, p in paths.items()}
+        writers = {}
         try:
+            for group, path in paths.items():
+                writers[group] = _TrkWriter(path, self.space)
             start = 0
             for block in self.blocks():
                 labels = groups[start : start + len(block)]
@@ -327,10 +324,12 @@ class TractogramStream:
         if path.suffix.lower() == ".trx":
             from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 
+            from aae_tract.io import _check_trx_available
+
+            _check_trx_available(path)
             reference = str(self.path) if self.ext == ".trk" else self.reference
-            sft = StatefulTractogram(
-                list(kept()), reference, Space.RASMM, origin=Origin.NIFTI
-            )
+            lines = [np.array(s) for s in kept()]  # copies: blocks can go
+            sft = StatefulTractogram(lines, reference, Space.RASMM, origin=Origin.NIFTI)
             return save_tractogram(sft, path)
         header = create_tractogram_header(TckFile, *self.space)
         tractogram = LazyTractogram(streamlines=kept, affine_to_rasmm=np.eye(4))
@@ -366,20 +365,21 @@ class _TrkWriter:
         from aae_tract.atomic import temporary_path
 
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_path(self.path)
         header = create_tractogram_header(TrkFile, *space)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             empty = Tractogram([], affine_to_rasmm=np.eye(4))
             TrkFile(empty, header=header).save(str(self.tmp))
             written = TrkFile.load(str(self.tmp), lazy_load=True).header
             self.affine = get_affine_rasmm_to_trackvis(written).astype(np.float64)
             self.handle = open(self.tmp, "r+b")
             self.handle.seek(0, 2)
-        except OSError as exc:
+        except Exception as exc:
             self.abort()
+            why = exc.strerror if isinstance(exc, OSError) else None
             raise TractogramError(
-                f"{self.path}: cannot write ({exc.strerror or exc})"
+                f"{self.path}: cannot write ({why or f'{type(exc).__name__}: {exc}'})"
             ) from exc
         self.count = 0
 
@@ -461,16 +461,24 @@ def _plain_trk_blocks(path, offset, affine):
     at a time."""
     from aae_tract.trk import _streamlines
 
+    body_bytes = path.stat().st_size - offset
+    if body_bytes < 0 or body_bytes % 4:
+        raise TractogramError(
+            f"{path}: the body is {body_bytes} bytes, not whole 4-byte words: "
+            "truncated or corrupt"
+        )
     chunk_words = max(CHUNK_BYTES // 4, 4)
     rest = np.zeros(0, dtype="<i4")
+    left = body_bytes // 4  # words not yet read
     with open(path, "rb") as handle:
         handle.seek(offset)
         while True:
-            new = np.fromfile(handle, dtype="<i4", count=chunk_words)
+            new = np.fromfile(handle, dtype="<i4", count=min(chunk_words, left))
             if not new.size:
                 break
+            left -= new.size
             words = np.concatenate([rest, new]) if rest.size else new
-            counts, used = _whole_streamlines(path, words)
+            counts, used = _whole_streamlines(path, words, left)
             if counts:
                 yield _streamlines(words[:used], np.asarray(counts, np.int64), affine)
             rest = words[used:].copy()
@@ -480,18 +488,20 @@ def _plain_trk_blocks(path, offset, affine):
         )
 
 
-def _whole_streamlines(path, words):
+def _whole_streamlines(path, words, left):
     """Point counts of the streamlines complete in ``words``, and the words
-    they take."""
+    they take; ``left`` words of the file follow ``words``."""
     view = memoryview(np.ascontiguousarray(words)).cast("B").cast("i")
     n_words, position, counts = len(words), 0, []
     while position < n_words:
         count = view[position]
-        if count < 0:
-            raise TractogramError(
-                f"{path}: a streamline with {count} points: the file is corrupt"
-            )
         end = position + 1 + 3 * count
+        if count < 0 or end > n_words + left:
+            raise TractogramError(
+                f"{path}: a streamline of {count} points where "
+                f"{max(n_words + left - position - 1, 0) // 3} are left in the "
+                "file: truncated or corrupt"
+            )
         if end > n_words:
             break
         counts.append(count)

@@ -304,6 +304,12 @@ def test_label_command_streams_its_input_and_labels_as_the_api_does(
     assert run_cli("aae_tract_label", tck, *args[:2], *tck_args, "--skip_picture") == 0
     report = json.loads((out_tck / "labels.json").read_text())
     np.testing.assert_array_equal(report["labels"], expected)
+    # an output that would replace the input is refused before anything is written
+    again = ["--model", model_path, "--out_dir", out, "--skip_picture", "--force"]
+    before = (out / "AF_L.trk").read_bytes()
+    assert run_cli("aae_tract_label", out / "AF_L.trk", *again) == 1
+    assert "would replace the input" in capsys.readouterr().err
+    assert (out / "AF_L.trk").read_bytes() == before
     no_ref = ["--model", model_path, "--out_dir", tmp_path / "no_ref"]
     assert run_cli("aae_tract_label", tck, *no_ref) == 1
     assert "all.tck: a .tck file needs a reference" in capsys.readouterr().err

@@ -173,3 +173,49 @@ def test_a_file_replaced_between_passes_is_refused(whole, tmp_path):
     source.write(path, keep)  # the output replaces the input: the next pass says so
     with pytest.raises(TractogramError, match="moving.trk: the file changed"):
         source.take([0])
+
+
+def test_corrupt_counts_and_trailing_bytes_are_refused_at_once(whole, tmp_path):
+    data = bytearray(whole.read_bytes())
+    huge = tmp_path / "huge.trk"
+    first = np.frombuffer(bytes(data[1000:1004]), "<i4")[0]
+    data_huge = bytearray(data)
+    data_huge[1000:1004] = np.array([1 << 28], "<i4").tobytes()
+    huge.write_bytes(bytes(data_huge))
+    with pytest.raises(TractogramError, match="huge.trk: a streamline of 268435456"):
+        len(TractogramStream(huge))
+    assert first > 0
+    for name, extra in (("odd.trk", b"\x01\x00"), ("more.trk", b"\x00" * 4)):
+        path = tmp_path / name
+        path.write_bytes(bytes(data) + extra)
+        with pytest.raises(TractogramError, match=f"{name}.*(truncated|corrupt)"):
+            len(TractogramStream(path))
+
+
+def test_the_nibabel_reader_in_several_blocks(whole, tmp_path, monkeypatch):
+    sft = load_bundle(whole)
+    tck = save_tractogram(sft, tmp_path / "whole.tck")
+    monkeypatch.setattr(stream, "BLOCK", 16)
+    source = TractogramStream(tck, reference=whole)
+    assert len(list(source.blocks())) == 10
+    _same(list(source), sft.streamlines)
+    _same(source.take([149, 16, 15]), sft.streamlines[[149, 16, 15]])
+
+
+def test_a_failing_writer_leaves_no_temporary_file(whole, tmp_path, monkeypatch):
+    source = TractogramStream(whole)
+    groups = np.arange(len(source)) % 2
+    calls = []
+    real_append = stream._TrkWriter.append
+
+    def failing(self, block):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TractogramError("disk full (test)")
+        real_append(self, block)
+
+    monkeypatch.setattr(stream._TrkWriter, "append", failing)
+    paths = {0: tmp_path / "a.trk", 1: tmp_path / "b.trk"}
+    with pytest.raises(TractogramError, match="disk full"):
+        source.write_groups(paths, groups)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["whole.trk"]

@@ -133,6 +133,13 @@ class LabelFlow(AAEWorkflow):
         paths = self._prepare_outputs(out_dir, names)
         if paths is None:
             return None
+        for key, path in paths.items():
+            for given in (tractogram, reference):
+                if given is not None and path.exists() and path.samefile(given):
+                    raise AAETractError(
+                        f"{path}: the output {key} would replace the input "
+                        f"{given}; choose another --out_dir"
+                    )
 
         if Path(tractogram).suffix.lower() in STREAM_EXTENSIONS:
             source = TractogramStream(tractogram, reference=reference)
@@ -190,14 +197,7 @@ def _write_groups(source, labels, groups, paths):
 
     from aae_tract.io import save_tractogram
 
-    present = {}
-    for group in groups:
-        path = paths[f"out_{group}"]
-        if (labels == group).any():
-            present[group] = path
-        elif path.exists():
-            path.unlink()
-            logger.info("%s removed: no streamline is labelled %s", path, group)
+    present = {g: paths[f"out_{g}"] for g in groups if (labels == g).any()}
     if hasattr(source, "write_groups"):
         source.write_groups(present, labels)
     else:
@@ -206,6 +206,11 @@ def _write_groups(source, labels, groups, paths):
             save_tractogram(
                 StatefulTractogram.from_sft(source.streamlines[rows], source), path
             )
+    for group in groups:  # once the new files are written
+        path = paths[f"out_{group}"]
+        if group not in present and path.exists():
+            path.unlink()
+            logger.info("%s removed: no streamline is labelled %s", path, group)
     return list(present.values())
 
 
