@@ -20,7 +20,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from aae_tract.atomic import write_atomic
 from aae_tract.errors import TractogramError
 from aae_tract.io import _file_identity
 
@@ -249,10 +248,11 @@ class TractogramStream:
     def write_groups(self, paths, groups):
         """Write each group of usable streamlines to its own file, in this file's space.
 
-        ``.trk`` files are written together in one pass over this file, a
-        block at a time; each ``.tck`` file takes a pass of its own (nibabel's
-        writer), and ``.trx`` (no streaming writer) holds its streamlines in
-        memory. Atomic: each file appears complete or not at all.
+        ``.trk`` and ``.tck`` files are written together in one pass over
+        this file, a block at a time, byte for byte as DIPY's
+        ``save_tractogram`` writes them; a ``.trx`` file (no streaming
+        writer) takes a pass of its own and holds its streamlines in memory.
+        Atomic: each file appears complete or not at all.
 
         Parameters
         ----------
@@ -280,19 +280,21 @@ class TractogramStream:
                     f"{path}: unknown extension {ext or '(none)'!r}; "
                     f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
                 )
-        together = {g: p for g, p in paths.items() if p.suffix.lower() == ".trk"}
-        written = self._write_trk(together, groups) if together else {}
+        streamed = (".trk", ".tck")
+        together = {g: p for g, p in paths.items() if p.suffix.lower() in streamed}
+        written = self._write_streamed(together, groups) if together else {}
         for group, path in paths.items():
             if group not in together:
                 written[group] = self._write_one(path, groups == group)
         return written
 
-    def _write_trk(self, paths, groups):
-        """The ``.trk`` files of :meth:`write_groups`, in one pass."""
+    def _write_streamed(self, paths, groups):
+        """The ``.trk`` and ``.tck`` files of :meth:`write_groups`, in one pass."""
         writers = {}
         try:
             for group, path in paths.items():
-                writers[group] = _TrkWriter(path, self.space)
+                kind = _TrkWriter if path.suffix.lower() == ".trk" else _TckWriter
+                writers[group] = kind(path, self.space)
             start = 0
             for block in self.blocks():
                 labels = groups[start : start + len(block)]
@@ -307,44 +309,20 @@ class TractogramStream:
                 writer.abort()
 
     def _write_one(self, path, keep):
-        """One ``.tck`` or ``.trx`` file of :meth:`write_groups`."""
-        from dipy.io.utils import create_tractogram_header
-        from nibabel.streamlines import LazyTractogram
-        from nibabel.streamlines.tck import TckFile
+        """One ``.trx`` file of :meth:`write_groups` (held in memory)."""
+        from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
 
-        from aae_tract.io import save_tractogram
+        from aae_tract.io import _check_trx_available, save_tractogram
 
-        def kept():
-            start = 0
-            for block in self.blocks():
-                for i in np.flatnonzero(keep[start : start + len(block)]):
-                    yield block[i]
-                start += len(block)
-
-        if path.suffix.lower() == ".trx":
-            from dipy.io.stateful_tractogram import Origin, Space, StatefulTractogram
-
-            from aae_tract.io import _check_trx_available
-
-            _check_trx_available(path)
-            reference = str(self.path) if self.ext == ".trk" else self.reference
-            lines = [np.array(s) for s in kept()]  # copies: blocks can go
-            sft = StatefulTractogram(lines, reference, Space.RASMM, origin=Origin.NIFTI)
-            return save_tractogram(sft, path)
-        header = create_tractogram_header(TckFile, *self.space)
-        tractogram = LazyTractogram(streamlines=kept, affine_to_rasmm=np.eye(4))
-
-        def write(tmp):
-            try:
-                TckFile(tractogram, header=header).save(str(tmp))
-            except (TractogramError, OSError):
-                raise
-            except Exception as exc:
-                raise TractogramError(
-                    f"{path}: cannot write tractogram ({type(exc).__name__}: {exc})"
-                ) from exc
-
-        return write_atomic(path, write, error=TractogramError)
+        _check_trx_available(path)
+        lines, start = [], 0
+        for block in self.blocks():
+            rows = np.flatnonzero(keep[start : start + len(block)])
+            lines.extend(np.array(block[i]) for i in rows)  # copies: blocks can go
+            start += len(block)
+        reference = str(self.path) if self.ext == ".trk" else self.reference
+        sft = StatefulTractogram(lines, reference, Space.RASMM, origin=Origin.NIFTI)
+        return save_tractogram(sft, path)
 
 
 class _TrkWriter:
@@ -358,60 +336,71 @@ class _TrkWriter:
     """
 
     def __init__(self, path, space):
-        from dipy.io.utils import create_tractogram_header
-        from nibabel.streamlines import Tractogram
-        from nibabel.streamlines.trk import TrkFile, get_affine_rasmm_to_trackvis
-
         from aae_tract.atomic import temporary_path
 
         self.path = Path(path)
         self.tmp = temporary_path(self.path)
-        header = create_tractogram_header(TrkFile, *space)
+        self.count = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            empty = Tractogram([], affine_to_rasmm=np.eye(4))
-            TrkFile(empty, header=header).save(str(self.tmp))
-            written = TrkFile.load(str(self.tmp), lazy_load=True).header
-            self.affine = get_affine_rasmm_to_trackvis(written).astype(np.float64)
-            self.handle = open(self.tmp, "r+b")
-            self.handle.seek(0, 2)
+            self._start(space)
         except Exception as exc:
             self.abort()
             why = exc.strerror if isinstance(exc, OSError) else None
             raise TractogramError(
                 f"{self.path}: cannot write ({why or f'{type(exc).__name__}: {exc}'})"
             ) from exc
-        self.count = 0
 
-    def append(self, block):
-        """Append the streamlines of an ArraySequence (RAS+ mm)."""
+    def _start(self, space):
+        """Write the header of an empty file; open it for the body."""
+        from dipy.io.utils import create_tractogram_header
+        from nibabel.streamlines import Tractogram
+        from nibabel.streamlines.trk import TrkFile, get_affine_rasmm_to_trackvis
+
+        header = create_tractogram_header(TrkFile, *space)
+        empty = Tractogram([], affine_to_rasmm=np.eye(4))
+        TrkFile(empty, header=header).save(str(self.tmp))
+        written = TrkFile.load(str(self.tmp), lazy_load=True).header
+        self.affine = get_affine_rasmm_to_trackvis(written).astype(np.float64)
+        self.handle = open(self.tmp, "r+b")
+        self.handle.seek(0, 2)
+
+    def _body(self, block):
+        """The bytes of a block's streamlines."""
         lengths = np.asarray(block._lengths, dtype=np.int64)
         points = _points(block).astype(np.float64)
         voxmm = np.empty_like(points)
         for row in range(3):  # matrix-vector products: (n, 3) @ (3, 3) is slow
             voxmm[:, row] = points @ self.affine[row, :3] + self.affine[row, 3]
-        points = voxmm
-        words = np.empty(len(lengths) + 3 * len(points), dtype="<i4")
+        words = np.empty(len(lengths) + 3 * len(voxmm), dtype="<i4")
         starts = np.concatenate([[0], np.cumsum(1 + 3 * lengths)[:-1]])
         is_point = np.ones(len(words), dtype=bool)
         is_point[starts] = False
         words[starts] = lengths
-        words[is_point] = points.astype("<f4").reshape(-1).view("<i4")
+        words[is_point] = voxmm.astype("<f4").reshape(-1).view("<i4")
+        return words.tobytes()
+
+    def _finish(self):
+        """Set the streamline count in the header."""
+        self.handle.seek(988)  # nb_streamlines in the 1000-byte header
+        self.handle.write(np.array([self.count], dtype="<i4").tobytes())
+
+    def append(self, block):
+        """Append the streamlines of an ArraySequence (RAS+ mm)."""
         try:
-            self.handle.write(words.tobytes())
+            self.handle.write(self._body(block))
         except OSError as exc:
             raise TractogramError(
                 f"{self.path}: cannot write ({exc.strerror or exc})"
             ) from exc
-        self.count += len(lengths)
+        self.count += len(block)
 
     def close(self):
-        """Set the count, flush and rename into place; the Path."""
+        """Finish the file, flush and rename it into place; the Path."""
         import os
 
         try:
-            self.handle.seek(988)  # nb_streamlines in the 1000-byte header
-            self.handle.write(np.array([self.count], dtype="<i4").tobytes())
+            self._finish()
             self.handle.close()
             os.replace(self.tmp, self.path)
         except OSError as exc:
@@ -429,6 +418,47 @@ class _TrkWriter:
             self.tmp.unlink()
         except OSError:
             pass
+
+
+class _TckWriter(_TrkWriter):
+    """A ``.tck`` file written a block at a time under a temporary name.
+
+    nibabel writes the header of an empty file (its fixed-width count and the
+    end marker); the points, RAS+ mm, float32, go before the end marker with
+    a NaN triple after each streamline, and :meth:`close` writes the end
+    marker again and the count into the header.
+    """
+
+    def _start(self, space):
+        from dipy.io.utils import create_tractogram_header
+        from nibabel.streamlines import Tractogram
+        from nibabel.streamlines.tck import TckFile
+
+        header = create_tractogram_header(TckFile, *space)
+        TckFile(Tractogram([], affine_to_rasmm=np.eye(4)), header=header).save(
+            str(self.tmp)
+        )
+        raw = self.tmp.read_bytes()
+        end = TckFile.EOF_DELIMITER.astype("<f4").tobytes()
+        self.count_at = raw.find(b"\ncount: ") + len(b"\ncount: ")
+        if self.count_at < len(b"\ncount: ") or not raw.endswith(end):
+            raise TractogramError(f"{self.path}: unexpected .tck header from nibabel")
+        self.end = end
+        self.handle = open(self.tmp, "r+b")
+        self.handle.seek(len(raw) - len(end))
+
+    def _body(self, block):
+        lengths = np.asarray(block._lengths, dtype=np.int64)
+        points = _points(block).astype("<f4")
+        out = np.full((len(points) + len(lengths), 3), np.nan, dtype="<f4")
+        rows = np.arange(len(points)) + np.repeat(np.arange(len(lengths)), lengths)
+        out[rows] = points
+        return out.tobytes()
+
+    def _finish(self):
+        self.handle.write(self.end)
+        self.handle.seek(self.count_at)
+        self.handle.write(f"{self.count:010}".encode())
 
 
 def _points(sequence):

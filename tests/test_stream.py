@@ -129,14 +129,14 @@ def test_bad_files_are_named_with_the_problem(whole, tmp_path):
         TractogramStream(other)
 
 
-def test_trk_groups_are_written_in_one_pass_as_dipy_writes_them(
+def test_trk_and_tck_groups_are_written_in_one_pass_as_dipy_writes_them(
     whole, tmp_path, monkeypatch
 ):
     from dipy.io.stateful_tractogram import StatefulTractogram
 
     monkeypatch.setattr(stream, "CHUNK_BYTES", 2000)  # many blocks
     source = TractogramStream(whole)
-    groups = np.random.default_rng(1).choice(["a", "b", "c"], len(source))
+    groups = np.random.default_rng(1).choice(["a", "b", "c", "d"], len(source))
     passes = []
     real_blocks = TractogramStream.blocks
 
@@ -145,21 +145,21 @@ def test_trk_groups_are_written_in_one_pass_as_dipy_writes_them(
         yield from real_blocks(self)
 
     monkeypatch.setattr(TractogramStream, "blocks", counting)
-    paths = {g: tmp_path / f"{g}.trk" for g in ("a", "b")}
-    paths["c"] = tmp_path / "c.tck"
+    paths = {"a": tmp_path / "a.trk", "b": tmp_path / "b.trk"}
+    paths |= {"c": tmp_path / "c.tck", "d": tmp_path / "d.tck"}
     written = source.write_groups(paths, groups)
     assert written == paths
-    assert len(passes) == 2  # the .trk files together, the .tck on its own
+    assert len(passes) == 1
     sft = load_bundle(whole)
-    for g in ("a", "b"):
+    for g, path in paths.items():
         rows = np.flatnonzero(groups == g)
-        dipy_file = tmp_path / f"dipy_{g}.trk"
+        dipy_file = tmp_path / f"dipy_{g}{path.suffix}"
         save_tractogram(
             StatefulTractogram.from_sft(sft.streamlines[rows], sft), dipy_file
         )
-        assert paths[g].read_bytes() == dipy_file.read_bytes()
-    back = load_bundle(paths["c"], reference=whole)
-    _same(back.streamlines, sft.streamlines[np.flatnonzero(groups == "c")])
+        assert path.read_bytes() == dipy_file.read_bytes()
+        back = load_bundle(path, reference=whole)
+        _same(back.streamlines, sft.streamlines[rows])
 
 
 def test_a_file_replaced_between_passes_is_refused(whole, tmp_path):
