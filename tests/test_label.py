@@ -328,10 +328,12 @@ def test_the_label_picture_draws_a_sample_of_every_label(
     def fake_render(lines, out_png, *, labels, colors, title):
         drawn.update(zip(labels, (np.asarray(x) for x in lines)))
         drawn["colors"] = colors
+        drawn["title"] = title
         return out_png
 
     monkeypatch.setattr(viz, "render_bundles", fake_render)
     monkeypatch.setattr(label_flow, "PICTURE_MAX", 30)
+    monkeypatch.setattr(label_flow, "PICTURE_OTHER_MAX", 1)
     labels = truth.copy()
     labels[:2] = "other"  # a label of two streamlines keeps one in the sample
     source = TractogramStream(tractogram)
@@ -344,6 +346,8 @@ def test_the_label_picture_draws_a_sample_of_every_label(
         assert 1 <= len(drawn[group]) <= max(1, round(len(rows) * 30 / len(labels)))
         for line in drawn[group]:  # each drawn streamline is one of its label's
             assert any(np.array_equal(line, every[r]) for r in rows)
+    assert len(drawn["other"]) == 1  # at most PICTURE_OTHER_MAX: bundles stay visible
+    assert drawn["title"].endswith("(1 of 2 other drawn)")
     assert tuple(drawn["colors"]["other"]) == pytest.approx((0.6, 0.6, 0.6), abs=0.01)
 
 

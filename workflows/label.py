@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.label import REJECT_RULES
+from aae_tract.label import OTHER, REJECT_RULES
 
 from .base import (
     AAEWorkflow,
@@ -119,7 +119,7 @@ class LabelFlow(AAEWorkflow):
         from aae_tract.stream import STREAM_EXTENSIONS, TractogramStream
 
         select_backend(backend, device)
-        from aae_tract.label import OTHER, label_streamlines
+        from aae_tract.label import label_streamlines
         from aae_tract.model import TractAAE
 
         check_device(device)
@@ -217,10 +217,17 @@ def _write_groups(source, labels, groups, paths):
 #: Most streamlines read back for the picture (a seeded sample of larger
 #: inputs; render_bundles draws at most as many).
 PICTURE_MAX = 10000
+#: Most "other" streamlines drawn: more of them hide the bundles.
+PICTURE_OTHER_MAX = 1000
 
 
 def _picture(source, labels, groups, out_png, tractogram):
-    """The streamlines coloured by label (grey for "other"); Path or None."""
+    """The streamlines coloured by label (grey for "other"); Path or None.
+
+    At most :data:`PICTURE_MAX` streamlines are drawn (a seeded sample, each
+    label keeping its share) and at most :data:`PICTURE_OTHER_MAX` of them
+    "other", so that the bundles stay visible in a whole-brain tractogram.
+    """
     from aae_tract.colors import bundle_colors
     from aae_tract.viz import render_bundles
 
@@ -233,8 +240,10 @@ def _picture(source, labels, groups, out_png, tractogram):
     for g in present:
         rows = np.flatnonzero(labels == g)
         n = max(1, int(round(len(rows) * fraction)))
+        if g == OTHER:
+            n = min(n, PICTURE_OTHER_MAX)
         picks.append(np.sort(rng.choice(rows, n, replace=False)))
-    if fraction < 1:
+    if fraction < 1 or sum(map(len, picks)) < len(labels):
         logger.info(
             "picture: a sample of %d of the %d streamlines",
             sum(map(len, picks)),
@@ -249,6 +258,10 @@ def _picture(source, labels, groups, out_png, tractogram):
     lines = [drawn[end - len(p) : end] for p, end in zip(picks, ends)]
     colors = bundle_colors(present)
     title = f"{Path(tractogram).name}: streamlines by label"
+    n_other = int((labels == OTHER).sum())
+    if OTHER in present and len(picks[present.index(OTHER)]) < n_other:
+        shown = len(picks[present.index(OTHER)])
+        title += f" ({shown:,} of {n_other:,} other drawn)"
     try:
         return render_bundles(
             lines, out_png, labels=present, colors=colors, title=title
