@@ -70,6 +70,18 @@ def _extension(path):
     return Path(path).suffix.lower()
 
 
+def check_extension(path):
+    """The lower-case extension of ``path``; TractogramError when aae_tract
+    does not read and write it."""
+    ext = _extension(path)
+    if ext not in TRACTOGRAM_EXTENSIONS:
+        raise TractogramError(
+            f"{path}: unknown extension {ext or '(none)'!r}; "
+            f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
+        )
+    return ext
+
+
 def _check_trx_available(path):
     try:
         import trx.trx_file_memmap  # noqa: F401
@@ -86,12 +98,7 @@ def _check_path(path):
         raise TractogramError(f"{path}: file not found")
     if path.is_dir():
         raise TractogramError(f"{path}: is a folder, expected a tractogram file")
-    ext = _extension(path)
-    if ext not in TRACTOGRAM_EXTENSIONS:
-        raise TractogramError(
-            f"{path}: unknown extension {ext or '(none)'!r}; "
-            f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
-        )
+    ext = check_extension(path)
     return path, ext
 
 
@@ -520,12 +527,7 @@ def save_tractogram(sft, path, *, reference=None, bbox_valid_check=False):
     from dipy.io.streamline import save_tractogram as dipy_save
 
     path = Path(path)
-    ext = _extension(path)
-    if ext not in TRACTOGRAM_EXTENSIONS:
-        raise TractogramError(
-            f"{path}: unknown extension {ext or '(none)'!r}; "
-            f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
-        )
+    ext = check_extension(path)
     if ext == ".trx":
         _check_trx_available(path)
     if reference is not None:

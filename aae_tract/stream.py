@@ -267,21 +267,15 @@ class TractogramStream:
         dict
             Group value -> written Path.
         """
-        from aae_tract.io import TRACTOGRAM_EXTENSIONS
+        from aae_tract.io import check_extension
 
         groups = np.asarray(groups)
         if len(groups) != len(self):
             raise ValueError(f"{len(groups)} flags for {len(self)} streamlines")
         paths = {g: Path(p) for g, p in paths.items()}
-        for path in paths.values():
-            ext = path.suffix.lower()
-            if ext not in TRACTOGRAM_EXTENSIONS:
-                raise TractogramError(
-                    f"{path}: unknown extension {ext or '(none)'!r}; "
-                    f"expected one of {', '.join(TRACTOGRAM_EXTENSIONS)}"
-                )
-        streamed = (".trk", ".tck")
-        together = {g: p for g, p in paths.items() if p.suffix.lower() in streamed}
+        together = {
+            g: p for g, p in paths.items() if check_extension(p) in STREAM_EXTENSIONS
+        }
         written = self._write_streamed(together, groups) if together else {}
         for group, path in paths.items():
             if group not in together:

@@ -190,8 +190,8 @@ class LabelFlow(AAEWorkflow):
 def _write_groups(source, labels, groups, paths):
     """One tractogram per label with streamlines; stale files of the others go.
 
-    ``source`` is a TractogramStream (its .trk outputs written together in
-    one pass, a block at a time) or a StatefulTractogram.
+    ``source`` is a TractogramStream (its .trk and .tck outputs written
+    together in one pass, a block at a time) or a StatefulTractogram.
     """
     from dipy.io.stateful_tractogram import StatefulTractogram
 
@@ -236,32 +236,29 @@ def _picture(source, labels, groups, out_png, tractogram):
         return None
     fraction = min(1.0, PICTURE_MAX / len(labels))
     rng = np.random.default_rng(0)
-    picks = []
+    picks = {}
     for g in present:
         rows = np.flatnonzero(labels == g)
         n = max(1, int(round(len(rows) * fraction)))
         if g == OTHER:
             n = min(n, PICTURE_OTHER_MAX)
-        picks.append(np.sort(rng.choice(rows, n, replace=False)))
-    if fraction < 1 or sum(map(len, picks)) < len(labels):
+        picks[g] = np.sort(rng.choice(rows, n, replace=False))
+    rows = np.concatenate(list(picks.values()))
+    if len(rows) < len(labels):
         logger.info(
-            "picture: a sample of %d of the %d streamlines",
-            sum(map(len, picks)),
-            len(labels),
+            "picture: a sample of %d of the %d streamlines", len(rows), len(labels)
         )
-    rows = np.concatenate(picks)
     if hasattr(source, "take"):
         drawn = source.take(rows)
     else:
         drawn = [source.streamlines[i] for i in rows]
-    ends = np.cumsum([len(p) for p in picks])
-    lines = [drawn[end - len(p) : end] for p, end in zip(picks, ends)]
+    ends = np.cumsum([len(p) for p in picks.values()])
+    lines = [drawn[end - len(p) : end] for p, end in zip(picks.values(), ends)]
     colors = bundle_colors(present)
     title = f"{Path(tractogram).name}: streamlines by label"
     n_other = int((labels == OTHER).sum())
-    if OTHER in present and len(picks[present.index(OTHER)]) < n_other:
-        shown = len(picks[present.index(OTHER)])
-        title += f" ({shown:,} of {n_other:,} other drawn)"
+    if OTHER in picks and len(picks[OTHER]) < n_other:
+        title += f" ({len(picks[OTHER]):,} of {n_other:,} other drawn)"
     try:
         return render_bundles(
             lines, out_png, labels=present, colors=colors, title=title
