@@ -52,6 +52,8 @@ __all__ = [
 #: Ways of sampling latent codes (see the module docstring).
 SAMPLING_METHODS = ("bank", "prior")
 _DEFAULT_NOISE = 0.2
+#: Default spread of the subjects "bank" sampling moves codes to.
+_DEFAULT_SUBJECT_NOISE = 0.7
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: Relative miss of the median length beyond which generation warns.
@@ -156,6 +158,9 @@ def _bundle_name(model, bundle):
 
 
 def _bank(model, bundle):
+    """The bundle's latent bank: codes, attribute values, and each code's
+    subject index with the subjects' mean codes (None for a model file
+    written before banks kept subjects)."""
     bank = model.metadata.latent_bank.get(bundle)
     if not bank or not bank.get("z"):
         raise AAETractError(
@@ -164,7 +169,12 @@ def _bank(model, bundle):
         )
     z = np.asarray(bank["z"], dtype=np.float32)
     a = np.asarray(bank.get("a", np.zeros(len(z))), dtype=np.float64)
-    return z, a
+    if bank.get("subject_means"):
+        subject = np.asarray(bank["subject"], dtype=np.intp)
+        means = np.asarray(bank["subject_means"], dtype=np.float64)
+    else:
+        subject = means = None
+    return z, a, subject, means
 
 
 def _kernel_weights(values, targets, *, k):
@@ -201,6 +211,52 @@ def _bank_noise(bank_z, n, rng):
     return (rng.standard_normal((n, d)) @ root.T).astype(np.float32)
 
 
+def _subject_shift(subject, means, weights, inverse, idx, scale, rng):
+    """Move each drawn code from its subject to a new one (``(n, D)`` shifts).
+
+    A code is the sum of its subject's mean code and the streamline's own
+    variation. Each draw keeps its streamline's variation and replaces its
+    subject's mean by that of a subject that was not seen: the mean of the
+    subjects the draw's target weights (``centre``), plus ``scale`` times a
+    Gaussian draw with those subjects' weighted covariance. Streamlines of
+    one training subject are so spread over a range of plausible subjects
+    (``scale`` 1: as far apart as the training subjects are) instead of
+    reproducing that subject's idiosyncrasies, which copying a code does.
+
+    Parameters
+    ----------
+    subject : ndarray of int, shape (M,)
+        Subject of each bank code.
+    means : ndarray, shape (S, D)
+        Mean code of each subject.
+    weights : ndarray, shape (T, M)
+        Kernel weights of the bank codes for each distinct target.
+    inverse : ndarray of int, shape (n,)
+        Target of each draw.
+    idx : ndarray of int, shape (n,)
+        Bank code of each draw.
+    scale : float
+        Spread of the new subjects relative to the training subjects'.
+    rng : numpy.random.Generator
+    """
+    n_subjects = len(means)
+    onehot = np.zeros((len(subject), n_subjects))
+    onehot[np.arange(len(subject)), subject] = 1.0
+    w = weights @ onehot  # (T, S): each subject's share of each target
+    centre = w @ means
+    shift = centre[inverse] - means[subject[idx]]
+    concentration = np.sum(w**2, axis=1)
+    if scale > 0 and n_subjects > 1:
+        # unbiased weighted covariance of the subject means: a draw
+        # sum_s sqrt(w_s / (1 - sum w^2)) eps_s (mean_s - centre)
+        spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
+        coef = rng.standard_normal((len(idx), n_subjects)) * np.sqrt(
+            w[inverse] / spread[inverse, None]
+        )
+        shift += scale * (coef @ means - coef.sum(axis=1)[:, None] * centre[inverse])
+    return shift
+
+
 def _neighbours(model, bank_size):
     """Default width of the bank's attribute kernel (codes per target).
 
@@ -224,6 +280,7 @@ def sample_latent(
     *,
     sampling="bank",
     noise=_DEFAULT_NOISE,
+    subject_noise=_DEFAULT_SUBJECT_NOISE,
     neighbours=None,
     exact_length=True,
     rng=None,
@@ -240,11 +297,20 @@ def sample_latent(
         Attribute value of each code.
     sampling : {"bank", "prior"}
         ``"bank"``: codes of training streamlines of the bundle with an
-        attribute near the target, plus Gaussian noise with ``noise**2``
+        attribute near the target, each moved from its subject to a new
+        one (``subject_noise``), plus Gaussian noise with ``noise**2``
         times the covariance of the bank's codes; ``"prior"``: samples of
         the prior.
     noise : float
         Relative noise scale for ``"bank"`` sampling.
+    subject_noise : float or None
+        For ``"bank"`` sampling of a model trained on several subjects: how
+        far the new subjects spread, relative to the training subjects. A
+        code's subject mean is replaced by the mean of the subjects near the
+        target plus ``subject_noise`` times a draw with their covariance.
+        0 moves every code to the subjects' mean; None keeps each code's
+        own subject (copies of training codes up to ``noise``), as models
+        saved before banks kept subjects always do.
     neighbours : int, optional
         About how many bank codes share one target value (width of the
         attribute kernel); default a sixteenth of the bank, at least 16 (a
@@ -277,9 +343,14 @@ def sample_latent(
     if sampling == "prior":
         z = np.asarray(model.network.prior.sample_numpy(n, rng), dtype=np.float32)
     else:
-        if not (math.isfinite(float(noise)) and noise >= 0):
-            raise AAETractError(f"noise must be a finite number >= 0, got {noise!r}")
-        bank_z, bank_a = _bank(model, name)
+        for what, value in (("noise", noise), ("subject_noise", subject_noise)):
+            if value is None and what == "subject_noise":
+                continue
+            if not (math.isfinite(float(value)) and value >= 0):
+                raise AAETractError(
+                    f"{what} must be a finite number >= 0, got {value!r}"
+                )
+        bank_z, bank_a, bank_subject, subject_means = _bank(model, name)
         k = neighbours if neighbours is not None else _neighbours(model, len(bank_z))
         unique, inverse = np.unique(targets, return_inverse=True)
         weights = _kernel_weights(bank_a, unique, k=k)
@@ -291,6 +362,16 @@ def sample_latent(
         pos = np.searchsorted(flat, inverse + rng.random(n), side="left")
         idx = np.clip(pos - inverse * m, 0, m - 1)
         z = bank_z[idx] + float(noise) * _bank_noise(bank_z, n, rng)
+        if subject_means is not None and subject_noise is not None:
+            z += _subject_shift(
+                bank_subject,
+                subject_means,
+                weights,
+                inverse,
+                idx,
+                float(subject_noise),
+                rng,
+            )
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0
     if exact_length and model.attribute_name == "length":
@@ -435,7 +516,7 @@ def _reference_set(model, bundle, reference_streamlines):
         if len(x) == 0:
             raise AAETractError("reference_streamlines is empty")
         return x
-    bank_z, _ = _bank(model, bundle)
+    bank_z = _bank(model, bundle)[0]
     return model.decode(bank_z, bundle)
 
 
@@ -457,6 +538,7 @@ def generate(
     seed=None,
     sampling="bank",
     noise=_DEFAULT_NOISE,
+    subject_noise=_DEFAULT_SUBJECT_NOISE,
     filter=False,
     length_tolerance=None,
     max_mdf=None,
@@ -488,6 +570,9 @@ def generate(
         How latent codes are drawn (see :func:`sample_latent`).
     noise : float
         Relative noise of ``"bank"`` sampling.
+    subject_noise : float or None
+        Spread of the new subjects ``"bank"`` sampling moves codes to,
+        relative to the training subjects' (see :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference
         streamline of the bundle at most ``max_mdf`` and, for a length model,
@@ -552,6 +637,7 @@ def generate(
         _rng(seed),
         sampling=sampling,
         noise=noise,
+        subject_noise=subject_noise,
         exact_length=exact_length,
         texture=texture,
         batch_size=batch_size,
@@ -619,7 +705,17 @@ def _seen_range(model, name, target, unit):
 
 
 def _sampler(
-    model, name, target, rng, *, sampling, noise, exact_length, texture, batch_size
+    model,
+    name,
+    target,
+    rng,
+    *,
+    sampling,
+    noise,
+    subject_noise,
+    exact_length,
+    texture,
+    batch_size,
 ):
     """A function ``draw(count)`` -> codes and decoded streamlines at ``target``."""
 
@@ -630,6 +726,7 @@ def _sampler(
             np.full(count, target),
             sampling=sampling,
             noise=noise,
+            subject_noise=subject_noise,
             exact_length=exact_length,
             rng=rng,
         )

@@ -940,7 +940,7 @@ def _realism(generated, real, seed):
 
 
 def _length_targets(
-    model, name, n_targets, n_generate, rng, sampling, batch_size, noise=None
+    model, name, n_targets, n_generate, rng, sampling, batch_size, bank_kwargs=None
 ):
     """``length_mae_mm`` and ``length_error_pct*`` from one generated batch."""
     from aae_tract.generate import sample_latent
@@ -962,7 +962,7 @@ def _length_targets(
         np.repeat(targets, n_generate),
         sampling=sampling,
         rng=rng,
-        **_noise(noise),
+        **(bank_kwargs or {}),
     )
     produced = _lengths(model.decode(zt, name, texture=rng, batch_size=batch_size))
     produced = produced.reshape(n_targets, n_generate)
@@ -1013,9 +1013,15 @@ def _aggregate(rows):
     return out
 
 
-def _noise(noise):
-    """Keyword arguments of ``sample_latent`` for a bank noise (None: default)."""
-    return {} if noise is None else {"noise": float(noise)}
+def _noise(noise, subject_noise):
+    """Keyword arguments of ``sample_latent`` for the bank's noises (None:
+    its default)."""
+    out = {} if noise is None else {"noise": float(noise)}
+    if subject_noise == "none":
+        out["subject_noise"] = None
+    elif subject_noise is not None:
+        out["subject_noise"] = float(subject_noise)
+    return out
 
 
 def _at_most(dataset, per_bundle, seed, what):
@@ -1068,6 +1074,7 @@ def evaluate(
     batch_size=1024,
     train=None,
     noise=None,
+    subject_noise=None,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1097,9 +1104,10 @@ def evaluate(
     train : StreamlineDataset, optional
         The model's training streamlines, for ``novelty_ratio`` (None
         without them).
-    noise : float, optional
-        Noise of ``"bank"`` sampling (see
-        :func:`aae_tract.generate.sample_latent`); default: its default.
+    noise, subject_noise : float, optional
+        Noises of ``"bank"`` sampling (see
+        :func:`aae_tract.generate.sample_latent`); default: its defaults.
+        ``subject_noise="none"`` keeps each code's subject.
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1176,7 +1184,12 @@ def evaluate(
         n_gen = max(int(n_generate), len(b_rows))
         targets = rng.choice(attribute[rows], n_gen, replace=True)
         zg = sample_latent(
-            model, name, targets, sampling=sampling, rng=rng, **_noise(noise)
+            model,
+            name,
+            targets,
+            sampling=sampling,
+            rng=rng,
+            **_noise(noise, subject_noise),
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
@@ -1199,7 +1212,14 @@ def evaluate(
             "recon_length_ratio_quintiles": quintiles,
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
-                model, name, n_targets, n_generate, rng, sampling, batch_size, noise
+                model,
+                name,
+                n_targets,
+                n_generate,
+                rng,
+                sampling,
+                batch_size,
+                _noise(noise, subject_noise),
             ),
         }
         per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {

@@ -16,10 +16,13 @@ Usage::
     python benchmarks/prior_variants.py --variants default --model_dir models
     python benchmarks/prior_variants.py --load models/default_seed0.keras \
         --bank_noise 0.1 0.2 0.3
+    python benchmarks/prior_variants.py --load 'models/default_seed{seed}.keras' \
+        --seeds 0 1 2 --bank_noise 0.2 --subject_noise none 0 0.7 1
 
-``--bank_noise`` evaluates one trained model (``--load``) with ``bank``
-sampling at several noise levels instead: how far from the training codes
-generation may move before the bundle's shape suffers.
+``--bank_noise`` evaluates trained models (``--load``) with ``bank``
+sampling at several noise levels instead (``--subject_noise``: how far codes
+move to new subjects): how far from the training codes generation may move
+before the bundle's shape suffers.
 
 It is a screening tool: one seed per variant (``--seeds`` for more) and a
 short budget. A variant that looks promising is then measured with
@@ -150,23 +153,59 @@ NOISE_COLUMNS = (
 )
 
 
-def bank_noise(path, levels, train, held_out, seed=0):
-    """Evaluate the model in ``path`` with bank sampling at each noise level."""
+def _subject_label(value):
+    return "none" if value == "none" else f"{value:g}"
+
+
+def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibrate):
+    """Evaluate saved models with bank sampling at each pair of noises.
+
+    ``pattern`` names the model of each seed (``{seed}`` is filled in).
+    ``subject_levels`` are values of ``subject_noise`` ("none": each code
+    keeps its subject, the sampling of models saved before banks kept
+    subjects). With ``recalibrate`` the calibration and latent bank are
+    fitted again on the training split first (the same encodings and the
+    same seeded sample, so the same bank, now with its codes' subjects).
+    """
     from aae_tract.metrics import evaluate
     from aae_tract.model import TractAAE
 
-    model = TractAAE.load(path)
+    runs = {}
+    for seed in seeds:
+        model = TractAAE.load(pattern.format(seed=seed))
+        if recalibrate:
+            model.calibrate(train)
+        for noise in levels:
+            for subject in subject_levels:
+                result = evaluate(
+                    model,
+                    held_out,
+                    sampling="bank",
+                    train=train,
+                    seed=seed,
+                    noise=noise,
+                    subject_noise=subject,
+                )
+                runs.setdefault((noise, subject), []).append(result)
+                print(
+                    f"seed {seed}, noise {noise:g}, subject noise "
+                    f"{_subject_label(subject)}: done",
+                    flush=True,
+                )
     rows = []
-    for noise in levels:
-        result = evaluate(
-            model, held_out, sampling="bank", train=train, seed=seed, noise=noise
-        )
-        cells = [result[k] for k in NOISE_COLUMNS]
-        rows.append(
-            [f"{noise:g}"] + ["n/a" if v is None else f"{v:.3f}" for v in cells]
-        )
-        print(f"noise {noise:g}: done", flush=True)
-    return quality._render([], ["bank noise", *NOISE_COLUMNS], rows)
+    for (noise, subject), results in runs.items():
+        cells = [f"{noise:g}", _subject_label(subject)]
+        for key in NOISE_COLUMNS:
+            values = [r[key] for r in results if r[key] is not None]
+            if not values:
+                cells.append("n/a")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{np.mean(values):.3f} +/- {np.std(values, ddof=1):.3f}")
+        rows.append(cells)
+    head = ["bank noise", "subject noise", *NOISE_COLUMNS]
+    return quality._render([], head, rows)
 
 
 def spectrum(path, held_out, n=8):
@@ -193,8 +232,27 @@ def main(argv=None):
     parser.add_argument("--out", help="append every run as a JSON line here")
     parser.add_argument("--list", action="store_true", help="list the variants")
     parser.add_argument("--model_dir", help="save every variant's model here")
-    parser.add_argument("--load", help="a trained model, for --bank_noise")
+    parser.add_argument(
+        "--load",
+        help="a trained model, for --bank_noise and --spectrum; with --bank_noise "
+        "{seed} in the name is filled in for each of --seeds",
+    )
     parser.add_argument("--bank_noise", type=float, nargs="+", metavar="NOISE")
+    parser.add_argument(
+        "--subject_noise",
+        nargs="+",
+        default=[None],
+        type=lambda v: v if v == "none" else float(v),
+        metavar="NOISE",
+        help="with --bank_noise: subject_noise values (default: the default; "
+        "'none': codes keep their subject)",
+    )
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="with --bank_noise: refit calibration and latent bank on the "
+        "training split (models saved before banks kept subjects)",
+    )
     parser.add_argument(
         "--spectrum", action="store_true", help="eigenvalues of --load's codes"
     )
@@ -214,7 +272,17 @@ def main(argv=None):
     if args.spectrum:
         print(spectrum(args.load, held_out))
     if args.bank_noise:
-        print(bank_noise(args.load, args.bank_noise, train, held_out))
+        print(
+            bank_noise(
+                args.load,
+                args.bank_noise,
+                args.subject_noise,
+                args.seeds,
+                train,
+                held_out,
+                args.recalibrate,
+            )
+        )
     if args.spectrum or args.bank_noise:
         return 0
     runs = []

@@ -356,6 +356,8 @@ def run_seed(config, seed, train, held_out, args):
     if args.load:
         model = TractAAE.load(args.load.format(seed=seed))
         seconds = model.metadata.training.get("seconds")
+        if args.recalibrate:
+            model.calibrate(train)
     else:
         model = TractAAE.from_dataset(train, **config)
         start = time.perf_counter()
@@ -546,6 +548,13 @@ def main(argv=None):
         help="evaluate this model instead of training; {seed} in the name is "
         "filled in per seed, e.g. models/q_seed{seed}.keras as --model "
         "models/q.keras wrote them",
+    )
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="with --load: refit the calibration and latent bank on the training "
+        "split first (the same seeded sample; for models saved before banks "
+        "kept their codes' subjects)",
     )
     parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
     parser.add_argument("--out", help="write the numbers as JSON here")

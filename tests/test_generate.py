@@ -240,19 +240,96 @@ def test_age_model_takes_attribute_not_length(age_model):
     assert kept.filter_settings["length_tolerance"] is None
 
 
+def _without_bank_subjects(model):
+    """The model as saved before latent banks kept their codes' subjects."""
+    meta = copy.deepcopy(model.metadata)
+    for bank in meta.latent_bank.values():
+        del bank["subject"], bank["subject_means"]
+    return TractAAE(model.network, meta)
+
+
 def test_bank_sampling_prefers_codes_near_the_target(model):
     bank_z = np.asarray(model.metadata.latent_bank["AF_L"]["z"])
     bank_a = np.asarray(model.metadata.latent_bank["AF_L"]["a"])
     low, high = np.percentile(bank_a, [10, 90])
+    legacy = _without_bank_subjects(model)
     for target in (low, high):
         z = sample_latent(
-            model, "AF_L", np.full(300, target), noise=0.0, neighbours=10, rng=0
+            legacy, "AF_L", np.full(300, target), noise=0.0, neighbours=10, rng=0
         )
         # with no noise every code is a bank code apart from dimension 0
         d = ((z[:, None, 1:] - bank_z[None, :, 1:]) ** 2).sum(-1)
         assert np.allclose(d.min(axis=1), 0, atol=1e-8)
         picked = bank_a[d.argmin(axis=1)]
         assert abs(np.mean(picked) - target) < abs(np.mean(bank_a) - target)
+
+
+def test_bank_keeps_the_subject_of_each_code(model, tiny_splits):
+    train, _ = tiny_splits
+    names = np.asarray(train.bundle_names)[train.labels]
+    for name, bank in model.metadata.latent_bank.items():
+        rows = names == name
+        subjects = np.unique(train.subjects[rows])
+        assert len(bank["subject"]) == len(bank["z"])
+        assert len(bank["subject_means"]) == len(subjects)
+        z = model.encode_prepared(np.asarray(train.x[rows]))
+        for i, subject in enumerate(subjects):
+            np.testing.assert_allclose(
+                bank["subject_means"][i],
+                z[train.subjects[rows] == subject].mean(axis=0),
+                atol=1e-3,
+            )
+
+
+def test_subject_shift_spreads_codes_like_the_training_subjects():
+    from aae_tract.generate import _subject_shift
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 3, size=(5, 3))
+    subject = np.repeat(np.arange(5), 20)
+    idx = rng.integers(0, len(subject), 40_000)
+    uniform = np.full((1, len(subject)), 1 / len(subject))
+    inverse = np.zeros(len(idx), dtype=int)
+    centre = means.mean(axis=0)
+
+    def new_means(scale, weights=uniform):
+        shift = _subject_shift(subject, means, weights, inverse, idx, scale, rng)
+        # the subject mean each draw now has
+        return means[subject[idx]] + shift
+
+    np.testing.assert_allclose(new_means(0.0), np.tile(centre, (len(idx), 1)))
+    spread = np.cov(means, rowvar=False)
+    for scale in (1.0, 0.5):
+        moved = new_means(scale)
+        np.testing.assert_allclose(moved.mean(axis=0), centre, atol=0.1)
+        tolerance = 0.1 * np.abs(spread).max()
+        np.testing.assert_allclose(
+            np.cov(moved, rowvar=False), scale**2 * spread, atol=tolerance
+        )
+    # a target weighting two subjects gives subjects between those two
+    two = np.where(subject < 2, 1.0, 0.0)[None]
+    moved = new_means(1.0, two / two.sum())
+    direction = (means[1] - means[0]) / np.linalg.norm(means[1] - means[0])
+    off_line = (moved - means[0]) - np.outer((moved - means[0]) @ direction, direction)
+    assert np.abs(off_line).max() < 1e-9
+    np.testing.assert_allclose(moved.mean(axis=0), means[:2].mean(axis=0), atol=0.1)
+
+
+def test_bank_sampling_moves_codes_off_their_subjects(model):
+    """Copies of training codes (noise 0, no subject move) reappear only in
+    a model without subjects in its bank; with them, codes are new."""
+    bank_z = np.asarray(model.metadata.latent_bank["AF_L"]["z"])
+    target = _median_range(model, "AF_L")
+
+    def nearest(m, **kwargs):
+        z = sample_latent(m, "AF_L", np.full(200, target), noise=0.0, rng=0, **kwargs)
+        d = ((z[:, None, 1:] - bank_z[None, :, 1:]) ** 2).sum(-1)
+        return np.sqrt(d.min(axis=1))
+
+    assert np.allclose(nearest(_without_bank_subjects(model)), 0, atol=1e-4)
+    assert np.median(nearest(model, subject_noise=1.0)) > 1e-2
+    with pytest.raises(AAETractError, match="subject_noise"):
+        sample_latent(model, "AF_L", [target], subject_noise=-1.0)
 
 
 @pytest.mark.parametrize("n", [1, 37])

@@ -176,6 +176,14 @@ METADATA_CASES = {
         {"meta": _set(["latent_bank", "AF_L", "a"], [1.0])},
         "latent_bank",
     ),
+    "latent bank subject index past its subjects": (
+        {"meta": _set(["latent_bank", "AF_L", "subject", 0], 99)},
+        "subject",
+    ),
+    "latent bank subject means of another size": (
+        {"meta": _set(["latent_bank", "AF_L", "subject_means"], [[1.0, 2.0]])},
+        "subject_means",
+    ),
     "calibration knots of two lengths": (
         {"meta": _set(["calibration", "AF_L", "y"], [0.0])},
         "calibration",

@@ -230,6 +230,24 @@ def _validate_latent_bank(latent_bank, names, latent_dims, fail):
         a = _finite_array(bank.get("a", []), fail, f"latent_bank[{key}].a")
         if a.shape != (len(z),):
             fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
+        if "subject" in bank or "subject_means" in bank:
+            _validate_bank_subjects(bank, key, z.shape, fail)
+
+
+def _validate_bank_subjects(bank, key, z_shape, fail):
+    """Check a bank's subjects: one index per code into its subject means."""
+    means = _finite_array(
+        bank.get("subject_means"), fail, f"latent_bank[{key}].subject_means"
+    )
+    if means.ndim != 2 or means.shape[1] != z_shape[1] or len(means) == 0:
+        fail(f"latent_bank[{key}].subject_means has shape {means.shape}")
+    subject = _finite_array(bank.get("subject"), fail, f"latent_bank[{key}].subject")
+    if subject.shape != (z_shape[0],):
+        fail(f"latent_bank[{key}] has {z_shape[0]} codes and {subject.size} subjects")
+    if np.any(subject != np.round(subject)) or np.any(
+        (subject < 0) | (subject >= len(means))
+    ):
+        fail(f"latent_bank[{key}].subject must index its {len(means)} subject means")
 
 
 def _validate_labeller(labeller, names, latent_dims, fail):

@@ -99,8 +99,9 @@ def _predict(network, inputs, batch_size):
 
 
 def _bundle_sample(dataset, per_bundle, seed):
-    """Labels, streamlines and attribute of at most ``per_bundle`` streamlines
-    of each bundle (a seeded sample, in dataset order; all when none has more).
+    """Labels, streamlines, attribute and subjects of at most ``per_bundle``
+    streamlines of each bundle (a seeded sample, in dataset order; all when
+    none has more).
 
     Returns
     -------
@@ -108,13 +109,31 @@ def _bundle_sample(dataset, per_bundle, seed):
     x : ndarray, memmap or StreamlineRows
         Not read: the rows picked of ``dataset.x``.
     attribute : ndarray of float64
+    subjects : ndarray of str
     """
     labels = np.asarray(dataset.labels)
     attribute = np.asarray(dataset.attribute, dtype="float64")
+    subjects = np.asarray(dataset.subjects).astype(str)
     keep = per_bundle_rows(labels, per_bundle, seed)
     if keep is None:
-        return labels, dataset.x, attribute
-    return labels[keep], take(dataset.x, keep), attribute[keep]
+        return labels, dataset.x, attribute, subjects
+    return labels[keep], take(dataset.x, keep), attribute[keep], subjects[keep]
+
+
+def _subject_means(z, subjects):
+    """Index of each code's subject and each subject's mean code.
+
+    Returns
+    -------
+    index : ndarray of int, shape (N,)
+    means : ndarray of float64, shape (S, D)
+        In the order of ``np.unique(subjects)``.
+    """
+    names, index = np.unique(subjects, return_inverse=True)
+    index = index.reshape(-1)
+    sums = np.zeros((len(names), z.shape[1]))
+    np.add.at(sums, index, z.astype("float64"))
+    return index, sums / np.bincount(index, minlength=len(names))[:, None]
 
 
 class TractAAE:
@@ -865,7 +884,7 @@ class TractAAE:
         from aae_tract.metrics import prior_match
 
         rng = np.random.default_rng(seed)
-        labels, sample, _ = _bundle_sample(dataset, PRIOR_MATCH_PER_BUNDLE, seed)
+        labels, sample, _, _ = _bundle_sample(dataset, PRIOR_MATCH_PER_BUNDLE, seed)
         z = self.encode_prepared(sample, rng=rng)
         out = {}
         for i, name in enumerate(self.bundle_names):
@@ -984,12 +1003,16 @@ class TractAAE:
         Uses scikit-learn's isotonic regression on the encodings of ``dataset``
         (the training split; at most :data:`CALIBRATION_PER_BUNDLE` streamlines
         of each bundle, a seeded sample). Stores knots in the metadata; also
-        keeps a sample of encodings per bundle for sampling near the data.
+        keeps a sample of encodings per bundle for sampling near the data
+        (the latent bank), with each code's subject and every subject's mean
+        code over the bundle's sample, so that generation can tell the
+        variation between subjects from that within one (see
+        :func:`aae_tract.generate.sample_latent`).
         """
         from sklearn.isotonic import IsotonicRegression
 
         rng = rng or np.random.default_rng(self.config.seed)
-        labels, sample, attribute = _bundle_sample(
+        labels, sample, attribute, subjects = _bundle_sample(
             dataset, CALIBRATION_PER_BUNDLE, self.config.seed
         )
         z = self.encode_prepared(sample)
@@ -1010,9 +1033,13 @@ class TractAAE:
             keep = np.flatnonzero(mask)
             if len(keep) > LATENT_BANK_SIZE:
                 keep = np.sort(rng.choice(keep, LATENT_BANK_SIZE, replace=False))
+            subject, means = _subject_means(z[mask], subjects[mask])
+            keep_in_bundle = np.searchsorted(np.flatnonzero(mask), keep)
             bank[name] = {
                 "z": z[keep].astype("float32").round(5).tolist(),
                 "a": attribute[keep].astype("float32").round(4).tolist(),
+                "subject": subject[keep_in_bundle].tolist(),
+                "subject_means": means.astype("float32").round(5).tolist(),
             }
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
