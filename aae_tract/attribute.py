@@ -84,6 +84,7 @@ def estimate_attribute(
     n_values=9,
     n_streamlines=200,
     seed=0,
+    generate_options=None,
     _curves=None,
 ):
     """Read a subject's attribute (e.g. age) back from its bundles.
@@ -119,6 +120,9 @@ def estimate_attribute(
     n_values, n_streamlines, seed : int, optional
         With ``"generation"``: values requested, streamlines generated per
         value, and the random seed.
+    generate_options : dict, optional
+        With ``"generation"``: other keyword arguments of
+        :func:`aae_tract.generate.generate` (e.g. ``subject_noise``).
 
     Returns
     -------
@@ -150,15 +154,20 @@ def estimate_attribute(
             if name not in curves:
                 curves[name] = length_curve(
                     model, name, n_values=n_values, n_streamlines=n_streamlines,
-                    seed=seed,
+                    seed=seed, generate_options=generate_options,
                 )  # fmt: skip
             value = _invert_line(*curves[name], np.median(lengths[rows]))
         per_bundle[name] = float(value)
     return float(np.median(list(per_bundle.values()))), per_bundle
 
 
-def length_curve(model, bundle, *, n_values=9, n_streamlines=200, seed=0):
+def length_curve(
+    model, bundle, *, n_values=9, n_streamlines=200, seed=0, generate_options=None
+):
     """Generated median length of ``bundle`` at values over the training range.
+
+    ``generate_options`` are other keyword arguments of
+    :func:`aae_tract.generate.generate`.
 
     Returns
     -------
@@ -172,7 +181,7 @@ def length_curve(model, bundle, *, n_values=9, n_streamlines=200, seed=0):
         [
             generate(
                 model, bundle, attribute=float(v), n_streamlines=n_streamlines,
-                seed=seed,
+                seed=seed, **(generate_options or {}),
             ).median_length
             for v in values
         ]
@@ -196,7 +205,9 @@ def subject_values(dataset):
     return values
 
 
-def attribute_mae(model, held_out, *, train=None, method="encoder", seed=0):
+def attribute_mae(
+    model, held_out, *, train=None, method="encoder", seed=0, generate_options=None
+):
     """Mean absolute error of the attribute read back from held-out subjects.
 
     Parameters
@@ -211,6 +222,9 @@ def attribute_mae(model, held_out, *, train=None, method="encoder", seed=0):
         How each subject's value is read back (:func:`estimate_attribute`).
     seed : int, optional
         Random seed of ``"generation"``.
+    generate_options : dict, optional
+        Other keyword arguments of :func:`aae_tract.generate.generate`, with
+        ``"generation"``.
 
     Returns
     -------
@@ -227,7 +241,7 @@ def attribute_mae(model, held_out, *, train=None, method="encoder", seed=0):
         x = np.asarray(held_out.x[rows])
         estimate, _ = estimate_attribute(
             model, x, list(names[held_out.labels[rows]]), method=method, seed=seed,
-            _curves=curves,
+            generate_options=generate_options, _curves=curves,
         )  # fmt: skip
         per_subject[subject] = {"true": value, "estimate": estimate}
     if train is not None:
@@ -267,7 +281,9 @@ def _real_slope(train, bundle):
     return length_slope(values, medians), values
 
 
-def attribute_slope_error(model, train, *, n_values=5, n_streamlines=400, seed=0):
+def attribute_slope_error(
+    model, train, *, n_values=5, n_streamlines=400, seed=0, generate_options=None
+):
     """How well generation reproduces the effect of the attribute on length.
 
     Parameters
@@ -284,6 +300,9 @@ def attribute_slope_error(model, train, *, n_values=5, n_streamlines=400, seed=0
         bundle whose lengths spread +/-30 % then moves by under a millimetre
         from draw to draw, less than one step of a few years moves it).
     seed : int, optional
+    generate_options : dict, optional
+        Other keyword arguments of :func:`aae_tract.generate.generate` (e.g.
+        ``subject_noise``).
 
     Returns
     -------
@@ -308,6 +327,7 @@ def attribute_slope_error(model, train, *, n_values=5, n_streamlines=400, seed=0
                 attribute=float(v),
                 n_streamlines=n_streamlines,
                 seed=seed,
+                **(generate_options or {}),
             ).median_length
             for v in values
         ]

@@ -13,8 +13,10 @@ Two ways of sampling the other latent dimensions are offered:
 ``"bank"`` (default)
     Codes of training streamlines of the bundle (the model's latent bank),
     chosen with weights that favour streamlines whose attribute is near the
-    target, plus a little Gaussian noise (GESTA-style). This stays close to
-    the data.
+    target (GESTA-style), each moved from its training subject to a new
+    subject drawn from the spread of the training subjects, plus a little
+    Gaussian noise. This stays on the bundle without copying the
+    idiosyncrasies of the subjects it was trained on.
 ``"prior"``
     Samples of the prior ``p(z)`` the adversarial training matched.
 
@@ -211,17 +213,25 @@ def _bank_noise(bank_z, n, rng):
     return (rng.standard_normal((n, d)) @ root.T).astype(np.float32)
 
 
-def _subject_shift(subject, means, weights, inverse, idx, scale, rng):
+def _subject_shift(
+    subject, means, weights, inverse, idx, scale, rng, *, values=None, targets=None
+):
     """Move each drawn code from its subject to a new one (``(n, D)`` shifts).
 
     A code is the sum of its subject's mean code and the streamline's own
     variation. Each draw keeps its streamline's variation and replaces its
-    subject's mean by that of a subject that was not seen: the mean of the
-    subjects the draw's target weights (``centre``), plus ``scale`` times a
-    Gaussian draw with those subjects' weighted covariance. Streamlines of
-    one training subject are so spread over a range of plausible subjects
+    subject's mean by that of a subject that was not seen: the centre of the
+    subjects the draw's target weights, plus ``scale`` times a Gaussian draw
+    with their weighted covariance around that centre. Streamlines of one
+    training subject are so spread over a range of plausible subjects
     (``scale`` 1: as far apart as the training subjects are) instead of
     reproducing that subject's idiosyncrasies, which copying a code does.
+
+    The centre is the subjects' weighted mean; for an attribute that is one
+    value per subject (``values``, e.g. age) it is their weighted linear
+    regression on the value, evaluated at the target, so that a target near
+    the end of the range, where the weights are one-sided, is not pulled
+    toward the middle.
 
     Parameters
     ----------
@@ -238,23 +248,45 @@ def _subject_shift(subject, means, weights, inverse, idx, scale, rng):
     scale : float
         Spread of the new subjects relative to the training subjects'.
     rng : numpy.random.Generator
+    values : ndarray, shape (S,), optional
+        Each subject's attribute value, for a per-subject attribute.
+    targets : ndarray, shape (T,), optional
+        The distinct targets (with ``values``).
     """
     n_subjects = len(means)
     onehot = np.zeros((len(subject), n_subjects))
     onehot[np.arange(len(subject)), subject] = 1.0
     w = weights @ onehot  # (T, S): each subject's share of each target
     centre = w @ means
+    residual = means[None] - centre[:, None]  # (T, S, D)
+    if values is not None:
+        mean_value = w @ values
+        dv = values[None, :] - mean_value[:, None]  # (T, S)
+        spread_value = np.sum(w * dv**2, axis=1)
+        slope = np.einsum("ts,tsd->td", w * dv, residual)
+        slope /= np.where(spread_value > 0, spread_value, np.inf)[:, None]
+        centre = centre + slope * (np.asarray(targets) - mean_value)[:, None]
+        residual = residual - dv[:, :, None] * slope[:, None, :]
     shift = centre[inverse] - means[subject[idx]]
     concentration = np.sum(w**2, axis=1)
     if scale > 0 and n_subjects > 1:
-        # unbiased weighted covariance of the subject means: a draw
-        # sum_s sqrt(w_s / (1 - sum w^2)) eps_s (mean_s - centre)
+        # unbiased weighted covariance of the subjects around the centre: a
+        # draw sum_s sqrt(w_s / (1 - sum w^2)) eps_s residual_s
         spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
         coef = rng.standard_normal((len(idx), n_subjects)) * np.sqrt(
             w[inverse] / spread[inverse, None]
         )
-        shift += scale * (coef @ means - coef.sum(axis=1)[:, None] * centre[inverse])
+        shift += scale * np.einsum("ns,nsd->nd", coef, residual[inverse])
     return shift
+
+
+def _subject_values(subject, values, n_subjects):
+    """Each subject's attribute value: the mean over its bank codes (one value
+    per subject for a per-subject attribute such as age; 0 for a subject
+    with no code in the bank, which no target weights)."""
+    counts = np.bincount(subject, minlength=n_subjects)
+    sums = np.bincount(subject, weights=values, minlength=n_subjects)
+    return sums / np.maximum(counts, 1)
 
 
 def _neighbours(model, bank_size):
@@ -363,6 +395,7 @@ def sample_latent(
         idx = np.clip(pos - inverse * m, 0, m - 1)
         z = bank_z[idx] + float(noise) * _bank_noise(bank_z, n, rng)
         if subject_means is not None and subject_noise is not None:
+            per_subject = model.config.ar_level == "subject"
             z += _subject_shift(
                 bank_subject,
                 subject_means,
@@ -371,6 +404,12 @@ def sample_latent(
                 idx,
                 float(subject_noise),
                 rng,
+                values=(
+                    _subject_values(bank_subject, bank_a, len(subject_means))
+                    if per_subject
+                    else None
+                ),
+                targets=unique,
             )
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0

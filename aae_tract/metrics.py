@@ -1246,20 +1246,29 @@ def evaluate(
         ref["per_bundle"] = ref_bundle
         result["reference"] = ref
     if model.attribute_name != "length":
-        result.update(_attribute_metrics(model, dataset, train, n_generate, seed))
+        result.update(
+            _attribute_metrics(
+                model, dataset, train, n_generate, seed, _noise(noise, subject_noise)
+            )
+        )
     return result
 
 
-def _attribute_metrics(model, dataset, train, n_generate, seed):
+def _attribute_metrics(model, dataset, train, n_generate, seed, options):
     """``attribute_slope_error`` (needs ``train``) and ``attribute_mae``, with
-    their details and the trivial baseline, for a per-subject attribute."""
+    their details and the trivial baseline, for a per-subject attribute
+    (generation with bank sampling and the keyword arguments ``options``)."""
     from aae_tract.attribute import attribute_mae, attribute_slope_error
 
     out = {"attribute_slope_error": None, "attribute_slope": None}
     if train is not None:
         # enough streamlines that a median moves less than one step does
         slope = attribute_slope_error(
-            model, train, n_streamlines=max(int(n_generate), 400), seed=seed
+            model,
+            train,
+            n_streamlines=max(int(n_generate), 400),
+            seed=seed,
+            generate_options=options,
         )
         out["attribute_slope_error"] = _clean(slope["worst"])
         out["attribute_slope"] = slope["per_bundle"]
@@ -1268,7 +1277,12 @@ def _attribute_metrics(model, dataset, train, n_generate, seed):
     out["attribute_mae_baseline"] = _clean(read_back["baseline_mae"])
     out["attribute_read_back"] = read_back["per_subject"]
     by_generation = attribute_mae(
-        model, dataset, train=train, method="generation", seed=seed
+        model,
+        dataset,
+        train=train,
+        method="generation",
+        seed=seed,
+        generate_options=options,
     )
     out["attribute_mae_generation"] = _clean(by_generation["mae"])
     out["attribute_read_back_generation"] = by_generation["per_subject"]

@@ -150,7 +150,21 @@ NOISE_COLUMNS = (
     "realism_c2st",
     "density_dice",
     "length_error_pct",
+    "curvature_min",
 )
+
+
+def _value(result, key):
+    """A column of the noise table: an evaluate() key, or ``curvature_min``
+    (the lowest bundle's curvature_ratio: its target holds in every bundle)."""
+    if key == "curvature_min":
+        values = [
+            row["curvature_ratio"]
+            for row in result["per_bundle"].values()
+            if row.get("curvature_ratio") is not None
+        ]
+        return min(values, default=None)
+    return result[key]
 
 
 def _subject_label(value):
@@ -196,7 +210,8 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
     for (noise, subject), results in runs.items():
         cells = [f"{noise:g}", _subject_label(subject)]
         for key in NOISE_COLUMNS:
-            values = [r[key] for r in results if r[key] is not None]
+            values = [_value(r, key) for r in results]
+            values = [v for v in values if v is not None]
             if not values:
                 cells.append("n/a")
             elif len(values) == 1:

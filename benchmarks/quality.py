@@ -375,6 +375,7 @@ def run_seed(config, seed, train, held_out, args):
             seed=seed,
             sampling=s,
             train=train,
+            subject_noise=args.subject_noise,
         )
         for s in SAMPLINGS
     }
@@ -548,6 +549,12 @@ def main(argv=None):
         help="evaluate this model instead of training; {seed} in the name is "
         "filled in per seed, e.g. models/q_seed{seed}.keras as --model "
         "models/q.keras wrote them",
+    )
+    parser.add_argument(
+        "--subject_noise",
+        type=lambda v: v if v == "none" else float(v),
+        help="subject_noise of bank sampling (default: generate's default; "
+        "'none': every code keeps its training subject)",
     )
     parser.add_argument(
         "--recalibrate",

@@ -315,6 +315,36 @@ def test_subject_shift_spreads_codes_like_the_training_subjects():
     np.testing.assert_allclose(moved.mean(axis=0), means[:2].mean(axis=0), atol=0.1)
 
 
+def test_subject_shift_follows_a_per_subject_attribute_to_the_ends():
+    """For a per-subject attribute the centre is the subjects' weighted linear
+    regression on it: exact when the subject means lie on a line in the
+    value, even where the kernel weights only subjects on one side."""
+    from aae_tract.generate import _kernel_weights, _subject_shift
+
+    rng = np.random.default_rng(1)
+    ages = np.array([22.0, 30.0, 41.0, 50.0, 58.0, 66.0, 79.0])
+    base, per_year = rng.normal(size=4), rng.normal(size=4)
+    means = base + ages[:, None] * per_year
+    subject = np.repeat(np.arange(len(ages)), 10)
+    targets = np.array([20.0, 50.0, 80.0])
+    weights = _kernel_weights(ages[subject], targets, k=20)
+    idx = rng.integers(0, len(subject), 300)
+    inverse = rng.integers(0, len(targets), 300)
+    for scale in (0.0, 1.0):
+        moved = means[subject[idx]] + _subject_shift(
+            subject, means, weights, inverse, idx, scale, rng,
+            values=ages, targets=targets,
+        )  # fmt: skip
+        np.testing.assert_allclose(moved, base + targets[inverse, None] * per_year)
+    # the weighted mean alone is pulled toward the middle at the ends
+    plain = means[subject[idx]] + _subject_shift(
+        subject, means, weights, inverse, idx, 0.0, rng
+    )
+    young = inverse == 0
+    truth = base + 20.0 * per_year
+    assert np.abs(plain[young] - truth).max() > 1.0
+
+
 def test_bank_sampling_moves_codes_off_their_subjects(model):
     """Copies of training codes (noise 0, no subject move) reappear only in
     a model without subjects in its bank; with them, codes are new."""
