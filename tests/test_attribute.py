@@ -120,6 +120,24 @@ def test_generation_read_back_inverts_the_length_curve(monkeypatch):
         estimate_attribute(model, x, ["A"] * 6, method="oracle")
 
 
+def test_encoder_read_back_inverts_the_calibration_of_mean_codes():
+    """The calibration maps a value to the mean z0 of its streamlines (a
+    least-squares fit): a subject whose codes are skewed, with mean z0
+    0.375 and median 0, is read back at the value of 0.375, not of 0."""
+    z0 = np.array([-0.5, -0.25, 0.0, 0.0, 0.0, 0.25, 0.5, 3.0])
+    assert z0.mean() == pytest.approx(0.375)
+    model = SimpleNamespace(
+        bundle_names=["A"],
+        metadata=SimpleNamespace(
+            calibration={"A": {"x": [20, 80], "y": [-1.0, 2.0], "slope": 0.05}}
+        ),
+        prepare=lambda x, bundles: (np.asarray(x), np.zeros(len(x), int)),
+        encode_prepared=lambda x: np.stack([z0, np.zeros_like(z0)], axis=1),
+    )
+    value, _ = estimate_attribute(model, _straight([50.0] * 8), "A", method="encoder")
+    assert value == pytest.approx(20 + (0.375 + 1.0) / 0.05)
+
+
 def test_attribute_mae_against_the_trivial_baseline(monkeypatch):
     held = _age_dataset(-0.3)
     train = _age_dataset(-0.3)
