@@ -234,9 +234,9 @@ def test_bundle_sample_keeps_at_most_so_many_per_bundle(cached):
     from aae_tract.model.tract_aae import _bundle_sample
 
     mapped, memory = cached
-    labels, x, attribute = _bundle_sample(memory, 10_000, seed=0)
-    assert x is memory.x and len(labels) == len(memory)
-    labels, x, attribute = _bundle_sample(mapped, 40, seed=0)
+    labels, x, attribute, subjects = _bundle_sample(memory, 10_000, seed=0)
+    assert x is memory.x and len(labels) == len(memory) == len(subjects)
+    labels, x, attribute, subjects = _bundle_sample(mapped, 40, seed=0)
     assert np.bincount(labels).tolist() == [40, 40, 40]
     assert isinstance(x, StreamlineRows) and len(x) == 120
     again = _bundle_sample(mapped, 40, seed=0)
@@ -244,6 +244,7 @@ def test_bundle_sample_keeps_at_most_so_many_per_bundle(cached):
     rows = x.index
     assert np.all(np.diff(rows) > 0)
     np.testing.assert_array_equal(attribute, memory.attribute[rows])
+    np.testing.assert_array_equal(subjects, memory.subjects[rows])
     np.testing.assert_array_equal(np.asarray(x), memory.x[rows])
     np.testing.assert_array_equal(np.asarray(take(memory.x, rows)), memory.x[rows])
 
