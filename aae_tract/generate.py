@@ -258,25 +258,31 @@ def _subject_shift(
     onehot[np.arange(len(subject)), subject] = 1.0
     w = weights @ onehot  # (T, S): each subject's share of each target
     centre = w @ means
-    residual = means[None] - centre[:, None]  # (T, S, D)
+    at_target = centre
     if values is not None:
+        # weighted least squares of the subject means on their values; the
+        # residuals (around the line) are mean_s - centre - dv_s * slope
         mean_value = w @ values
         dv = values[None, :] - mean_value[:, None]  # (T, S)
-        spread_value = np.sum(w * dv**2, axis=1)
-        slope = np.einsum("ts,tsd->td", w * dv, residual)
+        wdv = w * dv
+        spread_value = np.sum(wdv * dv, axis=1)
+        slope = wdv @ means - wdv.sum(axis=1)[:, None] * centre
         slope /= np.where(spread_value > 0, spread_value, np.inf)[:, None]
-        centre = centre + slope * (np.asarray(targets) - mean_value)[:, None]
-        residual = residual - dv[:, :, None] * slope[:, None, :]
-    shift = centre[inverse] - means[subject[idx]]
+        at_target = centre + slope * (np.asarray(targets) - mean_value)[:, None]
+    shift = at_target[inverse] - means[subject[idx]]
     concentration = np.sum(w**2, axis=1)
     if scale > 0 and n_subjects > 1:
         # unbiased weighted covariance of the subjects around the centre: a
-        # draw sum_s sqrt(w_s / (1 - sum w^2)) eps_s residual_s
+        # draw sum_s sqrt(w_s / (1 - sum w^2)) eps_s residual_s, written
+        # without a (draws, subjects, dims) array
         spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
         coef = rng.standard_normal((len(idx), n_subjects)) * np.sqrt(
             w[inverse] / spread[inverse, None]
         )
-        shift += scale * np.einsum("ns,nsd->nd", coef, residual[inverse])
+        draw = coef @ means - coef.sum(axis=1)[:, None] * centre[inverse]
+        if values is not None:
+            draw -= np.sum(coef * dv[inverse], axis=1)[:, None] * slope[inverse]
+        shift += scale * draw
     return shift
 
 
@@ -339,10 +345,11 @@ def sample_latent(
         For ``"bank"`` sampling of a model trained on several subjects: how
         far the new subjects spread, relative to the training subjects. A
         code's subject mean is replaced by the mean of the subjects near the
-        target plus ``subject_noise`` times a draw with their covariance.
-        0 moves every code to the subjects' mean; None keeps each code's
-        own subject (copies of training codes up to ``noise``), as models
-        saved before banks kept subjects always do.
+        target (for a per-subject attribute such as age, their linear
+        regression on it at the target) plus ``subject_noise`` times a draw
+        with their covariance. 0 moves every code to the subjects' mean;
+        None keeps each code's own subject (copies of training codes up to
+        ``noise``), as models saved before banks kept subjects always do.
     neighbours : int, optional
         About how many bank codes share one target value (width of the
         attribute kernel); default a sixteenth of the bank, at least 16 (a
@@ -378,7 +385,11 @@ def sample_latent(
         for what, value in (("noise", noise), ("subject_noise", subject_noise)):
             if value is None and what == "subject_noise":
                 continue
-            if not (math.isfinite(float(value)) and value >= 0):
+            try:
+                good = math.isfinite(float(value)) and float(value) >= 0
+            except (TypeError, ValueError):
+                good = False
+            if not good:
                 raise AAETractError(
                     f"{what} must be a finite number >= 0, got {value!r}"
                 )

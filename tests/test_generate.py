@@ -358,8 +358,9 @@ def test_bank_sampling_moves_codes_off_their_subjects(model):
 
     assert np.allclose(nearest(_without_bank_subjects(model)), 0, atol=1e-4)
     assert np.median(nearest(model, subject_noise=1.0)) > 1e-2
-    with pytest.raises(AAETractError, match="subject_noise"):
-        sample_latent(model, "AF_L", [target], subject_noise=-1.0)
+    for bad in (-1.0, float("nan"), "wide"):
+        with pytest.raises(AAETractError, match="subject_noise"):
+            sample_latent(model, "AF_L", [target], subject_noise=bad)
 
 
 @pytest.mark.parametrize("n", [1, 37])
