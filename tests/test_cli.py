@@ -180,6 +180,11 @@ def bad_value_cases(home, model_dir, tmp):
             "--n_streamlines",
         ),
         ("aae_tract_generate", ["--model", model, "--bundle", "XYZ"], "AF_L"),
+        (
+            "aae_tract_generate",
+            ["--model", model, "--subject_noise", "-1"],
+            "--subject_noise",
+        ),
         ("aae_tract_generate", ["--model", broken], "broken.keras"),
         ("aae_tract_evaluate", ["--model", tmp / "none.keras"], "model file not found"),
         ("aae_tract_evaluate", [empty, "--model", model], "no tractogram"),

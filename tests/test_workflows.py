@@ -232,6 +232,26 @@ def test_generate_force(workdir, capsys):
     assert target.stat().st_mtime_ns != stamp
 
 
+def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
+    """--subject_noise 0 puts every streamline in the subjects' mean; a larger
+    value spreads them over new subjects: the same seed gives other
+    streamlines, as far from the first as the spread asks."""
+    import nibabel as nib
+
+    model = workdir / "aae_tract_model.keras"
+    args = ["--model", model, "--bundle", "AF_L", "--length", "100"]
+    args += ["--n_streamlines", "20", "--skip_picture", "--seed", "1"]
+    runs = {}
+    for noise in ("0", "0.7", "2"):
+        out = workdir / f"subject_noise_{noise}"
+        assert run_cli("aae_tract_generate", *args, "--subject_noise", noise,
+                       "--out_dir", out) == 0  # fmt: skip
+        trk = nib.streamlines.load(str(out / "AF_L_length100.trk"))
+        runs[noise] = np.asarray(trk.streamlines.get_data())
+    moved = {k: np.abs(runs[k] - runs["0"]).mean() for k in ("0.7", "2")}
+    assert 0 < moved["0.7"] < moved["2"]
+
+
 def test_generate_default_request_is_every_bundle_at_its_median(workdir):
     out = workdir / "all"
     args = ["--model", workdir / "aae_tract_model.keras", "--n_streamlines", "3"]

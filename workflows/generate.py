@@ -75,6 +75,7 @@ class GenerateFlow(AAEWorkflow):
         n_streamlines=100,
         seed=0,
         sampling="bank",
+        subject_noise=0.7,
         filter=False,
         max_mdf=None,
         length_tolerance=None,
@@ -120,6 +121,11 @@ class GenerateFlow(AAEWorkflow):
         sampling : string, optional
             bank (near the training encodings of the bundle) or prior
             (samples of the latent prior).
+        subject_noise : float, optional
+            Bank sampling moves each training encoding from its subject to a
+            new subject: how far the new subjects spread, relative to the
+            training subjects (0: every streamline as in the subjects' mean).
+            Models saved before banks kept their subjects ignore it.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
             for length, within --length_tolerance of the target), sampling
@@ -168,6 +174,7 @@ class GenerateFlow(AAEWorkflow):
                 n_streamlines, seed, sampling, max_mdf, length_tolerance
             )
         )
+        subject_noise = check_float("subject_noise", subject_noise, minimum=0)
         fmt = None if format is None else check_choice("format", format, FORMATS)
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
@@ -200,6 +207,7 @@ class GenerateFlow(AAEWorkflow):
                 "n_streamlines": n_streamlines,
                 "seed": seed,
                 "sampling": sampling,
+                "subject_noise": subject_noise,
                 "filter": bool(filter),
                 "max_mdf": max_mdf,
                 "length_tolerance": length_tolerance,
