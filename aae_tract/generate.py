@@ -40,6 +40,7 @@ from aae_tract.streamlines import nearest_mdf, streamline_lengths
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_SUBJECT_NOISE",
     "SAMPLING_METHODS",
     "GeneratedBundle",
     "generate",
@@ -55,7 +56,7 @@ __all__ = [
 SAMPLING_METHODS = ("bank", "prior")
 _DEFAULT_NOISE = 0.2
 #: Default spread of the subjects "bank" sampling moves codes to.
-_DEFAULT_SUBJECT_NOISE = 0.7
+DEFAULT_SUBJECT_NOISE = 0.7
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: Relative miss of the median length beyond which generation warns.
@@ -318,7 +319,7 @@ def sample_latent(
     *,
     sampling="bank",
     noise=_DEFAULT_NOISE,
-    subject_noise=_DEFAULT_SUBJECT_NOISE,
+    subject_noise=DEFAULT_SUBJECT_NOISE,
     neighbours=None,
     exact_length=True,
     rng=None,
@@ -588,7 +589,7 @@ def generate(
     seed=None,
     sampling="bank",
     noise=_DEFAULT_NOISE,
-    subject_noise=_DEFAULT_SUBJECT_NOISE,
+    subject_noise=DEFAULT_SUBJECT_NOISE,
     filter=False,
     length_tolerance=None,
     max_mdf=None,

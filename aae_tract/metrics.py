@@ -78,6 +78,7 @@ import time
 import numpy as np
 
 from aae_tract.errors import AAETractError
+from aae_tract.generate import DEFAULT_SUBJECT_NOISE
 
 logger = logging.getLogger(__name__)
 
@@ -1014,14 +1015,11 @@ def _aggregate(rows):
 
 
 def _noise(noise, subject_noise):
-    """Keyword arguments of ``sample_latent`` for the bank's noises (None:
-    its default)."""
+    """Keyword arguments of ``sample_latent`` for the bank's noises (a
+    ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
+    their subject)."""
     out = {} if noise is None else {"noise": float(noise)}
-    if subject_noise == "none":
-        out["subject_noise"] = None
-    elif subject_noise is not None:
-        out["subject_noise"] = float(subject_noise)
-    return out
+    return {**out, "subject_noise": subject_noise}
 
 
 def _at_most(dataset, per_bundle, seed, what):
@@ -1074,7 +1072,7 @@ def evaluate(
     batch_size=1024,
     train=None,
     noise=None,
-    subject_noise=None,
+    subject_noise=DEFAULT_SUBJECT_NOISE,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1107,7 +1105,7 @@ def evaluate(
     noise, subject_noise : float, optional
         Noises of ``"bank"`` sampling (see
         :func:`aae_tract.generate.sample_latent`); default: its defaults.
-        ``subject_noise="none"`` keeps each code's subject.
+        ``subject_noise=None`` keeps each code's subject.
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a

@@ -41,6 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import quality  # noqa: E402
@@ -168,7 +170,7 @@ def _value(result, key):
 
 
 def _subject_label(value):
-    return "none" if value == "none" else f"{value:g}"
+    return "none" if value is None else f"{value:g}"
 
 
 def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibrate):
@@ -256,8 +258,8 @@ def main(argv=None):
     parser.add_argument(
         "--subject_noise",
         nargs="+",
-        default=[None],
-        type=lambda v: v if v == "none" else float(v),
+        default=[DEFAULT_SUBJECT_NOISE],
+        type=lambda v: None if v == "none" else float(v),
         metavar="NOISE",
         help="with --bank_noise: subject_noise values (default: the default; "
         "'none': codes keep their subject)",

@@ -47,6 +47,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
+
 #: Largest classifier accuracy (chance: 0.5) at which a bundle's encodings
 #: count as matching the prior: about 5 sd of a chance accuracy with the
 #: 400-800 codes of a held-out phantom bundle.
@@ -552,7 +554,8 @@ def main(argv=None):
     )
     parser.add_argument(
         "--subject_noise",
-        type=lambda v: v if v == "none" else float(v),
+        type=lambda v: None if v == "none" else float(v),
+        default=DEFAULT_SUBJECT_NOISE,
         help="subject_noise of bank sampling (default: generate's default; "
         "'none': every code keeps its training subject)",
     )

@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
+from aae_tract.generate import DEFAULT_SUBJECT_NOISE
 
 from .base import (
     AAEWorkflow,
@@ -75,7 +76,7 @@ class GenerateFlow(AAEWorkflow):
         n_streamlines=100,
         seed=0,
         sampling="bank",
-        subject_noise=0.7,
+        subject_noise=DEFAULT_SUBJECT_NOISE,
         filter=False,
         max_mdf=None,
         length_tolerance=None,
