@@ -84,7 +84,8 @@ class GeneratedBundle:
     tractogram : dipy.io.stateful_tractogram.StatefulTractogram
         The same streamlines in the training data's space (RAS+ mm).
     acceptance_rate : float
-        Fraction of decoded streamlines the filter kept (1.0 without filter).
+        Fraction of decoded streamlines kept by the filter and the volume
+        test (``keep_inside``); 1.0 when neither dropped any.
     z : ndarray of float32, shape (N, latent_dims)
         Latent codes of the kept streamlines.
     out_of_range : bool
@@ -599,6 +600,7 @@ def generate(
     exact_length=True,
     batch_size=1024,
     space=None,
+    keep_inside=True,
 ):
     """Generate streamlines of ``bundle`` at a requested length (or attribute).
 
@@ -656,6 +658,15 @@ def generate(
         registered). A training subject's name: that subject's native space
         (the inverse of its registration transform). Lengths are measured in
         the common space, where the target applies.
+    keep_inside : bool
+        When the volume of the model's space holds its training streamlines
+        (``metadata.space["holds_data"]``), draw again every generated
+        streamline that leaves it (in ``space``), so that DIPY's
+        ``load_tractogram`` reads the saved file with its default
+        ``bbox_valid_check=True``; the log says how many were drawn again.
+        False keeps them. Models whose training data lay outside their
+        header's volume (the embedded default's is 1 x 1 x 1 voxel), and
+        model files from before this test, keep them always.
 
     Returns
     -------
@@ -668,8 +679,9 @@ def generate(
     AAETractError
         A length given to a model conditioned on another attribute, a target
         that is not a finite (positive, for length) number, an unknown
-        sampling, or a filter that kept too few streamlines in ``max_tries``
-        rounds (the message gives the acceptance rate).
+        sampling, or a filter (or the volume test) that kept too few
+        streamlines in ``max_tries`` rounds (the message gives the acceptance
+        rate).
     """
     name = _bundle_name(model, bundle)
     _check_sampling(sampling)
@@ -693,6 +705,8 @@ def generate(
         texture=texture,
         batch_size=batch_size,
     )
+    inside = _volume_test(model, to_space) if keep_inside else None
+    describe = (name, low, high, unit)
     if filter:
         z, x, acceptance, settings = _generate_filtered(
             model,
@@ -704,11 +718,16 @@ def generate(
             reference_streamlines=reference_streamlines,
             max_tries=max_tries,
             batch_size=batch_size,
-            describe=(name, low, high, unit),
+            describe=describe,
+            inside=inside,
         )
     else:
         z, x = draw(n)
         acceptance, settings = 1.0, {}
+        if inside is not None:
+            z, x, acceptance = _replace_outside(
+                draw, z, x, inside, max_tries=max_tries, describe=describe
+            )
     lengths, median, missed = _measure(
         x, n, name, target, unit, attr=attr, out_of_range=out_of_range
     )
@@ -799,6 +818,7 @@ def _generate_filtered(
     max_tries,
     batch_size,
     describe,
+    inside=None,
 ):
     """``n`` filtered streamlines: codes, points, acceptance rate and settings."""
     tol, limit, reference = _filter_limits(
@@ -820,6 +840,7 @@ def _generate_filtered(
         max_tries=max_tries,
         batch_size=batch_size,
         describe=describe,
+        inside=inside,
     )
     return z, x, acceptance, settings
 
@@ -843,12 +864,23 @@ def _filter_limits(
 
 
 def _draw_filtered(
-    draw, n, target, *, tol, reference, limit, max_tries, batch_size, describe
+    draw,
+    n,
+    target,
+    *,
+    tol,
+    reference,
+    limit,
+    max_tries,
+    batch_size,
+    describe,
+    inside=None,
 ):
     """Draw until ``n`` streamlines pass the filter; their codes, points and rate.
 
-    ``tol`` None skips the length test; ``describe`` is (bundle, low, high,
-    unit) for the messages.
+    ``tol`` None skips the length test; ``inside`` (a function of the points,
+    see :func:`_volume_test`) adds the volume test; ``describe`` is (bundle,
+    low, high, unit) for the messages.
     """
     name, low, high, unit = describe
     kept_z, kept_x = [], []
@@ -859,7 +891,7 @@ def _draw_filtered(
         cap = max(4 * n, batch_size)
         count = int(min(max(math.ceil(1.2 * need / max(rate, 0.01)), need), cap))
         z, x = draw(count)
-        keep = np.ones(count, dtype=bool)
+        keep = np.ones(count, dtype=bool) if inside is None else inside(x)
         if tol is not None:
             lengths = streamline_lengths(x)
             keep &= np.abs(lengths - target) <= tol
@@ -891,6 +923,64 @@ def _draw_filtered(
         n_kept,
         n_drawn,
         100 * acceptance,
+    )
+    return z, x, acceptance
+
+
+def _volume_test(model, to_space):
+    """A function telling which streamlines (common space, mm) stay inside the
+    volume of the model's space once placed by ``to_space``; None when that
+    volume does not hold the training streamlines (nothing to keep to)."""
+    from aae_tract.io import inside_volume
+
+    space = model.metadata.space
+    if not space or not space.get("holds_data"):
+        return None
+    return lambda x: inside_volume(_place(x, to_space), space)
+
+
+def _replace_outside(draw, z, x, inside, *, max_tries, describe):
+    """Codes and streamlines with every one outside the volume drawn again.
+
+    Streamlines inside keep their place (a draw with none outside is
+    returned unchanged). Returns codes, points and the fraction of all
+    drawn streamlines that were inside.
+    """
+    name, low, high, unit = describe
+    bad = np.flatnonzero(~inside(x))
+    if not len(bad):
+        return z, x, 1.0
+    z, x = np.array(z), np.array(x)
+    n_out, n_drawn = len(bad), len(x)
+    n_inside = n_drawn - n_out
+    for _ in range(int(max_tries)):
+        rate = max(n_inside / n_drawn, 0.01)
+        new_z, new_x = draw(int(min(math.ceil(1.2 * len(bad) / rate), 4 * len(x))))
+        ok = np.flatnonzero(inside(new_x))
+        n_drawn += len(new_x)
+        n_inside += len(ok)
+        take = ok[: len(bad)]
+        z[bad[: len(take)]] = new_z[take]
+        x[bad[: len(take)]] = new_x[take]
+        bad = bad[len(take) :]
+        if not len(bad):
+            break
+    acceptance = n_inside / n_drawn
+    if len(bad):
+        raise AAETractError(
+            f"{n_drawn - n_inside} of {n_drawn} generated {name} streamlines left "
+            "the volume of the model's space (the training data's header), and "
+            f"{max_tries} rounds did not replace them (acceptance rate "
+            f"{acceptance:.1%}); raise max_tries, request a value inside the seen "
+            f"range ({low:.4g}-{high:.4g}{unit}), or keep them with "
+            "keep_inside=False (the file then needs bbox_valid_check=False)"
+        )
+    logger.info(
+        "%d of %d generated %s streamlines left the volume of the model's space "
+        "and were drawn again",
+        n_out,
+        len(x),
+        name,
     )
     return z, x, acceptance
 

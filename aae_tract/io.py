@@ -30,6 +30,7 @@ __all__ = [
     "BundleFile",
     "bbox_space",
     "find_bundles",
+    "inside_volume",
     "load_bundle",
     "reference_from_space",
     "save_tractogram",
@@ -624,6 +625,39 @@ def bbox_space(points, voxel_size=1.0):
         "voxel_sizes": [float(voxel_size)] * 3,
         "voxel_order": "RAS",
     }
+
+
+def inside_volume(streamlines, space, *, margin=1e-3):
+    """Which streamlines lie wholly inside the volume a space describes.
+
+    The test DIPY's ``StatefulTractogram.is_bbox_in_vox_valid`` applies when
+    ``load_tractogram`` reads a file (``bbox_valid_check=True``, its default):
+    every point, in voxel coordinates with the origin at the corner of the
+    first voxel, within ``[0, dimensions]``; here ``margin`` voxels inside
+    those bounds, so that the float32 rounding of a saved file does not move
+    a point out (as DIPY's ``remove_invalid_streamlines`` keeps ``1e-3``).
+
+    Parameters
+    ----------
+    streamlines : ndarray, shape (N, P, 3)
+        Streamlines in RAS+ mm.
+    space : dict
+        As :func:`space_from_sft` returns it.
+    margin : float, optional
+        Voxels kept clear of the volume's faces.
+
+    Returns
+    -------
+    ndarray of bool, shape (N,)
+    """
+    x = np.asarray(streamlines, dtype=np.float64)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"streamlines must have shape (N, P, 3), got {x.shape}")
+    to_voxel = np.linalg.inv(np.asarray(space["affine"], dtype=np.float64))
+    dims = np.asarray(space["dimensions"], dtype=np.float64)
+    voxel = x @ to_voxel[:3, :3].T + to_voxel[:3, 3] + 0.5
+    inside = (voxel >= margin) & (voxel <= dims - margin)
+    return inside.all(axis=(1, 2))
 
 
 def reference_from_space(space):

@@ -19,7 +19,13 @@ from aae_tract.generate import (
     restyle,
     sample_latent,
 )
-from aae_tract.io import load_bundle, save_tractogram, space_from_sft
+from aae_tract.io import (
+    bbox_space,
+    inside_volume,
+    load_bundle,
+    save_tractogram,
+    space_from_sft,
+)
 from aae_tract.model import TractAAE
 
 
@@ -473,6 +479,61 @@ def test_saved_tractogram_lines_up_with_training_space(
         np.asarray(back.streamlines.get_data()),
         atol=1e-5,
     )
+
+
+def _with_space(model, space):
+    """The tiny model's networks with its metadata's space replaced."""
+    meta = copy.deepcopy(model.metadata)
+    meta.space = space
+    return TractAAE(model.network, meta)
+
+
+def test_calibration_says_whether_the_header_holds_the_data(model, tiny_splits):
+    train, _ = tiny_splits
+    # the embedded default's header is a 1 x 1 x 1 volume its streamlines leave
+    assert model.metadata.space["holds_data"] is False
+    around = _with_space(model, bbox_space(np.asarray(train.x)))
+    around.calibrate(train)
+    assert around.metadata.space["holds_data"] is True
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_generation_keeps_streamlines_inside_a_volume_that_holds_the_data(
+    model, tmp_path, caplog, filtered
+):
+    options = dict(n_streamlines=40, seed=3, filter=filtered, max_mdf=np.inf)
+    free = generate(model, "CST_R", 130, **options)
+    # a volume that cuts the top of the generated streamlines off
+    space = bbox_space(free.streamlines)
+    top = np.percentile(free.streamlines[..., 2].max(axis=1), 75)
+    space["dimensions"][2] = int(top - space["affine"][2][3])
+    space["holds_data"] = True
+    bounded = _with_space(model, space)
+    out = inside_volume(free.streamlines, space)
+    assert 0 < out.sum() < len(out)
+    with caplog.at_level(logging.INFO, logger="aae_tract.generate"):
+        result = generate(bounded, "CST_R", 130, **options)
+    assert inside_volume(result.streamlines, space).all()
+    assert len(result.streamlines) == 40 and result.acceptance_rate < 1.0
+    if not filtered:  # the streamlines inside keep their places
+        np.testing.assert_array_equal(result.streamlines[out], free.streamlines[out])
+        assert f"{(~out).sum()} of 40 generated CST_R streamlines left" in caplog.text
+    # DIPY reads the file with its default bounding-box check
+    path = save_tractogram(result.tractogram, tmp_path / "CST_R.trk")
+    assert len(load_tractogram(str(path), "same")) == 40
+    kept = generate(bounded, "CST_R", 130, keep_inside=False, **options)
+    np.testing.assert_array_equal(kept.streamlines, free.streamlines)
+    assert not kept.tractogram.is_bbox_in_vox_valid()
+
+
+def test_a_volume_no_streamline_fits_is_reported(model):
+    free = generate(model, "AF_L", 110, n_streamlines=5, seed=0)
+    space = bbox_space(free.streamlines[:, :2])  # the first two points only
+    space["holds_data"] = True
+    with pytest.raises(AAETractError, match="left the volume.*keep_inside=False"):
+        generate(
+            _with_space(model, space), "AF_L", 110, n_streamlines=5, seed=0, max_tries=2
+        )
 
 
 def test_tractogram_without_space_covers_the_streamlines():

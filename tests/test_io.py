@@ -13,6 +13,7 @@ from aae_tract.errors import DatasetError, TractogramError
 from aae_tract.io import (
     BundleFile,
     find_bundles,
+    inside_volume,
     load_bundle,
     reference_from_space,
     save_tractogram,
@@ -144,6 +145,34 @@ def test_save_in_the_space_of_a_reference(tmp_path):
     with pytest.raises(TractogramError, match="bad.nii.gz: cannot be used"):
         save_tractogram(sft, tmp_path / "x.trk", reference=bad)
     assert not (tmp_path / "x.trk").exists()
+
+
+def test_inside_volume_is_dipys_bounding_box_check():
+    """Per streamline, the test DIPY's load_tractogram applies by default, in a
+    rotated, flipped, anisotropic grid."""
+    rng = np.random.default_rng(0)
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.5, -2.0, 1.0])
+    affine[:3, 3] = [-30.0, 40.0, -20.0]
+    space = {
+        "affine": affine.tolist(),
+        "dimensions": [40, 30, 50],
+        "voxel_sizes": [1.5, 2.0, 1.0],
+    }
+    reference = reference_from_space(space)
+    centre = affine[:3, :3] @ np.array([20.0, 15.0, 25.0]) + affine[:3, 3]
+    lines = centre + rng.normal(size=(200, 6, 3)) * 13
+    ours = inside_volume(lines, space, margin=0.0)
+    dipys = [
+        StatefulTractogram([line], reference, Space.RASMM).is_bbox_in_vox_valid()
+        for line in lines
+    ]
+    assert 0.2 < ours.mean() < 0.8  # both kinds are tested
+    np.testing.assert_array_equal(ours, dipys)
+    # the margin keeps points just short of a face out
+    inner = inside_volume(lines, space, margin=0.5)
+    assert not (inner & ~ours).any() and inner.sum() < ours.sum()
 
 
 # ------------------------------------------------------------------ bad input

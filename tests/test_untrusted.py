@@ -267,6 +267,10 @@ METADATA_CASES = {
         {"meta": _set(["space", "affine"], np.zeros((4, 4)).tolist())},
         "singular",
     ),
+    "volume test as text": (
+        {"meta": _set(["space", "holds_data"], "yes")},
+        "holds_data",
+    ),
     "2**31 latent dimensions": (_both(["latent_dims"], 2**31), "latent_dims"),
     "a million filters": (_both(["filters"], [2**20, 2**20]), "filters"),
     "a billion points": (_both(["n_points"], 10**9), "n_points"),

@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tamper
 
 from aae_tract.workflows import cli
 from aae_tract.workflows.base import resolve_inputs
@@ -250,6 +250,42 @@ def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
         runs[noise] = np.asarray(trk.streamlines.get_data())
     moved = {k: np.abs(runs[k] - runs["0"]).mean() for k in ("0.7", "2")}
     assert 0 < moved["0.7"] < moved["2"]
+
+
+def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
+    """With a header whose volume holds the training data, every written
+    streamline lies inside it (DIPY loads the file with its bounding-box
+    check); --keep_outside writes the streamlines that leave it too."""
+    import nibabel as nib
+    from dipy.io.streamline import load_tractogram
+
+    from aae_tract.io import bbox_space
+
+    model = workdir / "aae_tract_model.keras"
+    args = ["--bundle", "CST_R", "--length", "130", "--n_streamlines", "30"]
+    args += ["--skip_picture", "--seed", "2"]
+    free = workdir / "volume_free"
+    assert run_cli("aae_tract_generate", "--model", model, *args, "--out_dir",
+                   free) == 0  # fmt: skip
+    lines = nib.streamlines.load(str(free / "CST_R_length130.trk")).streamlines
+    space = bbox_space(np.concatenate(list(lines)))
+    space["dimensions"][2] = int(
+        np.percentile([line[:, 2].max() for line in lines], 70) - space["affine"][2][3]
+    )
+    space["holds_data"] = True
+    bounded = tamper(model, workdir / "bounded.keras",
+                     meta=lambda m: {**m, "space": space})  # fmt: skip
+    for keep in (False, True):
+        out = workdir / f"volume_keep_{keep}"
+        extra = ["--keep_outside"] if keep else []
+        assert run_cli("aae_tract_generate", "--model", bounded, *args, *extra,
+                       "--out_dir", out) == 0  # fmt: skip
+        path = str(out / "CST_R_length130.trk")
+        if keep:
+            with pytest.raises(ValueError, match="[Bb]ounding box"):
+                load_tractogram(path, "same")
+        else:
+            assert len(load_tractogram(path, "same")) == 30
 
 
 def test_generate_default_request_is_every_bundle_at_its_median(workdir):

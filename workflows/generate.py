@@ -80,6 +80,7 @@ class GenerateFlow(AAEWorkflow):
         filter=False,
         max_mdf=None,
         length_tolerance=None,
+        keep_outside=False,
         real=None,
         reference=None,
         space=None,
@@ -137,6 +138,12 @@ class GenerateFlow(AAEWorkflow):
         length_tolerance : float, optional
             Filter: largest |length - target| in mm. Without it: 10 % of the
             target.
+        keep_outside : bool, optional
+            Keep streamlines that leave the volume of the training data's
+            header. Without it they are drawn again, so that DIPY's
+            load_tractogram reads the file with its default bounding-box
+            check (models whose training data lay outside that volume, as the
+            embedded default's does, keep them always).
         real : variable string, optional
             Real tractograms of the bundle for the picture (files, folders or
             patterns). Without it: the model's training files, when present.
@@ -213,6 +220,7 @@ class GenerateFlow(AAEWorkflow):
                 "max_mdf": max_mdf,
                 "length_tolerance": length_tolerance,
                 "space": space,
+                "keep_inside": not keep_outside,
             },
             real=real,
             reference=reference,

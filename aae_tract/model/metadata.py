@@ -36,7 +36,10 @@ class ModelMetadata:
         Per bundle, the reference streamline (``n_points x 3``) that oriented it.
     space : dict or None
         Space attributes of the training data (affine, dimensions, voxel sizes,
-        voxel order) so generated tractograms line up with it.
+        voxel order) so generated tractograms line up with it, and
+        ``holds_data``: whether the volume they describe holds the training
+        streamlines (then generation keeps its streamlines inside it; absent
+        in model files from before this test).
     calibration : dict
         Per bundle: monotone map attribute -> z0 (``x``, ``y`` knots, ``slope``).
     latent_bank : dict
@@ -302,6 +305,8 @@ def _validate_space(space, fail):
     )
     if sizes.shape != (3,) or (sizes <= 0).any():
         fail(f"space.voxel_sizes is {space.get('voxel_sizes')!r}")
+    if not isinstance(space.get("holds_data", False), bool):
+        fail(f"space.holds_data is {space.get('holds_data')!r}, not true or false")
 
 
 #: Largest coordinate (mm) accepted in the metadata (as aae_tract.io accepts).

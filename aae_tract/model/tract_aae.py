@@ -136,6 +136,14 @@ def _subject_means(z, subjects):
     return index, sums / np.bincount(index, minlength=len(names))[:, None]
 
 
+def _holds(space, x):
+    """Whether every streamline of ``x`` (mm; blocks of a memmap are read in
+    turn) lies inside the volume ``space`` describes."""
+    from aae_tract.io import inside_volume
+
+    return bool(all(inside_volume(block, space).all() for _, block in iter_blocks(x)))
+
+
 class TractAAE:
     """A conditional adversarial autoencoder of streamlines, ready to use.
 
@@ -1043,6 +1051,11 @@ class TractAAE:
             }
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
+        if self.metadata.space:
+            self.metadata.space = {
+                **self.metadata.space,
+                "holds_data": _holds(self.metadata.space, sample),
+            }
         return calibration
 
     def fit_labeller(self, train, validation=None):
