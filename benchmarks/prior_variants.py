@@ -70,6 +70,13 @@ VARIANTS = {
     },
     "latent8_mmd0.05": {"latent_dims": 8, "mmd_weight": 0.05},
     "latent8_adv0.05": {"latent_dims": 8, "adv_weight": 0.05},
+    "latent6_mmd0.05": {"latent_dims": 6, "mmd_weight": 0.05},
+    "latent4_mmd0.05": {"latent_dims": 4, "mmd_weight": 0.05},
+    # where the reconstruction gap to a plain autoencoder comes from
+    "plain": dict(quality.PLAIN),
+    "plain_latent6": {**quality.PLAIN, "latent_dims": 6},
+    "adv0": {"adv_weight": 0.0},
+    "ar0": {"ar_weight": 0.0},
 }
 
 COLUMNS = (
