@@ -76,6 +76,7 @@ VARIANTS = {
     "plain": dict(quality.PLAIN),
     "plain_latent6": {**quality.PLAIN, "latent_dims": 6},
     "adv0": {"adv_weight": 0.0},
+    "adv0.001": {"adv_weight": 0.001},
     "ar0": {"ar_weight": 0.0},
 }
 
