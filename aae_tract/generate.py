@@ -601,6 +601,7 @@ def generate(
     batch_size=1024,
     space=None,
     keep_inside=True,
+    volume=None,
 ):
     """Generate streamlines of ``bundle`` at a requested length (or attribute).
 
@@ -659,14 +660,20 @@ def generate(
         (the inverse of its registration transform). Lengths are measured in
         the common space, where the target applies.
     keep_inside : bool
-        When the volume of the model's space holds its training streamlines
-        (``metadata.space["holds_data"]``), draw again every generated
-        streamline that leaves it (in ``space``), so that DIPY's
-        ``load_tractogram`` reads the saved file with its default
-        ``bbox_valid_check=True``; the log says how many were drawn again.
-        False keeps them. Models whose training data lay outside their
-        header's volume (the embedded default's is 1 x 1 x 1 voxel), and
-        model files from before this test, keep them always.
+        Draw again every generated streamline that leaves ``volume``, so
+        that DIPY's ``load_tractogram`` reads a file written in that space
+        with its default ``bbox_valid_check=True``; the log says how many
+        were drawn again. False keeps them.
+    volume : dict, optional
+        The space (:func:`aae_tract.io.space_from_sft`, e.g. of the
+        reference the file will be written with) whose volume
+        ``keep_inside`` keeps to. Default: the model's space (the training
+        data's header) when its volume holds the model's calibration sample
+        of training streamlines (``metadata.space["holds_data"]``), and no
+        test otherwise: for the embedded default, whose header is a
+        1 x 1 x 1 volume, for model files from before this test, and for
+        streamlines placed in a subject's native ``space`` (whose own
+        header the model does not keep).
 
     Returns
     -------
@@ -705,7 +712,7 @@ def generate(
         texture=texture,
         batch_size=batch_size,
     )
-    inside = _volume_test(model, to_space) if keep_inside else None
+    inside = _volume_test(model, to_space, volume) if keep_inside else None
     describe = (name, low, high, unit)
     if filter:
         z, x, acceptance, settings = _generate_filtered(
@@ -726,7 +733,13 @@ def generate(
         acceptance, settings = 1.0, {}
         if inside is not None:
             z, x, acceptance = _replace_outside(
-                draw, z, x, inside, max_tries=max_tries, describe=describe
+                draw,
+                z,
+                x,
+                inside,
+                max_tries=max_tries,
+                batch_size=batch_size,
+                describe=describe,
             )
     lengths, median, missed = _measure(
         x, n, name, target, unit, attr=attr, out_of_range=out_of_range
@@ -884,7 +897,7 @@ def _draw_filtered(
     """
     name, low, high, unit = describe
     kept_z, kept_x = [], []
-    n_kept = n_drawn = 0
+    n_kept = n_drawn = n_outside = 0
     rate = 1.0
     for _ in range(int(max_tries)):
         need = n - n_kept
@@ -892,6 +905,7 @@ def _draw_filtered(
         count = int(min(max(math.ceil(1.2 * need / max(rate, 0.01)), need), cap))
         z, x = draw(count)
         keep = np.ones(count, dtype=bool) if inside is None else inside(x)
+        n_outside += int(count - keep.sum())
         if tol is not None:
             lengths = streamline_lengths(x)
             keep &= np.abs(lengths - target) <= tol
@@ -915,31 +929,40 @@ def _draw_filtered(
             f"length_tolerance ({tol if tol is None else f'{tol:.3g} mm'}), "
             "raise max_tries, or request a value inside the seen range "
             f"({low:.4g}-{high:.4g}{unit})"
+            + (
+                f"; {n_outside} left the volume of the output space "
+                "(keep_inside=False keeps them)"
+                if inside is not None
+                else ""
+            )
         )
     z = np.concatenate(kept_z)[:n]
     x = np.concatenate(kept_x)[:n]
     logger.info(
-        "filter kept %d of %d generated streamlines (acceptance rate %.1f%%)",
+        "filter kept %d of %d generated streamlines (acceptance rate %.1f%%)%s",
         n_kept,
         n_drawn,
         100 * acceptance,
+        f"; {n_outside} left the volume of the output space" if n_outside else "",
     )
     return z, x, acceptance
 
 
-def _volume_test(model, to_space):
-    """A function telling which streamlines (common space, mm) stay inside the
-    volume of the model's space once placed by ``to_space``; None when that
-    volume does not hold the training streamlines (nothing to keep to)."""
+def _volume_test(model, to_space, volume=None):
+    """A function telling which streamlines (common space, mm) stay inside
+    ``volume`` once placed by ``to_space``; None when there is nothing to
+    keep to (see ``volume`` of :func:`generate`)."""
     from aae_tract.io import inside_volume
 
-    space = model.metadata.space
-    if not space or not space.get("holds_data"):
-        return None
-    return lambda x: inside_volume(_place(x, to_space), space)
+    if volume is None:
+        space = model.metadata.space
+        if not space or not space.get("holds_data") or to_space is not None:
+            return None
+        volume = space
+    return lambda x: inside_volume(_place(x, to_space), volume)
 
 
-def _replace_outside(draw, z, x, inside, *, max_tries, describe):
+def _replace_outside(draw, z, x, inside, *, max_tries, batch_size, describe):
     """Codes and streamlines with every one outside the volume drawn again.
 
     Streamlines inside keep their place (a draw with none outside is
@@ -955,7 +978,8 @@ def _replace_outside(draw, z, x, inside, *, max_tries, describe):
     n_inside = n_drawn - n_out
     for _ in range(int(max_tries)):
         rate = max(n_inside / n_drawn, 0.01)
-        new_z, new_x = draw(int(min(math.ceil(1.2 * len(bad) / rate), 4 * len(x))))
+        cap = max(4 * len(x), batch_size)
+        new_z, new_x = draw(int(min(math.ceil(1.2 * len(bad) / rate), cap)))
         ok = np.flatnonzero(inside(new_x))
         n_drawn += len(new_x)
         n_inside += len(ok)
@@ -969,14 +993,15 @@ def _replace_outside(draw, z, x, inside, *, max_tries, describe):
     if len(bad):
         raise AAETractError(
             f"{n_drawn - n_inside} of {n_drawn} generated {name} streamlines left "
-            "the volume of the model's space (the training data's header), and "
+            "the volume of the output space (by default the training data's "
+            "header), and "
             f"{max_tries} rounds did not replace them (acceptance rate "
             f"{acceptance:.1%}); raise max_tries, request a value inside the seen "
             f"range ({low:.4g}-{high:.4g}{unit}), or keep them with "
             "keep_inside=False (the file then needs bbox_valid_check=False)"
         )
     logger.info(
-        "%d of %d generated %s streamlines left the volume of the model's space "
+        "%d of %d generated %s streamlines left the volume of the output space "
         "and were drawn again",
         n_out,
         len(x),

@@ -34,6 +34,7 @@ __all__ = [
     "load_bundle",
     "reference_from_space",
     "save_tractogram",
+    "space_from_reference",
     "space_from_sft",
     "valid_streamline_mask",
 ]
@@ -554,17 +555,33 @@ def save_tractogram(sft, path, *, reference=None, bbox_valid_check=False):
 
 def _in_space_of(sft, reference):
     """``sft``'s streamlines (world coordinates kept) in the space of ``reference``."""
+    sft.to_rasmm()
+    return _on_reference(sft.streamlines, reference)
+
+
+def _on_reference(streamlines, reference):
+    """RAS+ mm ``streamlines`` in a StatefulTractogram on ``reference``'s grid."""
     from dipy.io.stateful_tractogram import Space, StatefulTractogram
 
     if not Path(reference).is_file():
         raise TractogramError(f"reference {reference} not found")
-    sft.to_rasmm()
     try:
-        return StatefulTractogram(sft.streamlines, str(reference), Space.RASMM)
+        return StatefulTractogram(streamlines, str(reference), Space.RASMM)
     except Exception as exc:
         raise TractogramError(
             f"{reference}: cannot be used as a reference ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def space_from_reference(reference):
+    """The space (:func:`space_from_sft`) of a NIfTI image or tractogram file.
+
+    Raises
+    ------
+    TractogramError
+        The file is missing or cannot serve as a reference.
+    """
+    return space_from_sft(_on_reference([], reference))
 
 
 def space_from_sft(sft):

@@ -503,10 +503,7 @@ def test_generation_keeps_streamlines_inside_a_volume_that_holds_the_data(
 ):
     options = dict(n_streamlines=40, seed=3, filter=filtered, max_mdf=np.inf)
     free = generate(model, "CST_R", 130, **options)
-    # a volume that cuts the top of the generated streamlines off
-    space = bbox_space(free.streamlines)
-    top = np.percentile(free.streamlines[..., 2].max(axis=1), 75)
-    space["dimensions"][2] = int(top - space["affine"][2][3])
+    space = _cut_volume(free.streamlines)
     space["holds_data"] = True
     bounded = _with_space(model, space)
     out = inside_volume(free.streamlines, space)
@@ -518,12 +515,36 @@ def test_generation_keeps_streamlines_inside_a_volume_that_holds_the_data(
     if not filtered:  # the streamlines inside keep their places
         np.testing.assert_array_equal(result.streamlines[out], free.streamlines[out])
         assert f"{(~out).sum()} of 40 generated CST_R streamlines left" in caplog.text
+    else:
+        assert "left the volume of the output space" in caplog.text
     # DIPY reads the file with its default bounding-box check
     path = save_tractogram(result.tractogram, tmp_path / "CST_R.trk")
     assert len(load_tractogram(str(path), "same")) == 40
     kept = generate(bounded, "CST_R", 130, keep_inside=False, **options)
     np.testing.assert_array_equal(kept.streamlines, free.streamlines)
     assert not kept.tractogram.is_bbox_in_vox_valid()
+
+
+def _cut_volume(streamlines, percentile=75):
+    """A grid around ``streamlines`` whose top cuts the highest quarter off."""
+    space = bbox_space(streamlines)
+    top = np.percentile(streamlines[..., 2].max(axis=1), percentile)
+    space["dimensions"][2] = int(top - space["affine"][2][3])
+    return space
+
+
+def test_generation_keeps_to_a_given_volume(model):
+    """volume= (the space a file will be written in) is kept to even when the
+    model's own header holds nothing, as the embedded default's does."""
+    free = generate(model, "CST_R", 130, n_streamlines=40, seed=3)
+    space = _cut_volume(free.streamlines)
+    assert not inside_volume(free.streamlines, space).all()
+    result = generate(model, "CST_R", 130, n_streamlines=40, seed=3, volume=space)
+    assert inside_volume(result.streamlines, space).all()
+    loose = generate(
+        model, "CST_R", 130, n_streamlines=40, seed=3, volume=space, keep_inside=False
+    )
+    np.testing.assert_array_equal(loose.streamlines, free.streamlines)
 
 
 def test_a_volume_no_streamline_fits_is_reported(model):

@@ -255,7 +255,8 @@ def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
 def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
     """With a header whose volume holds the training data, every written
     streamline lies inside it (DIPY loads the file with its bounding-box
-    check); --keep_outside writes the streamlines that leave it too."""
+    check); --keep_outside writes the streamlines that leave it too; with
+    --reference the reference's volume is kept to."""
     import nibabel as nib
     from dipy.io.streamline import load_tractogram
 
@@ -286,6 +287,14 @@ def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
                 load_tractogram(path, "same")
         else:
             assert len(load_tractogram(path, "same")) == 30
+    # a file written on a --reference grid keeps to the reference's volume
+    nii = workdir / "cut_reference.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(space["dimensions"], np.uint8),
+                             np.asarray(space["affine"])), nii)  # fmt: skip
+    out = workdir / "volume_reference"
+    assert run_cli("aae_tract_generate", "--model", model, *args, "--reference",
+                   nii, "--out_dir", out) == 0  # fmt: skip
+    assert len(load_tractogram(str(out / "CST_R_length130.trk"), "same")) == 30
 
 
 def test_generate_default_request_is_every_bundle_at_its_median(workdir):

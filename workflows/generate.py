@@ -139,11 +139,12 @@ class GenerateFlow(AAEWorkflow):
             Filter: largest |length - target| in mm. Without it: 10 % of the
             target.
         keep_outside : bool, optional
-            Keep streamlines that leave the volume of the training data's
-            header. Without it they are drawn again, so that DIPY's
-            load_tractogram reads the file with its default bounding-box
-            check (models whose training data lay outside that volume, as the
-            embedded default's does, keep them always).
+            Keep streamlines that leave the volume of the written file's
+            header (--reference, else the training data's). Without it they
+            are drawn again, so that DIPY's load_tractogram reads the file
+            with its default bounding-box check. Without --reference there is
+            no test when the training data lay outside their own header's
+            volume (as the embedded default's does) or with --space.
         real : variable string, optional
             Real tractograms of the bundle for the picture (files, folders or
             patterns). Without it: the model's training files, when present.
@@ -187,6 +188,11 @@ class GenerateFlow(AAEWorkflow):
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")
+        volume = None
+        if reference is not None:
+            from aae_tract.io import space_from_reference
+
+            volume = space_from_reference(reference)  # names a file it cannot use
 
         model_path = Path(model)
         net = _load_model(model_path, backend, device)
@@ -221,6 +227,7 @@ class GenerateFlow(AAEWorkflow):
                 "length_tolerance": length_tolerance,
                 "space": space,
                 "keep_inside": not keep_outside,
+                "volume": volume,
             },
             real=real,
             reference=reference,

@@ -37,9 +37,10 @@ class ModelMetadata:
     space : dict or None
         Space attributes of the training data (affine, dimensions, voxel sizes,
         voxel order) so generated tractograms line up with it, and
-        ``holds_data``: whether the volume they describe holds the training
-        streamlines (then generation keeps its streamlines inside it; absent
-        in model files from before this test).
+        ``holds_data``: whether the volume they describe holds every
+        streamline of the calibration sample of the training split (then
+        generation keeps its streamlines inside it; absent in model files
+        from before this test).
     calibration : dict
         Per bundle: monotone map attribute -> z0 (``x``, ``y`` knots, ``slope``).
     latent_bank : dict

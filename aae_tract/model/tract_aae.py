@@ -138,10 +138,23 @@ def _subject_means(z, subjects):
 
 def _holds(space, x):
     """Whether every streamline of ``x`` (mm; blocks of a memmap are read in
-    turn) lies inside the volume ``space`` describes."""
+    turn) lies inside the volume ``space`` describes (DIPY's bounding-box
+    check, no margin); the share inside is logged."""
     from aae_tract.io import inside_volume
 
-    return bool(all(inside_volume(block, space).all() for _, block in iter_blocks(x)))
+    inside = sum(
+        int(inside_volume(block, space, margin=0.0).sum())
+        for _, block in iter_blocks(x)
+    )
+    holds = inside == len(x)
+    logger.info(
+        "%d of %d streamlines of the calibration sample lie inside the volume of "
+        "the training data's header: generation %s",
+        inside,
+        len(x),
+        "keeps its streamlines inside it" if holds else "does not test that volume",
+    )
+    return holds
 
 
 class TractAAE:
