@@ -8,13 +8,21 @@ the training encodings) and stores them, with two rejection thresholds per
 bundle, as JSON in the model's metadata. :func:`label_streamlines` then labels
 the streamlines of a new tractogram:
 
-1. each streamline is resampled to the model's points and encoded in both
-   point orders (a bundle's streamlines were oriented to its reference
-   before training, so the order a bundle would give it decides which code
-   that bundle is scored on);
-2. the bundle with the largest posterior (Gaussian likelihood of the code
-   times the bundle's share of the training streamlines) is its candidate,
-   the posterior its confidence;
+1. each streamline is resampled to the model's points and compared with
+   every bundle's orientation reference (the streamline the bundle's
+   training streamlines were turned to run like): the mean distance over 12
+   equally spaced points, in the closer point order. A bundle whose reach
+   (:data:`GATE_FACTOR` times the farthest that its training and held-out
+   streamlines lie from its reference) the streamline is past is not
+   considered for it, as RecoBundles first keeps only the streamlines near
+   its model bundle; a streamline past every bundle's reach is ``"other"``
+   and is not encoded at all;
+2. the streamline is encoded in the point order each remaining bundle
+   gives it (a bundle's streamlines were oriented to its reference before
+   training; once if they agree, in both orders otherwise); among those
+   bundles, the one with the largest posterior (Gaussian likelihood of the
+   code times the bundle's share of the training streamlines) is its
+   candidate, the posterior its confidence;
 3. the streamline is labelled ``"other"`` when it is an outlier of its
    candidate: its squared Mahalanobis distance to the bundle's encodings, or
    the distance between the streamline and its reconstruction with the
@@ -73,8 +81,13 @@ LABELLER_PER_BUNDLE = 5000
 MIN_VALIDATION = 20
 #: Streamlines labelled per block.
 LABEL_BLOCK = 8192
-#: Version of the stored labeller.
-LABELLER_VERSION = 1
+#: Version of the stored labeller (2: with each bundle's reach,
+#: ``max_ref_mm``; a labeller without it considers every bundle for every
+#: streamline).
+LABELLER_VERSION = 2
+#: A bundle's reach is this many times the farthest its training and
+#: held-out streamlines lie from its orientation reference.
+GATE_FACTOR = 2.0
 
 
 class Labeller:
@@ -113,13 +126,20 @@ class Labeller:
         self.consts = np.asarray(consts)
         self.max_d2 = np.asarray(d2_max)
         self.max_recon = np.asarray(recon_max)
+        #: each bundle's reach from its orientation reference (mm); inf: none
+        self.max_ref = np.asarray(
+            [
+                float(fitted[self.bundle_names[i]].get("max_ref_mm", np.inf))
+                for i in self.index
+            ]
+        )
 
     def d2(self, z, k):
         """Squared Mahalanobis distances of codes ``z`` to fitted bundle ``k``."""
         w = (np.asarray(z, np.float64) - self.means[k]) @ self.whiten[k].T
         return np.einsum("ij,ij->i", w, w)
 
-    def posteriors(self, codes):
+    def posteriors(self, codes, near=None):
         """Posterior over the fitted bundles and each bundle's distances.
 
         Parameters
@@ -127,6 +147,10 @@ class Labeller:
         codes : list of ndarray (N, D)
             For each fitted bundle, the codes of the streamlines in the
             point order that bundle gives them.
+        near : ndarray of bool (N, K), optional
+            The bundles considered for each streamline (default: all). The
+            others get posterior 0 and an infinite distance; a streamline
+            with none gets posterior 0 everywhere.
 
         Returns
         -------
@@ -134,10 +158,13 @@ class Labeller:
         d2 : ndarray (N, K)
         """
         d2 = np.stack([self.d2(z, k) for k, z in enumerate(codes)], axis=1)
+        if near is not None:
+            d2[~near] = np.inf
         logp = self.consts[None, :] - 0.5 * d2
-        logp -= logp.max(axis=1, keepdims=True)
-        post = np.exp(logp)
-        post /= post.sum(axis=1, keepdims=True)
+        top = logp.max(axis=1, keepdims=True)
+        post = np.exp(logp - np.where(np.isfinite(top), top, 0.0))
+        total = post.sum(axis=1, keepdims=True)
+        post /= np.where(total > 0, total, 1.0)
         return post, d2
 
 
@@ -230,7 +257,7 @@ def fit_labeller(
     if validation is not None and len(validation):
         v_labels, v_x = sample(validation)
         v_z, v_recon = _recon_error(model, v_x, v_labels)
-        held = (v_labels, v_z, v_recon)
+        held = (v_labels, v_z, v_recon, v_x)
     rng = np.random.default_rng(seed)
     bundles, sources = {}, {}
     for i, name in enumerate(names):
@@ -256,6 +283,10 @@ def fit_labeller(
         entry["max_d2"] = _quantile(d2, quantile)
         entry["max_recon_mm"] = _quantile(recon_b, quantile)
         entry["thresholds_from"] = sources[name]
+        ref = model.metadata.orient_refs.get(name)
+        if ref is not None:
+            own = [x[mask]] + ([] if v_mask is None else [held[3][v_mask]])
+            entry["max_ref_mm"] = _reach(ref, own)
         bundles[name] = entry
     if not bundles:
         raise AAETractError(
@@ -263,7 +294,8 @@ def fit_labeller(
         )
     labeller = {
         "version": LABELLER_VERSION,
-        "method": "gaussian latent classes, reconstruction and Mahalanobis rejection",
+        "method": "gaussian latent classes within each bundle's reach, "
+        "reconstruction and Mahalanobis rejection",
         "quantile": float(quantile),
         "bundles": bundles,
     }
@@ -278,6 +310,20 @@ def fit_labeller(
         else "held-out or training",
     )
     return labeller
+
+
+def _reach(ref, streamlines):
+    """:data:`GATE_FACTOR` times the farthest that any of ``streamlines`` (a
+    bundle's training and held-out streamlines) lies from the bundle's
+    reference (mm, rounded up to 0.01 mm)."""
+    from aae_tract.orientation import reference_distance
+
+    farthest = max(
+        float(reference_distance(s, np.asarray(ref))[1].max(initial=0.0))
+        for s in streamlines
+        if len(s)
+    )
+    return math.ceil(GATE_FACTOR * farthest * 100) / 100
 
 
 def _d2(z, mean, cov):
@@ -334,35 +380,51 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024, reject="both"):
     labels : ndarray of int, shape (N,)
         Index into ``model.bundle_names``, -1 for "other".
     confidence : ndarray of float, shape (N,)
-        The posterior of the bundle given; for "other", how far past its
-        candidate's thresholds the streamline is (``1 - 1/ratio``; a
-        streamline already past the latent threshold is not decoded, so its
-        ratio is the latent one).
+        The posterior of the bundle given (among the bundles whose reach the
+        streamline is inside); for "other", how far past its candidate's
+        thresholds the streamline is (``1 - 1/ratio``; a streamline already
+        past the latent threshold is not decoded, so its ratio is the latent
+        one, and one past every bundle's reach is not encoded, so its ratio
+        is its distance over the reach of the bundle it is least past).
     """
-    from aae_tract.orientation import flip_mask
+    from aae_tract.orientation import reference_distance
 
     _check_reject(reject)
     lab = labeller if labeller is not None else _labeller_of(model)
     x = np.asarray(x, dtype=np.float32)
-    if len(x) == 0:
+    n = len(x)
+    if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    forward = model.encode_prepared(x, batch_size=batch_size)
-    reverse = model.encode_prepared(x[:, ::-1], batch_size=batch_size)
-    flips = []
-    for i in lab.index:
+    flips = np.zeros((n, len(lab.index)), dtype=bool)
+    reach = np.zeros((n, len(lab.index)))  # distance / reach: <= 1 is near
+    for k, i in enumerate(lab.index):
         ref = model.metadata.orient_refs.get(lab.bundle_names[i])
-        flips.append(
-            np.zeros(len(x), bool) if ref is None else flip_mask(x, np.asarray(ref))
-        )
-    codes = [np.where(f[:, None], reverse, forward) for f in flips]
-    post, d2 = lab.posteriors(codes)
-    best = post.argmax(axis=1)
-    rows = np.arange(len(x))
-    flip = np.stack(flips, axis=1)[rows, best]
+        if ref is not None:
+            flips[:, k], distance = reference_distance(x, np.asarray(ref))
+            reach[:, k] = distance / lab.max_ref[k]
+    near = reach <= 1.0
+    # each streamline encoded only in the point orders its near bundles give it
+    forward = np.zeros((n, model.latent_dims), dtype=np.float32)
+    reverse = np.zeros_like(forward)
+    rows = np.flatnonzero((near & ~flips).any(axis=1))
+    if len(rows):
+        forward[rows] = model.encode_prepared(x[rows], batch_size=batch_size)
+    rows = np.flatnonzero((near & flips).any(axis=1))
+    if len(rows):
+        reverse[rows] = model.encode_prepared(x[rows, ::-1], batch_size=batch_size)
+    codes = [
+        np.where(flips[:, k, None], reverse, forward) for k in range(len(lab.index))
+    ]
+    post, d2 = lab.posteriors(codes, near)
+    anywhere = near.any(axis=1)
+    # a streamline near no bundle: its candidate is the one it is least past
+    best = np.where(anywhere, post.argmax(axis=1), reach.argmin(axis=1))
+    rows = np.arange(n)
+    flip = flips[rows, best]
     z = np.where(flip[:, None], reverse, forward)
     oriented = np.where(flip[:, None, None], x[:, ::-1], x)
     labels = np.asarray(lab.index)[best]
-    ratio = d2[rows, best] / lab.max_d2[best]
+    ratio = np.where(anywhere, d2[rows, best] / lab.max_d2[best], reach[rows, best])
     # only streamlines inside their bundle's latent threshold are decoded: the
     # others are "other" whatever their reconstruction (decoding is the
     # costliest step)
@@ -378,12 +440,26 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024, reject="both"):
 
 
 def _blocks(streamlines, n_points, block):
-    """Resampled (N, n_points, 3) blocks of any streamline sequence."""
+    """Resampled (N, n_points, 3) blocks of any streamline sequence (at most
+    ``block`` streamlines each)."""
+    import nibabel as nib
+
     from aae_tract.streamlines import resample
 
     if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
         for start in range(0, len(streamlines), block):
             yield resample(streamlines[start : start + block], n_points)
+        return
+    if hasattr(streamlines, "blocks") or isinstance(
+        streamlines, nib.streamlines.ArraySequence
+    ):
+        # whole ArraySequences to DIPY's resampling, not one streamline at a time
+        parts = (
+            streamlines.blocks() if hasattr(streamlines, "blocks") else [streamlines]
+        )
+        for part in parts:
+            for start in range(0, len(part), block):
+                yield resample(part[start : start + block], n_points)
         return
     chunk = []
     for s in streamlines:
@@ -439,9 +515,11 @@ def label_streamlines(
     labels : ndarray of str, shape (N,)
         A bundle name of the model, or ``"other"``.
     confidence : ndarray of float, shape (N,)
-        Posterior probability of the bundle given (``"other"``: how far the
-        streamline lies past its nearest bundle's thresholds, 0 to 1; past
-        the latent threshold it is not decoded, so only the latent distance
+        Posterior probability of the bundle given, among the bundles whose
+        reach the streamline is inside (``"other"``: how far the streamline
+        lies past its nearest bundle's thresholds, 0 to 1; past the latent
+        threshold it is not decoded, so only the latent distance counts, and
+        past every bundle's reach it is not encoded, so only that distance
         counts).
 
     Raises

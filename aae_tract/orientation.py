@@ -14,7 +14,13 @@ from aae_tract.errors import DatasetError
 from aae_tract.rows import iter_blocks
 from aae_tract.streamlines import resample
 
-__all__ = ["as_reference", "choose_reference", "flip_mask", "orient_bundle"]
+__all__ = [
+    "as_reference",
+    "choose_reference",
+    "flip_mask",
+    "orient_bundle",
+    "reference_distance",
+]
 
 _CHUNK = 16384
 _N_ORIENT_POINTS = 12
@@ -25,14 +31,20 @@ def _orient_indices(n_points):
     return np.unique(np.linspace(0, n_points - 1, min(n_points, _N_ORIENT_POINTS)))
 
 
-def _flip_mask(x, ref):
-    """True where the reversed streamline is closer to ``ref`` (DIPY semantics)."""
+def _flip_and_distance(x, ref):
+    """Where the reversed streamline is closer to ``ref`` (DIPY semantics),
+    and the summed distance over the orientation points of the closer order."""
     idx = np.round(_orient_indices(x.shape[1])).astype(np.intp)
     sub = np.asarray(x[:, idx], dtype=np.float32)
     ref_sub = np.asarray(ref, dtype=np.float32)[idx]
     direct = np.linalg.norm(sub - ref_sub, axis=-1).sum(axis=1)
     flipped = np.linalg.norm(sub[:, ::-1] - ref_sub, axis=-1).sum(axis=1)
-    return flipped < direct
+    return flipped < direct, np.minimum(direct, flipped)
+
+
+def _flip_mask(x, ref):
+    """True where the reversed streamline is closer to ``ref`` (DIPY semantics)."""
+    return _flip_and_distance(x, ref)[0]
 
 
 def as_reference(ref, n_points):
@@ -114,6 +126,31 @@ def flip_mask(x, ref):
     for start, block in iter_blocks(x, _CHUNK):
         mask[start : start + len(block)] = _flip_mask(block, ref)
     return mask
+
+
+def reference_distance(x, ref):
+    """Which streamlines :func:`orient_bundle` would reverse, and how far each
+    lies from ``ref``.
+
+    The distance is the mean distance (mm) between the streamline and
+    ``ref`` over the 12 equally spaced points that orient it, in the point
+    order closer to ``ref``: a coarse, orientation-free MDF.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, P, 3)
+        Resampled streamlines.
+    ref : ndarray, shape (M, 3)
+        Reference streamline (resampled to P points if M != P).
+
+    Returns
+    -------
+    flip : ndarray of bool, shape (N,)
+    distance : ndarray of float32, shape (N,)
+    """
+    ref = as_reference(ref, x.shape[1])
+    flip, summed = _flip_and_distance(x, ref)
+    return flip, summed / len(_orient_indices(x.shape[1]))
 
 
 def _canonical_direction(ref):

@@ -28,6 +28,12 @@ self-training on the others, their labels removed
 the reconstruction error makes a streamline "other"; ``latent``: the latent
 distance alone, nothing decoded); the models are the same.
 
+``--reach on off`` scores every model with its bundles' reaches (the
+default labelling: a streamline far from a bundle's reference is not
+considered for it, and one far from every bundle is not encoded) and without
+them (every bundle considered for every streamline, as before the reaches):
+the labels they change and the time they save, on the same models.
+
 ``--generation`` (phantom) also measures every model as a generator, on the
 held-out subjects' bundle files with :func:`aae_tract.metrics.evaluate`
 (label fidelity, length error, curvature and diversity ratios, held-out
@@ -41,11 +47,14 @@ Examples::
     python benchmarks/bench_label.py --dataset minimal --epochs 100
     python benchmarks/bench_label.py --label_fraction 0.1 --generation
     python benchmarks/bench_label.py --dataset minimal --reject both latent
+    python benchmarks/bench_label.py --reject both latent --reach on off
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import logging
 import sys
@@ -143,9 +152,26 @@ def _splits(train_dirs, n_points, register, seed):
     return train, validation
 
 
-def _score_model(model, tests, bundles, register, reject="both"):
+@contextlib.contextmanager
+def _without_reach(model):
+    """``model`` with its labeller's bundle reaches removed (every bundle
+    considered for every streamline, as labellers before version 2 did)."""
+    stored = model.metadata.labeller
+    model.metadata.labeller = copy.deepcopy(stored)
+    for entry in model.metadata.labeller["bundles"].values():
+        entry.pop("max_ref_mm", None)
+    try:
+        yield model
+    finally:
+        model.metadata.labeller = stored
+
+
+def _score_model(model, tests, bundles, register, reject="both", reach="on"):
     from aae_tract.label import label_streamlines
 
+    if reach == "off":
+        with _without_reach(model):
+            return _score_model(model, tests, bundles, register, reject)
     out = {}
     for s, (lines, truth) in tests.items():
         start = time.perf_counter()
@@ -179,9 +205,11 @@ def _generation(model, held_out, seed):
     return {k: None if metrics[k] is None else float(metrics[k]) for k in GENERATION}
 
 
-def _key(variant, rule):
-    """Results key of a model variant scored under a rejection rule."""
-    return variant if rule == "both" else f"{variant}, reject {rule}"
+def _key(variant, rule, reach="on"):
+    """Results key of a model variant scored under a rejection rule, with or
+    without its bundles' reaches."""
+    key = variant if rule == "both" else f"{variant}, reject {rule}"
+    return key if reach == "on" else f"{key}, no reach"
 
 
 def _summary(per_subject):
@@ -230,6 +258,15 @@ def main(argv=None):
         choices=list(REJECT_RULES),
         help="rejection rules to score every model under (label_streamlines' "
         "reject): both, latent",
+    )
+    parser.add_argument(
+        "--reach",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="score every model with its bundles' reaches (on: the default "
+        "labelling) and/or without them (off: every bundle considered for "
+        "every streamline)",
     )
     parser.add_argument(
         "--generation",
@@ -288,7 +325,12 @@ def main(argv=None):
     variants = ["full"]
     if args.label_fraction is not None:
         variants += ["fraction", "fraction+self"]
-    scored = [_key(v, rule) for v in variants for rule in args.reject]
+    scored = [
+        _key(v, rule, reach)
+        for v in variants
+        for rule in args.reject
+        for reach in args.reach
+    ]
     for seed in args.seeds:
         train, validation = _splits(train_dirs, args.n_points, register, seed=0)
 
@@ -296,15 +338,21 @@ def main(argv=None):
             """Score ``model`` now (self-training changes it afterwards),
             under every rejection rule asked for."""
             for rule in args.reject:
-                scored = _score_model(model, tests, bundles, None, reject=rule)
-                results["model"].setdefault(_key(variant, rule), {})[seed] = {
-                    "per_subject": scored,
-                    "summary": _summary(scored),
-                    "train_seconds": secs,
-                }
+                for reach in args.reach:
+                    scored = _score_model(
+                        model, tests, bundles, None, reject=rule, reach=reach
+                    )
+                    results["model"].setdefault(_key(variant, rule, reach), {})[
+                        seed
+                    ] = {
+                        "per_subject": scored,
+                        "summary": _summary(scored),
+                        "train_seconds": secs,
+                    }
             if held_out is not None:
-                results["model"][_key(variant, args.reject[0])][seed]["generation"] = (
-                    _generation(model, held_out, seed)
+                first = _key(variant, args.reject[0], args.reach[0])
+                results["model"][first][seed]["generation"] = _generation(
+                    model, held_out, seed
                 )
 
         record("full", *_train(train, validation, args, seed))
@@ -365,7 +413,9 @@ def main(argv=None):
         print("| model | " + " | ".join(GENERATION) + " |")
         print("|---" * (len(GENERATION) + 1) + "|")
         for variant in variants:
-            runs = results["model"][_key(variant, args.reject[0])].values()
+            runs = results["model"][
+                _key(variant, args.reject[0], args.reach[0])
+            ].values()
             row = [_fmt([r["generation"][k] for r in runs]) for k in GENERATION]
             print(f"| {variant} | " + " | ".join(row) + " |")
     if args.out:

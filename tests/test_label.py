@@ -2,6 +2,7 @@
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 from conftest import run_cli, tamper
@@ -102,6 +103,11 @@ def test_labelling_reads_any_iterable_in_blocks(labelled):
     streamed, conf2 = label_streamlines(model, iter(lines), block=7)
     np.testing.assert_array_equal(whole, streamed)
     np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
+    # an ArraySequence (a tractogram's streamlines) goes to resampling whole
+    sequence = nib.streamlines.ArraySequence(lines)
+    sliced, conf3 = label_streamlines(model, sequence, block=7)
+    np.testing.assert_array_equal(whole, sliced)
+    np.testing.assert_allclose(conf, conf3, rtol=1e-5, atol=1e-6)
 
 
 def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):
@@ -143,6 +149,7 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
     by_latent, _ = label_module.label_prepared(model, both, labeller=latent_only)
     recon_only = label_module._labeller_of(model)
     recon_only.max_d2 = np.full_like(recon_only.max_d2, np.inf)
+    recon_only.max_ref = np.full_like(recon_only.max_ref, np.inf)
     decoded.clear()
     by_recon, _ = label_module.label_prepared(model, both, labeller=recon_only)
     assert sum(decoded) == len(both)
@@ -159,6 +166,110 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
     np.testing.assert_array_equal(by_rule, by_latent)
     with pytest.raises(AAETractError, match="reject must be one of both, latent"):
         label_module.label_prepared(model, both, reject="recon")
+
+
+def test_reference_distance_is_the_mean_distance_in_the_closer_order():
+    from aae_tract.orientation import flip_mask, reference_distance
+
+    t = np.linspace(0, 60, 64, dtype="float32")
+    ref = np.stack([t, np.zeros_like(t), np.zeros_like(t)], axis=1)
+    shifted = ref + np.array([0.0, 3.0, 4.0], dtype="float32")  # 5 mm away
+    bent = ref.copy()
+    bent[:, 1] = 10 * np.sin(np.pi * t / 60)
+    x = np.stack([shifted, shifted[::-1], bent])
+    flip, distance = reference_distance(x, ref)
+    np.testing.assert_array_equal(flip, [False, True, False])
+    np.testing.assert_array_equal(flip, flip_mask(x, ref))
+    np.testing.assert_allclose(distance[:2], 5.0, rtol=1e-6)
+    # the 12 orientation points of the arc: its mean height above the line
+    idx = np.round(np.unique(np.linspace(0, 63, 12))).astype(int)
+    np.testing.assert_allclose(distance[2], np.abs(bent[idx, 1]).mean(), rtol=1e-6)
+
+
+def test_each_bundle_reaches_twice_its_farthest_streamline(labelled, tiny_splits):
+    from aae_tract.label import GATE_FACTOR
+    from aae_tract.orientation import reference_distance
+
+    model, validation = labelled
+    train, _ = tiny_splits
+    for i, name in enumerate(model.bundle_names):
+        entry = model.metadata.labeller["bundles"][name]
+        ref = np.asarray(model.metadata.orient_refs[name])
+        farthest = max(
+            reference_distance(np.asarray(d.x)[np.asarray(d.labels) == i], ref)[1].max()
+            for d in (train, validation)
+        )
+        assert entry["max_ref_mm"] == pytest.approx(GATE_FACTOR * farthest, abs=0.011)
+
+
+def test_streamlines_past_every_reach_are_other_without_being_encoded(
+    labelled, monkeypatch
+):
+    import aae_tract.label as label_module
+
+    model, validation = labelled
+    x = np.asarray(validation.x[:40])
+    far = x + np.array([0.0, 0.0, 150.0], dtype="float32")
+    encode = type(model).encode_prepared
+    encoded = []
+
+    def counting(self, x, **kwargs):
+        encoded.append(len(x))
+        return encode(self, x, **kwargs)
+
+    monkeypatch.setattr(type(model), "encode_prepared", counting)
+    labels, confidence = label_module.label_prepared(model, far)
+    assert sum(encoded) == 0
+    assert np.all(labels == -1)
+    assert np.all((confidence > 0) & (confidence <= 1))
+    # a bundle's own streamlines are encoded once each when their bundles
+    # agree on the point order, at most twice
+    mixed = np.concatenate([x, far])
+    labels, _ = label_module.label_prepared(model, mixed)
+    assert len(x) <= sum(encoded) <= 2 * len(x)
+    np.testing.assert_array_equal(labels[len(x) :], -1)
+
+
+def test_the_reach_changes_no_label_of_streamlines_it_lets_through(labelled):
+    import aae_tract.label as label_module
+
+    model, validation = labelled
+    x = np.array(validation.x, copy=True)
+    x[::2] = x[::2, ::-1]
+    gated = label_module._labeller_of(model)
+    ungated = label_module._labeller_of(model)
+    ungated.max_ref = np.full_like(ungated.max_ref, np.inf)
+    for reject in ("both", "latent"):
+        a = label_module.label_prepared(model, x, labeller=gated, reject=reject)[0]
+        b = label_module.label_prepared(model, x, labeller=ungated, reject=reject)[0]
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_labeller_without_reach_labels_as_before(labelled, tmp_path):
+    from aae_tract.label import _labeller_of, label_prepared
+    from aae_tract.model import TractAAE
+
+    model, validation = labelled
+    source = model.save(tmp_path / "m.keras")
+
+    def drop_reach(meta):
+        for entry in meta["labeller"]["bundles"].values():
+            del entry["max_ref_mm"]
+        return meta
+
+    old = TractAAE.load(tamper(source, tmp_path / "old.keras", meta=drop_reach))
+    assert np.all(np.isinf(_labeller_of(old).max_ref))
+    x = np.asarray(validation.x[:60])
+    np.testing.assert_array_equal(
+        label_prepared(old, x)[0], label_prepared(model, x)[0]
+    )
+
+    def bad_reach(meta):
+        meta["labeller"]["bundles"][model.bundle_names[0]]["max_ref_mm"] = -1.0
+        return meta
+
+    with pytest.raises(ModelFileError, match="max_ref_mm"):
+        TractAAE.load(tamper(source, tmp_path / "bad.keras", meta=bad_reach))
 
 
 def test_the_labeller_survives_save_and_load(labelled, tmp_path):
@@ -256,6 +367,9 @@ def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
     latent = json.loads((out / "labels.json").read_text())
     assert latent["labeller"]["reject"] == "latent"
     assert report["labeller"]["reject"] == "both"
+    assert report["labeller"]["version"] == 2
+    assert set(report["labeller"]["reach_mm"]) == set(report["counts"]) - {"other"}
+    assert all(r > 0 for r in report["labeller"]["reach_mm"].values())
     assert latent["counts"]["other"] <= report["counts"]["other"]
 
 

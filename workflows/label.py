@@ -163,8 +163,14 @@ class LabelFlow(AAEWorkflow):
             "counts": counts,
             "labeller": {
                 "method": net.metadata.labeller.get("method"),
+                "version": net.metadata.labeller.get("version", 1),
                 "quantile": net.metadata.labeller.get("quantile"),
                 "reject": reject,
+                # each bundle's reach (mm); null: every streamline considered
+                "reach_mm": {
+                    b: e.get("max_ref_mm")
+                    for b, e in net.metadata.labeller["bundles"].items()
+                },
             },
             "labels": labels.tolist(),
             "confidence": [round(float(c), 4) for c in confidence],

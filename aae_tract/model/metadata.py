@@ -256,7 +256,8 @@ def _validate_bank_subjects(bank, key, z_shape, fail):
 
 def _validate_labeller(labeller, names, latent_dims, fail):
     """Check ``labeller``: per known bundle a finite mean, a positive definite
-    covariance, a positive prior and positive thresholds."""
+    covariance, a positive prior and positive thresholds (and reach, where
+    stored)."""
     bundles = labeller.get("bundles")
     if not isinstance(bundles, dict) or not bundles:
         fail("labeller.bundles must be a non-empty object")
@@ -273,7 +274,10 @@ def _validate_labeller(labeller, names, latent_dims, fail):
             np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
             fail(f"labeller[{key}].cov is not positive definite")
-        for field in ("prior", "max_d2", "max_recon_mm"):
+        optional = ("max_ref_mm",)  # labellers before version 2 have no reach
+        for field in ("prior", "max_d2", "max_recon_mm", *optional):
+            if field in optional and field not in entry:
+                continue
             value = _number(entry.get(field), fail, f"labeller[{key}].{field}")
             if not value > 0:
                 fail(f"labeller[{key}].{field} is {value!r}")
