@@ -81,6 +81,9 @@ LABELLER_PER_BUNDLE = 5000
 MIN_VALIDATION = 20
 #: Streamlines labelled per block.
 LABEL_BLOCK = 8192
+#: Streamlines per forward pass when labelling (on a 2-core CPU 4,096 labelled
+#: 10-20 % faster than 1,024: ``benchmarks/bench_label_speed.py``).
+LABEL_BATCH = 4096
 #: Version of the stored labeller (2: with each bundle's reach,
 #: ``max_ref_mm``; a labeller without it considers every bundle for every
 #: streamline).
@@ -187,7 +190,7 @@ def _recon_error(model, x, labels):
     return z, _recon_distance(model, x, z, labels)
 
 
-def _recon_distance(model, x, z, labels, batch_size=1024):
+def _recon_distance(model, x, z, labels, batch_size=LABEL_BATCH):
     recon = model.decode(z, labels, batch_size=batch_size)
     return np.linalg.norm(np.asarray(x, np.float32) - recon, axis=-1).mean(axis=1)
 
@@ -360,7 +363,7 @@ def _check_reject(reject):
         )
 
 
-def label_prepared(model, x, *, labeller=None, batch_size=1024, reject="both"):
+def label_prepared(model, x, *, labeller=None, batch_size=LABEL_BATCH, reject="both"):
     """Label streamlines already resampled to the model's points, in its space.
 
     Parameters
@@ -387,7 +390,7 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024, reject="both"):
         one, and one past every bundle's reach is not encoded, so its ratio
         is its distance over the reach of the bundle it is least past).
     """
-    from aae_tract.orientation import reference_distance
+    from aae_tract.orientation import reference_distances
 
     _check_reject(reject)
     lab = labeller if labeller is not None else _labeller_of(model)
@@ -395,13 +398,16 @@ def label_prepared(model, x, *, labeller=None, batch_size=1024, reject="both"):
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
+    # distance / reach to each bundle (<= 1: near); a bundle without an
+    # orientation reference is near every streamline and never flips it
+    refs = [model.metadata.orient_refs.get(lab.bundle_names[i]) for i in lab.index]
+    has = [k for k, ref in enumerate(refs) if ref is not None]
     flips = np.zeros((n, len(lab.index)), dtype=bool)
-    reach = np.zeros((n, len(lab.index)))  # distance / reach: <= 1 is near
-    for k, i in enumerate(lab.index):
-        ref = model.metadata.orient_refs.get(lab.bundle_names[i])
-        if ref is not None:
-            flips[:, k], distance = reference_distance(x, np.asarray(ref))
-            reach[:, k] = distance / lab.max_ref[k]
+    reach = np.zeros((n, len(lab.index)))
+    if has:
+        flip, distance = reference_distances(x, [np.asarray(refs[k]) for k in has])
+        flips[:, has] = flip
+        reach[:, has] = distance / lab.max_ref[has]
     near = reach <= 1.0
     # each streamline encoded only in the point orders its near bundles give it
     forward = np.zeros((n, model.latent_dims), dtype=np.float32)
@@ -477,7 +483,7 @@ def label_streamlines(
     *,
     register=None,
     name="streamlines",
-    batch_size=1024,
+    batch_size=LABEL_BATCH,
     block=LABEL_BLOCK,
     progress=False,
     reject="both",

@@ -20,6 +20,7 @@ __all__ = [
     "flip_mask",
     "orient_bundle",
     "reference_distance",
+    "reference_distances",
 ]
 
 _CHUNK = 16384
@@ -148,9 +149,35 @@ def reference_distance(x, ref):
     flip : ndarray of bool, shape (N,)
     distance : ndarray of float32, shape (N,)
     """
-    ref = as_reference(ref, x.shape[1])
-    flip, summed = _flip_and_distance(x, ref)
-    return flip, summed / len(_orient_indices(x.shape[1]))
+    flip, distance = reference_distances(x, [ref])
+    return flip[:, 0], distance[:, 0]
+
+
+def reference_distances(x, refs):
+    """:func:`reference_distance` to each of several references at once.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, P, 3)
+        Resampled streamlines.
+    refs : sequence of K arrays of shape (M, 3)
+        Reference streamlines (each resampled to P points if M != P).
+
+    Returns
+    -------
+    flip : ndarray of bool, shape (N, K)
+    distance : ndarray of float32, shape (N, K)
+    """
+    idx = np.round(_orient_indices(x.shape[1])).astype(np.intp)
+    sub = np.asarray(x[:, idx], dtype=np.float32)[:, None]  # (N, 1, I, 3)
+    ref = np.stack([as_reference(r, x.shape[1])[idx] for r in refs])[None]
+
+    def summed(a):
+        d = a - ref
+        return np.sqrt(np.einsum("nkic,nkic->nki", d, d)).sum(axis=-1)
+
+    direct, flipped = summed(sub), summed(sub[:, :, ::-1])
+    return flipped < direct, np.minimum(direct, flipped) / len(idx)
 
 
 def _canonical_direction(ref):

@@ -18,9 +18,15 @@ memory, once as it runs (the file read and written a block at a time) and
 once with the whole file loaded first (as the command did before it
 streamed), in the same run.
 
+With ``--reach on off`` the file is labelled twice, in two processes, with
+the model's bundle reaches (the default labelling) and without them (every
+bundle considered for every streamline): the speed-up they give and the
+number of labels they change.
+
 Example::
 
     python benchmarks/bench_label_speed.py --n_streamlines 1000000
+    python benchmarks/bench_label_speed.py --n_streamlines 1000000 --reach on off
 """
 
 from __future__ import annotations
@@ -84,6 +90,10 @@ def _label_only(model_path, path, args):
     from aae_tract.model import TractAAE
 
     model = TractAAE.load(model_path)
+    reach = args.reach[0]
+    if reach == "off":  # every bundle considered for every streamline
+        for entry in model.metadata.labeller["bundles"].values():
+            entry.pop("max_ref_mm", None)
     rss_loaded = _current_rss_gib()
     lazy = nib.streamlines.load(path, lazy_load=True)
     head = []
@@ -112,12 +122,13 @@ def _label_only(model_path, path, args):
     )
     seconds = time.perf_counter() - start
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
-    np.save(Path(model_path).parent / "labels.npy", labels)
+    np.save(Path(model_path).parent / f"labels_reach_{reach}.npy", labels)
     result = _network_rates(model, args.batch_size)
     result |= {
         "n_streamlines": int(len(labels)),
         "batch_size": args.batch_size,
         "reject": args.reject,
+        "reach": reach,
         "seconds": seconds,
         "streamlines_per_s": len(labels) / seconds,
         "in_memory_streamlines_per_s": small_rate,
@@ -164,13 +175,22 @@ def main(argv=None):
     parser.add_argument("--n_streamlines", type=int, default=1_000_000)
     parser.add_argument("--n_points", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--batch_size", type=int, default=4096)
     parser.add_argument("--reference_n", type=int, default=20_000)
     parser.add_argument(
         "--reject",
         default="both",
         choices=list(REJECT_RULES),
         help="label_streamlines' rejection rule (latent: nothing is decoded)",
+    )
+    parser.add_argument(
+        "--reach",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="label with the bundles' reaches (on: the default) and/or without "
+        "them (off: every bundle considered for every streamline), each in its "
+        "own process, on the same model and file",
     )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
@@ -211,22 +231,48 @@ def main(argv=None):
     path = whole / "sub-01.trk"
 
     model_path = model.save(root / "model.keras")
-    # labelling in its own process, so its peak memory is its own
+    truth = np.asarray(load_wholebrain_labels(whole, "sub-01"))
+    runs = {}
+    for reach in args.reach:
+        runs[reach] = result = _label_run(model_path, path, truth, args, reach)
+        _report(result, args)
+    if len(runs) == 2:
+        on, off = (np.load(root / f"labels_reach_{r}.npy") for r in ("on", "off"))
+        changed = int(np.sum(on != off))
+        ratio = runs["on"]["streamlines_per_s"] / runs["off"]["streamlines_per_s"]
+        result = runs["on"] | {"reach_off": runs["off"], "labels_changed": changed}
+        print(
+            f"with the reaches / without: {ratio:.2f}x the streamlines/s; "
+            f"{changed:,} of {len(on):,} labels differ"
+        )
+    if args.cli:
+        _cli_runs(model, model_path, path, root, result, args)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _label_run(model_path, path, truth, args, reach):
+    """Label ``path`` in a process of its own (so its peak memory is its own)."""
     command = [sys.executable, __file__, "--label", str(model_path), str(path)]
-    command += ["--batch_size", str(args.batch_size)]
+    command += ["--batch_size", str(args.batch_size), "--reach", reach]
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    truth = np.asarray(load_wholebrain_labels(whole, "sub-01"))
-    labels = np.load(root / "labels.npy")
+    labels = np.load(Path(model_path).parent / f"labels_reach_{reach}.npy")
     result["accuracy"] = float(np.mean(labels == truth))
     # an upper bound on the share not decoded: "other" also counts the
     # streamlines rejected on their reconstruction, which were decoded
     result["other_share"] = float(np.mean(labels == "other"))
     result["true_other_share"] = float(np.mean(truth == "other"))
     result["n_points"] = args.n_points
+    return result
+
+
+def _report(result, args):
     print(json.dumps(result, indent=1))
     print(
+        f"reach {result['reach']}: "
         f"labelled {result['n_streamlines']:,} streamlines read lazily in "
         f"{result['seconds']:.0f} s: {result['streamlines_per_s']:,.0f} "
         f"streamlines/s ({result['in_memory_streamlines_per_s']:,.0f}/s on "
@@ -240,27 +286,27 @@ def main(argv=None):
         f"the networks alone: encoder {result['encoder_streamlines_per_s']:,.0f}/s, "
         f"decoder {result['decoder_streamlines_per_s']:,.0f}/s"
     )
-    if args.cli:
-        result["cli"] = {}
-        for mode in ("stream", "whole"):
-            command = [sys.executable, __file__, "--label_cli", str(model_path)]
-            command += [str(path), str(root / f"cli_{mode}")]
-            command += ["--batch_size", str(args.batch_size), "--reject", args.reject]
-            command += ["--whole"] if mode == "whole" else []
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
-            run = json.loads(done.stdout.strip().splitlines()[-1])
-            result["cli"][mode] = run
-            how = "loaded whole" if mode == "whole" else "streamed"
-            print(
-                f"aae_tract_label, file {how}"
-                f" (start-up, read, label, write {len(model.bundle_names) + 1} "
-                f"tractograms, no picture): {run['seconds']:.0f} s, "
-                f"{run['n_streamlines'] / run['seconds']:,.0f} streamlines/s; "
-                f"peak RSS {run['peak_rss_gib']:.2f} GiB"
-            )
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    return result
+
+
+def _cli_runs(model, model_path, path, root, result, args):
+    """Time aae_tract_label on the file, streamed and loaded whole."""
+    result["cli"] = {}
+    for mode in ("stream", "whole"):
+        command = [sys.executable, __file__, "--label_cli", str(model_path)]
+        command += [str(path), str(root / f"cli_{mode}")]
+        command += ["--batch_size", str(args.batch_size), "--reject", args.reject]
+        command += ["--whole"] if mode == "whole" else []
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+        result["cli"][mode] = run
+        how = "loaded whole" if mode == "whole" else "streamed"
+        print(
+            f"aae_tract_label, file {how}"
+            f" (start-up, read, label, write {len(model.bundle_names) + 1} "
+            f"tractograms, no picture): {run['seconds']:.0f} s, "
+            f"{run['n_streamlines'] / run['seconds']:,.0f} streamlines/s; "
+            f"peak RSS {run['peak_rss_gib']:.2f} GiB"
+        )
 
 
 if __name__ == "__main__":

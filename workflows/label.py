@@ -37,7 +37,7 @@ class LabelFlow(AAEWorkflow):
         reference=None,
         register="auto",
         reject="both",
-        batch_size=1024,
+        batch_size=4096,
         format="trk",
         skip_picture=False,
         backend=None,
