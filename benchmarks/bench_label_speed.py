@@ -5,7 +5,9 @@ Makes one phantom subject whose whole-brain tractogram holds about
 trains a model for ``--epochs`` epochs on a small phantom (trained well
 enough to label: streamlines past a bundle's latent threshold are not
 decoded, so an untrained model would label faster), then labels the large
-tractogram read lazily from disk (nibabel's lazy loading, block by block)
+tractogram read from disk a block at a time (``--reader stream``:
+:class:`aae_tract.stream.TractogramStream`, as ``aae_tract_label`` reads;
+``--reader nibabel``: nibabel's lazy loading, one streamline at a time)
 and prints streamlines per second and the peak resident memory before and
 during labelling. ``--reference_n`` streamlines are first labelled from
 memory: the rate on a small input, for the ratio. Last, the encoder's and
@@ -108,10 +110,15 @@ def _label_only(model_path, path, args):
     small_rate = len(head) / (time.perf_counter() - start)
     del head
     rss_before = _current_rss_gib()
-    lazy = nib.streamlines.load(path, lazy_load=True)
-    streamlines = (
-        np.asarray(s, np.float32) for s in lazy.tractogram.to_world().streamlines
-    )
+    if args.reader == "stream":  # what aae_tract_label reads with
+        from aae_tract.stream import TractogramStream
+
+        streamlines = TractogramStream(path)
+    else:
+        lazy = nib.streamlines.load(path, lazy_load=True)
+        streamlines = (
+            np.asarray(s, np.float32) for s in lazy.tractogram.to_world().streamlines
+        )
     start = time.perf_counter()
     labels, _ = label_streamlines(
         model,
@@ -129,6 +136,7 @@ def _label_only(model_path, path, args):
         "batch_size": args.batch_size,
         "reject": args.reject,
         "reach": reach,
+        "reader": args.reader,
         "seconds": seconds,
         "streamlines_per_s": len(labels) / seconds,
         "in_memory_streamlines_per_s": small_rate,
@@ -191,6 +199,14 @@ def main(argv=None):
         help="label with the bundles' reaches (on: the default) and/or without "
         "them (off: every bundle considered for every streamline), each in its "
         "own process, on the same model and file",
+    )
+    parser.add_argument(
+        "--reader",
+        default="stream",
+        choices=["stream", "nibabel"],
+        help="how the large file is read: aae_tract.stream.TractogramStream "
+        "(blocks of streamlines, as aae_tract_label reads) or nibabel's lazy "
+        "loading (one streamline at a time)",
     )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
@@ -256,6 +272,7 @@ def _label_run(model_path, path, truth, args, reach):
     """Label ``path`` in a process of its own (so its peak memory is its own)."""
     command = [sys.executable, __file__, "--label", str(model_path), str(path)]
     command += ["--batch_size", str(args.batch_size), "--reach", reach]
+    command += ["--reader", args.reader]
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -271,9 +288,10 @@ def _label_run(model_path, path, truth, args, reach):
 
 def _report(result, args):
     print(json.dumps(result, indent=1))
+    reader = "by TractogramStream" if args.reader == "stream" else "lazily by nibabel"
     print(
         f"reach {result['reach']}: "
-        f"labelled {result['n_streamlines']:,} streamlines read lazily in "
+        f"labelled {result['n_streamlines']:,} streamlines read {reader} in "
         f"{result['seconds']:.0f} s: {result['streamlines_per_s']:,.0f} "
         f"streamlines/s ({result['in_memory_streamlines_per_s']:,.0f}/s on "
         f"{args.reference_n:,} in memory); peak RSS of the labelling process "
