@@ -4,19 +4,22 @@ A model that generates bundles also knows where each bundle's streamlines
 sit in its latent space. :func:`fit_labeller` (run by
 :meth:`~aae_tract.model.TractAAE.fit` after training) describes every
 bundle's encodings by a Gaussian (mean and Ledoit-Wolf shrunk covariance of
-the training encodings) and stores them, with two rejection thresholds per
-bundle, as JSON in the model's metadata. :func:`label_streamlines` then labels
-the streamlines of a new tractogram:
+the training encodings) and stores them, with two rejection thresholds and
+a reach per bundle, as JSON in the model's metadata. :func:`label_streamlines`
+then labels the streamlines of a new tractogram:
 
 1. each streamline is resampled to the model's points and compared with
    every bundle's orientation reference (the streamline the bundle's
    training streamlines were turned to run like): the mean distance over 12
    equally spaced points, in the closer point order. A bundle whose reach
    (:data:`GATE_FACTOR` times the farthest that its training and held-out
-   streamlines lie from its reference) the streamline is past is not
+   streamlines lie from its reference, of a sample of at most
+   :data:`LABELLER_PER_BUNDLE` of each) the streamline is past is not
    considered for it, as RecoBundles first keeps only the streamlines near
    its model bundle; a streamline past every bundle's reach is ``"other"``
-   and is not encoded at all;
+   and is not encoded at all. A bundle without an orientation reference,
+   and every bundle of a labeller stored before reaches existed (version
+   1), is within reach of every streamline;
 2. the streamline is encoded in the point order each remaining bundle
    gives it (a bundle's streamlines were oriented to its reference before
    training; once if they agree, in both orders otherwise); among those
@@ -317,8 +320,8 @@ def fit_labeller(
 
 def _reach(ref, streamlines):
     """:data:`GATE_FACTOR` times the farthest that any of ``streamlines`` (a
-    bundle's training and held-out streamlines) lies from the bundle's
-    reference (mm, rounded up to 0.01 mm)."""
+    bundle's sampled training and held-out streamlines) lies from the
+    bundle's reference (mm, rounded up to 0.01 mm, at least 0.01 mm)."""
     from aae_tract.orientation import reference_distance
 
     farthest = max(
@@ -326,7 +329,8 @@ def _reach(ref, streamlines):
         for s in streamlines
         if len(s)
     )
-    return math.ceil(GATE_FACTOR * farthest * 100) / 100
+    # at least 0.01 mm: a bundle whose streamlines all lie on its reference
+    return max(math.ceil(GATE_FACTOR * farthest * 100) / 100, 0.01)
 
 
 def _d2(z, mean, cov):

@@ -32,7 +32,7 @@ distance alone, nothing decoded); the models are the same.
 default labelling: a streamline far from a bundle's reference is not
 considered for it, and one far from every bundle is not encoded) and without
 them (every bundle considered for every streamline, as before the reaches):
-the labels they change and the time they save, on the same models.
+the scores they change and the time they save, on the same models.
 
 ``--generation`` (phantom) also measures every model as a generator, on the
 held-out subjects' bundle files with :func:`aae_tract.metrics.evaluate`

@@ -23,7 +23,8 @@ streamed), in the same run.
 With ``--reach on off`` the file is labelled twice, in two processes, with
 the model's bundle reaches (the default labelling) and without them (every
 bundle considered for every streamline): the speed-up they give and the
-number of labels they change.
+number of labels they change. ``--cli`` times the command as it runs, with
+the reaches.
 
 Example::
 

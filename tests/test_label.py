@@ -140,16 +140,23 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
         return recon(model, x, *args)
 
     monkeypatch.setattr(label_module, "_recon_distance", recording)
-    labels, _ = label_module.label_prepared(model, both)
+
+    def without_reach():
+        # the reaches would turn the moved streamlines away before the
+        # latent threshold sees them
+        lab = label_module._labeller_of(model)
+        lab.max_ref = np.full_like(lab.max_ref, np.inf)
+        return lab
+
+    labels, _ = label_module.label_prepared(model, both, labeller=without_reach())
     n_decoded = sum(decoded)
     # each threshold alone: the latent one rejects without decoding, the
     # reconstruction one (latent threshold off) decodes every streamline
-    latent_only = label_module._labeller_of(model)
+    latent_only = without_reach()
     latent_only.max_recon = np.full_like(latent_only.max_recon, np.inf)
     by_latent, _ = label_module.label_prepared(model, both, labeller=latent_only)
-    recon_only = label_module._labeller_of(model)
+    recon_only = without_reach()
     recon_only.max_d2 = np.full_like(recon_only.max_d2, np.inf)
-    recon_only.max_ref = np.full_like(recon_only.max_ref, np.inf)
     decoded.clear()
     by_recon, _ = label_module.label_prepared(model, both, labeller=recon_only)
     assert sum(decoded) == len(both)
@@ -161,7 +168,9 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
     assert np.all(labels[40:] == -1)
     # the latent rule decodes nothing and keeps the latent threshold's labels
     decoded.clear()
-    by_rule, _ = label_module.label_prepared(model, both, reject="latent")
+    by_rule, _ = label_module.label_prepared(
+        model, both, labeller=without_reach(), reject="latent"
+    )
     assert sum(decoded) == 0
     np.testing.assert_array_equal(by_rule, by_latent)
     with pytest.raises(AAETractError, match="reject must be one of both, latent"):
@@ -206,9 +215,11 @@ def test_streamlines_past_every_reach_are_other_without_being_encoded(
     labelled, monkeypatch
 ):
     import aae_tract.label as label_module
+    from aae_tract.orientation import reference_distances
 
     model, validation = labelled
-    x = np.asarray(validation.x[:40])
+    x = np.array(validation.x[:40], copy=True)
+    x[::2] = x[::2, ::-1]  # as a tractogram gives them
     far = x + np.array([0.0, 0.0, 150.0], dtype="float32")
     encode = type(model).encode_prepared
     encoded = []
@@ -218,31 +229,69 @@ def test_streamlines_past_every_reach_are_other_without_being_encoded(
         return encode(self, x, **kwargs)
 
     monkeypatch.setattr(type(model), "encode_prepared", counting)
+    lab = label_module._labeller_of(model)
     labels, confidence = label_module.label_prepared(model, far)
     assert sum(encoded) == 0
     assert np.all(labels == -1)
-    assert np.all((confidence > 0) & (confidence <= 1))
-    # a bundle's own streamlines are encoded once each when their bundles
-    # agree on the point order, at most twice
+    # how far past the reach of the bundle it is least past
+    refs = [
+        np.asarray(model.metadata.orient_refs[model.bundle_names[i]]) for i in lab.index
+    ]
+    flips, distance = reference_distances(far, refs)
+    ratio = (distance / lab.max_ref).min(axis=1)
+    np.testing.assert_allclose(confidence, 1 - 1 / ratio, rtol=1e-5)
+    # a streamline is encoded once in each point order a bundle within reach
+    # gives it: once where those bundles agree
     mixed = np.concatenate([x, far])
+    flips, distance = reference_distances(mixed, refs)
+    near = distance <= lab.max_ref
+    expected = (near & ~flips).any(axis=1).sum() + (near & flips).any(axis=1).sum()
     labels, _ = label_module.label_prepared(model, mixed)
-    assert len(x) <= sum(encoded) <= 2 * len(x)
+    assert sum(encoded) == expected
+    assert len(x) <= expected < 2 * len(x)
     np.testing.assert_array_equal(labels[len(x) :], -1)
 
 
-def test_the_reach_changes_no_label_of_streamlines_it_lets_through(labelled):
+def test_a_bundle_out_of_reach_never_wins_and_the_others_keep_their_labels(
+    labelled,
+):
     import aae_tract.label as label_module
+    from aae_tract.orientation import reference_distances
 
     model, validation = labelled
     x = np.array(validation.x, copy=True)
     x[::2] = x[::2, ::-1]
-    gated = label_module._labeller_of(model)
     ungated = label_module._labeller_of(model)
     ungated.max_ref = np.full_like(ungated.max_ref, np.inf)
+    refs = [
+        np.asarray(model.metadata.orient_refs[model.bundle_names[i]])
+        for i in ungated.index
+    ]
+    _, distance = reference_distances(x, refs)
+    # reaches short enough that most streamlines are within reach of only
+    # some bundles (the stored ones reach every streamline of this small set)
+    gated = label_module._labeller_of(model)
+    gated.max_ref = np.quantile(distance, 0.2, axis=0)
+    near = distance <= gated.max_ref
+    assert 0 < near.mean() < 1 and np.any(near.sum(axis=1) == 1)
+    column = {i: k for k, i in enumerate(gated.index)}
     for reject in ("both", "latent"):
-        a = label_module.label_prepared(model, x, labeller=gated, reject=reject)[0]
-        b = label_module.label_prepared(model, x, labeller=ungated, reject=reject)[0]
-        np.testing.assert_array_equal(a, b)
+        a, conf = label_module.label_prepared(model, x, labeller=gated, reject=reject)
+        b, _ = label_module.label_prepared(model, x, labeller=ungated, reject=reject)
+        rows = np.flatnonzero(a >= 0)
+        assert len(rows)
+        # no label is a bundle the streamline is out of reach of ...
+        assert all(near[r, column[a[r]]] for r in rows)
+        # ... and where the unrestricted winner is within reach, the label is
+        # the unrestricted one
+        kept = [r for r in range(len(x)) if b[r] >= 0 and near[r, column[b[r]]]]
+        assert kept
+        np.testing.assert_array_equal(a[kept], b[kept])
+        # a streamline within reach of no bundle: how far past the nearest
+        far = ~near.any(axis=1)
+        assert far.any() and np.all(a[far] == -1)
+        ratio = (distance[far] / gated.max_ref).min(axis=1)
+        np.testing.assert_allclose(conf[far], 1 - 1 / ratio, rtol=1e-5, atol=1e-6)
 
 
 def test_a_labeller_without_reach_labels_as_before(labelled, tmp_path):
