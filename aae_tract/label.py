@@ -84,8 +84,8 @@ LABELLER_PER_BUNDLE = 5000
 MIN_VALIDATION = 20
 #: Streamlines labelled per block.
 LABEL_BLOCK = 8192
-#: Streamlines per forward pass when labelling (on a 2-core CPU 4,096 labelled
-#: 10-20 % faster than 1,024: ``benchmarks/bench_label_speed.py``).
+#: Streamlines per forward pass when labelling (larger batches labelled faster
+#: on a 2-core CPU; ``benchmarks/bench_label_speed.py --batch_size`` times it).
 LABEL_BATCH = 4096
 #: Version of the stored labeller (2: with each bundle's reach,
 #: ``max_ref_mm``; a labeller without it considers every bundle for every

@@ -32,20 +32,9 @@ def _orient_indices(n_points):
     return np.unique(np.linspace(0, n_points - 1, min(n_points, _N_ORIENT_POINTS)))
 
 
-def _flip_and_distance(x, ref):
-    """Where the reversed streamline is closer to ``ref`` (DIPY semantics),
-    and the summed distance over the orientation points of the closer order."""
-    idx = np.round(_orient_indices(x.shape[1])).astype(np.intp)
-    sub = np.asarray(x[:, idx], dtype=np.float32)
-    ref_sub = np.asarray(ref, dtype=np.float32)[idx]
-    direct = np.linalg.norm(sub - ref_sub, axis=-1).sum(axis=1)
-    flipped = np.linalg.norm(sub[:, ::-1] - ref_sub, axis=-1).sum(axis=1)
-    return flipped < direct, np.minimum(direct, flipped)
-
-
 def _flip_mask(x, ref):
     """True where the reversed streamline is closer to ``ref`` (DIPY semantics)."""
-    return _flip_and_distance(x, ref)[0]
+    return reference_distances(x, [ref])[0][:, 0]
 
 
 def as_reference(ref, n_points):

@@ -68,6 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from label_baseline import (  # noqa: E402
     SETTINGS,
+    add_reach_argument,
+    drop_reaches,
     load_minimal_bundles,
     mix_subject,
     recobundles_labels,
@@ -157,9 +159,7 @@ def _without_reach(model):
     """``model`` with its labeller's bundle reaches removed (every bundle
     considered for every streamline, as labellers before version 2 did)."""
     stored = model.metadata.labeller
-    model.metadata.labeller = copy.deepcopy(stored)
-    for entry in model.metadata.labeller["bundles"].values():
-        entry.pop("max_ref_mm", None)
+    model.metadata.labeller = drop_reaches(copy.deepcopy(stored))
     try:
         yield model
     finally:
@@ -259,12 +259,9 @@ def main(argv=None):
         help="rejection rules to score every model under (label_streamlines' "
         "reject): both, latent",
     )
-    parser.add_argument(
-        "--reach",
-        nargs="+",
-        default=["on"],
-        choices=["on", "off"],
-        help="score every model with its bundles' reaches (on: the default "
+    add_reach_argument(
+        parser,
+        "score every model with its bundles' reaches (on: the default "
         "labelling) and/or without them (off: every bundle considered for "
         "every streamline)",
     )

@@ -46,6 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from label_baseline import add_reach_argument, drop_reaches  # noqa: E402
+
 
 def _peak_rss_gib():
     """Peak resident memory of this process (GiB): VmHWM of /proc/self/status,
@@ -95,8 +99,7 @@ def _label_only(model_path, path, args):
     model = TractAAE.load(model_path)
     reach = args.reach[0]
     if reach == "off":  # every bundle considered for every streamline
-        for entry in model.metadata.labeller["bundles"].values():
-            entry.pop("max_ref_mm", None)
+        drop_reaches(model.metadata.labeller)
     rss_loaded = _current_rss_gib()
     lazy = nib.streamlines.load(path, lazy_load=True)
     head = []
@@ -192,12 +195,9 @@ def main(argv=None):
         choices=list(REJECT_RULES),
         help="label_streamlines' rejection rule (latent: nothing is decoded)",
     )
-    parser.add_argument(
-        "--reach",
-        nargs="+",
-        default=["on"],
-        choices=["on", "off"],
-        help="label with the bundles' reaches (on: the default) and/or without "
+    add_reach_argument(
+        parser,
+        "label with the bundles' reaches (on: the default) and/or without "
         "them (off: every bundle considered for every streamline), each in its "
         "own process, on the same model and file",
     )

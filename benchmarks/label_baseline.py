@@ -759,3 +759,22 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- the model's side, shared by bench_label.py and bench_label_speed.py ------
+
+
+def add_reach_argument(parser, help):
+    """``--reach on off``: label with the bundles' reaches and/or without."""
+    parser.add_argument(
+        "--reach", nargs="+", default=["on"], choices=["on", "off"], help=help
+    )
+
+
+def drop_reaches(labeller):
+    """Remove every bundle's reach from a stored labeller (in place): every
+    bundle is then considered for every streamline, as labellers stored
+    before reaches existed do."""
+    for entry in labeller["bundles"].values():
+        entry.pop("max_ref_mm", None)
+    return labeller

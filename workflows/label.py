@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.label import OTHER, REJECT_RULES
+from aae_tract.label import LABEL_BATCH, OTHER, REJECT_RULES
 
 from .base import (
     AAEWorkflow,
@@ -37,7 +37,7 @@ class LabelFlow(AAEWorkflow):
         reference=None,
         register="auto",
         reject="both",
-        batch_size=4096,
+        batch_size=LABEL_BATCH,
         format="trk",
         skip_picture=False,
         backend=None,
