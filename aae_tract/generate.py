@@ -18,7 +18,9 @@ Two ways of sampling the other latent dimensions are offered:
     Gaussian noise. This stays on the bundle without copying the
     idiosyncrasies of the subjects it was trained on.
 ``"prior"``
-    Samples of the prior ``p(z)`` the adversarial training matched.
+    Samples of the prior ``p(z)`` the adversarial training matched; with a
+    prior fitted to each bundle (``prior="fitted"``), of the bundle's
+    Gaussian given the requested attribute's dimension 0.
 
 An optional plausibility filter drops streamlines far (MDF) from every
 reference streamline of the bundle, or whose length misses the target, and
@@ -382,7 +384,7 @@ def sample_latent(
     if n == 0:
         return np.zeros((0, model.latent_dims), dtype=np.float32)
     if sampling == "prior":
-        z = np.asarray(model.network.prior.sample_numpy(n, rng), dtype=np.float32)
+        z = _prior_codes(model, name, z0, rng)
     else:
         for what, value in (("noise", noise), ("subject_noise", subject_noise)):
             if value is None and what == "subject_noise":
@@ -429,6 +431,30 @@ def sample_latent(
     if exact_length and model.attribute_name == "length":
         z = match_length(model, name, z, targets)
     return z
+
+
+def _prior_codes(model, name, z0, rng):
+    """Samples of the prior for bundle ``name``, dimension 0 set to ``z0``.
+
+    With one Gaussian per bundle (``prior="fitted"``) the other dimensions
+    are drawn from their distribution given ``z0``, so that they go with the
+    attribute value as the bundle's codes do; otherwise from the prior.
+    """
+    prior = model.network.prior
+    n = len(z0)
+    if not getattr(prior, "per_bundle", False):
+        return np.asarray(prior.sample_numpy(n, rng), dtype=np.float32)
+    mean, cov = prior.covariance(model.bundle_index(name))
+    z0 = np.asarray(z0, dtype=np.float64)
+    # N(mean_r + c (z0 - mean_0), S_rr - s s^T / s_00): the Gaussian
+    # conditional of dimensions 1.. given dimension 0
+    s00, s0r = cov[0, 0], cov[0, 1:]
+    gain = s0r / s00
+    rest_cov = cov[1:, 1:] - np.outer(s0r, gain)
+    chol = np.linalg.cholesky(rest_cov + 1e-9 * np.eye(len(rest_cov)))
+    noise = rng.standard_normal((n, len(rest_cov)))
+    rest = mean[1:] + np.outer(z0 - mean[0], gain) + noise @ chol.T
+    return np.concatenate([z0[:, None], rest], axis=1).astype(np.float32)
 
 
 def match_length(

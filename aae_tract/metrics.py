@@ -988,7 +988,9 @@ def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
     row.update(
         {
             "prior_match": prior_match(
-                prior.sample_numpy(n, rng), prior.sample_numpy(n, rng), seed=seed
+                prior.sample_numpy(n, rng, label),
+                prior.sample_numpy(n, rng, label),
+                seed=seed,
             ),
             "label_fidelity": label_fidelity(a, label, x[other], labels[other]),
             "diversity_ratio": diversity_ratio(a, b, rng=seed),
@@ -1199,7 +1201,7 @@ def evaluate(
             "density_dice": density_dice(gen[: len(b_rows)], x[b_rows]),
             "curvature_ratio": curvature_ratio(gen, real),
             "prior_match": prior_match(
-                z_sample[rows], prior.sample_numpy(len(rows), rng), seed=seed
+                z_sample[rows], prior.sample_numpy(len(rows), rng, label), seed=seed
             ),
             "novelty_ratio": (
                 novelty_ratio(gen, train_x[train_labels == label], real)

@@ -72,6 +72,10 @@ VARIANTS = {
     "latent8_adv0.05": {"latent_dims": 8, "adv_weight": 0.05},
     "latent6_mmd0.05": {"latent_dims": 6, "mmd_weight": 0.05},
     "latent4_mmd0.05": {"latent_dims": 4, "mmd_weight": 0.05},
+    # one Gaussian per bundle, refitted to its codes every epoch
+    "fitted": {"prior": "fitted"},
+    "fitted_adv0.02": {"prior": "fitted", "adv_weight": 0.02},
+    "fitted_adv0.001": {"prior": "fitted", "adv_weight": 0.001},
     # where the reconstruction gap to a plain autoencoder comes from
     "plain": dict(quality.PLAIN),
     "plain_latent6": {**quality.PLAIN, "latent_dims": 6},
@@ -233,19 +237,41 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
     return quality._render([], head, rows)
 
 
-def spectrum(path, held_out, n=8):
-    """Largest eigenvalues of each bundle's held-out code covariance."""
+def spectrum(path, train, held_out, n=8):
+    """Largest eigenvalues of each bundle's held-out code covariance, and
+    classifier tests (:func:`aae_tract.metrics.prior_match`) that tell apart
+    why a bundle's codes do or do not match the prior: training codes
+    against prior samples (is the shape of the codes the prior's?), held-out
+    codes against prior samples (``prior_match``) and held-out codes against
+    training codes (do new subjects' codes lie where the training subjects'
+    do?)."""
+    from aae_tract.metrics import prior_match
     from aae_tract.model import TractAAE
 
     model = TractAAE.load(path)
-    names = np.asarray(held_out.bundle_names)[np.asarray(held_out.labels)]
-    x, labels = model.prepare(np.asarray(held_out.x), list(names))
-    z = model.encode_prepared(x)
+    z, labels = {}, {}
+    for split, data in (("train", train), ("held_out", held_out)):
+        names = np.asarray(data.bundle_names)[np.asarray(data.labels)]
+        x, labels[split] = model.prepare(np.asarray(data.x), list(names))
+        z[split] = model.encode_prepared(x)
+    prior = model.network.prior
+    rng = np.random.default_rng(0)
     lines = [f"covariance eigenvalues of the held-out codes (largest {n}; prior: 1)"]
+    tests = [
+        "classifier accuracy (0.5: indistinguishable): train codes vs prior | "
+        "held-out codes vs prior | held-out vs train codes"
+    ]
     for i, name in enumerate(model.bundle_names):
-        values = np.linalg.eigvalsh(np.cov(z[labels == i], rowvar=False))[::-1][:n]
+        held, trained = (z[s][labels[s] == i] for s in ("held_out", "train"))
+        values = np.linalg.eigvalsh(np.cov(held, rowvar=False))[::-1][:n]
         lines.append(f"{name}: " + " ".join(f"{v:.3f}" for v in values))
-    return "\n".join(lines)
+        scores = (
+            prior_match(trained, prior.sample_numpy(len(trained), rng, i)),
+            prior_match(held, prior.sample_numpy(len(held), rng, i)),
+            prior_match(held, trained),
+        )
+        tests.append(f"{name}: " + " | ".join(f"{v:.3f}" for v in scores))
+    return "\n".join(lines + [""] + tests)
 
 
 def main(argv=None):
@@ -279,7 +305,9 @@ def main(argv=None):
         "training split (models saved before banks kept subjects)",
     )
     parser.add_argument(
-        "--spectrum", action="store_true", help="eigenvalues of --load's codes"
+        "--spectrum",
+        action="store_true",
+        help="eigenvalues of --load's codes and where they miss the prior",
     )
     args = parser.parse_args(argv)
     if args.list:
@@ -295,7 +323,7 @@ def main(argv=None):
     if (args.bank_noise or args.spectrum) and not args.load:
         parser.error("--bank_noise and --spectrum need --load MODEL")
     if args.spectrum:
-        print(spectrum(args.load, held_out))
+        print(spectrum(args.load, train, held_out))
     if args.bank_noise:
         print(
             bank_noise(

@@ -135,13 +135,17 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
     The model learns from the training subjects; this row says how close
     *their real* streamlines come to the held-out subjects' (same counts as in
     :func:`aae_tract.metrics.evaluate`): the ceiling of a generator that
-    reproduces the training distribution exactly.
+    reproduces the training distribution exactly. Its ``prior_match`` is the
+    classifier test between the held-out subjects' encodings and as many
+    training encodings of the bundle: what a prior that matched the
+    training encodings exactly would score on the held-out ones.
     """
     from aae_tract.metrics import (
         curvature_ratio,
         density_dice,
         diversity_ratio,
         label_fidelity,
+        prior_match,
         realism_c2st,
         shape_similarity,
     )
@@ -151,6 +155,7 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
     xv, lv = model.prepare(np.asarray(held_out.x), list(names[held_out.labels]))
     tnames = np.asarray(train.bundle_names)
     xt, lt = model.prepare(np.asarray(train.x), list(tnames[train.labels]))
+    zv, zt = model.encode_prepared(xv), model.encode_prepared(xt)
     rows = {}
     for name in model.bundle_names:
         label = model.bundle_index(name)
@@ -167,6 +172,7 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
             "curvature_ratio": curvature_ratio(twin, xv[half_b]),
             "shape_similarity": shape_similarity(twin[:200], xv[half_b][:200]),
             "realism_c2st": realism_c2st(twin[:200], xv[half_b][:200], seed=seed),
+            "prior_match": prior_match(zv[real], zt[pick[: len(real)]], seed=seed),
         }
     keys = next(iter(rows.values())).keys() if rows else ()
     mean = {k: _mean([r[k] for r in rows.values()]) for k in keys}
@@ -538,7 +544,8 @@ def main(argv=None):
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="other AAEConfig field, e.g. --set adv_weight=0.05 (JSON value)",
+        help="other AAEConfig field, e.g. --set adv_weight=0.05 or --set "
+        "prior=fitted (a JSON value, or else a string)",
     )
     parser.add_argument(
         "--baseline",
@@ -594,7 +601,10 @@ def main(argv=None):
             config[key] = getattr(args, key)
     for item in args.set:
         key, _, value = item.partition("=")
-        config[key] = json.loads(value)
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: --set prior=fitted
+            config[key] = value
 
     from aae_tract.backend import current_backend, describe_device
 

@@ -58,8 +58,10 @@ def main(argv=None):
     dataset = _dataset(args.data)
     if args.init:
         # no AR weight: the per-replica AR pairs of TensorFlow and torch
-        # then do not move the weights (see tests/test_parallel.py)
-        config = {**CONFIG, "ar_weight": 0.0}
+        # then do not move the weights (see tests/test_parallel.py); the
+        # fitted prior, refitted every epoch by a callback, must be refitted
+        # alike on every device and after the resume
+        config = {**CONFIG, "ar_weight": 0.0, "prior": "fitted"}
         TractAAE.from_dataset(dataset, **config).save(args.work / "init.keras")
     recorder = Recorder()
     backend = keras.backend.backend()
@@ -79,6 +81,7 @@ def main(argv=None):
         "devices": model.metadata.training["devices"],
         "codes": model.encode_prepared(dataset.x[:16]).tolist(),
         "reg_scale": float(_numpy(net.reg_scale)),
+        "prior_means": _numpy(net.prior_means).tolist(),
         "ae_steps": int(_numpy(net.ae_optimizer.iterations)),
         "disc_steps": int(_numpy(net.disc_optimizer.iterations)),
     }

@@ -9,7 +9,9 @@ JAX again with two processes of one device each, joined by
 ``keras.distribution.initialize`` as on two machines), stopped after the
 first epoch and resumed from its checkpoint. Every loss
 that is a mean over streamlines must agree with the one-device run after
-every batch within ``RTOL``, and so must the codes of the trained models.
+every batch within ``RTOL``, and so must the codes of the trained models
+and the means of their fitted priors (``prior="fitted"``: refitted to the
+codes by a callback at the start of every epoch).
 
 The attribute-regularization (AR) loss is compared too: with JAX (one
 program over the global batch) it is the global batch's and must agree; with
@@ -136,6 +138,9 @@ def test_two_devices_follow_one(runs):
         for key in MEAN_LOSSES:
             assert mine[key] == pytest.approx(ref[key], rel=RTOL), f"{key}, {where}"
     np.testing.assert_allclose(two["codes"], one["codes"], atol=CODE_ATOL)
+    # the fitted prior was refitted to the same codes (and moved from N(0, I))
+    np.testing.assert_allclose(two["prior_means"], one["prior_means"], atol=CODE_ATOL)
+    assert np.abs(one["prior_means"]).max() > 0.01
     # both optimizers' state comes back to the model: their step counts
     # (6 batches x 2 epochs)
     assert two["ae_steps"] == two["disc_steps"] == one["ae_steps"] == 12

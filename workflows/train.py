@@ -201,7 +201,8 @@ class TrainFlow(AAEWorkflow):
         dropout : float, optional
             Dropout in the discriminator.
         prior : string, optional
-            Latent prior: gaussian or mixture.
+            Latent prior: gaussian, mixture or fitted (one Gaussian per bundle,
+            refitted to its encodings every epoch).
         learning_rate : float, optional
             Adam learning rate of the autoencoder.
         adv_weight : float, optional
@@ -683,9 +684,11 @@ def _plot_outputs(model, history, paths, train, validation, *, title):
     plot_training_curves(history, paths["out_curves"], title=title)
     shown, what = (validation, "held-out") if len(validation) else (train, "train")
     z = model.encode_prepared(shown.x)
-    prior = model.network.prior.sample_numpy(
-        min(len(z), 2000), np.random.default_rng(0)
-    )
+    rng = np.random.default_rng(0)
+    # as many prior samples of each bundle as it has codes drawn (a fitted
+    # prior is one Gaussian per bundle)
+    bundles = rng.choice(np.asarray(shown.labels), min(len(z), 2000), replace=False)
+    prior = model.network.prior.sample_numpy(len(bundles), rng, bundles)
     plot_latent_space(
         z,
         shown.labels,

@@ -122,6 +122,8 @@ class ConditionalAAE(keras.Model):
             self.config.latent_dims,
             n_components=self.config.prior_components,
             seed=self.config.seed,
+            n_bundles=self.config.n_bundles,
+            owner=self,
         )
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
         self._opt = _Optimizers(None, None)
@@ -296,7 +298,9 @@ class ConditionalAAE(keras.Model):
         )
         mmd = (
             conditional_mmd(
-                z, self.prior.sample(ops.shape(z)[0], self.seed_generator), onehot
+                z,
+                self.prior.sample(ops.shape(z)[0], self.seed_generator, onehot),
+                onehot,
             )
             if cfg.mmd_weight > 0
             else ops.zeros((), "float32")
@@ -341,7 +345,7 @@ class ConditionalAAE(keras.Model):
     def discriminator_loss(self, z_fake, onehot, training=True):
         """Cross-entropy of the discriminator: prior samples real, encodings fake."""
         n = ops.shape(z_fake)[0]
-        z_real = self.prior.sample(n, self.seed_generator)
+        z_real = self.prior.sample(n, self.seed_generator, onehot)
         real_logits = self.discriminator([z_real, onehot], training=training)
         fake_logits = self.discriminator([z_fake, onehot], training=training)
         real_target = ops.ones_like(real_logits) * (1.0 - self.config.label_smoothing)

@@ -55,7 +55,10 @@ class AAEConfig:
     dropout : float
         Dropout in the discriminator.
     prior : str
-        ``"gaussian"`` or ``"mixture"``.
+        ``"gaussian"`` (N(0, I) for every bundle), ``"mixture"`` (a
+        Gaussian mixture) or ``"fitted"`` (one Gaussian per bundle with the
+        mean and covariance of the bundle's training encodings, refitted
+        every epoch: :class:`~aae_tract.model.priors.FittedPrior`).
     posterior : str
         ``"gaussian"``: the encoder outputs a mean and a variance and training
         decodes a sample of q(z | x), so latent dimensions the data does not
@@ -439,7 +442,7 @@ _REAL_RANGES = {
 }
 
 _CHOICES = {
-    "prior": ("gaussian", "mixture"),
+    "prior": ("gaussian", "mixture", "fitted"),
     "decoder": DECODERS,
     "posterior": ("gaussian", "deterministic"),
     "ar_level": ("auto", "streamline", "subject"),

@@ -33,6 +33,7 @@ from aae_tract.model.networks import ArcLengthCurve
 from aae_tract.model.training import (
     EpochCheckpoint,
     NonFiniteGuard,
+    PriorRefit,
     RegularizationWarmup,
     StreamlineBatches,
     load_optimizer_arrays,
@@ -60,6 +61,10 @@ CALIBRATION_KNOTS = 64
 CALIBRATION_PER_BUNDLE = 50_000
 #: Streamlines of a bundle encoded to measure the match to the prior, at most.
 PRIOR_MATCH_PER_BUNDLE = 10_000
+#: Training streamlines per bundle that a fitted prior is refitted to each
+#: epoch (a seeded sample: enough for the covariance of a few dozen
+#: dimensions, a fraction of a second to encode).
+PRIOR_FIT_PER_BUNDLE = 2_000
 
 
 def _percentiles(values):
@@ -738,6 +743,7 @@ class TractAAE:
             guard,
             checkpoint_dir if writes else None,
             history,
+            train=train,
             history_path=history_path,
             extra_state={
                 "config": {
@@ -850,11 +856,23 @@ class TractAAE:
             batch_size,
         )
 
+    def _prior_refit(self, train):
+        """The callback that refits a fitted prior to a seeded sample of at
+        most :data:`PRIOR_FIT_PER_BUNDLE` training streamlines of each bundle."""
+        labels, sample, _, _ = _bundle_sample(
+            train, PRIOR_FIT_PER_BUNDLE, self.config.seed
+        )
+        x = self.normalizer.transform(np.asarray(sample, dtype="float32"))
+        return PriorRefit(x, labels, seed=self.config.seed)
+
     def _fit_callbacks(
-        self, guard, checkpoint_dir, history, *, history_path, extra_state
+        self, guard, checkpoint_dir, history, *, history_path, extra_state, train
     ):
-        """The NaN guard, the warm-up and (with a folder) the epoch checkpoint."""
+        """The NaN guard, the warm-up, the refit of a fitted prior and (with a
+        folder) the epoch checkpoint."""
         cbs = [guard, RegularizationWarmup(self.config.warmup_epochs)]
+        if self.config.prior == "fitted":
+            cbs.append(self._prior_refit(train))
         if checkpoint_dir is not None:
             cbs.append(
                 EpochCheckpoint(
@@ -911,7 +929,7 @@ class TractAAE:
         for i, name in enumerate(self.bundle_names):
             codes = z[labels == i]
             score = prior_match(
-                codes, self.network.prior.sample_numpy(len(codes), rng), seed=seed
+                codes, self.network.prior.sample_numpy(len(codes), rng, i), seed=seed
             )
             out[name] = None if score is None else round(score, 4)
         logger.info(

@@ -189,6 +189,65 @@ class RegularizationWarmup(keras.callbacks.Callback):
         self.model.reg_scale.assign(scale)
 
 
+class PriorRefit(keras.callbacks.Callback):
+    """Refit a :class:`~aae_tract.model.priors.FittedPrior` to the encodings.
+
+    At the start of every epoch (and once after the last) the network being
+    trained encodes a fixed sample of the training streamlines and its prior
+    takes each bundle's mean and covariance; with a Gaussian posterior each
+    code is a sample of q(z | x) (the aggregated posterior is what the
+    discriminator sees).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, n_points, 3)
+        Normalised streamlines (the network's input).
+    labels : ndarray of int, shape (N,)
+        Bundle index of each.
+    seed : int
+        Seed of the posterior samples.
+    batch_size : int
+        Streamlines per forward pass.
+    """
+
+    def __init__(self, x, labels, *, seed=0, batch_size=1024):
+        super().__init__()
+        self.x = np.asarray(x, dtype="float32")
+        self.labels = np.asarray(labels).reshape(-1)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+
+    def codes(self, epoch):
+        """The network's encodings of the sample (posterior samples seeded by
+        ``epoch``, an epoch number or, after the last, the number of epochs)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        out = []
+        for start in range(0, len(self.x), self.batch_size):
+            codes = self.model.encoder(
+                self.x[start : start + self.batch_size], training=False
+            )
+            if isinstance(codes, (list, tuple)):
+                mean, log_var = (
+                    np.asarray(keras.ops.convert_to_numpy(c)) for c in codes
+                )
+                std = np.exp(0.5 * np.clip(log_var, -12.0, 4.0))
+                out.append(mean + std * rng.standard_normal(mean.shape))
+            else:
+                out.append(np.asarray(keras.ops.convert_to_numpy(codes)))
+        return np.concatenate(out) if out else np.zeros((0, 0), "float32")
+
+    def refit(self, epoch):
+        """Fit the prior to the current encodings."""
+        self.model.prior.fit(self.codes(epoch), self.labels)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self.refit(epoch)
+
+    def on_train_end(self, logs=None):
+        self.refit(getattr(self, "_epoch", -1) + 1)
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stop training when a loss becomes NaN or infinite."""
 

@@ -1,0 +1,159 @@
+"""The fitted prior: one Gaussian per bundle, refitted to its encodings."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+from aae_tract.generate import generate, sample_latent
+from aae_tract.model import AAEConfig, TractAAE
+from aae_tract.model.aae import ConditionalAAE
+from aae_tract.model.priors import FittedPrior, GaussianPrior
+
+
+def _network(n_bundles=2, latent_dims=3):
+    return ConditionalAAE(
+        **{**TINY, "latent_dims": latent_dims, "n_bundles": n_bundles},
+        prior="fitted",
+    )
+
+
+def _codes(rng, n=4000):
+    """Two bundles' codes with known means and covariances."""
+    a = rng.multivariate_normal(
+        [1.0, -2.0, 0.5], [[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.0, 0.01]], n
+    )
+    b = rng.multivariate_normal([-3.0, 0.0, 2.0], np.diag([0.25, 4.0, 1.0]), n)
+    return np.concatenate([a, b]), np.repeat([0, 1], n)
+
+
+def test_fitted_prior_starts_standard_and_takes_each_bundles_moments():
+    net = _network()
+    prior = net.prior
+    assert isinstance(prior, FittedPrior) and prior.per_bundle
+    # the moments are weights of the network, so they are saved with it
+    paths = [v.path for v in net.non_trainable_weights]
+    assert "prior_means" in paths and "prior_chols" in paths
+    rng = np.random.default_rng(0)
+    before = prior.sample_numpy(20000, rng, 1)
+    assert np.allclose(before.mean(0), 0, atol=0.05)
+    assert np.allclose(np.cov(before, rowvar=False), np.eye(3), atol=0.05)
+
+    z, labels = _codes(rng)
+    assert prior.fit(z, labels) == [0, 1]
+    for b in (0, 1):
+        mean, cov = prior.covariance(b)
+        assert np.allclose(mean, z[labels == b].mean(0), atol=1e-5)
+        assert np.allclose(cov, np.cov(z[labels == b], rowvar=False), atol=1e-3)
+        draws = prior.sample_numpy(40000, rng, b)
+        assert np.allclose(draws.mean(0), mean, atol=0.05)
+        assert np.allclose(np.cov(draws, rowvar=False), cov, atol=0.08)
+    # one bundle per sample
+    mixed = prior.sample_numpy(6, rng, [0, 1, 0, 1, 0, 1])
+    assert np.all(np.abs(mixed[1::2, 0] - (-3.0)) < 3 * 0.5 + 0.5)
+
+
+def test_fitted_prior_keras_samples_follow_the_condition():
+    net = _network()
+    z, labels = _codes(np.random.default_rng(1))
+    net.prior.fit(z, labels)
+    onehot = np.repeat(np.eye(2, dtype="float32"), 3000, axis=0)
+    draws = keras.ops.convert_to_numpy(
+        net.prior.sample(6000, keras.random.SeedGenerator(0), onehot)
+    )
+    for b in (0, 1):
+        mean, cov = net.prior.covariance(b)
+        mine = draws[3000 * b : 3000 * (b + 1)]
+        assert np.allclose(mine.mean(0), mean, atol=0.1)
+        assert np.allclose(np.cov(mine, rowvar=False), cov, atol=0.15)
+
+
+def test_fitted_prior_keeps_a_bundle_without_codes():
+    prior = _network().prior
+    z, labels = _codes(np.random.default_rng(2))
+    prior.fit(z, labels)
+    mean0, cov0 = prior.covariance(0)
+    keep = labels == 1
+    assert prior.fit(z[keep], labels[keep]) == [1]
+    mean, cov = prior.covariance(0)
+    assert np.allclose(mean, mean0) and np.allclose(cov, cov0)
+    bad = z[keep].copy()
+    bad[0, 0] = np.nan
+    assert prior.fit(bad, labels[keep]) == []
+
+
+def test_other_priors_ignore_the_bundle():
+    prior = GaussianPrior(4)
+    a = prior.sample_numpy(5, np.random.default_rng(0), 1)
+    b = prior.sample_numpy(5, np.random.default_rng(0))
+    assert np.array_equal(a, b)
+    assert not prior.per_bundle
+    assert AAEConfig(prior="fitted").prior == "fitted"
+    with pytest.raises(ValueError, match="prior"):
+        AAEConfig(prior="learnt")
+
+
+@pytest.fixture(scope="module")
+def fitted_model(tiny_splits, tmp_path_factory):
+    train, validation = tiny_splits
+    model = TractAAE.from_dataset(train, epochs=2, prior="fitted", **TINY)
+    model.fit(train, validation, verbose=0)
+    path = tmp_path_factory.mktemp("fitted") / "fitted.keras"
+    model.save(path)
+    return model, path
+
+
+def test_training_refits_the_prior_to_the_final_encodings(fitted_model, tiny_splits):
+    model, path = fitted_model
+    train, _ = tiny_splits
+    z = model.encode_prepared(train.x)
+    labels = np.asarray(train.labels)
+    for b in range(len(model.bundle_names)):
+        mean, cov = model.network.prior.covariance(b)
+        assert np.allclose(mean, z[labels == b].mean(0), atol=1e-4)
+        assert np.allclose(cov, np.cov(z[labels == b], rowvar=False), atol=1e-3)
+    loaded = TractAAE.load(path)
+    for got, want in zip(
+        loaded.network.prior.moments_numpy(),
+        model.network.prior.moments_numpy(),
+        strict=True,
+    ):
+        assert np.array_equal(got, want)
+    assert set(model.metadata.training["prior_match"]) == set(model.bundle_names)
+
+
+def test_prior_sampling_draws_the_rest_given_dimension_0(fitted_model):
+    model, _ = fitted_model
+    rng = np.random.default_rng(3)
+    d = model.latent_dims
+    n = 20000
+    # dimension 1 follows dimension 0 (slope 3), dimension 2 is independent
+    z = rng.standard_normal((n, d)) * 0.1
+    z[:, 0] = rng.normal(1.0, 1.0, n)
+    z[:, 1] = 2.0 + 3.0 * (z[:, 0] - 1.0) + rng.normal(0, 0.1, n)
+    z[:, 2] = rng.normal(-1.0, 2.0, n)
+    labels = np.full(n, model.bundle_index("CST_R"))
+    saved = model.network.prior.moments_numpy()
+    try:
+        model.network.prior.fit(z, labels)
+        targets = np.full(4000, 120.0)
+        codes = sample_latent(
+            model, "CST_R", targets, sampling="prior", exact_length=False, rng=0
+        )
+        z0 = model.attribute_to_z0("CST_R", targets)
+        assert np.allclose(codes[:, 0], z0)
+        expected = 2.0 + 3.0 * (z0[0] - 1.0)
+        assert abs(codes[:, 1].mean() - expected) < 0.02
+        assert abs(codes[:, 1].std() - 0.1) < 0.02
+        assert abs(codes[:, 2].mean() + 1.0) < 0.15
+        assert abs(codes[:, 2].std() - 2.0) < 0.15
+    finally:
+        model.network.prior.means.assign(saved[0].astype("float32"))
+        model.network.prior.chols.assign(saved[1].astype("float32"))
+
+
+def test_prior_sampling_of_a_fitted_prior_generates_the_bundle(fitted_model):
+    model, _ = fitted_model
+    bundle = generate(model, "AF_L", n_streamlines=30, sampling="prior", seed=0)
+    assert len(bundle) == 30
+    assert np.all(np.isfinite(bundle.streamlines))
