@@ -157,3 +157,26 @@ def test_prior_sampling_of_a_fitted_prior_generates_the_bundle(fitted_model):
     bundle = generate(model, "AF_L", n_streamlines=30, sampling="prior", seed=0)
     assert len(bundle) == 30
     assert np.all(np.isfinite(bundle.streamlines))
+
+
+def test_discriminator_and_kernel_penalty_draw_each_codes_bundle():
+    net = ConditionalAAE(
+        **{**TINY, "latent_dims": 3, "n_bundles": 2}, prior="fitted", mmd_weight=0.1
+    )
+    seen = []
+    sample = net.prior.sample
+
+    def spy(n, seed, onehot=None):
+        seen.append(None if onehot is None else keras.ops.convert_to_numpy(onehot))
+        return sample(n, seed, onehot)
+
+    net.prior.sample = spy
+    labels = np.repeat(np.eye(2, dtype="float32"), 4, axis=0)
+    onehot = keras.ops.convert_to_tensor(labels)
+    x = np.random.default_rng(0).normal(size=(8, TINY["n_points"], 3))
+    x = keras.ops.convert_to_tensor(x.astype("float32"))
+    net.discriminator_loss(keras.ops.zeros((8, 3)), onehot)
+    net.autoencoder_losses(x, onehot, keras.ops.arange(8.0))
+    assert len(seen) == 2
+    for got in seen:
+        assert got is not None and np.array_equal(got, labels)
