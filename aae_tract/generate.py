@@ -42,6 +42,7 @@ from aae_tract.streamlines import nearest_mdf, streamline_lengths
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_NOISE",
     "DEFAULT_SUBJECT_NOISE",
     "SAMPLING_METHODS",
     "GeneratedBundle",
@@ -56,7 +57,8 @@ __all__ = [
 
 #: Ways of sampling latent codes (see the module docstring).
 SAMPLING_METHODS = ("bank", "prior")
-_DEFAULT_NOISE = 0.2
+#: Default relative noise of "bank" sampling.
+DEFAULT_NOISE = 0.2
 #: Default spread of the subjects "bank" sampling moves codes to.
 DEFAULT_SUBJECT_NOISE = 0.7
 #: Bisection steps of :func:`match_length`.
@@ -321,7 +323,7 @@ def sample_latent(
     targets,
     *,
     sampling="bank",
-    noise=_DEFAULT_NOISE,
+    noise=DEFAULT_NOISE,
     subject_noise=DEFAULT_SUBJECT_NOISE,
     neighbours=None,
     exact_length=True,
@@ -615,7 +617,7 @@ def generate(
     n_streamlines=100,
     seed=None,
     sampling="bank",
-    noise=_DEFAULT_NOISE,
+    noise=DEFAULT_NOISE,
     subject_noise=DEFAULT_SUBJECT_NOISE,
     filter=False,
     length_tolerance=None,

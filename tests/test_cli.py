@@ -185,6 +185,8 @@ def bad_value_cases(home, model_dir, tmp):
             ["--model", model, "--subject_noise", "-1"],
             "--subject_noise",
         ),
+        ("aae_tract_generate", ["--model", model, "--noise", "-0.1"], "--noise"),
+        ("aae_tract_generate", ["--model", model, "--noise", "nan"], "--noise"),
         ("aae_tract_generate", ["--model", broken], "broken.keras"),
         ("aae_tract_evaluate", ["--model", tmp / "none.keras"], "model file not found"),
         ("aae_tract_evaluate", [empty, "--model", model], "no tractogram"),

@@ -252,6 +252,26 @@ def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
     assert 0 < moved["0.7"] < moved["2"]
 
 
+def test_generate_noise_spreads_the_bank_codes(workdir):
+    """--noise 0 decodes bank codes as they are; a larger noise moves the
+    streamlines of the same seed further."""
+    import nibabel as nib
+
+    model = workdir / "aae_tract_model.keras"
+    args = ["--model", model, "--bundle", "AF_L", "--length", "100"]
+    args += ["--n_streamlines", "20", "--skip_picture", "--seed", "1"]
+    args += ["--subject_noise", "0"]
+    runs = {}
+    for noise in ("0", "0.2", "1"):
+        out = workdir / f"noise_{noise}"
+        assert run_cli("aae_tract_generate", *args, "--noise", noise,
+                       "--out_dir", out) == 0  # fmt: skip
+        trk = nib.streamlines.load(str(out / "AF_L_length100.trk"))
+        runs[noise] = np.asarray(trk.streamlines.get_data())
+    moved = {k: np.abs(runs[k] - runs["0"]).mean() for k in ("0.2", "1")}
+    assert 0 < moved["0.2"] < moved["1"]
+
+
 def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
     """With a header whose volume holds the training data, every written
     streamline lies inside it (DIPY loads the file with its bounding-box

@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT_SUBJECT_NOISE
+from aae_tract.generate import DEFAULT_NOISE, DEFAULT_SUBJECT_NOISE
 
 from .base import (
     AAEWorkflow,
@@ -76,6 +76,7 @@ class GenerateFlow(AAEWorkflow):
         n_streamlines=100,
         seed=0,
         sampling="bank",
+        noise=DEFAULT_NOISE,
         subject_noise=DEFAULT_SUBJECT_NOISE,
         filter=False,
         max_mdf=None,
@@ -123,6 +124,9 @@ class GenerateFlow(AAEWorkflow):
         sampling : string, optional
             bank (near the training encodings of the bundle) or prior
             (samples of the latent prior).
+        noise : float, optional
+            Bank sampling adds Gaussian noise to each training encoding, with
+            noise^2 times the covariance of the bundle's encodings.
         subject_noise : float, optional
             Bank sampling moves each training encoding from its subject to a
             new subject: how far the new subjects spread, relative to the
@@ -183,6 +187,7 @@ class GenerateFlow(AAEWorkflow):
                 n_streamlines, seed, sampling, max_mdf, length_tolerance
             )
         )
+        noise = check_float("noise", noise, minimum=0)
         subject_noise = check_float("subject_noise", subject_noise, minimum=0)
         fmt = None if format is None else check_choice("format", format, FORMATS)
         real = [str(p) for p in as_list(real)]
@@ -221,6 +226,7 @@ class GenerateFlow(AAEWorkflow):
                 "n_streamlines": n_streamlines,
                 "seed": seed,
                 "sampling": sampling,
+                "noise": noise,
                 "subject_noise": subject_noise,
                 "filter": bool(filter),
                 "max_mdf": max_mdf,
