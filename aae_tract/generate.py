@@ -446,16 +446,14 @@ def _prior_codes(model, name, z0, rng):
     n = len(z0)
     if not getattr(prior, "per_bundle", False):
         return np.asarray(prior.sample_numpy(n, rng), dtype=np.float32)
-    mean, cov = prior.covariance(model.bundle_index(name))
+    mean, chol = prior.factor(model.bundle_index(name))
     z0 = np.asarray(z0, dtype=np.float64)
-    # N(mean_r + c (z0 - mean_0), S_rr - s s^T / s_00): the Gaussian
-    # conditional of dimensions 1.. given dimension 0
-    s00, s0r = cov[0, 0], cov[0, 1:]
-    gain = s0r / s00
-    rest_cov = cov[1:, 1:] - np.outer(s0r, gain)
-    chol = np.linalg.cholesky(rest_cov + 1e-9 * np.eye(len(rest_cov)))
-    noise = rng.standard_normal((n, len(rest_cov)))
-    rest = mean[1:] + np.outer(z0 - mean[0], gain) + noise @ chol.T
+    # z = mean + L e with L lower triangular: z0 fixes e0 = (z0 - mean0) /
+    # L00, and the other dimensions are mean + L[1:, 0] e0 + L[1:, 1:] e',
+    # exactly the Gaussian conditional of dimensions 1.. given dimension 0
+    e0 = (z0 - mean[0]) / chol[0, 0]
+    noise = rng.standard_normal((n, len(mean) - 1))
+    rest = mean[1:] + np.outer(e0, chol[1:, 0]) + noise @ chol[1:, 1:].T
     return np.concatenate([z0[:, None], rest], axis=1).astype(np.float32)
 
 

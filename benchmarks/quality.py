@@ -155,7 +155,9 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
     xv, lv = model.prepare(np.asarray(held_out.x), list(names[held_out.labels]))
     tnames = np.asarray(train.bundle_names)
     xt, lt = model.prepare(np.asarray(train.x), list(tnames[train.labels]))
-    zv, zt = model.encode_prepared(xv), model.encode_prepared(xt)
+    # as evaluate() encodes: one sample of q(z | x) each
+    zv = model.encode_prepared(xv, rng=seed)
+    zt = model.encode_prepared(xt, rng=seed)
     rows = {}
     for name in model.bundle_names:
         label = model.bundle_index(name)

@@ -77,9 +77,12 @@ def test_fitted_prior_keeps_a_bundle_without_codes():
     assert prior.fit(z[keep], labels[keep]) == [1]
     mean, cov = prior.covariance(0)
     assert np.allclose(mean, mean0) and np.allclose(cov, cov0)
+    # a code that is not finite is left out, not the bundle
     bad = z[keep].copy()
     bad[0, 0] = np.nan
-    assert prior.fit(bad, labels[keep]) == []
+    assert prior.fit(bad, labels[keep]) == [1]
+    assert np.allclose(prior.covariance(1)[0], bad[1:].mean(0), atol=1e-5)
+    assert prior.fit(bad[:2], labels[keep][:2]) == []
 
 
 def test_other_priors_ignore_the_bundle():
@@ -152,11 +155,41 @@ def test_prior_sampling_draws_the_rest_given_dimension_0(fitted_model):
         model.network.prior.chols.assign(saved[1].astype("float32"))
 
 
-def test_prior_sampling_of_a_fitted_prior_generates_the_bundle(fitted_model):
+def test_prior_sampling_of_a_fitted_prior_draws_the_bundles_own(fitted_model):
     model, _ = fitted_model
-    bundle = generate(model, "AF_L", n_streamlines=30, sampling="prior", seed=0)
-    assert len(bundle) == 30
-    assert np.all(np.isfinite(bundle.streamlines))
+    prior = model.network.prior
+    for name in ("AF_L", "CST_R"):
+        bundle = generate(model, name, n_streamlines=200, sampling="prior", seed=0)
+        assert len(bundle) == 200
+        assert np.all(np.isfinite(bundle.streamlines))
+        # the other dimensions come from the requested bundle's Gaussian
+        gaps = [
+            np.linalg.norm(bundle.z[:, 1:].mean(0) - prior.factor(b)[0][1:])
+            for b in range(len(model.bundle_names))
+        ]
+        assert int(np.argmin(gaps)) == model.bundle_index(name), gaps
+
+
+def test_resuming_a_finished_run_leaves_the_final_prior(tiny_splits, tmp_path):
+    """A resume that finds every epoch done still refits the prior to the
+    final encoder (as the uninterrupted run did after its last epoch)."""
+    train, validation = tiny_splits
+    options = {"epochs": 2, "prior": "fitted", **TINY}
+    first = TractAAE.from_dataset(train, **options)
+    first.fit(train, validation, verbose=0, checkpoint_dir=tmp_path)
+    again = TractAAE.from_dataset(train, **options)
+    again.fit(train, validation, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    z = again.encode_prepared(train.x)
+    labels = np.asarray(train.labels)
+    for b in range(len(again.bundle_names)):
+        mean, _ = again.network.prior.covariance(b)
+        assert np.allclose(mean, z[labels == b].mean(0), atol=1e-4)
+    for got, want in zip(
+        again.network.prior.moments_numpy(),
+        first.network.prior.moments_numpy(),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_discriminator_and_kernel_penalty_draw_each_codes_bundle():

@@ -145,8 +145,10 @@ class FittedPrior(GaussianPrior):
             onehot = ops.one_hot(idx, self.n_bundles)
         onehot = ops.cast(onehot, "float32")
         means = ops.matmul(onehot, self.means)
-        chols = ops.einsum("nb,bij->nij", onehot, self.chols)
-        return means + ops.einsum("nij,nj->ni", chols, noise)
+        # every bundle's factor times the noise, then the sample's bundle:
+        # (n, bundles, d), not one (d, d) factor per sample
+        spread = ops.einsum("bij,nj->nbi", self.chols, noise)
+        return means + ops.einsum("nb,nbi->ni", onehot, spread)
 
     def sample_numpy(self, n, rng, bundle=None):
         if bundle is None:
@@ -154,7 +156,10 @@ class FittedPrior(GaussianPrior):
         bundle = np.broadcast_to(np.asarray(bundle, dtype=int), (n,))
         means, chols = self.moments_numpy()
         noise = rng.standard_normal((n, self.latent_dims))
-        out = means[bundle] + np.einsum("nij,nj->ni", chols[bundle], noise)
+        out = means[bundle]
+        for b in np.unique(bundle):
+            rows = bundle == b
+            out[rows] += noise[rows] @ chols[b].T
         return out.astype("float32")
 
     def moments_numpy(self):
@@ -166,8 +171,14 @@ class FittedPrior(GaussianPrior):
 
     def covariance(self, bundle):
         """``(mean, covariance)`` of bundle index ``bundle``'s prior."""
+        mean, chol = self.factor(bundle)
+        return mean, chol @ chol.T
+
+    def factor(self, bundle):
+        """``(mean, L)`` of bundle index ``bundle``'s prior: its covariance
+        is ``L L^T``, ``L`` lower triangular."""
         means, chols = self.moments_numpy()
-        return means[bundle], chols[bundle] @ chols[bundle].T
+        return means[bundle], chols[bundle]
 
     def fit(self, z, labels):
         """Set each bundle's mean and covariance to those of its codes.
@@ -175,10 +186,10 @@ class FittedPrior(GaussianPrior):
         Parameters
         ----------
         z : ndarray, shape (N, latent_dims)
-            Encodings.
+            Encodings; rows that are not finite are left out.
         labels : ndarray of int, shape (N,)
             Bundle index of each encoding. A bundle with fewer than two
-            codes (or codes that are not finite) keeps its prior.
+            finite codes keeps its prior.
 
         Returns
         -------
@@ -187,11 +198,12 @@ class FittedPrior(GaussianPrior):
         """
         z = np.asarray(z, dtype=np.float64)
         labels = np.asarray(labels).reshape(-1)
+        finite = np.isfinite(z).all(axis=1) if z.ndim == 2 else np.zeros(0, bool)
         means, chols = self.moments_numpy()
         fitted = []
         for b in range(self.n_bundles):
-            codes = z[labels == b]
-            if len(codes) < 2 or not np.isfinite(codes).all():
+            codes = z[(labels == b) & finite]
+            if len(codes) < 2:
                 continue
             cov = np.atleast_2d(np.cov(codes, rowvar=False))
             ridge = self.RIDGE * max(float(np.trace(cov)) / len(cov), 1e-8)

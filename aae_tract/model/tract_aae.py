@@ -773,6 +773,11 @@ class TractAAE:
             if checkpoint_dir is None or not writes:
                 for key, values in result.history.items():
                     history.setdefault(key, []).extend(float(v) for v in values)
+        for cb in cbs:
+            if isinstance(cb, PriorRefit):
+                # the prior of the final encoder, also after a resume that
+                # found every epoch done
+                cb.refit(epochs, self.network)
         seconds = time.perf_counter() - start
         return history, seconds, guard, initial_epoch
 

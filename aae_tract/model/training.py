@@ -192,11 +192,13 @@ class RegularizationWarmup(keras.callbacks.Callback):
 class PriorRefit(keras.callbacks.Callback):
     """Refit a :class:`~aae_tract.model.priors.FittedPrior` to the encodings.
 
-    At the start of every epoch (and once after the last) the network being
-    trained encodes a fixed sample of the training streamlines and its prior
-    takes each bundle's mean and covariance; with a Gaussian posterior each
-    code is a sample of q(z | x) (the aggregated posterior is what the
-    discriminator sees).
+    At the start of every epoch the network being trained encodes a fixed
+    sample of the training streamlines and its prior takes each bundle's
+    mean and covariance; with a Gaussian posterior each code is a sample of
+    q(z | x) (the aggregated posterior is what the discriminator sees).
+    :meth:`TractAAE.fit` refits once more after the last epoch (also when a
+    resumed run had no epoch left to train), so the saved prior is that of
+    the final encoder.
 
     Parameters
     ----------
@@ -217,13 +219,13 @@ class PriorRefit(keras.callbacks.Callback):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
 
-    def codes(self, epoch):
-        """The network's encodings of the sample (posterior samples seeded by
+    def codes(self, network, epoch):
+        """``network``'s encodings of the sample (posterior samples seeded by
         ``epoch``, an epoch number or, after the last, the number of epochs)."""
         rng = np.random.default_rng([self.seed, epoch])
         out = []
         for start in range(0, len(self.x), self.batch_size):
-            codes = self.model.encoder(
+            codes = network.encoder(
                 self.x[start : start + self.batch_size], training=False
             )
             if isinstance(codes, (list, tuple)):
@@ -236,16 +238,21 @@ class PriorRefit(keras.callbacks.Callback):
                 out.append(np.asarray(keras.ops.convert_to_numpy(codes)))
         return np.concatenate(out) if out else np.zeros((0, 0), "float32")
 
-    def refit(self, epoch):
-        """Fit the prior to the current encodings."""
-        self.model.prior.fit(self.codes(epoch), self.labels)
+    def refit(self, epoch, network=None):
+        """Fit the prior of ``network`` (default: the model being trained) to
+        its current encodings; warn about bundles left as they were."""
+        network = network if network is not None else self.model
+        fitted = network.prior.fit(self.codes(network, epoch), self.labels)
+        missed = sorted(set(range(network.prior.n_bundles)) - set(fitted))
+        if missed:
+            logger.warning(
+                "fitted prior: bundle(s) %s have fewer than 2 finite encodings "
+                "in the sample and keep their previous prior",
+                ", ".join(str(b) for b in missed),
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
         self.refit(epoch)
-
-    def on_train_end(self, logs=None):
-        self.refit(getattr(self, "_epoch", -1) + 1)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
