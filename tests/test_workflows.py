@@ -232,44 +232,37 @@ def test_generate_force(workdir, capsys):
     assert target.stat().st_mtime_ns != stamp
 
 
-def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
-    """--subject_noise 0 puts every streamline in the subjects' mean; a larger
-    value spreads them over new subjects: the same seed gives other
-    streamlines, as far from the first as the spread asks."""
+def _moved_by(workdir, option, values, *extra):
+    """How far AF_L's streamlines of one seed move from those of the first
+    value of ``option`` (``aae_tract_generate``) at each other value."""
     import nibabel as nib
 
     model = workdir / "aae_tract_model.keras"
     args = ["--model", model, "--bundle", "AF_L", "--length", "100"]
-    args += ["--n_streamlines", "20", "--skip_picture", "--seed", "1"]
+    args += ["--n_streamlines", "20", "--skip_picture", "--seed", "1", *extra]
     runs = {}
-    for noise in ("0", "0.7", "2"):
-        out = workdir / f"subject_noise_{noise}"
-        assert run_cli("aae_tract_generate", *args, "--subject_noise", noise,
+    for value in values:
+        out = workdir / f"{option}_{value}"
+        assert run_cli("aae_tract_generate", *args, f"--{option}", value,
                        "--out_dir", out) == 0  # fmt: skip
         trk = nib.streamlines.load(str(out / "AF_L_length100.trk"))
-        runs[noise] = np.asarray(trk.streamlines.get_data())
-    moved = {k: np.abs(runs[k] - runs["0"]).mean() for k in ("0.7", "2")}
-    assert 0 < moved["0.7"] < moved["2"]
+        runs[value] = np.asarray(trk.streamlines.get_data())
+    return [np.abs(runs[v] - runs[values[0]]).mean() for v in values[1:]]
+
+
+def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
+    """--subject_noise 0 puts every streamline in the subjects' mean; a larger
+    value spreads them over new subjects: the same seed gives other
+    streamlines, as far from the first as the spread asks."""
+    some, more = _moved_by(workdir, "subject_noise", ("0", "0.7", "2"))
+    assert 0 < some < more
 
 
 def test_generate_noise_spreads_the_bank_codes(workdir):
     """--noise 0 decodes bank codes as they are; a larger noise moves the
     streamlines of the same seed further."""
-    import nibabel as nib
-
-    model = workdir / "aae_tract_model.keras"
-    args = ["--model", model, "--bundle", "AF_L", "--length", "100"]
-    args += ["--n_streamlines", "20", "--skip_picture", "--seed", "1"]
-    args += ["--subject_noise", "0"]
-    runs = {}
-    for noise in ("0", "0.2", "1"):
-        out = workdir / f"noise_{noise}"
-        assert run_cli("aae_tract_generate", *args, "--noise", noise,
-                       "--out_dir", out) == 0  # fmt: skip
-        trk = nib.streamlines.load(str(out / "AF_L_length100.trk"))
-        runs[noise] = np.asarray(trk.streamlines.get_data())
-    moved = {k: np.abs(runs[k] - runs["0"]).mean() for k in ("0.2", "1")}
-    assert 0 < moved["0.2"] < moved["1"]
+    some, more = _moved_by(workdir, "noise", ("0", "0.2", "1"), "--subject_noise", "0")
+    assert 0 < some < more
 
 
 def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
