@@ -7,6 +7,7 @@ customizing ``fit()``.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from aae_tract.model.config import STORED_DEFAULTS, AAEConfig
@@ -22,6 +23,18 @@ from aae_tract.model.losses import (
 )
 from aae_tract.model.networks import build_decoder, build_discriminator, build_encoder
 from aae_tract.model.priors import make_prior
+
+#: Range the posterior's log-variance is clipped to before it is used.
+LOG_VAR_RANGE = (-12.0, 4.0)
+
+
+def posterior_draw(mean, log_var, rng):
+    """A NumPy sample of q(z | x) = N(mean, exp(log_var)) from ``rng``, with
+    the log-variance clipped as in training (:data:`LOG_VAR_RANGE`)."""
+    mean = np.asarray(mean)
+    std = np.exp(0.5 * np.clip(np.asarray(log_var), *LOG_VAR_RANGE))
+    return mean + std * rng.standard_normal(mean.shape)
+
 
 LOSS_NAMES = (
     "loss",
@@ -237,7 +250,7 @@ class ConditionalAAE(keras.Model):
         if not isinstance(out, (list, tuple)):
             return out, None
         mean, log_var = out
-        log_var = ops.clip(log_var, -12.0, 4.0)
+        log_var = ops.clip(log_var, *LOG_VAR_RANGE)
         noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
         return mean + ops.exp(0.5 * log_var) * noise, log_var
 

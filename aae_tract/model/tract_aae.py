@@ -26,7 +26,7 @@ from aae_tract.errors import (
     UnknownBundleError,
 )
 from aae_tract.model import parallel
-from aae_tract.model.aae import ConditionalAAE
+from aae_tract.model.aae import ConditionalAAE, posterior_draw
 from aae_tract.model.config import AAEConfig, option_name
 from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
 from aae_tract.model.networks import ArcLengthCurve
@@ -422,8 +422,7 @@ class TractAAE:
                 continue
             mean, log_var = (np.asarray(c) for c in codes)
             if rng is not None:
-                std = np.exp(0.5 * np.clip(log_var, -12.0, 4.0))
-                mean = mean + std * rng.standard_normal(mean.shape)
+                mean = posterior_draw(mean, log_var, rng)
             out.append(mean)
         if not out:
             return np.zeros((0, self.latent_dims), dtype="float32")

@@ -18,6 +18,7 @@ import numpy as np
 
 from aae_tract import atomic
 from aae_tract.errors import TrainingError
+from aae_tract.model.aae import posterior_draw
 from aae_tract.model.parallel import shard_rows
 from aae_tract.rows import as_rows
 
@@ -229,11 +230,8 @@ class PriorRefit(keras.callbacks.Callback):
                 self.x[start : start + self.batch_size], training=False
             )
             if isinstance(codes, (list, tuple)):
-                mean, log_var = (
-                    np.asarray(keras.ops.convert_to_numpy(c)) for c in codes
-                )
-                std = np.exp(0.5 * np.clip(log_var, -12.0, 4.0))
-                out.append(mean + std * rng.standard_normal(mean.shape))
+                mean, log_var = (keras.ops.convert_to_numpy(c) for c in codes)
+                out.append(posterior_draw(mean, log_var, rng))
             else:
                 out.append(np.asarray(keras.ops.convert_to_numpy(codes)))
         return np.concatenate(out) if out else np.zeros((0, 0), "float32")
