@@ -26,6 +26,12 @@ definitions in the project's architecture notes):
     Median over generated streamlines of their mean turning angle per mm
     (streamlines resampled at 1 mm steps) over the same median for held-out
     streamlines; mean over bundles (1 is ideal, > 1: wigglier than real).
+``rough_fraction``
+    Fraction of generated streamlines that turn more than
+    :data:`ROUGH_FACTOR` (3) times as much per mm as the median held-out
+    streamline of the bundle (:func:`rough_fraction`): crumpled streamlines,
+    which a median such as ``curvature_ratio`` does not see; the worst bundle
+    at the top level (0 between two halves of real bundles).
 ``recon_length_ratio``
     Length of the reconstruction over the length of the input, median per
     length quintile of the held-out streamlines (``recon_length_ratio_quintiles``
@@ -100,6 +106,7 @@ __all__ = [
     "prior_match",
     "realism_c2st",
     "recon_length_ratio",
+    "rough_fraction",
     "shape_similarity",
     "spearman_rho",
     "streamline_texture",
@@ -117,6 +124,7 @@ METRIC_NAMES = (
     "diversity_ratio",
     "density_dice",
     "curvature_ratio",
+    "rough_fraction",
     "recon_length_ratio",
     "length_error_pct",
     "length_error_pct_mean",
@@ -136,6 +144,8 @@ TEXTURE_FEATURES = (
     "length_mm",
 )
 _PAIRWISE_MAX = 500
+#: A streamline turning more than this many times the real median is rough.
+ROUGH_FACTOR = 3.0
 #: Most streamlines of one bundle an evaluation reads (held-out and training).
 MAX_EVAL_PER_BUNDLE = 20_000
 _REALISM_MAX = 200  # streamlines per side for BUAN and the two-sample test
@@ -607,6 +617,38 @@ def curvature_ratio(generated, real, *, step_mm=1.0):
     return float(np.median(g) / denominator)
 
 
+def rough_fraction(generated, real, *, factor=ROUGH_FACTOR, step_mm=1.0):
+    """Fraction of generated streamlines far rougher than real ones.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm.
+    factor : float
+        A generated streamline is rough when its mean turning angle per mm
+        (:func:`turning_angle_per_mm`) exceeds ``factor`` times the median
+        over the real streamlines.
+    step_mm : float
+        Resampling step (mm), see :func:`turning_angle_per_mm`.
+
+    Returns
+    -------
+    float
+        In [0, 1], over the generated streamlines long enough to measure
+        (3 steps); NaN when there are none, when no real streamline is long
+        enough, or when the real ones are perfectly straight.
+        Real bundles score 0 against each other: a real streamline rarely
+        turns 3 times as much as its bundle's median, while a crumpled
+        generated one turns 5-30 times as much.
+    """
+    g = turning_angle_per_mm(generated, step_mm)
+    r = turning_angle_per_mm(real, step_mm)
+    g, r = g[np.isfinite(g)], r[np.isfinite(r)]
+    if len(g) == 0 or len(r) == 0 or float(np.median(r)) == 0:
+        return math.nan
+    return float(np.mean(g > float(factor) * float(np.median(r))))
+
+
 def recon_length_ratio(inputs, reconstructions, n_bins=5):
     """Reconstruction length over input length, per length quantile of the inputs.
 
@@ -996,6 +1038,7 @@ def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
             "diversity_ratio": diversity_ratio(a, b, rng=seed),
             "density_dice": density_dice(a[: len(b)], b),
             "curvature_ratio": curvature_ratio(a, b),
+            "rough_fraction": rough_fraction(a, b),
             **_realism(a, b, seed),
         }
     )
@@ -1009,7 +1052,7 @@ def _aggregate(rows):
         values = [row[key] for row in rows if row.get(key) is not None]
         if key == "recon_length_ratio":
             out[key] = _worst_ratio(values)
-        elif key == "length_error_pct":
+        elif key in ("length_error_pct", "rough_fraction"):
             out[key] = max(values) if values else None
         else:
             out[key] = _mean(values)
@@ -1117,9 +1160,10 @@ def evaluate(
     -------
     dict
         The metrics of :data:`METRIC_NAMES`: means over bundles, except
-        ``recon_length_ratio`` (the bundle value farthest from 1) and
-        ``length_error_pct`` (the largest bundle value), which are worst
-        cases; plus ``n_train``, ``n_eval``, ``bundles``, ``seconds``,
+        ``recon_length_ratio`` (the bundle value farthest from 1),
+        ``length_error_pct`` and ``rough_fraction`` (the largest bundle
+        values), which are worst cases; plus ``n_train``, ``n_eval``,
+        ``bundles``, ``seconds``,
         ``per_bundle`` (``{bundle: {metric: value}}``, with also the lists
         ``recon_length_ratio_quintiles`` and ``length_error_pct_per_target``)
         and, with ``reference``, ``reference`` (the same keys and
@@ -1200,6 +1244,7 @@ def evaluate(
             "diversity_ratio": diversity_ratio(gen[: int(n_generate)], real, rng=seed),
             "density_dice": density_dice(gen[: len(b_rows)], x[b_rows]),
             "curvature_ratio": curvature_ratio(gen, real),
+            "rough_fraction": rough_fraction(gen, real),
             "prior_match": prior_match(
                 z_sample[rows], prior.sample_numpy(len(rows), rng, label), seed=seed
             ),

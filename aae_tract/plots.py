@@ -362,6 +362,7 @@ _METRICS = {
     "diversity_ratio": ("diversity ratio", "1 is best", None),
     "density_dice": ("density Dice", "higher is better", (0.0, 1.0)),
     "curvature_ratio": ("curvature ratio (turning/mm)", "1 is best", None),
+    "rough_fraction": ("rough streamlines, worst", "lower is better", (0.0, 1.0)),
     "recon_length_ratio": ("recon. length ratio, worst", "1 is best", None),
     "length_error_pct": ("length error, worst target (%)", "lower is better", None),
     "length_error_pct_mean": ("length error, mean (%)", "lower is better", None),
@@ -369,7 +370,7 @@ _METRICS = {
     "realism_c2st": ("realism C2ST accuracy", "0.5 is best", (0.0, 1.0)),
 }
 # metrics whose all-bundle value is the worst bundle's, not the mean
-_WORST_CASE = {"recon_length_ratio", "length_error_pct"}
+_WORST_CASE = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
 # metric -> its ideal value, drawn as a dotted line
 _IDEAL = {
     "diversity_ratio": 1.0,

@@ -81,10 +81,15 @@ VARIANTS = {
     "adv0": {"adv_weight": 0.0},
     "adv0.001": {"adv_weight": 0.001},
     "ar0": {"ar_weight": 0.0},
+    # where the fitted prior's remaining gap comes from
+    "fitted_ar0": {"prior": "fitted", "ar_weight": 0.0},
+    "fitted_ar0.1": {"prior": "fitted", "ar_weight": 0.1},
+    "fitted_ar0.02": {"prior": "fitted", "ar_weight": 0.02},
 }
 
 COLUMNS = (
     "recon_mdf_mm",
+    "ar_spearman",
     "label_fidelity",
     "length_error_pct",
     "diversity_ratio",
@@ -92,6 +97,7 @@ COLUMNS = (
     "prior_match",
     "shape_similarity",
     "realism_c2st",
+    "rough_fraction",
 )
 
 

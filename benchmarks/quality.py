@@ -64,6 +64,7 @@ TARGETS = {
     "density_dice": (">=ref", 0.8),
     "recon_mdf_mm": ("<=", 2.0),
     "curvature_ratio": ("every in", (0.8, 1.25)),
+    "rough_fraction": ("<=", 0.01),
     "recon_length_ratio": ("every in", (0.93, 1.07)),
     "length_error_pct": ("<=", 5.0),
     "shape_similarity": (">=ref", 0.95),
@@ -147,6 +148,7 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
         label_fidelity,
         prior_match,
         realism_c2st,
+        rough_fraction,
         shape_similarity,
     )
 
@@ -172,6 +174,7 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
             "diversity_ratio": diversity_ratio(xt[pick[:100]], xv[real], rng=seed),
             "density_dice": density_dice(twin, xv[half_b]),
             "curvature_ratio": curvature_ratio(twin, xv[half_b]),
+            "rough_fraction": rough_fraction(twin, xv[half_b]),
             "shape_similarity": shape_similarity(twin[:200], xv[half_b][:200]),
             "realism_c2st": realism_c2st(twin[:200], xv[half_b][:200], seed=seed),
             "prior_match": prior_match(zv[real], zt[pick[: len(real)]], seed=seed),

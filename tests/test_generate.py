@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import TINY
 from dipy.io.streamline import load_tractogram
 from dipy.tracking.streamline import length as dipy_length
 
@@ -152,6 +153,50 @@ def test_generate_is_deterministic_for_a_seed(model, sampling):
     np.testing.assert_array_equal(a.streamlines, b.streamlines)
     assert not np.allclose(a.streamlines, c.streamlines)
     assert a.sampling == sampling
+
+
+def test_sampled_texture_stays_within_the_bundles_training_range(tiny_splits):
+    """Codes far from the bank (a length past the training range) would
+    extrapolate the texture scale; decoding draws it within the range the
+    bundle's training codes have, and leaves codes inside it alone."""
+    model = TractAAE.from_dataset(tiny_splits[0], **TINY)
+    # a texture head whose scale varies with the code, as a trained one does
+    layer = model.network.decoder.get_layer("texture")
+    kernel, _ = layer.get_weights()
+    rng = np.random.default_rng(0)
+    layer.set_weights([0.05 * rng.standard_normal(kernel.shape), np.array([-3, -2])])
+    name = model.bundle_names[0]
+    label = model.bundle_index(name)
+    bank = rng.standard_normal((50, model.latent_dims)).astype("float32")
+    model.metadata.latent_bank = {name: {"z": bank.tolist()}}
+    assert model._bundle_texture_bounds(label + 1) is None  # no bank: no bounds
+    low, high = model._bundle_texture_bounds(label)
+    onehot = model.onehot(np.full(len(bank), label))
+    mu, _ = model._texture_of(bank, onehot)
+    assert low == mu.min() and high == mu.max()
+    far = np.concatenate([bank[:5] + 40.0, bank[:5] - 40.0, bank[:5]])
+    onehot = model.onehot(np.full(len(far), label))
+    mu, log_tau = model._texture_of(far, onehot)
+    xi = np.random.default_rng(0).standard_normal((len(far), 1)).astype("float32")
+    shifted = model._bounded_xi(far, onehot, np.full(len(far), label), xi)
+    drawn = mu + np.exp(log_tau) * (shifted[:, 0] - xi[:, 0])  # the mu in use
+    np.testing.assert_allclose(drawn, np.clip(mu, low, high), atol=1e-4)
+    np.testing.assert_array_equal(shifted[-5:], xi[-5:])
+    assert np.mean(np.abs(mu[:10] - np.clip(mu[:10], low, high)) > 1e-3) >= 0.5
+    # decoding draws with the shifted xi
+    draws = np.random.default_rng(3)
+    steps = draws.standard_normal((len(far), model.n_points - 1, 3)).astype("float32")
+    xi = draws.standard_normal((len(far), 1)).astype("float32")
+    labels = np.full(len(far), label)
+    for kept, expect_equal in (
+        (model._bounded_xi(far, onehot, labels, xi), True),
+        (xi, False),
+    ):
+        by_hand = model.normalizer.inverse(
+            model._decode_batch(far, onehot, (steps, kept))
+        )
+        same = np.allclose(model.decode(far, name, texture=3), by_hand, atol=1e-4)
+        assert same == expect_equal
 
 
 def test_decoded_lengths_are_the_lengths_of_the_decoded_streamlines(model):

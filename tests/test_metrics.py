@@ -24,6 +24,7 @@ from aae_tract.metrics import (
     prior_match,
     realism_c2st,
     recon_length_ratio,
+    rough_fraction,
     shape_similarity,
     spearman_rho,
     streamline_texture,
@@ -247,6 +248,23 @@ def test_curvature_ratio_known_values():
     assert math.isnan(curvature_ratio(tight, _fan(3)))  # straight real lines
 
 
+def test_rough_fraction_counts_crumpled_streamlines():
+    smooth = np.stack([_arc(r, 90.0) for r in np.linspace(30.0, 50.0, 10)])
+    # the same arcs with 1 mm zigzags: many times the real turning per mm
+    crumpled = smooth.copy()
+    crumpled[:, 1::2, 2] += 1.0
+    twice = np.stack([_arc(r, 90.0) for r in np.linspace(15.0, 25.0, 10)])
+    assert rough_fraction(smooth, smooth) == 0.0
+    assert rough_fraction(twice, smooth) == 0.0  # 2x the turning is not crumpled
+    assert rough_fraction(np.concatenate([smooth[:7], crumpled[:3]]), smooth) == (
+        pytest.approx(0.3)
+    )
+    assert rough_fraction(crumpled, smooth) == 1.0
+    assert rough_fraction(twice, smooth, factor=1.5) == 1.0
+    assert math.isnan(rough_fraction(crumpled, _fan(3)))  # straight real lines
+    assert math.isnan(rough_fraction(crumpled, 0.01 * smooth))  # too short
+
+
 # ------------------------------------------------------------------ lengths
 def test_recon_length_ratio_known_values():
     x = _arcs(100, seed=1)
@@ -374,12 +392,14 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
         assert -1 <= row["ar_spearman"] <= 1
         assert row["diversity_ratio"] > 0
         assert 0 <= row["density_dice"] <= 1
-    worst_case = {"recon_length_ratio", "length_error_pct"}
+    worst_case = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
     for key in set(METRIC_NAMES) - worst_case:
         values = [row[key] for row in evaluation["per_bundle"].values()]
         assert evaluation[key] == pytest.approx(np.mean(values))
-    values = [row["length_error_pct"] for row in evaluation["per_bundle"].values()]
-    assert evaluation["length_error_pct"] == max(values)
+    for key in ("length_error_pct", "rough_fraction"):
+        values = [row[key] for row in evaluation["per_bundle"].values()]
+        assert evaluation[key] == max(values)
+        assert 0 <= evaluation[key]
     values = [row["recon_length_ratio"] for row in evaluation["per_bundle"].values()]
     assert evaluation["recon_length_ratio"] in values
     assert abs(math.log(evaluation["recon_length_ratio"])) == pytest.approx(
@@ -406,6 +426,8 @@ def test_evaluate_realism_metrics(evaluation):
         assert row["length_error_pct_mean"] == pytest.approx(np.mean(per_target))
     for key in METRIC_NAMES:
         assert evaluation[key] is not None and math.isfinite(evaluation[key]), key
+    # two halves of a real bundle: no streamline of one is crumpled beside the other
+    assert evaluation["reference"]["rough_fraction"] == 0.0
 
 
 def test_evaluate_length_error_is_none_without_a_length_model():

@@ -245,6 +245,31 @@ def test_texture_likelihood_recovers_the_roughness_distribution():
         assert 0.5 * tau <= best_tau <= 2.0 * tau, (tau, best_tau)
 
 
+def test_texture_likelihood_pulls_outputs_back_into_range():
+    """The decoder clips (mu, log tau); an output beyond a bound must still
+    cost more the farther it is, or training leaves it there (a spread stuck
+    above its bound crumples a share of sampled streamlines)."""
+    rng = np.random.default_rng(2)
+    n, b = 32, 50
+    t = np.linspace(0, 1, n)
+    x = np.stack([t, np.sin(t), np.zeros_like(t)], axis=1)[None].repeat(b, 0)
+    x = (x + 0.01 * rng.normal(size=x.shape)).astype("float32")
+    mean = np.stack([t, np.sin(t), np.zeros_like(t)], axis=1)[None].repeat(b, 0)
+    noise = rng.standard_normal((b, n - 1, 3)).astype("float32")
+    low_mu, high_mu = ArcLengthCurve.LOG_TEXTURE_RANGE
+    low_tau, high_tau = ArcLengthCurve.LOG_SPREAD_RANGE
+
+    def loss(mu, log_tau):
+        texture = np.tile([[mu, log_tau]], (b, 1)).astype("float32")
+        return float(texture_nll(x, mean.astype("float32"), texture, noise))
+
+    assert loss(-3.0, high_tau + 1.5) > loss(-3.0, high_tau + 0.5)
+    assert loss(-3.0, high_tau + 0.5) > loss(-3.0, high_tau)
+    assert loss(-3.0, low_tau - 1.0) > loss(-3.0, low_tau)
+    assert loss(low_mu - 1.0, 0.0) > loss(low_mu, 0.0)
+    assert loss(high_mu + 1.0, 0.0) > loss(high_mu, 0.0)
+
+
 def test_mixture_prior_samples():
     prior = GaussianMixturePrior(6, n_components=4, seed=1)
     z = prior.sample_numpy(4000, np.random.default_rng(0))

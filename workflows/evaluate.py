@@ -45,7 +45,9 @@ class EvaluateFlow(AAEWorkflow):
         reconstruction distance), label_fidelity, length_mae_mm, ar_spearman
         (latent dimension 0 against the attribute), diversity_ratio (1: as
         diverse as real data, 0: collapse), density_dice, curvature_ratio
-        (turning angle per mm, generated / real), recon_length_ratio
+        (turning angle per mm, generated / real), rough_fraction (share
+        of generated streamlines turning over 3 times the real median: 0
+        is ideal), recon_length_ratio
         (reconstruction / input length, worst length quintile),
         length_error_pct and length_error_pct_mean (generated length error
         at target lengths, in percent), shape_similarity (DIPY's BUAN) and

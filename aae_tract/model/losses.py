@@ -144,7 +144,9 @@ def texture_nll(x, x_mean, texture, noise):
     their mean curve's own turns included (a mean, not an energy: a few sharp
     kinks of real tracking do not make every sampled step rough), and differ
     from each other in roughness as real ones do. Only the texture output
-    learns from it (``x_mean`` is held fixed).
+    learns from it (``x_mean`` is held fixed). An output outside the bounds
+    the decoder clips it to (:class:`~aae_tract.model.networks.ArcLengthCurve`)
+    is pulled back by its squared distance to them.
 
     Parameters
     ----------
@@ -160,18 +162,32 @@ def texture_nll(x, x_mean, texture, noise):
     tensor
         Scalar loss (up to a constant).
     """
+    from aae_tract.model.networks import ArcLengthCurve
+
     d_mean = ops.stop_gradient(_steps(x_mean))
     u_mean = d_mean / ops.sqrt(
         ops.sum(ops.square(d_mean), axis=-1, keepdims=True) + 1e-20
     )
     texture = ops.cast(texture, "float32")
-    mu = ops.clip(texture[:, 0:1], -9.0, 0.0)
-    log_tau = ops.clip(texture[:, 1], -5.0, 1.0)
+    mu = ops.clip(texture[:, 0:1], *ArcLengthCurve.LOG_TEXTURE_RANGE)
+    log_tau = ops.clip(texture[:, 1], *ArcLengthCurve.LOG_SPREAD_RANGE)
     scale = 0.5 * ops.expand_dims(ops.exp(mu), 1)
     m_model = _mean_turn(u_mean + scale * ops.cast(noise, "float32"))
     m_real = _mean_turn(_steps(x))
     z = (ops.log(m_real + 1e-12) - ops.log(m_model + 1e-12)) / ops.exp(log_tau)
-    return ops.mean(0.5 * ops.square(z) + log_tau)
+    # The clips pass no gradient: an output that leaves its range (the
+    # spread does, while the mean curve is still poor) would stay out for
+    # good, and the decoder would sample its texture with the largest spread.
+    outside = _outside(texture[:, 0], ArcLengthCurve.LOG_TEXTURE_RANGE) + _outside(
+        texture[:, 1], ArcLengthCurve.LOG_SPREAD_RANGE
+    )
+    return ops.mean(0.5 * ops.square(z) + log_tau + outside)
+
+
+def _outside(value, bounds):
+    """Squared distance of ``value`` outside the interval ``bounds``."""
+    low, high = bounds
+    return ops.square(ops.relu(value - high)) + ops.square(ops.relu(low - value))
 
 
 def _imq_kernel(a, b, dims):

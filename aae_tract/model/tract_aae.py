@@ -180,6 +180,8 @@ class TractAAE:
         from aae_tract.normalize import Normalizer
 
         self._length_head = None  # the decoder's length output, built on use
+        self._texture_head = None  # the decoder's texture output, built on use
+        self._texture_bounds = {}  # bundle label -> (lowest, highest) mu of its bank
         self.network = network
         self.metadata = metadata
         self.config = AAEConfig.from_dict(metadata.config)
@@ -440,7 +442,11 @@ class TractAAE:
             Sample the streamlines' texture (the small random turns of real
             tracking that the decoder models around its mean curve) with this
             generator or seed. None: the mean streamline of every code. Model
-            files from before the texture model have none to sample.
+            files from before the texture model have none to sample. The
+            texture's log scale ``mu`` is kept within the range it takes on
+            the bundle's latent bank (its training codes): a code beyond them
+            (e.g. a length past the training range) would otherwise
+            extrapolate it, and crumple the streamline.
         batch_size : int
             Codes per forward pass.
 
@@ -453,22 +459,22 @@ class TractAAE:
             raise AAETractError(
                 f"latent codes must have shape (N, {self.latent_dims}), got {z.shape}"
             )
-        onehot = self.onehot(self._labels_for(len(z), bundle))
+        labels = self._labels_for(len(z), bundle)
+        onehot = self.onehot(labels)
         rng = None if texture is None else np.random.default_rng(texture)
         sampled = rng is not None and self.config.decoder != "spline"
         out = []
         for start in range(0, len(z), batch_size):
             zb = z[start : start + batch_size]
+            ob = onehot[start : start + batch_size]
             noise = None
             if sampled:
                 shape = (len(zb), self.n_points - 1, 3)
-                noise = (
-                    rng.standard_normal(shape).astype("float32"),
-                    rng.standard_normal((len(zb), 1)).astype("float32"),
-                )
-            x = self._decode_batch(
-                zb, onehot[start : start + batch_size], noise, batch_size
-            )
+                steps = rng.standard_normal(shape).astype("float32")
+                xi = rng.standard_normal((len(zb), 1)).astype("float32")
+                xi = self._bounded_xi(zb, ob, labels[start : start + batch_size], xi)
+                noise = (steps, xi)
+            x = self._decode_batch(zb, ob, noise, batch_size)
             out.append(self.normalizer.inverse(x))
         if not out:
             return np.zeros((0, self.n_points, 3), dtype="float32")
@@ -487,6 +493,49 @@ class TractAAE:
             )
         x, _ = _predict(self.network.decoder, [z, onehot, *noise], batch_size)
         return np.asarray(x)
+
+    def _texture_of(self, z, onehot):
+        """The decoder's texture output ``(mu, log tau)`` for codes, clipped
+        as :class:`ArcLengthCurve` clips it."""
+        if self._texture_head is None:
+            decoder = self.network.decoder
+            texture = decoder.get_layer("texture").output
+            self._texture_head = keras.Model(decoder.inputs[:2], texture)
+        out = self._texture_head([z, onehot], training=False)
+        out = keras.ops.convert_to_numpy(out)
+        mu = np.clip(out[:, 0], *ArcLengthCurve.LOG_TEXTURE_RANGE)
+        log_tau = np.clip(out[:, 1], *ArcLengthCurve.LOG_SPREAD_RANGE)
+        return mu.astype("float64"), log_tau.astype("float64")
+
+    def _bundle_texture_bounds(self, label):
+        """Lowest and highest texture ``mu`` over the bundle's latent bank
+        (None without a bank)."""
+        if label not in self._texture_bounds:
+            bank = self.metadata.latent_bank.get(self.bundle_names[label])
+            bounds = None
+            if bank and len(bank.get("z", ())):
+                z = np.asarray(bank["z"], dtype="float32")
+                mu, _ = self._texture_of(z, self.onehot(np.full(len(z), label)))
+                bounds = (float(mu.min()), float(mu.max()))
+            self._texture_bounds[label] = bounds
+        return self._texture_bounds[label]
+
+    def _bounded_xi(self, z, onehot, labels, xi):
+        """``xi`` shifted so that each streamline's texture scale
+        ``exp(mu + tau * xi) / 2`` is drawn around ``mu`` kept within its
+        bundle's bounds (:meth:`_bundle_texture_bounds`)."""
+        bounds = [self._bundle_texture_bounds(int(b)) for b in np.unique(labels)]
+        if all(b is None for b in bounds):
+            return xi
+        mu, log_tau = self._texture_of(z, onehot)
+        kept = mu.copy()
+        for label in np.unique(labels):
+            limits = self._bundle_texture_bounds(int(label))
+            if limits is not None:
+                rows = labels == label
+                kept[rows] = np.clip(mu[rows], *limits)
+        shift = (kept - mu) / np.exp(log_tau)
+        return (xi + shift[:, None]).astype("float32")
 
     def decoded_lengths(self, z, bundle, *, batch_size=4096):
         """Lengths (mm) of the mean streamlines the codes decode to.
@@ -1086,6 +1135,7 @@ class TractAAE:
             }
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
+        self._texture_bounds = {}
         if self.metadata.space:
             self.metadata.space = {
                 **self.metadata.space,
