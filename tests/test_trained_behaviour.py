@@ -5,18 +5,26 @@ these properties; this module trains one model long enough (about half a
 minute on a 2-core CPU) and checks that latent dimension 0 orders streamlines
 by length, that generation follows the requested length across a bundle's
 range, fragments included, and that generated streamlines turn as much per
-millimetre as real ones. Each check fails on a model that ignores the
-attribute, a flat calibration or a rippling decoder.
+millimetre as real ones, with no crumpled streamline. Each check fails on a
+model that ignores the attribute, a flat calibration, a rippling decoder or
+a texture spread left outside its range.
 """
 
+import keras
 import numpy as np
 import pytest
 
 from aae_tract.data import load_dataset, split_dataset
 from aae_tract.data_fetchers import make_phantom
 from aae_tract.generate import generate
-from aae_tract.metrics import curvature_ratio, recon_length_ratio, spearman_rho
+from aae_tract.metrics import (
+    curvature_ratio,
+    recon_length_ratio,
+    rough_fraction,
+    spearman_rho,
+)
 from aae_tract.model import TractAAE
+from aae_tract.model.networks import ArcLengthCurve
 
 BUNDLES = ("AF_L", "CST_R", "UF_L")
 SETTINGS = {
@@ -91,3 +99,35 @@ def test_reconstructions_keep_length_and_generated_texture_is_real(trained, name
     assert all(0.85 <= r <= 1.15 for r in ratios[1:]), ratios
     result = generate(model, name, float(np.median(lengths)), n_streamlines=60, seed=1)
     assert 0.6 <= curvature_ratio(result.streamlines, x) <= 1.6
+
+
+def test_texture_spread_is_fitted_inside_its_range_and_nothing_crumples(trained):
+    """The decoder clips the texture's (mu, log tau); training must leave the
+    raw outputs inside that range (a spread stuck above it crumples a share
+    of sampled streamlines), and streamlines generated at the middle and
+    top of a bundle's range and past it are not crumpled."""
+    model, train, held_out = trained
+    x = np.concatenate([_bundle(model, train, name)[0] for name in BUNDLES])
+    labels = np.concatenate(
+        [
+            np.full(len(_bundle(model, train, n)[0]), model.bundle_index(n))
+            for n in BUNDLES
+        ]
+    )
+    z = model.encode_prepared(x)
+    zeros = [np.zeros((len(z), model.n_points - 1, 3)), np.zeros((len(z), 1))]
+    _, texture = model.network.decoder(
+        [z, model.onehot(labels), *[v.astype("float32") for v in zeros]]
+    )
+    texture = keras.ops.convert_to_numpy(texture)
+    low, high = ArcLengthCurve.LOG_SPREAD_RANGE
+    assert np.quantile(texture[:, 1], 0.99) <= high + 0.1, texture[:, 1].max()
+    assert np.quantile(texture[:, 1], 0.01) >= low - 0.1, texture[:, 1].min()
+    for name in BUNDLES:
+        real, lengths = _bundle(model, held_out, name)
+        # the middle and top of the range, and past it (this small model's
+        # fragments below the 10th percentile still bend in their mean curve)
+        for target in (*np.percentile(lengths, [50, 95]), 1.15 * lengths.max()):
+            result = generate(model, name, float(target), n_streamlines=60, seed=2)
+            rough = rough_fraction(result.streamlines, real)
+            assert rough <= 0.02, (name, target, rough)
