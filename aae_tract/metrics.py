@@ -31,7 +31,8 @@ definitions in the project's architecture notes):
     :data:`ROUGH_FACTOR` (3) times as much per mm as the median held-out
     streamline of the bundle (:func:`rough_fraction`): crumpled streamlines,
     which a median such as ``curvature_ratio`` does not see; the worst bundle
-    at the top level (0 between two halves of real bundles).
+    at the top level (0 between two halves of the real bundles of the
+    phantom and of the embedded default; compare with the reference row).
 ``recon_length_ratio``
     Length of the reconstruction over the length of the input, median per
     length quintile of the held-out streamlines (``recon_length_ratio_quintiles``
@@ -637,9 +638,10 @@ def rough_fraction(generated, real, *, factor=ROUGH_FACTOR, step_mm=1.0):
         In [0, 1], over the generated streamlines long enough to measure
         (3 steps); NaN when there are none, when no real streamline is long
         enough, or when the real ones are perfectly straight.
-        Real bundles score 0 against each other: a real streamline rarely
-        turns 3 times as much as its bundle's median, while a crumpled
-        generated one turns 5-30 times as much.
+        Halves of the real bundles of the phantom and of the embedded
+        default score 0 against each other (other data: see the reference
+        row of :func:`evaluate`); a crumpled generated streamline turns
+        5-30 times as much as the median.
     """
     g = turning_angle_per_mm(generated, step_mm)
     r = turning_angle_per_mm(real, step_mm)

@@ -413,15 +413,16 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
 
     One panel per metric (``recon_mdf_mm``, ``label_fidelity``,
     ``length_mae_mm``, ``ar_spearman``, ``diversity_ratio``, ``density_dice``,
-    ``curvature_ratio``, ``recon_length_ratio``, ``length_error_pct``,
-    ``length_error_pct_mean``, ``shape_similarity``, ``realism_c2st`` and any
-    other number in ``metrics``): a bar for the model's value over all
-    bundles (mean, or worst case for ``recon_length_ratio`` and
-    ``length_error_pct``) and, where ``metrics["per_bundle"]`` is given, one
-    bar per bundle; the reference value of the same metric is drawn beside
-    each bar in grey, and a dotted line marks the ideal value of the ratios
-    and of ``realism_c2st``. Values that are not numbers (the per-bundle lists
-    of ``metrics.json``) are left out.
+    ``curvature_ratio``, ``rough_fraction``, ``recon_length_ratio``,
+    ``length_error_pct``, ``length_error_pct_mean``, ``shape_similarity``,
+    ``realism_c2st`` and any other number in ``metrics``): a bar for the
+    model's value over all bundles (mean, or worst case for
+    ``recon_length_ratio``, ``length_error_pct`` and ``rough_fraction``) and,
+    where ``metrics["per_bundle"]`` is given, one bar per bundle; the
+    reference value of the same metric is drawn beside each bar in grey, and
+    a dotted line marks the ideal value of the ratios and of
+    ``realism_c2st``. Values that are not numbers (the per-bundle lists of
+    ``metrics.json``) are left out.
 
     Parameters
     ----------

@@ -146,7 +146,8 @@ def texture_nll(x, x_mean, texture, noise):
     from each other in roughness as real ones do. Only the texture output
     learns from it (``x_mean`` is held fixed). An output outside the bounds
     the decoder clips it to (:class:`~aae_tract.model.networks.ArcLengthCurve`)
-    is pulled back by its squared distance to them.
+    is pulled back by its squared distance to them (part of the loss, so
+    ``texture_loss`` of training histories from before it is not comparable).
 
     Parameters
     ----------

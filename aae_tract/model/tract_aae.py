@@ -181,7 +181,8 @@ class TractAAE:
 
         self._length_head = None  # the decoder's length output, built on use
         self._texture_head = None  # the decoder's texture output, built on use
-        self._texture_bounds = {}  # bundle label -> (lowest, highest) mu of its bank
+        # (id of the latent bank, bundle label) -> (lowest, highest) mu on it
+        self._texture_bounds = {}
         self.network = network
         self.metadata = metadata
         self.config = AAEConfig.from_dict(metadata.config)
@@ -444,8 +445,9 @@ class TractAAE:
             generator or seed. None: the mean streamline of every code. Model
             files from before the texture model have none to sample. The
             texture's log scale ``mu`` is kept within the range it takes on
-            the bundle's latent bank (its training codes): a code beyond them
-            (e.g. a length past the training range) would otherwise
+            the bundle's latent bank (a sample of its training codes, see
+            :meth:`calibrate`; no bound before calibration): a code beyond
+            them (e.g. a length past the training range) would otherwise
             extrapolate it, and crumple the streamline.
         batch_size : int
             Codes per forward pass.
@@ -510,15 +512,16 @@ class TractAAE:
     def _bundle_texture_bounds(self, label):
         """Lowest and highest texture ``mu`` over the bundle's latent bank
         (None without a bank)."""
-        if label not in self._texture_bounds:
+        key = (id(self.metadata.latent_bank), label)
+        if key not in self._texture_bounds:
             bank = self.metadata.latent_bank.get(self.bundle_names[label])
             bounds = None
             if bank and len(bank.get("z", ())):
                 z = np.asarray(bank["z"], dtype="float32")
                 mu, _ = self._texture_of(z, self.onehot(np.full(len(z), label)))
                 bounds = (float(mu.min()), float(mu.max()))
-            self._texture_bounds[label] = bounds
-        return self._texture_bounds[label]
+            self._texture_bounds[key] = bounds
+        return self._texture_bounds[key]
 
     def _bounded_xi(self, z, onehot, labels, xi):
         """``xi`` shifted so that each streamline's texture scale
