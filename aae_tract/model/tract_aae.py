@@ -527,16 +527,17 @@ class TractAAE:
         """``xi`` shifted so that each streamline's texture scale
         ``exp(mu + tau * xi) / 2`` is drawn around ``mu`` kept within its
         bundle's bounds (:meth:`_bundle_texture_bounds`)."""
-        bounds = [self._bundle_texture_bounds(int(b)) for b in np.unique(labels)]
-        if all(b is None for b in bounds):
+        bounds = {
+            int(b): self._bundle_texture_bounds(int(b)) for b in np.unique(labels)
+        }
+        bounds = {b: limits for b, limits in bounds.items() if limits is not None}
+        if not bounds:
             return xi
         mu, log_tau = self._texture_of(z, onehot)
         kept = mu.copy()
-        for label in np.unique(labels):
-            limits = self._bundle_texture_bounds(int(label))
-            if limits is not None:
-                rows = labels == label
-                kept[rows] = np.clip(mu[rows], *limits)
+        for label, limits in bounds.items():
+            rows = labels == label
+            kept[rows] = np.clip(mu[rows], *limits)
         shift = (kept - mu) / np.exp(log_tau)
         return (xi + shift[:, None]).astype("float32")
 
