@@ -201,6 +201,44 @@ def _check_declared_count(path, ext, sft):
     check_counts(path, ext, len(sft), n_points)
 
 
+def _trk_header(path):
+    """The 1000-byte header of a ``.trk`` file as a structured array, in the
+    machine's byte order."""
+    from nibabel.streamlines.trk import header_2_dtype
+
+    with open(path, "rb") as handle:
+        header = np.frombuffer(handle.read(1000), dtype=header_2_dtype)
+    if int(header["hdr_size"][0]) != 1000:
+        header = header.byteswap()
+    return header
+
+
+def declared_count(path, ext):
+    """The number of streamlines a ``.trk`` or ``.tck`` header declares.
+
+    Parameters
+    ----------
+    path : Path
+        The file (its header is read, not its body).
+    ext : str
+        Its extension, ``".trk"`` or ``".tck"``.
+
+    Returns
+    -------
+    int or None
+        None when the header declares none (a count of 0, or no ``count``
+        field in a ``.tck`` header: writers may leave it out).
+    """
+    if ext == ".trk":
+        declared = int(_trk_header(path)["nb_streamlines"][0])
+    else:
+        from nibabel.streamlines.tck import TckFile
+
+        count = str(TckFile._read_header(str(path)).get("count", "0")).strip()
+        declared = int(count) if count.isdigit() else 0
+    return declared if declared > 0 else None
+
+
 def check_counts(path, ext, n_read, n_points):
     """TractogramError when a file's header and size do not match what was read.
 
@@ -215,15 +253,8 @@ def check_counts(path, ext, n_read, n_points):
     n_points : int
         Their points (``.trk`` only: with the header, they give the size).
     """
-    from nibabel.streamlines.tck import TckFile
-    from nibabel.streamlines.trk import header_2_dtype
-
     if ext == ".trk":
-        with open(path, "rb") as handle:
-            header = np.frombuffer(handle.read(1000), dtype=header_2_dtype)
-        if int(header["hdr_size"][0]) != 1000:
-            header = header.byteswap()
-        declared = int(header["nb_streamlines"][0])
+        header = _trk_header(path)
         per_point = 3 + int(header["nb_scalars_per_point"][0])
         per_streamline = 1 + int(header["nb_properties_per_streamline"][0])
         size = 1000 + 4 * (n_read * per_streamline + n_points * per_point)
@@ -232,10 +263,8 @@ def check_counts(path, ext, n_read, n_points):
                 f"{path}: the file holds {path.stat().st_size} bytes, its header "
                 f"and {n_read} streamlines account for {size}: truncated or corrupt"
             )
-    else:
-        count = str(TckFile._read_header(str(path)).get("count", "0")).strip()
-        declared = int(count) if count.isdigit() else 0
-    if declared > 0 and declared != n_read:
+    declared = declared_count(path, ext)
+    if declared and declared != n_read:
         raise TractogramError(
             f"{path}: the header declares {declared} streamlines but {n_read} "
             "were read: truncated or corrupt (or empty streamlines)"

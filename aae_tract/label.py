@@ -467,9 +467,19 @@ def _blocks(streamlines, n_points, block):
         parts = (
             streamlines.blocks() if hasattr(streamlines, "blocks") else [streamlines]
         )
+        # the parts (a file's chunks) may be smaller than a block: whole
+        # blocks keep the forward passes full
+        pending, held = [], 0
         for part in parts:
             for start in range(0, len(part), block):
-                yield resample(part[start : start + block], n_points)
+                pending.append(resample(part[start : start + block], n_points))
+                held += len(pending[-1])
+                while held >= block:
+                    joined = np.concatenate(pending)
+                    yield joined[:block]
+                    pending, held = [joined[block:]], held - block
+        if held:
+            yield np.concatenate(pending)
         return
     chunk = []
     for s in streamlines:
@@ -557,7 +567,10 @@ def label_streamlines(
         if not hasattr(streamlines, "__len__"):  # a TractogramStream has both
             streamlines = list(streamlines)
         matrix = registration.register_tractogram(streamlines, name=name)
-    total = len(streamlines) if hasattr(streamlines, "__len__") else None
+    if hasattr(streamlines, "size_hint"):  # a TractogramStream: no counting pass
+        total = streamlines.size_hint
+    else:
+        total = len(streamlines) if hasattr(streamlines, "__len__") else None
     names = np.asarray(model.bundle_names + [OTHER])
     labels, confidence = [], []
     with tqdm(

@@ -78,18 +78,36 @@ class _FreshSequence(nib.streamlines.ArraySequence):
 
 
 def _apply_affine_f32(points, affine):
-    """``points @ affine[:3, :3].T + affine[:3, 3]`` in float32, without copies
-    of (N, 3) float64 intermediates (numpy's small-matrix matmul is slow)."""
+    """``points @ affine[:3, :3].T + affine[:3, 3]`` in float32, in place.
+
+    ``points`` (N, 3) float32, C-contiguous, is overwritten and returned when
+    the linear part is diagonal (the usual voxmm-to-RAS+ affine): the flat
+    array is scaled and shifted by (x, y, z) patterns tiled over
+    :data:`_TILE` points, which numpy runs several times faster than a
+    broadcast over rows of three. Otherwise a new array is returned, one
+    output column at a time (numpy's small-matrix matmul is slow).
+    """
     linear = np.asarray(affine[:3, :3], dtype=np.float32)
     shift = np.asarray(affine[:3, 3], dtype=np.float32)
-    if np.count_nonzero(linear - np.diag(np.diag(linear))) == 0:
-        out = points * np.diag(linear)
-    else:
+    if np.count_nonzero(linear - np.diag(np.diag(linear))):
         out = np.empty_like(points)
         for row in range(3):
             out[:, row] = points @ linear[row]
-    out += shift
-    return out
+        out += shift
+        return out
+    flat = points.reshape(-1)
+    n_whole = len(points) // _TILE * 3 * _TILE
+    tiles = flat[:n_whole].reshape(-1, 3 * _TILE)
+    tiles *= np.tile(np.diag(linear), _TILE)
+    tiles += np.tile(shift, _TILE)
+    rest = points[n_whole // 3 :]
+    rest *= np.diag(linear)
+    rest += shift
+    return points
+
+
+#: Points per (x, y, z) pattern of :func:`_apply_affine_f32`.
+_TILE = 4096
 
 
 def _point_counts(words):

@@ -26,10 +26,15 @@ bundle considered for every streamline): the speed-up they give and the
 number of labels they change. ``--cli`` times the command as it runs, with
 the reaches.
 
+With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
+a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
+process of its own (with the first value of ``--reach``).
+
 Example::
 
     python benchmarks/bench_label_speed.py --n_streamlines 1000000
     python benchmarks/bench_label_speed.py --n_streamlines 1000000 --reach on off
+    python benchmarks/bench_label_speed.py --n_streamlines 1000000 --chunk_mib 4 64
 """
 
 from __future__ import annotations
@@ -96,6 +101,10 @@ def _label_only(model_path, path, args):
     from aae_tract.label import label_streamlines
     from aae_tract.model import TractAAE
 
+    if args.chunk_mib:
+        from aae_tract import stream
+
+        stream.CHUNK_BYTES = int(args.chunk_mib[0] * 2**20)
     model = TractAAE.load(model_path)
     reach = args.reach[0]
     if reach == "off":  # every bundle considered for every streamline
@@ -133,7 +142,7 @@ def _label_only(model_path, path, args):
     )
     seconds = time.perf_counter() - start
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
-    np.save(Path(model_path).parent / f"labels_reach_{reach}.npy", labels)
+    np.save(Path(model_path).parent / f"labels_{_run_name(args)}.npy", labels)
     result = _network_rates(model, args.batch_size)
     result |= {
         "n_streamlines": int(len(labels)),
@@ -141,6 +150,7 @@ def _label_only(model_path, path, args):
         "reject": args.reject,
         "reach": reach,
         "reader": args.reader,
+        "chunk_mib": args.chunk_mib[0] if args.chunk_mib else None,
         "seconds": seconds,
         "streamlines_per_s": len(labels) / seconds,
         "in_memory_streamlines_per_s": small_rate,
@@ -209,6 +219,14 @@ def main(argv=None):
         "(blocks of streamlines, as aae_tract_label reads) or nibabel's lazy "
         "loading (one streamline at a time)",
     )
+    parser.add_argument(
+        "--chunk_mib",
+        type=float,
+        nargs="+",
+        default=None,
+        help="label once per size (MiB) of the chunks a plain .trk is read in, "
+        "each in its own process (default: aae_tract.stream.CHUNK_BYTES)",
+    )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument(
@@ -250,9 +268,12 @@ def main(argv=None):
     model_path = model.save(root / "model.keras")
     truth = np.asarray(load_wholebrain_labels(whole, "sub-01"))
     runs = {}
-    for reach in args.reach:
-        runs[reach] = result = _label_run(model_path, path, truth, args, reach)
-        _report(result, args)
+    if args.chunk_mib and len(args.chunk_mib) > 1:
+        result = _chunk_runs(model_path, path, truth, args)
+    else:
+        for reach in args.reach:
+            runs[reach] = result = _label_run(model_path, path, truth, args, reach)
+            _report(result, args)
     if len(runs) == 2:
         on, off = (np.load(root / f"labels_reach_{r}.npy") for r in ("on", "off"))
         changed = int(np.sum(on != off))
@@ -269,15 +290,47 @@ def main(argv=None):
     return result
 
 
+def _run_name(args):
+    """Name of one labelling run's saved labels."""
+    name = f"reach_{args.reach[0]}"
+    return name + (f"_chunk_{args.chunk_mib[0]:g}" if args.chunk_mib else "")
+
+
+def _chunk_runs(model_path, path, truth, args):
+    """Label ``path`` once per chunk size, each in its own process; print the
+    rates and their ratio to the first size's."""
+    runs = []
+    for mib in args.chunk_mib:
+        one = argparse.Namespace(**{**vars(args), "chunk_mib": [mib]})
+        runs.append(_label_run(model_path, path, truth, one, args.reach[0]))
+        _report(runs[-1], one)
+    first = runs[0]
+    same = np.load(Path(model_path).parent / f"labels_{_run_name(one)}.npy")
+    for run, mib in zip(runs, args.chunk_mib):
+        one = argparse.Namespace(**{**vars(args), "chunk_mib": [mib]})
+        labels = np.load(Path(model_path).parent / f"labels_{_run_name(one)}.npy")
+        print(
+            f"chunks of {mib:g} MiB: {run['streamlines_per_s']:,.0f} streamlines/s, "
+            f"{run['streamlines_per_s'] / first['streamlines_per_s']:.2f}x the "
+            f"{args.chunk_mib[0]:g} MiB rate; peak RSS {run['peak_rss_gib']:.2f} GiB; "
+            f"{int(np.sum(labels != same)):,} labels differ from the "
+            f"{args.chunk_mib[-1]:g} MiB run"
+        )
+    return first | {"chunks": runs}
+
+
 def _label_run(model_path, path, truth, args, reach):
     """Label ``path`` in a process of its own (so its peak memory is its own)."""
     command = [sys.executable, __file__, "--label", str(model_path), str(path)]
     command += ["--batch_size", str(args.batch_size), "--reach", reach]
     command += ["--reader", args.reader]
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
+    if args.chunk_mib:
+        command += ["--chunk_mib", str(args.chunk_mib[0])]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    labels = np.load(Path(model_path).parent / f"labels_reach_{reach}.npy")
+    one = argparse.Namespace(**{**vars(args), "reach": [reach]})
+    labels = np.load(Path(model_path).parent / f"labels_{_run_name(one)}.npy")
     result["accuracy"] = float(np.mean(labels == truth))
     # an upper bound on the share not decoded: "other" also counts the
     # streamlines rejected on their reconstruction, which were decoded

@@ -127,6 +127,26 @@ def test_trk_in_other_space_comes_out_in_rasmm(tmp_path):
     assert space_from_sft(loaded)["voxel_sizes"] == [2.0, 2.0, 2.0]
 
 
+@pytest.mark.parametrize("n_points", [0, 1, 4095, 4096, 4097, 10_000])
+@pytest.mark.parametrize("oblique", [False, True])
+def test_the_plain_trk_reader_applies_any_affine(n_points, oblique):
+    """The reader's float32 affine matches a float64 one: a diagonal linear
+    part (scaled in place, in tiles of points, the rest row by row) and an
+    oblique one."""
+    from aae_tract.trk import _apply_affine_f32
+
+    rng = np.random.default_rng(n_points)
+    points = rng.normal(scale=50.0, size=(n_points, 3)).astype(np.float32)
+    affine = np.diag([2.0, -1.5, 0.5, 1.0])
+    affine[:3, 3] = [-90.5, 126.0, 7.25]
+    if oblique:
+        affine[0, 1] = 0.3
+    want = points.astype(np.float64) @ affine[:3, :3].T + affine[:3, 3]
+    got = _apply_affine_f32(points.copy(), affine)
+    assert got.dtype == np.float32 and got.shape == (n_points, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_save_in_the_space_of_a_reference(tmp_path):
     """The file takes the reference's grid; world coordinates are kept."""
     points = [_line(12, offset=5.0) + 10.0]

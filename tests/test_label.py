@@ -110,6 +110,34 @@ def test_labelling_reads_any_iterable_in_blocks(labelled):
     np.testing.assert_allclose(conf, conf3, rtol=1e-5, atol=1e-6)
 
 
+def test_small_parts_are_labelled_in_whole_blocks(labelled, monkeypatch):
+    """A file read in chunks smaller than a block is labelled a whole block
+    at a time (full forward passes), with the labels of one pass."""
+    from aae_tract import label
+
+    model, validation = labelled
+    lines = [np.asarray(s) for s in validation.x[:50]]
+    whole, conf = label.label_streamlines(model, lines)
+
+    class Parts:  # blocks of 3 streamlines, as a TractogramStream gives them
+        def blocks(self):
+            for start in range(0, len(lines), 3):
+                yield nib.streamlines.ArraySequence(lines[start : start + 3])
+
+    sizes = []
+    real = label.label_prepared
+
+    def counting(model, x, **kwargs):
+        sizes.append(len(x))
+        return real(model, x, **kwargs)
+
+    monkeypatch.setattr(label, "label_prepared", counting)
+    got, conf2 = label.label_streamlines(model, Parts(), block=8)
+    assert sizes == [8] * 6 + [2]
+    np.testing.assert_array_equal(whole, got)
+    np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
+
+
 def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):
     # inference pads a batch to a power of two; the padding must not leak
     model, validation = labelled
@@ -452,6 +480,9 @@ def test_label_command_streams_its_input_and_labels_as_the_api_does(
     args = ["--model", model_path, "--out_dir", out, "--skip_picture"]
     assert run_cli("aae_tract_label", tractogram, *args) == 0
     assert max(read) < len(sft) / 4  # never the whole file at once
+    # two passes: labelling (the progress bar's total is the header's count)
+    # and writing; no pass only to count the streamlines
+    assert sum(read) == 2 * len(sft)
     report = json.loads((out / "labels.json").read_text())
     np.testing.assert_array_equal(report["labels"], expected)
     for name, count in report["counts"].items():

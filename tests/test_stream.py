@@ -101,8 +101,11 @@ def test_unusable_streamlines_are_skipped_and_counted_once(tmp_path, caplog):
     with np.errstate(invalid="ignore"):
         nib.streamlines.save(tractogram, str(path))
     source = TractogramStream(path)
+    assert source.size_hint == 7  # the header's count, before any pass
     with caplog.at_level(logging.WARNING, logger="aae_tract.stream"):
         assert len(source) == 5
+    assert source.size_hint == 5  # what a pass counted
+    with caplog.at_level(logging.WARNING, logger="aae_tract.stream"):
         _same(list(source), load_bundle(path).streamlines)
     messages = [r.getMessage() for r in caplog.records if r.name == "aae_tract.stream"]
     assert len(messages) == 1
