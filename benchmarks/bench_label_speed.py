@@ -26,6 +26,9 @@ bundle considered for every streamline): the speed-up they give and the
 number of labels they change. ``--cli`` times the command as it runs, with
 the reaches.
 
+``--networks MODEL`` only times the two networks, as Keras runs them and
+compiled with XLA, on ``--threads`` TensorFlow threads.
+
 With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
 a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
 process of its own (with the first value of ``--reach``).
@@ -92,6 +95,32 @@ def _network_rates(model, batch_size, n=16384):
     model.decode(z, bundle, batch_size=batch_size)
     decoder = n / (time.perf_counter() - start)
     return {"encoder_streamlines_per_s": encoder, "decoder_streamlines_per_s": decoder}
+
+
+def _networks_only(model_path, args):
+    """Time the encoder's and the decoder's forward passes alone, as Keras
+    runs them and compiled with XLA (TensorFlow and JAX), on ``--threads``
+    TensorFlow threads (0: its default); print one JSON line."""
+    import keras
+
+    if args.threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from aae_tract.model import TractAAE
+
+    model = TractAAE.load(model_path)
+    result = {"backend": keras.backend.backend(), "threads": args.threads}
+    modes = ["keras"] + (["xla"] if keras.backend.backend() != "torch" else [])
+    for mode in modes:
+        for network in (model.network.encoder, model.network.decoder):
+            network.jit_compile = mode == "xla"
+            network.predict_function = None  # rebuilt with the setting
+        rates = _network_rates(model, args.batch_size)
+        result |= {f"{mode}_{k}": v for k, v in rates.items()}
+    print(json.dumps(result))
+    return result
 
 
 def _label_only(model_path, path, args):
@@ -235,10 +264,24 @@ def main(argv=None):
         help="also time aae_tract_label on the file and take its peak memory",
     )
     parser.add_argument("--label", nargs=2, metavar=("MODEL", "TRACTOGRAM"))
+    parser.add_argument(
+        "--networks",
+        metavar="MODEL",
+        help="only time the encoder's and the decoder's forward passes of MODEL, "
+        "as Keras runs them and compiled with XLA",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="with --networks: TensorFlow's threads (0: its default)",
+    )
     parser.add_argument("--label_cli", nargs=3, metavar=("MODEL", "TRACTOGRAM", "OUT"))
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.networks:
+        return _networks_only(args.networks, args)
     if args.label:
         return _label_only(*args.label, args)
     if args.label_cli:
