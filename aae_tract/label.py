@@ -82,11 +82,13 @@ EMPIRICAL_QUANTILE = 0.995
 LABELLER_PER_BUNDLE = 5000
 #: Fewest validation streamlines of a bundle to set its thresholds on them.
 MIN_VALIDATION = 20
-#: Streamlines labelled per block.
-LABEL_BLOCK = 8192
+#: Streamlines labelled per block (a block's streamlines near a bundle go
+#: through the encoder together, in both point orders).
+LABEL_BLOCK = 32768
 #: Streamlines per forward pass when labelling (larger batches labelled faster
-#: on a 2-core CPU; ``benchmarks/bench_label_speed.py --batch_size`` times it).
-LABEL_BATCH = 4096
+#: on a 2-core CPU; ``benchmarks/bench_label_speed.py --batch_size`` times it,
+#: doc/benchmarks.md "Reading faster" gives the numbers).
+LABEL_BATCH = 8192
 #: Version of the stored labeller (2: with each bundle's reach,
 #: ``max_ref_mm``; a labeller without it considers every bundle for every
 #: streamline).
@@ -163,9 +165,14 @@ class Labeller:
         post : ndarray (N, K)
         d2 : ndarray (N, K)
         """
-        d2 = np.stack([self.d2(z, k) for k, z in enumerate(codes)], axis=1)
-        if near is not None:
-            d2[~near] = np.inf
+        if near is None:
+            d2 = np.stack([self.d2(z, k) for k, z in enumerate(codes)], axis=1)
+        else:  # distances only where a bundle is near (the costly part)
+            d2 = np.full((len(near), len(codes)), np.inf)
+            for k, z in enumerate(codes):
+                rows = np.flatnonzero(near[:, k])
+                if len(rows):
+                    d2[rows, k] = self.d2(z[rows], k)
         logp = self.consts[None, :] - 0.5 * d2
         top = logp.max(axis=1, keepdims=True)
         post = np.exp(logp - np.where(np.isfinite(top), top, 0.0))
@@ -416,12 +423,14 @@ def label_prepared(model, x, *, labeller=None, batch_size=LABEL_BATCH, reject="b
     # each streamline encoded only in the point orders its near bundles give it
     forward = np.zeros((n, model.latent_dims), dtype=np.float32)
     reverse = np.zeros_like(forward)
-    rows = np.flatnonzero((near & ~flips).any(axis=1))
-    if len(rows):
-        forward[rows] = model.encode_prepared(x[rows], batch_size=batch_size)
-    rows = np.flatnonzero((near & flips).any(axis=1))
-    if len(rows):
-        reverse[rows] = model.encode_prepared(x[rows, ::-1], batch_size=batch_size)
+    as_is = np.flatnonzero((near & ~flips).any(axis=1))
+    flipped = np.flatnonzero((near & flips).any(axis=1))
+    if len(as_is) + len(flipped):  # both orders in one pass: fuller batches
+        codes = model.encode_prepared(
+            np.concatenate([x[as_is], x[flipped, ::-1]]), batch_size=batch_size
+        )
+        forward[as_is] = codes[: len(as_is)]
+        reverse[flipped] = codes[len(as_is) :]
     codes = [
         np.where(flips[:, k, None], reverse, forward) for k in range(len(lab.index))
     ]
@@ -430,9 +439,6 @@ def label_prepared(model, x, *, labeller=None, batch_size=LABEL_BATCH, reject="b
     # a streamline near no bundle: its candidate is the one it is least past
     best = np.where(anywhere, post.argmax(axis=1), reach.argmin(axis=1))
     rows = np.arange(n)
-    flip = flips[rows, best]
-    z = np.where(flip[:, None], reverse, forward)
-    oriented = np.where(flip[:, None, None], x[:, ::-1], x)
     labels = np.asarray(lab.index)[best]
     ratio = np.where(anywhere, d2[rows, best] / lab.max_d2[best], reach[rows, best])
     # only streamlines inside their bundle's latent threshold are decoded: the
@@ -440,9 +446,10 @@ def label_prepared(model, x, *, labeller=None, batch_size=LABEL_BATCH, reject="b
     # costliest step)
     inside = np.flatnonzero(ratio <= 1.0) if reject == "both" else []
     if len(inside):
-        recon = _recon_distance(
-            model, oriented[inside], z[inside], labels[inside], batch_size
-        )
+        flip = flips[inside, best[inside]]
+        z = np.where(flip[:, None], reverse[inside], forward[inside])
+        oriented = np.where(flip[:, None, None], x[inside, ::-1], x[inside])
+        recon = _recon_distance(model, oriented, z, labels[inside], batch_size)
         ratio[inside] = np.maximum(ratio[inside], recon / lab.max_recon[best[inside]])
     other = ratio > 1.0
     confidence = np.where(other, 1.0 - 1.0 / np.maximum(ratio, 1.0), post[rows, best])

@@ -167,6 +167,7 @@ def _label_only(model_path, path, args):
         streamlines,
         register=False,
         batch_size=args.batch_size,
+        block=args.block,
         reject=args.reject,
     )
     seconds = time.perf_counter() - start
@@ -176,6 +177,7 @@ def _label_only(model_path, path, args):
     result |= {
         "n_streamlines": int(len(labels)),
         "batch_size": args.batch_size,
+        "block": args.block,
         "reject": args.reject,
         "reach": reach,
         "reader": args.reader,
@@ -220,13 +222,19 @@ def _label_cli(model_path, path, out_dir, args):
 
 
 def main(argv=None):
-    from aae_tract.label import REJECT_RULES
+    from aae_tract.label import LABEL_BATCH, LABEL_BLOCK, REJECT_RULES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_streamlines", type=int, default=1_000_000)
     parser.add_argument("--n_points", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch_size", type=int, default=4096)
+    parser.add_argument("--batch_size", type=int, default=LABEL_BATCH)
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=LABEL_BLOCK,
+        help="streamlines labelled at a time (label_streamlines' block)",
+    )
     parser.add_argument("--reference_n", type=int, default=20_000)
     parser.add_argument(
         "--reject",
@@ -366,6 +374,7 @@ def _label_run(model_path, path, truth, args, reach):
     """Label ``path`` in a process of its own (so its peak memory is its own)."""
     command = [sys.executable, __file__, "--label", str(model_path), str(path)]
     command += ["--batch_size", str(args.batch_size), "--reach", reach]
+    command += ["--block", str(args.block)]
     command += ["--reader", args.reader]
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
     if args.chunk_mib:

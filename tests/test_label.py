@@ -138,6 +138,33 @@ def test_small_parts_are_labelled_in_whole_blocks(labelled, monkeypatch):
     np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
 
 
+def test_batches_are_padded_to_few_shapes_and_little_waste():
+    """Small batches go to a power of two, larger ones to a multiple of
+    PAD_STEP (never past the batch size); torch pads nothing."""
+    import keras
+
+    from aae_tract.model import tract_aae
+
+    seen = []
+
+    class Network:
+        def predict_on_batch(self, x):
+            seen.append(len(x))
+            return x[:, :1] * 2
+
+    sizes = (3, 1000, 1025, 5000, 8192)
+    for n in sizes:
+        x = np.arange(2 * n, dtype=np.float32).reshape(n, 2)
+        np.testing.assert_array_equal(
+            tract_aae._predict(Network(), [x], 8192), x[:, :1] * 2
+        )
+    step = tract_aae.PAD_STEP
+    if keras.backend.backend() == "torch":
+        assert seen == list(sizes)
+    else:
+        assert seen == [4, 1024, 2 * step, 5 * step, 8192]
+
+
 def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):
     # inference pads a batch to a power of two; the padding must not leak
     model, validation = labelled

@@ -79,19 +79,31 @@ def _percentiles(values):
     }
 
 
+#: Batches above this many rows are padded to a multiple of it (see
+#: :func:`_predict`).
+PAD_STEP = 1024
+
+
 def _predict(network, inputs, batch_size):
     """``network.predict_on_batch(inputs)`` (Keras' compiled inference step),
-    the batch padded with zero rows to a power of two (at most ``batch_size``).
+    the batch padded with zero rows to a power of two up to
+    :data:`PAD_STEP` rows, and to a multiple of it above (at most
+    ``batch_size``).
 
     TensorFlow and JAX compile the step per input shape: unpadded, every
     odd-sized batch (the last of a split, or the streamlines a labeller
     decodes) would compile it again (JAX) or retrace it (TensorFlow); padded,
-    the shapes are a few. Torch compiles nothing, so nothing is padded. No
-    layer of the networks mixes rows, so the padding never reaches the rows
-    returned.
+    the shapes are a few, and a large batch is padded by less than
+    :data:`PAD_STEP` rows (a power of two could nearly double it). Torch
+    compiles nothing, so nothing is padded. No layer of the networks mixes
+    rows, so the padding never reaches the rows returned.
     """
     n = len(inputs[0])
-    size = min(1 << max(0, n - 1).bit_length(), max(n, int(batch_size)))
+    if n > PAD_STEP:
+        size = -(-n // PAD_STEP) * PAD_STEP
+    else:
+        size = 1 << max(0, n - 1).bit_length()
+    size = min(size, max(n, int(batch_size)))
     if size != n and keras.backend.backend() != "torch":
         inputs = [
             np.concatenate([a, np.zeros((size - n,) + a.shape[1:], a.dtype)])
