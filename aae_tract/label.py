@@ -87,7 +87,7 @@ MIN_VALIDATION = 20
 LABEL_BLOCK = 32768
 #: Streamlines per forward pass when labelling (larger batches labelled faster
 #: on a 2-core CPU; ``benchmarks/bench_label_speed.py --batch_size`` times it,
-#: doc/benchmarks.md "Reading faster" gives the numbers).
+#: doc/benchmarks.md "Encoding in fuller passes" gives the numbers).
 LABEL_BATCH = 8192
 #: Version of the stored labeller (2: with each bundle's reach,
 #: ``max_ref_mm``; a labeller without it considers every bundle for every

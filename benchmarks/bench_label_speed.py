@@ -273,6 +273,13 @@ def main(argv=None):
     )
     parser.add_argument("--label", nargs=2, metavar=("MODEL", "TRACTOGRAM"))
     parser.add_argument(
+        "--compare_labels",
+        nargs=2,
+        metavar=("A", "B"),
+        help="print how many labels two saved runs (labels_*.npy beside the "
+        "model) give differently",
+    )
+    parser.add_argument(
         "--networks",
         metavar="MODEL",
         help="only time the encoder's and the decoder's forward passes of MODEL, "
@@ -288,6 +295,15 @@ def main(argv=None):
     parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.compare_labels:
+        first, second = (np.load(p) for p in args.compare_labels)
+        differ = int(np.sum(first != second)) if len(first) == len(second) else None
+        print(
+            f"{differ:,} of {len(first):,} labels differ"
+            if differ is not None
+            else f"different lengths: {len(first):,} and {len(second):,} labels"
+        )
+        return differ
     if args.networks:
         return _networks_only(args.networks, args)
     if args.label:
