@@ -145,6 +145,10 @@ def test_the_plain_trk_reader_applies_any_affine(n_points, oblique):
     got = _apply_affine_f32(points.copy(), affine)
     assert got.dtype == np.float32 and got.shape == (n_points, 3)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    # a strided input (every other column of a wider array): the same points
+    strided = np.repeat(points, 2, axis=1)[:, ::2]
+    got = _apply_affine_f32(strided, affine)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_save_in_the_space_of_a_reference(tmp_path):
