@@ -299,8 +299,10 @@ def attribute_slope_error(
         move from draw to draw, and so does the slope: on the age phantom
         the median of CC_Mid (about 113 mm) moved by 1.4 mm (sd over 6
         seeds) at 400 streamlines and 0.6 mm at 4,000 (the codes come from
-        a bank of a few hundred), and a bundle's error changed by up to 0.2
-        between two seeds of the same model at 400.
+        a bank of a few hundred), and the worst bundle's error moved by an
+        sd of 0.05-0.07 between draws of one model at 400, 0.01-0.02 at
+        4,000 (``benchmarks/age_slope.py``). :func:`aae_tract.metrics.evaluate`
+        measures at :data:`aae_tract.metrics.SLOPE_STREAMLINES`.
     seed : int, optional
     generate_options : dict, optional
         Other keyword arguments of :func:`aae_tract.generate.generate` (e.g.

@@ -149,6 +149,11 @@ _PAIRWISE_MAX = 500
 ROUGH_FACTOR = 3.0
 #: Most streamlines of one bundle an evaluation reads (held-out and training).
 MAX_EVAL_PER_BUNDLE = 20_000
+#: Streamlines generated per bundle and attribute value for
+#: ``attribute_slope_error`` (the worst bundle's error moves by an sd of
+#: 0.01-0.02 between draws of one age-phantom model at 4,000, 0.05-0.07 at
+#: 400: ``benchmarks/age_slope.py``).
+SLOPE_STREAMLINES = 4000
 _REALISM_MAX = 200  # streamlines per side for BUAN and the two-sample test
 _CHUNK = 4096  # streamlines per vectorised resampling pass
 
@@ -1309,11 +1314,11 @@ def _attribute_metrics(model, dataset, train, n_generate, seed, options):
 
     out = {"attribute_slope_error": None, "attribute_slope": None}
     if train is not None:
-        # enough streamlines that a median moves less than one step does
+        # enough streamlines that the metric moves little between draws
         slope = attribute_slope_error(
             model,
             train,
-            n_streamlines=max(int(n_generate), 400),
+            n_streamlines=max(int(n_generate), SLOPE_STREAMLINES),
             seed=seed,
             generate_options=options,
         )
