@@ -594,6 +594,9 @@ def label_streamlines(
             labels.append(names[idx])  # -1 picks "other"
             confidence.append(conf)
             bar.update(len(x))
+        if bar.total != bar.n:  # the header's count included skipped streamlines
+            bar.total = bar.n
+            bar.refresh()
     if not labels:
         return np.zeros(0, dtype=names.dtype), np.zeros(0)
     return np.concatenate(labels), np.concatenate(confidence)
