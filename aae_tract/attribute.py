@@ -300,7 +300,7 @@ def attribute_slope_error(
         the median of CC_Mid (about 113 mm) moved by 1.4 mm (sd over 6
         seeds) at 400 streamlines and 0.6 mm at 4,000 (the codes come from
         a bank of a few hundred), and the worst bundle's error moved by an
-        sd of 0.05-0.07 between draws of one model at 400, 0.01-0.02 at
+        sd of 0.045-0.070 between draws of one model at 400, 0.01-0.02 at
         4,000 (``benchmarks/age_slope.py``). :func:`aae_tract.metrics.evaluate`
         measures at :data:`aae_tract.metrics.SLOPE_STREAMLINES`.
     seed : int, optional

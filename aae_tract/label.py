@@ -165,20 +165,20 @@ class Labeller:
         post : ndarray (N, K)
         d2 : ndarray (N, K)
         """
-        if near is None:
-            d2 = np.stack([self.d2(z, k) for k, z in enumerate(codes)], axis=1)
-        else:  # distances only where a bundle is near (the costly part)
-            d2 = np.full((len(near), len(codes)), np.inf)
-            for k, z in enumerate(codes):
-                rows = np.flatnonzero(near[:, k])
-                if len(rows):
-                    d2[rows, k] = self.d2(z[rows], k)
+        d2 = np.stack([self.d2(z, k) for k, z in enumerate(codes)], axis=1)
+        if near is not None:
+            d2[~near] = np.inf
+        return self.posteriors_of(d2), d2
+
+    def posteriors_of(self, d2):
+        """Posterior over the fitted bundles given each bundle's squared
+        Mahalanobis distance ``d2`` (N, K; inf: not considered)."""
         logp = self.consts[None, :] - 0.5 * d2
         top = logp.max(axis=1, keepdims=True)
         post = np.exp(logp - np.where(np.isfinite(top), top, 0.0))
         total = post.sum(axis=1, keepdims=True)
         post /= np.where(total > 0, total, 1.0)
-        return post, d2
+        return post
 
 
 def _gaussian(z):
@@ -431,10 +431,15 @@ def label_prepared(model, x, *, labeller=None, batch_size=LABEL_BATCH, reject="b
         )
         forward[as_is] = codes[: len(as_is)]
         reverse[flipped] = codes[len(as_is) :]
-    codes = [
-        np.where(flips[:, k, None], reverse, forward) for k in range(len(lab.index))
-    ]
-    post, d2 = lab.posteriors(codes, near)
+    # distances only to the bundles in reach (the costly part), each in the
+    # point order that bundle gives the streamline
+    d2 = np.full((n, len(lab.index)), np.inf)
+    for k in range(len(lab.index)):
+        rows = np.flatnonzero(near[:, k])
+        if len(rows):
+            flip = flips[rows, k, None]
+            d2[rows, k] = lab.d2(np.where(flip, reverse[rows], forward[rows]), k)
+    post = lab.posteriors_of(d2)
     anywhere = near.any(axis=1)
     # a streamline near no bundle: its candidate is the one it is least past
     best = np.where(anywhere, post.argmax(axis=1), reach.argmin(axis=1))
@@ -595,8 +600,9 @@ def label_streamlines(
             confidence.append(conf)
             bar.update(len(x))
         if bar.total != bar.n:  # the header's count included skipped streamlines
-            bar.total = bar.n
-            bar.refresh()
+            done = bar.n
+            bar.reset(total=done)  # also resizes a notebook's bar
+            bar.update(done)
     if not labels:
         return np.zeros(0, dtype=names.dtype), np.zeros(0)
     return np.concatenate(labels), np.concatenate(confidence)

@@ -151,7 +151,7 @@ ROUGH_FACTOR = 3.0
 MAX_EVAL_PER_BUNDLE = 20_000
 #: Streamlines generated per bundle and attribute value for
 #: ``attribute_slope_error`` (the worst bundle's error moves by an sd of
-#: 0.01-0.02 between draws of one age-phantom model at 4,000, 0.05-0.07 at
+#: 0.01-0.02 between draws of one age-phantom model at 4,000, 0.045-0.070 at
 #: 400: ``benchmarks/age_slope.py``).
 SLOPE_STREAMLINES = 4000
 _REALISM_MAX = 200  # streamlines per side for BUAN and the two-sample test
@@ -1137,7 +1137,9 @@ def evaluate(
         Held-out streamlines (subjects not used in training); its bundles
         must be known to the model.
     n_generate : int
-        Streamlines generated per bundle (and per length target).
+        Streamlines generated per bundle (and per length target). For
+        ``attribute_slope_error``, at least :data:`SLOPE_STREAMLINES` per
+        bundle and attribute value.
     n_targets : int
         Target lengths per bundle for ``length_mae_mm`` and
         ``length_error_pct``, spread evenly over the bundle's 5-95 percentile

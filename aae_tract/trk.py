@@ -80,12 +80,13 @@ class _FreshSequence(nib.streamlines.ArraySequence):
 def _apply_affine_f32(points, affine):
     """``points @ affine[:3, :3].T + affine[:3, 3]`` in float32, in place.
 
-    ``points`` (N, 3) float32 (C-contiguous; otherwise a copy) is overwritten
-    and returned when the linear part is diagonal (the usual voxmm-to-RAS+
-    affine): the flat array is scaled and shifted by (x, y, z) patterns
-    tiled over :data:`_TILE` points, which numpy runs several times faster
-    than a broadcast over rows of three. Otherwise a new array is returned, one
-    output column at a time (numpy's small-matrix matmul is slow).
+    ``points`` (N, 3) float32 (C-contiguous and writeable; otherwise a
+    copy) is overwritten and returned when the linear part is diagonal (the
+    usual voxmm-to-RAS+ affine): the flat array is scaled and shifted by
+    (x, y, z) patterns tiled over :data:`_TILE` points, which numpy runs
+    several times faster than a broadcast over rows of three. Otherwise a
+    new array is returned, one output column at a time (numpy's
+    small-matrix matmul is slow).
     """
     linear = np.asarray(affine[:3, :3], dtype=np.float32)
     shift = np.asarray(affine[:3, 3], dtype=np.float32)
@@ -95,7 +96,8 @@ def _apply_affine_f32(points, affine):
             out[:, row] = points @ linear[row]
         out += shift
         return out
-    points = np.ascontiguousarray(points)  # a view of itself when it already is
+    if not (points.flags.c_contiguous and points.flags.writeable):
+        points = np.array(points, dtype=np.float32, order="C")
     flat = points.reshape(-1)
     n_whole = len(points) // _TILE * 3 * _TILE
     tiles = flat[:n_whole].reshape(-1, 3 * _TILE)

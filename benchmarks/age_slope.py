@@ -68,8 +68,12 @@ def real_reference(train, held_out, *, n_bootstrap=1000, seed=0):
     for bundle in train.bundle_names:
         tr = _subject_medians(train, bundle)
         ho = _subject_medians(held_out, bundle)
+        if len(tr) < 2 or len(ho) < 2:
+            continue  # no slope to compare (the metric skips such bundles too)
         slope = length_slope(tr[:, 0], tr[:, 1])
         held = length_slope(ho[:, 0], ho[:, 1])
+        if not slope or held is None:
+            continue
         draws = []
         for _ in range(n_bootstrap):
             pick = tr[rng.integers(0, len(tr), len(tr))]
@@ -120,7 +124,7 @@ def _summary(name, runs, bundles, reference):
     )
     for n, seeds in runs.items():
         errors = {
-            seed: [{b: d[b]["error"] for b in bundles} for d in draws]
+            seed: [{b: d[b]["error"] for b in bundles if b in d} for d in draws]
             for seed, draws in seeds.items()
         }
         first = [max(draws[0].values()) for draws in errors.values()]
@@ -129,7 +133,7 @@ def _summary(name, runs, bundles, reference):
             for draws in errors.values()
         ]
         averaged = [
-            max(np.mean([d[b] for d in draws]) for b in bundles)
+            max(np.mean([d[b] for d in draws]) for b in draws[0])
             for draws in errors.values()
         ]
         print(f"{n} | {_mean_sd(first)} | {np.mean(spread):.3f} | {_mean_sd(averaged)}")
@@ -141,7 +145,7 @@ def _summary(name, runs, bundles, reference):
         "held-out slope"
     )
     for b in bundles:
-        draws = [d[b] for seed in runs[n].values() for d in seed]
+        draws = [d[b] for seed in runs[n].values() for d in seed if b in d]
         slope = np.mean([d["slope"] for d in draws])
         held = reference[b]["slope_held_out"]
         vs_held = np.mean([abs(d["slope"] - held) / abs(held) for d in draws])

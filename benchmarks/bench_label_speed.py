@@ -342,7 +342,10 @@ def main(argv=None):
             runs[reach] = result = _label_run(model_path, path, truth, args, reach)
             _report(result, args)
     if len(runs) == 2:
-        on, off = (np.load(root / f"labels_reach_{r}.npy") for r in ("on", "off"))
+        on, off = (
+            np.load(root / f"labels_{_run_name(_with(args, reach=[r]))}.npy")
+            for r in ("on", "off")
+        )
         changed = int(np.sum(on != off))
         ratio = runs["on"]["streamlines_per_s"] / runs["off"]["streamlines_per_s"]
         result = runs["on"] | {"reach_off": runs["off"], "labels_changed": changed}
@@ -357,6 +360,11 @@ def main(argv=None):
     return result
 
 
+def _with(args, **changes):
+    """A copy of the parsed arguments with some of them changed."""
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
 def _run_name(args):
     """Name of one labelling run's saved labels."""
     name = f"reach_{args.reach[0]}"
@@ -368,13 +376,13 @@ def _chunk_runs(model_path, path, truth, args):
     rates and their ratio to the first size's."""
     runs = []
     for mib in args.chunk_mib:
-        one = argparse.Namespace(**{**vars(args), "chunk_mib": [mib]})
+        one = _with(args, chunk_mib=[mib])
         runs.append(_label_run(model_path, path, truth, one, args.reach[0]))
         _report(runs[-1], one)
     first = runs[0]
     same = np.load(Path(model_path).parent / f"labels_{_run_name(one)}.npy")
     for run, mib in zip(runs, args.chunk_mib):
-        one = argparse.Namespace(**{**vars(args), "chunk_mib": [mib]})
+        one = _with(args, chunk_mib=[mib])
         labels = np.load(Path(model_path).parent / f"labels_{_run_name(one)}.npy")
         print(
             f"chunks of {mib:g} MiB: {run['streamlines_per_s']:,.0f} streamlines/s, "
@@ -397,7 +405,7 @@ def _label_run(model_path, path, truth, args, reach):
         command += ["--chunk_mib", str(args.chunk_mib[0])]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    one = argparse.Namespace(**{**vars(args), "reach": [reach]})
+    one = _with(args, reach=[reach])
     labels = np.load(Path(model_path).parent / f"labels_{_run_name(one)}.npy")
     result["accuracy"] = float(np.mean(labels == truth))
     # an upper bound on the share not decoded: "other" also counts the

@@ -149,6 +149,13 @@ def test_the_plain_trk_reader_applies_any_affine(n_points, oblique):
     strided = np.repeat(points, 2, axis=1)[:, ::2]
     got = _apply_affine_f32(strided, affine)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    # a read-only input is left as it is
+    frozen = points.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_allclose(
+        _apply_affine_f32(frozen, affine), want, rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_array_equal(frozen, points)
 
 
 def test_save_in_the_space_of_a_reference(tmp_path):

@@ -161,8 +161,15 @@ def test_batches_are_padded_to_few_shapes_and_little_waste():
     step = tract_aae.PAD_STEP
     if keras.backend.backend() == "torch":
         assert seen == list(sizes)
-    else:
-        assert seen == [4, 1024, 2 * step, 5 * step, 8192]
+        return
+    assert seen == [4, 1024, 2 * step, 5 * step, 8192]
+    # any size up to a large batch: few shapes (compiled once each), little
+    # padding above PAD_STEP
+    seen.clear()
+    for n in range(1, 65537, 7):
+        tract_aae._predict(Network(), [np.zeros((n, 1), np.float32)], 65536)
+        assert seen[-1] >= n and seen[-1] - n < max(step, n / 8)
+    assert len(set(seen)) <= 11 + 8 * 6  # powers of two to 1,024, then 8 a doubling
 
 
 def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):

@@ -87,20 +87,26 @@ PAD_STEP = 1024
 def _predict(network, inputs, batch_size):
     """``network.predict_on_batch(inputs)`` (Keras' compiled inference step),
     the batch padded with zero rows to a power of two up to
-    :data:`PAD_STEP` rows, and to a multiple of it above (at most
+    :data:`PAD_STEP` rows, and above to a multiple of the larger of
+    :data:`PAD_STEP` and a sixteenth of the next power of two (at most
     ``batch_size``).
 
     TensorFlow and JAX compile the step per input shape: unpadded, every
     odd-sized batch (the last of a split, or the streamlines a labeller
     decodes) would compile it again (JAX) or retrace it (TensorFlow); padded,
-    the shapes are a few, and a large batch is padded by less than
-    :data:`PAD_STEP` rows (a power of two could nearly double it). Torch
+    the shapes are a few (at most 8 per doubling of the size), and a batch
+    of more than :data:`PAD_STEP` rows gains fewer than :data:`PAD_STEP` rows
+    or an eighth of its own, whichever is more (a power of two could nearly
+    double it). Torch
     compiles nothing, so nothing is padded. No layer of the networks mixes
     rows, so the padding never reaches the rows returned.
     """
     n = len(inputs[0])
     if n > PAD_STEP:
-        size = -(-n // PAD_STEP) * PAD_STEP
+        # a multiple of PAD_STEP, or of a sixteenth of the next power of two
+        # (an eighth of the one below n) when larger: 8 shapes a doubling
+        step = max(PAD_STEP, 1 << max(0, (n - 1).bit_length() - 4))
+        size = -(-n // step) * step
     else:
         size = 1 << max(0, n - 1).bit_length()
     size = min(size, max(n, int(batch_size)))
