@@ -39,6 +39,7 @@ __all__ = [
     "estimate_attribute",
     "length_curve",
     "length_slope",
+    "subject_median_lengths",
     "subject_values",
 ]
 
@@ -268,15 +269,34 @@ def length_slope(values, lengths):
     return float(np.polyfit(values, lengths, 1)[0])
 
 
+def subject_median_lengths(dataset, bundle):
+    """Each subject's attribute value and median length (mm) of ``bundle``.
+
+    Parameters
+    ----------
+    dataset : StreamlineDataset
+        With a per-subject attribute.
+    bundle : str
+
+    Returns
+    -------
+    values, medians : list of float
+        One entry per subject that has streamlines of ``bundle``.
+    """
+    label = dataset.bundle_names.index(bundle)
+    lengths = np.asarray(dataset.lengths)
+    values, medians = [], []
+    for subject, value in subject_values(dataset).items():
+        rows = (dataset.subjects == subject) & (dataset.labels == label)
+        if rows.any():
+            values.append(float(value))
+            medians.append(float(np.median(lengths[rows])))
+    return values, medians
+
+
 def _real_slope(train, bundle):
     """Slope of the training subjects' median bundle length against their value."""
-    label = train.bundle_names.index(bundle)
-    values, medians = [], []
-    for subject, value in subject_values(train).items():
-        rows = (train.subjects == subject) & (train.labels == label)
-        if rows.any():
-            values.append(value)
-            medians.append(np.median(np.asarray(train.lengths)[rows]))
+    values, medians = subject_median_lengths(train, bundle)
     return length_slope(values, medians), values
 
 

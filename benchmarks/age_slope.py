@@ -45,17 +45,10 @@ from quality import AGE_CONFIG, load_splits  # noqa: E402
 
 
 def _subject_medians(dataset, bundle):
-    """Per subject: (age, median length of ``bundle`` in mm)."""
-    from aae_tract.attribute import subject_values
+    """Per subject: (age, median length of ``bundle`` in mm), shape (S, 2)."""
+    from aae_tract.attribute import subject_median_lengths
 
-    label = dataset.bundle_names.index(bundle)
-    lengths = np.asarray(dataset.lengths)
-    out = []
-    for subject, value in subject_values(dataset).items():
-        rows = (dataset.subjects == subject) & (dataset.labels == label)
-        if rows.any():
-            out.append((float(value), float(np.median(lengths[rows]))))
-    return np.asarray(out)
+    return np.asarray(subject_median_lengths(dataset, bundle), dtype=float).T
 
 
 def real_reference(train, held_out, *, n_bootstrap=1000, seed=0):

@@ -97,9 +97,8 @@ def _predict(network, inputs, batch_size):
     the shapes are a few (at most 8 per doubling of the size), and a batch
     of more than :data:`PAD_STEP` rows gains fewer than :data:`PAD_STEP` rows
     or an eighth of its own, whichever is more (a power of two could nearly
-    double it). Torch
-    compiles nothing, so nothing is padded. No layer of the networks mixes
-    rows, so the padding never reaches the rows returned.
+    double it). Torch compiles nothing, so nothing is padded. No layer of the
+    networks mixes rows, so the padding never reaches the rows returned.
     """
     n = len(inputs[0])
     if n > PAD_STEP:
