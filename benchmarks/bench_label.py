@@ -27,6 +27,10 @@ self-training on the others, their labels removed
 :func:`aae_tract.label.label_streamlines` (``both``: the latent distance or
 the reconstruction error makes a streamline "other"; ``latent``: the latent
 distance alone, nothing decoded); the models are the same.
+``--decode_from 0.5 0`` scores the ``both`` rule once per value of
+``label_streamlines``' ``decode_from`` (the share of a bundle's latent
+threshold from which a streamline is decoded and its reconstruction tested;
+0: every streamline inside the threshold, the rule before it existed).
 
 ``--reach on off`` scores every model with its bundles' reaches (the
 default labelling: a streamline far from a bundle's reference is not
@@ -48,6 +52,7 @@ Examples::
     python benchmarks/bench_label.py --label_fraction 0.1 --generation
     python benchmarks/bench_label.py --dataset minimal --reject both latent
     python benchmarks/bench_label.py --reject both latent --reach on off
+    python benchmarks/bench_label.py --reject both latent --decode_from 0.5 0
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ from label_baseline import (  # noqa: E402
     score_labels,
 )
 
-from aae_tract.label import REJECT_RULES  # noqa: E402
+from aae_tract.label import DECODE_FROM, REJECT_RULES  # noqa: E402
 
 logger = logging.getLogger("bench_label")
 
@@ -166,17 +171,26 @@ def _without_reach(model):
         model.metadata.labeller = stored
 
 
-def _score_model(model, tests, bundles, register, reject="both", reach="on"):
+def _score_model(
+    model, tests, bundles, register, reject="both", reach="on", decode_from=DECODE_FROM
+):
     from aae_tract.label import label_streamlines
 
     if reach == "off":
         with _without_reach(model):
-            return _score_model(model, tests, bundles, register, reject)
+            return _score_model(
+                model, tests, bundles, register, reject, decode_from=decode_from
+            )
     out = {}
     for s, (lines, truth) in tests.items():
         start = time.perf_counter()
         labels, _ = label_streamlines(
-            model, lines, register=register, name=s, reject=reject
+            model,
+            lines,
+            register=register,
+            name=s,
+            reject=reject,
+            decode_from=decode_from,
         )
         seconds = time.perf_counter() - start
         scores = score_labels(truth, labels, bundles)
@@ -205,10 +219,22 @@ def _generation(model, held_out, seed):
     return {k: None if metrics[k] is None else float(metrics[k]) for k in GENERATION}
 
 
-def _key(variant, rule, reach="on"):
-    """Results key of a model variant scored under a rejection rule, with or
-    without its bundles' reaches."""
+def _rules(args):
+    """(reject, decode_from) pairs to score every model under."""
+    return [
+        (rule, d)
+        for rule in args.reject
+        for d in (args.decode_from if rule == "both" else [DECODE_FROM])
+    ]
+
+
+def _key(variant, rule, reach="on", decode_from=DECODE_FROM):
+    """Results key of a model variant scored under a rejection rule (and the
+    share of the latent threshold it decodes from), with or without its
+    bundles' reaches."""
     key = variant if rule == "both" else f"{variant}, reject {rule}"
+    if rule == "both" and decode_from != DECODE_FROM:
+        key += f", decode from {decode_from:g}"
     return key if reach == "on" else f"{key}, no reach"
 
 
@@ -258,6 +284,15 @@ def main(argv=None):
         choices=list(REJECT_RULES),
         help="rejection rules to score every model under (label_streamlines' "
         "reject): both, latent",
+    )
+    parser.add_argument(
+        "--decode_from",
+        type=float,
+        nargs="+",
+        default=[DECODE_FROM],
+        help="label_streamlines' decode_from values to score the both rule "
+        f"under (default {DECODE_FROM:g}; 0: decode every streamline inside "
+        "the latent threshold)",
     )
     add_reach_argument(
         parser,
@@ -322,10 +357,11 @@ def main(argv=None):
     variants = ["full"]
     if args.label_fraction is not None:
         variants += ["fraction", "fraction+self"]
+    rules = _rules(args)
     scored = [
-        _key(v, rule, reach)
+        _key(v, rule, reach, d)
         for v in variants
-        for rule in args.reject
+        for rule, d in rules
         for reach in args.reach
     ]
     for seed in args.seeds:
@@ -334,12 +370,18 @@ def main(argv=None):
         def record(variant, model, secs, seed=seed):
             """Score ``model`` now (self-training changes it afterwards),
             under every rejection rule asked for."""
-            for rule in args.reject:
+            for rule, d in rules:
                 for reach in args.reach:
                     scored = _score_model(
-                        model, tests, bundles, None, reject=rule, reach=reach
+                        model,
+                        tests,
+                        bundles,
+                        None,
+                        reject=rule,
+                        reach=reach,
+                        decode_from=d,
                     )
-                    results["model"].setdefault(_key(variant, rule, reach), {})[
+                    results["model"].setdefault(_key(variant, rule, reach, d), {})[
                         seed
                     ] = {
                         "per_subject": scored,
@@ -347,7 +389,7 @@ def main(argv=None):
                         "train_seconds": secs,
                     }
             if held_out is not None:
-                first = _key(variant, args.reject[0], args.reach[0])
+                first = _key(variant, rules[0][0], args.reach[0], rules[0][1])
                 results["model"][first][seed]["generation"] = _generation(
                     model, held_out, seed
                 )
@@ -411,7 +453,7 @@ def main(argv=None):
         print("|---" * (len(GENERATION) + 1) + "|")
         for variant in variants:
             runs = results["model"][
-                _key(variant, args.reject[0], args.reach[0])
+                _key(variant, rules[0][0], args.reach[0], rules[0][1])
             ].values()
             row = [_fmt([r["generation"][k] for r in runs]) for k in GENERATION]
             print(f"| {variant} | " + " | ".join(row) + " |")

@@ -33,6 +33,13 @@ With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
 a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
 process of its own (with the first value of ``--reach``).
 
+``--reject`` and ``--decode_from`` choose ``label_streamlines``' rule
+(``--reject latent``: nothing decoded; ``--decode_from 0``: every streamline
+inside its bundle's latent threshold decoded, the default rule before
+``decode_from``). ``--label MODEL TRACTOGRAM`` labels one file in this
+process and, for a phantom whole-brain tractogram, scores the labels
+against the truth beside it.
+
 Example::
 
     python benchmarks/bench_label_speed.py --n_streamlines 1000000
@@ -147,7 +154,12 @@ def _label_only(model_path, path, args):
             break
     start = time.perf_counter()
     label_streamlines(
-        model, head, register=False, batch_size=args.batch_size, reject=args.reject
+        model,
+        head,
+        register=False,
+        batch_size=args.batch_size,
+        reject=args.reject,
+        decode_from=args.decode_from,
     )
     small_rate = len(head) / (time.perf_counter() - start)
     del head
@@ -169,16 +181,18 @@ def _label_only(model_path, path, args):
         batch_size=args.batch_size,
         block=args.block,
         reject=args.reject,
+        decode_from=args.decode_from,
     )
     seconds = time.perf_counter() - start
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
     np.save(Path(model_path).parent / f"labels_{_run_name(args)}.npy", labels)
-    result = _network_rates(model, args.batch_size)
+    result = _network_rates(model, args.batch_size) | _truth_scores(path, labels)
     result |= {
         "n_streamlines": int(len(labels)),
         "batch_size": args.batch_size,
         "block": args.block,
         "reject": args.reject,
+        "decode_from": args.decode_from,
         "reach": reach,
         "reader": args.reader,
         "chunk_mib": args.chunk_mib[0] if args.chunk_mib else None,
@@ -194,6 +208,26 @@ def _label_only(model_path, path, args):
     return result
 
 
+def _truth_scores(path, labels):
+    """Accuracy and "other" shares of ``labels`` against the phantom's truth
+    beside ``path`` (a :func:`make_wholebrain` tractogram); nothing when
+    there is none."""
+    from aae_tract.data_fetchers import load_wholebrain_labels
+    from aae_tract.errors import AAETractError
+
+    try:
+        truth = np.asarray(load_wholebrain_labels(Path(path).parent, Path(path).stem))
+    except AAETractError:
+        return {}
+    if len(truth) != len(labels):
+        return {}
+    return {
+        "accuracy": float(np.mean(labels == truth)),
+        "other_share": float(np.mean(labels == "other")),
+        "true_other_share": float(np.mean(truth == "other")),
+    }
+
+
 def _label_cli(model_path, path, out_dir, args):
     """Run aae_tract_label in this process; print one JSON line."""
     from aae_tract.workflows import cli
@@ -207,7 +241,8 @@ def _label_cli(model_path, path, out_dir, args):
     code = cli.main(
         "aae_tract_label",
         [path, "--model", model_path, "--out_dir", out_dir, "--skip_picture"]
-        + ["--batch_size", str(args.batch_size), "--reject", args.reject, "--force"],
+        + ["--batch_size", str(args.batch_size), "--reject", args.reject, "--force"]
+        + ["--decode_from", str(args.decode_from)],
     )
     seconds = time.perf_counter() - start
     report = json.loads((Path(out_dir) / "labels.json").read_text())
@@ -222,7 +257,7 @@ def _label_cli(model_path, path, out_dir, args):
 
 
 def main(argv=None):
-    from aae_tract.label import LABEL_BATCH, LABEL_BLOCK, REJECT_RULES
+    from aae_tract.label import DECODE_FROM, LABEL_BATCH, LABEL_BLOCK, REJECT_RULES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_streamlines", type=int, default=1_000_000)
@@ -241,6 +276,13 @@ def main(argv=None):
         default="both",
         choices=list(REJECT_RULES),
         help="label_streamlines' rejection rule (latent: nothing is decoded)",
+    )
+    parser.add_argument(
+        "--decode_from",
+        type=float,
+        default=DECODE_FROM,
+        help="label_streamlines' decode_from with --reject both (0: decode "
+        "every streamline inside its bundle's latent threshold)",
     )
     add_reach_argument(
         parser,
@@ -367,7 +409,11 @@ def _with(args, **changes):
 
 def _run_name(args):
     """Name of one labelling run's saved labels."""
+    from aae_tract.label import DECODE_FROM
+
     name = f"reach_{args.reach[0]}"
+    if args.reject == "both" and args.decode_from != DECODE_FROM:
+        name += f"_decode_{args.decode_from:g}"
     return name + (f"_chunk_{args.chunk_mib[0]:g}" if args.chunk_mib else "")
 
 
@@ -401,6 +447,7 @@ def _label_run(model_path, path, truth, args, reach):
     command += ["--block", str(args.block)]
     command += ["--reader", args.reader]
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
+    command += ["--decode_from", str(args.decode_from)]
     if args.chunk_mib:
         command += ["--chunk_mib", str(args.chunk_mib[0])]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -443,6 +490,7 @@ def _cli_runs(model, model_path, path, root, result, args):
         command = [sys.executable, __file__, "--label_cli", str(model_path)]
         command += [str(path), str(root / f"cli_{mode}")]
         command += ["--batch_size", str(args.batch_size), "--reject", args.reject]
+        command += ["--decode_from", str(args.decode_from)]
         command += ["--whole"] if mode == "whole" else []
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         run = json.loads(done.stdout.strip().splitlines()[-1])

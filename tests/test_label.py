@@ -210,7 +210,10 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
         lab.max_ref = np.full_like(lab.max_ref, np.inf)
         return lab
 
-    labels, _ = label_module.label_prepared(model, both, labeller=without_reach())
+    # decode_from=0: every streamline inside the latent threshold is decoded
+    labels, _ = label_module.label_prepared(
+        model, both, labeller=without_reach(), decode_from=0.0
+    )
     n_decoded = sum(decoded)
     # each threshold alone: the latent one rejects without decoding, the
     # reconstruction one (latent threshold off) decodes every streamline
@@ -220,7 +223,9 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
     recon_only = without_reach()
     recon_only.max_d2 = np.full_like(recon_only.max_d2, np.inf)
     decoded.clear()
-    by_recon, _ = label_module.label_prepared(model, both, labeller=recon_only)
+    by_recon, _ = label_module.label_prepared(
+        model, both, labeller=recon_only, decode_from=0.0
+    )
     assert sum(decoded) == len(both)
     # only the streamlines inside the latent threshold were decoded ...
     assert n_decoded == np.sum(by_latent != -1) < len(both)
@@ -237,6 +242,68 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
     np.testing.assert_array_equal(by_rule, by_latent)
     with pytest.raises(AAETractError, match="reject must be one of both, latent"):
         label_module.label_prepared(model, both, reject="recon")
+
+
+def test_streamlines_near_their_bundle_are_not_decoded(labelled, monkeypatch):
+    import aae_tract.label as label_module
+
+    model, validation = labelled
+    x = np.asarray(validation.x[:80])
+    recon = label_module._recon_distance
+    decoded = []
+
+    def recording(model, x, *args):
+        decoded.append(len(x))
+        return recon(model, x, *args)
+
+    monkeypatch.setattr(label_module, "_recon_distance", recording)
+    # latent thresholds that put the streamlines on both sides of half the
+    # threshold (and some past it), and a reconstruction threshold that
+    # every decoded streamline fails
+    own = label_module._labeller_of(model)
+    where = {b: k for k, b in enumerate(own.index)}  # bundle -> labeller row
+    rows = np.array([where[b] for b in validation.labels[:80]])
+    z = model.encode_prepared(x)
+    d2 = np.array([own.d2(z[i : i + 1], k)[0] for i, k in enumerate(rows)])
+    scale = np.array([np.median(d2[rows == k]) for k in range(len(own.index))])
+
+    def labeller(d2_factor=1.0):
+        lab = label_module._labeller_of(model)
+        lab.max_ref = np.full_like(lab.max_ref, np.inf)
+        lab.max_d2 = 1.5 * scale * d2_factor
+        lab.max_recon = np.full_like(lab.max_recon, 1e-6)
+        return lab
+
+    inside, _ = label_module.label_prepared(
+        model, x, labeller=labeller(), reject="latent"
+    )
+    within_half, _ = label_module.label_prepared(
+        model, x, labeller=labeller(0.5), reject="latent"
+    )
+    n_inside, n_half = np.sum(inside != -1), np.sum(within_half != -1)
+    assert 0 < n_half < n_inside < len(x)
+    # the default: decoded (and here rejected) from half the latent threshold
+    decoded.clear()
+    labels, _ = label_module.label_prepared(model, x, labeller=labeller())
+    assert label_module.DECODE_FROM == 0.5
+    np.testing.assert_array_equal(labels, within_half)
+    assert sum(decoded) == n_inside - n_half
+    # 0: every streamline inside the threshold decoded (all rejected here)
+    decoded.clear()
+    labels, _ = label_module.label_prepared(
+        model, x, labeller=labeller(), decode_from=0.0
+    )
+    assert np.all(labels == -1) and sum(decoded) == n_inside
+    # 1: none decoded, the latent rule's labels
+    decoded.clear()
+    labels, _ = label_module.label_prepared(
+        model, x, labeller=labeller(), decode_from=1.0
+    )
+    np.testing.assert_array_equal(labels, inside)
+    assert sum(decoded) == 0
+    for bad in (-0.1, 1.5, float("nan"), "half"):
+        with pytest.raises(AAETractError, match="decode_from must be a number"):
+            label_module.label_prepared(model, x, decode_from=bad)
 
 
 def test_reference_distance_is_the_mean_distance_in_the_closer_order():
@@ -478,6 +545,8 @@ def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
     latent = json.loads((out / "labels.json").read_text())
     assert latent["labeller"]["reject"] == "latent"
     assert report["labeller"]["reject"] == "both"
+    assert report["labeller"]["decode_from"] == 0.5
+    assert latent["labeller"]["decode_from"] is None
     assert report["labeller"]["version"] == 2
     assert set(report["labeller"]["reach_mm"]) == set(report["counts"]) - {"other"}
     assert all(r > 0 for r in report["labeller"]["reach_mm"].values())
@@ -600,6 +669,11 @@ def test_label_command_errors_are_one_line(
     )
     assert code == 1
     assert "reject" in capsys.readouterr().err
+    code = run_cli(
+        "aae_tract_label", tractogram, "--model", model_path, "--decode_from", "2"
+    )
+    assert code == 1
+    assert "--decode_from must be at most 1" in capsys.readouterr().err
     code = run_cli("aae_tract_label", tmp_path / "missing.trk", "--model", model_path)
     assert code == 1
     err = capsys.readouterr().err

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.label import LABEL_BATCH, OTHER, REJECT_RULES
+from aae_tract.label import DECODE_FROM, LABEL_BATCH, OTHER, REJECT_RULES
 
 from .base import (
     AAEWorkflow,
     bad_value,
     check_choice,
     check_device,
+    check_float,
     check_int,
     names_written,
     select_backend,
@@ -37,6 +38,7 @@ class LabelFlow(AAEWorkflow):
         reference=None,
         register="auto",
         reject="both",
+        decode_from=DECODE_FROM,
         batch_size=LABEL_BATCH,
         format="trk",
         skip_picture=False,
@@ -80,6 +82,12 @@ class LabelFlow(AAEWorkflow):
             from its bundle in the latent space, or reconstructed too poorly
             as that bundle; latent: the latent distance alone (nothing is
             decoded: faster).
+        decode_from : float, optional
+            With --reject both, the reconstruction is tested only for
+            streamlines whose squared latent distance is at least this
+            fraction of their bundle's threshold (nearer ones are accepted on
+            the latent distance alone); 0 tests every streamline inside the
+            threshold (slower).
         batch_size : int, optional
             Streamlines per forward pass of the model.
         format : string, optional
@@ -104,6 +112,7 @@ class LabelFlow(AAEWorkflow):
         self._begin()
         register = check_choice("register", register, REGISTER)
         reject = check_choice("reject", reject, REJECT_RULES)
+        decode_from = check_float("decode_from", decode_from, minimum=0.0, maximum=1.0)
         fmt = check_choice("format", format, FORMATS)
         batch_size = check_int("batch_size", batch_size, maximum=1_000_000)
         if reference is not None and not Path(reference).exists():
@@ -153,6 +162,7 @@ class LabelFlow(AAEWorkflow):
             batch_size=batch_size,
             progress=True,
             reject=reject,
+            decode_from=decode_from,
         )
         written = _write_groups(source, labels, groups, paths)
         counts = {g: int((labels == g).sum()) for g in groups}
@@ -166,6 +176,7 @@ class LabelFlow(AAEWorkflow):
                 "version": net.metadata.labeller.get("version", 1),
                 "quantile": net.metadata.labeller.get("quantile"),
                 "reject": reject,
+                "decode_from": decode_from if reject == "both" else None,
                 # each bundle's reach (mm); null: every streamline considered
                 "reach_mm": {
                     b: e.get("max_ref_mm")
