@@ -173,6 +173,7 @@ def _label_only(model_path, path, args):
         streamlines = (
             np.asarray(s, np.float32) for s in lazy.tractogram.to_world().streamlines
         )
+    decoded = _count_decoded()
     start = time.perf_counter()
     labels, _ = label_streamlines(
         model,
@@ -189,6 +190,7 @@ def _label_only(model_path, path, args):
     result = _network_rates(model, args.batch_size) | _truth_scores(path, labels)
     result |= {
         "n_streamlines": int(len(labels)),
+        "decoded_share": decoded[0] / max(len(labels), 1),
         "batch_size": args.batch_size,
         "block": args.block,
         "reject": args.reject,
@@ -206,6 +208,22 @@ def _label_only(model_path, path, args):
     }
     print(json.dumps(result))
     return result
+
+
+def _count_decoded():
+    """Count, from now on, the streamlines labelling decodes (for its
+    reconstruction test): a one-item list that grows as they are."""
+    import aae_tract.label as label_module
+
+    count = [0]
+    decode = label_module._recon_distance
+
+    def counting(model, x, *rest, **options):
+        count[0] += len(x)
+        return decode(model, x, *rest, **options)
+
+    label_module._recon_distance = counting
+    return count
 
 
 def _truth_scores(path, labels):
@@ -478,6 +496,7 @@ def _report(result, args):
         f"{result['file_gib']:.2f} GiB); accuracy {result['accuracy']:.4f}, "
         f"{result['other_share']:.0%} labelled other "
         f"({result['true_other_share']:.0%} truly); "
+        f"{result['decoded_share']:.1%} decoded; "
         f"the networks alone: encoder {result['encoder_streamlines_per_s']:,.0f}/s, "
         f"decoder {result['decoder_streamlines_per_s']:,.0f}/s"
     )
