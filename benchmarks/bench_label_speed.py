@@ -152,15 +152,14 @@ def _label_only(model_path, path, args):
         head.append(np.asarray(s, np.float32))
         if len(head) == args.reference_n:
             break
+    rule = {
+        "register": False,
+        "batch_size": args.batch_size,
+        "reject": args.reject,
+        "decode_from": args.decode_from,
+    }
     start = time.perf_counter()
-    label_streamlines(
-        model,
-        head,
-        register=False,
-        batch_size=args.batch_size,
-        reject=args.reject,
-        decode_from=args.decode_from,
-    )
+    label_streamlines(model, head, **rule)
     small_rate = len(head) / (time.perf_counter() - start)
     del head
     rss_before = _current_rss_gib()
@@ -175,15 +174,7 @@ def _label_only(model_path, path, args):
         )
     decoded = _count_decoded()
     start = time.perf_counter()
-    labels, _ = label_streamlines(
-        model,
-        streamlines,
-        register=False,
-        batch_size=args.batch_size,
-        block=args.block,
-        reject=args.reject,
-        decode_from=args.decode_from,
-    )
+    labels, _ = label_streamlines(model, streamlines, block=args.block, **rule)
     seconds = time.perf_counter() - start
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
     np.save(Path(model_path).parent / f"labels_{_run_name(args)}.npy", labels)

@@ -201,12 +201,11 @@ def test_odd_sized_batches_give_the_rows_of_one_batch(labelled):
     )
 
 
-def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkeypatch):
+def _record_decoding(monkeypatch):
+    """A list that gets the number of streamlines of every decoding pass the
+    labelling makes for its reconstruction test."""
     import aae_tract.label as label_module
 
-    model, validation = labelled
-    x = np.asarray(validation.x[:40])
-    both = np.concatenate([x, x + np.array([0.0, 0.0, 150.0], dtype="float32")])
     recon = label_module._recon_distance
     decoded = []
 
@@ -215,6 +214,16 @@ def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkey
         return recon(model, x, *args)
 
     monkeypatch.setattr(label_module, "_recon_distance", recording)
+    return decoded
+
+
+def test_past_the_latent_threshold_means_other_without_decoding(labelled, monkeypatch):
+    import aae_tract.label as label_module
+
+    model, validation = labelled
+    x = np.asarray(validation.x[:40])
+    both = np.concatenate([x, x + np.array([0.0, 0.0, 150.0], dtype="float32")])
+    decoded = _record_decoding(monkeypatch)
 
     def without_reach():
         # the reaches would turn the moved streamlines away before the
@@ -262,14 +271,7 @@ def test_streamlines_near_their_bundle_are_not_decoded(labelled, monkeypatch):
 
     model, validation = labelled
     x = np.asarray(validation.x[:80])
-    recon = label_module._recon_distance
-    decoded = []
-
-    def recording(model, x, *args):
-        decoded.append(len(x))
-        return recon(model, x, *args)
-
-    monkeypatch.setattr(label_module, "_recon_distance", recording)
+    decoded = _record_decoding(monkeypatch)
     # latent thresholds that put the streamlines on both sides of half the
     # threshold (and some past it), and a reconstruction threshold that
     # every decoded streamline fails
