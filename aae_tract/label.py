@@ -28,10 +28,14 @@ then labels the streamlines of a new tractogram:
    candidate, the posterior its confidence;
 3. the streamline is labelled ``"other"`` when it is an outlier of its
    candidate: its squared Mahalanobis distance to the bundle's encodings, or
-   the distance between the streamline and its reconstruction with the
-   candidate's label (mean point distance, mm), exceeds the bundle's
-   threshold (with ``reject="latent"`` only the Mahalanobis distance counts
-   and nothing is decoded). Each threshold is the :data:`LABEL_QUANTILE` quantile of a
+   (where it is tested) the distance between the streamline and its
+   reconstruction with the candidate's label (mean point distance, mm),
+   exceeds the bundle's threshold. The reconstruction, the costliest step,
+   is tested only where the latent distance is unsure: for streamlines
+   whose squared distance is at least :data:`DECODE_FROM` of the threshold
+   and within it; nearer ones are accepted on the latent distance alone
+   (with ``reject="latent"`` only the Mahalanobis distance counts and
+   nothing is decoded). Each threshold is the :data:`LABEL_QUANTILE` quantile of a
    log-normal distribution fitted (median and median absolute deviation of
    the logarithms, which a few outliers do not move) to that number over
    the validation subjects' streamlines of the bundle (subjects the model

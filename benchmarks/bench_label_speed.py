@@ -421,7 +421,9 @@ def _run_name(args):
     from aae_tract.label import DECODE_FROM
 
     name = f"reach_{args.reach[0]}"
-    if args.reject == "both" and args.decode_from != DECODE_FROM:
+    if args.reject != "both":
+        name += f"_{args.reject}"
+    elif args.decode_from != DECODE_FROM:
         name += f"_decode_{args.decode_from:g}"
     return name + (f"_chunk_{args.chunk_mib[0]:g}" if args.chunk_mib else "")
 
