@@ -92,13 +92,12 @@ def test_streamlines_far_from_every_bundle_are_other(labelled):
     moved = x + np.array([0.0, 0.0, 150.0], dtype="float32")
     mixed = np.concatenate([lines, moved])
     labels, _ = label_streamlines(model, mixed)
-    # moved out of every bundle's reach: all "other", under every rule
     # decoding every streamline inside the latent threshold rejects the
     # most; the default (decoding from half of it) rejects a subset of those,
     # and the latent distance alone a subset of the default's
     strict, _ = label_streamlines(model, mixed, decode_from=0.0)
     latent, _ = label_streamlines(model, mixed, reject="latent")
-    for rule in (labels, strict, latent):
+    for rule in (labels, strict, latent):  # moved out of every bundle's reach
         assert np.all(rule[40:] == OTHER)
     assert np.mean(strict == OTHER) >= 0.9
     assert np.all((strict == OTHER) | (labels != OTHER))
