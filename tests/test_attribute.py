@@ -199,3 +199,108 @@ def test_age_on_a_length_model_is_refused(tmp_path, capsys, minimal_bundles_dir)
     args = ["--model", out / "aae_tract_model.keras", "--age", "70", "--skip_picture"]
     assert run_cli("aae_tract_generate", *args, "--out_dir", out) == 1
     assert "--age needs a model trained with --attribute age" in capsys.readouterr().err
+
+
+def _subjects_with(values, offsets, per_subject=30, spread=0.5, seed=0):
+    """Streamlines of subjects with one value each: z0 = trend(value) plus the
+    subject's offset plus each streamline's own spread."""
+    rng = np.random.default_rng(seed)
+    v = np.repeat(values, per_subject)
+    s = np.repeat([f"sub-{i:02d}" for i in range(len(values))], per_subject)
+    noise = np.repeat(offsets, per_subject) + spread * rng.standard_normal(len(v))
+    return v, s, noise
+
+
+def test_subject_calibration_averages_out_each_subjects_departure():
+    """A per-subject attribute: the map follows the trend through the subjects
+    (their least-squares line), not each subject's own departure from it, and
+    has no flat runs where an isotonic fit through the same points has."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from aae_tract.model.tract_aae import _subject_calibration
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        values = np.sort(rng.uniform(20, 80, 20))
+        offsets = 0.25 * rng.standard_normal(20)  # subjects depart from the trend
+        v, s, noise = _subjects_with(values, offsets, seed=seed)
+        z0 = 0.02 * v + noise  # +0.02 a year
+        knots = np.linspace(values[0], values[-1], 64)
+        fitted = _subject_calibration(v, z0, s, knots)
+        assert np.all(np.diff(fitted) >= 0)
+        means = [z0[s == name].mean() for name in np.unique(s)]
+        line = np.polyval(np.polyfit(values, means, 1), knots)
+        assert np.polyfit(knots, fitted, 1)[0] == pytest.approx(
+            np.polyfit(values, means, 1)[0], rel=0.1
+        )
+        iso = IsotonicRegression(out_of_bounds="clip").fit(v, z0).predict(knots)
+        assert np.abs(fitted - line).mean() < 0.5 * np.abs(iso - line).mean()
+        assert np.mean(np.diff(iso) == 0) > 0.25  # the isotonic fit's flat runs
+        assert np.all(np.diff(fitted) > 0)
+
+
+def test_subject_calibration_bends_with_a_curved_trend_and_counts_subjects():
+    """A trend that is not a straight line is followed more closely than by a
+    line through all subjects, and a subject counts once however many
+    streamlines it has."""
+    from aae_tract.model.tract_aae import _subject_calibration
+
+    values = np.linspace(10, 90, 60)
+    v, s, noise = _subjects_with(values, np.zeros(60), spread=0.05)
+    knots = np.linspace(10, 90, 33)
+    for trend in (np.log, lambda a: -(((a - 100) / 40.0) ** 2)):
+        fitted = _subject_calibration(v, trend(v) + noise, s, knots)
+        line = np.polyval(np.polyfit(v, trend(v), 1), knots)
+        error = np.abs(fitted - trend(knots)).mean()
+        assert error < 0.75 * np.abs(line - trend(knots)).mean()
+    # one subject given ten times the streamlines moves nothing
+    z0 = np.log(v) + noise
+    extra = np.flatnonzero(s == s[0])
+    v2, s2 = np.concatenate([v] + [v[extra]] * 9), np.concatenate([s] + [s[extra]] * 9)
+    z2 = np.concatenate([z0] + [z0[extra]] * 9)
+    np.testing.assert_allclose(
+        _subject_calibration(v2, z2, s2, knots),
+        _subject_calibration(v, z0, s, knots),
+        atol=1e-9,
+    )
+    # a single value: the mean
+    one = _subject_calibration(np.full(6, 40.0), np.arange(6.0), np.array(["a"] * 6),
+                               np.array([30.0, 40.0, 50.0]))  # fmt: skip
+    np.testing.assert_allclose(one, [2.5, 2.5, 2.5])
+
+
+def test_calibrate_uses_the_subject_fit_for_a_per_subject_attribute(tiny_splits):
+    """calibrate() maps an age (ar_level="subject") through the subjects' local
+    linear fit, and a length through an isotonic fit of the streamlines (also
+    when the AR loss was told to work on subjects: a length is not one value
+    per subject)."""
+    from conftest import TINY
+    from sklearn.isotonic import IsotonicRegression
+
+    from aae_tract.model.tract_aae import _subject_calibration
+
+    train, _ = tiny_splits
+    ages = {s: 20.0 + 10 * i for i, s in enumerate(np.unique(train.subjects))}
+    aged = SimpleNamespace(
+        labels=train.labels,
+        subjects=train.subjects,
+        x=train.x,
+        attribute=np.array([ages[s] for s in train.subjects]),
+    )
+    cases = (("subject", aged, True), ("streamline", train, False))
+    for level, data, subject_fit in cases + (("subject", train, False),):
+        model = TractAAE.from_dataset(train, ar_level=level, **TINY)
+        model.calibrate(data)
+        z0 = model.encode_prepared(np.asarray(train.x))[:, 0].astype("float64")
+        for i, name in enumerate(model.bundle_names):
+            rows = np.asarray(train.labels) == i
+            a = np.asarray(data.attribute, dtype="float64")[rows]
+            cal = model.metadata.calibration[name]
+            if subject_fit:
+                expected = _subject_calibration(
+                    a, z0[rows], np.asarray(train.subjects)[rows], np.asarray(cal["x"])
+                )
+            else:
+                iso = IsotonicRegression(out_of_bounds="clip").fit(a, z0[rows])
+                expected = np.maximum.accumulate(iso.predict(cal["x"]))
+            np.testing.assert_allclose(cal["y"], expected, rtol=1e-4, atol=1e-5)

@@ -57,6 +57,11 @@ RESUME_FIELDS = (
     "warmup_epochs",
 )
 CALIBRATION_KNOTS = 64
+#: For an attribute that is one value per subject (age), the calibration is a
+#: local linear regression of the subjects' mean ``z0`` on their value whose
+#: Gaussian kernel is as wide as the distance to this share of the subjects
+#: (see :func:`_subject_calibration`).
+SUBJECT_KERNEL_SHARE = 0.5
 #: Streamlines of a bundle encoded to calibrate the attribute, at most.
 CALIBRATION_PER_BUNDLE = 50_000
 #: Streamlines of a bundle encoded to measure the match to the prior, at most.
@@ -140,6 +145,73 @@ def _bundle_sample(dataset, per_bundle, seed):
     if keep is None:
         return labels, dataset.x, attribute, subjects
     return labels[keep], take(dataset.x, keep), attribute[keep], subjects[keep]
+
+
+def _subject_calibration(values, z0, subjects, knots, share=SUBJECT_KERNEL_SHARE):
+    """Mean ``z0`` at each knot for a per-subject attribute: a local linear
+    regression of the subjects' mean ``z0`` on their values, made monotone.
+
+    Every streamline of a subject has the subject's value (an age), so the
+    data are one point per subject. An isotonic fit through those points
+    follows each subject's own departure from the trend and pools
+    neighbours that disagree into flat runs, over which generation at
+    different values gets the same ``z0`` (the generated bundle then
+    stops changing, or turns back, between those values); a local linear
+    fit whose kernel spans ``share`` of the subjects averages the
+    departures out and still bends with a trend that is not a straight
+    line (less than a narrower kernel would). Measured on the age phantom
+    in doc/benchmarks.md ("Age as the attribute").
+
+    Parameters
+    ----------
+    values, z0 : ndarray, shape (N,)
+        Each streamline's attribute value and latent dimension 0.
+    subjects : ndarray, shape (N,)
+        Each streamline's subject.
+    knots : ndarray, shape (K,)
+        Increasing values at which the map is evaluated.
+    share : float
+        The kernel's width at a knot is the distance from the nearest
+        subject to the ``share * n_subjects``-th nearest (at least 2).
+
+    Returns
+    -------
+    ndarray, shape (K,)
+        Non-decreasing.
+    """
+    index, means = _subject_means(np.asarray(z0, "float64")[:, None], subjects)
+    counts = np.bincount(index, minlength=len(means))
+    value = np.bincount(index, weights=values, minlength=len(means)) / counts
+    mean = means[:, 0]
+    k = int(min(len(value), max(2, round(share * len(value)))))
+    fitted = []
+    for t in np.asarray(knots, dtype="float64"):
+        d = np.abs(value - t)
+        d = d - d.min()
+        h = max(float(np.partition(d, k - 1)[k - 1]), 1e-9 * (np.ptp(value) + 1.0))
+        w = np.exp(-0.5 * (d / h) ** 2)
+        dv = value - t
+        sw, swv = w.sum(), (w * dv).sum()
+        spread = (w * dv * dv).sum() * sw - swv**2
+        if spread <= 1e-12 * sw * sw * (np.ptp(value) ** 2 + 1.0):
+            fitted.append((w * mean).sum() / sw)  # one value: the weighted mean
+            continue
+        # weighted least squares of mean on (1, dv): the intercept at t
+        swm, swvm = (w * mean).sum(), (w * dv * mean).sum()
+        fitted.append(((w * dv * dv).sum() * swm - swv * swvm) / spread)
+    return np.maximum.accumulate(np.asarray(fitted))
+
+
+def _one_value_each(values, subjects):
+    """Whether every subject has a single value (an age), not one per
+    streamline."""
+    _, index = np.unique(subjects, return_inverse=True)
+    index = index.reshape(-1)
+    low = np.full(index.max() + 1 if len(index) else 0, np.inf)
+    high = np.full_like(low, -np.inf)
+    np.minimum.at(low, index, values)
+    np.maximum.at(high, index, values)
+    return bool(np.all(low == high))
 
 
 def _subject_means(z, subjects):
@@ -1115,7 +1187,11 @@ class TractAAE:
 
         Uses scikit-learn's isotonic regression on the encodings of ``dataset``
         (the training split; at most :data:`CALIBRATION_PER_BUNDLE` streamlines
-        of each bundle, a seeded sample). Stores knots in the metadata; also
+        of each bundle, a seeded sample); for an attribute that is one value
+        per subject (``ar_level="subject"`` and one value for all of a
+        subject's streamlines, e.g. age), a local linear
+        regression of the subjects' mean z0 on their values, made monotone
+        (:func:`_subject_calibration`). Stores knots in the metadata; also
         keeps a sample of encodings per bundle for sampling near the data
         (the latent bank), with each code's subject and every subject's mean
         code over the bundle's sample, so that generation can tell the
@@ -1129,15 +1205,19 @@ class TractAAE:
             dataset, CALIBRATION_PER_BUNDLE, self.config.seed
         )
         z = self.encode_prepared(sample)
+        per_subject = self.config.ar_level == "subject"
         calibration, bank = {}, {}
         for i, name in enumerate(self.bundle_names):
             mask = labels == i
             if mask.sum() < 2:
                 continue
             a, z0 = attribute[mask], z[mask, 0].astype("float64")
-            iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(a, z0)
             x = np.unique(np.quantile(a, np.linspace(0, 1, CALIBRATION_KNOTS)))
-            y = np.maximum.accumulate(iso.predict(x))
+            if per_subject and _one_value_each(a, subjects[mask]):
+                y = _subject_calibration(a, z0, subjects[mask], x)
+            else:
+                iso = IsotonicRegression(increasing=True, out_of_bounds="clip")
+                y = np.maximum.accumulate(iso.fit(a, z0).predict(x))
             if np.ptp(a) > 0:
                 slope = float(max(np.polyfit(a, z0, 1)[0], 0.0))
             else:
@@ -1185,8 +1265,8 @@ class TractAAE:
     def attribute_to_z0(self, bundle, values):
         """Latent dim 0 for attribute ``values`` of ``bundle`` (calibrated map).
 
-        Inside the training range the isotonic fit is interpolated; outside, it
-        is extended linearly with the bundle's overall slope.
+        Inside the training range the calibrated map is interpolated; outside,
+        it is extended linearly with the bundle's overall slope.
         """
         name = self.bundle_names[self.bundle_index(bundle)]
         cal = self.metadata.calibration.get(name)
