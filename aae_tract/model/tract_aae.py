@@ -172,7 +172,8 @@ def _subject_calibration(values, z0, subjects, knots, share=SUBJECT_KERNEL_SHARE
         Increasing values at which the map is evaluated.
     share : float
         The kernel's width at a knot is the distance from the nearest
-        subject to the ``share * n_subjects``-th nearest (at least 2).
+        subject to the ``share * n_subjects``-th nearest (at least 2), and
+        at least the distance to the second nearest value.
 
     Returns
     -------
@@ -188,7 +189,14 @@ def _subject_calibration(values, z0, subjects, knots, share=SUBJECT_KERNEL_SHARE
     for t in np.asarray(knots, dtype="float64"):
         d = np.abs(value - t)
         d = d - d.min()
-        h = max(float(np.partition(d, k - 1)[k - 1]), 1e-9 * (np.ptp(value) + 1.0))
+        # at least as wide as the second nearest value: subjects that share
+        # a value (ages in whole groups) do not make the kernel a point
+        distinct = np.unique(d)
+        h = max(
+            float(np.partition(d, k - 1)[k - 1]),
+            float(distinct[1]) if len(distinct) > 1 else 0.0,
+            1e-9 * (np.ptp(value) + 1.0),
+        )
         w = np.exp(-0.5 * (d / h) ** 2)
         dv = value - t
         sw, swv = w.sum(), (w * dv).sum()
