@@ -85,6 +85,14 @@ VARIANTS = {
     "fitted_ar0": {"prior": "fitted", "ar_weight": 0.0},
     "fitted_ar0.1": {"prior": "fitted", "ar_weight": 0.1},
     "fitted_ar0.02": {"prior": "fitted", "ar_weight": 0.02},
+    # the AR loss's target soft for close values (ar_soft) instead of a sign
+    "fitted_arsoft0.1": {"prior": "fitted", "ar_soft": 0.1},
+    "fitted_arsoft0.3": {"prior": "fitted", "ar_soft": 0.3},
+    "fitted_arsoft1": {"prior": "fitted", "ar_soft": 1.0},
+    "arsoft0.1": {"ar_soft": 0.1},
+    "fitted_arsoft0.1_adv0": {"prior": "fitted", "ar_soft": 0.1, "adv_weight": 0.0},
+    "fitted_arsoft0.1_ar0.1": {"prior": "fitted", "ar_soft": 0.1, "ar_weight": 0.1},
+    "fitted_arsoft0.03": {"prior": "fitted", "ar_soft": 0.03},
 }
 
 COLUMNS = (

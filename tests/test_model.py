@@ -92,6 +92,66 @@ def test_ar_loss_over_subjects_orders_means_not_streamlines():
     assert flipped > 1.9
 
 
+def _ar_soft_numpy(z0, a, delta, soft, labels=None):
+    d_r = z0[:, None] - z0[None, :]
+    d_a = a[:, None] - a[None, :]
+    same = (
+        np.ones_like(d_a, bool)
+        if labels is None
+        else labels[:, None] == labels[None, :]
+    )
+    scale = soft * np.abs(d_a[same & (d_a != 0)]).mean()
+    diff = np.abs(np.tanh(delta * d_r) - np.tanh(d_a / scale))
+    return diff[same].sum() / same.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_soft_ar_loss_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    z0 = rng.normal(size=17).astype("float32")
+    a = rng.uniform(30, 200, size=17).astype("float32")
+    a[3] = a[5]
+    labels = rng.integers(0, 3, size=17)
+    for soft in (0.1, 1.0):
+        ours = attribute_regularization(z0, a, delta=10.0, soft=soft)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours),
+            _ar_soft_numpy(z0, a, 10.0, soft),
+            rtol=1e-5,
+        )
+        ours = attribute_regularization(z0, a, delta=10.0, soft=soft, labels=labels)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours),
+            _ar_soft_numpy(z0, a, 10.0, soft, labels),
+            rtol=1e-5,
+        )
+
+
+def test_soft_ar_loss_is_smallest_at_a_finite_slope():
+    # z0 = k * a: the sign target keeps falling as the codes spread (k grows),
+    # the soft target has its minimum near k = 1 / (delta * soft * mean|D_a|)
+    a = np.linspace(50, 100, 40).astype("float32")
+    mean_gap = np.abs(a[:, None] - a[None, :])[~np.eye(40, dtype=bool)].mean()
+    ks = np.geomspace(1e-3, 1.0, 61)
+    for soft in (0.1, 0.3):
+        losses = [float(attribute_regularization(k * a, a, soft=soft)) for k in ks]
+        best = ks[int(np.argmin(losses))]
+        expected = 1 / (10.0 * soft * mean_gap)
+        assert expected / 2 < best < expected * 2
+        assert losses[-1] > 2 * min(losses)
+    signed = [float(attribute_regularization(k * a, a)) for k in ks]
+    assert np.all(np.diff(signed) <= 1e-7) and signed[-1] < 1e-6
+    # per subject: the same target over the subjects' mean codes
+    ages = np.repeat(np.linspace(20, 80, 8), 4).astype("float32")
+    gap = np.abs(np.subtract.outer(ages[::4], ages[::4]))[~np.eye(8, dtype=bool)].mean()
+    grouped = [
+        float(attribute_regularization(k * ages, ages, soft=0.3, groups=True))
+        for k in ks
+    ]
+    best = ks[int(np.argmin(grouped))]
+    assert 1 / (6.0 * gap) < best < 2 / (3.0 * gap)
+
+
 def test_grouped_order_makes_runs_of_one_subject():
     from aae_tract.model.training import grouped_order
 

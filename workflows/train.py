@@ -118,6 +118,7 @@ class TrainFlow(AAEWorkflow):
         learning_rate=1e-3,
         adv_weight=0.005,
         ar_weight=0.5,
+        ar_soft=0.0,
         smooth_weight=0.0,
         length_weight=0.1,
         direction_weight=0.1,
@@ -209,6 +210,14 @@ class TrainFlow(AAEWorkflow):
             Weight of the adversarial loss.
         ar_weight : float, optional
             Weight of the attribute regularization loss.
+        ar_soft : float, optional
+            0: the attribute regularization asks every two streamlines of
+            different attribute to be ordered in latent dimension 0 by a
+            fixed margin, however close their values (Pati & Lerch). Above
+            0: pairs of close values are asked for close codes (the target
+            is tanh(difference / (ar_soft x the batch's mean difference))).
+            0.1 with --prior fitted reconstructs better at the same length
+            control (doc/benchmarks.md).
         smooth_weight : float, optional
             Weight of the curvature (second difference) reconstruction loss.
         length_weight : float, optional
@@ -325,6 +334,7 @@ class TrainFlow(AAEWorkflow):
             learning_rate=learning_rate,
             adv_weight=adv_weight,
             ar_weight=ar_weight,
+            ar_soft=ar_soft,
             smooth_weight=smooth_weight,
             length_weight=length_weight,
             direction_weight=direction_weight,

@@ -90,6 +90,14 @@ class AAEConfig:
         to reconstruction.
     ar_delta : float
         Sharpness ``delta`` of ``tanh(delta * D_r)`` in the AR loss.
+    ar_soft : float
+        0 (default): the AR loss's target for a pair is the sign of their
+        attribute difference ``D_a`` (Pati & Lerch), which keeps pushing any
+        two streamlines of different attribute apart in ``z0``, however close
+        their values. Above 0: the target is ``tanh(D_a / (ar_soft * s))``,
+        ``s`` the mean ``|D_a|`` of the pairs compared in the batch, so close
+        values ask for close ``z0`` (see
+        :func:`~aae_tract.model.losses.attribute_regularization`).
     ar_within_bundle : bool
         Compare only pairs of streamlines of the same bundle in the AR loss.
     ar_level : str
@@ -152,6 +160,7 @@ class AAEConfig:
     log_var_weight: float = 0.0
     mmd_weight: float = 0.0
     ar_delta: float = 10.0
+    ar_soft: float = 0.0
     ar_within_bundle: bool = True
     ar_level: str = "auto"
     subject_batch: int = 16
@@ -180,6 +189,7 @@ class AAEConfig:
         "prior_components",
         *WEIGHTS,
         "ar_delta",
+        "ar_soft",
         "ar_within_bundle",
         "ar_level",
         "label_smoothing",
@@ -338,6 +348,7 @@ TRAIN_OPTIONS = (
     "learning_rate",
     "adv_weight",
     "ar_weight",
+    "ar_soft",
     "smooth_weight",
     "length_weight",
     "direction_weight",
@@ -396,6 +407,7 @@ _TYPES = {
             "dropout",
             *WEIGHTS,
             "ar_delta",
+            "ar_soft",
             "learning_rate",
             "disc_learning_rate",
             "label_smoothing",
@@ -438,6 +450,7 @@ _REAL_RANGES = {
     "disc_learning_rate": (0, None, True, False),
     "label_smoothing": (0, 1, False, True),
     "ar_delta": (0, None, True, False),
+    "ar_soft": (0, None, False, False),
     **dict.fromkeys(WEIGHTS, (0, None, False, False)),
 }
 

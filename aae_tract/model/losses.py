@@ -3,13 +3,23 @@
 from keras import ops
 
 
-def attribute_regularization(z0, attribute, *, delta=10.0, labels=None, groups=False):
+def attribute_regularization(
+    z0, attribute, *, delta=10.0, labels=None, groups=False, soft=0.0
+):
     """Attribute-regularization loss of Pati & Lerch (2020).
 
     For the pairs (i, j) of a batch, ``D_r[i, j] = z0[i] - z0[j]`` and
     ``D_a[i, j] = a[i] - a[j]``; the loss is the mean absolute difference
     between ``tanh(delta * D_r)`` and ``sign(D_a)``. Minimising it makes latent
     dimension 0 increase with the attribute.
+
+    The sign asks every pair of different values to lie at least about
+    ``2 / delta`` apart in ``z0``, however close the values, so ``z0`` spreads
+    with the number of distinct values a batch holds. With ``soft > 0`` the
+    target is ``tanh(D_a / (soft * s))`` instead, ``s`` the mean ``|D_a|`` of
+    the pairs compared: pairs of close values are asked for close codes, and
+    the loss is smallest when ``z0`` is about a linear function of the
+    attribute, ``delta * soft * s`` attribute units per unit of ``z0``.
 
     Parameters
     ----------
@@ -30,6 +40,8 @@ def attribute_regularization(z0, attribute, *, delta=10.0, labels=None, groups=F
         subject's age, the mean of several can; and ties (two streamlines of
         one subject) no longer pull their ``z0`` together, which only
         memorising the subject would satisfy.
+    soft : float, optional
+        0: the target is ``sign(D_a)``; above 0: ``tanh(D_a / (soft * s))``.
 
     Returns
     -------
@@ -48,7 +60,8 @@ def attribute_regularization(z0, attribute, *, delta=10.0, labels=None, groups=F
         )
     if not groups:
         d_r = ops.expand_dims(z0, 1) - ops.expand_dims(z0, 0)
-        diff = ops.abs(ops.tanh(delta * d_r) - ops.sign(d_a))
+        target = _ar_target(d_a, same, soft)
+        diff = ops.abs(ops.tanh(delta * d_r) - target)
         if labels is None:
             return ops.mean(diff)
         return ops.sum(diff * same) / ops.maximum(ops.sum(same), 1.0)
@@ -56,9 +69,20 @@ def attribute_regularization(z0, attribute, *, delta=10.0, labels=None, groups=F
     size = ops.sum(member, axis=1)
     mean = ops.matmul(member, ops.expand_dims(z0, 1))[:, 0] / size
     d_r = ops.expand_dims(mean, 1) - ops.expand_dims(mean, 0)
-    diff = ops.abs(ops.tanh(delta * d_r) - ops.sign(d_a))
     weight = (same - member) / (ops.expand_dims(size, 1) * ops.expand_dims(size, 0))
+    diff = ops.abs(ops.tanh(delta * d_r) - _ar_target(d_a, weight, soft))
     return ops.sum(diff * weight) / ops.maximum(ops.sum(weight), 1e-6)
+
+
+def _ar_target(d_a, weight, soft):
+    """``sign(d_a)``, or with ``soft > 0`` ``tanh(d_a / (soft * s))``, ``s``
+    the mean ``|d_a|`` of the differing pairs that ``weight`` counts."""
+    if soft <= 0:
+        return ops.sign(d_a)
+    counted = weight * ops.cast(ops.not_equal(d_a, 0.0), "float32")
+    scale = ops.sum(ops.abs(d_a) * counted) / ops.maximum(ops.sum(counted), 1e-6)
+    scale = ops.stop_gradient(ops.maximum(scale * soft, 1e-6))
+    return ops.tanh(d_a / scale)
 
 
 def reconstruction_mse(x, x_hat):
