@@ -93,6 +93,12 @@ VARIANTS = {
     "fitted_arsoft0.1_adv0": {"prior": "fitted", "ar_soft": 0.1, "adv_weight": 0.0},
     "fitted_arsoft0.1_ar0.1": {"prior": "fitted", "ar_soft": 0.1, "ar_weight": 0.1},
     "fitted_arsoft0.03": {"prior": "fitted", "ar_soft": 0.03},
+    "fitted_arsoft0.1_ar0.1_adv0": {
+        "prior": "fitted",
+        "ar_soft": 0.1,
+        "ar_weight": 0.1,
+        "adv_weight": 0.0,
+    },
 }
 
 COLUMNS = (
