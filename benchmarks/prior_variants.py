@@ -99,6 +99,19 @@ VARIANTS = {
         "ar_weight": 0.1,
         "adv_weight": 0.0,
     },
+    # the same with a smaller adversary (the default adv_weight is 0.005)
+    "fitted_arsoft0.1_ar0.1_adv0.002": {
+        "prior": "fitted",
+        "ar_soft": 0.1,
+        "ar_weight": 0.1,
+        "adv_weight": 0.002,
+    },
+    "fitted_arsoft0.1_ar0.1_adv0.001": {
+        "prior": "fitted",
+        "ar_soft": 0.1,
+        "ar_weight": 0.1,
+        "adv_weight": 0.001,
+    },
 }
 
 COLUMNS = (
