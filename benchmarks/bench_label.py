@@ -204,7 +204,7 @@ def _train(train, validation, args, seed):
     from aae_tract.model import TractAAE
 
     model = TractAAE.from_dataset(
-        train, n_points=args.n_points, epochs=args.epochs, seed=seed
+        train, n_points=args.n_points, epochs=args.epochs, seed=seed, **args.fields
     )
     start = time.perf_counter()
     model.fit(train, validation, verbose=0)
@@ -305,9 +305,24 @@ def main(argv=None):
         action="store_true",
         help="also measure every model as a generator (phantom only)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="other AAEConfig field of every model, e.g. --set prior=fitted "
+        "(a JSON value, or else a string)",
+    )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    args.fields = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            args.fields[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: --set prior=fitted
+            args.fields[key] = value
     if args.generation and args.dataset != "phantom":
         parser.error("--generation needs --dataset phantom")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
