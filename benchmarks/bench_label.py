@@ -80,6 +80,7 @@ from label_baseline import (  # noqa: E402
     recobundles_labels,
     score_labels,
 )
+from quality import set_fields  # noqa: E402
 
 from aae_tract.label import DECODE_FROM, REJECT_RULES  # noqa: E402
 
@@ -316,13 +317,7 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    args.fields = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            args.fields[key] = json.loads(value)
-        except json.JSONDecodeError:  # a bare word: --set prior=fitted
-            args.fields[key] = value
+    args.fields = set_fields(args.set)
     if args.generation and args.dataset != "phantom":
         parser.error("--generation needs --dataset phantom")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")

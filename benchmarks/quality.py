@@ -109,6 +109,19 @@ SAMPLINGS = ("bank", "prior")
 SPLIT_SEED = 0
 
 
+def set_fields(items):
+    """``--set FIELD=VALUE`` options as a dict of AAEConfig fields: each value
+    read as JSON, or else kept as a string (``--set prior=fitted``)."""
+    fields = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word
+            fields[key] = value
+    return fields
+
+
 def load_splits(name, *, n_points, data_dir=None, fragments=None, attribute="length"):
     """(train, held-out) splits of the phantom (the age phantom for an
     attribute other than length) or the embedded default."""
@@ -611,12 +624,7 @@ def main(argv=None):
     for key in ("epochs", "n_points", "batch_size"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            config[key] = json.loads(value)
-        except json.JSONDecodeError:  # a bare word: --set prior=fitted
-            config[key] = value
+    config.update(set_fields(args.set))
 
     from aae_tract.backend import current_backend, describe_device
 
