@@ -96,6 +96,30 @@ def test_other_priors_ignore_the_bundle():
         AAEConfig(prior="learnt")
 
 
+def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
+    """A length model fits its prior and softens the AR target (0.1) unless
+    told otherwise; the value is stored resolved, and a file from before
+    these defaults (neither field stored) keeps the Gaussian prior and the
+    sign target it was trained with."""
+    train, _ = tiny_splits
+    config = TractAAE.from_dataset(train, **TINY).config
+    assert (config.prior, config.ar_soft, config.ar_level) == (
+        "fitted",
+        0.1,
+        "streamline",
+    )
+    assert TractAAE.from_dataset(train, ar_soft=0, **TINY).config.ar_soft == 0
+    assert TractAAE.from_dataset(train, prior="gaussian", **TINY).config.prior == (
+        "gaussian"
+    )
+    # before from_dataset resolves it: by what the AR loss orders
+    assert AAEConfig().resolved_ar_soft() == 0.1
+    assert AAEConfig(ar_level="subject").resolved_ar_soft() == 0
+    assert AAEConfig(ar_level="subject", ar_soft=0.3).resolved_ar_soft() == 0.3
+    old = AAEConfig.from_stored({"ar_level": "streamline"})
+    assert (old.prior, old.ar_soft) == ("gaussian", 0.0)
+
+
 @pytest.fixture(scope="module")
 def fitted_model(tiny_splits, tmp_path_factory):
     train, validation = tiny_splits

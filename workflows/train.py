@@ -114,11 +114,11 @@ class TrainFlow(AAEWorkflow):
         filters=None,
         disc_units=None,
         dropout=0.2,
-        prior="gaussian",
+        prior="fitted",
         learning_rate=1e-3,
         adv_weight=0.005,
         ar_weight=0.5,
-        ar_soft=0.0,
+        ar_soft=None,
         smooth_weight=0.0,
         length_weight=0.1,
         direction_weight=0.1,
@@ -202,8 +202,9 @@ class TrainFlow(AAEWorkflow):
         dropout : float, optional
             Dropout in the discriminator.
         prior : string, optional
-            Latent prior: gaussian, mixture or fitted (one Gaussian per bundle,
-            refitted to its encodings every epoch).
+            Latent prior: fitted (one Gaussian per bundle, refitted to its
+            encodings every epoch; its samples stay on the bundle), gaussian
+            (N(0, I) for every bundle, the default before) or mixture.
         learning_rate : float, optional
             Adam learning rate of the autoencoder.
         adv_weight : float, optional
@@ -216,8 +217,9 @@ class TrainFlow(AAEWorkflow):
             fixed margin, however close their values (Pati & Lerch). Above
             0: pairs of close values are asked for close codes (the target
             is tanh(difference / (ar_soft x the batch's mean difference))).
-            0.1 with --prior fitted reconstructs better at the same length
-            control (doc/benchmarks.md).
+            Without it: 0.1 for --attribute length (it reconstructs better
+            at the same length control), 0 for an attribute of the subject
+            such as age (doc/benchmarks.md).
         smooth_weight : float, optional
             Weight of the curvature (second difference) reconstruction loss.
         length_weight : float, optional

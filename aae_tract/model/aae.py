@@ -306,7 +306,7 @@ class ConditionalAAE(keras.Model):
             z[:, 0],
             attribute,
             delta=cfg.ar_delta,
-            soft=cfg.ar_soft,
+            soft=cfg.resolved_ar_soft(),
             labels=labels,
             groups=by_subject,
         )

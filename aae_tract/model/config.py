@@ -55,10 +55,12 @@ class AAEConfig:
     dropout : float
         Dropout in the discriminator.
     prior : str
-        ``"gaussian"`` (N(0, I) for every bundle), ``"mixture"`` (a
-        Gaussian mixture) or ``"fitted"`` (one Gaussian per bundle with the
-        mean and covariance of the bundle's training encodings, refitted
-        every epoch: :class:`~aae_tract.model.priors.FittedPrior`).
+        ``"fitted"`` (default: one Gaussian per bundle with the mean and
+        covariance of the bundle's training encodings, refitted every epoch:
+        :class:`~aae_tract.model.priors.FittedPrior`), ``"gaussian"`` (N(0, I)
+        for every bundle, the default before; a bundle's codes fill only a few
+        of its directions, so its samples leave the bundle) or ``"mixture"``
+        (a Gaussian mixture).
     posterior : str
         ``"gaussian"``: the encoder outputs a mean and a variance and training
         decodes a sample of q(z | x), so latent dimensions the data does not
@@ -90,14 +92,18 @@ class AAEConfig:
         to reconstruction.
     ar_delta : float
         Sharpness ``delta`` of ``tanh(delta * D_r)`` in the AR loss.
-    ar_soft : float
-        0 (default): the AR loss's target for a pair is the sign of their
-        attribute difference ``D_a`` (Pati & Lerch), which keeps pushing any
-        two streamlines of different attribute apart in ``z0``, however close
+    ar_soft : float or None
+        0: the AR loss's target for a pair is the sign of their attribute
+        difference ``D_a`` (Pati & Lerch), which keeps pushing any two
+        streamlines of different attribute apart in ``z0``, however close
         their values. Above 0: the target is ``tanh(D_a / (ar_soft * s))``,
         ``s`` the mean ``|D_a|`` of the pairs compared in the batch, so close
         values ask for close ``z0`` (see
-        :func:`~aae_tract.model.losses.attribute_regularization`).
+        :func:`~aae_tract.model.losses.attribute_regularization`). None
+        (default): :data:`DEFAULT_AR_SOFT` when the AR loss orders
+        streamlines (length), 0 when it orders subjects (age, where the soft
+        target measured a worse age slope); :meth:`TractAAE.from_dataset`
+        stores the value it resolves to (:meth:`resolved_ar_soft`).
     ar_within_bundle : bool
         Compare only pairs of streamlines of the same bundle in the AR loss.
     ar_level : str
@@ -147,7 +153,7 @@ class AAEConfig:
     decoder: str = "arclength"
     disc_units: tuple = (256, 256)
     dropout: float = 0.2
-    prior: str = "gaussian"
+    prior: str = "fitted"
     posterior: str = "deterministic"
     prior_components: int = 8
     recon_weight: float = 1.0
@@ -160,7 +166,7 @@ class AAEConfig:
     log_var_weight: float = 0.0
     mmd_weight: float = 0.0
     ar_delta: float = 10.0
-    ar_soft: float = 0.0
+    ar_soft: float | None = None
     ar_within_bundle: bool = True
     ar_level: str = "auto"
     subject_batch: int = 16
@@ -228,6 +234,8 @@ class AAEConfig:
         """
         for name, kind in _TYPES.items():
             value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
             if (
                 isinstance(value, bool)
                 and kind is not bool
@@ -242,6 +250,8 @@ class AAEConfig:
                     _fail(name, f"must {each}be {_range_text(low, high)}", values)
         for name, (low, high, open_low, open_high) in _REAL_RANGES.items():
             value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
             if not math.isfinite(value):
                 _fail(name, "must be a finite number", value)
             if not (
@@ -263,6 +273,21 @@ class AAEConfig:
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 _fail(name, f"must be one of {', '.join(choices)}", getattr(self, name))
+
+    def resolved_ar_soft(self):
+        """The AR loss's ``ar_soft``, with None resolved.
+
+        Returns
+        -------
+        float
+            ``ar_soft`` when it is set; else 0 for ``ar_level="subject"``
+            and :data:`DEFAULT_AR_SOFT` otherwise (``"streamline"``, and
+            ``"auto"``, which orders streamlines until
+            :meth:`TractAAE.from_dataset` resolves it).
+        """
+        if self.ar_soft is not None:
+            return float(self.ar_soft)
+        return 0.0 if self.ar_level == "subject" else DEFAULT_AR_SOFT
 
     def network_config(self):
         """The hyperparameters that define the Keras model (JSON-able)."""
@@ -317,6 +342,13 @@ class AAEConfig:
 
 #: Decoders :func:`~aae_tract.model.networks.build_decoder` can build.
 DECODERS = ("arclength", "spline")
+
+#: ``ar_soft`` of a model whose AR loss orders streamlines (length) when none
+#: is given. With the fitted prior it reconstructs better than the sign target
+#: at the same length control, and holds length in every seed where the sign
+#: target loosened it in one of three (doc/benchmarks.md, "Embedded default:
+#: the Gaussian prior against the fitted prior").
+DEFAULT_AR_SOFT = 0.1
 
 #: Control points of the decoder's spline when ``n_control`` is not given
 #: (at most ``n_points``).
@@ -378,6 +410,8 @@ def option_name(field):
 
 #: Values of fields that model files written before the field existed imply.
 STORED_DEFAULTS = {
+    "prior": "gaussian",
+    "ar_soft": 0.0,
     "decoder": "spline",
     "length_weight": 0.0,
     "direction_weight": 0.0,
@@ -417,6 +451,9 @@ _TYPES = {
     **dict.fromkeys(("ar_within_bundle", "lr_decay"), bool),
     **dict.fromkeys(("prior", "decoder", "posterior", "ar_level"), str),
 }
+#: Fields that may be None (resolved later: see their documentation).
+_OPTIONAL = ("ar_soft",)
+
 _KIND_NAMES = {
     numbers.Integral: "a whole number",
     numbers.Real: "a number",

@@ -320,6 +320,8 @@ class TractAAE:
             # a value per subject (age): order subjects, not streamlines
             per_subject = dataset.attribute_name != "length"
             values["ar_level"] = "subject" if per_subject else "streamline"
+        # the file stores the soft target's value, not "by level"
+        values["ar_soft"] = AAEConfig.from_dict(values).resolved_ar_soft()
         values["n_points"] = int(dataset.n_points)
         values["n_bundles"] = len(dataset.bundle_names)
         config = AAEConfig.from_dict(values, strict=True)
