@@ -112,6 +112,12 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
     assert TractAAE.from_dataset(train, prior="gaussian", **TINY).config.prior == (
         "gaussian"
     )
+    # the dataset's n_points bounds n_control, not the config's
+    config = AAEConfig(n_points=16, n_control=8)
+    sizes = {k: v for k, v in TINY.items() if k not in ("n_points", "n_control")}
+    wide = TractAAE.from_dataset(train, config=config, **sizes, n_control=24)
+    assert (wide.config.n_points, wide.config.n_control) == (32, 24)
+    assert wide.config.ar_soft == 0.1
     # before from_dataset resolves it: by what the AR loss orders
     assert AAEConfig().resolved_ar_soft() == 0.1
     assert AAEConfig(ar_level="subject").resolved_ar_soft() == 0

@@ -320,11 +320,11 @@ class TractAAE:
             # a value per subject (age): order subjects, not streamlines
             per_subject = dataset.attribute_name != "length"
             values["ar_level"] = "subject" if per_subject else "streamline"
-        # the file stores the soft target's value, not "by level"
-        values["ar_soft"] = AAEConfig.from_dict(values).resolved_ar_soft()
         values["n_points"] = int(dataset.n_points)
         values["n_bundles"] = len(dataset.bundle_names)
         config = AAEConfig.from_dict(values, strict=True)
+        # the file stores the soft target's value, not "by level"
+        config.ar_soft = config.resolved_ar_soft()
         keras.utils.set_random_seed(config.seed)
         network = ConditionalAAE(**config.network_config())
         normalizer = Normalizer().fit(dataset.x)
@@ -1123,8 +1123,12 @@ class TractAAE:
             raise TrainingError(
                 f"cannot resume from {directory}: its settings are unreadable: {exc}"
             ) from exc
-        ours = {**self.config.to_dict(), "batch_size": batch_size}
-        theirs = theirs.to_dict()
+        ours = {
+            **self.config.to_dict(),
+            "batch_size": batch_size,
+            "ar_soft": self.config.resolved_ar_soft(),
+        }
+        theirs = {**theirs.to_dict(), "ar_soft": theirs.resolved_ar_soft()}
         fields = [*self.config.NETWORK_FIELDS, *RESUME_FIELDS]
         changed = [k for k in fields if ours[k] != theirs[k]]
         if changed:
