@@ -25,7 +25,11 @@ then labels the streamlines of a new tractogram:
    training; once if they agree, in both orders otherwise); among those
    bundles, the one with the largest posterior (Gaussian likelihood of the
    code times the bundle's share of the training streamlines) is its
-   candidate, the posterior its confidence;
+   candidate, the posterior its confidence. The first order is that of
+   the bundle whose reach the streamline is deepest inside; a streamline
+   that order puts well inside one of its bundles (squared latent distance
+   below :data:`SETTLE_BELOW` of the bundle's threshold) is not encoded in
+   the other order;
 3. the streamline is labelled ``"other"`` when it is an outlier of its
    candidate: its squared Mahalanobis distance to the bundle's encodings, or
    (where it is tested) the distance between the streamline and its
@@ -66,6 +70,7 @@ __all__ = [
     "OTHER",
     "REJECT_RULES",
     "DECODE_FROM",
+    "SETTLE_BELOW",
     "Labeller",
     "fit_labeller",
     "label_prepared",
@@ -86,6 +91,14 @@ REJECT_RULES = ("both", "latent")
 #: phantom's whole-brain tractograms and the embedded default in
 #: doc/benchmarks.md ("Decoding only where the latent distance is unsure").
 DECODE_FROM = 0.5
+#: A streamline within reach of bundles that give it different point orders
+#: is encoded first in the order of the bundle whose reach it is deepest
+#: inside, and in the other order only when its squared Mahalanobis distance
+#: to every bundle of the first order is at least this fraction of that
+#: bundle's latent threshold (0: always in both orders, the rule before this
+#: constant). Measured in doc/benchmarks.md ("Encoding once where the first
+#: point order settles it").
+SETTLE_BELOW = 0.25
 #: Quantile of the log-normal fitted to held-out streamlines' distances that
 #: bounds a bundle.
 LABEL_QUANTILE = 0.9999
@@ -380,19 +393,18 @@ def _labeller_of(model):
     return Labeller(payload, model.bundle_names)
 
 
-def _check_reject(reject, decode_from=DECODE_FROM):
+def _check_reject(reject, decode_from=DECODE_FROM, settle_below=SETTLE_BELOW):
     if reject not in REJECT_RULES:
         raise AAETractError(
             f"reject must be one of {', '.join(REJECT_RULES)}, got {reject!r}"
         )
-    try:
-        ok = 0.0 <= float(decode_from) <= 1.0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise AAETractError(
-            f"decode_from must be a number from 0 to 1, got {decode_from!r}"
-        )
+    for name, value in (("decode_from", decode_from), ("settle_below", settle_below)):
+        try:
+            ok = 0.0 <= float(value) <= 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise AAETractError(f"{name} must be a number from 0 to 1, got {value!r}")
 
 
 def label_prepared(
@@ -403,6 +415,7 @@ def label_prepared(
     batch_size=LABEL_BATCH,
     reject="both",
     decode_from=DECODE_FROM,
+    settle_below=SETTLE_BELOW,
 ):
     """Label streamlines already resampled to the model's points, in its space.
 
@@ -422,6 +435,12 @@ def label_prepared(
         threshold (squared Mahalanobis distance) from which a streamline is
         decoded and its reconstruction tested (see :data:`DECODE_FROM`; 0:
         every streamline inside the threshold).
+    settle_below : float, optional
+        A streamline within reach of bundles that give it different point
+        orders is encoded in the second order only when its squared latent
+        distance to every bundle of the first order is at least this
+        fraction of that bundle's threshold (see :data:`SETTLE_BELOW`; 0:
+        always in both orders).
 
     Returns
     -------
@@ -437,7 +456,7 @@ def label_prepared(
     """
     from aae_tract.orientation import reference_distances
 
-    _check_reject(reject, decode_from)
+    _check_reject(reject, decode_from, settle_below)
     lab = labeller if labeller is not None else _labeller_of(model)
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
@@ -454,27 +473,49 @@ def label_prepared(
         flips[:, has] = flip
         reach[:, has] = distance / lab.max_ref[has]
     near = reach <= 1.0
-    # each streamline encoded only in the point orders its near bundles give it
+    anywhere = near.any(axis=1)
+    # each streamline is encoded first in the point order of the nearest
+    # bundle in its reach, then in the other order only where a bundle in
+    # reach asks for it and the first order did not settle the streamline
     forward = np.zeros((n, model.latent_dims), dtype=np.float32)
     reverse = np.zeros_like(forward)
-    as_is = np.flatnonzero((near & ~flips).any(axis=1))
-    flipped = np.flatnonzero((near & flips).any(axis=1))
-    if len(as_is) + len(flipped):  # both orders in one pass: fuller batches
-        codes = model.encode_prepared(
-            np.concatenate([x[as_is], x[flipped, ::-1]]), batch_size=batch_size
-        )
-        forward[as_is] = codes[: len(as_is)]
-        reverse[flipped] = codes[len(as_is) :]
-    # distances only to the bundles in reach (the costly part), each in the
-    # point order that bundle gives the streamline
+    done = np.zeros((n, 2), dtype=bool)  # encoded as is, reversed
     d2 = np.full((n, len(lab.index)), np.inf)
-    for k in range(len(lab.index)):
-        rows = np.flatnonzero(near[:, k])
-        if len(rows):
-            flip = flips[rows, k, None]
-            d2[rows, k] = lab.d2(np.where(flip, reverse[rows], forward[rows]), k)
+
+    def encode(as_is, flipped):
+        if len(as_is) + len(flipped):  # both orders in one pass: fuller batches
+            codes = model.encode_prepared(
+                np.concatenate([x[as_is], x[flipped, ::-1]]), batch_size=batch_size
+            )
+            forward[as_is] = codes[: len(as_is)]
+            reverse[flipped] = codes[len(as_is) :]
+            done[as_is, 0] = done[flipped, 1] = True
+        # distances only to the bundles in reach (the costly part), each in
+        # the point order that bundle gives the streamline
+        for k in range(len(lab.index)):
+            rows = np.flatnonzero(
+                near[:, k] & np.isinf(d2[:, k]) & done[np.arange(n), flips[:, k] * 1]
+            )
+            if len(rows):
+                flip = flips[rows, k, None]
+                z = np.where(flip, reverse[rows], forward[rows])
+                d2[rows, k] = lab.d2(z, k)
+
+    rows = np.flatnonzero(anywhere)
+    nearest = np.where(near, reach, np.inf).argmin(axis=1)
+    reversed_first = flips[rows, nearest[rows]]
+    encode(rows[~reversed_first], rows[reversed_first])
+    # the other order, where a bundle in reach gives it and the streamline is
+    # not already well inside a bundle (settle_below of its latent threshold)
+    fraction = np.divide(
+        d2, lab.max_d2, out=np.full_like(d2, np.inf), where=d2 < np.inf
+    )
+    settled = fraction.min(axis=1) < float(settle_below)
+    unsettled = anywhere & ~settled & (near & (flips != done[:, 1:2])).any(axis=1)
+    rows = np.flatnonzero(unsettled)
+    reversed_first = flips[rows, nearest[rows]]
+    encode(rows[reversed_first], rows[~reversed_first])
     post = lab.posteriors_of(d2)
-    anywhere = near.any(axis=1)
     # a streamline near no bundle: its candidate is the one it is least past
     best = np.where(anywhere, post.argmax(axis=1), reach.argmin(axis=1))
     rows = np.arange(n)
@@ -549,6 +590,7 @@ def label_streamlines(
     progress=False,
     reject="both",
     decode_from=DECODE_FROM,
+    settle_below=SETTLE_BELOW,
 ):
     """Label each streamline with one of the model's bundles, or "other".
 
@@ -583,6 +625,13 @@ def label_streamlines(
         decoded and their reconstruction tested; nearer ones are accepted on
         the latent distance alone (see :data:`DECODE_FROM`; 0: every
         streamline inside the threshold, slower).
+    settle_below : float, optional
+        A streamline within reach of bundles that give it different point
+        orders is encoded in both orders only when the first order (that of
+        the bundle whose reach it is deepest inside) leaves its squared
+        latent distance at least this fraction of every first-order
+        bundle's threshold (see :data:`SETTLE_BELOW`; 0: always both,
+        slower).
 
     Returns
     -------
@@ -608,7 +657,7 @@ def label_streamlines(
 
     if not isinstance(model, TractAAE):
         model = TractAAE.load(model)
-    _check_reject(reject, decode_from)
+    _check_reject(reject, decode_from, settle_below)
     lab = _labeller_of(model)
     if hasattr(streamlines, "to_rasmm"):
         streamlines.to_rasmm()
@@ -642,6 +691,7 @@ def label_streamlines(
                 batch_size=batch_size,
                 reject=reject,
                 decode_from=decode_from,
+                settle_below=settle_below,
             )
             labels.append(names[idx])  # -1 picks "other"
             confidence.append(conf)

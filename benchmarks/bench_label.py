@@ -31,6 +31,10 @@ distance alone, nothing decoded); the models are the same.
 ``label_streamlines``' ``decode_from`` (the share of a bundle's latent
 threshold from which a streamline is decoded and its reconstruction tested;
 0: every streamline inside the threshold, the rule before it existed).
+``--settle_below 0.25 0`` scores every rule once per value of
+``label_streamlines``' ``settle_below`` (0: a streamline within reach of
+bundles that give it different point orders is always encoded in both, the
+rule before it existed).
 
 ``--reach on off`` scores every model with its bundles' reaches (the
 default labelling: a streamline far from a bundle's reference is not
@@ -53,6 +57,7 @@ Examples::
     python benchmarks/bench_label.py --dataset minimal --reject both latent
     python benchmarks/bench_label.py --reject both latent --reach on off
     python benchmarks/bench_label.py --reject both latent --decode_from 0.5 0
+    python benchmarks/bench_label.py --reject both latent --settle_below 0.25 0
 """
 
 from __future__ import annotations
@@ -82,7 +87,7 @@ from label_baseline import (  # noqa: E402
 )
 from quality import set_fields  # noqa: E402
 
-from aae_tract.label import DECODE_FROM, REJECT_RULES  # noqa: E402
+from aae_tract.label import DECODE_FROM, REJECT_RULES, SETTLE_BELOW  # noqa: E402
 
 logger = logging.getLogger("bench_label")
 
@@ -173,14 +178,27 @@ def _without_reach(model):
 
 
 def _score_model(
-    model, tests, bundles, register, reject="both", reach="on", decode_from=DECODE_FROM
+    model,
+    tests,
+    bundles,
+    register,
+    reject="both",
+    reach="on",
+    decode_from=DECODE_FROM,
+    settle_below=SETTLE_BELOW,
 ):
     from aae_tract.label import label_streamlines
 
     if reach == "off":
         with _without_reach(model):
             return _score_model(
-                model, tests, bundles, register, reject, decode_from=decode_from
+                model,
+                tests,
+                bundles,
+                register,
+                reject,
+                decode_from=decode_from,
+                settle_below=settle_below,
             )
     out = {}
     for s, (lines, truth) in tests.items():
@@ -192,6 +210,7 @@ def _score_model(
             name=s,
             reject=reject,
             decode_from=decode_from,
+            settle_below=settle_below,
         )
         seconds = time.perf_counter() - start
         scores = score_labels(truth, labels, bundles)
@@ -221,21 +240,25 @@ def _generation(model, held_out, seed):
 
 
 def _rules(args):
-    """(reject, decode_from) pairs to score every model under."""
+    """(reject, decode_from, settle_below) to score every model under."""
     return [
-        (rule, d)
+        (rule, d, settle)
         for rule in args.reject
         for d in (args.decode_from if rule == "both" else [DECODE_FROM])
+        for settle in args.settle_below
     ]
 
 
-def _key(variant, rule, reach="on", decode_from=DECODE_FROM):
-    """Results key of a model variant scored under a rejection rule (and the
-    share of the latent threshold it decodes from), with or without its
-    bundles' reaches."""
+def _key(variant, rule, reach="on", decode_from=DECODE_FROM, settle=SETTLE_BELOW):
+    """Results key of a model variant scored under a rejection rule (the
+    share of the latent threshold it decodes from, the one below which the
+    first point order settles a streamline), with or without its bundles'
+    reaches."""
     key = variant if rule == "both" else f"{variant}, reject {rule}"
     if rule == "both" and decode_from != DECODE_FROM:
         key += f", decode from {decode_from:g}"
+    if settle != SETTLE_BELOW:
+        key += f", settle below {settle:g}"
     return key if reach == "on" else f"{key}, no reach"
 
 
@@ -294,6 +317,15 @@ def main(argv=None):
         help="label_streamlines' decode_from values to score the both rule "
         f"under (default {DECODE_FROM:g}; 0: decode every streamline inside "
         "the latent threshold)",
+    )
+    parser.add_argument(
+        "--settle_below",
+        type=float,
+        nargs="+",
+        default=[SETTLE_BELOW],
+        help="label_streamlines' settle_below values to score every rule "
+        f"under (default {SETTLE_BELOW:g}; 0: every streamline within reach "
+        "of bundles of both point orders encoded in both)",
     )
     add_reach_argument(
         parser,
@@ -369,9 +401,9 @@ def main(argv=None):
         variants += ["fraction", "fraction+self"]
     rules = _rules(args)
     scored = [
-        _key(v, rule, reach, d)
+        _key(v, rule, reach, d, settle)
         for v in variants
-        for rule, d in rules
+        for rule, d, settle in rules
         for reach in args.reach
     ]
     for seed in args.seeds:
@@ -380,7 +412,7 @@ def main(argv=None):
         def record(variant, model, secs, seed=seed):
             """Score ``model`` now (self-training changes it afterwards),
             under every rejection rule asked for."""
-            for rule, d in rules:
+            for rule, d, settle in rules:
                 for reach in args.reach:
                     scored = _score_model(
                         model,
@@ -390,16 +422,16 @@ def main(argv=None):
                         reject=rule,
                         reach=reach,
                         decode_from=d,
+                        settle_below=settle,
                     )
-                    results["model"].setdefault(_key(variant, rule, reach, d), {})[
-                        seed
-                    ] = {
+                    key = _key(variant, rule, reach, d, settle)
+                    results["model"].setdefault(key, {})[seed] = {
                         "per_subject": scored,
                         "summary": _summary(scored),
                         "train_seconds": secs,
                     }
             if held_out is not None:
-                first = _key(variant, rules[0][0], args.reach[0], rules[0][1])
+                first = _key(variant, rules[0][0], args.reach[0], *rules[0][1:])
                 results["model"][first][seed]["generation"] = _generation(
                     model, held_out, seed
                 )
@@ -463,7 +495,7 @@ def main(argv=None):
         print("|---" * (len(GENERATION) + 1) + "|")
         for variant in variants:
             runs = results["model"][
-                _key(variant, rules[0][0], args.reach[0], rules[0][1])
+                _key(variant, rules[0][0], args.reach[0], *rules[0][1:])
             ].values()
             row = [_fmt([r["generation"][k] for r in runs]) for k in GENERATION]
             print(f"| {variant} | " + " | ".join(row) + " |")

@@ -2,9 +2,14 @@
 
 Makes one phantom subject whose whole-brain tractogram holds about
 ``--n_streamlines`` streamlines (70 % in the six bundles, 30 % distractors),
-trains a model for ``--epochs`` epochs on a small phantom (trained well
-enough to label: streamlines past a bundle's latent threshold are not
-decoded, so an untrained model would label faster), then labels the large
+trains a model for ``--epochs`` epochs on the phantom that
+``bench_label.py`` trains its models on (``--train_data label``, the
+default: 8 subjects, 150 streamlines per bundle, fragments, one subject
+held out to set the labeller's thresholds; the model labels as well as
+that benchmark's do, so the share of streamlines the default rule decodes
+is that of a model a user would label with) or on the small phantom of the
+runs before (``--train_data small``: 3 subjects of 100 streamlines per
+bundle, trained for speed only, 30 epochs), then labels the large
 tractogram read from disk a block at a time (``--reader stream``:
 :class:`aae_tract.stream.TractogramStream`, as ``aae_tract_label`` reads;
 ``--reader nibabel``: nibabel's lazy loading, one streamline at a time)
@@ -33,12 +38,14 @@ With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
 a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
 process of its own (with the first value of ``--reach``).
 
-``--reject`` and ``--decode_from`` choose ``label_streamlines``' rule
-(``--reject latent``: nothing decoded; ``--decode_from 0``: every streamline
-inside its bundle's latent threshold decoded, the default rule before
-``decode_from``). ``--label MODEL TRACTOGRAM`` labels one file in this
-process and, for a phantom whole-brain tractogram, scores the labels
-against the truth beside it.
+``--reject``, ``--decode_from`` and ``--settle_below`` choose
+``label_streamlines``' rule (``--reject latent``: nothing decoded;
+``--decode_from 0``: every streamline inside its bundle's latent threshold
+decoded, the default rule before ``decode_from``; ``--settle_below 0``:
+every streamline within reach of bundles of both point orders encoded in
+both, the rule before ``settle_below``). ``--label MODEL TRACTOGRAM``
+labels one file in this process and, for a phantom whole-brain tractogram,
+scores the labels against the truth beside it.
 
 Example::
 
@@ -157,6 +164,7 @@ def _label_only(model_path, path, args):
         "batch_size": args.batch_size,
         "reject": args.reject,
         "decode_from": args.decode_from,
+        "settle_below": args.settle_below,
     }
     start = time.perf_counter()
     label_streamlines(model, head, **rule)
@@ -173,19 +181,25 @@ def _label_only(model_path, path, args):
             np.asarray(s, np.float32) for s in lazy.tractogram.to_world().streamlines
         )
     decoded = _count_decoded()
+    encoded = _count_encoded(model)
     start = time.perf_counter()
     labels, _ = label_streamlines(model, streamlines, block=args.block, **rule)
     seconds = time.perf_counter() - start
+    shares = {
+        "decoded_share": decoded[0] / max(len(labels), 1),
+        "encoded_per_streamline": encoded[0] / max(len(labels), 1),
+    }
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
     np.save(Path(model_path).parent / f"labels_{_run_name(args)}.npy", labels)
     result = _network_rates(model, args.batch_size) | _truth_scores(path, labels)
     result |= {
         "n_streamlines": int(len(labels)),
-        "decoded_share": decoded[0] / max(len(labels), 1),
+        **shares,
         "batch_size": args.batch_size,
         "block": args.block,
         "reject": args.reject,
         "decode_from": args.decode_from,
+        "settle_below": args.settle_below,
         "reach": reach,
         "reader": args.reader,
         "chunk_mib": args.chunk_mib[0] if args.chunk_mib else None,
@@ -214,6 +228,20 @@ def _count_decoded():
         return decode(model, x, *rest, **options)
 
     label_module._recon_distance = counting
+    return count
+
+
+def _count_encoded(model):
+    """Count, from now on, the rows ``model`` encodes (a streamline encoded
+    in both point orders counts twice): a one-item list that grows."""
+    count = [0]
+    encode = model.encode_prepared
+
+    def counting(x, **options):
+        count[0] += len(x)
+        return encode(x, **options)
+
+    model.encode_prepared = counting
     return count
 
 
@@ -266,12 +294,30 @@ def _label_cli(model_path, path, out_dir, args):
 
 
 def main(argv=None):
-    from aae_tract.label import DECODE_FROM, LABEL_BATCH, LABEL_BLOCK, REJECT_RULES
+    from aae_tract.label import (
+        DECODE_FROM,
+        LABEL_BATCH,
+        LABEL_BLOCK,
+        REJECT_RULES,
+        SETTLE_BELOW,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_streamlines", type=int, default=1_000_000)
     parser.add_argument("--n_points", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: 40 with --train_data label, 30 with small)",
+    )
+    parser.add_argument(
+        "--train_data",
+        default="label",
+        choices=("label", "small"),
+        help="the phantom the model trains on: bench_label.py's (label) or "
+        "the small one of the earlier runs (small)",
+    )
     parser.add_argument("--batch_size", type=int, default=LABEL_BATCH)
     parser.add_argument(
         "--block",
@@ -292,6 +338,13 @@ def main(argv=None):
         default=DECODE_FROM,
         help="label_streamlines' decode_from with --reject both (0: decode "
         "every streamline inside its bundle's latent threshold)",
+    )
+    parser.add_argument(
+        "--settle_below",
+        type=float,
+        default=SETTLE_BELOW,
+        help="label_streamlines' settle_below (0: every streamline within "
+        "reach of bundles of both point orders encoded in both)",
     )
     add_reach_argument(
         parser,
@@ -370,11 +423,26 @@ def main(argv=None):
     from aae_tract.model import TractAAE
 
     root = Path(args.data_dir or tempfile.mkdtemp(prefix="aae_label_speed_"))
-    small = make_phantom(root / "small", n_subjects=3, n_per_bundle=100, seed=1)
+    if args.train_data == "label":
+        from bench_label import PHANTOM, PHANTOM_TEST
+
+        folder = make_phantom(root / "label_phantom", **PHANTOM)
+        train_dirs = sorted(
+            str(p)
+            for p in folder.iterdir()
+            if p.is_dir() and p.name not in PHANTOM_TEST
+        )
+        epochs = args.epochs or 40
+    else:
+        train_dirs = make_phantom(
+            root / "small", n_subjects=3, n_per_bundle=100, seed=1
+        )
+        epochs = args.epochs or 30
+    dataset = load_dataset(train_dirs, n_points=args.n_points)
     train, validation = split_dataset(
-        load_dataset(small, n_points=args.n_points), val_fraction=1 / 3, seed=0
+        dataset, val_fraction=1 / len(np.unique(dataset.subjects)), seed=0
     )
-    model = TractAAE.from_dataset(train, epochs=args.epochs, n_points=args.n_points)
+    model = TractAAE.from_dataset(train, epochs=epochs, n_points=args.n_points)
     model.fit(train, validation, verbose=0)
 
     per_bundle = int(np.ceil(0.7 * args.n_streamlines / 6))
@@ -416,13 +484,15 @@ def _with(args, **changes):
 
 def _run_name(args):
     """Name of one labelling run's saved labels."""
-    from aae_tract.label import DECODE_FROM
+    from aae_tract.label import DECODE_FROM, SETTLE_BELOW
 
     name = f"reach_{args.reach[0]}"
     if args.reject != "both":
         name += f"_{args.reject}"
     elif args.decode_from != DECODE_FROM:
         name += f"_decode_{args.decode_from:g}"
+    if args.settle_below != SETTLE_BELOW:
+        name += f"_settle_{args.settle_below:g}"
     return name + (f"_chunk_{args.chunk_mib[0]:g}" if args.chunk_mib else "")
 
 
@@ -458,6 +528,7 @@ def _label_run(model_path, path, args, reach):
     command += ["--reader", args.reader]
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
     command += ["--decode_from", str(args.decode_from)]
+    command += ["--settle_below", str(args.settle_below)]
     if args.chunk_mib:
         command += ["--chunk_mib", str(args.chunk_mib[0])]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -482,6 +553,7 @@ def _report(result, args):
         f"{result['other_share']:.0%} labelled other "
         f"({result['true_other_share']:.0%} truly); "
         f"{result['decoded_share']:.1%} decoded; "
+        f"{result['encoded_per_streamline']:.2f} encodings a streamline; "
         f"the networks alone: encoder {result['encoder_streamlines_per_s']:,.0f}/s, "
         f"decoder {result['decoder_streamlines_per_s']:,.0f}/s"
     )

@@ -392,16 +392,85 @@ def test_streamlines_past_every_reach_are_other_without_being_encoded(
     flips, distance = reference_distances(far, refs)
     ratio = (distance / lab.max_ref).min(axis=1)
     np.testing.assert_allclose(confidence, 1 - 1 / ratio, rtol=1e-5)
-    # a streamline is encoded once in each point order a bundle within reach
-    # gives it: once where those bundles agree
+    # with settle_below=0 a streamline is encoded once in each point order a
+    # bundle within reach gives it: once where those bundles agree
     mixed = np.concatenate([x, far])
     flips, distance = reference_distances(mixed, refs)
     near = distance <= lab.max_ref
     expected = (near & ~flips).any(axis=1).sum() + (near & flips).any(axis=1).sum()
-    labels, _ = label_module.label_prepared(model, mixed)
+    labels, _ = label_module.label_prepared(model, mixed, settle_below=0.0)
     assert sum(encoded) == expected
     assert len(x) <= expected < 2 * len(x)
     np.testing.assert_array_equal(labels[len(x) :], -1)
+
+
+def test_the_second_point_order_is_encoded_only_when_the_first_is_unsure(
+    labelled, monkeypatch
+):
+    import aae_tract.label as label_module
+    from aae_tract.orientation import reference_distances
+
+    model, validation = labelled
+    x = np.array(validation.x, copy=True)
+    x[::2] = x[::2, ::-1]  # as a tractogram gives them
+    encode = type(model).encode_prepared
+    encoded = []
+
+    def counting(self, x, **kwargs):
+        encoded.append(len(x))
+        return encode(self, x, **kwargs)
+
+    monkeypatch.setattr(type(model), "encode_prepared", counting)
+
+    def labeller(scale):
+        lab = label_module._labeller_of(model)
+        lab.max_d2 = lab.max_d2 * scale
+        return lab
+
+    lab = labeller(1.0)
+    refs = [
+        np.asarray(model.metadata.orient_refs[model.bundle_names[i]]) for i in lab.index
+    ]
+    flips, distance = reference_distances(x, refs)
+    near = distance <= lab.max_ref
+    assert near.any(axis=1).all()
+    both = (near & flips).any(axis=1) & (near & ~flips).any(axis=1)
+    assert both.sum() > 0
+    # every streamline far inside a bundle in its first order: encoded once
+    encoded.clear()
+    once, _ = label_module.label_prepared(model, x, labeller=labeller(1e6))
+    assert sum(encoded) == len(x)
+    # no streamline inside any bundle's threshold (scaled down): both orders
+    encoded.clear()
+    label_module.label_prepared(model, x, labeller=labeller(1e-6))
+    assert sum(encoded) == len(x) + both.sum()
+    # thresholds that leave half of the streamlines that could go either way
+    # unsure in their first order (that of the bundle whose reach they are
+    # deepest inside): exactly those are encoded again
+    rows = np.arange(len(x))
+    nearest = np.where(near, distance / lab.max_ref, np.inf).argmin(axis=1)
+    first = flips[rows, nearest]
+    codes = encode(model, np.where(first[:, None, None], x[:, ::-1], x))
+    ratio = np.full(len(x), np.inf)
+    for k in range(len(lab.index)):
+        same = near[:, k] & (flips[:, k] == first)
+        ratio[same] = np.minimum(ratio[same], lab.d2(codes[same], k) / lab.max_d2[k])
+    scale = np.median(ratio[both]) / label_module.SETTLE_BELOW
+    unsure = both & (ratio / scale >= label_module.SETTLE_BELOW)
+    assert 0 < unsure.sum() < both.sum()
+    encoded.clear()
+    settled, _ = label_module.label_prepared(model, x, labeller=labeller(scale))
+    assert sum(encoded) == len(x) + unsure.sum()
+    # the labels are those of encoding every such streamline in both orders
+    encoded.clear()
+    full, _ = label_module.label_prepared(
+        model, x, labeller=labeller(scale), settle_below=0.0
+    )
+    assert sum(encoded) == len(x) + both.sum()
+    np.testing.assert_array_equal(settled, full)
+    for bad in (-0.1, 1.5, "x"):
+        with pytest.raises(AAETractError, match="settle_below must be a number"):
+            label_module.label_prepared(model, x, settle_below=bad)
 
 
 def test_a_bundle_out_of_reach_never_wins_and_the_others_keep_their_labels(

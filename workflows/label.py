@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.label import DECODE_FROM, LABEL_BATCH, OTHER, REJECT_RULES
+from aae_tract.label import (
+    DECODE_FROM,
+    LABEL_BATCH,
+    OTHER,
+    REJECT_RULES,
+    SETTLE_BELOW,
+)
 
 from .base import (
     AAEWorkflow,
@@ -177,6 +183,8 @@ class LabelFlow(AAEWorkflow):
                 "quantile": net.metadata.labeller.get("quantile"),
                 "reject": reject,
                 "decode_from": decode_from if reject == "both" else None,
+                # see aae_tract.label.SETTLE_BELOW
+                "settle_below": SETTLE_BELOW,
                 # each bundle's reach (mm); null: every streamline considered
                 "reach_mm": {
                     b: e.get("max_ref_mm")
