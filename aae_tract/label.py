@@ -51,7 +51,8 @@ then labels the streamlines of a new tractogram:
    a little more than those of the one or two validation subjects.
 
 Streamlines are labelled block by block, so a tractogram of millions of
-streamlines is labelled in bounded memory.
+streamlines is labelled in bounded memory; the next block is read and
+resampled in a background thread while one is labelled.
 """
 
 from __future__ import annotations
@@ -537,6 +538,50 @@ def label_prepared(
     return np.where(other, -1, labels).astype(np.int64), confidence
 
 
+def _prefetched(blocks):
+    """The items of ``blocks``, each read and resampled in a background
+    thread while the one before it is labelled (reading a file and numpy
+    release the GIL; the encoder runs meanwhile). Two items are held ahead
+    at most (one queued, one read and waiting to be); an error in the
+    thread is raised here, where its item would have come, and a caller
+    that stops early (or an error here) stops the thread."""
+    import queue
+    import threading
+
+    done = object()
+    ahead = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def read():
+        try:
+            for item in blocks:
+                while not stop.is_set():
+                    try:
+                        ahead.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ahead.put((done, None))
+        except BaseException as exc:  # raised again in the caller's thread
+            ahead.put((done, exc))
+
+    thread = threading.Thread(target=read, name="aae_tract-label-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ahead.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _blocks(streamlines, n_points, block):
     """Resampled (N, n_points, 3) blocks of any streamline sequence (at most
     ``block`` streamlines each)."""
@@ -679,7 +724,7 @@ def label_streamlines(
     with tqdm(
         total=total, desc="labelling", unit="streamline", disable=not progress
     ) as bar:
-        for x in _blocks(streamlines, model.n_points, block):
+        for x in _prefetched(_blocks(streamlines, model.n_points, block)):
             if matrix is not None:
                 x = apply_affine(x, matrix)
             if not np.all(np.isfinite(x)):

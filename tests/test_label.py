@@ -151,6 +151,45 @@ def test_small_parts_are_labelled_in_whole_blocks(labelled, monkeypatch):
     np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
 
 
+def test_blocks_are_read_ahead_in_order_and_their_errors_reach_the_caller():
+    """The next block is read in a background thread while one is labelled:
+    the same blocks in the same order, at most one held ahead, an error of
+    the reader raised in the caller, and a caller that stops early stops
+    the reader."""
+    import threading
+    import time
+
+    from aae_tract.label import _prefetched
+
+    pulled = []
+
+    def source(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise AAETractError(f"corrupt block {i}")
+            pulled.append(i)
+            yield i
+
+    assert list(_prefetched(source(7))) == list(range(7))
+    assert list(_prefetched(source(0))) == []
+    pulled.clear()
+    got = []
+    with pytest.raises(AAETractError, match="corrupt block 3"):
+        for item in _prefetched(source(6, fail_at=3)):
+            got.append(item)
+    assert got == [0, 1, 2]
+    # two blocks ahead at most: while the caller holds block 0, the reader
+    # has queued block 1 and read block 2, which waits to be queued
+    pulled.clear()
+    ahead = _prefetched(source(100))
+    assert next(ahead) == 0
+    time.sleep(0.3)
+    assert pulled == [0, 1, 2]
+    ahead.close()  # the caller stops: the reader thread ends
+    assert not any(t.name == "aae_tract-label-reader" for t in threading.enumerate())
+    assert pulled == [0, 1, 2]
+
+
 def test_batches_are_padded_to_few_shapes_and_little_waste():
     """Small batches go to a power of two, larger ones to a multiple of
     PAD_STEP (never past the batch size); torch pads nothing."""
