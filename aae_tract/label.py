@@ -552,20 +552,24 @@ def _prefetched(blocks):
     ahead = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def offer(entry):
+        """Queue ``entry`` unless the caller has stopped; whether it was."""
+        while not stop.is_set():
+            try:
+                ahead.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read():
         try:
             for item in blocks:
-                while not stop.is_set():
-                    try:
-                        ahead.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            ahead.put((done, None))
+            offer((done, None))
         except BaseException as exc:  # raised again in the caller's thread
-            ahead.put((done, exc))
+            offer((done, exc))
 
     thread = threading.Thread(target=read, name="aae_tract-label-reader", daemon=True)
     thread.start()

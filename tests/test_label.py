@@ -188,6 +188,15 @@ def test_blocks_are_read_ahead_in_order_and_their_errors_reach_the_caller():
     ahead.close()  # the caller stops: the reader thread ends
     assert not any(t.name == "aae_tract-label-reader" for t in threading.enumerate())
     assert pulled == [0, 1, 2]
+    # ... also when the source ends, or fails, while the caller has stopped
+    for fail_at in (None, 2):
+        ahead = _prefetched(source(2 if fail_at is None else 3, fail_at=fail_at))
+        assert next(ahead) == 0
+        time.sleep(0.3)  # the reader has queued block 1 and is done
+        ahead.close()
+        assert not any(
+            t.name == "aae_tract-label-reader" for t in threading.enumerate()
+        )
 
 
 def test_batches_are_padded_to_few_shapes_and_little_waste():
