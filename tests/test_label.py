@@ -411,6 +411,20 @@ def test_each_bundle_reaches_twice_its_farthest_streamline(labelled, tiny_splits
         assert entry["max_ref_mm"] == pytest.approx(GATE_FACTOR * farthest, abs=0.011)
 
 
+def _count_encodings(model, monkeypatch):
+    """Record the number of rows of every call of the model's encoder: the
+    list of counts, and the encoder as it was."""
+    encode = type(model).encode_prepared
+    encoded = []
+
+    def counting(self, x, **kwargs):
+        encoded.append(len(x))
+        return encode(self, x, **kwargs)
+
+    monkeypatch.setattr(type(model), "encode_prepared", counting)
+    return encoded, encode
+
+
 def test_streamlines_past_every_reach_are_other_without_being_encoded(
     labelled, monkeypatch
 ):
@@ -421,14 +435,7 @@ def test_streamlines_past_every_reach_are_other_without_being_encoded(
     x = np.array(validation.x[:40], copy=True)
     x[::2] = x[::2, ::-1]  # as a tractogram gives them
     far = x + np.array([0.0, 0.0, 150.0], dtype="float32")
-    encode = type(model).encode_prepared
-    encoded = []
-
-    def counting(self, x, **kwargs):
-        encoded.append(len(x))
-        return encode(self, x, **kwargs)
-
-    monkeypatch.setattr(type(model), "encode_prepared", counting)
+    encoded, _ = _count_encodings(model, monkeypatch)
     lab = label_module._labeller_of(model)
     labels, confidence = label_module.label_prepared(model, far)
     assert sum(encoded) == 0
@@ -461,14 +468,7 @@ def test_the_second_point_order_is_encoded_only_when_the_first_is_unsure(
     model, validation = labelled
     x = np.array(validation.x, copy=True)
     x[::2] = x[::2, ::-1]  # as a tractogram gives them
-    encode = type(model).encode_prepared
-    encoded = []
-
-    def counting(self, x, **kwargs):
-        encoded.append(len(x))
-        return encode(self, x, **kwargs)
-
-    monkeypatch.setattr(type(model), "encode_prepared", counting)
+    encoded, encode = _count_encodings(model, monkeypatch)
 
     def labeller(scale):
         lab = label_module._labeller_of(model)
