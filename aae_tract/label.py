@@ -110,7 +110,7 @@ LABELLER_PER_BUNDLE = 5000
 #: Fewest validation streamlines of a bundle to set its thresholds on them.
 MIN_VALIDATION = 20
 #: Streamlines labelled per block (a block's streamlines near a bundle go
-#: through the encoder together, in both point orders).
+#: through the encoder together, in the point orders they need).
 LABEL_BLOCK = 32768
 #: Streamlines per forward pass when labelling (larger batches labelled faster
 #: on a 2-core CPU; ``benchmarks/bench_label_speed.py --batch_size`` times it,
@@ -449,7 +449,8 @@ def label_prepared(
         Index into ``model.bundle_names``, -1 for "other".
     confidence : ndarray of float, shape (N,)
         The posterior of the bundle given (among the bundles whose reach the
-        streamline is inside); for "other", how far past its candidate's
+        streamline is inside; for one its first point order settles, among
+        those of that order); for "other", how far past its candidate's
         thresholds the streamline is (``1 - 1/ratio``; a streamline already
         past the latent threshold is not decoded, so its ratio is the latent
         one, and one past every bundle's reach is not encoded, so its ratio
@@ -469,10 +470,17 @@ def label_prepared(
     has = [k for k, ref in enumerate(refs) if ref is not None]
     flips = np.zeros((n, len(lab.index)), dtype=bool)
     reach = np.zeros((n, len(lab.index)))
+    # how deep inside each bundle's reach a streamline is, to choose the
+    # point order it is encoded in first: by the fraction of the reach, then
+    # (bundles without a reach, e.g. a labeller stored before reaches) by the
+    # distance; a bundle without a reference does not choose (inf)
+    depth = np.full((n, len(lab.index)), np.inf)
     if has:
         flip, distance = reference_distances(x, [np.asarray(refs[k]) for k in has])
         flips[:, has] = flip
         reach[:, has] = distance / lab.max_ref[has]
+        bounded = np.isfinite(lab.max_ref[has])
+        depth[:, has] = np.where(bounded, reach[:, has], 0.0) + 1e-9 * distance
     near = reach <= 1.0
     anywhere = near.any(axis=1)
     # each streamline is encoded first in the point order of the nearest
@@ -503,18 +511,25 @@ def label_prepared(
                 d2[rows, k] = lab.d2(z, k)
 
     rows = np.flatnonzero(anywhere)
-    nearest = np.where(near, reach, np.inf).argmin(axis=1)
-    reversed_first = flips[rows, nearest[rows]]
+    depth = np.where(near, depth, np.inf)
+    nearest = depth.argmin(axis=1)
+    # as is first where no bundle in reach has a reference to choose by
+    ranked = np.isfinite(depth[np.arange(n), nearest])
+    reversed_first = flips[rows, nearest[rows]] & ranked[rows]
     encode(rows[~reversed_first], rows[reversed_first])
     # the other order, where a bundle in reach gives it and the streamline is
-    # not already well inside a bundle (settle_below of its latent threshold)
+    # not already well inside a bundle (settle_below of its latent threshold;
+    # a bundle without a finite threshold settles nothing)
     fraction = np.divide(
-        d2, lab.max_d2, out=np.full_like(d2, np.inf), where=d2 < np.inf
+        d2,
+        lab.max_d2,
+        out=np.full_like(d2, np.inf),
+        where=np.isfinite(d2) & np.isfinite(lab.max_d2),
     )
     settled = fraction.min(axis=1) < float(settle_below)
     unsettled = anywhere & ~settled & (near & (flips != done[:, 1:2])).any(axis=1)
     rows = np.flatnonzero(unsettled)
-    reversed_first = flips[rows, nearest[rows]]
+    reversed_first = flips[rows, nearest[rows]] & ranked[rows]
     encode(rows[reversed_first], rows[~reversed_first])
     post = lab.posteriors_of(d2)
     # a streamline near no bundle: its candidate is the one it is least past
@@ -688,8 +703,10 @@ def label_streamlines(
         A bundle name of the model, or ``"other"``.
     confidence : ndarray of float, shape (N,)
         Posterior probability of the bundle given, among the bundles whose
-        reach the streamline is inside (``"other"``: how far the streamline
-        lies past its nearest bundle's thresholds, 0 to 1; past the latent
+        reach the streamline is inside (for one its first point order
+        settles, see ``settle_below``, among those of that order;
+        ``"other"``: how far the streamline lies past its nearest bundle's
+        thresholds, 0 to 1; past the latent
         threshold it is not decoded, so only the latent distance counts, and
         past every bundle's reach it is not encoded, so only that distance
         counts).

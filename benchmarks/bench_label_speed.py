@@ -4,8 +4,9 @@ Makes one phantom subject whose whole-brain tractogram holds about
 ``--n_streamlines`` streamlines (70 % in the six bundles, 30 % distractors),
 trains a model for ``--epochs`` epochs on the phantom that
 ``bench_label.py`` trains its models on (``--train_data label``, the
-default: 8 subjects, 150 streamlines per bundle, fragments, one subject
-held out to set the labeller's thresholds; the model labels as well as
+default: its 8-subject phantom with fragments, 150 streamlines per bundle,
+less the 2 subjects it tests on: 5 subjects trained on, 1 setting the
+labeller's thresholds; the model labels as well as
 that benchmark's do, so the share of streamlines the default rule decodes
 is that of a model a user would label with) or on the small phantom of the
 runs before (``--train_data small``: 3 subjects of 100 streamlines per
@@ -95,8 +96,8 @@ def _current_rss_gib():
 
 def _network_rates(model, batch_size, n=16384):
     """Streamlines/s of the encoder's and the decoder's forward passes alone
-    (the bound on labelling: it encodes every streamline twice and decodes
-    those inside a bundle's latent threshold)."""
+    (the bound on labelling: it encodes a streamline once or twice and
+    decodes those its rule tests)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, model.n_points, 3)).astype(np.float32)
     model.encode_prepared(x[:batch_size], batch_size=batch_size)
@@ -432,12 +433,12 @@ def main(argv=None):
             for p in folder.iterdir()
             if p.is_dir() and p.name not in PHANTOM_TEST
         )
-        epochs = args.epochs or 40
+        epochs = 40 if args.epochs is None else args.epochs
     else:
         train_dirs = make_phantom(
             root / "small", n_subjects=3, n_per_bundle=100, seed=1
         )
-        epochs = args.epochs or 30
+        epochs = 30 if args.epochs is None else args.epochs
     dataset = load_dataset(train_dirs, n_points=args.n_points)
     train, validation = split_dataset(
         dataset, val_fraction=1 / len(np.unique(dataset.subjects)), seed=0

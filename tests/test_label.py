@@ -183,7 +183,10 @@ def test_blocks_are_read_ahead_in_order_and_their_errors_reach_the_caller():
     pulled.clear()
     ahead = _prefetched(source(100))
     assert next(ahead) == 0
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while len(pulled) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # time to pull more, were it allowed to
     assert pulled == [0, 1, 2]
     ahead.close()  # the caller stops: the reader thread ends
     assert not any(t.name == "aae_tract-label-reader" for t in threading.enumerate())
@@ -503,22 +506,83 @@ def test_the_second_point_order_is_encoded_only_when_the_first_is_unsure(
     for k in range(len(lab.index)):
         same = near[:, k] & (flips[:, k] == first)
         ratio[same] = np.minimum(ratio[same], lab.d2(codes[same], k) / lab.max_d2[k])
-    scale = np.median(ratio[both]) / label_module.SETTLE_BELOW
+    # (the threshold between two neighbouring ratios: none sits on it)
+    r = np.sort(ratio[both])
+    half = len(r) // 2
+    assert r[half - 1] < r[half]
+    scale = np.sqrt(r[half - 1] * r[half]) / label_module.SETTLE_BELOW
     unsure = both & (ratio / scale >= label_module.SETTLE_BELOW)
     assert 0 < unsure.sum() < both.sum()
     encoded.clear()
-    settled, _ = label_module.label_prepared(model, x, labeller=labeller(scale))
+    settled, conf = label_module.label_prepared(
+        model, x, labeller=labeller(scale), reject="latent"
+    )
     assert sum(encoded) == len(x) + unsure.sum()
-    # the labels are those of encoding every such streamline in both orders
+    # the labels of every streamline encoded in each bundle's point order:
+    # the rule with settle_below=0, and the rule where the second order was
+    # encoded (the right order, not the first again)
+    forward, backward = encode(model, x), encode(model, x[:, ::-1])
+    ref = labeller(scale)
+    post, d2 = ref.posteriors(
+        [np.where(flips[:, [k]], backward, forward) for k in range(len(ref.index))],
+        near,
+    )
+    best = post.argmax(axis=1)
+    past = d2[rows, best] / ref.max_d2[best] > 1.0
+    expected = np.where(past, -1, np.asarray(ref.index)[best])
     encoded.clear()
-    full, _ = label_module.label_prepared(
-        model, x, labeller=labeller(scale), settle_below=0.0
+    full, full_conf = label_module.label_prepared(
+        model, x, labeller=labeller(scale), reject="latent", settle_below=0.0
     )
     assert sum(encoded) == len(x) + both.sum()
-    np.testing.assert_array_equal(settled, full)
+    np.testing.assert_array_equal(full, expected)
+    np.testing.assert_array_equal(settled[unsure], expected[unsure])
+    np.testing.assert_allclose(conf[unsure], full_conf[unsure], rtol=1e-4, atol=1e-6)
+    # and on these well separated bundles the settled ones keep theirs too
+    np.testing.assert_array_equal(settled, expected)
     for bad in (-0.1, 1.5, "x"):
         with pytest.raises(AAETractError, match="settle_below must be a number"):
             label_module.label_prepared(model, x, settle_below=bad)
+
+
+def test_the_first_point_order_is_the_nearest_bundles_even_without_reaches(
+    labelled, monkeypatch
+):
+    """Without reaches (a labeller stored before them) the first point order
+    is that of the bundle whose reference is nearest; a bundle without a
+    finite latent threshold settles nothing."""
+    import aae_tract.label as label_module
+    from aae_tract.orientation import reference_distances
+
+    model, validation = labelled
+    x = np.array(validation.x, copy=True)
+    x[::2] = x[::2, ::-1]
+    encode = type(model).encode_prepared
+    seen = []
+
+    def recording(self, rows, **kwargs):
+        seen.append(np.array(rows))
+        return encode(self, rows, **kwargs)
+
+    monkeypatch.setattr(type(model), "encode_prepared", recording)
+    lab = label_module._labeller_of(model)
+    lab.max_ref = np.full_like(lab.max_ref, np.inf)
+    lab.max_d2 = lab.max_d2 * 1e6  # every streamline settled by its first order
+    refs = [
+        np.asarray(model.metadata.orient_refs[model.bundle_names[i]]) for i in lab.index
+    ]
+    flips, distance = reference_distances(x, refs)
+    first = flips[np.arange(len(x)), distance.argmin(axis=1)]
+    label_module.label_prepared(model, x, labeller=lab)
+    (rows,) = seen
+    expected = np.concatenate([x[~first], x[first, ::-1]])
+    np.testing.assert_array_equal(rows, expected)
+    # a bundle without a finite threshold settles nothing: both orders
+    lab.max_d2 = np.full_like(lab.max_d2, np.inf)
+    seen.clear()
+    label_module.label_prepared(model, x, labeller=lab)
+    both = flips.any(axis=1) & (~flips).any(axis=1)
+    assert sum(len(r) for r in seen) == len(x) + both.sum()
 
 
 def test_a_bundle_out_of_reach_never_wins_and_the_others_keep_their_labels(
