@@ -513,11 +513,24 @@ def test_the_second_point_order_is_encoded_only_when_the_first_is_unsure(
     scale = np.sqrt(r[half - 1] * r[half]) / label_module.SETTLE_BELOW
     unsure = both & (ratio / scale >= label_module.SETTLE_BELOW)
     assert 0 < unsure.sum() < both.sum()
-    encoded.clear()
+    seen = []
+
+    def recording(self, rows, **kwargs):
+        seen.append(np.array(rows))
+        return encode(self, rows, **kwargs)
+
+    monkeypatch.setattr(type(model), "encode_prepared", recording)
     settled, conf = label_module.label_prepared(
         model, x, labeller=labeller(scale), reject="latent"
     )
-    assert sum(encoded) == len(x) + unsure.sum()
+    # every streamline in its first order, then the unsure ones in the other
+    assert len(seen) == 2
+    np.testing.assert_array_equal(seen[0], np.concatenate([x[~first], x[first, ::-1]]))
+    np.testing.assert_array_equal(
+        seen[1], np.concatenate([x[unsure & first], x[unsure & ~first, ::-1]])
+    )
+    monkeypatch.setattr(type(model), "encode_prepared", encode)
+    encoded, _ = _count_encodings(model, monkeypatch)
     # the labels of every streamline encoded in each bundle's point order:
     # the rule with settle_below=0, and the rule where the second order was
     # encoded (the right order, not the first again)
