@@ -39,6 +39,9 @@ With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
 a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
 process of its own (with the first value of ``--reach``).
 
+``--label MODEL TRACTOGRAM --profile 30`` also prints the 30 costliest
+calls of the labelling (cProfile, cumulative time) to stderr.
+
 ``--reject``, ``--decode_from`` and ``--settle_below`` choose
 ``label_streamlines``' rule (``--reject latent``: nothing decoded;
 ``--decode_from 0``: every streamline inside its bundle's latent threshold
@@ -183,9 +186,22 @@ def _label_only(model_path, path, args):
         )
     decoded = _count_decoded()
     encoded = _count_encoded(model)
+    profile = None
+    if args.profile:  # where the time goes (cProfile adds its own overhead)
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     start = time.perf_counter()
     labels, _ = label_streamlines(model, streamlines, block=args.block, **rule)
     seconds = time.perf_counter() - start
+    if profile is not None:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(
+            args.profile
+        )
     shares = {
         "decoded_share": decoded[0] / max(len(labels), 1),
         "encoded_per_streamline": encoded[0] / max(len(labels), 1),
@@ -377,6 +393,14 @@ def main(argv=None):
         help="also time aae_tract_label on the file and take its peak memory",
     )
     parser.add_argument("--label", nargs=2, metavar=("MODEL", "TRACTOGRAM"))
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --label: profile the labelling (cProfile) and print its N "
+        "costliest calls, cumulative time, to stderr",
+    )
     parser.add_argument(
         "--compare_labels",
         nargs=2,
