@@ -123,3 +123,54 @@ def describe_device():
     except Exception as exc:  # a broken GPU driver must not stop a CPU run
         logger.debug("could not query GPU devices: %s", exc)
     return f"CPU via {backend}"
+
+
+#: CPU flags (Linux ``/proc/cpuinfo``) of native bfloat16 arithmetic.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Backends whose encoder, on a CPU with native bfloat16, measured faster in
+#: bfloat16 than in float32 (``benchmarks/bench_label_speed.py --networks``;
+#: doc/benchmarks.md, "Encoding in bfloat16": JAX's, compiled with XLA, was
+#: slower).
+BFLOAT16_BACKENDS = ("tensorflow", "torch")
+
+
+def cpu_has_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX).
+
+    Parameters
+    ----------
+    cpuinfo : str, optional
+        The file listing the CPU's flags (Linux). Where it cannot be read
+        (macOS, Windows) the answer is False.
+
+    Returns
+    -------
+    bool
+    """
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    return any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def fast_inference_precision():
+    """The precision in which the encoder runs fastest here, as measured.
+
+    Returns
+    -------
+    str
+        ``"bfloat16"`` on a CPU with native bfloat16 under a backend of
+        :data:`BFLOAT16_BACKENDS`, ``"float32"`` otherwise (also on a GPU,
+        where it has not been measured).
+    """
+    backend = current_backend()
+    if backend not in BFLOAT16_BACKENDS or not cpu_has_bfloat16():
+        return "float32"
+    if describe_device().startswith("GPU"):
+        return "float32"
+    return "bfloat16"

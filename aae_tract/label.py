@@ -72,8 +72,10 @@ __all__ = [
     "REJECT_RULES",
     "DECODE_FROM",
     "SETTLE_BELOW",
+    "PRECISIONS",
     "Labeller",
     "fit_labeller",
+    "label_precision",
     "label_prepared",
     "label_streamlines",
 ]
@@ -100,6 +102,10 @@ DECODE_FROM = 0.5
 #: constant). Measured in doc/benchmarks.md ("Encoding once where the first
 #: point order settles it").
 SETTLE_BELOW = 0.25
+#: What the encoder computes in when labelling: ``"auto"`` (bfloat16 where
+#: it was measured faster, see :func:`label_precision`), ``"float32"``, or
+#: ``"bfloat16"``. Measured in doc/benchmarks.md ("Encoding in bfloat16").
+PRECISIONS = ("auto", "float32", "bfloat16")
 #: Quantile of the log-normal fitted to held-out streamlines' distances that
 #: bounds a bundle.
 LABEL_QUANTILE = 0.9999
@@ -394,6 +400,39 @@ def _labeller_of(model):
     return Labeller(payload, model.bundle_names)
 
 
+def label_precision(precision="auto"):
+    """The precision the encoder labels in, ``"auto"`` resolved.
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "bfloat16"}, optional
+        ``"auto"``: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or
+        AMX) under the TensorFlow or torch backend, where the encoder runs
+        1.5-3x faster in it and about one label in 10,000 changes (all
+        between a bundle and "other"); float32 elsewhere (JAX, measured
+        slower in bfloat16 here; a GPU, not measured).
+
+    Returns
+    -------
+    str
+        ``"float32"`` or ``"bfloat16"``.
+
+    Raises
+    ------
+    AAETractError
+        For another value.
+    """
+    if precision not in PRECISIONS:
+        raise AAETractError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "auto":
+        from aae_tract.backend import fast_inference_precision
+
+        return fast_inference_precision()
+    return precision
+
+
 def _check_reject(reject, decode_from=DECODE_FROM, settle_below=SETTLE_BELOW):
     if reject not in REJECT_RULES:
         raise AAETractError(
@@ -417,6 +456,7 @@ def label_prepared(
     reject="both",
     decode_from=DECODE_FROM,
     settle_below=SETTLE_BELOW,
+    precision="auto",
 ):
     """Label streamlines already resampled to the model's points, in its space.
 
@@ -442,6 +482,8 @@ def label_prepared(
         distance to every bundle of the first order is at least this
         fraction of that bundle's threshold (see :data:`SETTLE_BELOW`; 0:
         always in both orders).
+    precision : {"auto", "float32", "bfloat16"}, optional
+        What the encoder computes in (see :func:`label_precision`).
 
     Returns
     -------
@@ -459,6 +501,7 @@ def label_prepared(
     from aae_tract.orientation import reference_distances
 
     _check_reject(reject, decode_from, settle_below)
+    precision = label_precision(precision)
     lab = labeller if labeller is not None else _labeller_of(model)
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
@@ -494,7 +537,9 @@ def label_prepared(
     def encode(as_is, flipped):
         if len(as_is) + len(flipped):  # both orders in one pass: fuller batches
             codes = model.encode_prepared(
-                np.concatenate([x[as_is], x[flipped, ::-1]]), batch_size=batch_size
+                np.concatenate([x[as_is], x[flipped, ::-1]]),
+                batch_size=batch_size,
+                precision=precision,
             )
             forward[as_is] = codes[: len(as_is)]
             reverse[flipped] = codes[len(as_is) :]
@@ -655,6 +700,7 @@ def label_streamlines(
     reject="both",
     decode_from=DECODE_FROM,
     settle_below=SETTLE_BELOW,
+    precision="auto",
 ):
     """Label each streamline with one of the model's bundles, or "other".
 
@@ -696,6 +742,11 @@ def label_streamlines(
         latent distance at least this fraction of every first-order
         bundle's threshold (see :data:`SETTLE_BELOW`; 0: always both,
         slower).
+    precision : {"auto", "float32", "bfloat16"}, optional
+        What the encoder computes in. ``"auto"``: bfloat16 where it was
+        measured faster (a CPU with native bfloat16, TensorFlow or torch),
+        else float32; ``"float32"`` gives the same labels on every machine
+        (see :func:`label_precision`).
 
     Returns
     -------
@@ -724,6 +775,7 @@ def label_streamlines(
     if not isinstance(model, TractAAE):
         model = TractAAE.load(model)
     _check_reject(reject, decode_from, settle_below)
+    precision = label_precision(precision)
     lab = _labeller_of(model)
     if hasattr(streamlines, "to_rasmm"):
         streamlines.to_rasmm()
@@ -758,6 +810,7 @@ def label_streamlines(
                 reject=reject,
                 decode_from=decode_from,
                 settle_below=settle_below,
+                precision=precision,
             )
             labels.append(names[idx])  # -1 picks "other"
             confidence.append(conf)
@@ -858,7 +911,8 @@ def pseudo_labelled(model, x, *, lengths=None, subjects=None, min_confidence=Non
         )
     threshold = PSEUDO_CONFIDENCE if min_confidence is None else float(min_confidence)
     x = np.asarray(x, dtype=np.float32)
-    idx, confidence = label_prepared(model, x)
+    # float32: what a model learns from must not depend on the CPU
+    idx, confidence = label_prepared(model, x, precision="float32")
     keep = (idx >= 0) & (confidence >= threshold)
     rows = np.flatnonzero(keep)
     kept = np.array(x[rows], copy=True)

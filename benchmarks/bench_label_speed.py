@@ -33,7 +33,10 @@ number of labels they change. ``--cli`` times the command as it runs, with
 the reaches.
 
 ``--networks MODEL`` only times the two networks, as Keras runs them and
-compiled with XLA, on ``--threads`` TensorFlow threads.
+compiled with XLA, on ``--threads`` TensorFlow threads, then the encoder
+in float32 and in bfloat16 in turn, ``--rounds`` times, with the gap
+between their codes (what ``label_streamlines(..., precision=)`` chooses
+between).
 
 With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
 a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
@@ -42,10 +45,12 @@ process of its own (with the first value of ``--reach``).
 ``--label MODEL TRACTOGRAM --profile 30`` also prints the 30 costliest
 calls of the labelling (cProfile, cumulative time) to stderr.
 
-``--reject``, ``--decode_from`` and ``--settle_below`` choose
-``label_streamlines``' rule (``--reject latent``: nothing decoded;
-``--decode_from 0``: every streamline inside its bundle's latent threshold
-decoded, the default rule before ``decode_from``; ``--settle_below 0``:
+``--reject``, ``--decode_from``, ``--settle_below`` and ``--precision``
+choose ``label_streamlines``' rule (``--precision float32``: the encoder
+in float32 on every machine, the rule before ``precision``; ``--reject
+latent``: nothing decoded; ``--decode_from 0``: every streamline inside its
+bundle's latent threshold decoded, the default rule before ``decode_from``;
+``--settle_below 0``:
 every streamline within reach of bundles of both point orders encoded in
 both, the rule before ``settle_below``). ``--label MODEL TRACTOGRAM``
 labels one file in this process and, for a phantom whole-brain tractogram,
@@ -61,6 +66,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import resource
@@ -97,15 +103,18 @@ def _current_rss_gib():
     return pages * resource.getpagesize() / 2**30
 
 
-def _network_rates(model, batch_size, n=16384):
-    """Streamlines/s of the encoder's and the decoder's forward passes alone
-    (the bound on labelling: it encodes a streamline once or twice and
-    decodes those its rule tests)."""
+def _network_rates(model, batch_size, n=16384, precision="float32"):
+    """Streamlines/s of the encoder's (computing in ``precision``) and the
+    decoder's forward passes alone (the bound on labelling: it encodes a
+    streamline once or twice and decodes those its rule tests)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, model.n_points, 3)).astype(np.float32)
-    model.encode_prepared(x[:batch_size], batch_size=batch_size)
+    encode = functools.partial(
+        model.encode_prepared, batch_size=batch_size, precision=precision
+    )
+    encode(x[:batch_size])
     start = time.perf_counter()
-    z = model.encode_prepared(x, batch_size=batch_size)
+    z = encode(x)
     encoder = n / (time.perf_counter() - start)
     bundle = model.bundle_names[0]
     model.decode(z[:batch_size], bundle, batch_size=batch_size)
@@ -118,8 +127,14 @@ def _network_rates(model, batch_size, n=16384):
 def _networks_only(model_path, args):
     """Time the encoder's and the decoder's forward passes alone, as Keras
     runs them and compiled with XLA (TensorFlow and JAX), on ``--threads``
-    TensorFlow threads (0: its default); print one JSON line."""
+    TensorFlow threads (0: its default), then the encoder as Keras runs it
+    in float32 and in bfloat16, in turn, ``--rounds`` times, with how far
+    the bfloat16 codes of generated streamlines lie from their float32
+    ones (the mean absolute gap over each latent dimension's standard
+    deviation, averaged over dimensions); print one JSON line."""
     import keras
+
+    from aae_tract.backend import cpu_has_bfloat16
 
     if args.threads and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -131,12 +146,44 @@ def _networks_only(model_path, args):
     model = TractAAE.load(model_path)
     result = {"backend": keras.backend.backend(), "threads": args.threads}
     modes = ["keras"] + (["xla"] if keras.backend.backend() != "torch" else [])
+    networks = (model.network.encoder, model.network.decoder)
+    # as Keras runs them: its own choice (compiled with XLA under JAX, not
+    # under TensorFlow on a CPU)
+    default = [network.jit_compile for network in networks]
     for mode in modes:
-        for network in (model.network.encoder, model.network.decoder):
-            network.jit_compile = mode == "xla"
+        for network, own in zip(networks, default):
+            network.jit_compile = True if mode == "xla" else own
             network.predict_function = None  # rebuilt with the setting
         rates = _network_rates(model, args.batch_size)
         result |= {f"{mode}_{k}": v for k, v in rates.items()}
+    for network, own in zip(networks, default):
+        network.jit_compile = own
+        network.predict_function = None
+    rates = {"float32": [], "bfloat16": []}
+    for _ in range(args.rounds):
+        for precision, runs in rates.items():
+            rate = _network_rates(model, args.batch_size, precision=precision)
+            runs.append(rate["encoder_streamlines_per_s"])
+    # streamlines like those labelled: 1,000 generated for each bundle
+    from aae_tract.generate import generate
+
+    x = np.concatenate(
+        [
+            generate(model, bundle, n_streamlines=1000, seed=0).streamlines
+            for bundle in model.bundle_names
+        ]
+    )
+    codes = {p: model.encode_prepared(x, precision=p) for p in rates}
+    gap = np.abs(codes["bfloat16"] - codes["float32"]).mean(axis=0)
+    result |= {
+        "cpu_has_bfloat16": cpu_has_bfloat16(),
+        "encoder_float32_per_s": rates["float32"],
+        "encoder_bfloat16_per_s": rates["bfloat16"],
+        "bfloat16_over_float32": [
+            b / f for b, f in zip(rates["bfloat16"], rates["float32"])
+        ],
+        "bfloat16_code_gap_sd": float((gap / codes["float32"].std(axis=0)).mean()),
+    }
     print(json.dumps(result))
     return result
 
@@ -145,7 +192,7 @@ def _label_only(model_path, path, args):
     """Label ``path`` lazily with the model at ``model_path``; print one JSON line."""
     import nibabel as nib
 
-    from aae_tract.label import label_streamlines
+    from aae_tract.label import label_precision, label_streamlines
     from aae_tract.model import TractAAE
 
     if args.chunk_mib:
@@ -169,6 +216,7 @@ def _label_only(model_path, path, args):
         "reject": args.reject,
         "decode_from": args.decode_from,
         "settle_below": args.settle_below,
+        "precision": args.precision,
     }
     start = time.perf_counter()
     label_streamlines(model, head, **rule)
@@ -217,6 +265,7 @@ def _label_only(model_path, path, args):
         "reject": args.reject,
         "decode_from": args.decode_from,
         "settle_below": args.settle_below,
+        "precision": label_precision(args.precision),
         "reach": reach,
         "reader": args.reader,
         "chunk_mib": args.chunk_mib[0] if args.chunk_mib else None,
@@ -315,6 +364,7 @@ def main(argv=None):
         DECODE_FROM,
         LABEL_BATCH,
         LABEL_BLOCK,
+        PRECISIONS,
         REJECT_RULES,
         SETTLE_BELOW,
     )
@@ -362,6 +412,18 @@ def main(argv=None):
         default=SETTLE_BELOW,
         help="label_streamlines' settle_below (0: every streamline within "
         "reach of bundles of both point orders encoded in both)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="label_streamlines' precision (what the encoder computes in)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --networks: times the encoder is timed in each precision",
     )
     add_reach_argument(
         parser,
@@ -518,6 +580,8 @@ def _run_name(args):
         name += f"_decode_{args.decode_from:g}"
     if args.settle_below != SETTLE_BELOW:
         name += f"_settle_{args.settle_below:g}"
+    if args.precision != "auto":
+        name += f"_{args.precision}"
     return name + (f"_chunk_{args.chunk_mib[0]:g}" if args.chunk_mib else "")
 
 
@@ -554,6 +618,7 @@ def _label_run(model_path, path, args, reach):
     command += ["--reference_n", str(args.reference_n), "--reject", args.reject]
     command += ["--decode_from", str(args.decode_from)]
     command += ["--settle_below", str(args.settle_below)]
+    command += ["--precision", args.precision]
     if args.chunk_mib:
         command += ["--chunk_mib", str(args.chunk_mib[0])]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
@@ -578,7 +643,8 @@ def _report(result, args):
         f"{result['other_share']:.0%} labelled other "
         f"({result['true_other_share']:.0%} truly); "
         f"{result['decoded_share']:.1%} decoded; "
-        f"{result['encoded_per_streamline']:.2f} encodings a streamline; "
+        f"{result['encoded_per_streamline']:.2f} encodings a streamline, "
+        f"in {result['precision']}; "
         f"the networks alone: encoder {result['encoder_streamlines_per_s']:,.0f}/s, "
         f"decoder {result['decoder_streamlines_per_s']:,.0f}/s"
     )

@@ -16,6 +16,17 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True)
+def _float32_unless_asked(monkeypatch):
+    """Label in float32 under ``precision="auto"`` whatever the CPU, so a
+    test's labels do not depend on the machine (a CPU with native bfloat16
+    would otherwise label in it); tests of bfloat16 ask for it, or patch
+    this back."""
+    import aae_tract.backend
+
+    monkeypatch.setattr(aae_tract.backend, "cpu_has_bfloat16", lambda *a, **k: False)
+
+
 def run_cli(prog, *args):
     """Run an ``aae_tract_*`` command in this process.
 

@@ -731,7 +731,7 @@ def mixed_tractogram(minimal_bundles_dir, tmp_path_factory):
 
 
 def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
-    labelled, mixed_tractogram, tmp_path
+    labelled, mixed_tractogram, tmp_path, monkeypatch
 ):
     from aae_tract.io import load_bundle
 
@@ -768,6 +768,19 @@ def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
     assert set(report["labeller"]["reach_mm"]) == set(report["counts"]) - {"other"}
     assert all(r > 0 for r in report["labeller"]["reach_mm"].values())
     assert latent["counts"]["other"] <= report["counts"]["other"]
+    # the precision used is recorded: float32 here (the conftest fixture),
+    # bfloat16 when asked, or under auto on a CPU with native bfloat16
+    assert report["labeller"]["precision"] == "float32"
+    import aae_tract.backend
+
+    monkeypatch.setattr(aae_tract.backend, "cpu_has_bfloat16", lambda *a: True)
+    every = aae_tract.backend.SUPPORTED_BACKENDS  # whichever runs the tests
+    monkeypatch.setattr(aae_tract.backend, "BFLOAT16_BACKENDS", every)
+    for given in (["--precision", "bfloat16"], []):
+        assert run_cli("aae_tract_label", *args, "--force", *given) == 0
+        fast = json.loads((out / "labels.json").read_text())
+        assert fast["labeller"]["precision"] == "bfloat16"
+        assert np.mean(np.asarray(fast["labels"]) == truth) >= 0.9
 
 
 def test_label_command_streams_its_input_and_labels_as_the_api_does(
@@ -891,6 +904,13 @@ def test_label_command_errors_are_one_line(
     )
     assert code == 1
     assert "--decode_from must be at most 1" in capsys.readouterr().err
+    code = run_cli(
+        "aae_tract_label", tractogram, "--model", model_path, "--precision", "half"
+    )
+    assert code == 1
+    assert "--precision must be one of auto, float32, bfloat16" in (
+        capsys.readouterr().err
+    )
     code = run_cli("aae_tract_label", tmp_path / "missing.trk", "--model", model_path)
     assert code == 1
     err = capsys.readouterr().err
@@ -981,3 +1001,70 @@ def test_train_command_refuses_bad_self_training_options(
     args = [minimal_bundles_dir, *TINY_ARGS, "--out_dir", tmp_path, *extra]
     assert run_cli("aae_tract_train", *args) == 1
     assert message in capsys.readouterr().err
+
+
+def test_bfloat16_codes_are_close_to_float32_and_follow_the_weights(labelled):
+    from aae_tract.label import label_streamlines
+
+    model, validation = labelled
+    x = np.asarray(validation.x)
+    exact = model.encode_prepared(x)
+    fast = model.encode_prepared(x, precision="bfloat16")
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    gap = np.abs(fast - exact).mean(axis=0) / exact.std(axis=0)
+    assert 0 < gap.mean() < 0.01  # computed in bfloat16, yet close
+    truth = np.asarray(model.bundle_names)[validation.labels]
+    labels, conf = label_streamlines(model, x, precision="bfloat16")
+    exact_labels, exact_conf = label_streamlines(model, x, precision="float32")
+    assert np.mean(labels == exact_labels) >= 0.98
+    assert np.mean(labels == truth) >= 0.9
+    # the bfloat16 copy takes the encoder's weights as they are now
+    encoder = model.network.encoder
+    weights = encoder.get_weights()
+    try:
+        encoder.set_weights([w * 1.5 for w in weights])
+        moved = model.encode_prepared(x[:20], precision="bfloat16")
+        np.testing.assert_allclose(
+            moved, model.encode_prepared(x[:20]), rtol=0.05, atol=0.05
+        )
+        assert np.abs(moved - fast[:20]).mean() > 10 * np.abs(fast - exact).mean()
+    finally:
+        encoder.set_weights(weights)
+    np.testing.assert_array_equal(model.encode_prepared(x), exact)
+    with pytest.raises(AAETractError, match="precision must be"):
+        model.encode_prepared(x[:2], precision="float16")
+
+
+def test_auto_precision_is_bfloat16_only_where_it_was_measured_faster(
+    tmp_path, monkeypatch
+):
+    import aae_tract.backend as backend
+    from aae_tract.label import label_precision
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f {}\n"
+    native, plain = tmp_path / "native", tmp_path / "plain"
+    native.write_text(flags.format("avx512_bf16 avx512_vnni"))
+    plain.write_text(flags.format("avx512_vnni"))
+    monkeypatch.undo()  # the conftest fixture's stand-in: the real check
+    checker = backend.cpu_has_bfloat16
+    assert checker(native) and not checker(plain)
+    assert not checker(tmp_path / "missing")
+    amx = tmp_path / "amx"
+    amx.write_text(flags.format("amx_bf16 amx_tile"))
+    assert checker(amx)
+    cases = [
+        ("tensorflow", True, "CPU via tensorflow", "bfloat16"),
+        ("torch", True, "CPU via torch", "bfloat16"),
+        ("jax", True, "CPU via jax", "float32"),  # measured slower in bfloat16
+        ("tensorflow", False, "CPU via tensorflow", "float32"),
+        ("tensorflow", True, "GPU (x) via tensorflow", "float32"),  # unmeasured
+    ]
+    for name, has, device, expected in cases:
+        monkeypatch.setattr(backend, "current_backend", lambda n=name: n)
+        monkeypatch.setattr(backend, "cpu_has_bfloat16", lambda h=has: h)
+        monkeypatch.setattr(backend, "describe_device", lambda d=device: d)
+        assert label_precision("auto") == expected, (name, has, device)
+        assert label_precision("float32") == "float32"
+        assert label_precision("bfloat16") == "bfloat16"
+    with pytest.raises(AAETractError, match="precision must be one of"):
+        label_precision("float16")

@@ -11,6 +11,7 @@ from aae_tract.label import (
     DECODE_FROM,
     LABEL_BATCH,
     OTHER,
+    PRECISIONS,
     REJECT_RULES,
     SETTLE_BELOW,
 )
@@ -46,6 +47,7 @@ class LabelFlow(AAEWorkflow):
         reject="both",
         decode_from=DECODE_FROM,
         batch_size=LABEL_BATCH,
+        precision="auto",
         format="trk",
         skip_picture=False,
         backend=None,
@@ -96,6 +98,13 @@ class LabelFlow(AAEWorkflow):
             threshold (slower).
         batch_size : int, optional
             Streamlines per forward pass of the model.
+        precision : string, optional
+            auto, float32 or bfloat16: what the encoder computes in. auto:
+            bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX) and
+            the tensorflow or torch backend, where it labels about 1.4x
+            faster and changes about one label in 10,000; float32
+            elsewhere. float32 gives the same labels on every machine. The
+            report records the precision used.
         format : string, optional
             Format of the written tractograms: trk, tck or trx.
         skip_picture : bool, optional
@@ -118,6 +127,7 @@ class LabelFlow(AAEWorkflow):
         self._begin()
         register = check_choice("register", register, REGISTER)
         reject = check_choice("reject", reject, REJECT_RULES)
+        precision = check_choice("precision", precision, PRECISIONS)
         decode_from = check_float("decode_from", decode_from, minimum=0.0, maximum=1.0)
         fmt = check_choice("format", format, FORMATS)
         batch_size = check_int("batch_size", batch_size, maximum=1_000_000)
@@ -134,10 +144,16 @@ class LabelFlow(AAEWorkflow):
         from aae_tract.stream import STREAM_EXTENSIONS, TractogramStream
 
         select_backend(backend, device)
-        from aae_tract.label import label_streamlines
+        from aae_tract.label import label_precision, label_streamlines
         from aae_tract.model import TractAAE
 
         check_device(device)
+        requested, precision = precision, label_precision(precision)
+        if requested == "auto" and precision == "bfloat16":
+            logger.info(
+                "Encoding in bfloat16: this CPU computes it natively "
+                "(--precision float32 gives the same labels on every machine)"
+            )
         net = TractAAE.load(Path(model))
         groups = net.bundle_names + [OTHER]
         stem = Path(str(out_tractogram)).with_suffix("")
@@ -169,6 +185,7 @@ class LabelFlow(AAEWorkflow):
             progress=True,
             reject=reject,
             decode_from=decode_from,
+            precision=precision,
         )
         written = _write_groups(source, labels, groups, paths)
         counts = {g: int((labels == g).sum()) for g in groups}
@@ -185,6 +202,8 @@ class LabelFlow(AAEWorkflow):
                 "decode_from": decode_from if reject == "both" else None,
                 # see aae_tract.label.SETTLE_BELOW
                 "settle_below": SETTLE_BELOW,
+                # what the encoder computed in ("auto" resolved)
+                "precision": precision,
                 # each bundle's reach (mm); null: every streamline considered
                 "reach_mm": {
                     b: e.get("max_ref_mm")

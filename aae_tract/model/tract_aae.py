@@ -280,6 +280,7 @@ class TractAAE:
         self._texture_head = None  # the decoder's texture output, built on use
         # (id of the latent bank, bundle label) -> (lowest, highest) mu on it
         self._texture_bounds = {}
+        self._bfloat16_encoder = None  # the encoder in bfloat16, built on use
         self.network = network
         self.metadata = metadata
         self.config = AAEConfig.from_dict(metadata.config)
@@ -493,7 +494,7 @@ class TractAAE:
         x, _ = self.prepare(streamlines, bundle)
         return self.encode_prepared(x, batch_size=batch_size)
 
-    def encode_prepared(self, x, *, batch_size=1024, rng=None):
+    def encode_prepared(self, x, *, batch_size=1024, rng=None, precision="float32"):
         """Encode streamlines already resampled and oriented (mm).
 
         Parameters
@@ -506,19 +507,24 @@ class TractAAE:
         rng : numpy.random.Generator or int, optional
             Draw a sample of q(z | x) per streamline with it instead of
             returning the mean (the same for a deterministic posterior).
+        precision : {"float32", "bfloat16"}, optional
+            What the encoder computes in. ``"bfloat16"``: a copy of the
+            encoder under Keras' ``mixed_bfloat16`` policy, with the same
+            (float32) weights and a float32 output layer; faster on a CPU
+            with native bfloat16, its codes differ from float32's by a few
+            thousandths of their spread.
 
         Returns
         -------
         ndarray of float32, shape (N, latent_dims)
         """
+        encoder = self._encoder_in(precision)
         out = []
         rng = None if rng is None else np.random.default_rng(rng)
         for _, block in iter_blocks(x, batch_size):
             batch = self.normalizer.transform(block)
             # Keras' compiled inference step: 2-3x faster on CPU than a call
-            codes = _predict(
-                self.network.encoder, [batch.astype("float32")], batch_size
-            )
+            codes = _predict(encoder, [batch.astype("float32")], batch_size)
             if not isinstance(codes, (list, tuple)):
                 out.append(np.asarray(codes))
                 continue
@@ -529,6 +535,29 @@ class TractAAE:
         if not out:
             return np.zeros((0, self.latent_dims), dtype="float32")
         return np.concatenate(out).astype("float32")
+
+    def _encoder_in(self, precision):
+        """The encoder computing in ``precision`` ("float32": the model's
+        own; "bfloat16": a copy built under ``mixed_bfloat16`` on first use,
+        the encoder's weights copied into it on every call, so a model
+        trained further is never encoded with stale ones)."""
+        from aae_tract.model.networks import build_encoder
+
+        if precision == "float32":
+            return self.network.encoder
+        if precision != "bfloat16":
+            raise AAETractError(
+                f"precision must be 'float32' or 'bfloat16', got {precision!r}"
+            )
+        if self._bfloat16_encoder is None:
+            policy = keras.config.dtype_policy()
+            keras.config.set_dtype_policy("mixed_bfloat16")
+            try:
+                self._bfloat16_encoder = build_encoder(self.network.config)
+            finally:
+                keras.config.set_dtype_policy(policy)
+        self._bfloat16_encoder.set_weights(self.network.encoder.get_weights())
+        return self._bfloat16_encoder
 
     def decode(self, z, bundle, *, texture=None, batch_size=1024):
         """Streamlines (mm) decoded from latent codes.
