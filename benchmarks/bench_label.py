@@ -34,7 +34,10 @@ threshold from which a streamline is decoded and its reconstruction tested;
 ``--settle_below 0.25 0`` scores every rule once per value of
 ``label_streamlines``' ``settle_below`` (0: a streamline within reach of
 bundles that give it different point orders is always encoded in both, the
-rule before it existed).
+rule before it existed). ``--precision float32 bfloat16`` scores every rule
+with the encoder computing in each (``label_streamlines``' ``precision``;
+the default, ``auto``, is bfloat16 on a CPU with native bfloat16 under
+TensorFlow or torch).
 
 ``--reach on off`` scores every model with its bundles' reaches (the
 default labelling: a streamline far from a bundle's reference is not
@@ -58,6 +61,7 @@ Examples::
     python benchmarks/bench_label.py --reject both latent --reach on off
     python benchmarks/bench_label.py --reject both latent --decode_from 0.5 0
     python benchmarks/bench_label.py --reject both latent --settle_below 0.25 0
+    python benchmarks/bench_label.py --reject both latent --precision float32 bfloat16
 """
 
 from __future__ import annotations
@@ -87,7 +91,12 @@ from label_baseline import (  # noqa: E402
 )
 from quality import set_fields  # noqa: E402
 
-from aae_tract.label import DECODE_FROM, REJECT_RULES, SETTLE_BELOW  # noqa: E402
+from aae_tract.label import (  # noqa: E402
+    DECODE_FROM,
+    PRECISIONS,
+    REJECT_RULES,
+    SETTLE_BELOW,
+)
 
 logger = logging.getLogger("bench_label")
 
@@ -186,6 +195,7 @@ def _score_model(
     reach="on",
     decode_from=DECODE_FROM,
     settle_below=SETTLE_BELOW,
+    precision="auto",
 ):
     from aae_tract.label import label_streamlines
 
@@ -199,6 +209,7 @@ def _score_model(
                 reject,
                 decode_from=decode_from,
                 settle_below=settle_below,
+                precision=precision,
             )
     out = {}
     for s, (lines, truth) in tests.items():
@@ -211,6 +222,7 @@ def _score_model(
             reject=reject,
             decode_from=decode_from,
             settle_below=settle_below,
+            precision=precision,
         )
         seconds = time.perf_counter() - start
         scores = score_labels(truth, labels, bundles)
@@ -240,25 +252,36 @@ def _generation(model, held_out, seed):
 
 
 def _rules(args):
-    """(reject, decode_from, settle_below) to score every model under."""
+    """(reject, decode_from, settle_below, precision) to score every model
+    under."""
     return [
-        (rule, d, settle)
+        (rule, d, settle, precision)
         for rule in args.reject
         for d in (args.decode_from if rule == "both" else [DECODE_FROM])
         for settle in args.settle_below
+        for precision in args.precision
     ]
 
 
-def _key(variant, rule, reach="on", decode_from=DECODE_FROM, settle=SETTLE_BELOW):
+def _key(
+    variant,
+    rule,
+    reach="on",
+    decode_from=DECODE_FROM,
+    settle=SETTLE_BELOW,
+    precision="auto",
+):
     """Results key of a model variant scored under a rejection rule (the
     share of the latent threshold it decodes from, the one below which the
-    first point order settles a streamline), with or without its bundles'
-    reaches."""
+    first point order settles a streamline, the encoder's precision), with
+    or without its bundles' reaches."""
     key = variant if rule == "both" else f"{variant}, reject {rule}"
     if rule == "both" and decode_from != DECODE_FROM:
         key += f", decode from {decode_from:g}"
     if settle != SETTLE_BELOW:
         key += f", settle below {settle:g}"
+    if precision != "auto":
+        key += f", {precision}"
     return key if reach == "on" else f"{key}, no reach"
 
 
@@ -326,6 +349,14 @@ def main(argv=None):
         help="label_streamlines' settle_below values to score every rule "
         f"under (default {SETTLE_BELOW:g}; 0: every streamline within reach "
         "of bundles of both point orders encoded in both)",
+    )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["auto"],
+        choices=list(PRECISIONS),
+        help="label_streamlines' precision values to score every rule under "
+        "(what the encoder computes in; default auto)",
     )
     add_reach_argument(
         parser,
@@ -401,9 +432,9 @@ def main(argv=None):
         variants += ["fraction", "fraction+self"]
     rules = _rules(args)
     scored = [
-        _key(v, rule, reach, d, settle)
+        _key(v, rule, reach, d, settle, precision)
         for v in variants
-        for rule, d, settle in rules
+        for rule, d, settle, precision in rules
         for reach in args.reach
     ]
     for seed in args.seeds:
@@ -412,7 +443,7 @@ def main(argv=None):
         def record(variant, model, secs, seed=seed):
             """Score ``model`` now (self-training changes it afterwards),
             under every rejection rule asked for."""
-            for rule, d, settle in rules:
+            for rule, d, settle, precision in rules:
                 for reach in args.reach:
                     scored = _score_model(
                         model,
@@ -423,8 +454,9 @@ def main(argv=None):
                         reach=reach,
                         decode_from=d,
                         settle_below=settle,
+                        precision=precision,
                     )
-                    key = _key(variant, rule, reach, d, settle)
+                    key = _key(variant, rule, reach, d, settle, precision)
                     results["model"].setdefault(key, {})[seed] = {
                         "per_subject": scored,
                         "summary": _summary(scored),
