@@ -200,6 +200,7 @@ def _label_only(model_path, path, args):
 
         stream.CHUNK_BYTES = int(args.chunk_mib[0] * 2**20)
     model = TractAAE.load(model_path)
+    rule_precision = label_precision(args.precision)
     reach = args.reach[0]
     if reach == "off":  # every bundle considered for every streamline
         drop_reaches(model.metadata.labeller)
@@ -256,7 +257,9 @@ def _label_only(model_path, path, args):
     }
     peak = _peak_rss_gib()  # of everything so far: loading, both labelling runs
     np.save(Path(model_path).parent / f"labels_{_run_name(args)}.npy", labels)
-    result = _network_rates(model, args.batch_size) | _truth_scores(path, labels)
+    # the networks alone, the encoder in the precision the labelling used
+    rates = _network_rates(model, args.batch_size, precision=rule_precision)
+    result = rates | _truth_scores(path, labels)
     result |= {
         "n_streamlines": int(len(labels)),
         **shares,
@@ -265,7 +268,7 @@ def _label_only(model_path, path, args):
         "reject": args.reject,
         "decode_from": args.decode_from,
         "settle_below": args.settle_below,
-        "precision": label_precision(args.precision),
+        "precision": rule_precision,
         "reach": reach,
         "reader": args.reader,
         "chunk_mib": args.chunk_mib[0] if args.chunk_mib else None,

@@ -367,6 +367,12 @@ def test_normalizer_round_trip(small_ds):
     assert set(data) == {"mean", "scale"} and isinstance(data["scale"], float)
     again = Normalizer.from_dict(data)
     np.testing.assert_allclose(again.transform(small_ds.x[:5]), z[:5], atol=1e-6)
+    # in float32: within one rounding of the float64 result, input untouched
+    x = np.array(small_ds.x, copy=True)
+    fast = norm.transform(x, precise=False)
+    assert fast.dtype == np.float32 and fast.shape == z.shape
+    np.testing.assert_array_equal(x, small_ds.x)
+    np.testing.assert_allclose(fast, z, rtol=1e-6, atol=1e-6)
     with pytest.raises(AAETractError, match="fit"):
         Normalizer().transform(small_ds.x)
     with pytest.raises(DatasetError):

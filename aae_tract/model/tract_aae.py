@@ -522,9 +522,11 @@ class TractAAE:
         out = []
         rng = None if rng is None else np.random.default_rng(rng)
         for _, block in iter_blocks(x, batch_size):
-            batch = self.normalizer.transform(block)
+            # (in float32 for a bfloat16 encoder, which rounds its input far
+            # more coarsely)
+            batch = self.normalizer.transform(block, precise=precision == "float32")
             # Keras' compiled inference step: 2-3x faster on CPU than a call
-            codes = _predict(encoder, [batch.astype("float32")], batch_size)
+            codes = _predict(encoder, [batch], batch_size)
             if not isinstance(codes, (list, tuple)):
                 out.append(np.asarray(codes))
                 continue
