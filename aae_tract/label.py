@@ -422,7 +422,7 @@ def label_precision(precision="auto"):
     AAETractError
         For another value.
     """
-    if precision not in PRECISIONS:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
         raise AAETractError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
@@ -745,8 +745,8 @@ def label_streamlines(
     precision : {"auto", "float32", "bfloat16"}, optional
         What the encoder computes in. ``"auto"``: bfloat16 where it was
         measured faster (a CPU with native bfloat16, TensorFlow or torch),
-        else float32; ``"float32"`` gives the same labels on every machine
-        (see :func:`label_precision`).
+        else float32; ``"float32"`` gives labels that do not depend on the
+        CPU's bfloat16 support (see :func:`label_precision`).
 
     Returns
     -------
@@ -772,10 +772,10 @@ def label_streamlines(
     from aae_tract.model import TractAAE
     from aae_tract.rows import apply_affine
 
-    if not isinstance(model, TractAAE):
-        model = TractAAE.load(model)
     _check_reject(reject, decode_from, settle_below)
     precision = label_precision(precision)
+    if not isinstance(model, TractAAE):
+        model = TractAAE.load(model)
     lab = _labeller_of(model)
     if hasattr(streamlines, "to_rasmm"):
         streamlines.to_rasmm()

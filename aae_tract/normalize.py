@@ -77,7 +77,7 @@ class Normalizer:
             Coordinates (mm).
         precise : bool, optional
             Compute in float64 and round once (False: in float32, about 4x
-            faster on a CPU, within one float32 rounding of the precise
+            faster on a CPU, within a few float32 roundings of the precise
             result; for a network that computes in a lower precision).
         """
         self._check()

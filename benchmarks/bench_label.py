@@ -197,7 +197,7 @@ def _score_model(
     settle_below=SETTLE_BELOW,
     precision="auto",
 ):
-    from aae_tract.label import label_streamlines
+    from aae_tract.label import label_precision, label_streamlines
 
     if reach == "off":
         with _without_reach(model):
@@ -211,6 +211,11 @@ def _score_model(
                 settle_below=settle_below,
                 precision=precision,
             )
+    # a bfloat16 encoder is built on its first use: not in the timing
+    model.encode_prepared(
+        np.zeros((1, model.n_points, 3), np.float32),
+        precision=label_precision(precision),
+    )
     out = {}
     for s, (lines, truth) in tests.items():
         start = time.perf_counter()
@@ -497,6 +502,12 @@ def main(argv=None):
     print(
         f"\n{args.dataset}: held out {', '.join(tests)} ({n_test} streamlines), "
         f"model: {args.n_points} points, {args.epochs} epochs, seeds {args.seeds}"
+    )
+    from aae_tract.label import label_precision
+
+    print(
+        "precision: "
+        + ", ".join(f"{p} (here {label_precision(p)})" for p in args.precision)
     )
     print("| labeller | macro F1 | other recall | accuracy | streamlines/s |")
     print("|---|---|---|---|---|")

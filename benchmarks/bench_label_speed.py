@@ -348,12 +348,13 @@ def _label_cli(model_path, path, out_dir, args):
         "aae_tract_label",
         [path, "--model", model_path, "--out_dir", out_dir, "--skip_picture"]
         + ["--batch_size", str(args.batch_size), "--reject", args.reject, "--force"]
-        + ["--decode_from", str(args.decode_from)],
+        + ["--decode_from", str(args.decode_from), "--precision", args.precision],
     )
     seconds = time.perf_counter() - start
     report = json.loads((Path(out_dir) / "labels.json").read_text())
     result = {
         "exit_code": code,
+        "precision": report["labeller"]["precision"],
         "seconds": seconds,
         "n_streamlines": report["n_streamlines"],
         "peak_rss_gib": _peak_rss_gib(),
@@ -661,6 +662,7 @@ def _cli_runs(model, model_path, path, root, result, args):
         command += [str(path), str(root / f"cli_{mode}")]
         command += ["--batch_size", str(args.batch_size), "--reject", args.reject]
         command += ["--decode_from", str(args.decode_from)]
+        command += ["--precision", args.precision]
         command += ["--whole"] if mode == "whole" else []
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         run = json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from conftest import TINY, tamper
 
-from aae_tract.errors import ModelFileError, TrainingError, UnknownBundleError
+from aae_tract.errors import (
+    AAETractError,
+    ModelFileError,
+    TrainingError,
+    UnknownBundleError,
+)
 from aae_tract.model import AAEConfig, TractAAE, attribute_regularization
 from aae_tract.model.losses import (
     conditional_mmd,
@@ -397,6 +402,32 @@ def test_save_load_gives_identical_codes(tiny_trained, tiny_splits, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_a_bfloat16_encoder_is_close_and_follows_the_weights(tiny_trained, tiny_splits):
+    model, _ = tiny_trained
+    _, validation = tiny_splits
+    x = np.asarray(validation.x)
+    exact = model.encode_prepared(x)
+    fast = model.encode_prepared(x, precision="bfloat16")
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    gap = np.abs(fast - exact).mean(axis=0) / exact.std(axis=0)
+    assert 0 < gap.mean() < 0.03  # computed in bfloat16 (not float32), yet close
+    assert keras.config.dtype_policy().name == "float32"  # the global one is back
+    # the copy takes the encoder's weights as they are at each call: the
+    # (float32) output layer's bias moved by 1 moves every code by 1
+    bias = model.network.encoder.get_layer("z").bias
+    before = keras.ops.convert_to_numpy(bias)
+    try:
+        bias.assign(before + 1.0)
+        moved = model.encode_prepared(x, precision="bfloat16")
+    finally:
+        bias.assign(before)
+    np.testing.assert_allclose(moved - fast, 1.0, atol=1e-4)
+    np.testing.assert_array_equal(model.encode_prepared(x, precision="bfloat16"), fast)
+    np.testing.assert_array_equal(model.encode_prepared(x), exact)
+    with pytest.raises(AAETractError, match="precision must be"):
+        model.encode_prepared(x[:2], precision="float16")
+
+
 def test_load_refuses_bad_files(tmp_path, tiny_trained):
     with pytest.raises(ModelFileError, match="not found"):
         TractAAE.load(tmp_path / "missing.keras")
@@ -536,6 +567,9 @@ def test_gaussian_posterior_trains_and_encodes_its_mean(tiny_splits):
     s1 = model.encode_prepared(small.x[:8], rng=0)
     assert not np.allclose(s1, z1, atol=1e-4)
     np.testing.assert_allclose(s1, model.encode_prepared(small.x[:8], rng=0))
+    # in bfloat16: the mean of the same posterior, near float32's
+    fast = model.encode_prepared(small.x[:8], precision="bfloat16")
+    assert np.abs(fast - z1).mean() < 0.03 * z1.std()
 
 
 def test_conditional_mmd_known_cases():

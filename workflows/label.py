@@ -101,10 +101,10 @@ class LabelFlow(AAEWorkflow):
         precision : string, optional
             auto, float32 or bfloat16: what the encoder computes in. auto:
             bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or AMX) and
-            the tensorflow or torch backend, where it labels about 1.4x
-            faster and changes about one label in 10,000; float32
-            elsewhere. float32 gives the same labels on every machine. The
-            report records the precision used.
+            the tensorflow or torch backend, where it labelled about 1.3x
+            faster (default rule) and changed about one label in 10,000;
+            float32 elsewhere. float32: labels that do not depend on the
+            CPU's bfloat16 support. The report records the precision used.
         format : string, optional
             Format of the written tractograms: trk, tck or trx.
         skip_picture : bool, optional
@@ -152,7 +152,7 @@ class LabelFlow(AAEWorkflow):
         if requested == "auto" and precision == "bfloat16":
             logger.info(
                 "Encoding in bfloat16: this CPU computes it natively "
-                "(--precision float32 gives the same labels on every machine)"
+                "(--precision float32: labels that do not depend on it)"
             )
         net = TractAAE.load(Path(model))
         groups = net.bundle_names + [OTHER]
