@@ -407,10 +407,11 @@ def label_precision(precision="auto"):
     ----------
     precision : {"auto", "float32", "bfloat16"}, optional
         ``"auto"``: bfloat16 on a CPU with native bfloat16 (AVX512-BF16 or
-        AMX) under the TensorFlow or torch backend, where the encoder runs
-        1.5-3x faster in it and about one label in 10,000 changes (all
-        between a bundle and "other"); float32 elsewhere (JAX, measured
-        slower in bfloat16 here; a GPU, not measured).
+        AMX) under the TensorFlow or torch backend, where the encoder ran
+        1.6x (TensorFlow) and 2.9x (torch) faster in it and about one label
+        in 10,000 changed (all between a bundle and "other"); float32
+        elsewhere (JAX, measured slower in bfloat16; a GPU, not measured).
+        doc/benchmarks.md, "Encoding in bfloat16", gives the numbers.
 
     Returns
     -------
