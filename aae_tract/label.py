@@ -62,7 +62,7 @@ import math
 
 import numpy as np
 
-from aae_tract.errors import AAETractError
+from aae_tract.errors import AAETractError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -458,6 +458,7 @@ def label_prepared(
     decode_from=DECODE_FROM,
     settle_below=SETTLE_BELOW,
     precision="auto",
+    distances=None,
 ):
     """Label streamlines already resampled to the model's points, in its space.
 
@@ -485,6 +486,11 @@ def label_prepared(
         always in both orders).
     precision : {"auto", "float32", "bfloat16"}, optional
         What the encoder computes in (see :func:`label_precision`).
+    distances : tuple of ndarray, optional
+        ``reference_distances(x, ...)`` of ``x`` to the references of the
+        labeller's bundles that have one, already computed (see
+        :func:`_reference_distances`; :func:`label_streamlines` computes
+        them while the block before is labelled).
 
     Returns
     -------
@@ -499,8 +505,6 @@ def label_prepared(
         one, and one past every bundle's reach is not encoded, so its ratio
         is its distance over the reach of the bundle it is least past).
     """
-    from aae_tract.orientation import reference_distances
-
     _check_reject(reject, decode_from, settle_below)
     precision = label_precision(precision)
     lab = labeller if labeller is not None else _labeller_of(model)
@@ -510,8 +514,7 @@ def label_prepared(
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     # distance / reach to each bundle (<= 1: near); a bundle without an
     # orientation reference is near every streamline and never flips it
-    refs = [model.metadata.orient_refs.get(lab.bundle_names[i]) for i in lab.index]
-    has = [k for k, ref in enumerate(refs) if ref is not None]
+    has = _with_reference(model, lab)
     flips = np.zeros((n, len(lab.index)), dtype=bool)
     reach = np.zeros((n, len(lab.index)))
     # how deep inside each bundle's reach a streamline is, to choose the
@@ -520,7 +523,14 @@ def label_prepared(
     # distance; a bundle without a reference does not choose (inf)
     depth = np.full((n, len(lab.index)), np.inf)
     if has:
-        flip, distance = reference_distances(x, [np.asarray(refs[k]) for k in has])
+        if distances is None:
+            distances = _reference_distances(model, lab, x)
+        flip, distance = distances
+        if flip.shape != (n, len(has)):
+            raise AAETractError(
+                f"distances of shape {flip.shape} given for {n} streamlines and "
+                f"{len(has)} references"
+            )
         flips[:, has] = flip
         reach[:, has] = distance / lab.max_ref[has]
         bounded = np.isfinite(lab.max_ref[has])
@@ -599,6 +609,29 @@ def label_prepared(
     return np.where(other, -1, labels).astype(np.int64), confidence
 
 
+def _with_reference(model, lab):
+    """Columns of the labeller's bundles that have an orientation reference."""
+    refs = model.metadata.orient_refs
+    return [
+        k for k, i in enumerate(lab.index) if refs.get(lab.bundle_names[i]) is not None
+    ]
+
+
+def _reference_distances(model, lab, x):
+    """``(flip, distance)`` of ``x`` to the orientation references of the
+    labeller's bundles that have one (:func:`_with_reference`; None when
+    none has), as :func:`label_prepared` uses them."""
+    from aae_tract.orientation import reference_distances
+
+    has = _with_reference(model, lab)
+    if not has:
+        return None
+    refs = model.metadata.orient_refs
+    return reference_distances(
+        x, [np.asarray(refs[lab.bundle_names[lab.index[k]]]) for k in has]
+    )
+
+
 def _prefetched(blocks):
     """The items of ``blocks``, each read and resampled in a background
     thread while the one before it is labelled (reading a file and numpy
@@ -647,16 +680,27 @@ def _prefetched(blocks):
         thread.join()
 
 
-def _blocks(streamlines, n_points, block):
+def _blocks(streamlines, n_points, block, name="streamlines"):
     """Resampled (N, n_points, 3) blocks of any streamline sequence (at most
-    ``block`` streamlines each)."""
+    ``block`` streamlines each); an AAETractError naming ``name`` for
+    streamlines with NaN or inf coordinates (checked before resampling,
+    which would turn them into arbitrary numbers)."""
     import nibabel as nib
 
     from aae_tract.streamlines import resample
 
+    def resampled(chunk, points):
+        if not np.isfinite(points).all():
+            raise AAETractError(f"{name}: streamlines with NaN or inf coordinates")
+        try:
+            return resample(chunk, n_points)
+        except DatasetError as exc:
+            raise AAETractError(f"{name}: {exc}") from None
+
     if isinstance(streamlines, np.ndarray) and streamlines.ndim == 3:
         for start in range(0, len(streamlines), block):
-            yield resample(streamlines[start : start + block], n_points)
+            chunk = streamlines[start : start + block]
+            yield resampled(chunk, chunk)
         return
     if hasattr(streamlines, "blocks") or isinstance(
         streamlines, nib.streamlines.ArraySequence
@@ -668,9 +712,14 @@ def _blocks(streamlines, n_points, block):
         # the parts (a file's chunks) may be smaller than a block: whole
         # blocks keep the forward passes full
         pending, held = [], 0
+        # a TractogramStream (with blocks()) has already dropped streamlines
+        # with NaN or inf coordinates, and warned
+        checked = hasattr(streamlines, "blocks")
         for part in parts:
             for start in range(0, len(part), block):
-                pending.append(resample(part[start : start + block], n_points))
+                chunk = part[start : start + block]
+                points = np.zeros((0, 3)) if checked else chunk.get_data()
+                pending.append(resampled(chunk, points))
                 held += len(pending[-1])
                 while held >= block:
                     joined = np.concatenate(pending)
@@ -683,10 +732,10 @@ def _blocks(streamlines, n_points, block):
     for s in streamlines:
         chunk.append(np.asarray(s, dtype=np.float32))
         if len(chunk) == block:
-            yield resample(chunk, n_points)
+            yield resampled(chunk, np.concatenate(chunk))
             chunk = []
     if chunk:
-        yield resample(chunk, n_points)
+        yield resampled(chunk, np.concatenate(chunk))
 
 
 def label_streamlines(
@@ -794,15 +843,23 @@ def label_streamlines(
     else:
         total = len(streamlines) if hasattr(streamlines, "__len__") else None
     names = np.asarray(model.bundle_names + [OTHER])
+
+    def prepared():
+        """Each block read, resampled, placed in the model's space, checked,
+        and its distances to the bundles' references measured: in the
+        reader thread, while the block before is encoded."""
+        for x in _blocks(streamlines, model.n_points, block, name):
+            if matrix is not None:
+                x = apply_affine(x, matrix)
+            if not np.isfinite(x).all():  # e.g. a streamline of one point
+                raise AAETractError(f"{name}: streamlines that cannot be resampled")
+            yield x, _reference_distances(model, lab, x)
+
     labels, confidence = [], []
     with tqdm(
         total=total, desc="labelling", unit="streamline", disable=not progress
     ) as bar:
-        for x in _prefetched(_blocks(streamlines, model.n_points, block)):
-            if matrix is not None:
-                x = apply_affine(x, matrix)
-            if not np.all(np.isfinite(x)):
-                raise AAETractError(f"{name}: streamlines with NaN or inf coordinates")
+        for x, distances in _prefetched(prepared()):
             idx, conf = label_prepared(
                 model,
                 x,
@@ -812,6 +869,7 @@ def label_streamlines(
                 decode_from=decode_from,
                 settle_below=settle_below,
                 precision=precision,
+                distances=distances,
             )
             labels.append(names[idx])  # -1 picks "other"
             confidence.append(conf)

@@ -64,6 +64,14 @@ def resample(streamlines, n_points):
         if streamlines.shape[1] == n_points:
             return np.asarray(streamlines, dtype=np.float32)
         streamlines = [s for s in np.asarray(streamlines, dtype=np.float32)]
+    if isinstance(streamlines, nib.streamlines.ArraySequence):
+        fewest = int(np.min(streamlines._lengths))
+    else:
+        fewest = min(len(s) for s in streamlines)
+    if fewest < 2:
+        raise DatasetError(
+            f"streamlines need at least 2 points each to be resampled; one has {fewest}"
+        )
     out = set_number_of_points(streamlines, nb_points=n_points)
     return np.ascontiguousarray(_stacked(out, n_points), dtype=np.float32)
 

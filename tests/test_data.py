@@ -73,6 +73,10 @@ def test_resample_shapes_and_dtype():
     np.testing.assert_allclose(resample(x, 16), x)
     assert resample(x, 5).shape == (3, 5, 3)
     assert resample([], 8).shape == (0, 8, 3)
+    # a streamline of one point: a clear error, not one from inside DIPY
+    for one in ([_helix(7), _helix(1)], nib.streamlines.ArraySequence([_helix(1)])):
+        with pytest.raises(DatasetError, match="at least 2 points each.*has 1"):
+            resample(one, 8)
     with pytest.raises(DatasetError, match="n_points"):
         resample(streamlines, 1)
 
