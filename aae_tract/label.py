@@ -458,7 +458,6 @@ def label_prepared(
     decode_from=DECODE_FROM,
     settle_below=SETTLE_BELOW,
     precision="auto",
-    distances=None,
 ):
     """Label streamlines already resampled to the model's points, in its space.
 
@@ -486,11 +485,6 @@ def label_prepared(
         always in both orders).
     precision : {"auto", "float32", "bfloat16"}, optional
         What the encoder computes in (see :func:`label_precision`).
-    distances : tuple of ndarray, optional
-        ``reference_distances(x, ...)`` of ``x`` to the references of the
-        labeller's bundles that have one, already computed (see
-        :func:`_reference_distances`; :func:`label_streamlines` computes
-        them while the block before is labelled).
 
     Returns
     -------
@@ -505,6 +499,8 @@ def label_prepared(
         one, and one past every bundle's reach is not encoded, so its ratio
         is its distance over the reach of the bundle it is least past).
     """
+    from aae_tract.orientation import reference_distances
+
     _check_reject(reject, decode_from, settle_below)
     precision = label_precision(precision)
     lab = labeller if labeller is not None else _labeller_of(model)
@@ -514,7 +510,8 @@ def label_prepared(
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     # distance / reach to each bundle (<= 1: near); a bundle without an
     # orientation reference is near every streamline and never flips it
-    has = _with_reference(model, lab)
+    refs = [model.metadata.orient_refs.get(lab.bundle_names[i]) for i in lab.index]
+    has = [k for k, ref in enumerate(refs) if ref is not None]
     flips = np.zeros((n, len(lab.index)), dtype=bool)
     reach = np.zeros((n, len(lab.index)))
     # how deep inside each bundle's reach a streamline is, to choose the
@@ -523,14 +520,7 @@ def label_prepared(
     # distance; a bundle without a reference does not choose (inf)
     depth = np.full((n, len(lab.index)), np.inf)
     if has:
-        if distances is None:
-            distances = _reference_distances(model, lab, x)
-        flip, distance = distances
-        if flip.shape != (n, len(has)):
-            raise AAETractError(
-                f"distances of shape {flip.shape} given for {n} streamlines and "
-                f"{len(has)} references"
-            )
+        flip, distance = reference_distances(x, [np.asarray(refs[k]) for k in has])
         flips[:, has] = flip
         reach[:, has] = distance / lab.max_ref[has]
         bounded = np.isfinite(lab.max_ref[has])
@@ -607,29 +597,6 @@ def label_prepared(
     other = ratio > 1.0
     confidence = np.where(other, 1.0 - 1.0 / np.maximum(ratio, 1.0), post[rows, best])
     return np.where(other, -1, labels).astype(np.int64), confidence
-
-
-def _with_reference(model, lab):
-    """Columns of the labeller's bundles that have an orientation reference."""
-    refs = model.metadata.orient_refs
-    return [
-        k for k, i in enumerate(lab.index) if refs.get(lab.bundle_names[i]) is not None
-    ]
-
-
-def _reference_distances(model, lab, x):
-    """``(flip, distance)`` of ``x`` to the orientation references of the
-    labeller's bundles that have one (:func:`_with_reference`; None when
-    none has), as :func:`label_prepared` uses them."""
-    from aae_tract.orientation import reference_distances
-
-    has = _with_reference(model, lab)
-    if not has:
-        return None
-    refs = model.metadata.orient_refs
-    return reference_distances(
-        x, [np.asarray(refs[lab.bundle_names[lab.index[k]]]) for k in has]
-    )
 
 
 def _prefetched(blocks):
@@ -845,21 +812,23 @@ def label_streamlines(
     names = np.asarray(model.bundle_names + [OTHER])
 
     def prepared():
-        """Each block read, resampled, placed in the model's space, checked,
-        and its distances to the bundles' references measured: in the
-        reader thread, while the block before is encoded."""
+        """Each block read, resampled, placed in the model's space and
+        checked: in the reader thread, while the block before is labelled."""
         for x in _blocks(streamlines, model.n_points, block, name):
             if matrix is not None:
                 x = apply_affine(x, matrix)
-            if not np.isfinite(x).all():  # e.g. a streamline of one point
-                raise AAETractError(f"{name}: streamlines that cannot be resampled")
-            yield x, _reference_distances(model, lab, x)
+            if not np.isfinite(x).all():  # finite input overflowing, e.g.
+                raise AAETractError(
+                    f"{name}: streamlines with NaN or inf coordinates after "
+                    "resampling or registration"
+                )
+            yield x
 
     labels, confidence = [], []
     with tqdm(
         total=total, desc="labelling", unit="streamline", disable=not progress
     ) as bar:
-        for x, distances in _prefetched(prepared()):
+        for x in _prefetched(prepared()):
             idx, conf = label_prepared(
                 model,
                 x,
@@ -869,7 +838,6 @@ def label_streamlines(
                 decode_from=decode_from,
                 settle_below=settle_below,
                 precision=precision,
-                distances=distances,
             )
             labels.append(names[idx])  # -1 picks "other"
             confidence.append(conf)

@@ -1078,27 +1078,6 @@ def test_auto_precision_is_bfloat16_only_where_it_was_measured_faster(
         label_precision("float16")
 
 
-def test_distances_measured_ahead_give_the_same_labels(labelled):
-    from aae_tract import label as label_module
-
-    model, validation = labelled
-    x = np.array(validation.x[:60], copy=True)
-    x[::2] = x[::2, ::-1]
-    lab = label_module._labeller_of(model)
-    distances = label_module._reference_distances(model, lab, x)
-    assert distances[0].shape == (len(x), len(model.bundle_names))
-    alone = label_module.label_prepared(model, x, precision="float32")
-    given = label_module.label_prepared(
-        model, x, precision="float32", distances=distances
-    )
-    np.testing.assert_array_equal(alone[0], given[0])
-    np.testing.assert_array_equal(alone[1], given[1])
-    with pytest.raises(AAETractError, match="distances of shape"):
-        label_module.label_prepared(
-            model, x[:10], precision="float32", distances=distances
-        )
-
-
 def test_nan_coordinates_are_refused_by_name(labelled):
     from aae_tract.label import label_streamlines
 
