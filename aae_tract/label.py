@@ -817,7 +817,9 @@ def label_streamlines(
         for x in _blocks(streamlines, model.n_points, block, name):
             if matrix is not None:
                 x = apply_affine(x, matrix)
-            if not np.isfinite(x).all():  # finite input overflowing, e.g.
+            # the input was checked before resampling: a safety net for
+            # coordinates that overflow in resampling or registration
+            if not np.isfinite(x).all():
                 raise AAETractError(
                     f"{name}: streamlines with NaN or inf coordinates after "
                     "resampling or registration"

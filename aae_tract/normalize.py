@@ -76,8 +76,8 @@ class Normalizer:
         x : array, shape (..., 3)
             Coordinates (mm).
         precise : bool, optional
-            Compute in float64 and round once (False: in float32, about 4x
-            faster on a CPU, within a few float32 roundings of the precise
+            Compute in float64 and round once (False: in float32, faster
+            on a CPU, within a few float32 roundings of the precise
             result; for a network that computes in a lower precision).
         """
         self._check()

@@ -47,14 +47,14 @@ calls of the labelling (cProfile, cumulative time) to stderr.
 
 ``--reject``, ``--decode_from``, ``--settle_below`` and ``--precision``
 choose ``label_streamlines``' rule (``--precision float32``: the encoder
-in float32 on every machine, the rule before ``precision``; ``--reject
+in float32 whatever the CPU, the rule before ``precision``; ``--reject
 latent``: nothing decoded; ``--decode_from 0``: every streamline inside its
 bundle's latent threshold decoded, the default rule before ``decode_from``;
-``--settle_below 0``:
-every streamline within reach of bundles of both point orders encoded in
-both, the rule before ``settle_below``). ``--label MODEL TRACTOGRAM``
-labels one file in this process and, for a phantom whole-brain tractogram,
-scores the labels against the truth beside it.
+``--settle_below 0``: every streamline within reach of bundles of both
+point orders encoded in both, the rule before ``settle_below``).
+``--label MODEL TRACTOGRAM`` labels one file in this process and, for a
+phantom whole-brain tractogram, scores the labels against the truth beside
+it.
 
 Example::
 
