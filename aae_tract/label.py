@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -499,6 +500,36 @@ def label_prepared(
         one, and one past every bundle's reach is not encoded, so its ratio
         is its distance over the reach of the bundle it is least past).
     """
+    labels, confidence, test = _label_block(
+        model,
+        x,
+        labeller=labeller,
+        batch_size=batch_size,
+        reject=reject,
+        decode_from=decode_from,
+        settle_below=settle_below,
+        precision=precision,
+    )
+    if test is not None:
+        _reconstruction_tests(model, [(labels, confidence, test)], batch_size)
+    return labels, confidence
+
+
+def _label_block(
+    model,
+    x,
+    *,
+    labeller=None,
+    batch_size=LABEL_BATCH,
+    reject="both",
+    decode_from=DECODE_FROM,
+    settle_below=SETTLE_BELOW,
+    precision="auto",
+):
+    """:func:`label_prepared` less its reconstruction test: the labels and
+    confidences as if every streamline decoded passed it, and that test
+    (a :class:`_ReconTest`, None when nothing is to be decoded), for
+    :func:`_reconstruction_tests` to run, maybe with other blocks' tests."""
     from aae_tract.orientation import reference_distances
 
     _check_reject(reject, decode_from, settle_below)
@@ -507,7 +538,7 @@ def label_prepared(
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     if n == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0), None
     # distance / reach to each bundle (<= 1: near); a bundle without an
     # orientation reference is near every streamline and never flips it
     refs = [model.metadata.orient_refs.get(lab.bundle_names[i]) for i in lab.index]
@@ -588,15 +619,55 @@ def label_prepared(
     # those well inside it are accepted (decoding is the costliest step)
     unsure = (ratio <= 1.0) & (ratio >= float(decode_from))
     inside = np.flatnonzero(unsure) if reject == "both" else []
+    test = None
     if len(inside):
         flip = flips[inside, best[inside]]
-        z = np.where(flip[:, None], reverse[inside], forward[inside])
-        oriented = np.where(flip[:, None, None], x[inside, ::-1], x[inside])
-        recon = _recon_distance(model, oriented, z, labels[inside], batch_size)
-        ratio[inside] = np.maximum(ratio[inside], recon / lab.max_recon[best[inside]])
+        test = _ReconTest(
+            rows=inside,
+            x=np.where(flip[:, None, None], x[inside, ::-1], x[inside]),
+            z=np.where(flip[:, None], reverse[inside], forward[inside]),
+            labels=labels[inside],
+            ratio=ratio[inside],
+            max_recon=lab.max_recon[best[inside]],
+        )
     other = ratio > 1.0
     confidence = np.where(other, 1.0 - 1.0 / np.maximum(ratio, 1.0), post[rows, best])
-    return np.where(other, -1, labels).astype(np.int64), confidence
+    return np.where(other, -1, labels).astype(np.int64), confidence, test
+
+
+class _ReconTest(NamedTuple):
+    """The streamlines of one block whose reconstruction is still to be
+    tested: their rows in the block, oriented as their bundle gives them,
+    their codes in that order, their bundles (model indices), their latent
+    ratio and their bundle's reconstruction threshold."""
+
+    rows: np.ndarray
+    x: np.ndarray
+    z: np.ndarray
+    labels: np.ndarray
+    ratio: np.ndarray
+    max_recon: np.ndarray
+
+
+def _reconstruction_tests(model, blocks, batch_size):
+    """Run the reconstruction tests of ``blocks``, a list of ``(labels,
+    confidence, test)`` from :func:`_label_block`, decoding all their
+    streamlines together (the decoder is fastest in full batches: a block
+    holds a few hundred), and make those it rejects "other" in place, with
+    their confidence."""
+    tests = [test for _, _, test in blocks]
+    x = np.concatenate([t.x for t in tests])
+    z = np.concatenate([t.z for t in tests])
+    bundles = np.concatenate([t.labels for t in tests])
+    recon = _recon_distance(model, x, z, bundles, batch_size)
+    start = 0
+    for labels, confidence, test in blocks:
+        part = recon[start : start + len(test.rows)]
+        start += len(test.rows)
+        ratio = np.maximum(test.ratio, part / test.max_recon)
+        rejected = ratio > 1.0
+        labels[test.rows[rejected]] = -1
+        confidence[test.rows[rejected]] = 1.0 - 1.0 / ratio[rejected]
 
 
 def _prefetched(blocks):
@@ -827,11 +898,14 @@ def label_streamlines(
             yield x
 
     labels, confidence = [], []
+    # the reconstruction tests of the blocks so far, run together once they
+    # fill a batch of the decoder (a block holds a few hundred to decode)
+    pending, waiting = [], 0
     with tqdm(
         total=total, desc="labelling", unit="streamline", disable=not progress
     ) as bar:
         for x in _prefetched(prepared()):
-            idx, conf = label_prepared(
+            idx, conf, test = _label_block(
                 model,
                 x,
                 labeller=lab,
@@ -841,16 +915,24 @@ def label_streamlines(
                 settle_below=settle_below,
                 precision=precision,
             )
-            labels.append(names[idx])  # -1 picks "other"
+            labels.append(idx)
             confidence.append(conf)
+            if test is not None:
+                pending.append((idx, conf, test))
+                waiting += len(test.rows)
+            if waiting >= batch_size:
+                _reconstruction_tests(model, pending, batch_size)
+                pending, waiting = [], 0
             bar.update(len(x))
+        if pending:
+            _reconstruction_tests(model, pending, batch_size)
         if bar.total != bar.n:  # the header's count included skipped streamlines
             done = bar.n
             bar.reset(total=done)  # also resizes a notebook's bar
             bar.update(done)
     if not labels:
         return np.zeros(0, dtype=names.dtype), np.zeros(0)
-    return np.concatenate(labels), np.concatenate(confidence)
+    return names[np.concatenate(labels)], np.concatenate(confidence)  # -1: other
 
 
 # ---------------------------------------------------------------------------

@@ -138,17 +138,56 @@ def test_small_parts_are_labelled_in_whole_blocks(labelled, monkeypatch):
                 yield nib.streamlines.ArraySequence(lines[start : start + 3])
 
     sizes = []
-    real = label.label_prepared
+    real = label._label_block
 
     def counting(model, x, **kwargs):
         sizes.append(len(x))
         return real(model, x, **kwargs)
 
-    monkeypatch.setattr(label, "label_prepared", counting)
+    monkeypatch.setattr(label, "_label_block", counting)
     got, conf2 = label.label_streamlines(model, Parts(), block=8)
     assert sizes == [8] * 6 + [2]
     np.testing.assert_array_equal(whole, got)
     np.testing.assert_allclose(conf, conf2, rtol=1e-5, atol=1e-6)
+
+
+def test_reconstruction_tests_of_several_blocks_are_decoded_together(
+    labelled, monkeypatch
+):
+    """Blocks hold few streamlines to decode: label_streamlines keeps their
+    reconstruction tests until they fill a batch of the decoder, with the
+    labels and confidences each block gets alone (a block's rejections land
+    in that block)."""
+    import aae_tract.label as label_module
+
+    model, validation = labelled
+    x = np.array(validation.x[:60], copy=True)
+    x[::2] = x[::2, ::-1]  # as a tractogram gives them
+    lab = label_module._labeller_of(model)
+    # reconstruction thresholds that reject about half of what is decoded
+    _, _, test = label_module._label_block(model, x, labeller=lab, decode_from=0)
+    recon = label_module._recon_distance(model, test.x, test.z, test.labels)
+    lab.max_recon = np.full_like(lab.max_recon, np.median(recon))
+    monkeypatch.setattr(label_module, "_labeller_of", lambda model: lab)
+    names = np.asarray(model.bundle_names + ["other"])
+    alone, alone_conf = [], []
+    # each block alone, resampled as label_streamlines resamples it
+    for block in label_module._blocks(list(x), model.n_points, 8):
+        idx, conf = label_module.label_prepared(model, block, decode_from=0)
+        alone.append(names[idx])
+        alone_conf.append(conf)
+    alone, alone_conf = np.concatenate(alone), np.concatenate(alone_conf)
+    assert 0.25 < np.mean(alone == "other") < 0.75
+    decoded = _record_decoding(monkeypatch)
+    labels, conf = label_module.label_streamlines(
+        model, list(x), block=8, batch_size=16, decode_from=0
+    )
+    np.testing.assert_array_equal(labels, alone)
+    np.testing.assert_allclose(conf, alone_conf, rtol=1e-4, atol=1e-6)
+    # each pass holds the tests of blocks until they reach 16 streamlines
+    assert sum(decoded) == len(test.rows)
+    assert len(decoded) < -(-len(x) // 8)
+    assert all(n >= 16 for n in decoded[:-1])
 
 
 def test_blocks_are_read_ahead_in_order_and_their_errors_reach_the_caller():
