@@ -42,6 +42,12 @@ With ``--chunk_mib 4 64`` the file is labelled once per size of the chunks
 a plain ``.trk`` is read in (``aae_tract.stream.CHUNK_BYTES``), each in a
 process of its own (with the first value of ``--reach``).
 
+``--compare_labels A B`` prints how many labels two saved runs (the
+``labels_*.npy`` a ``--label`` run saves beside the model) give
+differently; with ``--truth TRACTOGRAM`` (the phantom tractogram they
+labelled) also the true label and the two runs' labels of those that
+differ.
+
 ``--label MODEL TRACTOGRAM --profile 30`` also prints the 30 costliest
 calls of the labelling (cProfile, cumulative time) to stderr.
 
@@ -314,6 +320,20 @@ def _count_encoded(model):
     return count
 
 
+def _print_changes(path, first, second):
+    """For the labels two runs on the phantom tractogram ``path`` give
+    differently: the counts of (true label, first run's, second run's)."""
+    from collections import Counter
+
+    from aae_tract.data_fetchers import load_wholebrain_labels
+
+    truth = np.asarray(load_wholebrain_labels(Path(path).parent, Path(path).stem))
+    changed = np.flatnonzero(first != second)
+    moves = Counter(zip(truth[changed], first[changed], second[changed]))
+    for (true, a, b), count in moves.most_common():
+        print(f"{count:,}: true {true}, {a} -> {b}")
+
+
 def _truth_scores(path, labels):
     """Accuracy and "other" shares of ``labels`` against the phantom's truth
     beside ``path`` (a :func:`make_wholebrain` tractogram); nothing when
@@ -475,6 +495,13 @@ def main(argv=None):
         "model) give differently",
     )
     parser.add_argument(
+        "--truth",
+        metavar="TRACTOGRAM",
+        help="with --compare_labels: the phantom whole-brain tractogram both "
+        "runs labelled; also print, for the labels that differ, the true "
+        "label and the two runs' labels, with their counts",
+    )
+    parser.add_argument(
         "--networks",
         metavar="MODEL",
         help="only time the encoder's and the decoder's forward passes of MODEL, "
@@ -498,6 +525,8 @@ def main(argv=None):
             if differ is not None
             else f"different lengths: {len(first):,} and {len(second):,} labels"
         )
+        if differ and args.truth:
+            _print_changes(args.truth, first, second)
         return differ
     if args.networks:
         return _networks_only(args.networks, args)
