@@ -942,6 +942,12 @@ def label_streamlines(
 
 #: Smallest posterior with which an unlabelled streamline joins training.
 PSEUDO_CONFIDENCE = 0.9
+#: The ``settle_below`` of the pseudo-labelling: the rule self-training was
+#: measured with. :data:`SETTLE_BELOW` rose to 0.35 for labelling speed; on
+#: the pseudo-labels it lowered the self-trained models' macro F1 (doc/
+#: benchmarks.md, "Settling further out, decoding blocks together"), and
+#: pseudo-labelling runs once per training, where speed matters less.
+PSEUDO_SETTLE = 0.25
 
 
 def split_labelled(train, fraction, *, seed=0):
@@ -1025,7 +1031,9 @@ def pseudo_labelled(model, x, *, lengths=None, subjects=None, min_confidence=Non
     threshold = PSEUDO_CONFIDENCE if min_confidence is None else float(min_confidence)
     x = np.asarray(x, dtype=np.float32)
     # float32: what a model learns from must not depend on the CPU
-    idx, confidence = label_prepared(model, x, precision="float32")
+    idx, confidence = label_prepared(
+        model, x, precision="float32", settle_below=PSEUDO_SETTLE
+    )
     keep = (idx >= 0) & (confidence >= threshold)
     rows = np.flatnonzero(keep)
     kept = np.array(x[rows], copy=True)

@@ -1082,6 +1082,30 @@ def test_bfloat16_labels_agree_with_float32_and_training_stays_float32(
     assert used and set(used) == {"float32"}
 
 
+def test_pseudo_labels_are_settled_as_self_training_was_measured(labelled, monkeypatch):
+    """Labelling settles further out than the pseudo-labelling of
+    self-training, whose rule stays the one it was measured with."""
+    import aae_tract.label as label_module
+
+    model, validation = labelled
+    x = np.array(validation.x[:40], copy=True)
+    assert label_module.PSEUDO_SETTLE < label_module.SETTLE_BELOW
+    rules = []
+    real = label_module._label_block
+
+    def recording(model, x, **kwargs):
+        rules.append(kwargs["settle_below"])
+        return real(model, x, **kwargs)
+
+    monkeypatch.setattr(label_module, "_label_block", recording)
+    _, counts = label_module.pseudo_labelled(model, x)
+    assert rules == [label_module.PSEUDO_SETTLE]
+    expected, _ = label_module.label_prepared(
+        model, x, precision="float32", settle_below=label_module.PSEUDO_SETTLE
+    )
+    assert counts["not_kept"] >= int(np.sum(expected < 0))
+
+
 def test_auto_precision_is_bfloat16_only_where_it_was_measured_faster(
     tmp_path, monkeypatch
 ):
