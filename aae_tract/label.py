@@ -948,6 +948,8 @@ PSEUDO_CONFIDENCE = 0.9
 #: benchmarks.md, "Settling further out, decoding blocks together"), and
 #: pseudo-labelling runs once per training, where speed matters less.
 PSEUDO_SETTLE = 0.25
+#: How :func:`self_train` trains on the pseudo-labelled streamlines.
+SELF_TRAIN_MODES = ("continue", "restart")
 
 
 def split_labelled(train, fraction, *, seed=0):
@@ -1099,39 +1101,56 @@ def self_train(
     *,
     epochs,
     min_confidence=None,
+    mode="continue",
     **fit_options,
 ):
-    """Train further on the unlabelled streamlines the model recognises.
+    """Train on the unlabelled streamlines the model recognises.
 
     Self-training (pseudo-labelling): the trained model labels the
     unlabelled streamlines; those it gives a bundle with at least
-    ``min_confidence`` join the labelled ones and training continues for
-    ``epochs`` epochs (new optimizer state, the configured schedule); the
-    labeller is fitted again on the larger set.
+    ``min_confidence`` join the labelled ones, oriented as their bundle, and
+    a model is trained on the larger set for ``epochs`` epochs, its labeller
+    fitted on ``validation``.
 
     Parameters
     ----------
     model : TractAAE
-        Trained on ``train``.
+        Trained on ``train``: the teacher that labels ``unlabelled``.
     train, validation : StreamlineDataset
     unlabelled : dict
         ``x`` (N, n_points, 3) in the model's space, optional ``lengths``
         and ``subjects`` (see :func:`split_labelled`).
     epochs : int
-        Epochs of further training.
+        Epochs of the training on the larger set.
     min_confidence : float, optional
         See :func:`pseudo_labelled`.
+    mode : {"continue", "restart"}, optional
+        ``"continue"`` (default): ``model`` itself trains further (new
+        optimizer state, the configured schedule; its normalisation and
+        bundle statistics stay those of ``train``). ``"restart"``: a new
+        model with ``model``'s hyperparameters, its normalisation and bundle
+        statistics fitted on the larger set, trained from its first epoch
+        (``model`` is left as it was). On the recognition benchmark the two
+        label alike (doc/benchmarks.md, "Self-training: a new model or the
+        same one"); continuing for half the epochs costs half the time.
     **fit_options
         Passed to :meth:`TractAAE.fit` (``verbose``, ``callbacks``, ...).
 
     Returns
     -------
+    model : TractAAE
+        The self-trained model (``model`` itself when ``mode="continue"``).
     history : dict
-        Of the further training.
+        Of the training on the larger set.
     report : dict
-        Streamlines added per bundle and left out; also stored in
-        ``model.metadata.training["self_training"]``.
+        Streamlines added per bundle and left out, the mode and epochs; also
+        stored in the returned model's ``metadata.training["self_training"]``.
     """
+    if mode not in SELF_TRAIN_MODES:
+        raise AAETractError(
+            f"self-training mode must be one of {', '.join(SELF_TRAIN_MODES)}, "
+            f"got {mode!r}"
+        )
     extra, counts = pseudo_labelled(
         model,
         unlabelled["x"],
@@ -1141,15 +1160,20 @@ def self_train(
     )
     logger.info(
         "Self-training: %d of %d unlabelled streamlines recognised with "
-        "confidence >= %g (%s) join the %d labelled ones for %d more epochs",
+        "confidence >= %g (%s) join the %d labelled ones; %s training, %d epochs",
         len(extra),
         len(unlabelled["x"]),
         PSEUDO_CONFIDENCE if min_confidence is None else min_confidence,
         ", ".join(f"{k} {v}" for k, v in counts.items() if k != "not_kept"),
         len(train),
+        "new" if mode == "restart" else "further",
         epochs,
     )
     combined = concatenate(train, extra) if len(extra) else train
+    if mode == "restart":
+        from aae_tract.model import TractAAE
+
+        model = TractAAE.from_dataset(combined, model.config)
     history = model.fit(combined, validation, epochs=int(epochs), **fit_options)
     report = {
         "labelled": int(len(train)),
@@ -1159,6 +1183,7 @@ def self_train(
         if min_confidence is None
         else float(min_confidence),
         "epochs": int(epochs),
+        "mode": mode,
     }
     model.metadata.training["self_training"] = report
-    return history, report
+    return model, history, report

@@ -19,9 +19,13 @@ of them validation), registered groupwise (the training command's default);
 the held-out subject is registered to the model's atlas when labelled.
 
 ``--label_fraction F`` adds, for each seed, a model trained with only a share
-F of each bundle's training streamlines labelled, and the same model after
+F of each bundle's training streamlines labelled, and the models of
 self-training on the others, their labels removed
 (:func:`aae_tract.label.self_train`): the semi-supervised gain.
+``--self_train restart continue`` scores both modes of self-training
+(``fraction+self``: the share's model trained further for half of
+``--epochs``, the default; ``fraction+self-restart``: a new model trained
+``--epochs`` on the labelled and the pseudo-labelled streamlines).
 
 ``--reject both latent`` scores every model under each rejection rule of
 :func:`aae_tract.label.label_streamlines` (``both``: the latent distance or
@@ -320,7 +324,18 @@ def main(argv=None):
         "--self_train_epochs",
         type=int,
         default=None,
-        help="epochs of self-training (default: half of --epochs)",
+        help="epochs of self-training (default: --epochs for restart, half of "
+        "it for continue)",
+    )
+    parser.add_argument(
+        "--self_train",
+        nargs="+",
+        default=["continue"],
+        choices=["continue", "restart"],
+        help="self-training of the --label_fraction models to score: continue "
+        "(the share's model trained further, half of --epochs; the default) "
+        "and/or restart (a new model trained --epochs on the labelled and "
+        "pseudo-labelled streamlines)",
     )
     parser.add_argument(
         "--presets",
@@ -434,7 +449,10 @@ def main(argv=None):
         held_out = load_dataset([str(d) for d in held_out_dirs], n_points=args.n_points)
     variants = ["full"]
     if args.label_fraction is not None:
-        variants += ["fraction", "fraction+self"]
+        variants += ["fraction"] + [
+            "fraction+self" + ("" if m == "continue" else "-restart")
+            for m in args.self_train
+        ]
     rules = _rules(args)
     scored = [
         _key(v, rule, reach, d, settle, precision)
@@ -480,17 +498,24 @@ def main(argv=None):
             few, pool = split_labelled(train, args.label_fraction, seed=seed)
             model, secs = _train(few, validation, args, seed)
             record("fraction", model, secs)
-            start = time.perf_counter()
-            _, report = self_train(
-                model,
-                few,
-                validation,
-                pool,
-                epochs=args.self_train_epochs or max(1, args.epochs // 2),
-                verbose=0,
-            )
-            record("fraction+self", model, secs + time.perf_counter() - start)
-            results.setdefault("self_training", {})[seed] = report
+            # restart first: continuing trains the 10 % model in place
+            for mode in sorted(args.self_train, key=lambda m: m != "restart"):
+                start = time.perf_counter()
+                student, _, report = self_train(
+                    model,
+                    few,
+                    validation,
+                    pool,
+                    epochs=args.self_train_epochs
+                    or (args.epochs if mode == "restart" else max(1, args.epochs // 2)),
+                    mode=mode,
+                    verbose=0,
+                )
+                variant = "fraction+self" + ("" if mode == "continue" else "-restart")
+                record(variant, student, secs + time.perf_counter() - start)
+                results.setdefault("self_training", {}).setdefault(seed, {})[mode] = (
+                    report
+                )
         for key in scored:
             logger.info(
                 "seed %d, model %s: %s",

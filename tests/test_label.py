@@ -975,6 +975,46 @@ def test_split_labelled_keeps_a_share_of_each_bundle_and_unorients_the_rest(
         split_labelled(train, 0.0)
 
 
+def test_self_train_restart_trains_a_new_model_and_leaves_the_teacher(tiny_splits):
+    from conftest import TINY
+
+    from aae_tract.label import self_train, split_labelled
+    from aae_tract.model import TractAAE
+
+    train, validation = tiny_splits
+    few, pool = split_labelled(train, 0.3, seed=0)
+    teacher = TractAAE.from_dataset(few, epochs=1, **TINY)
+    teacher.fit(few, validation, verbose=0)
+    before = [w.copy() for w in teacher.network.get_weights()]
+    student, history, report = self_train(
+        teacher,
+        few,
+        validation,
+        pool,
+        epochs=1,
+        min_confidence=0.0,
+        mode="restart",
+        verbose=0,
+    )
+    assert student is not teacher and report["mode"] == "restart"
+    assert student.metadata.training["self_training"] == report
+    assert "self_training" not in teacher.metadata.training
+    for old, now in zip(before, teacher.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, now)
+    assert student.config.to_dict() == teacher.config.to_dict()
+    added = sum(v for k, v in report["added"].items() if k != "not_kept")
+    assert added > 0 and len(history["loss"]) == 1
+    # the new model's normalisation is fitted on the labelled and added ones
+    assert student.metadata.normalizer != teacher.metadata.normalizer
+    assert student.metadata.labeller["bundles"]
+    # continue (the default): the teacher itself trains further
+    same, _, report = self_train(teacher, few, validation, pool, epochs=1, verbose=0)
+    assert same is teacher and report["mode"] == "continue"
+    assert teacher.metadata.normalizer != student.metadata.normalizer
+    with pytest.raises(AAETractError, match="sideways"):
+        self_train(teacher, few, validation, pool, epochs=1, mode="sideways")
+
+
 def _rows_of(subset, dataset):
     """Rows of ``dataset`` that ``subset`` holds (matched by first point)."""
     firsts = {tuple(np.round(p, 4)) for p in np.asarray(subset.x)[:, 0]}
@@ -1012,6 +1052,7 @@ def test_train_command_self_trains_on_unlabelled_streamlines(
     model = TractAAE.load(out / "aae_tract_model.keras")
     report = model.metadata.training["self_training"]
     assert report["epochs"] == 1 and report["min_confidence"] == 0.9
+    assert report["mode"] == "continue"
     added = sum(v for k, v in report["added"].items() if k != "not_kept")
     assert added + report["added"]["not_kept"] == report["unlabelled"]
     history = json.loads((out / "training_history.json").read_text())
@@ -1026,6 +1067,10 @@ def test_train_command_self_trains_on_unlabelled_streamlines(
         (["--label_fraction", "0.5", "--attribute", "age"], "attribute length"),
         (["--label_fraction", "0.5", "--resume"], "resume"),
         (["--unlabelled", "nowhere.trk"], "nowhere.trk"),
+        (
+            ["--label_fraction", "0.5", "--self_train_mode", "sideways"],
+            "--self_train_mode must be one of continue, restart",
+        ),
     ],
 )
 def test_train_command_refuses_bad_self_training_options(

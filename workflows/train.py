@@ -17,6 +17,7 @@ from .base import (
     AAEWorkflow,
     as_list,
     bad_value,
+    check_choice,
     check_device,
     check_float,
     check_int,
@@ -135,6 +136,7 @@ class TrainFlow(AAEWorkflow):
         unlabelled=None,
         label_fraction=1.0,
         self_train_epochs=None,
+        self_train_mode="continue",
         min_confidence=0.9,
         out_dir="",
         out_model="aae_tract_model.keras",
@@ -267,7 +269,8 @@ class TrainFlow(AAEWorkflow):
             tractographies of more subjects; .tck and .trx need --reference).
             After training on the labelled inputs, the model labels them; those
             it recognises with at least --min_confidence join the training
-            set and training goes on for --self_train_epochs (self-training).
+            set and training goes on for --self_train_epochs (self-training,
+            see --self_train_mode).
             Needs --attribute length. Brought into the common space like a new
             subject (SLR to the common-space bundles).
         label_fraction : float, optional
@@ -276,7 +279,12 @@ class TrainFlow(AAEWorkflow):
             measure what labels are worth). 1 keeps all.
         self_train_epochs : int, optional
             Epochs of training after the unlabelled streamlines are labelled.
-            Without it: half of --epochs.
+            Without it: half of --epochs (continue) or --epochs (restart).
+        self_train_mode : string, optional
+            continue: the model trained on the labelled streamlines trains
+            further on them and the recognised ones. restart: the saved model
+            is a new one, trained on both from its first epoch (the model
+            trained on the labelled ones alone only labels them).
         min_confidence : float, optional
             Smallest confidence (posterior) with which an unlabelled streamline
             joins training.
@@ -314,6 +322,7 @@ class TrainFlow(AAEWorkflow):
             unlabelled,
             label_fraction,
             self_train_epochs,
+            self_train_mode,
             min_confidence,
             epochs=epochs,
             attribute=attribute,
@@ -382,7 +391,7 @@ class TrainFlow(AAEWorkflow):
             train, validation, config, paths, device, resume, devices
         )
         if semi is not None:
-            more = _self_train(
+            model, more = _self_train(
                 model,
                 train,
                 validation,
@@ -529,6 +538,7 @@ def _check_semi_supervised(
     unlabelled,
     label_fraction,
     self_train_epochs,
+    self_train_mode,
     min_confidence,
     *,
     epochs,
@@ -564,15 +574,18 @@ def _check_semi_supervised(
     for path in unlabelled:
         if not Path(path).is_file():
             bad_value("unlabelled", path, "no such file")
-    epochs_after = (
-        max(1, int(epochs) // 2)
-        if self_train_epochs is None
-        else check_int("self_train_epochs", self_train_epochs)
-    )
+    from aae_tract.label import SELF_TRAIN_MODES
+
+    mode = check_choice("self_train_mode", self_train_mode, SELF_TRAIN_MODES)
+    if self_train_epochs is not None:
+        epochs_after = check_int("self_train_epochs", self_train_epochs)
+    else:
+        epochs_after = int(epochs) if mode == "restart" else max(1, int(epochs) // 2)
     return {
         "unlabelled": unlabelled,
         "label_fraction": fraction,
         "epochs": epochs_after,
+        "mode": mode,
         "min_confidence": confidence,
     }
 
@@ -605,21 +618,23 @@ def _unlabelled_pool(model, files, reference, pool=None):
 
 
 def _self_train(model, train, validation, pool, semi, *, reference, devices):
-    """Label the unlabelled streamlines and train on the recognised ones."""
+    """Label the unlabelled streamlines and train on the recognised ones;
+    the model to save and the history of that training."""
     from aae_tract.label import self_train
 
     pool = _unlabelled_pool(model, semi["unlabelled"], reference, pool)
-    history, _ = self_train(
+    model, history, _ = self_train(
         model,
         train,
         validation,
         pool,
         epochs=semi["epochs"],
         min_confidence=semi["min_confidence"],
+        mode=semi["mode"],
         verbose=_keras_verbosity(),
         devices=devices,
     )
-    return history
+    return model, history
 
 
 def _train_model(train, validation, config, paths, device, resume, devices="1"):

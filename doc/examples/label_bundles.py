@@ -120,8 +120,9 @@ render_bundles(
 # Semi-supervised: keep the labels of 10 % of each bundle's training
 # streamlines, train on them alone, then self-train with the other 90 % given
 # unlabelled (the model labels them; those it recognises with a posterior of
-# at least 0.9 join training). ``aae_tract_train ... --label_fraction 0.1`` does
-# the same from the command line.
+# at least 0.9 join the labelled ones, and the model trains further on them
+# all). ``aae_tract_train ... --label_fraction 0.1`` does the same from the
+# command line.
 
 few, pool = split_labelled(train, 0.1, seed=0)
 small = TractAAE.from_dataset(few, epochs=epochs, n_points=n_points, seed=0)
