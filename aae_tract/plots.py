@@ -56,7 +56,7 @@ def _epoch_axis(n_values, n_epochs):
     return np.linspace(n_epochs / n_values, n_epochs, n_values)
 
 
-def plot_training_curves(history, out_png, *, title=None):
+def plot_training_curves(history, out_png, *, title=None, phases=None):
     """Plot training curves, one panel per loss family.
 
     Parameters
@@ -72,6 +72,11 @@ def plot_training_curves(history, out_png, *, title=None):
         Where to write the PNG (atomically).
     title : str, optional
         Figure title.
+    phases : list of (int, str), optional
+        Phases of training after the first: the 1-based epoch at which each
+        begins and its name (e.g. ``[(41, "self-training")]``), marked on
+        every panel by a vertical line before that epoch and named in the
+        legend.
 
     Returns
     -------
@@ -121,6 +126,10 @@ def plot_training_curves(history, out_png, *, title=None):
                     label=key,
                 )
                 all_values.append(y[np.isfinite(y)])
+        for start, name in phases or ():
+            ax.axvline(
+                start - 0.5, color="0.45", linestyle=":", linewidth=1.2, label=name
+            )
         values = np.concatenate(all_values) if all_values else np.array([])
         if values.size and values.min() > 0 and values.max() / values.min() > 30:
             ax.set_yscale("log")

@@ -1057,6 +1057,9 @@ def test_train_command_self_trains_on_unlabelled_streamlines(
     assert added + report["added"]["not_kept"] == report["unlabelled"]
     history = json.loads((out / "training_history.json").read_text())
     assert history["epochs"] == 2 + 1
+    assert history["phases"] == [
+        {"from_epoch": 3, "name": "self-training (trained further)"}
+    ]
     assert model.metadata.labeller["bundles"]
 
 

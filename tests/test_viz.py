@@ -282,6 +282,20 @@ def test_plot_training_curves(tmp_path):
     _no_temp_files(tmp_path)
 
 
+def test_plot_training_curves_marks_the_phases(tmp_path):
+    """Self-training's phase is a grey dotted line on every panel."""
+    plain = plots.plot_training_curves(_history(), tmp_path / "plain.png")
+    marked = plots.plot_training_curves(
+        _history(), tmp_path / "marked.png", phases=[(7, "self-training")]
+    )
+
+    def grey(path):
+        return _pixels_near(_image(path).astype(int), (0.45, 0.45, 0.45), tol=12)
+
+    assert grey(marked) > grey(plain) + 300
+    _no_temp_files(tmp_path)
+
+
 def test_plot_training_curves_unknown_keys_and_short_lists(tmp_path):
     history = {"custom_metric": [3.0, 2.0, 1.5], "val_custom_metric": [3.5], "x": [1]}
     _assert_not_blank(plots.plot_training_curves(history, tmp_path / "c.png"))

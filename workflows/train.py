@@ -30,6 +30,12 @@ from .base import (
 
 logger = logging.getLogger(__name__)
 
+#: How the training curves name the self-training phase, by mode.
+SELF_TRAINING_PHASE = {
+    "continue": "self-training (trained further)",
+    "restart": "self-training (new model)",
+}
+
 #: Hidden folder in ``out_dir`` holding the resumable checkpoint.
 CHECKPOINT_DIR = ".aae_tract_checkpoint"
 
@@ -293,7 +299,8 @@ class TrainFlow(AAEWorkflow):
         out_model : string, optional
             Name of the model file.
         out_history : string, optional
-            Name of the JSON file with the losses of every epoch.
+            Name of the JSON file with the losses of every epoch (after
+            self-training, "phases" gives the epoch at which it began).
         out_curves : string, optional
             Name of the picture of the training curves.
         out_latent : string, optional
@@ -390,7 +397,9 @@ class TrainFlow(AAEWorkflow):
         model, history, where = _train_model(
             train, validation, config, paths, device, resume, devices
         )
+        phases = None
         if semi is not None:
+            first = len(next(iter(history.values()), []))
             model, more = _self_train(
                 model,
                 train,
@@ -402,6 +411,7 @@ class TrainFlow(AAEWorkflow):
             )
             # one history: the labelled epochs, then the self-training ones
             history = {k: list(history.get(k, [])) + list(v) for k, v in more.items()}
+            phases = [(first + 1, SELF_TRAINING_PHASE[semi["mode"]])]
         if not is_main_process():
             return paths
         n_epochs = _save_outputs(
@@ -416,6 +426,7 @@ class TrainFlow(AAEWorkflow):
             participants=participants,
             reference=reference,
             backend_name=backend_name,
+            phases=phases,
         )
         _log_trained(history, n_epochs, started, where, paths)
         return paths
@@ -676,8 +687,12 @@ def _save_outputs(
     participants,
     reference,
     backend_name,
+    phases=None,
 ):
-    """Write the model, the history and the pictures; return the epochs trained."""
+    """Write the model, the history and the pictures; return the epochs trained.
+
+    ``phases``: [(first epoch, name)] of the phases after the first (the
+    self-training), recorded in the history file and marked on the curves."""
     from aae_tract.splits import split_record
 
     model.metadata.training.update(
@@ -692,7 +707,10 @@ def _save_outputs(
     )
     model.save(paths["out_model"])
     n_epochs = len(next(iter(history.values()), []))
-    write_json_atomic(paths["out_history"], {"epochs": n_epochs, **history})
+    record = {"epochs": n_epochs}
+    if phases:
+        record["phases"] = [{"from_epoch": e, "name": n} for e, n in phases]
+    write_json_atomic(paths["out_history"], {**record, **history})
     _plot_outputs(
         model,
         history,
@@ -700,15 +718,16 @@ def _save_outputs(
         train,
         validation,
         title=f"aae_tract training ({backend_name}, {n_epochs} epochs)",
+        phases=phases,
     )
     return n_epochs
 
 
-def _plot_outputs(model, history, paths, train, validation, *, title):
+def _plot_outputs(model, history, paths, train, validation, *, title, phases=None):
     """Draw the training curves and the latent space of the held-out streamlines."""
     from aae_tract.plots import plot_latent_space, plot_training_curves
 
-    plot_training_curves(history, paths["out_curves"], title=title)
+    plot_training_curves(history, paths["out_curves"], title=title, phases=phases)
     shown, what = (validation, "held-out") if len(validation) else (train, "train")
     z = model.encode_prepared(shown.x)
     rng = np.random.default_rng(0)
