@@ -1109,8 +1109,8 @@ def self_train(
     Self-training (pseudo-labelling): the trained model labels the
     unlabelled streamlines; those it gives a bundle with at least
     ``min_confidence`` join the labelled ones, oriented as their bundle, and
-    a model is trained on the larger set for ``epochs`` epochs, its labeller
-    fitted on ``validation``.
+    a model is trained on the larger set for ``epochs`` epochs; its labeller
+    is fitted again on the larger set (the thresholds on ``validation``).
 
     Parameters
     ----------

@@ -25,7 +25,8 @@ self-training on the others, their labels removed
 ``--self_train restart continue`` scores both modes of self-training
 (``fraction+self``: the share's model trained further for half of
 ``--epochs``, the default; ``fraction+self-restart``: a new model trained
-``--epochs`` on the labelled and the pseudo-labelled streamlines).
+``--epochs`` on the labelled and the pseudo-labelled streamlines;
+``--self_train_epochs`` sets the epochs of both).
 
 ``--reject both latent`` scores every model under each rejection rule of
 :func:`aae_tract.label.label_streamlines` (``both``: the latent distance or
@@ -401,6 +402,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     args.fields = set_fields(args.set)
+    args.self_train = list(dict.fromkeys(args.self_train))
     if args.generation and args.dataset != "phantom":
         parser.error("--generation needs --dataset phantom")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")

@@ -1027,8 +1027,15 @@ def _rows_of(subset, dataset):
     )
 
 
+@pytest.mark.parametrize(
+    "mode, phase",
+    [
+        (None, "self-training (trained further)"),
+        ("restart", "self-training (new model)"),
+    ],
+)
 def test_train_command_self_trains_on_unlabelled_streamlines(
-    mixed_tractogram, minimal_bundles_dir, tmp_path
+    mode, phase, mixed_tractogram, minimal_bundles_dir, tmp_path
 ):
     from test_workflows import TINY_ARGS
 
@@ -1043,24 +1050,25 @@ def test_train_command_self_trains_on_unlabelled_streamlines(
         "0.3",
         "--unlabelled",
         tractogram,
-        "--self_train_epochs",
-        "1",
         "--out_dir",
         out,
     ]
+    if mode is not None:
+        args += ["--self_train_mode", mode]
     assert run_cli("aae_tract_train", *args) == 0
     model = TractAAE.load(out / "aae_tract_model.keras")
     report = model.metadata.training["self_training"]
-    assert report["epochs"] == 1 and report["min_confidence"] == 0.9
-    assert report["mode"] == "continue"
+    # TINY_ARGS train 2 epochs: continue adds half of them, restart all
+    expected = 1 if mode is None else 2
+    assert report["epochs"] == expected and report["min_confidence"] == 0.9
+    assert report["mode"] == (mode or "continue")
     added = sum(v for k, v in report["added"].items() if k != "not_kept")
     assert added + report["added"]["not_kept"] == report["unlabelled"]
     history = json.loads((out / "training_history.json").read_text())
-    assert history["epochs"] == 2 + 1
-    assert history["phases"] == [
-        {"from_epoch": 3, "name": "self-training (trained further)"}
-    ]
+    assert history["epochs"] == 2 + expected
+    assert history["phases"] == [{"from_epoch": 3, "name": phase}]
     assert model.metadata.labeller["bundles"]
+    assert model.metadata.training["validation_subjects"]  # the split record
 
 
 @pytest.mark.parametrize(

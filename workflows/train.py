@@ -275,8 +275,8 @@ class TrainFlow(AAEWorkflow):
             tractographies of more subjects; .tck and .trx need --reference).
             After training on the labelled inputs, the model labels them; those
             it recognises with at least --min_confidence join the training
-            set and training goes on for --self_train_epochs (self-training,
-            see --self_train_mode).
+            set, and training on them all follows for --self_train_epochs
+            (self-training, see --self_train_mode).
             Needs --attribute length. Brought into the common space like a new
             subject (SLR to the common-space bundles).
         label_fraction : float, optional
