@@ -327,6 +327,7 @@ def sample_latent(
     subject_noise=DEFAULT_SUBJECT_NOISE,
     neighbours=None,
     exact_length=True,
+    within_subject=True,
     rng=None,
 ):
     """Latent codes for a bundle, one per target value.
@@ -368,6 +369,19 @@ def sample_latent(
         :func:`match_length` so that its decoded streamline has the target
         length (the calibration maps the bundle's typical code, not this
         code, to the target).
+    within_subject : bool
+        For ``"bank"`` sampling of a per-subject attribute such as age
+        (default True): give each code's dimension 0 the calibrated value
+        plus the drawn streamline's own offset from the centre of its (new)
+        subject. Within one subject dimension 0 varies from streamline to
+        streamline (mostly with its length), while the calibration maps a
+        value to the subjects' mean. When codes move to new subjects
+        (``subject_noise`` not None) the streamlines are drawn from the
+        whole bank, since only their variation within their subject is
+        kept; the attribute kernel then weights the subjects whose
+        regression places the new subject. False sets dimension 0 of every
+        code to the calibrated value and draws streamlines near the target,
+        as length models always do (the rule before this option).
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -375,7 +389,9 @@ def sample_latent(
     -------
     ndarray of float32, shape (N, latent_dims)
         Codes with dimension 0 set by :meth:`TractAAE.attribute_to_z0`
-        (then refined, with ``exact_length``).
+        (then refined, with ``exact_length``), plus each streamline's offset
+        from its subject's centre with ``within_subject`` and a per-subject
+        attribute.
     """
     _check_sampling(sampling)
     rng = _rng(rng)
@@ -385,6 +401,7 @@ def sample_latent(
     z0 = model.attribute_to_z0(name, targets)
     if n == 0:
         return np.zeros((0, model.latent_dims), dtype=np.float32)
+    offset = None
     if sampling == "prior":
         z = _prior_codes(model, name, z0, rng)
     else:
@@ -404,32 +421,56 @@ def sample_latent(
         unique, inverse = np.unique(targets, return_inverse=True)
         weights = _kernel_weights(bank_a, unique, k=k)
         m = len(bank_z)
-        cdf = np.cumsum(weights, axis=1)
-        cdf /= cdf[:, -1:]
-        # one sorted array for all targets: row r occupies (r, r + 1]
-        flat = (cdf + np.arange(len(unique))[:, None]).ravel()
-        pos = np.searchsorted(flat, inverse + rng.random(n), side="left")
-        idx = np.clip(pos - inverse * m, 0, m - 1)
+        per_subject = model.config.ar_level == "subject"
+        if (
+            per_subject
+            and within_subject
+            and subject_means is not None
+            and subject_noise is not None
+        ):
+            # every code moves to a new subject at the target, so it takes
+            # from its own only its variation within that subject: draw it
+            # from all the bundle's streamlines, not only those of subjects
+            # near the target, whose few distributions would move the
+            # generated median from one target to the next
+            idx = rng.integers(0, m, n)
+        else:
+            cdf = np.cumsum(weights, axis=1)
+            cdf /= cdf[:, -1:]
+            # one sorted array for all targets: row r occupies (r, r + 1]
+            flat = (cdf + np.arange(len(unique))[:, None]).ravel()
+            pos = np.searchsorted(flat, inverse + rng.random(n), side="left")
+            idx = np.clip(pos - inverse * m, 0, m - 1)
         z = bank_z[idx] + float(noise) * _bank_noise(bank_z, n, rng)
-        if subject_means is not None and subject_noise is not None:
-            per_subject = model.config.ar_level == "subject"
-            z += _subject_shift(
-                bank_subject,
-                subject_means,
-                weights,
-                inverse,
-                idx,
-                float(subject_noise),
-                rng,
-                values=(
-                    _subject_values(bank_subject, bank_a, len(subject_means))
-                    if per_subject
-                    else None
-                ),
-                targets=unique,
+        if subject_means is not None:
+            values = (
+                _subject_values(bank_subject, bank_a, len(subject_means))
+                if per_subject
+                else None
             )
+            centre = subject_means[bank_subject[idx]]
+
+            def shift(scale):
+                return _subject_shift(
+                    bank_subject,
+                    subject_means,
+                    weights,
+                    inverse,
+                    idx,
+                    scale,
+                    rng,
+                    values=values,
+                    targets=unique,
+                )
+
+            if subject_noise is not None:
+                z += shift(float(subject_noise))
+                # the new subject's centre at the target (no draw: no noise)
+                centre = centre + shift(0.0)
+            if per_subject and within_subject:
+                offset = z[:, 0] - centre[:, 0]
     z = np.array(z, dtype=np.float32)
-    z[:, 0] = z0
+    z[:, 0] = z0 if offset is None else z0 + offset
     if exact_length and model.attribute_name == "length":
         z = match_length(model, name, z, targets)
     return z
@@ -617,6 +658,7 @@ def generate(
     sampling="bank",
     noise=DEFAULT_NOISE,
     subject_noise=DEFAULT_SUBJECT_NOISE,
+    within_subject=True,
     filter=False,
     length_tolerance=None,
     max_mdf=None,
@@ -653,6 +695,10 @@ def generate(
     subject_noise : float or None
         Spread of the new subjects ``"bank"`` sampling moves codes to,
         relative to the training subjects' (see :func:`sample_latent`).
+    within_subject : bool
+        For ``"bank"`` sampling of a per-subject attribute such as age: keep
+        each streamline's own offset from its subject's centre in latent
+        dimension 0 (see :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference
         streamline of the bundle at most ``max_mdf`` and, for a length model,
@@ -734,6 +780,7 @@ def generate(
         sampling=sampling,
         noise=noise,
         subject_noise=subject_noise,
+        within_subject=within_subject,
         exact_length=exact_length,
         texture=texture,
         batch_size=batch_size,
@@ -822,6 +869,7 @@ def _sampler(
     sampling,
     noise,
     subject_noise,
+    within_subject,
     exact_length,
     texture,
     batch_size,
@@ -836,6 +884,7 @@ def _sampler(
             sampling=sampling,
             noise=noise,
             subject_noise=subject_noise,
+            within_subject=within_subject,
             exact_length=exact_length,
             rng=rng,
         )

@@ -1066,12 +1066,12 @@ def _aggregate(rows):
     return out
 
 
-def _noise(noise, subject_noise):
+def _noise(noise, subject_noise, within_subject=True):
     """Keyword arguments of ``sample_latent`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
-    their subject)."""
+    their subject) and ``within_subject``."""
     out = {} if noise is None else {"noise": float(noise)}
-    return {**out, "subject_noise": subject_noise}
+    return {**out, "subject_noise": subject_noise, "within_subject": within_subject}
 
 
 def _at_most(dataset, per_bundle, seed, what):
@@ -1125,6 +1125,7 @@ def evaluate(
     train=None,
     noise=None,
     subject_noise=DEFAULT_SUBJECT_NOISE,
+    within_subject=True,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1160,6 +1161,9 @@ def evaluate(
         Noises of ``"bank"`` sampling (see
         :func:`aae_tract.generate.sample_latent`); default: its defaults.
         ``subject_noise=None`` keeps each code's subject.
+    within_subject : bool
+        ``within_subject`` of ``"bank"`` sampling (a per-subject attribute:
+        each code keeps its streamline's offset in latent dimension 0).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1242,7 +1246,7 @@ def evaluate(
             targets,
             sampling=sampling,
             rng=rng,
-            **_noise(noise, subject_noise),
+            **_noise(noise, subject_noise, within_subject),
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
@@ -1273,7 +1277,7 @@ def evaluate(
                 rng,
                 sampling,
                 batch_size,
-                _noise(noise, subject_noise),
+                _noise(noise, subject_noise, within_subject),
             ),
         }
         per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {
@@ -1302,7 +1306,12 @@ def evaluate(
     if model.attribute_name != "length":
         result.update(
             _attribute_metrics(
-                model, dataset, train, n_generate, seed, _noise(noise, subject_noise)
+                model,
+                dataset,
+                train,
+                n_generate,
+                seed,
+                _noise(noise, subject_noise, within_subject),
             )
         )
     return result

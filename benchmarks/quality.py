@@ -409,6 +409,7 @@ def run_seed(config, seed, train, held_out, args):
             sampling=s,
             train=train,
             subject_noise=args.subject_noise,
+            within_subject=args.within_subject == "on",
         )
         for s in SAMPLINGS
     }
@@ -590,6 +591,14 @@ def main(argv=None):
         default=DEFAULT_SUBJECT_NOISE,
         help="subject_noise of bank sampling (default: generate's default; "
         "'none': every code keeps its training subject)",
+    )
+    parser.add_argument(
+        "--within_subject",
+        choices=("on", "off"),
+        default="on",
+        help="within_subject of bank sampling for a per-subject attribute "
+        "(default on: each code keeps its streamline's offset in latent "
+        "dimension 0; off: dimension 0 is the calibrated value)",
     )
     parser.add_argument(
         "--recalibrate",

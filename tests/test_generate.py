@@ -59,6 +59,31 @@ def age_model(model):
     return TractAAE(model.network, meta)
 
 
+@pytest.fixture(scope="module")
+def subject_age_model(model):
+    """The tiny model's networks as a model of a per-subject attribute: each
+    subject of the latent bank gets one age (in the order of its mean code's
+    dimension 0), and the calibration maps the ages to the subjects' means."""
+    meta = copy.deepcopy(model.metadata)
+    meta.attribute_name = "age"
+    meta.config = {**meta.config, "ar_level": "subject"}
+    for name, stats in meta.bundle_stats.items():
+        bank = meta.latent_bank[name]
+        means = np.asarray(bank["subject_means"])
+        ages = np.linspace(25, 70, len(means))[np.argsort(np.argsort(means[:, 0]))]
+        bank["a"] = ages[np.asarray(bank["subject"])].tolist()
+        stats["attribute"] = {
+            "min": 25, "p05": 26, "p50": 47, "p95": 69, "max": 70,
+        }  # fmt: skip
+        order = np.argsort(ages)
+        meta.calibration[name] = {
+            "x": ages[order].tolist(),
+            "y": means[order, 0].tolist(),
+            "slope": float(np.polyfit(ages, means[:, 0], 1)[0]),
+        }
+    return TractAAE(model.network, meta)
+
+
 def _median_range(model, bundle):
     low, high = model.attribute_range(bundle)
     return 0.5 * (low + high)
@@ -298,6 +323,63 @@ def test_age_model_takes_attribute_not_length(age_model):
         age_model, "AF_L", attribute=40, n_streamlines=4, seed=0, filter=True
     )
     assert kept.filter_settings["length_tolerance"] is None
+
+
+def test_age_codes_keep_their_streamlines_offset_in_dimension_0(
+    model, subject_age_model
+):
+    """Within a subject, dimension 0 varies from streamline to streamline;
+    a per-subject attribute's calibration gives the subjects' centre, and
+    each drawn code keeps its streamline's offset from it."""
+    age_model = subject_age_model
+    bank = age_model.metadata.latent_bank["AF_L"]
+    bank_z = np.asarray(bank["z"])
+    means = np.asarray(bank["subject_means"])
+    offsets = bank_z[:, 0] - means[np.asarray(bank["subject"]), 0]
+    assert np.std(offsets) > 0
+    target = 45.0
+    z0 = age_model.attribute_to_z0("AF_L", target)
+    # codes that keep their subject, without noise: bank codes apart from
+    # dimension 0, which is the calibrated value plus the code's own offset
+    z = sample_latent(
+        age_model, "AF_L", np.full(300, target), noise=0.0, subject_noise=None, rng=0
+    )
+    d = ((z[:, None, 1:] - bank_z[None, :, 1:]) ** 2).sum(-1)
+    assert np.allclose(d.min(axis=1), 0, atol=1e-8)
+    np.testing.assert_allclose(
+        z[:, 0], z0 + offsets[d.argmin(axis=1)], rtol=1e-5, atol=1e-5
+    )
+    assert len(np.unique(np.round(z[:, 0], 4))) > 10
+    # the former rule: every code at the calibrated value
+    flat = sample_latent(
+        age_model, "AF_L", np.full(300, target), rng=0, within_subject=False
+    )
+    np.testing.assert_allclose(flat[:, 0], z0, rtol=1e-6)
+    # moved to new subjects, dimension 0 spreads as the streamlines do
+    moved = sample_latent(age_model, "AF_L", np.full(2000, target), rng=1)
+    assert 0.5 < np.std(moved[:, 0]) / np.std(offsets) < 2.0
+    assert abs(np.mean(moved[:, 0]) - z0) < np.std(offsets)
+    # ... and their streamlines come from every subject, not only from those
+    # near the target: without noise each offset is a bank code's own
+    youngest = float(np.min(bank["a"]))
+    exact = sample_latent(
+        age_model, "AF_L", np.full(2000, youngest), noise=0.0, subject_noise=0.0,
+        rng=2,
+    )  # fmt: skip
+    d = np.abs(exact[:, :1] - age_model.attribute_to_z0("AF_L", youngest) - offsets)
+    assert np.allclose(d.min(axis=1), 0, atol=1e-4)
+    drawn = np.asarray(bank["subject"])[d.argmin(axis=1)]
+    assert set(drawn) == set(bank["subject"])
+    # a length is the streamline's own: its dimension 0 is set, as before
+    length = _median_range(model, "AF_L")
+    for keep in (True, False):
+        z = sample_latent(
+            model, "AF_L", np.full(20, length), rng=0, within_subject=keep,
+            exact_length=False,
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            z[:, 0], model.attribute_to_z0("AF_L", length), rtol=1e-6
+        )
 
 
 def _without_bank_subjects(model):
