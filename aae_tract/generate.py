@@ -342,10 +342,11 @@ def sample_latent(
         Attribute value of each code.
     sampling : {"bank", "prior"}
         ``"bank"``: codes of training streamlines of the bundle with an
-        attribute near the target, each moved from its subject to a new
-        one (``subject_noise``), plus Gaussian noise with ``noise**2``
-        times the covariance of the bank's codes; ``"prior"``: samples of
-        the prior.
+        attribute near the target (of any of its streamlines for a
+        per-subject attribute, see ``within_subject``), each moved from its
+        subject to a new one (``subject_noise``), plus Gaussian noise with
+        ``noise**2`` times the covariance of the bank's codes; ``"prior"``:
+        samples of the prior.
     noise : float
         Relative noise scale for ``"bank"`` sampling.
     subject_noise : float or None
@@ -360,7 +361,9 @@ def sample_latent(
     neighbours : int, optional
         About how many bank codes share one target value (width of the
         attribute kernel); default a sixteenth of the bank, at least 16 (a
-        quarter for a per-subject attribute such as age).
+        quarter for a per-subject attribute such as age, where with
+        ``within_subject`` it weights the subjects that place the new
+        subject, not the codes drawn).
         A wide kernel lets codes of streamlines with other attribute values
         in, which biases the produced attribute toward the bundle's middle;
         a very narrow one draws many streamlines from few codes.
@@ -371,11 +374,14 @@ def sample_latent(
         code, to the target).
     within_subject : bool
         For ``"bank"`` sampling of a per-subject attribute such as age
-        (default True): give each code's dimension 0 the calibrated value
-        plus the drawn streamline's own offset from the centre of its (new)
-        subject. Within one subject dimension 0 varies from streamline to
-        streamline (mostly with its length), while the calibration maps a
-        value to the subjects' mean. When codes move to new subjects
+        (a model with ``ar_level="subject"``; default True): give each
+        code's dimension 0 the calibrated value plus the drawn code's offset
+        from the centre of its (new) subject, that is the streamline's own
+        variation within its subject, with the new subject's draw and the
+        bank noise as in the other dimensions. Within one subject dimension
+        0 varies from streamline to streamline (mostly with its length),
+        while the calibration maps a value to the subjects' mean. When codes
+        move to new subjects
         (``subject_noise`` not None) the streamlines are drawn from the
         whole bank, since only their variation within their subject is
         kept; the attribute kernel then weights the subjects whose
