@@ -32,7 +32,10 @@ reports) and ``train vs held-out`` (real *training* streamlines against the
 held-out ones: what a generator that reproduced the training subjects
 exactly would score; subjects differ, so this is the reachable ceiling for
 ``density_dice``, ``diversity_ratio`` and ``shape_similarity`` when held-out
-subjects are not in the training set).
+subjects are not in the training set). For a model of a per-subject
+attribute (age) its ``attribute_slope_error`` is the held-out subjects' real
+slope of median length against the attribute, relative to the training
+subjects' slope: how far two real sets of subjects differ.
 """
 
 import argparse
@@ -197,7 +200,30 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
     if "rough_fraction" in mean:  # a worst case, as evaluate() reports it
         values = _finite([r["rough_fraction"] for r in rows.values()])
         mean["rough_fraction"] = max(values) if values else None
+    if model.attribute_name != "length":
+        slopes = held_out_slope_errors(model.bundle_names, train, held_out)
+        for name, error in slopes.items():
+            rows.setdefault(name, {})["attribute_slope_error"] = error
+        mean["attribute_slope_error"] = max(slopes.values()) if slopes else None
     return {**mean, "per_bundle": rows}
+
+
+def held_out_slope_errors(bundles, train, held_out):
+    """Per bundle, the held-out subjects' real slope of median length against
+    the attribute, relative to the training subjects' (the quantity
+    ``attribute_slope_error`` measures for generated bundles): what a
+    generator that reproduced the held-out subjects exactly would score."""
+    from aae_tract.attribute import length_slope, subject_median_lengths
+
+    errors = {}
+    for name in bundles:
+        if name not in train.bundle_names or name not in held_out.bundle_names:
+            continue
+        real = length_slope(*subject_median_lengths(train, name))
+        other = length_slope(*subject_median_lengths(held_out, name))
+        if real and other is not None:
+            errors[name] = abs(other - real) / abs(real)
+    return errors
 
 
 def _finite(values):
