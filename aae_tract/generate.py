@@ -387,7 +387,11 @@ def sample_latent(
         kept; the attribute kernel then weights the subjects whose
         regression places the new subject. False sets dimension 0 of every
         code to the calibrated value and draws streamlines near the target,
-        as length models always do (the rule before this option).
+        as length models always do (the rule before this option). With
+        ``"prior"`` sampling of a fitted prior, dimension 0 is drawn around
+        the calibrated value with the spread of the bank's codes around
+        their subjects' means (the other dimensions then follow it through
+        the bundle's Gaussian); False sets it to the calibrated value.
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -409,7 +413,16 @@ def sample_latent(
         return np.zeros((0, model.latent_dims), dtype=np.float32)
     offset = None
     if sampling == "prior":
-        z = _prior_codes(model, name, z0, rng)
+        spread = (
+            _within_subject_spread(model, name)
+            if within_subject and model.config.ar_level == "subject"
+            else None
+        )
+        if spread:
+            offset = spread * rng.standard_normal(n)
+            z = _prior_codes(model, name, z0 + offset, rng)
+        else:
+            z = _prior_codes(model, name, z0, rng)
     else:
         for what, value in (("noise", noise), ("subject_noise", subject_noise)):
             if value is None and what == "subject_noise":
@@ -480,6 +493,20 @@ def sample_latent(
     if exact_length and model.attribute_name == "length":
         z = match_length(model, name, z, targets)
     return z
+
+
+def _within_subject_spread(model, name):
+    """Standard deviation of latent dimension 0 within one subject: of the
+    bank codes of bundle ``name`` around their subjects' means (None for a
+    prior that is not fitted to each bundle, or a bank without subjects)."""
+    bank = model.metadata.latent_bank.get(name) or {}
+    prior = model.network.prior
+    if not getattr(prior, "per_bundle", False) or not bank.get("subject_means"):
+        return None
+    z0 = np.asarray(bank["z"], dtype=np.float64)[:, 0]
+    means = np.asarray(bank["subject_means"], dtype=np.float64)[:, 0]
+    offsets = z0 - means[np.asarray(bank["subject"], dtype=np.intp)]
+    return float(np.std(offsets)) if len(offsets) > 1 else None
 
 
 def _prior_codes(model, name, z0, rng):

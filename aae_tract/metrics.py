@@ -1162,8 +1162,9 @@ def evaluate(
         :func:`aae_tract.generate.sample_latent`); default: its defaults.
         ``subject_noise=None`` keeps each code's subject.
     within_subject : bool
-        ``within_subject`` of ``"bank"`` sampling (a per-subject attribute:
-        each code keeps its streamline's offset in latent dimension 0).
+        ``within_subject`` of :func:`aae_tract.generate.sample_latent` (a
+        per-subject attribute: each bank code keeps its streamline's offset
+        in latent dimension 0; prior samples spread as within a subject).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a

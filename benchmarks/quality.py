@@ -622,9 +622,10 @@ def main(argv=None):
         "--within_subject",
         choices=("on", "off"),
         default="on",
-        help="within_subject of bank sampling for a per-subject attribute "
-        "(default on: each code keeps its streamline's offset in latent "
-        "dimension 0; off: dimension 0 is the calibrated value)",
+        help="within_subject of generation for a per-subject attribute "
+        "(default on: each bank code keeps its streamline's offset in latent "
+        "dimension 0, and prior sampling spreads it as within a subject; "
+        "off: dimension 0 is the calibrated value)",
     )
     parser.add_argument(
         "--recalibrate",

@@ -370,16 +370,30 @@ def test_age_codes_keep_their_streamlines_offset_in_dimension_0(
     assert np.allclose(d.min(axis=1), 0, atol=1e-4)
     drawn = np.asarray(bank["subject"])[d.argmin(axis=1)]
     assert set(drawn) == set(bank["subject"])
+    # prior sampling of a fitted prior: dimension 0 spreads around the
+    # calibrated value as the streamlines of one subject do
+    assert getattr(age_model.network.prior, "per_bundle", False)
+    drawn = sample_latent(
+        age_model, "AF_L", np.full(4000, target), sampling="prior", rng=3
+    )
+    np.testing.assert_allclose(np.std(drawn[:, 0]), np.std(offsets), rtol=0.1)
+    assert abs(np.mean(drawn[:, 0]) - z0) < 0.1 * np.std(offsets)
+    flat = sample_latent(
+        age_model, "AF_L", np.full(50, target), sampling="prior", rng=3,
+        within_subject=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(flat[:, 0], z0, rtol=1e-6)
     # a length is the streamline's own: its dimension 0 is set, as before
     length = _median_range(model, "AF_L")
     for keep in (True, False):
-        z = sample_latent(
-            model, "AF_L", np.full(20, length), rng=0, within_subject=keep,
-            exact_length=False,
-        )  # fmt: skip
-        np.testing.assert_allclose(
-            z[:, 0], model.attribute_to_z0("AF_L", length), rtol=1e-6
-        )
+        for sampling in ("bank", "prior"):
+            z = sample_latent(
+                model, "AF_L", np.full(20, length), rng=0, within_subject=keep,
+                exact_length=False, sampling=sampling,
+            )  # fmt: skip
+            np.testing.assert_allclose(
+                z[:, 0], model.attribute_to_z0("AF_L", length), rtol=1e-6
+            )
 
 
 def _without_bank_subjects(model):
