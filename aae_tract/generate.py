@@ -729,9 +729,11 @@ def generate(
         Spread of the new subjects ``"bank"`` sampling moves codes to,
         relative to the training subjects' (see :func:`sample_latent`).
     within_subject : bool
-        For ``"bank"`` sampling of a per-subject attribute such as age: keep
-        each streamline's own offset from its subject's centre in latent
-        dimension 0 (see :func:`sample_latent`).
+        For a per-subject attribute such as age: with ``"bank"`` sampling,
+        keep each streamline's own offset from its subject's centre in
+        latent dimension 0; with ``"prior"`` sampling of a fitted prior,
+        draw dimension 0 with the spread of the codes within a subject (see
+        :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference
         streamline of the bundle at most ``max_mdf`` and, for a length model,
