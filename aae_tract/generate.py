@@ -412,10 +412,11 @@ def sample_latent(
     if n == 0:
         return np.zeros((0, model.latent_dims), dtype=np.float32)
     offset = None
+    per_subject = model.config.ar_level == "subject"
     if sampling == "prior":
         spread = (
             _within_subject_spread(model, name)
-            if within_subject and model.config.ar_level == "subject"
+            if within_subject and per_subject
             else None
         )
         if spread:
@@ -440,7 +441,6 @@ def sample_latent(
         unique, inverse = np.unique(targets, return_inverse=True)
         weights = _kernel_weights(bank_a, unique, k=k)
         m = len(bank_z)
-        per_subject = model.config.ar_level == "subject"
         if (
             per_subject
             and within_subject
@@ -467,7 +467,6 @@ def sample_latent(
                 if per_subject
                 else None
             )
-            centre = subject_means[bank_subject[idx]]
 
             def shift(scale):
                 return _subject_shift(
@@ -484,10 +483,13 @@ def sample_latent(
 
             if subject_noise is not None:
                 z += shift(float(subject_noise))
-                # the new subject's centre at the target (no draw: no noise)
-                centre = centre + shift(0.0)
             if per_subject and within_subject:
-                offset = z[:, 0] - centre[:, 0]
+                # the centre of each code's subject: its own, or the new
+                # subject's at the target (a shift without its draw)
+                centre = subject_means[bank_subject[idx], 0]
+                if subject_noise is not None:
+                    centre = centre + shift(0.0)[:, 0]
+                offset = z[:, 0] - centre
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0 if offset is None else z0 + offset
     if exact_length and model.attribute_name == "length":
@@ -503,9 +505,8 @@ def _within_subject_spread(model, name):
     prior = model.network.prior
     if not getattr(prior, "per_bundle", False) or not bank.get("subject_means"):
         return None
-    z0 = np.asarray(bank["z"], dtype=np.float64)[:, 0]
-    means = np.asarray(bank["subject_means"], dtype=np.float64)[:, 0]
-    offsets = z0 - means[np.asarray(bank["subject"], dtype=np.intp)]
+    z, _, subject, means = _bank(model, name)
+    offsets = z[:, 0] - means[subject, 0]
     return float(np.std(offsets)) if len(offsets) > 1 else None
 
 
