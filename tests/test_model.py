@@ -349,6 +349,53 @@ def test_config_rejects_bad_values():
         AAEConfig(n_points=16, n_control=32)
     with pytest.raises(ValueError, match="adv_weight"):
         AAEConfig(adv_weight=-1)
+    with pytest.raises(ValueError, match="--disc_norm must be one of none, spectral"):
+        AAEConfig(disc_norm="batch")
+
+
+def _layer_norms(model):
+    """The largest singular value of each dense kernel of the discriminator,
+    after a call as in training (which normalizes a spectral layer's kernel)."""
+    disc = model.network.discriminator
+    z = np.zeros((4, model.latent_dims), "float32")
+    disc([z, model.onehot(np.zeros(4, int))], training=True)
+    kernels = [w for w in disc.weights if w.path.endswith("kernel")]
+    assert len(kernels) == 3
+    return [float(np.linalg.norm(keras.ops.convert_to_numpy(k), 2)) for k in kernels]
+
+
+def test_spectral_discriminator_layers_have_norm_1_and_survive_saving(
+    tiny_splits, tmp_path
+):
+    train, validation = tiny_splits
+    rng = np.random.default_rng(0)
+    norms = {}
+    for norm in ("none", "spectral"):
+        config = {**TINY, "disc_units": (64, 64)}
+        model = TractAAE.from_dataset(train, epochs=3, disc_norm=norm, **config)
+        history = model.fit(train, validation, verbose=0)
+        assert np.all(np.isfinite(history["disc_loss"])), norm
+        norms[norm] = _layer_norms(model)
+    # each layer 1-Lipschitz; one power iteration a step estimates a layer's
+    # norm from below, hence the margin
+    assert max(norms["spectral"]) <= 1.1, norms
+    # the plain discriminator's layers are not held to it (the check can fail)
+    assert max(norms["none"]) > 1.5, norms
+    path = tmp_path / "sn.keras"
+    model.save(path)
+    loaded = TractAAE.load(path)
+    assert loaded.config.disc_norm == "spectral"
+    names = [w.path for w in loaded.network.discriminator.weights]
+    assert any("vector_u" in n for n in names), names
+    z = rng.normal(size=(16, 8)).astype("float32")
+    onehot = model.onehot(np.zeros(16, int))
+    np.testing.assert_allclose(
+        *(
+            keras.ops.convert_to_numpy(m.network.discriminator([z, onehot]))
+            for m in (model, loaded)
+        ),
+        atol=1e-5,
+    )
 
 
 def test_training_reduces_reconstruction(tiny_trained):

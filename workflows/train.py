@@ -120,6 +120,7 @@ class TrainFlow(AAEWorkflow):
         decoder="arclength",
         filters=None,
         disc_units=None,
+        disc_norm="none",
         dropout=0.2,
         prior="fitted",
         learning_rate=1e-3,
@@ -207,6 +208,9 @@ class TrainFlow(AAEWorkflow):
             decoder). Without it: 32 64 128 256.
         disc_units : variable int, optional
             Hidden units of the discriminator layers. Without it: 256 256.
+        disc_norm : string, optional
+            none, or spectral: spectral normalization of every discriminator
+            layer, which bounds the push the discriminator gives the encoder.
         dropout : float, optional
             Dropout in the discriminator.
         prior : string, optional
@@ -347,6 +351,7 @@ class TrainFlow(AAEWorkflow):
             decoder=decoder,
             filters=filters,
             disc_units=disc_units,
+            disc_norm=disc_norm,
             dropout=dropout,
             prior=prior,
             learning_rate=learning_rate,

@@ -360,8 +360,18 @@ class ConditionalAAE(keras.Model):
         """Cross-entropy of the discriminator: prior samples real, encodings fake."""
         n = ops.shape(z_fake)[0]
         z_real = self.prior.sample(n, self.seed_generator, onehot)
-        real_logits = self.discriminator([z_real, onehot], training=training)
-        fake_logits = self.discriminator([z_fake, onehot], training=training)
+        if self.config.disc_norm == "spectral":
+            # one call: a spectral layer renormalizes its kernel in place at
+            # every training call, which torch's autograd refuses between
+            # two calls of one step
+            logits = self.discriminator(
+                [ops.concatenate([z_real, z_fake], 0), ops.tile(onehot, (2, 1))],
+                training=training,
+            )
+            real_logits, fake_logits = logits[:n], logits[n:]
+        else:
+            real_logits = self.discriminator([z_real, onehot], training=training)
+            fake_logits = self.discriminator([z_fake, onehot], training=training)
         real_target = ops.ones_like(real_logits) * (1.0 - self.config.label_smoothing)
         return binary_crossentropy_logits(
             real_target, real_logits

@@ -52,6 +52,12 @@ class AAEConfig:
         ``n_points``), the decoder of model files from before this option.
     disc_units : tuple of int
         Hidden units of the discriminator.
+    disc_norm : str
+        ``"spectral"``: every dense layer of the discriminator is spectrally
+        normalized (Miyato et al. 2018), so the discriminator is
+        1-Lipschitz in each layer and the push it gives the encoder stays
+        bounded however well it tells codes from prior samples; ``"none"``
+        (default): plain dense layers.
     dropout : float
         Dropout in the discriminator.
     prior : str
@@ -152,6 +158,7 @@ class AAEConfig:
     n_control: int | None = None
     decoder: str = "arclength"
     disc_units: tuple = (256, 256)
+    disc_norm: str = "none"
     dropout: float = 0.2
     prior: str = "fitted"
     posterior: str = "deterministic"
@@ -189,6 +196,7 @@ class AAEConfig:
         "n_control",
         "decoder",
         "disc_units",
+        "disc_norm",
         "dropout",
         "prior",
         "posterior",
@@ -350,6 +358,10 @@ DECODERS = ("arclength", "spline")
 #: the Gaussian prior against the fitted prior").
 DEFAULT_AR_SOFT = 0.1
 
+#: How :func:`~aae_tract.model.networks.build_discriminator` may constrain
+#: its layers: ``"none"`` or ``"spectral"`` (spectral normalization).
+DISC_NORMS = ("none", "spectral")
+
 #: Control points of the decoder's spline when ``n_control`` is not given
 #: (at most ``n_points``).
 DEFAULT_N_CONTROL = 32
@@ -375,6 +387,7 @@ TRAIN_OPTIONS = (
     "decoder",
     "filters",
     "disc_units",
+    "disc_norm",
     "dropout",
     "prior",
     "learning_rate",
@@ -449,7 +462,7 @@ _TYPES = {
         numbers.Real,
     ),
     **dict.fromkeys(("ar_within_bundle", "lr_decay"), bool),
-    **dict.fromkeys(("prior", "decoder", "posterior", "ar_level"), str),
+    **dict.fromkeys(("prior", "decoder", "posterior", "ar_level", "disc_norm"), str),
 }
 #: Fields that may be None (resolved later: see their documentation).
 _OPTIONAL = ("ar_soft",)
@@ -496,6 +509,7 @@ _CHOICES = {
     "decoder": DECODERS,
     "posterior": ("gaussian", "deterministic"),
     "ar_level": ("auto", "streamline", "subject"),
+    "disc_norm": DISC_NORMS,
 }
 
 

@@ -293,9 +293,19 @@ def build_discriminator(config):
     c_in = keras.Input((config.n_bundles,), name="bundle_onehot")
     h = layers.Concatenate(name="disc_concat")([z_in, c_in])
     for i, units in enumerate(config.disc_units):
-        h = layers.Dense(units, name=f"disc_dense{i}")(h)
+        h = _disc_layer(config, layers.Dense(units, name=f"disc_dense{i}"), i)(h)
         h = layers.LeakyReLU(0.2, name=f"disc_act{i}")(h)
         if config.dropout > 0:
             h = layers.Dropout(config.dropout, name=f"disc_dropout{i}")(h)
-    logit = layers.Dense(1, name="logit", dtype="float32")(h)
+    last = layers.Dense(1, name="logit", dtype="float32")
+    logit = _disc_layer(config, last, None)(h)
     return keras.Model([z_in, c_in], logit, name="discriminator")
+
+
+def _disc_layer(config, dense, index):
+    """``dense``, spectrally normalized when ``config.disc_norm`` says so (one
+    power iteration a training step, the estimate kept between steps)."""
+    if config.disc_norm != "spectral":
+        return dense
+    name = "logit_sn" if index is None else f"disc_sn{index}"
+    return layers.SpectralNormalization(dense, name=name)
