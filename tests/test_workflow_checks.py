@@ -73,6 +73,7 @@ def write_tck(path):
         ("--learning_rate", "0", {"learning_rate": 0.0}),
         ("--warmup_epochs", "-1", {"warmup_epochs": -1}),
         ("--prior", "uniform", {"prior": "uniform"}),
+        ("--disc_norm", "batch", {"disc_norm": "batch"}),
         ("--filters", "0", {"filters": (0,)}),
         ("--n_control", "40", {"n_points": 32, "n_control": 40}),
     ],
