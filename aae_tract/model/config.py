@@ -56,8 +56,9 @@ class AAEConfig:
         ``"spectral"``: every dense layer of the discriminator is spectrally
         normalized (Miyato et al. 2018), so the discriminator is
         1-Lipschitz in each layer and the push it gives the encoder stays
-        bounded however well it tells codes from prior samples; ``"none"``
-        (default): plain dense layers.
+        bounded however well it tells codes from prior samples (how each
+        backend applies it: :func:`~aae_tract.model.networks._disc_layer`);
+        ``"none"`` (default): plain dense layers.
     dropout : float
         Dropout in the discriminator.
     prior : str

@@ -303,8 +303,16 @@ def build_discriminator(config):
 
 
 def _disc_layer(config, dense, index):
-    """``dense``, spectrally normalized when ``config.disc_norm`` says so (one
-    power iteration a training step, the estimate kept between steps)."""
+    """``dense``, spectrally normalized when ``config.disc_norm`` says so.
+
+    Keras's ``SpectralNormalization``: at every training call one power
+    iteration estimates the kernel's largest singular value and the call uses
+    the kernel divided by it. With TensorFlow and torch the divided kernel is
+    written back to the variable (gradients then reach it directly); with
+    JAX the training step keeps the stored kernel as it is and the division
+    is part of the differentiated function, so a JAX-trained discriminator
+    called outside training uses its undivided kernel.
+    """
     if config.disc_norm != "spectral":
         return dense
     name = "logit_sn" if index is None else f"disc_sn{index}"
