@@ -61,6 +61,12 @@ SAMPLING_METHODS = ("bank", "prior")
 DEFAULT_NOISE = 0.2
 #: Default spread of the subjects "bank" sampling moves codes to.
 DEFAULT_SUBJECT_NOISE = 0.7
+#: Quantiles of each subject's offsets in latent dimension 0 that bank
+#: sampling of a per-subject attribute regresses on the attribute
+#: (``within_subject=True``, :func:`_matched_offsets`).
+MATCHED_QUANTILES = 20
+#: Values of ``within_subject`` (see :func:`sample_latent`).
+WITHIN_SUBJECT = (True, "own", False)
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: Relative miss of the median length beyond which generation warns.
@@ -161,6 +167,17 @@ def _check_sampling(sampling):
         )
 
 
+def _check_within_subject(within_subject):
+    """``within_subject`` as True, "own" or False (a clear error otherwise)."""
+    if isinstance(within_subject, str) and within_subject == "own":
+        return "own"
+    if isinstance(within_subject, (bool, np.bool_)):
+        return bool(within_subject)
+    raise AAETractError(
+        f"within_subject must be True, 'own' or False, got {within_subject!r}"
+    )
+
+
 def _bundle_name(model, bundle):
     return model.bundle_names[model.bundle_index(bundle)]
 
@@ -183,6 +200,14 @@ def _bank(model, bundle):
     else:
         subject = means = None
     return z, a, subject, means
+
+
+def _bank_spread(model, bundle):
+    """The bundle's subjects' quantiles of ``z0`` around their means
+    ``(S, Q)``, or None for a model file written before the calibration kept
+    them (or a model whose attribute is not one value per subject)."""
+    spread = (model.metadata.latent_bank.get(bundle) or {}).get("subject_spread")
+    return None if not spread else np.asarray(spread, dtype=np.float64)
 
 
 def _kernel_weights(values, targets, *, k):
@@ -260,21 +285,12 @@ def _subject_shift(
         The distinct targets (with ``values``).
     """
     n_subjects = len(means)
-    onehot = np.zeros((len(subject), n_subjects))
-    onehot[np.arange(len(subject)), subject] = 1.0
-    w = weights @ onehot  # (T, S): each subject's share of each target
+    w = _subject_weights(subject, n_subjects, weights)
     centre = w @ means
     at_target = centre
     if values is not None:
-        # weighted least squares of the subject means on their values; the
-        # residuals (around the line) are mean_s - centre - dv_s * slope
-        mean_value = w @ values
-        dv = values[None, :] - mean_value[:, None]  # (T, S)
-        wdv = w * dv
-        spread_value = np.sum(wdv * dv, axis=1)
-        slope = wdv @ means - wdv.sum(axis=1)[:, None] * centre
-        slope /= np.where(spread_value > 0, spread_value, np.inf)[:, None]
-        at_target = centre + slope * (np.asarray(targets) - mean_value)[:, None]
+        # the residuals around the line are mean_s - centre - dv_s * slope
+        at_target, slope, dv = _weighted_line(w, values, means, targets)
     shift = at_target[inverse] - means[subject[idx]]
     concentration = np.sum(w**2, axis=1)
     if scale > 0 and n_subjects > 1:
@@ -290,6 +306,113 @@ def _subject_shift(
             draw -= np.sum(coef * dv[inverse], axis=1)[:, None] * slope[inverse]
         shift += scale * draw
     return shift
+
+
+def _subject_weights(subject, n_subjects, weights):
+    """Each subject's share ``(T, S)`` of the kernel weights ``(T, M)`` of
+    the bank codes (``subject``: each code's subject)."""
+    onehot = np.zeros((len(subject), n_subjects))
+    onehot[np.arange(len(subject)), subject] = 1.0
+    return weights @ onehot
+
+
+def _weighted_line(w, values, y, targets):
+    """Weighted least-squares line of per-subject rows on their values.
+
+    Parameters
+    ----------
+    w : ndarray, shape (T, S)
+        Each subject's weight for each target (rows sum to 1).
+    values : ndarray, shape (S,)
+        Each subject's attribute value.
+    y : ndarray, shape (S, K)
+        What is regressed (e.g. the subjects' mean codes).
+    targets : array_like, shape (T,)
+
+    Returns
+    -------
+    at_target : ndarray, shape (T, K)
+        The line of each target's weights, evaluated at the target (the
+        weighted mean where the weights fall on one value).
+    slope : ndarray, shape (T, K)
+    dv : ndarray, shape (T, S)
+        Each subject's value minus the weighted mean value.
+    """
+    centre = w @ y
+    mean_value = w @ values
+    dv = values[None, :] - mean_value[:, None]
+    wdv = w * dv
+    spread_value = np.sum(wdv * dv, axis=1)
+    slope = wdv @ y - wdv.sum(axis=1)[:, None] * centre
+    # weights on (nearly) one value: no line, the weighted mean (a division
+    # by a rounding-sized spread would give any slope)
+    floor = 1e-10 * (float(np.ptp(values)) ** 2 + 1.0) if len(values) else 1.0
+    slope /= np.where(spread_value > floor, spread_value, np.inf)[:, None]
+    at_target = centre + slope * (np.asarray(targets) - mean_value)[:, None]
+    return at_target, slope, dv
+
+
+def _matched_offsets(
+    bank_z0, subject, means0, spread, weights, values, targets, inverse, idx
+):
+    """Offsets in latent dimension 0 of the drawn codes from their new
+    subject's centre, at the same rank within a subject of the target's value.
+
+    A streamline's offset from its subject's mean ``z0`` is its variation
+    within the subject. How far and how unevenly a subject's streamlines
+    spread around its mean changes with the attribute (on the age phantom the
+    spread of ``z0`` shrinks with age, and the median offset moves with
+    it). Copying a streamline's own offset into a subject of another value
+    carries its own subject's spread there. Here each subject's offset
+    quantiles (kept by the calibration) are regressed on the subjects'
+    values with the target's kernel weights (the line that places the new
+    subject's centre, :func:`_subject_shift`), and each drawn code takes the
+    offset at its rank within its own subject from that line at the target
+    (a code past its subject's outermost quantile: the target's outermost
+    quantile plus how far past its own it lies).
+
+    Parameters
+    ----------
+    bank_z0 : ndarray, shape (M,)
+        Dimension 0 of the bank's codes.
+    subject : ndarray of int, shape (M,)
+        Each code's subject.
+    means0 : ndarray, shape (S,)
+        Each subject's mean ``z0``.
+    spread : ndarray, shape (S, Q)
+        Each subject's quantiles of ``z0`` around its mean, at the
+        probabilities ``(k + 0.5) / Q``.
+    weights : ndarray, shape (T, M)
+        Kernel weights of the bank codes for each distinct target.
+    values : ndarray, shape (S,)
+        Each subject's attribute value.
+    targets : ndarray, shape (T,)
+    inverse, idx : ndarray of int, shape (n,)
+        Target and bank code of each draw.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    n_quantiles = spread.shape[1]
+    grid = (np.arange(n_quantiles) + 0.5) / n_quantiles
+    own = bank_z0 - means0[subject]
+    # each bank code's rank within its subject, from the subject's quantiles;
+    # a code past its subject's outer quantiles keeps how far past it lies
+    prob, past = np.empty(len(own)), np.empty(len(own))
+    for s in np.unique(subject):
+        rows = subject == s
+        prob[rows] = np.interp(own[rows], spread[s], grid)
+        past[rows] = own[rows] - np.clip(own[rows], spread[s, 0], spread[s, -1])
+    w = _subject_weights(subject, len(means0), weights)
+    at_target, _, _ = _weighted_line(w, values, spread, targets)
+    # a line may cross itself away from the subjects' values: keep it sorted
+    at_target = np.maximum.accumulate(at_target, axis=1)
+    out = np.empty(len(idx))
+    for t in np.unique(inverse):
+        rows = np.flatnonzero(inverse == t)
+        out[rows] = np.interp(prob[idx[rows]], grid, at_target[t])
+    return out + past[idx]
 
 
 def _subject_values(subject, values, n_subjects):
@@ -372,15 +495,25 @@ def sample_latent(
         :func:`match_length` so that its decoded streamline has the target
         length (the calibration maps the bundle's typical code, not this
         code, to the target).
-    within_subject : bool
+    within_subject : {True, "own", False}
         For ``"bank"`` sampling of a per-subject attribute such as age
         (a model with ``ar_level="subject"``; default True): give each
-        code's dimension 0 the calibrated value plus the drawn code's offset
-        from the centre of its (new) subject, that is the streamline's own
-        variation within its subject, with the new subject's draw and the
-        bank noise as in the other dimensions. Within one subject dimension
-        0 varies from streamline to streamline (mostly with its length),
-        while the calibration maps a value to the subjects' mean. When codes
+        code's dimension 0 the calibrated value plus an offset from the
+        centre of its (new) subject, its streamline's variation within a
+        subject, with the new subject's draw and the bank noise as in the
+        other dimensions. Within one subject dimension 0 varies from
+        streamline to streamline (mostly with its length), while the
+        calibration maps a value to the subjects' mean. With True, and codes
+        moved to new subjects, the offset is the one at the streamline's rank
+        within its subject in a subject of the target's value: the line of
+        the training subjects' offset quantiles (which the calibration
+        keeps) at the target, with the weights that place the new subject
+        (:func:`_matched_offsets`), since how widely and how unevenly a
+        subject's streamlines spread changes with the attribute (on the age
+        phantom the spread narrows with age). ``"own"`` keeps the drawn
+        streamline's own offset, carrying its own subject's spread to the
+        target (the rule before, and what True does for a model file whose
+        calibration kept no quantiles). When codes
         move to new subjects
         (``subject_noise`` not None) the streamlines are drawn from the
         whole bank, since only their variation within their subject is
@@ -391,7 +524,8 @@ def sample_latent(
         ``"prior"`` sampling of a fitted prior, dimension 0 is drawn around
         the calibrated value with the spread of the bank's codes around
         their subjects' means (the other dimensions then follow it through
-        the bundle's Gaussian); False sets it to the calibrated value.
+        the bundle's Gaussian), with True and ``"own"`` alike; False sets it
+        to the calibrated value.
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -404,6 +538,7 @@ def sample_latent(
         attribute.
     """
     _check_sampling(sampling)
+    within_subject = _check_within_subject(within_subject)
     rng = _rng(rng)
     name = _bundle_name(model, bundle)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
@@ -490,6 +625,29 @@ def sample_latent(
                 if subject_noise is not None:
                     centre = centre + shift(0.0)[:, 0]
                 offset = z[:, 0] - centre
+                spread = _bank_spread(model, name)
+                if (
+                    subject_noise is not None
+                    and within_subject is True
+                    and spread is not None
+                ):
+                    # the streamline's own offset -> the offset at its rank
+                    # in a subject of the target's value
+                    own = bank_z[idx, 0] - subject_means[bank_subject[idx], 0]
+                    offset += (
+                        _matched_offsets(
+                            bank_z[:, 0].astype(np.float64),
+                            bank_subject,
+                            subject_means[:, 0],
+                            spread,
+                            weights,
+                            values,
+                            unique,
+                            inverse,
+                            idx,
+                        )
+                        - own
+                    )
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0 if offset is None else z0 + offset
     if exact_length and model.attribute_name == "length":
@@ -729,11 +887,13 @@ def generate(
     subject_noise : float or None
         Spread of the new subjects ``"bank"`` sampling moves codes to,
         relative to the training subjects' (see :func:`sample_latent`).
-    within_subject : bool
+    within_subject : {True, "own", False}
         For a per-subject attribute such as age: with ``"bank"`` sampling,
-        keep each streamline's own offset from its subject's centre in
-        latent dimension 0; with ``"prior"`` sampling of a fitted prior,
-        draw dimension 0 with the spread of the codes within a subject (see
+        give each streamline an offset from its subject's centre in latent
+        dimension 0, at its rank within a subject of the requested value
+        (True) or its own (``"own"``); with ``"prior"`` sampling of a fitted
+        prior, draw dimension 0 with the spread of the codes within a
+        subject; False sets dimension 0 to the calibrated value (see
         :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference
@@ -800,6 +960,7 @@ def generate(
     """
     name = _bundle_name(model, bundle)
     _check_sampling(sampling)
+    within_subject = _check_within_subject(within_subject)
     n = int(n_streamlines)
     if n < 1:
         raise AAETractError(f"n_streamlines must be >= 1, got {n_streamlines}")

@@ -108,6 +108,8 @@ PHANTOM = {"n_subjects": 6, "n_per_bundle": 200, "seed": 0, "fragments": 0.5}
 #: shorter per decade past 50, the phantom's default ``age_effect``).
 AGE_PHANTOM = {"n_subjects": 30, "n_per_bundle": 40, "seed": 0, "fragments": 0.0}
 SAMPLINGS = ("bank", "prior")
+#: ``--within_subject`` choices and the ``within_subject`` of generation.
+WITHIN_SUBJECT = {"on": True, "own": "own", "off": False}
 #: The data and its split are the same for every seed.
 SPLIT_SEED = 0
 
@@ -435,7 +437,7 @@ def run_seed(config, seed, train, held_out, args):
             sampling=s,
             train=train,
             subject_noise=args.subject_noise,
-            within_subject=args.within_subject == "on",
+            within_subject=WITHIN_SUBJECT[args.within_subject],
         )
         for s in SAMPLINGS
     }
@@ -620,12 +622,13 @@ def main(argv=None):
     )
     parser.add_argument(
         "--within_subject",
-        choices=("on", "off"),
+        choices=tuple(WITHIN_SUBJECT),
         default="on",
         help="within_subject of generation for a per-subject attribute "
-        "(default on: each bank code keeps its streamline's offset in latent "
-        "dimension 0, and prior sampling spreads it as within a subject; "
-        "off: dimension 0 is the calibrated value)",
+        "(default on: each bank code takes the offset in latent dimension 0 "
+        "at its streamline's rank within a subject of the target's value, "
+        "and prior sampling spreads it as within a subject; own: the "
+        "streamline's own offset; off: dimension 0 is the calibrated value)",
     )
     parser.add_argument(
         "--recalibrate",

@@ -313,3 +313,17 @@ def test_calibrate_uses_the_subject_fit_for_a_per_subject_attribute(tiny_splits)
                 # the two fits differ on these data
                 assert not np.allclose(expected, isotonic, atol=1e-3)
             np.testing.assert_allclose(cal["y"], expected, rtol=1e-4, atol=1e-5)
+            # the bank keeps each subject's quantiles of z0 around its mean
+            # for a per-subject attribute only
+            bank = model.metadata.latent_bank[name]
+            assert ("subject_spread" in bank) == subject_fit
+            if subject_fit:
+                spread = np.asarray(bank["subject_spread"])
+                subjects = np.asarray(train.subjects)[rows]
+                grid = (np.arange(spread.shape[1]) + 0.5) / spread.shape[1]
+                for i, s in enumerate(np.unique(subjects)):
+                    own = z0[rows][subjects == s]
+                    np.testing.assert_allclose(
+                        spread[i], np.quantile(own - own.mean(), grid), atol=1e-4
+                    )
+                assert np.ptp(spread[:, -1] - spread[:, 0]) > 0

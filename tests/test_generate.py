@@ -499,6 +499,102 @@ def test_subject_shift_follows_a_per_subject_attribute_to_the_ends():
     young = inverse == 0
     truth = base + 20.0 * per_year
     assert np.abs(plain[young] - truth).max() > 1.0
+    # weights (all but) on one subject, a kernel narrower than the gaps
+    # between ages: no line through one point, that subject's mean
+    one = _kernel_weights(ages[subject], np.array([45.0]), k=10)
+    assert 0 < one[0, subject == 3].sum() < 1e-12
+    moved = means[subject[idx]] + _subject_shift(
+        subject, means, one, np.zeros(len(idx), int), idx, 0.0, rng,
+        values=ages, targets=np.array([45.0]),
+    )  # fmt: skip
+    np.testing.assert_allclose(moved, np.tile(means[2], (len(idx), 1)), atol=1e-9)
+
+
+def test_matched_offsets_take_the_spread_of_subjects_at_the_target():
+    """Subjects whose streamlines spread around their mean in proportion to
+    their age (and skewed): a drawn code takes the offset at its rank from
+    the line of the subjects' offset quantiles at the target, so the
+    offsets drawn at an age spread as that age's subjects do, whichever
+    subject each code came from; the own offsets keep the pooled spread."""
+    from aae_tract.generate import _kernel_weights, _matched_offsets
+    from aae_tract.model.tract_aae import _subject_spread
+
+    rng = np.random.default_rng(4)
+    ages = np.linspace(20, 80, 13)
+    per_subject = 400
+    subject = np.repeat(np.arange(len(ages)), per_subject)
+    shape = rng.gamma(2.0, size=len(subject))  # skewed: mean > median
+    shape -= np.repeat(
+        [shape[subject == s].mean() for s in range(len(ages))], per_subject
+    )
+    scale = 0.02 * ages  # spread grows with age, 0.4 to 1.6
+    means0 = rng.normal(size=len(ages))
+    z0 = means0[subject] + scale[subject] * shape
+    spread = _subject_spread(z0, subject, means0)
+    targets = np.array([30.0, 70.0])
+    weights = _kernel_weights(ages[subject], targets, k=len(subject) // 4)
+    n = 20_000
+    idx = rng.integers(0, len(subject), n)
+    inverse = np.repeat([0, 1], n // 2)
+    matched = _matched_offsets(
+        z0, subject, means0, spread, weights, ages, targets, inverse, idx
+    )
+    own = z0[idx] - means0[subject[idx]]
+    for t, age in enumerate(targets):
+        rows = inverse == t
+        truth = 0.02 * age * shape  # the spread of a subject of this age
+        for q in ((10, 90), (25, 75)):
+            np.testing.assert_allclose(
+                np.diff(np.percentile(matched[rows], q)),
+                np.diff(np.percentile(truth, q)),
+                rtol=0.05,
+            )
+        np.testing.assert_allclose(np.std(matched[rows]), np.std(truth), rtol=0.1)
+        np.testing.assert_allclose(
+            np.median(matched[rows]), np.median(truth), atol=0.05 * np.std(truth)
+        )
+        # the own offsets carry the drawn subjects' spreads, not the target's
+        assert abs(np.std(own[rows]) / np.std(truth) - 1) > 0.2
+    # each code keeps its rank within its subject
+    for t in range(2):
+        rows = np.flatnonzero(inverse == t)[:500]
+        same = subject[idx[rows]] == subject[idx[rows]][0]
+        order_own = np.argsort(own[rows][same])
+        assert np.all(np.diff(matched[rows][same][order_own]) >= -1e-12)
+
+
+def test_age_bank_sampling_uses_the_spread_when_the_bank_has_it(subject_age_model):
+    """With the subjects' quantiles in the bank, bank sampling of a per-subject
+    attribute (``within_subject=True``) changes only dimension 0 of the codes;
+    ``"own"`` keeps the streamline's own offset, as does a bank without the
+    quantiles (a file written before). When every subject has the same
+    quantiles, a code's rank maps back to its own offset."""
+    meta = copy.deepcopy(subject_age_model.metadata)
+    bank = meta.latent_bank["AF_L"]
+    z0 = np.asarray(bank["z"], dtype=np.float64)[:, 0]
+    offsets = z0 - np.asarray(bank["subject_means"])[np.asarray(bank["subject"]), 0]
+    same = np.quantile(offsets, (np.arange(20) + 0.5) / 20)
+    bank["subject_spread"] = np.tile(same, (len(bank["subject_means"]), 1)).tolist()
+    spread = TractAAE(subject_age_model.network, meta)
+    target = np.full(2000, 47.0)
+    options = dict(noise=0.0, subject_noise=0.0, rng=5)
+    matched = sample_latent(spread, "AF_L", target, **options)
+    own = sample_latent(spread, "AF_L", target, within_subject="own", **options)
+    before = sample_latent(subject_age_model, "AF_L", target, **options)
+    np.testing.assert_array_equal(own, before)
+    np.testing.assert_array_equal(matched[:, 1:], own[:, 1:])
+    np.testing.assert_allclose(matched[:, 0], own[:, 0], atol=1e-5)
+    # quantiles that differ between subjects move the offsets
+    bank["subject_spread"] = [
+        list(same * (1 + i)) for i in range(len(bank["subject_means"]))
+    ]
+    moved = sample_latent(
+        TractAAE(subject_age_model.network, meta), "AF_L", target, **options
+    )
+    assert np.abs(moved[:, 0] - own[:, 0]).max() > 0.1 * np.std(offsets)
+    for bad in ("yes", None, 1):
+        with pytest.raises(AAETractError, match="within_subject"):
+            sample_latent(spread, "AF_L", [47.0], within_subject=bad)
 
 
 def test_bank_sampling_moves_codes_off_their_subjects(model):

@@ -184,6 +184,19 @@ METADATA_CASES = {
         {"meta": _set(["latent_bank", "AF_L", "subject_means"], [[1.0, 2.0]])},
         "subject_means",
     ),
+    "subject spread of another size": (
+        {"meta": _set(["latent_bank", "AF_L", "subject_spread"], [[0.0, 1.0]])},
+        "subject_spread",
+    ),
+    "subject spread quantiles decreasing": (
+        {
+            "meta": lambda m: _set(
+                ["latent_bank", "AF_L", "subject_spread"],
+                [[1.0, 0.0]] * len(m["latent_bank"]["AF_L"]["subject_means"]),
+            )(m)
+        },
+        "must not decrease",
+    ),
     "calibration knots of two lengths": (
         {"meta": _set(["calibration", "AF_L", "y"], [0.0])},
         "calibration",

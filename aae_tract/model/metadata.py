@@ -252,6 +252,17 @@ def _validate_bank_subjects(bank, key, z_shape, fail):
         (subject < 0) | (subject >= len(means))
     ):
         fail(f"latent_bank[{key}].subject must index its {len(means)} subject means")
+    if "subject_spread" in bank:
+        spread = _finite_array(
+            bank.get("subject_spread"), fail, f"latent_bank[{key}].subject_spread"
+        )
+        if spread.ndim != 2 or len(spread) != len(means) or spread.shape[1] < 2:
+            fail(
+                f"latent_bank[{key}].subject_spread has shape {spread.shape}, "
+                f"not ({len(means)} subjects, at least 2 quantiles)"
+            )
+        if np.any(np.diff(spread, axis=1) < 0):
+            fail(f"latent_bank[{key}].subject_spread quantiles must not decrease")
 
 
 def _validate_labeller(labeller, names, latent_dims, fail):

@@ -62,6 +62,10 @@ CALIBRATION_KNOTS = 64
 #: Gaussian kernel is as wide as the distance to this share of the subjects
 #: (see :func:`_subject_calibration`).
 SUBJECT_KERNEL_SHARE = 0.5
+#: For such an attribute the calibration also keeps, per subject, this many
+#: quantiles of its streamlines' ``z0`` around the subject's mean (the
+#: bank's ``subject_spread``; see :func:`aae_tract.generate.sample_latent`).
+SPREAD_QUANTILES = 20
 #: Streamlines of a bundle encoded to calibrate the attribute, at most.
 CALIBRATION_PER_BUNDLE = 50_000
 #: Streamlines of a bundle encoded to measure the match to the prior, at most.
@@ -208,6 +212,22 @@ def _subject_calibration(values, z0, subjects, knots, share=SUBJECT_KERNEL_SHARE
         swm, swvm = (w * mean).sum(), (w * dv * mean).sum()
         fitted.append(((w * dv * dv).sum() * swm - swv * swvm) / spread)
     return np.maximum.accumulate(np.asarray(fitted))
+
+
+def _subject_spread(z0, index, means0, n_quantiles=SPREAD_QUANTILES):
+    """Quantiles ``(S, n_quantiles)`` of each subject's ``z0`` around its mean.
+
+    At the probabilities ``(k + 0.5) / n_quantiles``. A subject with a single
+    code gets the quantiles of all subjects' offsets pooled (its own sample
+    says nothing of its spread).
+    """
+    offsets = np.asarray(z0, "float64") - means0[index]
+    grid = (np.arange(n_quantiles) + 0.5) / n_quantiles
+    counts = np.bincount(index, minlength=len(means0))
+    pooled = np.quantile(offsets, grid)
+    order = np.argsort(index, kind="stable")
+    groups = np.split(offsets[order], np.cumsum(counts)[:-1])
+    return np.array([np.quantile(g, grid) if len(g) >= 2 else pooled for g in groups])
 
 
 def _one_value_each(values, subjects):
@@ -1240,7 +1260,9 @@ class TractAAE:
         keeps a sample of encodings per bundle for sampling near the data
         (the latent bank), with each code's subject and every subject's mean
         code over the bundle's sample, so that generation can tell the
-        variation between subjects from that within one (see
+        variation between subjects from that within one, and, for a
+        per-subject attribute, each subject's :data:`SPREAD_QUANTILES`
+        quantiles of ``z0`` around its mean over the sample (see
         :func:`aae_tract.generate.sample_latent`).
         """
         from sklearn.isotonic import IsotonicRegression
@@ -1258,7 +1280,8 @@ class TractAAE:
                 continue
             a, z0 = attribute[mask], z[mask, 0].astype("float64")
             x = np.unique(np.quantile(a, np.linspace(0, 1, CALIBRATION_KNOTS)))
-            if per_subject and _one_value_each(a, subjects[mask]):
+            one_each = per_subject and _one_value_each(a, subjects[mask])
+            if one_each:
                 y = _subject_calibration(a, z0, subjects[mask], x)
             else:
                 iso = IsotonicRegression(increasing=True, out_of_bounds="clip")
@@ -1279,6 +1302,11 @@ class TractAAE:
                 "subject": subject[keep_in_bundle].tolist(),
                 "subject_means": means.astype("float32").round(5).tolist(),
             }
+            if one_each:
+                spread = _subject_spread(z0, subject, means[:, 0])
+                bank[name]["subject_spread"] = (
+                    spread.astype("float32").round(5).tolist()
+                )
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
         self._texture_bounds = {}
