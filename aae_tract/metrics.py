@@ -1161,10 +1161,12 @@ def evaluate(
         Noises of ``"bank"`` sampling (see
         :func:`aae_tract.generate.sample_latent`); default: its defaults.
         ``subject_noise=None`` keeps each code's subject.
-    within_subject : bool
+    within_subject : {True, "own", False}
         ``within_subject`` of :func:`aae_tract.generate.sample_latent` (a
-        per-subject attribute: each bank code keeps its streamline's offset
-        in latent dimension 0; prior samples spread as within a subject).
+        per-subject attribute: each bank code takes the offset in latent
+        dimension 0 at its streamline's rank within a subject of the target
+        value, or with ``"own"`` its streamline's own; prior samples spread
+        as within a subject).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a

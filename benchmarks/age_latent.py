@@ -17,7 +17,11 @@ For every bundle of every model given with ``--load NAME=PATTERN``
 - ``rho(z0, age)``: the same over streamlines (``ar_spearman``);
 - ``mm per z0, within`` and ``across``: the slope of length on ``z0``
   within subjects (pooled deviations) and of the subjects' median length on
-  their mean ``z0``.
+  their mean ``z0``;
+- ``rho(spread, age)`` and ``rho(median offset, age)``: the Spearman
+  correlation with age of each subject's standard deviation of ``z0`` and
+  of its median ``z0`` minus its mean (how widely and how unevenly the
+  subject's streamlines spread around its mean).
 
 Example::
 
@@ -46,6 +50,8 @@ COLUMNS = (
     "rho(z0, age)",
     "mm per z0, within",
     "mm per z0, across",
+    "rho(spread, age)",
+    "rho(median offset, age)",
 )
 
 
@@ -69,6 +75,8 @@ def latent_rows(z0, dataset):
         dz, dl = z - z_mean[index], length - len_mean[index]
         sub_age = np.array([age[subjects == s][0] for s in names])
         sub_len = np.array([np.median(length[subjects == s]) for s in names])
+        sub_sd = np.array([np.std(dz[index == i]) for i in range(len(names))])
+        sub_skew = np.array([np.median(dz[index == i]) for i in range(len(names))])
         rows[name] = dict(
             zip(
                 COLUMNS,
@@ -79,6 +87,8 @@ def latent_rows(z0, dataset):
                     float(spearmanr(z, age)[0]),
                     float((dz * dl).sum() / (dz**2).sum()),
                     float(np.polyfit(z_mean, sub_len, 1)[0]),
+                    float(spearmanr(sub_sd, sub_age)[0]),
+                    float(spearmanr(sub_skew, sub_age)[0]),
                 ),
             )
         )
