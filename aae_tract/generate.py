@@ -61,12 +61,6 @@ SAMPLING_METHODS = ("bank", "prior")
 DEFAULT_NOISE = 0.2
 #: Default spread of the subjects "bank" sampling moves codes to.
 DEFAULT_SUBJECT_NOISE = 0.7
-#: Quantiles of each subject's offsets in latent dimension 0 that bank
-#: sampling of a per-subject attribute regresses on the attribute
-#: (``within_subject=True``, :func:`_matched_offsets`).
-MATCHED_QUANTILES = 20
-#: Values of ``within_subject`` (see :func:`sample_latent`).
-WITHIN_SUBJECT = (True, "own", False)
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: Relative miss of the median length beyond which generation warns.
@@ -200,6 +194,23 @@ def _bank(model, bundle):
     else:
         subject = means = None
     return z, a, subject, means
+
+
+_NOTED_NO_SPREAD = set()
+
+
+def _note_no_spread(model, bundle):
+    """Log once per model and bundle that its bank has no subject spread."""
+    key = (id(model.metadata), bundle)
+    if key not in _NOTED_NO_SPREAD:
+        _NOTED_NO_SPREAD.add(key)
+        logger.info(
+            "%s: the model's calibration kept no subject spread (a file "
+            "written before it did): each streamline keeps its own offset in "
+            "latent dimension 0; calibrate the model again for the offset at "
+            "its rank in a subject of the requested value",
+            bundle,
+        )
 
 
 def _bank_spread(model, bundle):
@@ -346,7 +357,7 @@ def _weighted_line(w, values, y, targets):
     slope = wdv @ y - wdv.sum(axis=1)[:, None] * centre
     # weights on (nearly) one value: no line, the weighted mean (a division
     # by a rounding-sized spread would give any slope)
-    floor = 1e-10 * (float(np.ptp(values)) ** 2 + 1.0) if len(values) else 1.0
+    floor = 1e-10 * float(np.ptp(values)) ** 2 if len(values) else 0.0
     slope /= np.where(spread_value > floor, spread_value, np.inf)[:, None]
     at_target = centre + slope * (np.asarray(targets) - mean_value)[:, None]
     return at_target, slope, dv
@@ -406,8 +417,9 @@ def _matched_offsets(
         past[rows] = own[rows] - np.clip(own[rows], spread[s, 0], spread[s, -1])
     w = _subject_weights(subject, len(means0), weights)
     at_target, _, _ = _weighted_line(w, values, spread, targets)
-    # a line may cross itself away from the subjects' values: keep it sorted
-    at_target = np.maximum.accumulate(at_target, axis=1)
+    # quantile lines may cross away from the subjects' values: sorting them
+    # again keeps the quantiles' mean
+    at_target = np.sort(at_target, axis=1)
     out = np.empty(len(idx))
     for t in np.unique(inverse):
         rows = np.flatnonzero(inverse == t)
@@ -626,6 +638,12 @@ def sample_latent(
                     centre = centre + shift(0.0)[:, 0]
                 offset = z[:, 0] - centre
                 spread = _bank_spread(model, name)
+                if (
+                    spread is None
+                    and within_subject is True
+                    and subject_noise is not None
+                ):
+                    _note_no_spread(model, name)
                 if (
                     subject_noise is not None
                     and within_subject is True
@@ -891,9 +909,11 @@ def generate(
         For a per-subject attribute such as age: with ``"bank"`` sampling,
         give each streamline an offset from its subject's centre in latent
         dimension 0, at its rank within a subject of the requested value
-        (True) or its own (``"own"``); with ``"prior"`` sampling of a fitted
-        prior, draw dimension 0 with the spread of the codes within a
-        subject; False sets dimension 0 to the calibrated value (see
+        (True; its own offset where the codes keep their subjects,
+        ``subject_noise=None``, or the model file's calibration kept no
+        subject spread) or its own (``"own"``); with ``"prior"`` sampling of
+        a fitted prior, draw dimension 0 with the spread of the codes within
+        a subject; False sets dimension 0 to the calibrated value (see
         :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference

@@ -492,6 +492,12 @@ def test_subject_shift_follows_a_per_subject_attribute_to_the_ends():
             values=ages, targets=targets,
         )  # fmt: skip
         np.testing.assert_allclose(moved, base + targets[inverse, None] * per_year)
+    # the same in any unit of the attribute (a millionth of a year)
+    moved = means[subject[idx]] + _subject_shift(
+        subject, means, weights, inverse, idx, 0.0, rng,
+        values=ages * 1e-6, targets=targets * 1e-6,
+    )  # fmt: skip
+    np.testing.assert_allclose(moved, base + targets[inverse, None] * per_year)
     # the weighted mean alone is pulled toward the middle at the ends
     plain = means[subject[idx]] + _subject_shift(
         subject, means, weights, inverse, idx, 0.0, rng
@@ -569,6 +575,8 @@ def test_age_bank_sampling_uses_the_spread_when_the_bank_has_it(subject_age_mode
     ``"own"`` keeps the streamline's own offset, as does a bank without the
     quantiles (a file written before). When every subject has the same
     quantiles, a code's rank maps back to its own offset."""
+    from aae_tract.generate import _subject_values
+
     meta = copy.deepcopy(subject_age_model.metadata)
     bank = meta.latent_bank["AF_L"]
     z0 = np.asarray(bank["z"], dtype=np.float64)[:, 0]
@@ -584,14 +592,41 @@ def test_age_bank_sampling_uses_the_spread_when_the_bank_has_it(subject_age_mode
     np.testing.assert_array_equal(own, before)
     np.testing.assert_array_equal(matched[:, 1:], own[:, 1:])
     np.testing.assert_allclose(matched[:, 0], own[:, 0], atol=1e-5)
-    # quantiles that differ between subjects move the offsets
-    bank["subject_spread"] = [
-        list(same * (1 + i)) for i in range(len(bank["subject_means"]))
-    ]
-    moved = sample_latent(
-        TractAAE(subject_age_model.network, meta), "AF_L", target, **options
+    # ... also with the bank noise and the new subject's draw, at two ages
+    both = np.repeat([30.0, 60.0], 1000)
+    noisy = dict(noise=0.3, subject_noise=0.7, rng=6)
+    np.testing.assert_allclose(
+        sample_latent(spread, "AF_L", both, **noisy),
+        sample_latent(spread, "AF_L", both, within_subject="own", **noisy),
+        atol=1e-5,
     )
-    assert np.abs(moved[:, 0] - own[:, 0]).max() > 0.1 * np.std(offsets)
+    # quantiles that grow linearly with age: a code at age a of a subject of
+    # age a_s has its offset scaled by c(a) / c(a_s) within its subject's
+    # quantiles and keeps its excess past them
+    subject = np.asarray(bank["subject"])
+    ages = _subject_values(subject, np.asarray(bank["a"]), len(bank["subject_means"]))
+    c = 1.0 + (ages - 25.0) / 45.0
+    bank["subject_spread"] = (c[:, None] * same[None, :]).tolist()
+    grown = TractAAE(subject_age_model.network, meta)
+    targets = np.repeat([30.0, 60.0], 1000)
+    # a kernel over several subjects (by default it falls on one of the few
+    # subjects here, whose row it then takes: no line through one point)
+    wide = dict(options, neighbours=len(offsets))
+    z = sample_latent(grown, "AF_L", targets, **wide)
+    kept = sample_latent(grown, "AF_L", targets, within_subject="own", **wide)
+    z0 = grown.attribute_to_z0("AF_L", targets)
+    own_offset = kept[:, 0] - z0
+    # which subject each draw came from: without noise its own offset is
+    # its bank code's
+    gap = np.abs(own_offset[:, None] - offsets[None, :])
+    assert np.allclose(gap.min(axis=1), 0, atol=1e-5)
+    cs = c[subject[gap.argmin(axis=1)]]
+    ct = 1.0 + (targets - 25.0) / 45.0
+    low, high = same[0] * cs, same[-1] * cs
+    inside = np.clip(own_offset, low, high)
+    expected = inside * ct / cs + (own_offset - inside)
+    np.testing.assert_allclose(z[:, 0] - z0, expected, atol=1e-4)
+    assert np.abs(own_offset - expected).max() > 0.1 * np.std(offsets)
     for bad in ("yes", None, 1):
         with pytest.raises(AAETractError, match="within_subject"):
             sample_latent(spread, "AF_L", [47.0], within_subject=bad)

@@ -227,7 +227,8 @@ def _subject_spread(z0, index, means0, n_quantiles=SPREAD_QUANTILES):
     pooled = np.quantile(offsets, grid)
     order = np.argsort(index, kind="stable")
     groups = np.split(offsets[order], np.cumsum(counts)[:-1])
-    return np.array([np.quantile(g, grid) if len(g) >= 2 else pooled for g in groups])
+    rows = np.array([np.quantile(g, grid) if len(g) >= 2 else pooled for g in groups])
+    return np.maximum.accumulate(rows, axis=1)  # rounding never makes one decrease
 
 
 def _one_value_each(values, subjects):
