@@ -617,15 +617,19 @@ def test_age_bank_sampling_uses_the_spread_when_the_bank_has_it(subject_age_mode
     z0 = grown.attribute_to_z0("AF_L", targets)
     own_offset = kept[:, 0] - z0
     # which subject each draw came from: without noise its own offset is
-    # its bank code's
+    # its bank code's (a draw whose offset two subjects' codes share within
+    # float32 rounding is left out)
     gap = np.abs(own_offset[:, None] - offsets[None, :])
     assert np.allclose(gap.min(axis=1), 0, atol=1e-5)
+    near = gap <= gap.min(axis=1, keepdims=True) + 1e-5
+    sure = np.array([len(set(subject[row])) == 1 for row in near])
+    assert sure.mean() > 0.9
     cs = c[subject[gap.argmin(axis=1)]]
     ct = 1.0 + (targets - 25.0) / 45.0
     low, high = same[0] * cs, same[-1] * cs
     inside = np.clip(own_offset, low, high)
     expected = inside * ct / cs + (own_offset - inside)
-    np.testing.assert_allclose(z[:, 0] - z0, expected, atol=1e-4)
+    np.testing.assert_allclose((z[:, 0] - z0)[sure], expected[sure], atol=1e-4)
     assert np.abs(own_offset - expected).max() > 0.1 * np.std(offsets)
     for bad in ("yes", None, 1):
         with pytest.raises(AAETractError, match="within_subject"):
