@@ -637,35 +637,27 @@ def sample_latent(
                 if subject_noise is not None:
                     centre = centre + shift(0.0)[:, 0]
                 offset = z[:, 0] - centre
-                spread = _bank_spread(model, name)
-                if (
-                    spread is None
-                    and within_subject is True
-                    and subject_noise is not None
-                ):
-                    _note_no_spread(model, name)
-                if (
-                    subject_noise is not None
-                    and within_subject is True
-                    and spread is not None
-                ):
+                spread = None
+                if subject_noise is not None and within_subject is True:
+                    spread = _bank_spread(model, name)
+                    if spread is None:
+                        _note_no_spread(model, name)
+                if spread is not None:
                     # the streamline's own offset -> the offset at its rank
                     # in a subject of the target's value
                     own = bank_z[idx, 0] - subject_means[bank_subject[idx], 0]
-                    offset += (
-                        _matched_offsets(
-                            bank_z[:, 0].astype(np.float64),
-                            bank_subject,
-                            subject_means[:, 0],
-                            spread,
-                            weights,
-                            values,
-                            unique,
-                            inverse,
-                            idx,
-                        )
-                        - own
+                    matched = _matched_offsets(
+                        bank_z[:, 0].astype(np.float64),
+                        bank_subject,
+                        subject_means[:, 0],
+                        spread,
+                        weights,
+                        values,
+                        unique,
+                        inverse,
+                        idx,
                     )
+                    offset += matched - own
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0 if offset is None else z0 + offset
     if exact_length and model.attribute_name == "length":
