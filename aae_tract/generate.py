@@ -681,23 +681,16 @@ def _within_subject_spread(model, name):
 def _prior_codes(model, name, z0, rng):
     """Samples of the prior for bundle ``name``, dimension 0 set to ``z0``.
 
-    With one Gaussian per bundle (``prior="fitted"``) the other dimensions
-    are drawn from their distribution given ``z0``, so that they go with the
-    attribute value as the bundle's codes do; otherwise from the prior.
+    With a prior fitted to each bundle (``prior="fitted"`` or
+    ``"fitted_mixture"``) the other dimensions are drawn from their
+    distribution given ``z0``, so that they go with the attribute value as
+    the bundle's codes do; otherwise from the prior.
     """
     prior = model.network.prior
     n = len(z0)
     if not getattr(prior, "per_bundle", False):
         return np.asarray(prior.sample_numpy(n, rng), dtype=np.float32)
-    mean, chol = prior.factor(model.bundle_index(name))
-    z0 = np.asarray(z0, dtype=np.float64)
-    # z = mean + L e with L lower triangular: z0 fixes e0 = (z0 - mean0) /
-    # L00, and the other dimensions are mean + L[1:, 0] e0 + L[1:, 1:] e',
-    # exactly the Gaussian conditional of dimensions 1.. given dimension 0
-    e0 = (z0 - mean[0]) / chol[0, 0]
-    noise = rng.standard_normal((n, len(mean) - 1))
-    rest = mean[1:] + np.outer(e0, chol[1:, 0]) + noise @ chol[1:, 1:].T
-    return np.concatenate([z0[:, None], rest], axis=1).astype(np.float32)
+    return prior.conditional_numpy(model.bundle_index(name), z0, rng)
 
 
 def match_length(

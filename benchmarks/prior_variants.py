@@ -124,6 +124,11 @@ VARIANTS = {
 VARIANTS = {name: {**EARLIER_DEFAULTS, **fields} for name, fields in VARIANTS.items()}
 #: Today's defaults, unchanged.
 VARIANTS["current"] = {}
+#: Today's defaults with a Gaussian mixture fitted to each bundle's codes.
+VARIANTS["mixture2"] = {"prior": "fitted_mixture", "prior_components": 2}
+VARIANTS["mixture4"] = {"prior": "fitted_mixture", "prior_components": 4}
+VARIANTS["mixture8"] = {"prior": "fitted_mixture", "prior_components": 8}
+VARIANTS["mixture8_adv0.02"] = {**VARIANTS["mixture8"], "adv_weight": 0.02}
 
 COLUMNS = (
     "recon_mdf_mm",

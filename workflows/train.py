@@ -123,6 +123,7 @@ class TrainFlow(AAEWorkflow):
         disc_norm="none",
         dropout=0.2,
         prior="fitted",
+        prior_components=8,
         learning_rate=1e-3,
         adv_weight=0.005,
         ar_weight=0.5,
@@ -215,8 +216,14 @@ class TrainFlow(AAEWorkflow):
             Dropout in the discriminator.
         prior : string, optional
             Latent prior: fitted (one Gaussian per bundle, refitted to its
-            encodings every epoch; its samples stay on the bundle), gaussian
-            (N(0, I) for every bundle, the default before) or mixture.
+            encodings every epoch; its samples stay on the bundle),
+            fitted_mixture (a Gaussian mixture per bundle, refitted the same
+            way), gaussian (N(0, I) for every bundle, the default before) or
+            mixture.
+        prior_components : int, optional
+            Most components of each bundle's fitted_mixture prior (a bundle
+            uses at most one per 2 x latent_dims training streamlines), or the
+            components of the mixture prior.
         learning_rate : float, optional
             Adam learning rate of the autoencoder.
         adv_weight : float, optional
@@ -354,6 +361,7 @@ class TrainFlow(AAEWorkflow):
             disc_norm=disc_norm,
             dropout=dropout,
             prior=prior,
+            prior_components=prior_components,
             learning_rate=learning_rate,
             adv_weight=adv_weight,
             ar_weight=ar_weight,

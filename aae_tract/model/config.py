@@ -66,15 +66,18 @@ class AAEConfig:
         covariance of the bundle's training encodings, refitted every epoch:
         :class:`~aae_tract.model.priors.FittedPrior`), ``"gaussian"`` (N(0, I)
         for every bundle, the default before; a bundle's codes fill only a few
-        of its directions, so its samples leave the bundle) or ``"mixture"``
-        (a Gaussian mixture).
+        of its directions, so its samples leave the bundle), ``"mixture"``
+        (a fixed Gaussian mixture) or ``"fitted_mixture"`` (a Gaussian
+        mixture per bundle, refitted every epoch:
+        :class:`~aae_tract.model.priors.FittedMixturePrior`).
     posterior : str
         ``"gaussian"``: the encoder outputs a mean and a variance and training
         decodes a sample of q(z | x), so latent dimensions the data does not
         use can match the prior without costing reconstruction;
         ``"deterministic"``: z = G(x). Encoding always returns the mean.
     prior_components : int
-        Components of the Gaussian mixture prior.
+        Components of the ``"mixture"`` prior; the most components of each
+        bundle's ``"fitted_mixture"``.
     recon_weight, adv_weight, ar_weight, smooth_weight : float
         Loss weights: reconstruction (MSE), adversarial (encoder against the
         discriminator), attribute regularization, and second-difference
@@ -506,7 +509,7 @@ _REAL_RANGES = {
 }
 
 _CHOICES = {
-    "prior": ("gaussian", "mixture", "fitted"),
+    "prior": ("gaussian", "mixture", "fitted", "fitted_mixture"),
     "decoder": DECODERS,
     "posterior": ("gaussian", "deterministic"),
     "ar_level": ("auto", "streamline", "subject"),

@@ -4,6 +4,9 @@ import keras
 import numpy as np
 from keras import ops
 
+#: Priors refitted to each bundle's encodings during training.
+FITTED_PRIORS = ("fitted", "fitted_mixture")
+
 
 @keras.saving.register_keras_serializable(package="aae_tract")
 class GaussianPrior:
@@ -205,11 +208,8 @@ class FittedPrior(GaussianPrior):
             codes = z[(labels == b) & finite]
             if len(codes) < 2:
                 continue
-            cov = np.atleast_2d(np.cov(codes, rowvar=False))
-            ridge = self.RIDGE * max(float(np.trace(cov)) / len(cov), 1e-8)
-            try:
-                chol = np.linalg.cholesky(cov + ridge * np.eye(len(cov)))
-            except np.linalg.LinAlgError:
+            chol = _cholesky(np.atleast_2d(np.cov(codes, rowvar=False)), self.RIDGE)
+            if chol is None:
                 continue
             means[b], chols[b] = codes.mean(axis=0), chol
             fitted.append(b)
@@ -217,14 +217,251 @@ class FittedPrior(GaussianPrior):
         self.chols.assign(chols.astype("float32"))
         return fitted
 
+    def conditional_numpy(self, bundle, z0, rng):
+        """Samples of bundle ``bundle``'s prior with dimension 0 set to ``z0``.
+
+        The other dimensions are drawn from their Gaussian conditional given
+        dimension 0, so they go with the attribute value as the bundle's
+        codes do.
+
+        Parameters
+        ----------
+        bundle : int
+            Bundle index.
+        z0 : array_like, shape (N,)
+            Value of latent dimension 0 of each sample.
+        rng : numpy.random.Generator
+            Source of the draws.
+
+        Returns
+        -------
+        ndarray of float32, shape (N, latent_dims)
+        """
+        mean, chol = self.factor(bundle)
+        return _conditional(mean, chol, np.asarray(z0, dtype=np.float64), rng)
+
     def get_config(self):
         return {"latent_dims": self.latent_dims, "n_bundles": self.n_bundles}
 
 
+def _conditional(mean, chol, z0, rng):
+    """Draws of N(mean, L L^T) given dimension 0 equal to ``z0``."""
+    # z = mean + L e with L lower triangular: z0 fixes e0 = (z0 - mean0) /
+    # L00, and the other dimensions are mean + L[1:, 0] e0 + L[1:, 1:] e',
+    # exactly the Gaussian conditional of dimensions 1.. given dimension 0
+    e0 = (z0 - mean[0]) / chol[0, 0]
+    noise = rng.standard_normal((len(z0), len(mean) - 1))
+    rest = mean[1:] + np.outer(e0, chol[1:, 0]) + noise @ chol[1:, 1:].T
+    return np.concatenate([z0[:, None], rest], axis=1).astype(np.float32)
+
+
+def _cholesky(cov, ridge_scale):
+    """Cholesky factor of ``cov`` plus a ridge relative to its mean variance
+    (None when it does not exist)."""
+    ridge = ridge_scale * max(float(np.trace(cov)) / len(cov), 1e-8)
+    try:
+        return np.linalg.cholesky(cov + ridge * np.eye(len(cov)))
+    except np.linalg.LinAlgError:
+        return None
+
+
+class FittedMixturePrior(FittedPrior):
+    """A Gaussian mixture per bundle, refitted to the bundle's encodings.
+
+    ``p(z | b) = sum_k w_bk N(mu_bk, L_bk L_bk^T)``, fitted by expectation
+    maximisation (scikit-learn's ``GaussianMixture``, full covariances) to
+    the encodings of a sample of each bundle's training streamlines at the
+    start of every epoch, as :class:`FittedPrior` is. One Gaussian per
+    bundle leaves the codes' shape unmatched: a classifier tells a bundle's
+    training codes from samples of their own Gaussian about 8 times in 10
+    (doc/benchmarks.md, "A mixture fitted to each bundle"), so the
+    discriminator keeps pushing the encoder toward a Gaussian shape the
+    decoder does not want. A few components follow the codes' shape, so
+    the adversary asks less of the encoder and prior samples fall where
+    codes of the bundle lie.
+
+    A bundle uses at most ``n_components`` components and at most one per
+    ``2 * latent_dims`` codes of its sample (at least one), so that each
+    component's covariance rests on enough codes; unused components have
+    weight 0.
+
+    Parameters
+    ----------
+    latent_dims : int
+        Dimension of z.
+    n_bundles : int
+        Number of bundles.
+    n_components : int
+        Most components per bundle.
+    means, chols, log_weights : keras.Variable
+        Variables of shape ``(n_bundles, n_components, latent_dims)``,
+        ``(n_bundles, n_components, latent_dims, latent_dims)`` and
+        ``(n_bundles, n_components)``.
+    seed : int
+        Seed of the expectation-maximisation initialisation.
+    """
+
+    #: Log weight of an unused component (finite, so every backend samples).
+    UNUSED = -1e9
+    #: Codes per latent dimension each component needs.
+    CODES_PER_DIM = 2
+    #: Expectation-maximisation iterations of each refit.
+    MAX_ITER = 100
+
+    def __init__(
+        self, latent_dims, n_bundles, n_components, means, chols, log_weights, seed=0
+    ):
+        super().__init__(latent_dims, n_bundles, means, chols)
+        self.n_components = int(n_components)
+        self.log_weights = log_weights
+        self.seed = int(seed)
+        self._fits = 0
+
+    def sample(self, n, seed, onehot=None):
+        d, k = self.latent_dims, self.n_components
+        if onehot is None:
+            idx = keras.random.randint((n,), 0, self.n_bundles, seed=seed)
+            onehot = ops.one_hot(idx, self.n_bundles)
+        onehot = ops.cast(onehot, "float32")
+        logits = ops.matmul(onehot, self.log_weights)
+        comp = ops.reshape(keras.random.categorical(logits, 1, seed=seed), (-1,))
+        bundle = ops.cast(ops.argmax(onehot, axis=-1), "int32")
+        flat = bundle * k + ops.cast(comp, "int32")
+        means = ops.take(ops.reshape(self.means, (-1, d)), flat, axis=0)
+        chols = ops.take(ops.reshape(self.chols, (-1, d, d)), flat, axis=0)
+        noise = keras.random.normal((n, d), seed=seed)
+        return means + ops.einsum("nij,nj->ni", chols, noise)
+
+    def sample_numpy(self, n, rng, bundle=None):
+        if bundle is None:
+            bundle = rng.integers(0, self.n_bundles, n)
+        bundle = np.broadcast_to(np.asarray(bundle, dtype=int), (n,))
+        means, chols, weights = self.mixture_numpy()
+        noise = rng.standard_normal((n, self.latent_dims))
+        out = np.zeros((n, self.latent_dims))
+        for b in np.unique(bundle):
+            rows = np.flatnonzero(bundle == b)
+            comp = rng.choice(self.n_components, len(rows), p=weights[b])
+            out[rows] = means[b, comp] + np.einsum(
+                "nij,nj->ni", chols[b, comp], noise[rows]
+            )
+        return out.astype("float32")
+
+    def mixture_numpy(self):
+        """``(means, chols, weights)`` as float64 arrays; each bundle's
+        weights sum to 1."""
+        means, chols = self.moments_numpy()
+        logw = np.asarray(ops.convert_to_numpy(self.log_weights), dtype=np.float64)
+        weights = np.exp(logw - logw.max(axis=1, keepdims=True))
+        return means, chols, weights / weights.sum(axis=1, keepdims=True)
+
+    def covariance(self, bundle):
+        """``(mean, covariance)`` of bundle index ``bundle``'s mixture as a
+        whole (the moments of the mixture, not of a component)."""
+        means, chols, weights = self.mixture_numpy()
+        w, m = weights[bundle], means[bundle]
+        mean = w @ m
+        centred = m - mean
+        factors = chols[bundle]
+        cov = np.einsum("k,kij->ij", w, factors @ factors.transpose(0, 2, 1))
+        return mean, cov + (w[:, None] * centred).T @ centred
+
+    def factor(self, bundle):
+        mean, cov = self.covariance(bundle)
+        return mean, np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)))
+
+    def conditional_numpy(self, bundle, z0, rng):
+        """Samples of bundle ``bundle``'s mixture with dimension 0 set to ``z0``.
+
+        Each sample's component is drawn with its probability given ``z0``
+        (its weight times its density at ``z0`` along dimension 0), then the
+        other dimensions from that component's Gaussian conditional.
+        """
+        z0 = np.asarray(z0, dtype=np.float64)
+        means, chols, weights = self.mixture_numpy()
+        m0, s0 = means[bundle][:, 0], np.abs(chols[bundle][:, 0, 0])
+        with np.errstate(divide="ignore"):
+            logp = np.log(weights[bundle]) - np.log(s0)
+        logp = logp - 0.5 * ((z0[:, None] - m0) / s0) ** 2
+        p = np.exp(logp - logp.max(axis=1, keepdims=True))
+        cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+        comp = (rng.random(len(z0))[:, None] > cdf).sum(axis=1)
+        comp = np.minimum(comp, self.n_components - 1)
+        out = np.zeros((len(z0), self.latent_dims), dtype=np.float32)
+        for k in np.unique(comp):
+            rows = comp == k
+            out[rows] = _conditional(means[bundle, k], chols[bundle, k], z0[rows], rng)
+        return out
+
+    def fit(self, z, labels):
+        """Fit each bundle's mixture to its codes (see :class:`FittedPrior`).
+
+        Returns
+        -------
+        list of int
+            The bundles refitted (a bundle with fewer than two finite codes,
+            or whose fit fails, keeps its prior).
+        """
+        from sklearn.mixture import GaussianMixture
+
+        z = np.asarray(z, dtype=np.float64)
+        labels = np.asarray(labels).reshape(-1)
+        finite = np.isfinite(z).all(axis=1) if z.ndim == 2 else np.zeros(0, bool)
+        means, chols, weights = self.mixture_numpy()
+        fitted = []
+        for b in range(self.n_bundles):
+            codes = z[(labels == b) & finite]
+            if len(codes) < 2:
+                continue
+            per = self.CODES_PER_DIM * self.latent_dims
+            k = max(1, min(self.n_components, len(codes) // per))
+            var = float(np.mean(np.var(codes, axis=0)))
+            gmm = GaussianMixture(
+                k,
+                covariance_type="full",
+                reg_covar=self.RIDGE * max(var, 1e-8),
+                max_iter=self.MAX_ITER,
+                random_state=int(
+                    np.random.SeedSequence([self.seed, self._fits, b]).generate_state(
+                        1
+                    )[0]
+                ),
+            )
+            try:
+                gmm.fit(codes)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            factors = [_cholesky(c, 0.0) for c in gmm.covariances_]
+            if any(f is None for f in factors):
+                continue
+            means[b] = 0.0
+            means[b, :k] = gmm.means_
+            chols[b] = np.eye(self.latent_dims)
+            chols[b, :k] = factors
+            weights[b] = 0.0
+            weights[b, :k] = gmm.weights_
+            fitted.append(b)
+        self._fits += 1
+        logw = np.where(weights > 0, np.log(np.maximum(weights, 1e-300)), self.UNUSED)
+        self.means.assign(means.astype("float32"))
+        self.chols.assign(chols.astype("float32"))
+        self.log_weights.assign(logw.astype("float32"))
+        return fitted
+
+    def get_config(self):
+        return {
+            "latent_dims": self.latent_dims,
+            "n_bundles": self.n_bundles,
+            "n_components": self.n_components,
+            "seed": self.seed,
+        }
+
+
 def make_prior(kind, latent_dims, *, n_components=8, seed=0, n_bundles=1, owner=None):
-    """Build the prior named ``kind`` (``"gaussian"``, ``"mixture"`` or
-    ``"fitted"``; the variables of a fitted prior are made on the layer
-    ``owner``, the network)."""
+    """Build the prior named ``kind`` (``"gaussian"``, ``"mixture"``,
+    ``"fitted"`` or ``"fitted_mixture"``; the variables of a fitted prior are
+    made on the layer ``owner``, the network; ``n_components`` is the number
+    of components of a mixture, of each bundle's for ``"fitted_mixture"``)."""
     if kind == "gaussian":
         return GaussianPrior(latent_dims)
     if kind == "mixture":
@@ -241,4 +478,19 @@ def make_prior(kind, latent_dims, *, n_components=8, seed=0, n_bundles=1, owner=
         if owner is not None:
             owner.prior_means, owner.prior_chols = means, chols
         return FittedPrior(d, n_bundles, means, chols)
+    if kind == "fitted_mixture":
+        d, b, k = int(latent_dims), int(n_bundles), int(n_components)
+        eye = np.broadcast_to(np.eye(d, dtype="float32"), (b, k, d, d))
+        # until the first fit: N(0, I) in every bundle (one component used)
+        logw = np.full((b, k), FittedMixturePrior.UNUSED, "float32")
+        logw[:, 0] = 0.0
+        means = keras.Variable(
+            np.zeros((b, k, d), "float32"), trainable=False, name="prior_means"
+        )
+        chols = keras.Variable(np.array(eye), trainable=False, name="prior_chols")
+        log_weights = keras.Variable(logw, trainable=False, name="prior_log_weights")
+        if owner is not None:
+            owner.prior_means, owner.prior_chols = means, chols
+            owner.prior_log_weights = log_weights
+        return FittedMixturePrior(d, b, k, means, chols, log_weights, seed=seed)
     raise ValueError(f"unknown prior {kind!r}")

@@ -30,6 +30,7 @@ from aae_tract.model.aae import ConditionalAAE, posterior_draw
 from aae_tract.model.config import AAEConfig, option_name
 from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
 from aae_tract.model.networks import ArcLengthCurve
+from aae_tract.model.priors import FITTED_PRIORS
 from aae_tract.model.training import (
     EpochCheckpoint,
     NonFiniteGuard,
@@ -1079,7 +1080,7 @@ class TractAAE:
         """The NaN guard, the warm-up, the refit of a fitted prior and (with a
         folder) the epoch checkpoint."""
         cbs = [guard, RegularizationWarmup(self.config.warmup_epochs)]
-        if self.config.prior == "fitted":
+        if self.config.prior in FITTED_PRIORS:
             cbs.append(self._prior_refit(train))
         if checkpoint_dir is not None:
             cbs.append(

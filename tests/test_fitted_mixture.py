@@ -1,0 +1,162 @@
+"""The fitted mixture prior: a Gaussian mixture per bundle, refitted to its
+encodings."""
+
+import numpy as np
+import pytest
+from conftest import TINY
+
+from aae_tract.generate import generate, sample_latent
+from aae_tract.model import TractAAE
+from aae_tract.model.aae import ConditionalAAE
+from aae_tract.model.priors import FittedMixturePrior
+
+
+def _network(n_bundles=2, latent_dims=3, n_components=3):
+    return ConditionalAAE(
+        **{**TINY, "latent_dims": latent_dims, "n_bundles": n_bundles},
+        prior="fitted_mixture",
+        prior_components=n_components,
+    )
+
+
+def _codes(rng, n=3000):
+    """Bundle 0: two clusters apart along dimension 0 (weights 0.75, 0.25),
+    dimension 1 rising in one and falling in the other; bundle 1: one
+    Gaussian."""
+    first = rng.multivariate_normal(
+        [-4.0, 1.0, 0.0], [[1, 0.9, 0], [0.9, 1, 0], [0, 0, 0.04]], 3 * n // 4
+    )
+    second = rng.multivariate_normal(
+        [4.0, -1.0, 2.0], [[1, -0.9, 0], [-0.9, 1, 0], [0, 0, 0.04]], n // 4
+    )
+    other = rng.multivariate_normal([0.0, 5.0, -2.0], np.diag([0.25, 1.0, 1.0]), n)
+    z = np.concatenate([first, second, other])
+    return z, np.repeat([0, 1], [n, n])
+
+
+def test_mixture_prior_starts_standard_and_fits_each_bundles_clusters():
+    net = _network()
+    prior = net.prior
+    assert isinstance(prior, FittedMixturePrior) and prior.per_bundle
+    paths = [v.path for v in net.non_trainable_weights]
+    assert {"prior_means", "prior_chols", "prior_log_weights"} <= set(paths)
+    rng = np.random.default_rng(0)
+    before = prior.sample_numpy(20000, rng, 1)
+    assert np.allclose(before.mean(0), 0, atol=0.05)
+    assert np.allclose(np.cov(before, rowvar=False), np.eye(3), atol=0.05)
+
+    z, labels = _codes(rng)
+    assert prior.fit(z, labels) == [0, 1]
+    draws = prior.sample_numpy(40000, rng, 0)
+    right = draws[:, 0] > 0
+    # the two clusters, their weights and their opposite correlations
+    assert abs(right.mean() - 0.25) < 0.02
+    assert np.allclose(draws[~right].mean(0), [-4, 1, 0], atol=0.1)
+    assert np.allclose(draws[right].mean(0), [4, -1, 2], atol=0.1)
+    assert np.corrcoef(draws[~right, :2].T)[0, 1] > 0.85
+    assert np.corrcoef(draws[right, :2].T)[0, 1] < -0.85
+    # the whole mixture's moments
+    mean, cov = prior.covariance(0)
+    assert np.allclose(mean, z[labels == 0].mean(0), atol=0.02)
+    assert np.allclose(cov, np.cov(z[labels == 0], rowvar=False), atol=0.1)
+    # bundle 1 stays one Gaussian whatever components it is given
+    other = prior.sample_numpy(40000, rng, 1)
+    assert np.allclose(other.mean(0), [0, 5, -2], atol=0.05)
+    assert np.allclose(np.cov(other, rowvar=False), np.diag([0.25, 1, 1]), atol=0.06)
+
+
+def test_mixture_prior_keras_samples_follow_the_condition():
+    net = _network()
+    z, labels = _codes(np.random.default_rng(1))
+    net.prior.fit(z, labels)
+    import keras
+
+    onehot = np.repeat(np.eye(2, dtype="float32"), 4000, axis=0)
+    draws = keras.ops.convert_to_numpy(
+        net.prior.sample(len(onehot), keras.random.SeedGenerator(0), onehot)
+    )
+    first, second = draws[:4000], draws[4000:]
+    assert abs((first[:, 0] > 0).mean() - 0.25) < 0.03
+    assert np.allclose(second.mean(0), [0, 5, -2], atol=0.1)
+    # the unused components of a bundle are never drawn
+    assert (
+        np.all(np.abs(first[:, 0]) > 0.5) or (np.abs(first[:, 0]) < 0.5).mean() < 0.02
+    )
+
+
+def test_mixture_components_are_capped_by_the_codes_a_bundle_has():
+    net = _network(latent_dims=3, n_components=8)
+    rng = np.random.default_rng(2)
+    z, labels = _codes(rng, n=40)  # 40 codes: at most 40 // 6 = 6 components
+    few = np.concatenate([z[labels == 1][:5], z[labels == 0]])
+    few_labels = np.repeat([1, 0], [5, 40])
+    assert net.prior.fit(few, few_labels) == [0, 1]
+    _, _, weights = net.prior.mixture_numpy()
+    assert (weights[1] > 0).sum() == 1  # 5 codes: one component
+    assert 1 < (weights[0] > 0).sum() <= 6
+
+
+def test_conditional_draws_the_component_of_dimension_0():
+    net = _network(n_components=2)
+    rng = np.random.default_rng(3)
+    z, labels = _codes(rng)
+    net.prior.fit(z, labels)
+    n = 20000
+    left = net.prior.conditional_numpy(0, np.full(n, -4.5), rng)
+    right = net.prior.conditional_numpy(0, np.full(n, 4.5), rng)
+    assert np.all(left[:, 0] == -4.5) and np.all(right[:, 0] == 4.5)
+    # each cluster's Gaussian conditional: mean1 + 0.9 (z0 - mean0)
+    assert abs(left[:, 1].mean() - (1 - 0.45)) < 0.03
+    assert abs(right[:, 1].mean() - (-1 - 0.45)) < 0.03
+    assert abs(left[:, 1].std() - np.sqrt(1 - 0.81)) < 0.03
+    assert abs(left[:, 2].mean()) < 0.03 and abs(right[:, 2].mean() - 2) < 0.03
+    # between the clusters both are drawn, in proportion to weight x density
+    middle = net.prior.conditional_numpy(0, np.zeros(n), rng)
+    means, chols, weights = net.prior.mixture_numpy()
+    sd = chols[0, :, 0, 0]
+    density = weights[0] / sd * np.exp(-0.5 * (means[0, :, 0] / sd) ** 2)
+    expected = density[means[0, :, 0] > 0].sum() / density.sum()
+    assert 0.15 < expected < 0.4
+    assert abs((middle[:, 2] > 1).mean() - expected) < 0.015
+
+
+@pytest.fixture(scope="module")
+def mixture_model(tiny_splits, tmp_path_factory):
+    train, validation = tiny_splits
+    model = TractAAE.from_dataset(
+        train, epochs=2, prior="fitted_mixture", prior_components=2, **TINY
+    )
+    model.fit(train, validation, verbose=0)
+    path = tmp_path_factory.mktemp("mixture") / "mixture.keras"
+    model.save(path)
+    return model, path
+
+
+def test_training_fits_and_saves_the_mixture(mixture_model, tiny_splits):
+    model, path = mixture_model
+    train, _ = tiny_splits
+    z = model.encode_prepared(train.x)
+    labels = np.asarray(train.labels)
+    for b in range(len(model.bundle_names)):
+        mean, _ = model.network.prior.covariance(b)
+        assert np.allclose(mean, z[labels == b].mean(0), atol=1e-3)
+    loaded = TractAAE.load(path)
+    assert loaded.config.prior == "fitted_mixture"
+    for got, want in zip(
+        loaded.network.prior.mixture_numpy(),
+        model.network.prior.mixture_numpy(),
+        strict=True,
+    ):
+        assert np.array_equal(got, want)
+
+
+def test_prior_sampling_of_the_mixture(mixture_model):
+    model, _ = mixture_model
+    for name in ("AF_L", "CST_R"):
+        bundle = generate(model, name, n_streamlines=100, sampling="prior", seed=0)
+        assert len(bundle) == 100
+        assert np.all(np.isfinite(bundle.streamlines))
+    codes = sample_latent(
+        model, "CST_R", np.full(50, 120.0), sampling="prior", exact_length=False, rng=0
+    )
+    assert np.allclose(codes[:, 0], model.attribute_to_z0("CST_R", np.full(50, 120.0)))
