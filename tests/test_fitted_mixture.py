@@ -1,6 +1,7 @@
 """The fitted mixture prior: a Gaussian mixture per bundle, refitted to its
 encodings."""
 
+import keras
 import numpy as np
 import pytest
 from conftest import TINY
@@ -69,8 +70,6 @@ def test_mixture_prior_keras_samples_follow_the_condition():
     net = _network()
     z, labels = _codes(np.random.default_rng(1))
     net.prior.fit(z, labels)
-    import keras
-
     onehot = np.repeat(np.eye(2, dtype="float32"), 4000, axis=0)
     draws = keras.ops.convert_to_numpy(
         net.prior.sample(len(onehot), keras.random.SeedGenerator(0), onehot)
@@ -78,22 +77,28 @@ def test_mixture_prior_keras_samples_follow_the_condition():
     first, second = draws[:4000], draws[4000:]
     assert abs((first[:, 0] > 0).mean() - 0.25) < 0.03
     assert np.allclose(second.mean(0), [0, 5, -2], atol=0.1)
-    # the unused components of a bundle are never drawn
-    assert (
-        np.all(np.abs(first[:, 0]) > 0.5) or (np.abs(first[:, 0]) < 0.5).mean() < 0.02
-    )
 
 
 def test_mixture_components_are_capped_by_the_codes_a_bundle_has():
     net = _network(latent_dims=3, n_components=8)
     rng = np.random.default_rng(2)
     z, labels = _codes(rng, n=40)  # 40 codes: at most 40 // 6 = 6 components
-    few = np.concatenate([z[labels == 1][:5], z[labels == 0]])
+    # bundle 1: 5 codes far from the unused components' N(0, I)
+    few = np.concatenate([rng.normal(20.0, 0.5, (5, 3)), z[labels == 0]])
     few_labels = np.repeat([1, 0], [5, 40])
     assert net.prior.fit(few, few_labels) == [0, 1]
     _, _, weights = net.prior.mixture_numpy()
     assert (weights[1] > 0).sum() == 1  # 5 codes: one component
     assert 1 < (weights[0] > 0).sum() <= 6
+    # the unused components (mean 0, unit covariance) are never drawn
+    onehot = np.repeat(np.eye(2, dtype="float32")[1:], 5000, axis=0)
+    draws = keras.ops.convert_to_numpy(
+        net.prior.sample(5000, keras.random.SeedGenerator(0), onehot)
+    )
+    means, _, _ = net.prior.mixture_numpy()
+    assert np.allclose(draws.mean(0), means[1, np.argmax(weights[1])], atol=0.1)
+    assert np.all(draws > 10)
+    assert np.all(net.prior.sample_numpy(5000, rng, 1) > 10)
 
 
 def test_conditional_draws_the_component_of_dimension_0():
