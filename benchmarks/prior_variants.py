@@ -129,6 +129,11 @@ VARIANTS["mixture2"] = {"prior": "fitted_mixture", "prior_components": 2}
 VARIANTS["mixture4"] = {"prior": "fitted_mixture", "prior_components": 4}
 VARIANTS["mixture8"] = {"prior": "fitted_mixture", "prior_components": 8}
 VARIANTS["mixture8_adv0.02"] = {**VARIANTS["mixture8"], "adv_weight": 0.02}
+VARIANTS["mixture4_ar0.1"] = {**VARIANTS["mixture4"], "ar_weight": 0.1}
+VARIANTS["mixture4_ar0.1_adv0.001"] = {
+    **VARIANTS["mixture4_ar0.1"],
+    "adv_weight": 0.001,
+}
 
 COLUMNS = (
     "recon_mdf_mm",
@@ -404,8 +409,9 @@ def main(argv=None):
     print()
     print(
         f"phantom with fragments, {args.epochs} epochs, seeds "
-        f"{', '.join(map(str, args.seeds))}; prior_match: classifier accuracy, "
-        f"<= {quality.PRIOR_MATCH_MAX} counts as matching (chance 0.5)"
+        f"{', '.join(map(str, args.seeds))}; prior_match: classifier accuracy "
+        "(0.5: indistinguishable; quality.py holds each bundle to its "
+        f"train-vs-held-out value + {quality.PRIOR_MATCH_MARGIN})"
     )
     print(table(runs))
     return 0

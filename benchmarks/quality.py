@@ -52,13 +52,21 @@ import numpy as np  # noqa: E402
 
 from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
 
-#: Largest classifier accuracy (chance: 0.5) at which a bundle's encodings
-#: count as matching the prior: about 5 sd of a chance accuracy with the
-#: 400-800 codes of a held-out phantom bundle.
-PRIOR_MATCH_MAX = 0.6
+#: How far above its reference a bundle's ``prior_match`` may lie: about 2.5
+#: sd of an accuracy near 0.8 with the 400-800 codes of a held-out phantom
+#: bundle. The reference is the same classifier test between the bundle's
+#: held-out encodings and as many of its training encodings (the
+#: "train vs held-out" row): what a prior equal to the training encodings
+#: would score. New subjects' codes lie off the training subjects' (that row
+#: scores 0.66-0.88 on the phantom), so no prior learnt from the training
+#: subjects can be told from them at chance; a prior within this margin of
+#: the reference is as close to them as the training codes themselves.
+PRIOR_MATCH_MARGIN = 0.03
 
 #: Targets: (comparison, value). "ref" scales by the train-vs-held-out ceiling
-#: (the real-vs-real one when there is none); "every" applies to each bundle.
+#: (the real-vs-real one when there is none); "every" applies to each bundle;
+#: "every <=ref+" holds each bundle to its own train-vs-held-out value plus
+#: the bound.
 TARGETS = {
     "label_fidelity": (">=", 0.98),
     "length_mae_mm": ("<=", 3.0),
@@ -72,7 +80,7 @@ TARGETS = {
     "length_error_pct": ("<=", 5.0),
     "shape_similarity": (">=ref", 0.95),
     "realism_c2st": ("<=", 0.75),
-    "prior_match": ("every <=", PRIOR_MATCH_MAX),
+    "prior_match": ("every <=ref+", PRIOR_MATCH_MARGIN),
     "novelty_ratio": (">=", 0.85),
     "recon_vs_plain": ("<=", 1.1),
 }
@@ -284,13 +292,22 @@ def add_attribute_summary(result):
     return result
 
 
-def check(metric, result, ceiling, targets=None):
+def check(metric, result, ceiling, targets=None, bundle_ceilings=None):
     """(target text, passed) of one metric, on the mean over seeds.
 
     ``passed`` is None when the metric was not measured in this run.
+    ``bundle_ceilings`` (bundle -> train-vs-held-out value of ``metric``)
+    serve the "every <=ref+" targets.
     """
     kind, bound = (targets or TARGETS)[metric]
     value = result["mean"].get(metric)
+    if kind == "every <=ref+":
+        values = result["per_bundle_mean"].get(metric, {})
+        refs = bundle_ceilings or {}
+        if not values or any(refs.get(b) is None for b in values):
+            return f"<= ref + {bound}, every bundle", None
+        ok = all(v is not None and v <= refs[b] + bound for b, v in values.items())
+        return f"<= ref + {bound}, every bundle", ok
     if kind.startswith("every"):
         values = [v for v in result["per_bundle_mean"].get(metric, {}).values()]
         if kind == "every <=":
@@ -357,8 +374,29 @@ def aggregate(runs):
     return out
 
 
-def table(summary, *, title, real, cross, dataset="phantom", attribute="length"):
-    """Text table: metric, mean +/- sd per sampling, references, target, pass."""
+def bundle_references(crosses):
+    """Per metric, bundle -> train-vs-held-out value, mean over seeds."""
+    out = {}
+    for cross in crosses:
+        for bundle, row in (cross.get("per_bundle") or {}).items():
+            for metric, value in row.items():
+                out.setdefault(metric, {}).setdefault(bundle, []).append(value)
+    return {m: {b: _mean(v) for b, v in rows.items()} for m, rows in out.items()}
+
+
+def table(
+    summary,
+    *,
+    title,
+    real,
+    cross,
+    dataset="phantom",
+    attribute="length",
+    bundle_refs=None,
+):
+    """Text table: metric, mean +/- sd per sampling, references, target, pass
+    (``bundle_refs``: :func:`bundle_references`)."""
+    bundle_refs = bundle_refs or {}
     head = ["metric"] + [f"{s} (mean +/- sd)" for s in summary]
     head += ["real vs real", "train vs held-out", "target"]
     head += [f"pass ({s})" for s in summary]
@@ -375,13 +413,14 @@ def table(summary, *, title, real, cross, dataset="phantom", attribute="length")
             row.append("n/a" if r is None else f"{r:.3f}")
         ceiling = _ceiling(metric, real, cross)
         texts = []
+        refs = bundle_refs.get(metric)
         for s in summary:
-            text = check(metric, summary[s], ceiling, targets[s])[0]
+            text = check(metric, summary[s], ceiling, targets[s], refs)[0]
             if text != "-" and text not in texts:
                 texts.append(text)
         row.append(" / ".join(texts) or "-")
         for s in summary:
-            ok = check(metric, summary[s], ceiling, targets[s])[1]
+            ok = check(metric, summary[s], ceiling, targets[s], refs)[1]
             row.append("n/a" if ok is None else "yes" if ok else "NO")
         rows.append(row)
     return _render([title, ""], head, rows)
@@ -705,6 +744,7 @@ def main(argv=None):
     cross = {
         k: _mean([c.get(k) for c in crosses]) for k in crosses[0] if k != "per_bundle"
     }
+    bundle_refs = bundle_references(crosses)
     title = (
         f"{args.dataset} ({args.attribute}), "
         f"{epochs} epochs, "
@@ -722,14 +762,24 @@ def main(argv=None):
             cross=cross,
             dataset=args.dataset,
             attribute=args.attribute,
+            bundle_refs=bundle_refs,
         )
     )
     for s in SAMPLINGS:
         print(f"\nper bundle, mean over seeds ({s} sampling):")
         print(per_bundle_table(summary[s], targets[s]))
+    if bundle_refs:
+        print("\nper bundle, train vs held-out (mean over seeds):")
+        print(per_bundle_table({"per_bundle_mean": bundle_refs}, targets["bank"]))
     passed = {
         s: {
-            m: check(m, summary[s], _ceiling(m, real, cross), targets[s])[1]
+            m: check(
+                m,
+                summary[s],
+                _ceiling(m, real, cross),
+                targets[s],
+                bundle_refs.get(m),
+            )[1]
             for m in targets[s]
         }
         for s in SAMPLINGS
