@@ -290,14 +290,16 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
     return quality._render([], head, rows)
 
 
-def spectrum(path, train, held_out, n=8):
+def spectrum(path, train, held_out, n=8, figure=None):
     """Largest eigenvalues of each bundle's held-out code covariance, and
     classifier tests (:func:`aae_tract.metrics.prior_match`) that tell apart
     why a bundle's codes do or do not match the prior: training codes
     against prior samples (is the shape of the codes the prior's?), held-out
     codes against prior samples (``prior_match``) and held-out codes against
     training codes (do new subjects' codes lie where the training subjects'
-    do?)."""
+    do?). With ``figure`` (a PNG path), the held-out codes are drawn over as
+    many samples of their bundles' priors
+    (:func:`aae_tract.plots.plot_latent_space`)."""
     from aae_tract.metrics import prior_match
     from aae_tract.model import TractAAE
 
@@ -328,6 +330,21 @@ def spectrum(path, train, held_out, n=8):
             prior_match(held, trained),
         )
         tests.append(f"{name}: " + " | ".join(f"{v:.3f}" for v in scores))
+    if figure:
+        from aae_tract.plots import plot_latent_space
+
+        held = labels["held_out"]
+        plot_latent_space(
+            z["held_out"],
+            held,
+            np.asarray(held_out.attribute),
+            model.bundle_names,
+            figure,
+            attribute_name=held_out.attribute_name,
+            title=f"held-out codes over prior samples ({model.config.prior})",
+            prior_samples=prior.sample_numpy(len(held), rng, held),
+        )
+        tests.append(f"\nwrote {figure}")
     return "\n".join(lines + [""] + tests)
 
 
@@ -366,6 +383,10 @@ def main(argv=None):
         action="store_true",
         help="eigenvalues of --load's codes and where they miss the prior",
     )
+    parser.add_argument(
+        "--figure",
+        help="with --spectrum: draw the held-out codes over prior samples here (PNG)",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name, fields in VARIANTS.items():
@@ -380,7 +401,7 @@ def main(argv=None):
     if (args.bank_noise or args.spectrum) and not args.load:
         parser.error("--bank_noise and --spectrum need --load MODEL")
     if args.spectrum:
-        print(spectrum(args.load, train, held_out))
+        print(spectrum(args.load, train, held_out, figure=args.figure))
     if args.bank_noise:
         print(
             bank_noise(
