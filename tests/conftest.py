@@ -114,6 +114,40 @@ def tiny_trained(tiny_splits):
     return model, history
 
 
+def assert_standard_until_fitted(prior, rng, bundle=1):
+    """A fitted prior draws N(0, I) for ``bundle`` before its first fit."""
+    import numpy as np
+
+    before = prior.sample_numpy(20000, rng, bundle)
+    assert np.allclose(before.mean(0), 0, atol=0.05)
+    assert np.allclose(np.cov(before, rowvar=False), np.eye(before.shape[1]), atol=0.05)
+
+
+def fitted_keras_draws(net, z, labels, n_per_bundle):
+    """Fit ``net``'s prior to ``(z, labels)`` of two bundles, then draw
+    ``n_per_bundle`` Keras samples of each (bundle 0's first)."""
+    import keras
+    import numpy as np
+
+    net.prior.fit(z, labels)
+    onehot = np.repeat(np.eye(2, dtype="float32"), n_per_bundle, axis=0)
+    seed = keras.random.SeedGenerator(0)
+    return keras.ops.convert_to_numpy(net.prior.sample(len(onehot), seed, onehot))
+
+
+def train_and_save(splits, folder, name, **options):
+    """A tiny model trained 2 epochs with ``options`` and saved as
+    ``folder/name.keras``: ``(model, path)``."""
+    from aae_tract.model import TractAAE
+
+    train, validation = splits
+    model = TractAAE.from_dataset(train, epochs=2, **TINY, **options)
+    model.fit(train, validation, verbose=0)
+    path = folder / f"{name}.keras"
+    model.save(path)
+    return model, path
+
+
 @pytest.fixture(autouse=True)
 def _quiet_loggers():
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

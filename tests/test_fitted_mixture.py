@@ -4,7 +4,12 @@ encodings."""
 import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import (
+    TINY,
+    assert_standard_until_fitted,
+    fitted_keras_draws,
+    train_and_save,
+)
 
 from aae_tract.generate import generate, sample_latent
 from aae_tract.model import TractAAE
@@ -42,9 +47,7 @@ def test_mixture_prior_starts_standard_and_fits_each_bundles_clusters():
     paths = [v.path for v in net.non_trainable_weights]
     assert {"prior_means", "prior_chols", "prior_log_weights"} <= set(paths)
     rng = np.random.default_rng(0)
-    before = prior.sample_numpy(20000, rng, 1)
-    assert np.allclose(before.mean(0), 0, atol=0.05)
-    assert np.allclose(np.cov(before, rowvar=False), np.eye(3), atol=0.05)
+    assert_standard_until_fitted(prior, rng)
 
     z, labels = _codes(rng)
     assert prior.fit(z, labels) == [0, 1]
@@ -69,11 +72,7 @@ def test_mixture_prior_starts_standard_and_fits_each_bundles_clusters():
 def test_mixture_prior_keras_samples_follow_the_condition():
     net = _network()
     z, labels = _codes(np.random.default_rng(1))
-    net.prior.fit(z, labels)
-    onehot = np.repeat(np.eye(2, dtype="float32"), 4000, axis=0)
-    draws = keras.ops.convert_to_numpy(
-        net.prior.sample(len(onehot), keras.random.SeedGenerator(0), onehot)
-    )
+    draws = fitted_keras_draws(net, z, labels, 4000)
     first, second = draws[:4000], draws[4000:]
     assert abs((first[:, 0] > 0).mean() - 0.25) < 0.03
     assert np.allclose(second.mean(0), [0, 5, -2], atol=0.1)
@@ -127,32 +126,29 @@ def test_conditional_draws_the_component_of_dimension_0():
 
 @pytest.fixture(scope="module")
 def mixture_model(tiny_splits, tmp_path_factory):
-    train, validation = tiny_splits
-    model = TractAAE.from_dataset(
-        train, epochs=2, prior="fitted_mixture", prior_components=2, **TINY
-    )
-    model.fit(train, validation, verbose=0)
-    path = tmp_path_factory.mktemp("mixture") / "mixture.keras"
-    model.save(path)
-    return model, path
+    folder = tmp_path_factory.mktemp("mixture")
+    options = {"prior": "fitted_mixture", "prior_components": 2}
+    return train_and_save(tiny_splits, folder, "mixture", **options)
 
 
 def test_training_fits_and_saves_the_mixture(mixture_model, tiny_splits):
     model, path = mixture_model
     train, _ = tiny_splits
+    prior = model.network.prior
     z = model.encode_prepared(train.x)
-    labels = np.asarray(train.labels)
-    for b in range(len(model.bundle_names)):
-        mean, _ = model.network.prior.covariance(b)
-        assert np.allclose(mean, z[labels == b].mean(0), atol=1e-3)
+    names = np.asarray(train.bundle_names)[np.asarray(train.labels)]
+    # the mixture of each bundle has the mean of its final encodings
+    means = np.stack([prior.covariance(model.bundle_index(n))[0] for n in set(names)])
+    codes = np.stack([z[names == n].mean(0) for n in set(names)])
+    np.testing.assert_allclose(means, codes, atol=1e-3)
+    _, _, weights = prior.mixture_numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
     loaded = TractAAE.load(path)
     assert loaded.config.prior == "fitted_mixture"
-    for got, want in zip(
-        loaded.network.prior.mixture_numpy(),
-        model.network.prior.mixture_numpy(),
-        strict=True,
-    ):
-        assert np.array_equal(got, want)
+    stored = dict(zip("mcw", loaded.network.prior.mixture_numpy(), strict=True))
+    trained = dict(zip("mcw", prior.mixture_numpy(), strict=True))
+    for key, value in trained.items():
+        np.testing.assert_array_equal(stored[key], value)
 
 
 def test_prior_sampling_of_the_mixture(mixture_model):

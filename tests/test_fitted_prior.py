@@ -3,7 +3,12 @@
 import keras
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import (
+    TINY,
+    assert_standard_until_fitted,
+    fitted_keras_draws,
+    train_and_save,
+)
 
 from aae_tract.generate import generate, sample_latent
 from aae_tract.model import AAEConfig, TractAAE
@@ -35,9 +40,7 @@ def test_fitted_prior_starts_standard_and_takes_each_bundles_moments():
     paths = [v.path for v in net.non_trainable_weights]
     assert "prior_means" in paths and "prior_chols" in paths
     rng = np.random.default_rng(0)
-    before = prior.sample_numpy(20000, rng, 1)
-    assert np.allclose(before.mean(0), 0, atol=0.05)
-    assert np.allclose(np.cov(before, rowvar=False), np.eye(3), atol=0.05)
+    assert_standard_until_fitted(prior, rng)
 
     z, labels = _codes(rng)
     assert prior.fit(z, labels) == [0, 1]
@@ -56,11 +59,7 @@ def test_fitted_prior_starts_standard_and_takes_each_bundles_moments():
 def test_fitted_prior_keras_samples_follow_the_condition():
     net = _network()
     z, labels = _codes(np.random.default_rng(1))
-    net.prior.fit(z, labels)
-    onehot = np.repeat(np.eye(2, dtype="float32"), 3000, axis=0)
-    draws = keras.ops.convert_to_numpy(
-        net.prior.sample(6000, keras.random.SeedGenerator(0), onehot)
-    )
+    draws = fitted_keras_draws(net, z, labels, 3000)
     for b in (0, 1):
         mean, cov = net.prior.covariance(b)
         mine = draws[3000 * b : 3000 * (b + 1)]
@@ -128,12 +127,8 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
 
 @pytest.fixture(scope="module")
 def fitted_model(tiny_splits, tmp_path_factory):
-    train, validation = tiny_splits
-    model = TractAAE.from_dataset(train, epochs=2, prior="fitted", **TINY)
-    model.fit(train, validation, verbose=0)
-    path = tmp_path_factory.mktemp("fitted") / "fitted.keras"
-    model.save(path)
-    return model, path
+    folder = tmp_path_factory.mktemp("fitted")
+    return train_and_save(tiny_splits, folder, "fitted", prior="fitted")
 
 
 def test_training_refits_the_prior_to_the_final_encodings(fitted_model, tiny_splits):

@@ -287,10 +287,8 @@ class FittedMixturePrior(FittedPrior):
 
     Parameters
     ----------
-    latent_dims : int
-        Dimension of z.
-    n_bundles : int
-        Number of bundles.
+    latent_dims, n_bundles : int
+        Dimension of z and number of bundles, as for :class:`FittedPrior`.
     n_components : int
         Most components per bundle.
     means, chols, log_weights : keras.Variable
