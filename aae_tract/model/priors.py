@@ -414,16 +414,13 @@ class FittedMixturePrior(FittedPrior):
             per = self.CODES_PER_DIM * self.latent_dims
             k = max(1, min(self.n_components, len(codes) // per))
             var = float(np.mean(np.var(codes, axis=0)))
+            seed = np.random.SeedSequence([self.seed, self._fits, b])
             gmm = GaussianMixture(
                 k,
                 covariance_type="full",
                 reg_covar=self.RIDGE * max(var, 1e-8),
                 max_iter=self.MAX_ITER,
-                random_state=int(
-                    np.random.SeedSequence([self.seed, self._fits, b]).generate_state(
-                        1
-                    )[0]
-                ),
+                random_state=int(seed.generate_state(1)[0]),
             )
             try:
                 gmm.fit(codes)
