@@ -63,6 +63,16 @@ definitions in the project's architecture notes):
     streamline of the bundle, over the same for held-out real streamlines
     (:func:`novelty_ratio`); mean over bundles (1: as new as unseen real
     data, near 0: copies). Needs the training streamlines (``train``).
+``band_precision``
+    Share of generated streamlines on the manifold of the bundle's held-out
+    streamlines (:func:`manifold_precision`: inside the ball of some real
+    streamline, its radius the MDF to that streamline's 3rd nearest real
+    neighbour), per length quintile of the held-out streamlines
+    (``band_precision_per_band`` in ``per_bundle``, :func:`band_precision`;
+    :data:`BAND_STREAMLINES` generated at lengths drawn from the held-out
+    ones); the lowest band of the bundle, mean over bundles at the top level.
+    It sees streamlines of one length band (short fragments, say) that cross
+    or leave the bundle, which whole-bundle measures average away.
 ``attribute_slope_error``, ``attribute_mae``
     Only for a model conditioned on a per-subject attribute such as age: see
     :mod:`aae_tract.attribute` (with ``attribute_mae_baseline``, the error of
@@ -96,11 +106,13 @@ __all__ = [
     "curvature_ratio",
     "density_dice",
     "density_map",
+    "band_precision",
     "diversity_ratio",
     "evaluate",
     "label_fidelity",
     "length_error_pct",
     "length_mae",
+    "manifold_precision",
     "mean_pairwise_mdf",
     "novelty_ratio",
     "paired_mdf",
@@ -133,9 +145,15 @@ METRIC_NAMES = (
     "realism_c2st",
     "prior_match",
     "novelty_ratio",
+    "band_precision",
 )
-#: Lists kept per bundle only (``per_bundle`` rows; None in the reference row).
-PER_BUNDLE_LISTS = ("recon_length_ratio_quintiles", "length_error_pct_per_target")
+#: Lists kept per bundle only (``per_bundle`` rows; None in the reference row,
+#: except ``band_precision_per_band``, which it has too).
+PER_BUNDLE_LISTS = (
+    "recon_length_ratio_quintiles",
+    "length_error_pct_per_target",
+    "band_precision_per_band",
+)
 #: Columns of :func:`streamline_texture`.
 TEXTURE_FEATURES = (
     "mean_deg_per_mm",
@@ -147,6 +165,12 @@ TEXTURE_FEATURES = (
 _PAIRWISE_MAX = 500
 #: A streamline turning more than this many times the real median is rough.
 ROUGH_FACTOR = 3.0
+#: Neighbour whose distance sets a real streamline's ball in
+#: :func:`manifold_precision`.
+PRECISION_K = 3
+#: Streamlines generated per bundle for ``band_precision`` (about 100 per
+#: length quintile).
+BAND_STREAMLINES = 500
 #: Most streamlines of one bundle an evaluation reads (held-out and training).
 MAX_EVAL_PER_BUNDLE = 20_000
 #: Streamlines generated per bundle and attribute value for
@@ -656,6 +680,116 @@ def rough_fraction(generated, real, *, factor=ROUGH_FACTOR, step_mm=1.0):
     return float(np.mean(g > float(factor) * float(np.median(r))))
 
 
+def _mdf_matrix(a, b, chunk=2048):
+    """All MDF distances (mm) from the streamlines ``a`` to ``b``, float64."""
+    from dipy.tracking.distances import bundles_distances_mdf
+
+    refs = list(b)
+    return np.concatenate(
+        [
+            np.asarray(bundles_distances_mdf(list(a[i : i + chunk]), refs))
+            for i in range(0, len(a), chunk)
+        ]
+    ).reshape(len(a), len(b))
+
+
+def manifold_precision(generated, real, *, k=PRECISION_K):
+    """Share of generated streamlines that lie on the real streamlines' manifold.
+
+    The improved precision of Kynkäänniemi et al. (NeurIPS 2019) with DIPY's
+    MDF as the distance: each real streamline holds a ball whose radius is
+    the MDF to its ``k``-th nearest other real streamline, and a generated
+    streamline counts when it lies in at least one ball. Streamlines that
+    leave the bundle, cross it or lie where no real streamline of their kind
+    lies fall outside every ball; a generator that spreads its streamlines
+    over the bundle as real ones are scores as a new real set does.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm with the same number of points.
+    k : int
+        Neighbour that sets a ball's radius (3, as in the paper).
+
+    Returns
+    -------
+    float or None
+        In [0, 1]; None with no generated streamline or at most ``k`` real
+        ones.
+    """
+    g = _as_array(generated, "generated streamlines")
+    r = _as_array(real, "real streamlines")
+    if g.shape[1:] != r.shape[1:]:
+        raise AAETractError(
+            f"generated and real streamlines need the same number of points, "
+            f"got {g.shape} and {r.shape}"
+        )
+    k = int(k)
+    if k < 1:
+        raise AAETractError(f"k must be at least 1, got {k}")
+    if len(g) == 0 or len(r) <= k:
+        return None
+    within = _mdf_matrix(r, r)
+    np.fill_diagonal(within, np.inf)
+    radii = np.partition(within, k - 1, axis=1)[:, k - 1]
+    return float(np.mean((_mdf_matrix(g, r) <= radii[None, :]).any(axis=1)))
+
+
+def band_precision(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
+    """:func:`manifold_precision` per length band of the real streamlines.
+
+    A bundle's short streamlines (fragments) are few and easy to get wrong
+    without a whole-bundle measure noticing; this measure looks at each band
+    of lengths on its own.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm with the same number of points.
+    n_bands : int
+        Length bands; their edges are the quantiles of the real streamlines'
+        lengths (quintiles for 5). A generated streamline falls in the band of
+        its own polyline length (below the shortest real one: the first band;
+        above the longest: the last).
+    k : int
+        Neighbour that sets a ball's radius (:func:`manifold_precision`).
+    min_n : int
+        Fewest generated streamlines for a band's value.
+
+    Returns
+    -------
+    list of float
+        Per band, from the shortest to the longest, the share of the band's
+        generated streamlines on the manifold of *all* the real streamlines;
+        NaN for a band with fewer than ``min_n`` generated streamlines (or
+        when there are at most ``k`` real ones).
+    """
+    g = _as_array(generated, "generated streamlines")
+    r = _as_array(real, "real streamlines")
+    n_bands = int(n_bands)
+    if n_bands < 1:
+        raise AAETractError(f"n_bands must be at least 1, got {n_bands}")
+    if len(r) == 0:
+        return [math.nan] * n_bands
+    edges = np.quantile(
+        _polyline_lengths(r.astype(np.float64)), np.linspace(0, 1, n_bands + 1)
+    )
+    bands = np.searchsorted(
+        edges[1:-1], _polyline_lengths(g.astype(np.float64)), side="right"
+    )
+    out = []
+    for band in range(n_bands):
+        members = g[bands == band]
+        value = manifold_precision(members, r, k=k) if len(members) >= min_n else None
+        out.append(math.nan if value is None else value)
+    return out
+
+
+def _lowest(values):
+    values = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return min(values) if values else None
+
+
 def recon_length_ratio(inputs, reconstructions, n_bins=5):
     """Reconstruction length over input length, per length quantile of the inputs.
 
@@ -1024,6 +1158,22 @@ def _length_targets(
     return row
 
 
+def _band_precision_of(
+    model, name, attributes, real, sampling, seed, label, batch_size, options
+):
+    """``band_precision`` per band of :data:`BAND_STREAMLINES` streamlines
+    generated for ``name`` at attribute values drawn from ``attributes``,
+    against the real streamlines ``real``. Their random source is their own,
+    so the other metrics of an evaluation do not depend on it."""
+    from aae_tract.generate import sample_latent
+
+    rng = np.random.default_rng((int(seed), 17, int(label)))
+    targets = rng.choice(attributes, BAND_STREAMLINES, replace=True)
+    zb = sample_latent(model, name, targets, sampling=sampling, rng=rng, **options)
+    generated = model.decode(zb, name, texture=rng, batch_size=batch_size)
+    return band_precision(generated, real)
+
+
 def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
     """The metrics between two halves of a bundle's held-out streamlines.
 
@@ -1049,7 +1199,13 @@ def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
             **_realism(a, b, seed),
         }
     )
-    return {k: _clean(v) for k, v in row.items()} | dict.fromkeys(PER_BUNDLE_LISTS)
+    bands = band_precision(a, b)
+    row["band_precision"] = _lowest(bands)
+    return (
+        {k: _clean(v) for k, v in row.items() if k in METRIC_NAMES}
+        | dict.fromkeys(PER_BUNDLE_LISTS)
+        | {"band_precision_per_band": _clean_list(bands)}
+    )
 
 
 def _aggregate(rows):
@@ -1253,6 +1409,17 @@ def evaluate(
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
+        bands = _band_precision_of(
+            model,
+            name,
+            attribute[rows],
+            x[b_rows],
+            sampling,
+            seed,
+            label,
+            batch_size,
+            _noise(noise, subject_noise, within_subject),
+        )
         row = {
             "recon_mdf_mm": float(recon_error[rows].mean()),
             "label_fidelity": label_fidelity(gen, label, x, labels),
@@ -1271,6 +1438,8 @@ def evaluate(
             ),
             "recon_length_ratio": _worst_ratio(quintiles),
             "recon_length_ratio_quintiles": quintiles,
+            "band_precision": _lowest(bands),
+            "band_precision_per_band": bands,
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
                 model,

@@ -146,6 +146,7 @@ COLUMNS = (
     "shape_similarity",
     "realism_c2st",
     "rough_fraction",
+    "band_precision",
 )
 
 
@@ -218,6 +219,7 @@ NOISE_COLUMNS = (
     "density_dice",
     "length_error_pct",
     "curvature_min",
+    "band_precision",
 )
 
 

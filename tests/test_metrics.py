@@ -11,6 +11,7 @@ from aae_tract.metrics import (
     METRIC_NAMES,
     PER_BUNDLE_LISTS,
     TEXTURE_FEATURES,
+    band_precision,
     curvature_ratio,
     density_dice,
     diversity_ratio,
@@ -18,6 +19,7 @@ from aae_tract.metrics import (
     label_fidelity,
     length_error_pct,
     length_mae,
+    manifold_precision,
     mean_pairwise_mdf,
     novelty_ratio,
     paired_mdf,
@@ -345,6 +347,67 @@ def test_prior_match_known_cases():
         prior_match(same[:, :8], prior)
 
 
+def test_manifold_precision_known_cases():
+    real = _fan(60, seed=1)
+    # copies of real streamlines lie on the manifold; a new draw mostly does
+    assert manifold_precision(real[:20], real) == 1.0
+    assert manifold_precision(_fan(200, seed=2), real) > 0.8
+    # off the bundle, or across it: never
+    assert manifold_precision(real + np.array([0.0, 20.0, 0.0]), real) == 0.0
+    across = real[:, :, [1, 0, 2]] + np.array([30.0, -30.0, 0.0])
+    assert manifold_precision(across, real) == 0.0
+    mixed = np.concatenate([real[:7], real[:3] + np.array([0.0, 20.0, 0.0])])
+    assert manifold_precision(mixed, real) == pytest.approx(0.7)
+    # the ball of a real streamline is the distance to its k-th neighbour
+    pair = _fan(2, spread=0.0) + np.array([[[0.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])
+    probe = _fan(1, spread=0.0) + np.array([0.0, -0.9, 0.0])
+    assert manifold_precision(probe, pair, k=1) == 1.0
+    assert manifold_precision(probe - np.array([0.0, 0.2, 0.0]), pair, k=1) == 0.0
+    assert manifold_precision(real[:0], real) is None
+    assert manifold_precision(real, real[:3]) is None  # at most k real ones
+    with pytest.raises(AAETractError, match="same number of points"):
+        manifold_precision(real[:, :10], real)
+
+
+def _segments(n, seed, across=False):
+    """``n`` pieces (10-60 mm) of one 60 mm tube along x; ``across``: the
+    pieces shorter than 20 mm turned to cross it (along y, at x = 30)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.uniform(10.0, 60.0, n)
+    starts = rng.uniform(0.0, 60.0 - lengths)
+    t = np.linspace(0.0, 1.0, 20)
+    out = np.zeros((n, 20, 3))
+    out[:, :, 0] = starts[:, None] + lengths[:, None] * t
+    out[:, :, 1:] = rng.normal(scale=1.0, size=(n, 1, 2))
+    if across:
+        short = lengths < 20.0
+        along = out[short, :, 0] - starts[short, None]
+        out[short, :, 0] = 30.0 + out[short, :, 1]
+        out[short, :, 1] = along - lengths[short, None] / 2.0 + 10.0
+    return out.astype(np.float32)
+
+
+def test_band_precision_singles_out_the_band_that_leaves_the_bundle():
+    real = _segments(400, seed=0)
+    ok = band_precision(_segments(500, seed=1), real)
+    assert len(ok) == 5 and min(ok) > 0.8
+    crossing = _segments(500, seed=1, across=True)
+    bands = band_precision(crossing, real)
+    # the shortest fifth of the real pieces is under 20 mm: that band fails,
+    # the others do not, and the whole-bundle value hides it
+    assert bands[0] < 0.2 and min(bands[1:]) > 0.8
+    assert manifold_precision(crossing, real) > 0.7
+    # a band with too few generated streamlines has no value
+    long_only = _segments(500, seed=1)
+    long_only = long_only[
+        np.linalg.norm(long_only[:, -1] - long_only[:, 0], axis=1) > 40
+    ]
+    assert math.isnan(band_precision(long_only, real)[0])
+    assert band_precision(long_only, real[:0]) == [math.nan] * 5
+    with pytest.raises(AAETractError, match="n_bands"):
+        band_precision(real, real, n_bands=0)
+
+
 def test_novelty_ratio_known_cases():
     train = _fan(60, seed=1)
     held_out = _fan(40, seed=2)
@@ -473,9 +536,15 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
     )
     for key in no_counterpart:
         assert ref[key] is None, key
+    lists_without_counterpart = set(PER_BUNDLE_LISTS) - {"band_precision_per_band"}
     for row in ref["per_bundle"].values():
         assert set(row) == set(METRIC_NAMES) | set(PER_BUNDLE_LISTS)
-        assert all(row[key] is None for key in (*no_counterpart, *PER_BUNDLE_LISTS))
+        assert all(
+            row[key] is None for key in (*no_counterpart, *lists_without_counterpart)
+        )
+        bands = [b for b in row["band_precision_per_band"] if b is not None]
+        if bands:  # a half of a real bundle lies on the other half's manifold
+            assert row["band_precision"] == min(bands) > 0.5
         assert 0 <= row["shape_similarity"] <= 1 and 0 <= row["realism_c2st"] <= 1
 
 
