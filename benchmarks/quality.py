@@ -63,17 +63,19 @@ from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
 #: the reference is as close to them as the training codes themselves.
 PRIOR_MATCH_MARGIN = 0.03
 
-#: Share of its own train-vs-held-out value that a bundle's
-#: ``band_precision`` must reach: generated streamlines of every length band
-#: lie on the held-out subjects' manifold nearly as often as the training
-#: subjects' real streamlines of that band do.
+#: Lowest ``band_precision`` of a bundle: in every length band, generated
+#: streamlines lie on the held-out subjects' manifold at least this share as
+#: often as the training subjects' real streamlines of that band do. (Not
+#: held to the real-vs-real row: the held-out subjects' long streamlines lie
+#: within a few mm of each other, closer than to any other subject's, so
+#: real streamlines of the training subjects score 0.15-0.4 in the longest
+#: band of several phantom bundles.)
 BAND_PRECISION_SHARE = 0.9
 
 #: Targets: (comparison, value). "ref" scales by the train-vs-held-out ceiling
 #: (the real-vs-real one when there is none); "every" applies to each bundle;
 #: "every <=ref+" holds each bundle to its own train-vs-held-out value plus
-#: the bound; "every >=ref*" holds each bundle to at least the bound times its
-#: own train-vs-held-out value.
+#: the bound.
 TARGETS = {
     "label_fidelity": (">=", 0.98),
     "length_mae_mm": ("<=", 3.0),
@@ -89,7 +91,7 @@ TARGETS = {
     "realism_c2st": ("<=", 0.75),
     "prior_match": ("every <=ref+", PRIOR_MATCH_MARGIN),
     "novelty_ratio": (">=", 0.85),
-    "band_precision": ("every >=ref*", BAND_PRECISION_SHARE),
+    "band_precision": ("every >=", BAND_PRECISION_SHARE),
     "recon_vs_plain": ("<=", 1.1),
 }
 #: Targets that differ by sampling or by dataset.
@@ -176,8 +178,6 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
     training encodings exactly would score on the held-out ones.
     """
     from aae_tract.metrics import (
-        BAND_STREAMLINES,
-        band_precision,
         curvature_ratio,
         density_dice,
         diversity_ratio,
@@ -215,12 +215,7 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
             "realism_c2st": realism_c2st(twin[:200], xv[half_b][:200], seed=seed),
             "prior_match": prior_match(zv[real], zt[pick[: len(real)]], seed=seed),
         }
-        bands = band_precision(xt[pick[:BAND_STREAMLINES]], xv[half_b])
-        finite = _finite(bands)
-        rows[name]["band_precision"] = min(finite) if finite else None
-        rows[name]["band_precision_per_band"] = [_mean([b]) for b in bands]
-    keys = [k for k in next(iter(rows.values())) if k != "band_precision_per_band"]
-    keys = keys if rows else ()
+    keys = next(iter(rows.values())).keys() if rows else ()
     mean = {k: _mean([r[k] for r in rows.values()]) for k in keys}
     if "rough_fraction" in mean:  # a worst case, as evaluate() reports it
         values = _finite([r["rough_fraction"] for r in rows.values()])
@@ -316,14 +311,6 @@ def check(metric, result, ceiling, targets=None, bundle_ceilings=None):
     """
     kind, bound = (targets or TARGETS)[metric]
     value = result["mean"].get(metric)
-    if kind == "every >=ref*":
-        values = result["per_bundle_mean"].get(metric, {})
-        refs = bundle_ceilings or {}
-        text = f">= {bound} x ref, every bundle"
-        if not values or any(refs.get(b) is None for b in values):
-            return text, None
-        ok = all(v is not None and v >= bound * refs[b] for b, v in values.items())
-        return text, ok
     if kind == "every <=ref+":
         values = result["per_bundle_mean"].get(metric, {})
         refs = bundle_ceilings or {}
@@ -336,6 +323,9 @@ def check(metric, result, ceiling, targets=None, bundle_ceilings=None):
         if kind == "every <=":
             ok = bool(values) and all(v is not None and v <= bound for v in values)
             return f"<= {bound}, every bundle", ok
+        if kind == "every >=":
+            ok = bool(values) and all(v is not None and v >= bound for v in values)
+            return f">= {bound}, every bundle", ok
         ok = bool(values) and all(
             v is not None and bound[0] <= v <= bound[1] for v in values
         )
@@ -390,6 +380,9 @@ def aggregate(runs):
     for bundle in runs[0]["per_bundle"]:
         for key, value in runs[0]["per_bundle"][bundle].items():
             if isinstance(value, list):
+                lists = [r["per_bundle"][bundle][key] for r in runs]
+                out.setdefault("per_bundle_list_mean", {}).setdefault(key, {})
+                out["per_bundle_list_mean"][key][bundle] = _list_mean(lists)
                 continue
             values = [r["per_bundle"][bundle][key] for r in runs]
             pick = _farthest_from_one if key in WORST_RATIOS else _mean
@@ -403,10 +396,14 @@ def bundle_references(crosses):
     for cross in crosses:
         for bundle, row in (cross.get("per_bundle") or {}).items():
             for metric, value in row.items():
-                if isinstance(value, list):
-                    continue
                 out.setdefault(metric, {}).setdefault(bundle, []).append(value)
     return {m: {b: _mean(v) for b, v in rows.items()} for m, rows in out.items()}
+
+
+def _list_mean(lists):
+    """Element-wise mean of equal-length lists (None where never finite)."""
+    lists = [v for v in lists if isinstance(v, list)]
+    return [_mean(list(items)) for items in zip(*lists)]
 
 
 def table(
@@ -451,22 +448,22 @@ def table(
     return _render([title, ""], head, rows)
 
 
-def band_table(runs, crosses):
-    """``band_precision`` per bundle and length band (shortest first), mean
-    over seeds, of each sampling in ``runs`` and of train vs held-out."""
-    sets = {s: [r["per_bundle"] for r in rs] for s, rs in runs.items()}
-    sets["train vs held-out"] = [c.get("per_bundle") or {} for c in crosses]
+def band_table(summary):
+    """The shares behind ``band_precision`` per bundle and length band
+    (shortest first), mean over seeds: of each sampling's generated
+    streamlines and of the training streamlines (``summary``: sampling ->
+    :func:`aggregate` result)."""
+    sets = {s: ("band_precision_per_band", result) for s, result in summary.items()}
+    sets["training streamlines"] = (
+        "band_precision_train_per_band",
+        next(iter(summary.values())),
+    )
     rows = []
-    for bundle in runs[next(iter(runs))][0]["per_bundle"]:
-        for what, per_bundle in sets.items():
-            lists = [
-                p[bundle]["band_precision_per_band"]
-                for p in per_bundle
-                if p.get(bundle, {}).get("band_precision_per_band")
-            ]
-            if not lists:
+    for bundle in next(iter(summary.values()))["per_bundle_mean"]["recon_mdf_mm"]:
+        for what, (key, result) in sets.items():
+            means = (result.get("per_bundle_list_mean", {}).get(key) or {}).get(bundle)
+            if not means:
                 continue
-            means = [_mean(list(band)) for band in zip(*lists)]
             rows.append(
                 [bundle, what] + ["n/a" if m is None else f"{m:.3f}" for m in means]
             )
@@ -819,8 +816,11 @@ def main(argv=None):
     if bundle_refs:
         print("\nper bundle, train vs held-out (mean over seeds):")
         print(per_bundle_table({"per_bundle_mean": bundle_refs}, targets["bank"]))
-    print("\nband_precision per length band (quintiles of held-out lengths):")
-    print(band_table(runs, crosses))
+    print(
+        "\nband_precision's shares on the held-out manifold, per length band "
+        "(quintiles of the held-out lengths):"
+    )
+    print(band_table(summary))
     passed = {
         s: {
             m: check(

@@ -458,6 +458,7 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
     worst_case = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
     for key in set(METRIC_NAMES) - worst_case:
         values = [row[key] for row in evaluation["per_bundle"].values()]
+        values = [v for v in values if v is not None]  # band_precision: above
         assert evaluation[key] == pytest.approx(np.mean(values))
     for key in ("length_error_pct", "rough_fraction"):
         values = [row[key] for row in evaluation["per_bundle"].values()]
@@ -487,6 +488,22 @@ def test_evaluate_realism_metrics(evaluation):
         assert all(e >= 0 for e in per_target)
         assert row["length_error_pct"] == pytest.approx(max(per_target))
         assert row["length_error_pct_mean"] == pytest.approx(np.mean(per_target))
+        # the lowest band's share over the training streamlines' share
+        shares, train_shares = (
+            row["band_precision_per_band"],
+            row["band_precision_train_per_band"],
+        )
+        assert len(shares) == len(train_shares) == 5
+        ratios = [
+            g / t
+            for g, t in zip(shares, train_shares)
+            if g is not None and t is not None and t > 0
+        ]
+        # None where no training streamline lies on the held-out subject's
+        # bundle: the embedded default's subjects are not registered
+        expected = pytest.approx(min(ratios)) if ratios else None
+        assert row["band_precision"] == expected
+        assert all(0 <= g <= 1 for g in shares if g is not None)
     for key in METRIC_NAMES:
         assert evaluation[key] is not None and math.isfinite(evaluation[key]), key
     # two halves of a real bundle: no streamline of one is crumpled beside the other
@@ -533,6 +550,7 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
         "recon_length_ratio",
         "length_error_pct",
         "length_error_pct_mean",
+        "band_precision",
     )
     for key in no_counterpart:
         assert ref[key] is None, key
@@ -543,8 +561,8 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
             row[key] is None for key in (*no_counterpart, *lists_without_counterpart)
         )
         bands = [b for b in row["band_precision_per_band"] if b is not None]
-        if bands:  # a half of a real bundle lies on the other half's manifold
-            assert row["band_precision"] == min(bands) > 0.5
+        # a half of a real bundle lies on the other half's manifold
+        assert all(b > 0.5 for b in bands)
         assert 0 <= row["shape_similarity"] <= 1 and 0 <= row["realism_c2st"] <= 1
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from aae_tract.data import load_dataset, split_dataset
 from aae_tract.data_fetchers import make_phantom
-from aae_tract.generate import generate
+from aae_tract.generate import generate, sample_latent
 from aae_tract.metrics import (
+    band_precision,
     curvature_ratio,
     recon_length_ratio,
     rough_fraction,
@@ -131,3 +132,20 @@ def test_texture_spread_is_fitted_inside_its_range_and_nothing_crumples(trained)
             result = generate(model, name, float(target), n_streamlines=60, seed=2)
             rough = rough_fraction(result.streamlines, real)
             assert rough <= 0.02, (name, target, rough)
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_every_length_band_lies_on_the_held_out_bundle(trained, name):
+    """Streamlines generated at the held-out lengths lie on the held-out
+    subject's bundle, band by band (fragments included), about as often as
+    the training subjects' real streamlines do."""
+    model, train, held_out = trained
+    real, lengths = _bundle(model, held_out, name)
+    rng = np.random.default_rng(0)
+    z = sample_latent(model, name, rng.choice(lengths, 300), rng=rng)
+    shares = band_precision(model.decode(z, name, texture=rng), real)
+    train_shares = band_precision(_bundle(model, train, name)[0], real)
+    assert all(g >= 0.7 * t for g, t in zip(shares, train_shares)), (
+        shares,
+        train_shares,
+    )
