@@ -123,6 +123,7 @@ __all__ = [
     "manifold_precision",
     "mean_pairwise_mdf",
     "novelty_ratio",
+    "on_manifold",
     "paired_mdf",
     "prior_match",
     "realism_c2st",
@@ -703,6 +704,37 @@ def _mdf_matrix(a, b, chunk=2048):
     ).reshape(len(a), len(b))
 
 
+def on_manifold(generated, real, *, k=PRECISION_K):
+    """Which generated streamlines lie on the real streamlines' manifold.
+
+    Parameters and the manifold: see :func:`manifold_precision`.
+
+    Returns
+    -------
+    ndarray of bool, shape (N,) or None
+        True for a generated streamline inside the ball of some real one;
+        None with at most ``k`` real streamlines.
+    """
+    g = _as_array(generated, "generated streamlines")
+    r = _as_array(real, "real streamlines")
+    if g.shape[1:] != r.shape[1:]:
+        raise AAETractError(
+            f"generated and real streamlines need the same number of points, "
+            f"got {g.shape} and {r.shape}"
+        )
+    k = int(k)
+    if k < 1:
+        raise AAETractError(f"k must be at least 1, got {k}")
+    if len(r) <= k:
+        return None
+    if len(g) == 0:
+        return np.zeros(0, dtype=bool)
+    within = _mdf_matrix(r, r)
+    np.fill_diagonal(within, np.inf)
+    radii = np.partition(within, k - 1, axis=1)[:, k - 1]
+    return (_mdf_matrix(g, r) <= radii[None, :]).any(axis=1)
+
+
 def manifold_precision(generated, real, *, k=PRECISION_K):
     """Share of generated streamlines that lie on the real streamlines' manifold.
 
@@ -727,22 +759,10 @@ def manifold_precision(generated, real, *, k=PRECISION_K):
         In [0, 1]; None with no generated streamline or at most ``k`` real
         ones.
     """
-    g = _as_array(generated, "generated streamlines")
-    r = _as_array(real, "real streamlines")
-    if g.shape[1:] != r.shape[1:]:
-        raise AAETractError(
-            f"generated and real streamlines need the same number of points, "
-            f"got {g.shape} and {r.shape}"
-        )
-    k = int(k)
-    if k < 1:
-        raise AAETractError(f"k must be at least 1, got {k}")
-    if len(g) == 0 or len(r) <= k:
+    inside = on_manifold(generated, real, k=k)
+    if inside is None or len(inside) == 0:
         return None
-    within = _mdf_matrix(r, r)
-    np.fill_diagonal(within, np.inf)
-    radii = np.partition(within, k - 1, axis=1)[:, k - 1]
-    return float(np.mean((_mdf_matrix(g, r) <= radii[None, :]).any(axis=1)))
+    return float(np.mean(inside))
 
 
 def band_precision(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):

@@ -22,6 +22,7 @@ from aae_tract.metrics import (
     manifold_precision,
     mean_pairwise_mdf,
     novelty_ratio,
+    on_manifold,
     paired_mdf,
     prior_match,
     realism_c2st,
@@ -358,6 +359,7 @@ def test_manifold_precision_known_cases():
     assert manifold_precision(across, real) == 0.0
     mixed = np.concatenate([real[:7], real[:3] + np.array([0.0, 20.0, 0.0])])
     assert manifold_precision(mixed, real) == pytest.approx(0.7)
+    assert on_manifold(mixed, real).tolist() == [True] * 7 + [False] * 3
     # the ball of a real streamline is the distance to its k-th neighbour
     pair = _fan(2, spread=0.0) + np.array([[[0.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])
     probe = _fan(1, spread=0.0) + np.array([0.0, -0.9, 0.0])
