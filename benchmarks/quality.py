@@ -63,14 +63,15 @@ from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
 #: the reference is as close to them as the training codes themselves.
 PRIOR_MATCH_MARGIN = 0.03
 
-#: Lowest ``band_precision`` of a bundle: in every length band, generated
-#: streamlines lie on the held-out subjects' manifold at least this share as
-#: often as the training subjects' real streamlines of that band do. (Not
+#: Lowest ``band_precision`` of a bundle: in every length band, the share of
+#: generated streamlines on the held-out subjects' manifold is at most 0.1
+#: below the share of the training subjects' real streamlines of that band
+#: (about 2 sd of one band's difference with 100 streamlines a side). (Not
 #: held to the real-vs-real row: the held-out subjects' long streamlines lie
 #: within a few mm of each other, closer than to any other subject's, so
 #: real streamlines of the training subjects score 0.15-0.4 in the longest
 #: band of several phantom bundles.)
-BAND_PRECISION_SHARE = 0.9
+BAND_PRECISION_GAP = -0.1
 
 #: Targets: (comparison, value). "ref" scales by the train-vs-held-out ceiling
 #: (the real-vs-real one when there is none); "every" applies to each bundle;
@@ -91,7 +92,7 @@ TARGETS = {
     "realism_c2st": ("<=", 0.75),
     "prior_match": ("every <=ref+", PRIOR_MATCH_MARGIN),
     "novelty_ratio": (">=", 0.85),
-    "band_precision": ("every >=", BAND_PRECISION_SHARE),
+    "band_precision": ("every >=", BAND_PRECISION_GAP),
     "recon_vs_plain": ("<=", 1.1),
 }
 #: Targets that differ by sampling or by dataset.

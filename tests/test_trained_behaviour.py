@@ -142,10 +142,8 @@ def test_every_length_band_lies_on_the_held_out_bundle(trained, name):
     model, train, held_out = trained
     real, lengths = _bundle(model, held_out, name)
     rng = np.random.default_rng(0)
-    z = sample_latent(model, name, rng.choice(lengths, 300), rng=rng)
-    shares = band_precision(model.decode(z, name, texture=rng), real)
+    z = sample_latent(model, name, rng.choice(lengths, 500), rng=rng)
+    generated = model.decode(z, name, texture=rng)
     train_shares = band_precision(_bundle(model, train, name)[0], real)
-    assert all(g >= 0.7 * t for g, t in zip(shares, train_shares)), (
-        shares,
-        train_shares,
-    )
+    gaps = np.subtract(band_precision(generated, real), train_shares)
+    assert np.all(gaps >= -0.25), (gaps, train_shares)
