@@ -460,8 +460,9 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
     worst_case = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
     for key in set(METRIC_NAMES) - worst_case:
         values = [row[key] for row in evaluation["per_bundle"].values()]
-        values = [v for v in values if v is not None]  # band_precision: above
-        assert evaluation[key] == pytest.approx(np.mean(values))
+        values = [v for v in values if v is not None]  # band_precision: below
+        expected = pytest.approx(np.mean(values)) if values else None
+        assert evaluation[key] == expected
     for key in ("length_error_pct", "rough_fraction"):
         values = [row[key] for row in evaluation["per_bundle"].values()]
         assert evaluation[key] == max(values)
@@ -506,7 +507,10 @@ def test_evaluate_realism_metrics(evaluation):
         expected = pytest.approx(min(gaps)) if gaps else None
         assert row["band_precision"] == expected
         assert all(0 <= g <= 1 for g in shares if g is not None)
-    for key in METRIC_NAMES:
+    # band_precision has no value here: no training streamline lies on the
+    # held-out subject's bundles, which are not registered to the others
+    # (test_trained_behaviour measures it on the phantom)
+    for key in set(METRIC_NAMES) - {"band_precision"}:
         assert evaluation[key] is not None and math.isfinite(evaluation[key]), key
     # two halves of a real bundle: no streamline of one is crumpled beside the other
     assert evaluation["reference"]["rough_fraction"] == 0.0

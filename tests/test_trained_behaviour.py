@@ -20,6 +20,7 @@ from aae_tract.generate import generate, sample_latent
 from aae_tract.metrics import (
     band_precision,
     curvature_ratio,
+    evaluate,
     recon_length_ratio,
     rough_fraction,
     spearman_rho,
@@ -147,3 +148,17 @@ def test_every_length_band_lies_on_the_held_out_bundle(trained, name):
     train_shares = band_precision(_bundle(model, train, name)[0], real)
     gaps = np.subtract(band_precision(generated, real), train_shares)
     assert np.all(gaps >= -0.25), (gaps, train_shares)
+
+
+def test_evaluate_reports_band_precision_against_the_training_streamlines(trained):
+    model, train, held_out = trained
+    result = evaluate(model, held_out, train=train, n_generate=40, n_targets=2)
+    for name, row in result["per_bundle"].items():
+        gaps = np.subtract(
+            row["band_precision_per_band"], row["band_precision_train_per_band"]
+        )
+        assert row["band_precision"] == pytest.approx(gaps.min()), name
+        assert row["band_precision"] >= -0.25, (name, gaps)
+    assert result["band_precision"] == pytest.approx(
+        np.mean([row["band_precision"] for row in result["per_bundle"].values()])
+    )
