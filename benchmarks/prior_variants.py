@@ -136,6 +136,10 @@ VARIANTS["mixture4_ar0.1_adv0.001"] = {
     **VARIANTS["mixture4_ar0.1"],
     "adv_weight": 0.001,
 }
+VARIANTS["mixture8_ar0.1_adv0.001"] = {
+    **VARIANTS["mixture4_ar0.1_adv0.001"],
+    "prior_components": 8,
+}
 
 COLUMNS = (
     "recon_mdf_mm",
