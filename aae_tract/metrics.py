@@ -71,8 +71,8 @@ definitions in the project's architecture notes):
     :func:`band_precision`; :data:`BAND_STREAMLINES` generated at lengths
     drawn from the held-out ones, at most :data:`BAND_REAL_MAX` held-out
     ones), minus the same share for the bundle's real *training*
-    streamlines (at most :data:`BAND_STREAMLINES`); the lowest band of the bundle,
-    mean over bundles at the top level (0: every band lies on the new
+    streamlines (at most :data:`BAND_STREAMLINES`); the lowest band of the
+    bundle, mean over bundles at the top level (0: every band lies on the new
     subjects' bundle as often as the training subjects' real streamlines
     do; -0.2: in one band, 20 in 100 more generated streamlines leave it;
     needs ``train``). It sees streamlines of one length band (short
@@ -82,9 +82,9 @@ definitions in the project's architecture notes):
     subject's long streamlines lie closer to each other than to another
     subject's, so even real streamlines of other subjects score 0.16-0.48 in
     the longest band of four of the six phantom bundles, which is why the
-    share is
-    compared with theirs (a band where none of theirs lies on the bundle,
-    as for subjects that are not registered to each other, has no value).
+    share is compared with theirs (a band where none of theirs lies on the
+    bundle, as for subjects that are not registered to each other, has no
+    value).
 ``attribute_slope_error``, ``attribute_mae``
     Only for a model conditioned on a per-subject attribute such as age: see
     :mod:`aae_tract.attribute` (with ``attribute_mae_baseline``, the error of
@@ -818,12 +818,15 @@ def band_precision(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
     bands = np.searchsorted(
         edges[1:-1], _polyline_lengths(g.astype(np.float64)), side="right"
     )
-    out = []
-    for band in range(n_bands):
-        members = g[bands == band]
-        value = manifold_precision(members, r, k=k) if len(members) >= min_n else None
-        out.append(math.nan if value is None else value)
-    return out
+    inside = on_manifold(g, r, k=k)
+    if inside is None:
+        return [math.nan] * n_bands
+    return [
+        float(np.mean(inside[bands == band]))
+        if np.sum(bands == band) >= min_n
+        else math.nan
+        for band in range(n_bands)
+    ]
 
 
 def _lowest(values):
@@ -1217,9 +1220,9 @@ def _band_precision_of(
 
 def _band_reference(bands, train_x, train_labels, label, real, seed):
     """``band_precision`` (the lowest band's generated share minus its
-    training share) and ``band_precision_train_per_band``: the shares of as
-    many training streamlines of the bundle (a seeded sample) as were
-    generated."""
+    training share) and ``band_precision_train_per_band``: the shares of the
+    bundle's training streamlines (a seeded sample of at most
+    :data:`BAND_STREAMLINES`) on the manifold of ``real``."""
     if train_x is None or not np.any(train_labels == label):
         return {"band_precision": None, "band_precision_train_per_band": None}
     mine = _subsample(train_x[train_labels == label], BAND_STREAMLINES, seed + 3)
@@ -1261,7 +1264,7 @@ def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
     )
     bands = band_precision(a, b)
     return (
-        {k: _clean(v) for k, v in row.items() if k in METRIC_NAMES}
+        {k: _clean(v) for k, v in row.items()}
         | dict.fromkeys(PER_BUNDLE_LISTS)
         | {"band_precision_per_band": _clean_list(bands)}
     )
@@ -1468,11 +1471,12 @@ def evaluate(
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
+        manifold = _subsample(real, BAND_REAL_MAX, seed + 4)
         bands = _band_precision_of(
             model,
             name,
             attribute[rows],
-            _subsample(real, BAND_REAL_MAX, seed + 4),
+            manifold,
             sampling,
             seed,
             label,
@@ -1498,14 +1502,7 @@ def evaluate(
             "recon_length_ratio": _worst_ratio(quintiles),
             "recon_length_ratio_quintiles": quintiles,
             "band_precision_per_band": bands,
-            **_band_reference(
-                bands,
-                train_x,
-                train_labels,
-                label,
-                _subsample(real, BAND_REAL_MAX, seed + 4),
-                seed,
-            ),
+            **_band_reference(bands, train_x, train_labels, label, manifold, seed),
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
                 model,
