@@ -377,6 +377,11 @@ _METRICS = {
     "length_error_pct_mean": ("length error, mean (%)", "lower is better", None),
     "shape_similarity": ("BUAN shape similarity", "higher is better", (0.0, 1.0)),
     "realism_c2st": ("realism C2ST accuracy", "0.5 is best", (0.0, 1.0)),
+    "band_precision": (
+        "on the bundle, lowest length band",
+        "share minus real training share; 0 is best",
+        None,
+    ),
 }
 # metrics whose all-bundle value is the worst bundle's, not the mean
 _WORST_CASE = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
@@ -386,6 +391,7 @@ _IDEAL = {
     "curvature_ratio": 1.0,
     "recon_length_ratio": 1.0,
     "realism_c2st": 0.5,
+    "band_precision": 0.0,
 }
 _NOT_PLOTTED = {"n_train", "n_eval", "seconds", "bundles", "per_bundle", "seed"}
 _MODEL_COLOR = "#1f77b4"
