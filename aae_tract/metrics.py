@@ -186,9 +186,8 @@ PRECISION_K = 3
 #: Streamlines generated per bundle for ``band_precision`` (about 400 per
 #: length quintile), and most training streamlines of a bundle it compares
 #: them with. Between generation seeds of one phantom model, a band's
-#: difference then moves by an sd of 0.005-0.05 (0.01-0.13 with 500 against
-#: half of the held-out streamlines, which put a seed's lowest band up to
-#: 0.11 below the lowest band of the mean).
+#: difference then moves by an sd of 0.005-0.05 (``benchmarks/prior_variants.py
+#: --band_spread``).
 BAND_STREAMLINES = 2000
 #: Most held-out streamlines of a bundle whose balls make its manifold for
 #: ``band_precision`` (a seeded sample of a larger bundle).
@@ -1202,39 +1201,52 @@ def _length_targets(
     return row
 
 
-def _band_precision_of(
-    model, name, attributes, real, sampling, seed, label, batch_size, options
+def _band_row(
+    model,
+    name,
+    attributes,
+    real,
+    train,
+    *,
+    sampling,
+    seed,
+    batch_size=1024,
+    options=None,
 ):
-    """``band_precision`` per band of :data:`BAND_STREAMLINES` streamlines
-    generated for ``name`` at attribute values drawn from ``attributes``,
-    against the real streamlines ``real``. Their random source is their own,
-    so the other metrics of an evaluation do not depend on it."""
+    """``band_precision`` of bundle ``name`` with its per-band shares.
+
+    :data:`BAND_STREAMLINES` streamlines are generated at attribute values
+    drawn from ``attributes`` (``sample_latent`` keyword arguments
+    ``options``) with a random source of their own, so the other metrics of
+    an evaluation do not depend on them, and tested against the real
+    streamlines ``real``, as are the bundle's training streamlines ``train``
+    (a seeded sample of at most :data:`BAND_STREAMLINES`; None: no
+    ``band_precision``). Returns ``band_precision`` (the lowest band's
+    generated share minus its training share), ``band_precision_per_band``
+    and ``band_precision_train_per_band``.
+    """
     from aae_tract.generate import sample_latent
 
+    label = model.bundle_index(name)
     rng = np.random.default_rng((int(seed), 17, int(label)))
     targets = rng.choice(attributes, BAND_STREAMLINES, replace=True)
-    zb = sample_latent(model, name, targets, sampling=sampling, rng=rng, **options)
+    zb = sample_latent(
+        model, name, targets, sampling=sampling, rng=rng, **(options or {})
+    )
     generated = model.decode(zb, name, texture=rng, batch_size=batch_size)
-    return band_precision(generated, real)
-
-
-def _band_reference(bands, train_x, train_labels, label, real, seed):
-    """``band_precision`` (the lowest band's generated share minus its
-    training share) and ``band_precision_train_per_band``: the shares of the
-    bundle's training streamlines (a seeded sample of at most
-    :data:`BAND_STREAMLINES`) on the manifold of ``real``."""
-    if train_x is None or not np.any(train_labels == label):
-        return {"band_precision": None, "band_precision_train_per_band": None}
-    mine = _subsample(train_x[train_labels == label], BAND_STREAMLINES, seed + 3)
-    train_bands = band_precision(mine, real)
+    bands = band_precision(generated, real)
+    row = {"band_precision_per_band": bands, "band_precision": None}
+    row["band_precision_train_per_band"] = None
+    if train is None or len(train) == 0:
+        return row
+    train_bands = band_precision(_subsample(train, BAND_STREAMLINES, seed + 3), real)
     gaps = [
         g - t if g is not None and t is not None and t > 0 else None
         for g, t in zip(_clean_list(bands), _clean_list(train_bands))
     ]
-    return {
-        "band_precision": _lowest(gaps),
-        "band_precision_train_per_band": train_bands,
-    }
+    row["band_precision"] = _lowest(gaps)
+    row["band_precision_train_per_band"] = train_bands
+    return row
 
 
 def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
@@ -1471,18 +1483,6 @@ def evaluate(
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
-        manifold = _subsample(real, BAND_REAL_MAX, seed + 4)
-        bands = _band_precision_of(
-            model,
-            name,
-            attribute[rows],
-            manifold,
-            sampling,
-            seed,
-            label,
-            batch_size,
-            _noise(noise, subject_noise, within_subject),
-        )
         row = {
             "recon_mdf_mm": float(recon_error[rows].mean()),
             "label_fidelity": label_fidelity(gen, label, x, labels),
@@ -1501,8 +1501,17 @@ def evaluate(
             ),
             "recon_length_ratio": _worst_ratio(quintiles),
             "recon_length_ratio_quintiles": quintiles,
-            "band_precision_per_band": bands,
-            **_band_reference(bands, train_x, train_labels, label, manifold, seed),
+            **_band_row(
+                model,
+                name,
+                attribute[rows],
+                _subsample(real, BAND_REAL_MAX, seed + 4),
+                None if train_x is None else train_x[train_labels == label],
+                sampling=sampling,
+                seed=seed,
+                batch_size=batch_size,
+                options=_noise(noise, subject_noise, within_subject),
+            ),
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
                 model,

@@ -67,11 +67,11 @@ PRIOR_MATCH_MARGIN = 0.03
 #: generated streamlines on the held-out subjects' manifold is at most 0.1
 #: below the share of the training subjects' real streamlines of that band
 #: (between generation seeds of one phantom model a band's difference moves
-#: by an sd of 0.005-0.05). (Not
-#: held to the real-vs-real row: the held-out subjects' long streamlines lie
-#: within a few mm of each other, closer than to any other subject's, so
-#: real streamlines of the training subjects score 0.16-0.48 in the longest
-#: band of four of the six phantom bundles.)
+#: by an sd of 0.005-0.05: ``prior_variants.py --band_spread``). Not held to
+#: the real-vs-real row: the held-out subjects' long streamlines lie within a
+#: few mm of each other, closer than to any other subject's, so real
+#: streamlines of the training subjects score 0.16-0.48 in the longest band
+#: of four of the six phantom bundles.
 BAND_PRECISION_GAP = -0.1
 
 #: Targets: (comparison, value). "ref" scales by the train-vs-held-out ceiling
@@ -456,12 +456,12 @@ def band_table(summary):
     streamlines and of the training streamlines (``summary``: sampling ->
     :func:`aggregate` result)."""
     sets = {s: ("band_precision_per_band", result) for s, result in summary.items()}
-    sets["training streamlines"] = (
-        "band_precision_train_per_band",
-        next(iter(summary.values())),
-    )
+    first = next(iter(summary.values()))
+    sets["training streamlines"] = ("band_precision_train_per_band", first)
     rows = []
-    for bundle in next(iter(summary.values()))["per_bundle_mean"]["recon_mdf_mm"]:
+    for bundle in first.get("per_bundle_list_mean", {}).get(
+        "band_precision_per_band", {}
+    ):
         for what, (key, result) in sets.items():
             means = (result.get("per_bundle_list_mean", {}).get(key) or {}).get(bundle)
             if not means:
