@@ -7,8 +7,8 @@
     KERAS_BACKEND=torch python -m torch.distributed.run --standalone \\
         --nproc_per_node 2 tests/parallel_worker.py DATA WORK --devices 2
 
-Trains ``WORK/init.keras`` (written first with ``--init``) for two epochs on
-``--devices`` devices, with the model of ``backend_worker.py`` (its random
+Trains ``WORK/init.keras`` (written first with ``--init``) for two epochs and
+one decoder-only epoch on ``--devices`` devices, with the model of ``backend_worker.py`` (its random
 terms kept out of the autoencoder's gradient), and writes the losses after
 every batch to ``WORK/<backend>-<devices>.json`` (rank 0). TensorFlow gets
 two logical CPU devices. With ``--interrupt`` the run stops after the first
@@ -61,7 +61,8 @@ def main(argv=None):
         # then do not move the weights (see tests/test_parallel.py); the
         # fitted prior, refitted every epoch by a callback, must be refitted
         # alike on every device and after the resume
-        config = {**CONFIG, "ar_weight": 0.0, "prior": "fitted"}
+        # after the two epochs, one epoch of the decoder alone
+        config = {**CONFIG, "ar_weight": 0.0, "prior": "fitted", "polish_epochs": 1}
         TractAAE.from_dataset(dataset, **config).save(args.work / "init.keras")
     recorder = Recorder()
     backend = keras.backend.backend()
@@ -80,6 +81,11 @@ def main(argv=None):
         "batches": recorder.batches,
         "devices": model.metadata.training["devices"],
         "codes": model.encode_prepared(dataset.x[:16]).tolist(),
+        "decoded": model.decode(
+            model.encode_prepared(dataset.x[:16]),
+            [dataset.bundle_names[i] for i in dataset.labels[:16]],
+        ).tolist(),
+        "polish_recon": model.metadata.training["polish"]["recon_loss"],
         "reg_scale": float(_numpy(net.reg_scale)),
         "prior_means": _numpy(net.prior_means).tolist(),
         "ae_steps": int(_numpy(net.ae_optimizer.iterations)),

@@ -10,6 +10,7 @@ from conftest import TINY, tamper
 
 from aae_tract.errors import (
     AAETractError,
+    ConfigError,
     ModelFileError,
     TrainingError,
     UnknownBundleError,
@@ -351,6 +352,8 @@ def test_config_rejects_bad_values():
         AAEConfig(adv_weight=-1)
     with pytest.raises(ValueError, match="--disc_norm must be one of none, spectral"):
         AAEConfig(disc_norm="batch")
+    with pytest.raises(ValueError, match="--polish_epochs must be at least 0"):
+        AAEConfig(polish_epochs=-1)
 
 
 def _layer_norms(model):
@@ -555,6 +558,64 @@ def test_checkpoint_and_resume(tiny_splits, tmp_path):
     assert iterations == 2 * steps
     assert json.loads((ckpt / "checkpoint.json").read_text())["epoch"] == 4
     assert len(list(ckpt.glob("epoch-*.keras"))) == 1
+
+
+def _weights(network):
+    return [keras.ops.convert_to_numpy(w).copy() for w in network.weights]
+
+
+def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
+    train, validation = tiny_splits
+    ckpt = tmp_path / "ckpt"
+    model = TractAAE.from_dataset(train, epochs=2, polish_epochs=3, **TINY)
+    history = model.fit(train, validation, checkpoint_dir=ckpt, verbose=0)
+    assert len(history["recon_loss"]) == 2  # the main stage's epochs
+    polish = model.metadata.training["polish"]
+    assert polish["epochs"] == 3
+    assert len(polish["recon_loss"]) == len(polish["val_recon_loss"]) == 3
+    # the checkpoint is the main stage's last epoch: the stage after it
+    # moved every decoder weight and no encoder weight (so no code)
+    state = json.loads((ckpt / "checkpoint.json").read_text())
+    assert state["epoch"] == 2
+    before = keras.saving.load_model(ckpt / state["model"], compile=False)
+    net = model.network
+    for ours, theirs in zip(
+        _weights(net.encoder), _weights(before.encoder), strict=True
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    moved = [
+        not np.array_equal(ours, theirs)
+        for ours, theirs in zip(
+            _weights(net.decoder), _weights(before.decoder), strict=True
+        )
+    ]
+    assert all(moved)
+    # the main stage's optimizers are back: a resumed run continues them
+    assert net.ae_variables == (
+        net.encoder.trainable_variables + net.decoder.trainable_variables
+    )
+    restored = TractAAE.from_dataset(train, epochs=2, polish_epochs=3, **TINY)
+    restored.fit(train, validation, checkpoint_dir=ckpt, resume=True, verbose=0)
+    assert restored.metadata.training["polish"]["epochs"] == 3
+    for ours, theirs in zip(
+        _weights(restored.network.encoder), _weights(before.encoder), strict=True
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    # saved with the model, as JSON
+    model.save(tmp_path / "m.keras")
+    loaded = TractAAE.load(tmp_path / "m.keras")
+    assert loaded.metadata.training["polish"]["epochs"] == 3
+    assert loaded.config.polish_epochs == 3
+    # a loaded model polished further: the codes stay, the count adds up
+    codes = loaded.encode_prepared(train.x[:16])
+    record = loaded.polish(train, epochs=2, verbose=0)
+    assert len(record["recon_loss"]) == 2 and "val_recon_loss" not in record
+    np.testing.assert_array_equal(loaded.encode_prepared(train.x[:16]), codes)
+    assert loaded.config.polish_epochs == 5
+    loaded.save(tmp_path / "m2.keras")
+    assert TractAAE.load(tmp_path / "m2.keras").config.polish_epochs == 5
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        loaded.polish(train, epochs=0)
 
 
 def test_resume_refuses_other_settings(tiny_splits, tmp_path):

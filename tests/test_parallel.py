@@ -7,7 +7,8 @@ epochs; then the same file trains on two CPU devices (JAX:
 devices; torch: two gloo processes started by ``torch.distributed.run``;
 JAX again with two processes of one device each, joined by
 ``keras.distribution.initialize`` as on two machines), stopped after the
-first epoch and resumed from its checkpoint. Every loss
+first epoch and resumed from its checkpoint, then one decoder-only epoch
+(``polish_epochs``). Every loss
 that is a mean over streamlines must agree with the one-device run after
 every batch within ``RTOL``, and so must the codes of the trained models
 and the means of their fitted priors (``prior="fitted"``: refitted to the
@@ -142,8 +143,11 @@ def test_two_devices_follow_one(runs):
     np.testing.assert_allclose(two["prior_means"], one["prior_means"], atol=CODE_ATOL)
     assert np.abs(one["prior_means"]).max() > 0.01
     # both optimizers' state comes back to the model: their step counts
-    # (6 batches x 2 epochs)
+    # (6 batches x 2 epochs; the decoder-only epoch after them has its own)
     assert two["ae_steps"] == two["disc_steps"] == one["ae_steps"] == 12
+    # the decoder-only epoch averaged its gradients over the devices too
+    assert two["polish_recon"] == pytest.approx(one["polish_recon"], rel=RTOL)
+    np.testing.assert_allclose(two["decoded"], one["decoded"], atol=1e-3)
 
 
 def test_ar_pairs_global_with_jax_per_replica_otherwise(runs):

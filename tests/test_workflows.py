@@ -128,11 +128,18 @@ def test_train_keeps_existing_outputs_without_force(workdir, capsys):
 
 
 def test_train_resume_continues_from_the_checkpoint(workdir):
-    args = [*TINY_ARGS, "--out_dir", workdir, "--resume"]
+    from aae_tract.model import TractAAE
+
+    # a decoder-only stage may be added to a resumed run: it follows the
+    # epochs and is recorded apart from them
+    args = [*TINY_ARGS, "--out_dir", workdir, "--resume", "--polish_epochs", "2"]
     args[1] = "3"  # --epochs 3: one more than the checkpoint
     assert run_cli("aae_tract_train", *args) == 0
     history = json.loads((workdir / "training_history.json").read_text())
     assert history["epochs"] == 3 and len(history["loss"]) == 3
+    model = TractAAE.load(workdir / "aae_tract_model.keras")
+    assert model.config.polish_epochs == 2
+    assert len(model.metadata.training["polish"]["val_recon_loss"]) == 2
 
 
 def test_train_on_a_phantom_with_age(tmp_path):

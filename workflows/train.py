@@ -133,6 +133,7 @@ class TrainFlow(AAEWorkflow):
         direction_weight=0.1,
         texture_weight=0.01,
         warmup_epochs=10,
+        polish_epochs=0,
         constant_lr=False,
         val_fraction=0.2,
         seed=0,
@@ -251,6 +252,12 @@ class TrainFlow(AAEWorkflow):
         warmup_epochs : int, optional
             Epochs over which the adversarial and attribute weights rise from
             0 to their values.
+        polish_epochs : int, optional
+            Epochs of a decoder-only stage after --epochs: the encoder, so
+            every latent code and the prior fitted to them, stays as the
+            adversarial training left it, while the decoder converges on the
+            final codes (reconstruction improves; see doc/benchmarks.md).
+            0: no such stage.
         constant_lr : bool, optional
             Keep the learning rate constant instead of the cosine decay.
         val_fraction : float, optional
@@ -371,6 +378,7 @@ class TrainFlow(AAEWorkflow):
             direction_weight=direction_weight,
             texture_weight=texture_weight,
             warmup_epochs=warmup_epochs,
+            polish_epochs=polish_epochs,
             constant_lr=constant_lr,
             seed=seed,
         )

@@ -139,6 +139,9 @@ class ConditionalAAE(keras.Model):
             owner=self,
         )
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
+        # True during the decoder-only stage (``polish_epochs``): the
+        # autoencoder's step then moves the decoder alone
+        self.decoder_only = False
         self._opt = _Optimizers(None, None)
         self.trackers = {
             n: keras.metrics.Mean(name=n) for n in LOSS_NAMES if self._reports(n)
@@ -256,6 +259,11 @@ class ConditionalAAE(keras.Model):
 
     @property
     def ae_variables(self):
+        """What the autoencoder's optimizer moves: the encoder's and the
+        decoder's weights, or the decoder's alone while ``decoder_only``
+        (set it before :meth:`compile`, which builds the optimizer for them)."""
+        if self.decoder_only:
+            return list(self.decoder.trainable_variables)
         return self.encoder.trainable_variables + self.decoder.trainable_variables
 
     # -- losses shared by all backends ---------------------------------------

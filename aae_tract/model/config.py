@@ -141,6 +141,15 @@ class AAEConfig:
         Cosine decay of both learning rates to 5% over the run.
     epochs, batch_size, seed : int
         Training length, batch size and random seed.
+    polish_epochs : int
+        Epochs of a second stage after the ``epochs`` of adversarial
+        training, in which only the decoder learns (reconstruction losses,
+        its own Adam and cosine decay from ``learning_rate``): the encoder,
+        and so every code and the prior fitted to them, stays as the
+        adversary left it. During adversarial training the decoder chases
+        codes that keep moving; this stage lets it converge on the final
+        ones (doc/benchmarks.md, "A decoder-only stage"). 0 (default): no
+        such stage.
 
     Raises
     ------
@@ -187,6 +196,7 @@ class AAEConfig:
     warmup_epochs: int = 10
     lr_decay: bool = True
     epochs: int = 100
+    polish_epochs: int = 0
     batch_size: int = 64
     seed: int = 0
 
@@ -404,6 +414,7 @@ TRAIN_OPTIONS = (
     "texture_weight",
     "warmup_epochs",
     "epochs",
+    "polish_epochs",
     "batch_size",
     "seed",
 )
@@ -434,6 +445,7 @@ STORED_DEFAULTS = {
     "direction_weight": 0.0,
     "texture_weight": 0.0,
     "ar_level": "streamline",
+    "polish_epochs": 0,
 }
 
 
@@ -447,6 +459,7 @@ _TYPES = {
             "prior_components",
             "warmup_epochs",
             "epochs",
+            "polish_epochs",
             "batch_size",
             "subject_batch",
             "seed",
@@ -493,6 +506,7 @@ _INT_RANGES = {
     "batch_size": (2, None),
     "subject_batch": (2, None),
     "warmup_epochs": (0, None),
+    "polish_epochs": (0, None),
     "seed": (0, 2**32 - 1),  # what NumPy's seeding accepts
 }
 

@@ -8,6 +8,7 @@ and a DIPY pipeline use: encode streamlines, decode codes, train, save, load.
 
 import json
 import logging
+import numbers
 import time
 import zipfile
 import zlib
@@ -303,6 +304,7 @@ class TractAAE:
         # (id of the latent bank, bundle label) -> (lowest, highest) mu on it
         self._texture_bounds = {}
         self._bfloat16_encoder = None  # the encoder in bfloat16, built on use
+        self._polish_record = None  # the last decoder-only stage, until recorded
         self.network = network
         self.metadata = metadata
         self.config = AAEConfig.from_dict(metadata.config)
@@ -883,6 +885,10 @@ class TractAAE:
             train, validation, history, seconds, epochs - initial_epoch
         )
         self.metadata.training["devices"] = n_devices
+        polish = self._polish_record
+        if polish is not None:
+            self.metadata.training["polish"] = polish
+            self._polish_record = None
         self.calibrate(train)
         self.fit_labeller(train, validation)
         self.metadata.training["prior_match"] = self.log_prior_match(
@@ -982,8 +988,148 @@ class TractAAE:
                 # the prior of the final encoder, also after a resume that
                 # found every epoch done
                 cb.refit(epochs, self.network)
+        # the training time and speed are the main stage's; the decoder-only
+        # stage records its own time
         seconds = time.perf_counter() - start
+        if cfg.polish_epochs > 0 and guard.bad is None:
+            self._polish(
+                train,
+                validation,
+                epochs=cfg.polish_epochs,
+                batch_size=batch_size,
+                replicas=n_devices,
+                first_epoch=epochs,
+                guard=guard,
+                verbose=verbose if parallel.is_main_process() else 0,
+            )
         return history, seconds, guard, initial_epoch
+
+    def polish(
+        self, train, validation=None, *, epochs, batch_size=None, verbose="auto"
+    ):
+        """Train the decoder alone for ``epochs`` more epochs and recalibrate.
+
+        The decoder-only stage that ``AAEConfig.polish_epochs`` adds to
+        :meth:`fit`, run on a trained (e.g. loaded) model: the encoder, so
+        every code, the prior fitted to them and the bundle labeller, stays
+        as it is, while the decoder learns the reconstruction losses from a
+        fresh Adam with the cosine decay from ``learning_rate``. The
+        configuration's ``polish_epochs`` then counts these epochs as well;
+        ``metadata.training["polish"]`` records this stage.
+
+        Parameters
+        ----------
+        train : StreamlineDataset
+            Training split (its bundles must be the model's).
+        validation : StreamlineDataset, optional
+            Validation split: ``val_*`` losses per epoch.
+        epochs : int
+            Epochs of the stage (at least 1).
+        batch_size : int, optional
+            Default: the configuration's.
+        verbose : "auto", 0, 1 or 2
+            Keras progress display.
+
+        Returns
+        -------
+        dict
+            The stage's record: epochs, seconds and its ``recon_loss`` (and
+            ``val_recon_loss``) per epoch.
+
+        Raises
+        ------
+        TrainingError
+            When a loss becomes NaN or infinite.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+            raise ConfigError(f"epochs must be a whole number, got {epochs!r}")
+        if epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {epochs!r}")
+        epochs = int(epochs)
+        batch_size = int(batch_size or self.config.batch_size)
+        self._check_dataset(train, "training set")
+        if validation is not None and len(validation) >= 2:
+            self._check_dataset(validation, "validation set")
+        else:
+            validation = None
+        keras.utils.set_random_seed(self.config.seed)
+        guard = NonFiniteGuard()
+        record = self._polish(
+            train,
+            validation,
+            epochs=epochs,
+            batch_size=batch_size,
+            replicas=1,
+            first_epoch=self.config.epochs + self.config.polish_epochs,
+            guard=guard,
+            verbose=verbose,
+        )
+        self._polish_record = None
+        if guard.bad is not None:
+            raise _non_finite_error(guard.bad, None)
+        total = self.config.polish_epochs + epochs
+        self.config.polish_epochs = total
+        self.metadata.config["polish_epochs"] = total
+        self.metadata.training["polish"] = record
+        self.calibrate(train)
+        return record
+
+    def _polish(
+        self,
+        train,
+        validation,
+        *,
+        epochs,
+        batch_size,
+        replicas,
+        first_epoch,
+        guard,
+        verbose,
+    ):
+        """The decoder-only stage: ``epochs`` epochs in which only the
+        decoder learns, from a fresh Adam with the cosine decay from
+        ``learning_rate``.
+
+        The encoder is fixed, so every code, and a fitted prior, stays as
+        adversarial training left it. No checkpoint is written: a run
+        resumed from its last epoch's checkpoint polishes again from the
+        same weights. The main stage's optimizers are put back afterwards,
+        so that a checkpoint or a later ``fit`` continues them. Records the
+        stage's epochs, time and reconstruction losses in
+        ``metadata.training["polish"]`` (after :meth:`_record_training`).
+        """
+        network = self.network
+        train_batches, val_batches = self._fit_batches(
+            train, validation, batch_size, first_epoch, replicas
+        )
+        logger.info("decoder-only stage: %d epochs, encoder and prior fixed", epochs)
+        main_optimizers = network._opt
+        start = time.perf_counter()
+        network.decoder_only = True
+        try:
+            self._compile(decay_steps=max(epochs * len(train_batches), 1))
+            result = network.fit(
+                train_batches,
+                validation_data=val_batches,
+                epochs=epochs,
+                callbacks=[guard],
+                verbose=verbose,
+                shuffle=False,
+            )
+        finally:
+            network.decoder_only = False
+            network._opt = network.optimizer = main_optimizers
+            network.train_function = None
+        self._polish_record = {
+            "epochs": epochs,
+            "seconds": round(time.perf_counter() - start, 2),
+            **{
+                key: [float(v) for v in result.history[key]]
+                for key in ("recon_loss", "val_recon_loss")
+                if key in result.history
+            },
+        }
+        return self._polish_record
 
     def _check_split_sizes(self, train, validation, n_devices):
         """ConfigError for a training split too small for ``n_devices``; the
