@@ -531,7 +531,14 @@ def run_seed(config, seed, train, held_out, args):
         if model.attribute_name != "length":
             add_attribute_summary(result)
     if args.baseline:
-        plain = plain_autoencoder_recon(config, train, held_out)
+        plain = plain_autoencoder_recon(
+            config,
+            train,
+            held_out,
+            path=args.model.replace(".keras", f"_plain_seed{seed}.keras")
+            if args.model
+            else None,
+        )
         print(f"seed {seed}: plain autoencoder recon_mdf_mm {plain:.3f}", flush=True)
         for result in results.values():
             result["plain_recon_mdf_mm"] = plain
@@ -551,18 +558,28 @@ PLAIN = {
 }
 
 
-def plain_autoencoder_recon(config, train, held_out):
+def plain_autoencoder_recon(config, train, held_out, path=None):
     """Held-out ``recon_mdf_mm`` of a plain autoencoder of the same size.
 
-    Trained with the same settings and seed; measured as
-    :func:`aae_tract.metrics.evaluate` does (mean MDF per bundle, mean over
-    bundles).
+    Trained with the same settings and seed (saved to ``path`` when given);
+    measured as :func:`aae_tract.metrics.evaluate` does (mean MDF per
+    bundle, mean over bundles).
     """
-    from aae_tract.metrics import paired_mdf
     from aae_tract.model import TractAAE
 
     model = TractAAE.from_dataset(train, **{**config, **PLAIN})
     model.fit(train, held_out, verbose=0)
+    if path:
+        model.save(path)
+    return held_out_recon(model, held_out)
+
+
+def held_out_recon(model, held_out):
+    """``recon_mdf_mm`` of ``model`` on ``held_out`` as
+    :func:`aae_tract.metrics.evaluate` measures it (mean MDF per bundle, mean
+    over bundles)."""
+    from aae_tract.metrics import paired_mdf
+
     names = np.asarray(held_out.bundle_names)[np.asarray(held_out.labels)]
     x, labels = model.prepare(np.asarray(held_out.x), list(names))
     error = paired_mdf(x, model.decode(model.encode_prepared(x), labels))
@@ -692,7 +709,11 @@ def main(argv=None):
         action="store_true",
         help="also train a plain autoencoder per seed (recon_vs_plain)",
     )
-    parser.add_argument("--model", help="also save the trained models (.keras)")
+    parser.add_argument(
+        "--model",
+        help="also save the trained models (.keras): NAME_seed{seed}.keras, and "
+        "with --baseline the plain autoencoders as NAME_plain_seed{seed}.keras",
+    )
     parser.add_argument(
         "--load",
         help="evaluate this model instead of training; {seed} in the name is "
