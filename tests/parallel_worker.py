@@ -8,8 +8,9 @@
         --nproc_per_node 2 tests/parallel_worker.py DATA WORK --devices 2
 
 Trains ``WORK/init.keras`` (written first with ``--init``) for two epochs and
-one decoder-only epoch on ``--devices`` devices, with the model of ``backend_worker.py`` (its random
-terms kept out of the autoencoder's gradient), and writes the losses after
+one decoder-only epoch on ``--devices`` devices, with the model of
+``backend_worker.py`` (its random terms kept out of the autoencoder's
+gradient), and writes the losses after
 every batch to ``WORK/<backend>-<devices>.json`` (rank 0). TensorFlow gets
 two logical CPU devices. With ``--interrupt`` the run stops after the first
 epoch and a new model resumes it from the checkpoint.

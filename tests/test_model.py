@@ -354,6 +354,8 @@ def test_config_rejects_bad_values():
         AAEConfig(disc_norm="batch")
     with pytest.raises(ValueError, match="--polish_epochs must be at least 0"):
         AAEConfig(polish_epochs=-1)
+    with pytest.raises(ValueError, match="--polish_noise must be at least 0"):
+        AAEConfig(polish_noise=-0.1)
 
 
 def _layer_norms(model):
@@ -606,16 +608,56 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     loaded = TractAAE.load(tmp_path / "m.keras")
     assert loaded.metadata.training["polish"]["epochs"] == 3
     assert loaded.config.polish_epochs == 3
-    # a loaded model polished further: the codes stay, the count adds up
+    # a loaded model polished further, with noise on the codes: the codes
+    # stay, the count adds up, the noise is recorded
     codes = loaded.encode_prepared(train.x[:16])
-    record = loaded.polish(train, epochs=2, verbose=0)
+    record = loaded.polish(train, epochs=2, noise=0.05, verbose=0)
     assert len(record["recon_loss"]) == 2 and "val_recon_loss" not in record
+    assert record["noise"] == 0.05
     np.testing.assert_array_equal(loaded.encode_prepared(train.x[:16]), codes)
-    assert loaded.config.polish_epochs == 5
+    assert loaded.network.code_noise == 0.0 and not loaded.network.decoder_only
     loaded.save(tmp_path / "m2.keras")
-    assert TractAAE.load(tmp_path / "m2.keras").config.polish_epochs == 5
+    again = TractAAE.load(tmp_path / "m2.keras")
+    assert (again.config.polish_epochs, again.config.polish_noise) == (5, 0.05)
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         loaded.polish(train, epochs=0)
+    with pytest.raises(ConfigError, match="noise must be a finite number >= 0"):
+        loaded.polish(train, epochs=1, noise=float("nan"))
+
+
+def test_code_noise_moves_only_the_decoded_codes(tiny_trained, tiny_splits):
+    """In the decoder-only stage the decoder sees noisy codes (a larger
+    reconstruction loss than without noise, from the same weights), while
+    the codes the losses return, and any step outside the stage, have none."""
+    model, _ = tiny_trained
+    train, _ = tiny_splits
+    net = model.network
+    x, onehot, attribute = (
+        keras.ops.convert_to_tensor(np.asarray(v, dtype="float32"))
+        for v in (
+            model.normalizer.transform(np.asarray(train.x[:64], dtype="float32")),
+            model.onehot(np.asarray(train.labels[:64])),
+            train.attribute[:64],
+        )
+    )
+
+    def recon(**state):
+        for key, value in state.items():
+            setattr(net, key, value)
+        try:
+            _, parts, z = net.autoencoder_losses(x, onehot, attribute)
+        finally:
+            net.decoder_only, net.code_noise = False, 0.0
+        return float(keras.ops.convert_to_numpy(parts["recon_loss"])), z
+
+    plain, z = recon()
+    same, _ = recon(code_noise=2.0)  # outside the stage: no noise
+    noisy, z_noisy = recon(decoder_only=True, code_noise=2.0)
+    assert same == pytest.approx(plain, rel=1e-5)
+    assert noisy > 1.3 * plain, (noisy, plain)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(z_noisy), keras.ops.convert_to_numpy(z), atol=1e-6
+    )
 
 
 def test_resume_refuses_other_settings(tiny_splits, tmp_path):

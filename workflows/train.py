@@ -134,6 +134,7 @@ class TrainFlow(AAEWorkflow):
         texture_weight=0.01,
         warmup_epochs=10,
         polish_epochs=0,
+        polish_noise=0.0,
         constant_lr=False,
         val_fraction=0.2,
         seed=0,
@@ -258,6 +259,12 @@ class TrainFlow(AAEWorkflow):
             adversarial training left it, while the decoder converges on the
             final codes (reconstruction improves; see doc/benchmarks.md).
             0: no such stage.
+        polish_noise : float, optional
+            Noise on the codes during the decoder-only stage, relative to the
+            batch's spread of each latent dimension: the decoder learns a
+            neighbourhood of each code and bends less between codes, where
+            bank sampling draws (fewer crumpled streamlines, some of the
+            reconstruction gain given back; see doc/benchmarks.md).
         constant_lr : bool, optional
             Keep the learning rate constant instead of the cosine decay.
         val_fraction : float, optional
@@ -379,6 +386,7 @@ class TrainFlow(AAEWorkflow):
             texture_weight=texture_weight,
             warmup_epochs=warmup_epochs,
             polish_epochs=polish_epochs,
+            polish_noise=polish_noise,
             constant_lr=constant_lr,
             seed=seed,
         )

@@ -140,8 +140,10 @@ class ConditionalAAE(keras.Model):
         )
         self.seed_generator = keras.random.SeedGenerator(self.config.seed)
         # True during the decoder-only stage (``polish_epochs``): the
-        # autoencoder's step then moves the decoder alone
+        # autoencoder's step then moves the decoder alone, and decodes codes
+        # with noise of ``code_noise`` times the batch's sd per dimension
         self.decoder_only = False
+        self.code_noise = 0.0
         self._opt = _Optimizers(None, None)
         self.trackers = {
             n: keras.metrics.Mean(name=n) for n in LOSS_NAMES if self._reports(n)
@@ -287,7 +289,13 @@ class ConditionalAAE(keras.Model):
             z, log_var = self._posterior_sample(x)
         else:
             z, log_var = self.encode_mean(x), None
-        x_hat, texture_out = self.decode(z, onehot, training=training)
+        decoded = z
+        if training and self.decoder_only and self.code_noise > 0:
+            spread = ops.std(z, axis=0, keepdims=True)
+            decoded = z + self.code_noise * spread * keras.random.normal(
+                ops.shape(z), seed=self.seed_generator
+            )
+        x_hat, texture_out = self.decode(decoded, onehot, training=training)
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)
         length = log_length_mse(x, x_hat)

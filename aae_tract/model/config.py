@@ -150,6 +150,12 @@ class AAEConfig:
         codes that keep moving; this stage lets it converge on the final
         ones (doc/benchmarks.md, "A decoder-only stage"). 0 (default): no
         such stage.
+    polish_noise : float
+        During the decoder-only stage, Gaussian noise added to every code,
+        this many times the batch's standard deviation of each latent
+        dimension: the decoder then learns to decode a neighbourhood of each
+        code, not the code alone, and bends less between codes, where bank
+        sampling draws (doc/benchmarks.md). 0 (default): none.
 
     Raises
     ------
@@ -197,6 +203,7 @@ class AAEConfig:
     lr_decay: bool = True
     epochs: int = 100
     polish_epochs: int = 0
+    polish_noise: float = 0.0
     batch_size: int = 64
     seed: int = 0
 
@@ -415,6 +422,7 @@ TRAIN_OPTIONS = (
     "warmup_epochs",
     "epochs",
     "polish_epochs",
+    "polish_noise",
     "batch_size",
     "seed",
 )
@@ -446,6 +454,7 @@ STORED_DEFAULTS = {
     "texture_weight": 0.0,
     "ar_level": "streamline",
     "polish_epochs": 0,
+    "polish_noise": 0.0,
 }
 
 
@@ -475,6 +484,7 @@ _TYPES = {
             "learning_rate",
             "disc_learning_rate",
             "label_smoothing",
+            "polish_noise",
         ),
         numbers.Real,
     ),
@@ -519,6 +529,7 @@ _REAL_RANGES = {
     "label_smoothing": (0, 1, False, True),
     "ar_delta": (0, None, True, False),
     "ar_soft": (0, None, False, False),
+    "polish_noise": (0, None, False, False),
     **dict.fromkeys(WEIGHTS, (0, None, False, False)),
 }
 

@@ -8,6 +8,7 @@ and a DIPY pipeline use: encode streamlines, decode codes, train, save, load.
 
 import json
 import logging
+import math
 import numbers
 import time
 import zipfile
@@ -996,6 +997,7 @@ class TractAAE:
                 train,
                 validation,
                 epochs=cfg.polish_epochs,
+                noise=cfg.polish_noise,
                 batch_size=batch_size,
                 replicas=n_devices,
                 first_epoch=epochs,
@@ -1005,7 +1007,14 @@ class TractAAE:
         return history, seconds, guard, initial_epoch
 
     def polish(
-        self, train, validation=None, *, epochs, batch_size=None, verbose="auto"
+        self,
+        train,
+        validation=None,
+        *,
+        epochs,
+        noise=None,
+        batch_size=None,
+        verbose="auto",
     ):
         """Train the decoder alone for ``epochs`` more epochs and recalibrate.
 
@@ -1025,6 +1034,10 @@ class TractAAE:
             Validation split: ``val_*`` losses per epoch.
         epochs : int
             Epochs of the stage (at least 1).
+        noise : float, optional
+            Noise on the codes during the stage, relative to the batch's
+            spread of each latent dimension (``AAEConfig.polish_noise``,
+            whose value is the default; this stage's is stored there).
         batch_size : int, optional
             Default: the configuration's.
         verbose : "auto", 0, 1 or 2
@@ -1046,6 +1059,14 @@ class TractAAE:
         if epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs!r}")
         epochs = int(epochs)
+        noise = self.config.polish_noise if noise is None else noise
+        try:
+            good = math.isfinite(float(noise)) and float(noise) >= 0
+        except (TypeError, ValueError):
+            good = False
+        if not good or isinstance(noise, bool):
+            raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
+        noise = float(noise)
         batch_size = int(batch_size or self.config.batch_size)
         self._check_dataset(train, "training set")
         if validation is not None and len(validation) >= 2:
@@ -1058,6 +1079,7 @@ class TractAAE:
             train,
             validation,
             epochs=epochs,
+            noise=noise,
             batch_size=batch_size,
             replicas=1,
             first_epoch=self.config.epochs + self.config.polish_epochs,
@@ -1069,7 +1091,9 @@ class TractAAE:
             raise _non_finite_error(guard.bad, None)
         total = self.config.polish_epochs + epochs
         self.config.polish_epochs = total
+        self.config.polish_noise = noise
         self.metadata.config["polish_epochs"] = total
+        self.metadata.config["polish_noise"] = noise
         self.metadata.training["polish"] = record
         self.calibrate(train)
         return record
@@ -1080,6 +1104,7 @@ class TractAAE:
         validation,
         *,
         epochs,
+        noise,
         batch_size,
         replicas,
         first_epoch,
@@ -1088,7 +1113,8 @@ class TractAAE:
     ):
         """The decoder-only stage: ``epochs`` epochs in which only the
         decoder learns, from a fresh Adam with the cosine decay from
-        ``learning_rate``.
+        ``learning_rate``, decoding codes with ``noise`` times the batch's
+        spread of each latent dimension added.
 
         The encoder is fixed, so every code, and a fitted prior, stays as
         adversarial training left it. No checkpoint is written: a run
@@ -1102,10 +1128,15 @@ class TractAAE:
         train_batches, val_batches = self._fit_batches(
             train, validation, batch_size, first_epoch, replicas
         )
-        logger.info("decoder-only stage: %d epochs, encoder and prior fixed", epochs)
+        logger.info(
+            "decoder-only stage: %d epochs, encoder and prior fixed, code noise %g",
+            epochs,
+            noise,
+        )
         main_optimizers = network._opt
         start = time.perf_counter()
         network.decoder_only = True
+        network.code_noise = noise
         try:
             self._compile(decay_steps=max(epochs * len(train_batches), 1))
             result = network.fit(
@@ -1118,10 +1149,12 @@ class TractAAE:
             )
         finally:
             network.decoder_only = False
+            network.code_noise = 0.0
             network._opt = network.optimizer = main_optimizers
             network.train_function = None
         self._polish_record = {
             "epochs": epochs,
+            "noise": noise,
             "seconds": round(time.perf_counter() - start, 2),
             **{
                 key: [float(v) for v in result.history[key]]
