@@ -25,6 +25,10 @@ Usage::
         --band_figure bands_AF_L.png --bundle AF_L --band 1
     python benchmarks/prior_variants.py --load 'models/q_seed{seed}.keras' \
         --plain 'models/q_plain_seed{seed}.keras' --polish 0 20 40 60
+    python benchmarks/prior_variants.py --load models/q_seed0.keras \
+        --polish 40 --polish_noise 0 0.01 0.02 0.05
+    python benchmarks/prior_variants.py --rough 'models/q_seed{seed}.keras' \
+        'models/p_seed{seed}.keras' --seeds 0 1 2
 
 ``--bank_noise`` evaluates trained models (``--load``) with ``bank``
 sampling at several noise levels instead (``--subject_noise``: how far codes
@@ -420,50 +424,99 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
     return "\n".join(lines)
 
 
-def polish_screen(paths, stages, seeds, train, held_out):
-    """Held-out ``recon_mdf_mm`` of trained models after decoder-only stages.
+def polish_screen(paths, stages, seeds, train, held_out, noises=(0.0,)):
+    """Held-out ``recon_mdf_mm`` and bank ``rough_fraction`` of trained
+    models after decoder-only stages.
 
-    Each model of ``paths`` (patterns with ``{seed}``, e.g. an AAE's and a
-    plain autoencoder's of the same run) is loaded afresh for every stage
-    length of ``stages`` and polished that many epochs
+    Each model of ``paths`` (patterns with ``{seed}``, e.g. a plain
+    autoencoder's and an AAE's of the same run) is loaded afresh for every
+    stage length of ``stages`` and code noise of ``noises`` and polished
     (:meth:`~aae_tract.model.TractAAE.polish`, the stage that
-    ``polish_epochs`` adds to training); 0 measures the model as it is.
-    The last column divides each row by the first model's row of the same
-    seed and stage.
+    ``polish_epochs`` and ``polish_noise`` add to training); 0 epochs
+    measures the model as it is. ``/ first model`` divides each recon by
+    the first model's of the same seed, stage and noise; the rough fraction
+    is the worst bundle's (:func:`bank_rough`, texture sampled).
     """
     from aae_tract.model import TractAAE
 
     rows = []
     for seed in seeds:
         for stage in stages:
-            first = None
-            for path in paths:
-                model = TractAAE.load(path.format(seed=seed))
-                start = time.perf_counter()
-                if stage:
-                    model.polish(train, held_out, epochs=stage, verbose=0)
-                seconds = time.perf_counter() - start
-                recon = quality.held_out_recon(model, held_out)
-                first = recon if first is None else first
-                rows.append(
-                    [
-                        os.path.basename(path.format(seed=seed)),
-                        str(seed),
-                        str(stage),
-                        f"{seconds:.0f}",
-                        f"{recon:.3f}",
-                        f"{recon / first:.3f}",
-                    ]
-                )
-                print(" ".join(rows[-1]), flush=True)
+            for noise in noises if stage else (0.0,):
+                first = None
+                for path in paths:
+                    model = TractAAE.load(path.format(seed=seed))
+                    start = time.perf_counter()
+                    if stage:
+                        model.polish(
+                            train, held_out, epochs=stage, noise=noise, verbose=0
+                        )
+                    seconds = time.perf_counter() - start
+                    recon = quality.held_out_recon(model, held_out)
+                    rough = max(t for t, _ in bank_rough(model, held_out, seed))
+                    first = recon if first is None else first
+                    rows.append(
+                        [
+                            os.path.basename(path.format(seed=seed)),
+                            str(seed),
+                            str(stage),
+                            f"{noise:g}",
+                            f"{seconds:.0f}",
+                            f"{recon:.3f}",
+                            f"{recon / first:.3f}",
+                            f"{rough:.3f}",
+                        ]
+                    )
+                    print(" ".join(rows[-1]), flush=True)
     head = [
         "model",
         "seed",
         "polish epochs",
+        "code noise",
         "seconds",
         "recon_mdf_mm",
         "/ first model",
+        "bank rough (worst bundle)",
     ]
+    return quality._render([], head, rows)
+
+
+def bank_rough(model, held_out, seed, n=1000):
+    """Per bundle of ``model``: ``rough_fraction`` of ``n`` bank samples at
+    lengths drawn from the bundle's held-out streamlines, decoded with the
+    texture sampled and as mean curves (the same codes), each against the
+    bundle's held-out streamlines: ``[(textured, mean), ...]``."""
+    from aae_tract.generate import sample_latent
+    from aae_tract.metrics import _prepared, rough_fraction
+    from aae_tract.streamlines import streamline_lengths
+
+    x, labels = _prepared(model, held_out)
+    out = []
+    for label, bundle in enumerate(model.bundle_names):
+        real = x[labels == label]
+        rng = np.random.default_rng([seed, label])
+        targets = rng.choice(streamline_lengths(real), n)
+        z = sample_latent(model, bundle, targets, sampling="bank", rng=rng)
+        textured = model.decode(z, bundle, texture=rng)
+        mean = model.decode(z, bundle)
+        out.append((rough_fraction(textured, real), rough_fraction(mean, real)))
+    return out
+
+
+def rough_screen(paths, seeds, held_out):
+    """:func:`bank_rough` of trained models, per bundle: whether crumpled
+    streamlines come from the mean curve or from the texture drawn around
+    it (``paths``: patterns with ``{seed}``)."""
+    from aae_tract.model import TractAAE
+
+    rows = []
+    for seed in seeds:
+        for path in paths:
+            model = TractAAE.load(path.format(seed=seed))
+            cells = [f"{t:.3f} / {m:.3f}" for t, m in bank_rough(model, held_out, seed)]
+            rows.append([os.path.basename(path.format(seed=seed)), str(seed), *cells])
+            print(" ".join(rows[-1]), flush=True)
+    head = ["model (textured / mean curves)", "seed", *model.bundle_names]
     return quality._render([], head, rows)
 
 
@@ -605,6 +658,21 @@ def main(argv=None):
         "stages of these lengths, for each of --seeds",
     )
     parser.add_argument(
+        "--polish_noise",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="NOISE",
+        help="with --polish: code noise of the stages (default 0)",
+    )
+    parser.add_argument(
+        "--rough",
+        nargs="+",
+        metavar="MODEL",
+        help="rough_fraction of these models' bank samples, with the texture "
+        "and as mean curves, per bundle ({seed} filled in for each of --seeds)",
+    )
+    parser.add_argument(
         "--plain",
         help="with --polish: a plain autoencoder of the same run, polished "
         "alike ({seed} filled in)",
@@ -634,7 +702,15 @@ def main(argv=None):
         )
     if args.polish:
         paths = [p for p in (args.plain, args.load) if p]
-        print(polish_screen(paths, args.polish, args.seeds, train, held_out))
+        print(
+            polish_screen(
+                paths, args.polish, args.seeds, train, held_out, args.polish_noise
+            )
+        )
+    if args.rough:
+        print(rough_screen(args.rough, args.seeds, held_out))
+        if not only_load:
+            return 0
     if args.spectrum:
         print(spectrum(args.load, train, held_out, figure=args.figure))
     if args.bank_noise:
