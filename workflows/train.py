@@ -257,8 +257,9 @@ class TrainFlow(AAEWorkflow):
             Epochs of a decoder-only stage after --epochs: the encoder, so
             every latent code and the prior fitted to them, stays as the
             adversarial training left it, while the decoder converges on the
-            final codes (reconstruction improves; see doc/benchmarks.md).
-            0: no such stage.
+            final codes: held-out reconstruction improves, and bank sampling
+            crumples more streamlines (see --polish_noise and
+            doc/benchmarks.md). 0: no such stage.
         polish_noise : float, optional
             Noise on the codes during the decoder-only stage, relative to the
             batch's spread of each latent dimension: the decoder learns a
