@@ -305,7 +305,6 @@ class TractAAE:
         # (id of the latent bank, bundle label) -> (lowest, highest) mu on it
         self._texture_bounds = {}
         self._bfloat16_encoder = None  # the encoder in bfloat16, built on use
-        self._polish_record = None  # the last decoder-only stage, until recorded
         self.network = network
         self.metadata = metadata
         self.config = AAEConfig.from_dict(metadata.config)
@@ -763,6 +762,15 @@ class TractAAE:
             shard=shard,
         )
 
+    def _checked_splits(self, train, validation):
+        """Check that both splits hold this model's bundles; the validation
+        split, or None when there is none of at least 2 streamlines."""
+        self._check_dataset(train, "training set")
+        if validation is None or len(validation) < 2:
+            return None
+        self._check_dataset(validation, "validation set")
+        return validation
+
     def _check_dataset(self, dataset, what):
         if list(dataset.bundle_names) != self.bundle_names:
             raise AAETractError(
@@ -837,11 +845,7 @@ class TractAAE:
         cfg = self.config
         epochs = int(epochs or cfg.epochs)
         batch_size = int(batch_size or cfg.batch_size)
-        self._check_dataset(train, "training set")
-        if validation is not None and len(validation) >= 2:
-            self._check_dataset(validation, "validation set")
-        else:
-            validation = None
+        validation = self._checked_splits(train, validation)
         n_devices = parallel.resolve_devices(devices)
         parallel.check_batch(batch_size, n_devices)
         keras.utils.set_random_seed(cfg.seed)
@@ -858,7 +862,7 @@ class TractAAE:
         single = self.network
         try:
             with parallel.replicated(n_devices) as where:
-                history, seconds, guard, initial_epoch = self._fit_on(
+                history, seconds, guard, initial_epoch, polish = self._fit_on(
                     where,
                     n_devices,
                     train,
@@ -886,10 +890,8 @@ class TractAAE:
             train, validation, history, seconds, epochs - initial_epoch
         )
         self.metadata.training["devices"] = n_devices
-        polish = self._polish_record
         if polish is not None:
             self.metadata.training["polish"] = polish
-            self._polish_record = None
         self.calibrate(train)
         self.fit_labeller(train, validation)
         self.metadata.training["prior_match"] = self.log_prior_match(
@@ -921,7 +923,8 @@ class TractAAE:
 
         Returns
         -------
-        history, seconds, guard, initial_epoch
+        history, seconds, guard, initial_epoch, polish
+            ``polish``: the decoder-only stage's record (None without one).
         """
         cfg = self.config
         schedule_epochs, steps = schedule
@@ -992,8 +995,9 @@ class TractAAE:
         # the training time and speed are the main stage's; the decoder-only
         # stage records its own time
         seconds = time.perf_counter() - start
+        polish = None
         if cfg.polish_epochs > 0 and guard.bad is None:
-            self._polish(
+            polish = self._polish(
                 train,
                 validation,
                 epochs=cfg.polish_epochs,
@@ -1004,7 +1008,7 @@ class TractAAE:
                 guard=guard,
                 verbose=verbose if parallel.is_main_process() else 0,
             )
-        return history, seconds, guard, initial_epoch
+        return history, seconds, guard, initial_epoch, polish
 
     def polish(
         self,
@@ -1068,11 +1072,7 @@ class TractAAE:
             raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
         noise = float(noise)
         batch_size = int(batch_size or self.config.batch_size)
-        self._check_dataset(train, "training set")
-        if validation is not None and len(validation) >= 2:
-            self._check_dataset(validation, "validation set")
-        else:
-            validation = None
+        validation = self._checked_splits(train, validation)
         keras.utils.set_random_seed(self.config.seed)
         guard = NonFiniteGuard()
         record = self._polish(
@@ -1086,7 +1086,6 @@ class TractAAE:
             guard=guard,
             verbose=verbose,
         )
-        self._polish_record = None
         if guard.bad is not None:
             raise _non_finite_error(guard.bad, None)
         total = self.config.polish_epochs + epochs
@@ -1120,9 +1119,9 @@ class TractAAE:
         adversarial training left it. No checkpoint is written: a run
         resumed from its last epoch's checkpoint polishes again from the
         same weights. The main stage's optimizers are put back afterwards,
-        so that a checkpoint or a later ``fit`` continues them. Records the
-        stage's epochs, time and reconstruction losses in
-        ``metadata.training["polish"]`` (after :meth:`_record_training`).
+        so that a checkpoint or a later ``fit`` continues them. Returns the
+        stage's record for ``metadata.training["polish"]``: its epochs,
+        noise, time and reconstruction losses.
         """
         network = self.network
         train_batches, val_batches = self._fit_batches(
@@ -1152,7 +1151,7 @@ class TractAAE:
             network.code_noise = 0.0
             network._opt = network.optimizer = main_optimizers
             network.train_function = None
-        self._polish_record = {
+        return {
             "epochs": epochs,
             "noise": noise,
             "seconds": round(time.perf_counter() - start, 2),
@@ -1162,7 +1161,6 @@ class TractAAE:
                 if key in result.history
             },
         }
-        return self._polish_record
 
     def _check_split_sizes(self, train, validation, n_devices):
         """ConfigError for a training split too small for ``n_devices``; the
