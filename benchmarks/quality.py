@@ -578,10 +578,9 @@ def held_out_recon(model, held_out):
     """``recon_mdf_mm`` of ``model`` on ``held_out`` as
     :func:`aae_tract.metrics.evaluate` measures it (mean MDF per bundle, mean
     over bundles)."""
-    from aae_tract.metrics import paired_mdf
+    from aae_tract.metrics import _prepared, paired_mdf
 
-    names = np.asarray(held_out.bundle_names)[np.asarray(held_out.labels)]
-    x, labels = model.prepare(np.asarray(held_out.x), list(names))
+    x, labels = _prepared(model, held_out)
     error = paired_mdf(x, model.decode(model.encode_prepared(x), labels))
     return float(np.mean([error[labels == b].mean() for b in np.unique(labels)]))
 
