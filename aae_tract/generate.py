@@ -481,7 +481,8 @@ def sample_latent(
         per-subject attribute, see ``within_subject``), each moved from its
         subject to a new one (``subject_noise``), plus Gaussian noise with
         ``noise**2`` times the covariance of the bank's codes; ``"prior"``:
-        samples of the prior.
+        samples of the prior (of a prior fitted to each bundle: moved to new
+        subjects too, ``subject_noise``).
     noise : float
         Relative noise scale for ``"bank"`` sampling.
     subject_noise : float or None
@@ -493,6 +494,11 @@ def sample_latent(
         with their covariance. 0 moves every code to the subjects' mean;
         None keeps each code's own subject (copies of training codes up to
         ``noise``), as models saved before banks kept subjects always do.
+        For ``"prior"`` sampling of a prior fitted to each bundle
+        (``"fitted"``, ``"fitted_mixture"``), whose samples lie where the
+        training subjects' codes lie, each sample is given the subject of
+        its nearest bank code and moved from it in the same way
+        (:func:`_prior_subject_shift`); None keeps the prior's samples.
     neighbours : int, optional
         About how many bank codes share one target value (width of the
         attribute kernel); default a sixteenth of the bank, at least 16 (a
@@ -571,18 +577,15 @@ def sample_latent(
             z = _prior_codes(model, name, z0 + offset, rng)
         else:
             z = _prior_codes(model, name, z0, rng)
+        if subject_noise is not None:
+            _check_noise("subject_noise", subject_noise)
+            z = z + _prior_subject_shift(
+                model, name, z, targets, float(subject_noise), neighbours, rng
+            )
     else:
-        for what, value in (("noise", noise), ("subject_noise", subject_noise)):
-            if value is None and what == "subject_noise":
-                continue
-            try:
-                good = math.isfinite(float(value)) and float(value) >= 0
-            except (TypeError, ValueError):
-                good = False
-            if not good:
-                raise AAETractError(
-                    f"{what} must be a finite number >= 0, got {value!r}"
-                )
+        _check_noise("noise", noise)
+        if subject_noise is not None:
+            _check_noise("subject_noise", subject_noise)
         bank_z, bank_a, bank_subject, subject_means = _bank(model, name)
         k = neighbours if neighbours is not None else _neighbours(model, len(bank_z))
         unique, inverse = np.unique(targets, return_inverse=True)
@@ -676,6 +679,56 @@ def _within_subject_spread(model, name):
     z, _, subject, means = _bank(model, name)
     offsets = z[:, 0] - means[subject, 0]
     return float(np.std(offsets)) if len(offsets) > 1 else None
+
+
+def _check_noise(what, value):
+    """A clear error unless ``value`` is a finite number >= 0."""
+    try:
+        good = math.isfinite(float(value)) and float(value) >= 0
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise AAETractError(f"{what} must be a finite number >= 0, got {value!r}")
+
+
+def _prior_subject_shift(model, name, z, targets, scale, neighbours, rng):
+    """Shifts ``(N, D)`` that move prior samples of bundle ``name`` to new
+    subjects, as "bank" sampling moves bank codes.
+
+    A prior fitted to the training codes is fitted to codes of the training
+    subjects, so its samples lie where some training subject's streamlines
+    lie. Each sample is given the subject of its nearest bank code (in
+    units of the bank's spread in each dimension), and that subject's mean
+    code is replaced by a new subject's (:func:`_subject_shift`). Zero for a
+    prior that is not fitted to each bundle (its samples are no training
+    subject's) or a bank without subjects.
+    """
+    from scipy.spatial import cKDTree
+
+    if not getattr(model.network.prior, "per_bundle", False):
+        return np.zeros_like(z)
+    bank_z, bank_a, subject, means = _bank(model, name)
+    if means is None or len(means) < 2:
+        return np.zeros_like(z)
+    scale_d = bank_z.std(axis=0) + 1e-6
+    _, idx = cKDTree(bank_z / scale_d).query(z / scale_d)
+    k = neighbours if neighbours is not None else _neighbours(model, len(bank_z))
+    unique, inverse = np.unique(targets, return_inverse=True)
+    weights = _kernel_weights(bank_a, unique, k=k)
+    per_subject = model.config.ar_level == "subject"
+    values = _subject_values(subject, bank_a, len(means)) if per_subject else None
+    shift = _subject_shift(
+        subject,
+        means,
+        weights,
+        inverse,
+        idx,
+        scale,
+        rng,
+        values=values,
+        targets=unique,
+    )
+    return shift.astype(z.dtype)
 
 
 def _prior_codes(model, name, z0, rng):
@@ -888,8 +941,9 @@ def generate(
     noise : float
         Relative noise of ``"bank"`` sampling.
     subject_noise : float or None
-        Spread of the new subjects ``"bank"`` sampling moves codes to,
-        relative to the training subjects' (see :func:`sample_latent`).
+        Spread of the new subjects ``"bank"`` sampling (and ``"prior"``
+        sampling of a fitted prior) moves codes to, relative to the training
+        subjects' (see :func:`sample_latent`).
     within_subject : {True, "own", False}
         For a per-subject attribute such as age: with ``"bank"`` sampling,
         give each streamline an offset from its subject's centre in latent

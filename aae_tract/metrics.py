@@ -1388,7 +1388,8 @@ def evaluate(
         The model's training streamlines, for ``novelty_ratio`` (None
         without them).
     noise, subject_noise : float, optional
-        Noises of ``"bank"`` sampling (see
+        Noises of ``"bank"`` sampling, and ``subject_noise`` of ``"prior"``
+        sampling of a fitted prior too (see
         :func:`aae_tract.generate.sample_latent`); default: its defaults.
         ``subject_noise=None`` keeps each code's subject.
     within_subject : {True, "own", False}

@@ -723,8 +723,9 @@ def main(argv=None):
         "--subject_noise",
         type=lambda v: None if v == "none" else float(v),
         default=DEFAULT_SUBJECT_NOISE,
-        help="subject_noise of bank sampling (default: generate's default; "
-        "'none': every code keeps its training subject)",
+        help="subject_noise of bank sampling, and of prior sampling of a "
+        "fitted prior (default: generate's default; 'none': every code keeps "
+        "its training subject)",
     )
     parser.add_argument(
         "--within_subject",

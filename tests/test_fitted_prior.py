@@ -165,8 +165,16 @@ def test_prior_sampling_draws_the_rest_given_dimension_0(fitted_model):
     try:
         model.network.prior.fit(z, labels)
         targets = np.full(4000, 120.0)
+        # the prior's own draws: this prior is not fitted to the bank's
+        # codes, so no move from their subjects (subject_noise=None)
         codes = sample_latent(
-            model, "CST_R", targets, sampling="prior", exact_length=False, rng=0
+            model,
+            "CST_R",
+            targets,
+            sampling="prior",
+            subject_noise=None,
+            exact_length=False,
+            rng=0,
         )
         z0 = model.attribute_to_z0("CST_R", targets)
         assert np.allclose(codes[:, 0], z0)

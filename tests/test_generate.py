@@ -654,6 +654,54 @@ def test_bank_sampling_moves_codes_off_their_subjects(model):
             sample_latent(model, "AF_L", [target], subject_noise=bad)
 
 
+def test_prior_sampling_moves_samples_to_new_subjects(model):
+    """A fitted prior's samples lie where the training subjects' codes lie;
+    ``subject_noise`` moves each from the subject of its nearest bank code
+    to a new one, as bank sampling moves bank codes. Two subjects apart in
+    dimension 1: with 0 both move to their centre (the gap between them
+    goes), with None or a bank without subjects the samples stay the
+    prior's, and with 1 the new subjects spread as the two do."""
+    meta = copy.deepcopy(model.metadata)
+    bank = meta.latent_bank["AF_L"]
+    z = np.asarray(bank["z"], dtype=np.float64)
+    high = z[:, 1] > np.median(z[:, 1])
+    bank["subject"] = high.astype(int).tolist()
+    bank["subject_means"] = [
+        z[~high].mean(axis=0).tolist(),
+        z[high].mean(axis=0).tolist(),
+    ]
+    two = TractAAE(model.network, meta)
+    target = np.full(4000, _median_range(model, "AF_L"))
+    options = dict(sampling="prior", exact_length=False, rng=3)
+    kept = sample_latent(two, "AF_L", target, subject_noise=None, **options)
+    np.testing.assert_array_equal(
+        kept,
+        sample_latent(_without_bank_subjects(two), "AF_L", target, **options),
+    )
+    merged = sample_latent(two, "AF_L", target, subject_noise=0.0, **options)
+    spread = sample_latent(two, "AF_L", target, subject_noise=1.0, **options)
+    for z_new in (merged, spread):
+        np.testing.assert_array_equal(z_new[:, 0], kept[:, 0])
+        assert not np.allclose(z_new[:, 1:], kept[:, 1:])
+    # each sample's subject: that of its nearest bank code (in units of the
+    # bank's spread); with 0 its subject's mean is swapped for one centre
+    # (the subjects' mean, weighted by their codes near the target length)
+    scale = z.std(axis=0) + 1e-6
+    d = (((kept[:, None, :] - z[None, :, :]) / scale) ** 2).sum(-1)
+    subject = high[d.argmin(axis=1)].astype(int)
+    assert 0.2 < subject.mean() < 0.8
+    means = np.asarray(bank["subject_means"])
+    centre = (merged - kept)[:, 1:] + means[subject, 1:]
+    np.testing.assert_allclose(centre, centre[:1].repeat(len(centre), 0), atol=1e-4)
+    assert min(means[:, 1]) < centre[0, 0] < max(means[:, 1])
+    # the new subjects' draws on top: centred, and as spread as the two
+    # subjects around their centre (sd gap / sqrt(2) for equal weights)
+    gap = abs(means[1, 1] - means[0, 1])
+    extra = spread[:, 1] - merged[:, 1]
+    assert abs(extra.mean()) < 0.1 * gap
+    assert 0.4 * gap < np.std(extra) < 0.8 * gap
+
+
 @pytest.mark.parametrize("n", [1, 37])
 def test_filter_returns_exactly_n(model, n):
     target = _median_range(model, "CC_ForcepsMajor")

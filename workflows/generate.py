@@ -123,7 +123,8 @@ class GenerateFlow(AAEWorkflow):
             Random seed (the same seed gives the same streamlines).
         sampling : string, optional
             bank (near the training encodings of the bundle) or prior
-            (samples of the latent prior).
+            (samples of the latent prior; of a fitted prior, moved to new
+            subjects as bank's encodings are, see subject_noise).
         noise : float, optional
             Bank sampling adds Gaussian noise to each training encoding, with
             noise^2 times the covariance of the bundle's encodings.
@@ -131,6 +132,8 @@ class GenerateFlow(AAEWorkflow):
             Bank sampling moves each training encoding from its subject to a
             new subject: how far the new subjects spread, relative to the
             training subjects (0: every streamline as in the subjects' mean).
+            Prior sampling of a prior fitted to each bundle moves each sample
+            alike, from the subject of its nearest training encoding.
             Models saved before banks kept their subjects ignore it.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
