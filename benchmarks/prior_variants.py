@@ -27,6 +27,8 @@ Usage::
         --plain 'models/q_plain_seed{seed}.keras' --polish 0 20 40 60
     python benchmarks/prior_variants.py --load models/q_seed0.keras \
         --polish 40 --polish_noise 0 0.01 0.02 0.05
+    python benchmarks/prior_variants.py --load models/q_seed0.keras \
+        --polish 40 --polish_noise 0.05 --polish_turn_weight 0.0003 0.001
     python benchmarks/prior_variants.py --rough 'models/q_seed{seed}.keras' \
         'models/p_seed{seed}.keras' --seeds 0 1 2
     python benchmarks/prior_variants.py --novelty 'models/q_seed{seed}.keras' \
@@ -426,32 +428,45 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
     return "\n".join(lines)
 
 
-def polish_screen(paths, stages, seeds, train, held_out, noises=(0.0,)):
+def polish_screen(
+    paths, stages, seeds, train, held_out, noises=(0.0,), turn_weights=(0.0,)
+):
     """Held-out ``recon_mdf_mm`` and bank ``rough_fraction`` of trained
     models after decoder-only stages.
 
     Each model of ``paths`` (patterns with ``{seed}``, e.g. a plain
     autoencoder's and an AAE's of the same run) is loaded afresh for every
-    stage length of ``stages`` and code noise of ``noises`` and polished
+    stage length of ``stages``, code noise of ``noises`` and excess-turn
+    weight of ``turn_weights`` and polished
     (:meth:`~aae_tract.model.TractAAE.polish`, the stage that
-    ``polish_epochs`` and ``polish_noise`` add to training); 0 epochs
-    measures the model as it is. ``/ first model`` divides each recon by
-    the first model's of the same seed, stage and noise; the rough fraction
-    is the worst bundle's (:func:`bank_rough`, texture sampled).
+    ``polish_epochs``, ``polish_noise`` and ``polish_turn_weight`` add to
+    training); 0 epochs measures the model as it is. ``/ first model``
+    divides each recon by the first model's of the same seed, stage, noise
+    and weight; the rough fraction is the worst bundle's (:func:`bank_rough`,
+    texture sampled).
     """
     from aae_tract.model import TractAAE
 
     rows = []
     for seed in seeds:
         for stage in stages:
-            for noise in noises if stage else (0.0,):
+            for noise, weight in (
+                [(n, w) for n in noises for w in turn_weights]
+                if stage
+                else [(0.0, 0.0)]
+            ):
                 first = None
                 for path in paths:
                     model = TractAAE.load(path.format(seed=seed))
                     start = time.perf_counter()
                     if stage:
                         model.polish(
-                            train, held_out, epochs=stage, noise=noise, verbose=0
+                            train,
+                            held_out,
+                            epochs=stage,
+                            noise=noise,
+                            turn_weight=weight,
+                            verbose=0,
                         )
                     seconds = time.perf_counter() - start
                     recon = quality.held_out_recon(model, held_out)
@@ -463,6 +478,7 @@ def polish_screen(paths, stages, seeds, train, held_out, noises=(0.0,)):
                             str(seed),
                             str(stage),
                             f"{noise:g}",
+                            f"{weight:g}",
                             f"{seconds:.0f}",
                             f"{recon:.3f}",
                             f"{recon / first:.3f}",
@@ -475,6 +491,7 @@ def polish_screen(paths, stages, seeds, train, held_out, noises=(0.0,)):
         "seed",
         "polish epochs",
         "code noise",
+        "turn weight",
         "seconds",
         "recon_mdf_mm",
         "/ first model",
@@ -723,6 +740,15 @@ def main(argv=None):
         help="with --polish: code noise of the stages (default 0)",
     )
     parser.add_argument(
+        "--polish_turn_weight",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        metavar="WEIGHT",
+        help="with --polish: excess-turn weights of the stages (default 0; "
+        "above 0 the noisy codes feed that penalty alone)",
+    )
+    parser.add_argument(
         "--rough",
         nargs="+",
         metavar="MODEL",
@@ -769,7 +795,13 @@ def main(argv=None):
         paths = [p for p in (args.plain, args.load) if p]
         print(
             polish_screen(
-                paths, args.polish, args.seeds, train, held_out, args.polish_noise
+                paths,
+                args.polish,
+                args.seeds,
+                train,
+                held_out,
+                args.polish_noise,
+                args.polish_turn_weight,
             )
         )
     if args.rough:

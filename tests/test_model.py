@@ -19,6 +19,7 @@ from aae_tract.model import AAEConfig, TractAAE, attribute_regularization
 from aae_tract.model.losses import (
     conditional_mmd,
     direction_loss,
+    excess_turn,
     log_length_mse,
     texture_nll,
 )
@@ -278,6 +279,34 @@ def test_scale_free_losses_on_known_cases():
     assert small > 0.01
 
 
+def test_excess_turn_costs_only_turning_more():
+    """A streamline crumpled around a smooth arc costs its relative excess
+    turn squared; the arc against itself, or a straighter line against the
+    arc, costs nothing, and a crumpled row dominates a batch's mean."""
+    t = np.linspace(0, np.pi, 64)
+    arc = np.stack([np.cos(t), np.sin(t), 0 * t], axis=1).astype("float32")
+    line = np.stack([t, 0 * t, 0 * t], axis=1).astype("float32")
+    crumpled = arc.copy()
+    crumpled[:, 2] = 0.05 * np.sin(25 * t)
+
+    def turn(x):  # mean change of the unit step per step
+        d = np.diff(x.astype(np.float64), axis=0)
+        u = d / np.linalg.norm(d, axis=1, keepdims=True)
+        return np.mean(np.linalg.norm(np.diff(u, axis=0), axis=1))
+
+    assert float(excess_turn(arc[None], arc[None])) < 1e-8
+    assert float(excess_turn(line[None], arc[None])) == 0.0
+    expected = ((turn(crumpled) - turn(arc)) / turn(arc)) ** 2
+    assert expected > 1.0
+    np.testing.assert_allclose(
+        float(excess_turn(crumpled[None], arc[None])), expected, rtol=1e-3
+    )
+    batch = np.stack([arc, arc, arc, crumpled])
+    np.testing.assert_allclose(
+        float(excess_turn(batch, np.stack([arc] * 4))), expected / 4, rtol=1e-3
+    )
+
+
 def test_texture_likelihood_recovers_the_roughness_distribution():
     """Streamlines sampled around mean curves with log-normal roughness
     (mu, tau): the likelihood (with other noise) is smallest near (mu, tau),
@@ -356,6 +385,8 @@ def test_config_rejects_bad_values():
         AAEConfig(polish_epochs=-1)
     with pytest.raises(ValueError, match="--polish_noise must be at least 0"):
         AAEConfig(polish_noise=-0.1)
+    with pytest.raises(ValueError, match="--polish_turn_weight must be at least 0"):
+        AAEConfig(polish_turn_weight=-1.0)
 
 
 def _layer_norms(model):
@@ -611,18 +642,22 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     # a loaded model polished further, with noise on the codes: the codes
     # stay, the count adds up, the noise is recorded
     codes = loaded.encode_prepared(train.x[:16])
-    record = loaded.polish(train, epochs=2, noise=0.05, verbose=0)
+    record = loaded.polish(train, epochs=2, noise=0.05, turn_weight=0.5, verbose=0)
     assert len(record["recon_loss"]) == 2 and "val_recon_loss" not in record
-    assert record["noise"] == 0.05
+    assert (record["noise"], record["turn_weight"]) == (0.05, 0.5)
     np.testing.assert_array_equal(loaded.encode_prepared(train.x[:16]), codes)
     assert loaded.network.code_noise == 0.0 and not loaded.network.decoder_only
+    assert loaded.network.turn_weight == 0.0
     loaded.save(tmp_path / "m2.keras")
     again = TractAAE.load(tmp_path / "m2.keras")
     assert (again.config.polish_epochs, again.config.polish_noise) == (5, 0.05)
+    assert again.config.polish_turn_weight == 0.5
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         loaded.polish(train, epochs=0)
     with pytest.raises(ConfigError, match="noise must be a finite number >= 0"):
         loaded.polish(train, epochs=1, noise=float("nan"))
+    with pytest.raises(ConfigError, match="turn_weight must be a finite number >= 0"):
+        loaded.polish(train, epochs=1, turn_weight=-1)
 
 
 def test_code_noise_moves_only_the_decoded_codes(tiny_trained, tiny_splits):
@@ -641,23 +676,33 @@ def test_code_noise_moves_only_the_decoded_codes(tiny_trained, tiny_splits):
         )
     )
 
-    def recon(**state):
+    def losses(**state):
         for key, value in state.items():
             setattr(net, key, value)
         try:
-            _, parts, z = net.autoencoder_losses(x, onehot, attribute)
+            total, parts, z = net.autoencoder_losses(x, onehot, attribute)
         finally:
-            net.decoder_only, net.code_noise = False, 0.0
-        return float(keras.ops.convert_to_numpy(parts["recon_loss"])), z
+            net.decoder_only, net.code_noise, net.turn_weight = False, 0.0, 0.0
+        numbers = {k: float(keras.ops.convert_to_numpy(v)) for k, v in parts.items()}
+        return float(keras.ops.convert_to_numpy(total)), numbers, z
 
-    plain, z = recon()
-    same, _ = recon(code_noise=2.0)  # outside the stage: no noise
-    noisy, z_noisy = recon(decoder_only=True, code_noise=2.0)
-    assert same == pytest.approx(plain, rel=1e-5)
-    assert noisy > 1.3 * plain, (noisy, plain)
+    _, plain, z = losses()
+    _, same, _ = losses(code_noise=2.0)  # outside the stage: no noise
+    _, noisy, z_noisy = losses(decoder_only=True, code_noise=2.0)
+    assert same["recon_loss"] == pytest.approx(plain["recon_loss"], rel=1e-5)
+    assert noisy["recon_loss"] > 1.3 * plain["recon_loss"], (noisy, plain)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(z_noisy), keras.ops.convert_to_numpy(z), atol=1e-6
     )
+    # with the excess-turn penalty the losses decode the codes themselves
+    # (the texture's draw aside), and the noisy codes add the penalty alone
+    base, clean, _ = losses(decoder_only=True, code_noise=0.0)
+    total, parts, _ = losses(decoder_only=True, code_noise=2.0, turn_weight=100.0)
+    for key in ("recon_loss", "length_loss", "direction_loss"):
+        assert parts[key] == pytest.approx(clean[key], rel=1e-5), key
+    weight = net.config.texture_weight
+    texture = weight * (parts["texture_loss"] - clean["texture_loss"])
+    assert total - base - texture > 0.1, (total, base, texture)
 
 
 def test_resume_refuses_other_settings(tiny_splits, tmp_path):

@@ -135,6 +135,7 @@ class TrainFlow(AAEWorkflow):
         warmup_epochs=10,
         polish_epochs=0,
         polish_noise=0.0,
+        polish_turn_weight=0.0,
         constant_lr=False,
         val_fraction=0.2,
         seed=0,
@@ -266,6 +267,13 @@ class TrainFlow(AAEWorkflow):
             neighbourhood of each code and bends less between codes, where
             bank sampling draws (fewer crumpled streamlines, some of the
             reconstruction gain given back; see doc/benchmarks.md).
+        polish_turn_weight : float, optional
+            With --polish_noise: the reconstruction losses see the codes
+            themselves, and the noisy codes only a penalty of this weight on
+            how much more their streamlines turn than the codes' own, so the
+            decoder crumples fewer streamlines between codes without giving
+            back the reconstruction gain (see doc/benchmarks.md). 0: the
+            noisy codes feed the reconstruction losses.
         constant_lr : bool, optional
             Keep the learning rate constant instead of the cosine decay.
         val_fraction : float, optional
@@ -388,6 +396,7 @@ class TrainFlow(AAEWorkflow):
             warmup_epochs=warmup_epochs,
             polish_epochs=polish_epochs,
             polish_noise=polish_noise,
+            polish_turn_weight=polish_turn_weight,
             constant_lr=constant_lr,
             seed=seed,
         )

@@ -16,6 +16,7 @@ from aae_tract.model.losses import (
     binary_crossentropy_logits,
     conditional_mmd,
     direction_loss,
+    excess_turn,
     log_length_mse,
     reconstruction_mse,
     second_difference_mse,
@@ -142,8 +143,10 @@ class ConditionalAAE(keras.Model):
         # True during the decoder-only stage (``polish_epochs``): the
         # autoencoder's step then moves the decoder alone, and decodes codes
         # with noise of ``code_noise`` times the batch's sd per dimension
+        # (with ``turn_weight`` > 0: for the excess-turn penalty alone)
         self.decoder_only = False
         self.code_noise = 0.0
+        self.turn_weight = 0.0
         self._opt = _Optimizers(None, None)
         self.trackers = {
             n: keras.metrics.Mean(name=n) for n in LOSS_NAMES if self._reports(n)
@@ -290,12 +293,24 @@ class ConditionalAAE(keras.Model):
         else:
             z, log_var = self.encode_mean(x), None
         decoded = z
+        x_noisy = None
         if training and self.decoder_only and self.code_noise > 0:
             spread = ops.std(z, axis=0, keepdims=True)
-            decoded = z + self.code_noise * spread * keras.random.normal(
+            noisy = z + self.code_noise * spread * keras.random.normal(
                 ops.shape(z), seed=self.seed_generator
             )
+            if self.turn_weight > 0:
+                # the losses see the codes; the noisy codes' mean curves
+                # only the excess-turn penalty
+                x_noisy, _ = self.decode(noisy, onehot, training=training)
+            else:
+                decoded = noisy
         x_hat, texture_out = self.decode(decoded, onehot, training=training)
+        turn = (
+            excess_turn(x_noisy, x_hat)
+            if x_noisy is not None
+            else ops.zeros((), "float32")
+        )
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)
         length = log_length_mse(x, x_hat)
@@ -343,6 +358,7 @@ class ConditionalAAE(keras.Model):
             + cfg.direction_weight * direction
             + cfg.texture_weight * texture
             + cfg.smooth_weight * smooth
+            + self.turn_weight * turn
             + cfg.log_var_weight * spread
             + self.reg_scale
             * (cfg.ar_weight * ar + cfg.adv_weight * gen + cfg.mmd_weight * mmd)

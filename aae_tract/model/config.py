@@ -158,6 +158,15 @@ class AAEConfig:
         dimension: the decoder then learns to decode a neighbourhood of each
         code, not the code alone, and bends less between codes, where bank
         sampling draws (doc/benchmarks.md). 0 (default): none.
+    polish_turn_weight : float
+        With ``polish_noise`` > 0: the reconstruction losses of the
+        decoder-only stage see the codes themselves, and the noisy codes
+        only a penalty of this weight on how much more their mean
+        streamlines turn than those of the codes themselves
+        (:func:`~aae_tract.model.losses.excess_turn`). It keeps the decoder
+        from crumpling streamlines between codes without blurring what it
+        reconstructs, which decoding the noisy codes does
+        (doc/benchmarks.md). 0 (default): the noisy codes feed the losses.
 
     Raises
     ------
@@ -206,6 +215,7 @@ class AAEConfig:
     epochs: int = 100
     polish_epochs: int = 0
     polish_noise: float = 0.0
+    polish_turn_weight: float = 0.0
     batch_size: int = 64
     seed: int = 0
 
@@ -425,6 +435,7 @@ TRAIN_OPTIONS = (
     "epochs",
     "polish_epochs",
     "polish_noise",
+    "polish_turn_weight",
     "batch_size",
     "seed",
 )
@@ -457,6 +468,7 @@ STORED_DEFAULTS = {
     "ar_level": "streamline",
     "polish_epochs": 0,
     "polish_noise": 0.0,
+    "polish_turn_weight": 0.0,
 }
 
 
@@ -487,6 +499,7 @@ _TYPES = {
             "disc_learning_rate",
             "label_smoothing",
             "polish_noise",
+            "polish_turn_weight",
         ),
         numbers.Real,
     ),
@@ -532,6 +545,7 @@ _REAL_RANGES = {
     "ar_delta": (0, None, True, False),
     "ar_soft": (0, None, False, False),
     "polish_noise": (0, None, False, False),
+    "polish_turn_weight": (0, None, False, False),
     **dict.fromkeys(WEIGHTS, (0, None, False, False)),
 }
 

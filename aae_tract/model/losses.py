@@ -153,6 +153,29 @@ def _mean_turn(d):
     return ops.mean(ops.sqrt(ops.sum(ops.square(change), axis=-1) + 1e-20), axis=1)
 
 
+def excess_turn(x_moved, x_ref):
+    """How much more streamlines turn than their counterparts do.
+
+    The mean turn per step (:func:`_mean_turn`) of each streamline of
+    ``x_moved`` past that of the same row of ``x_ref`` (held fixed: no
+    gradient flows into it), relative to it, squared and averaged over the
+    batch. Turning less costs nothing. A crumpled streamline turns 5-30
+    times as much as a smooth one of its bundle, so it dominates the mean.
+
+    Parameters
+    ----------
+    x_moved, x_ref : tensor, shape (batch, n_points, 3)
+        E.g. mean streamlines of codes with noise and of the same codes.
+
+    Returns
+    -------
+    scalar tensor
+    """
+    t_moved = _mean_turn(_steps(x_moved))
+    t_ref = ops.stop_gradient(_mean_turn(_steps(x_ref)))
+    return ops.mean(ops.square(ops.relu(t_moved - t_ref) / (t_ref + 1e-6)))
+
+
 def texture_nll(x, x_mean, texture, noise):
     """Negative log-likelihood of how much a streamline turns around its mean.
 

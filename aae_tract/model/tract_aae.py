@@ -1002,6 +1002,7 @@ class TractAAE:
                 validation,
                 epochs=cfg.polish_epochs,
                 noise=cfg.polish_noise,
+                turn_weight=cfg.polish_turn_weight,
                 batch_size=batch_size,
                 replicas=n_devices,
                 first_epoch=epochs,
@@ -1017,6 +1018,7 @@ class TractAAE:
         *,
         epochs,
         noise=None,
+        turn_weight=None,
         batch_size=None,
         verbose="auto",
     ):
@@ -1041,6 +1043,11 @@ class TractAAE:
         noise : float, optional
             Noise on the codes during the stage, relative to the batch's
             spread of each latent dimension (``AAEConfig.polish_noise``,
+            whose value is the default; this stage's is stored there).
+        turn_weight : float, optional
+            With ``noise`` > 0: weight of the penalty on how much more the
+            noisy codes' mean streamlines turn than the codes' own, which
+            the noisy codes then feed alone (``AAEConfig.polish_turn_weight``,
             whose value is the default; this stage's is stored there).
         batch_size : int, optional
             Default: the configuration's.
@@ -1071,6 +1078,18 @@ class TractAAE:
         if not good or isinstance(noise, bool):
             raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
         noise = float(noise)
+        turn_weight = (
+            self.config.polish_turn_weight if turn_weight is None else turn_weight
+        )
+        try:
+            good = math.isfinite(float(turn_weight)) and float(turn_weight) >= 0
+        except (TypeError, ValueError):
+            good = False
+        if not good or isinstance(turn_weight, bool):
+            raise ConfigError(
+                f"turn_weight must be a finite number >= 0, got {turn_weight!r}"
+            )
+        turn_weight = float(turn_weight)
         batch_size = int(batch_size or self.config.batch_size)
         validation = self._checked_splits(train, validation)
         keras.utils.set_random_seed(self.config.seed)
@@ -1080,6 +1099,7 @@ class TractAAE:
             validation,
             epochs=epochs,
             noise=noise,
+            turn_weight=turn_weight,
             batch_size=batch_size,
             replicas=1,
             first_epoch=self.config.epochs + self.config.polish_epochs,
@@ -1091,8 +1111,10 @@ class TractAAE:
         total = self.config.polish_epochs + epochs
         self.config.polish_epochs = total
         self.config.polish_noise = noise
+        self.config.polish_turn_weight = turn_weight
         self.metadata.config["polish_epochs"] = total
         self.metadata.config["polish_noise"] = noise
+        self.metadata.config["polish_turn_weight"] = turn_weight
         self.metadata.training["polish"] = record
         self.calibrate(train)
         return record
@@ -1104,6 +1126,7 @@ class TractAAE:
         *,
         epochs,
         noise,
+        turn_weight=0.0,
         batch_size,
         replicas,
         first_epoch,
@@ -1113,7 +1136,8 @@ class TractAAE:
         """The decoder-only stage: ``epochs`` epochs in which only the
         decoder learns, from a fresh Adam with the cosine decay from
         ``learning_rate``, decoding codes with ``noise`` times the batch's
-        spread of each latent dimension added.
+        spread of each latent dimension added (with ``turn_weight`` > 0:
+        for the excess-turn penalty alone, the losses decoding the codes).
 
         The encoder is fixed, so every code, and a fitted prior, stays as
         adversarial training left it. No checkpoint is written: a run
@@ -1128,14 +1152,16 @@ class TractAAE:
             train, validation, batch_size, first_epoch, replicas
         )
         logger.info(
-            "decoder-only stage: %d epochs, encoder and prior fixed, code noise %g",
+            "decoder-only stage: %d epochs, encoder and prior fixed, code noise %g%s",
             epochs,
             noise,
+            f", excess-turn weight {turn_weight:g}" if turn_weight > 0 else "",
         )
         main_optimizers = network._opt
         start = time.perf_counter()
         network.decoder_only = True
         network.code_noise = noise
+        network.turn_weight = turn_weight
         try:
             self._compile(decay_steps=max(epochs * len(train_batches), 1))
             result = network.fit(
@@ -1149,11 +1175,13 @@ class TractAAE:
         finally:
             network.decoder_only = False
             network.code_noise = 0.0
+            network.turn_weight = 0.0
             network._opt = network.optimizer = main_optimizers
             network.train_function = None
         return {
             "epochs": epochs,
             "noise": noise,
+            "turn_weight": turn_weight,
             "seconds": round(time.perf_counter() - start, 2),
             **{
                 key: [float(v) for v in result.history[key]]
