@@ -283,6 +283,18 @@ def _holds(space, x):
     return holds
 
 
+def _non_negative(what, value):
+    """``value`` as a float, or ConfigError unless it is a finite number >= 0."""
+    try:
+        good = not isinstance(value, bool) and math.isfinite(float(value))
+        good = good and float(value) >= 0
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 class TractAAE:
     """A conditional adversarial autoencoder of streamlines, ready to use.
 
@@ -1070,26 +1082,13 @@ class TractAAE:
         if epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs!r}")
         epochs = int(epochs)
-        noise = self.config.polish_noise if noise is None else noise
-        try:
-            good = math.isfinite(float(noise)) and float(noise) >= 0
-        except (TypeError, ValueError):
-            good = False
-        if not good or isinstance(noise, bool):
-            raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
-        noise = float(noise)
-        turn_weight = (
-            self.config.polish_turn_weight if turn_weight is None else turn_weight
+        noise = _non_negative(
+            "noise", self.config.polish_noise if noise is None else noise
         )
-        try:
-            good = math.isfinite(float(turn_weight)) and float(turn_weight) >= 0
-        except (TypeError, ValueError):
-            good = False
-        if not good or isinstance(turn_weight, bool):
-            raise ConfigError(
-                f"turn_weight must be a finite number >= 0, got {turn_weight!r}"
-            )
-        turn_weight = float(turn_weight)
+        turn_weight = _non_negative(
+            "turn_weight",
+            self.config.polish_turn_weight if turn_weight is None else turn_weight,
+        )
         batch_size = int(batch_size or self.config.batch_size)
         validation = self._checked_splits(train, validation)
         keras.utils.set_random_seed(self.config.seed)
@@ -1126,7 +1125,7 @@ class TractAAE:
         *,
         epochs,
         noise,
-        turn_weight=0.0,
+        turn_weight,
         batch_size,
         replicas,
         first_epoch,
