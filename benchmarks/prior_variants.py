@@ -3,13 +3,15 @@
 Each variant is the model of the earlier defaults (:data:`EARLIER_DEFAULTS`:
 the Gaussian prior and the sign target of the AR loss, the defaults when these
 variants were measured) with a few :class:`~aae_tract.model.AAEConfig` fields
-changed; ``current`` is today's defaults (the fitted prior, ``ar_soft`` 0.1
-for length). Every variant is trained on the same phantom (with fragments)
-and split as ``benchmarks/quality.py`` uses, then evaluated on the held-out
-subjects with both samplings; the table prints, per variant and sampling, the
-numbers that say whether sampling the prior works (``label_fidelity``,
-``diversity_ratio``, ``novelty_ratio``, ``prior_match``) and what it costs
-(``recon_mdf_mm``).
+changed; ``current`` and the ``mixture*`` variants start from the defaults of
+the fitted prior (:data:`FITTED_DEFAULTS`: the fitted prior, ``ar_soft`` 0.1
+for length, ``adv_weight`` 0.005, ``ar_weight`` 0.5, no decoder-only stage),
+and ``defaults`` is today's. Every variant is trained on the same phantom
+(with fragments) and split as ``benchmarks/quality.py`` uses, then evaluated
+on the held-out subjects with both samplings; the table prints, per variant
+and sampling, the numbers that say whether sampling the prior works
+(``label_fidelity``, ``diversity_ratio``, ``novelty_ratio``, ``prior_match``)
+and what it costs (``recon_mdf_mm``).
 
 Usage::
 
@@ -63,9 +65,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality  # noqa: E402
 
 #: The defaults of the runs in doc/benchmarks.md that screened these variants
-#: (``prior`` and ``ar_soft`` have other defaults now), so that their commands
-#: still train the models they trained.
-EARLIER_DEFAULTS = {"prior": "gaussian", "ar_soft": 0.0}
+#: (``prior``, ``ar_soft``, ``adv_weight``, ``ar_weight`` and the decoder-only
+#: stage have other defaults now), so that their commands still train the
+#: models they trained.
+FITTED_DEFAULTS = {
+    "prior": "fitted",
+    "adv_weight": 0.005,
+    "ar_weight": 0.5,
+    "polish_epochs": 0,
+    "polish_noise": 0.0,
+    "polish_turn_weight": 0.0,
+}
+EARLIER_DEFAULTS = {**FITTED_DEFAULTS, "prior": "gaussian", "ar_soft": 0.0}
 
 #: Variant name -> AAEConfig fields changed from :data:`EARLIER_DEFAULTS`.
 VARIANTS = {
@@ -134,12 +145,17 @@ VARIANTS = {
     },
 }
 VARIANTS = {name: {**EARLIER_DEFAULTS, **fields} for name, fields in VARIANTS.items()}
-#: Today's defaults, unchanged.
-VARIANTS["current"] = {}
-#: Today's defaults with a Gaussian mixture fitted to each bundle's codes.
-VARIANTS["mixture2"] = {"prior": "fitted_mixture", "prior_components": 2}
-VARIANTS["mixture4"] = {"prior": "fitted_mixture", "prior_components": 4}
-VARIANTS["mixture8"] = {"prior": "fitted_mixture", "prior_components": 8}
+#: The defaults of the fitted prior (before the mixture and the decoder-only
+#: stage became the defaults): ``current`` was their name then.
+VARIANTS["current"] = dict(FITTED_DEFAULTS)
+#: The same with a Gaussian mixture fitted to each bundle's codes.
+VARIANTS["mixture2"] = {
+    **FITTED_DEFAULTS,
+    "prior": "fitted_mixture",
+    "prior_components": 2,
+}
+VARIANTS["mixture4"] = {**VARIANTS["mixture2"], "prior_components": 4}
+VARIANTS["mixture8"] = {**VARIANTS["mixture2"], "prior_components": 8}
 VARIANTS["mixture8_adv0.02"] = {**VARIANTS["mixture8"], "adv_weight": 0.02}
 VARIANTS["mixture4_ar0.1"] = {**VARIANTS["mixture4"], "ar_weight": 0.1}
 VARIANTS["mixture4_ar0.1_adv0.001"] = {
@@ -155,6 +171,8 @@ VARIANTS["mixture8_ar0.1_adv0.001_polish40"] = {
     **VARIANTS["mixture8_ar0.1_adv0.001"],
     "polish_epochs": 40,
 }
+#: Today's defaults, unchanged.
+VARIANTS["defaults"] = {}
 
 COLUMNS = (
     "recon_mdf_mm",

@@ -38,6 +38,7 @@ CONFIG = {
     "adv_weight": 0.0,
     "texture_weight": 0.0,
     "dropout": 0.0,
+    "polish_epochs": 0,  # the adversarial stage only (tests/test_parallel.py has both)
     "seed": 0,
 }
 #: Streamlines trained on: 6 full batches, all three bundles.

@@ -106,11 +106,12 @@ def test_both_players_step_and_state_is_carried(runs, backend):
     assert ours["disc_moved"]
     assert all(np.isfinite(row["disc_loss"]) for row in ours["batches"])
     assert ours["reg_scale"] == 1.0  # the warm-up's last value
-    # one texture-noise and one prior draw per step, whatever the backend
-    # (a resumed run starts its seed generator again)
+    # per step, whatever the backend, one texture-noise draw and the default
+    # fitted mixture's two (a component, then its Gaussian) (a resumed run
+    # starts its seed generator again)
     ref = runs["train"]["tensorflow"]["seed_states"][0]
     assert ours["seed_states"][0] == ref
-    assert ref["state"][1] == 2 * 6
+    assert ref["state"][1] == 3 * 6
 
 
 def test_jax_resumed_where_it_stopped(runs):

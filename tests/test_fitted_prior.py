@@ -96,17 +96,29 @@ def test_other_priors_ignore_the_bundle():
 
 
 def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
-    """A length model fits its prior and softens the AR target (0.1) unless
-    told otherwise; the value is stored resolved, and a file from before
-    these defaults (neither field stored) keeps the Gaussian prior and the
-    sign target it was trained with."""
+    """A length model fits a mixture prior, softens the AR target (0.1),
+    weighs it 0.1 and adds a decoder-only stage of 0.4x its epochs unless
+    told otherwise; the values are stored resolved, and a file from before
+    these defaults (the fields not stored) keeps the Gaussian prior, the
+    sign target and no stage, as it was trained."""
     train, _ = tiny_splits
-    config = TractAAE.from_dataset(train, **TINY).config
+    config = TractAAE.from_dataset(train, **{**TINY, "epochs": 5}).config
     assert (config.prior, config.ar_soft, config.ar_level) == (
-        "fitted",
+        "fitted_mixture",
         0.1,
         "streamline",
     )
+    assert (config.ar_weight, config.adv_weight) == (0.1, 0.001)
+    assert (config.polish_epochs, config.polish_noise) == (None, 0.05)
+    assert config.resolved_polish_epochs() == 2
+    assert config.polish_turn_weight == 0.0006
+    told = TractAAE.from_dataset(train, ar_weight=0.7, polish_epochs=0, **TINY)
+    assert (told.config.ar_weight, told.config.polish_epochs) == (0.7, 0)
+    assert AAEConfig().resolved_polish_epochs() == 40
+    assert AAEConfig(epochs=1).resolved_polish_epochs() == 0
+    assert AAEConfig(ar_level="subject").resolved_ar_weight() == 0.5
+    assert AAEConfig(ar_level="subject", ar_weight=0.2).resolved_ar_weight() == 0.2
+    assert AAEConfig().resolved().ar_weight == 0.1
     assert TractAAE.from_dataset(train, ar_soft=0, **TINY).config.ar_soft == 0
     assert TractAAE.from_dataset(train, prior="gaussian", **TINY).config.prior == (
         "gaussian"
@@ -121,8 +133,22 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
     assert AAEConfig().resolved_ar_soft() == 0.1
     assert AAEConfig(ar_level="subject").resolved_ar_soft() == 0
     assert AAEConfig(ar_level="subject", ar_soft=0.3).resolved_ar_soft() == 0.3
-    old = AAEConfig.from_stored({"ar_level": "streamline"})
+    old = AAEConfig.from_stored({"ar_level": "streamline", "ar_weight": 0.5})
     assert (old.prior, old.ar_soft) == ("gaussian", 0.0)
+    assert (old.ar_weight, old.resolved_polish_epochs(), old.polish_noise) == (
+        0.5,
+        0,
+        0.0,
+    )
+
+
+def test_training_resolves_the_decoder_stage_from_the_epochs_it_runs(tiny_trained):
+    """Left to its default, the decoder-only stage runs 0.4x the epochs that
+    training ran (3 here), and the model stores that number."""
+    model, _ = tiny_trained
+    assert model.config.polish_epochs == 1
+    assert model.metadata.config["polish_epochs"] == 1
+    assert model.metadata.training["polish"]["epochs"] == 1
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The conditional AAE: losses, networks, training, checkpoints, saving."""
 
 import json
+import logging
 import zipfile
 
 import keras
@@ -595,6 +596,23 @@ def test_checkpoint_and_resume(tiny_splits, tmp_path):
 
 def _weights(network):
     return [keras.ops.convert_to_numpy(w).copy() for w in network.weights]
+
+
+def test_training_stopped_early_skips_the_decoder_only_stage(tiny_splits, caplog):
+    """A callback that ends training early (Ctrl-C in aae_tract_train) ends it
+    before the decoder-only stage too, and the log says so."""
+    train, validation = tiny_splits
+
+    class StopAfterFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    model = TractAAE.from_dataset(train, epochs=3, polish_epochs=2, **TINY)
+    with caplog.at_level(logging.WARNING, logger="aae_tract"):
+        history = model.fit(train, validation, verbose=0, callbacks=[StopAfterFirst()])
+    assert len(history["recon_loss"]) == 1
+    assert "polish" not in model.metadata.training
+    assert "no decoder-only stage" in caplog.text
 
 
 def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):

@@ -122,20 +122,20 @@ class TrainFlow(AAEWorkflow):
         disc_units=None,
         disc_norm="none",
         dropout=0.2,
-        prior="fitted",
+        prior="fitted_mixture",
         prior_components=8,
         learning_rate=1e-3,
-        adv_weight=0.005,
-        ar_weight=0.5,
+        adv_weight=0.001,
+        ar_weight=None,
         ar_soft=None,
         smooth_weight=0.0,
         length_weight=0.1,
         direction_weight=0.1,
         texture_weight=0.01,
         warmup_epochs=10,
-        polish_epochs=0,
-        polish_noise=0.0,
-        polish_turn_weight=0.0,
+        polish_epochs=None,
+        polish_noise=0.05,
+        polish_turn_weight=0.0006,
         constant_lr=False,
         val_fraction=0.2,
         seed=0,
@@ -218,11 +218,11 @@ class TrainFlow(AAEWorkflow):
         dropout : float, optional
             Dropout in the discriminator.
         prior : string, optional
-            Latent prior: fitted (one Gaussian per bundle, refitted to its
-            encodings every epoch; its samples stay on the bundle),
-            fitted_mixture (a Gaussian mixture per bundle, refitted the same
-            way), gaussian (N(0, I) for every bundle, the default before) or
-            mixture.
+            Latent prior: fitted_mixture (a Gaussian mixture per bundle,
+            refitted to its encodings every epoch; its components follow the
+            bundle's arc, so its samples stay on the bundle), fitted (one
+            Gaussian per bundle, refitted the same way; the default before),
+            gaussian (N(0, I) for every bundle) or mixture.
         prior_components : int, optional
             Most components of each bundle's fitted_mixture prior (a bundle
             uses at most one per 2 x latent_dims training streamlines), or the
@@ -232,7 +232,11 @@ class TrainFlow(AAEWorkflow):
         adv_weight : float, optional
             Weight of the adversarial loss.
         ar_weight : float, optional
-            Weight of the attribute regularization loss.
+            Weight of the attribute regularization loss. Without it: 0.1 for
+            --attribute length (with the fitted mixture prior it reconstructs
+            nearer a plain autoencoder than 0.5 at the same length control),
+            0.5 for an attribute of the subject such as age
+            (doc/benchmarks.md).
         ar_soft : float, optional
             0: the attribute regularization asks every two streamlines of
             different attribute to be ordered in latent dimension 0 by a
@@ -260,7 +264,8 @@ class TrainFlow(AAEWorkflow):
             adversarial training left it, while the decoder converges on the
             final codes: held-out reconstruction improves, and bank sampling
             crumples more streamlines (see --polish_noise and
-            doc/benchmarks.md). 0: no such stage.
+            doc/benchmarks.md). 0: no such stage. Without it: 0.4 x
+            --epochs, rounded (40 after 100 epochs).
         polish_noise : float, optional
             Noise on the codes during the decoder-only stage, relative to the
             batch's spread of each latent dimension: the decoder learns a

@@ -62,14 +62,15 @@ class AAEConfig:
     dropout : float
         Dropout in the discriminator.
     prior : str
-        ``"fitted"`` (default: one Gaussian per bundle with the mean and
-        covariance of the bundle's training encodings, refitted every epoch:
-        :class:`~aae_tract.model.priors.FittedPrior`), ``"gaussian"`` (N(0, I)
-        for every bundle, the default before; a bundle's codes fill only a few
-        of its directions, so its samples leave the bundle), ``"mixture"``
-        (a fixed Gaussian mixture) or ``"fitted_mixture"`` (a Gaussian
-        mixture per bundle, refitted every epoch:
-        :class:`~aae_tract.model.priors.FittedMixturePrior`).
+        ``"fitted_mixture"`` (default: a Gaussian mixture per bundle fitted
+        to the bundle's training encodings, refitted every epoch:
+        :class:`~aae_tract.model.priors.FittedMixturePrior`; its components
+        follow a bundle's arc, so short streamlines drawn from it stay on
+        the bundle), ``"fitted"`` (one Gaussian per bundle with the mean and
+        covariance of its encodings: :class:`~aae_tract.model.priors.FittedPrior`,
+        the default before), ``"gaussian"`` (N(0, I) for every bundle; a
+        bundle's codes fill only a few of its directions, so its samples
+        leave the bundle) or ``"mixture"`` (a fixed Gaussian mixture).
     posterior : str
         ``"gaussian"``: the encoder outputs a mean and a variance and training
         decodes a sample of q(z | x), so latent dimensions the data does not
@@ -78,10 +79,16 @@ class AAEConfig:
     prior_components : int
         Components of the ``"mixture"`` prior; the most components of each
         bundle's ``"fitted_mixture"``.
-    recon_weight, adv_weight, ar_weight, smooth_weight : float
+    recon_weight, adv_weight, smooth_weight : float
         Loss weights: reconstruction (MSE), adversarial (encoder against the
-        discriminator), attribute regularization, and second-difference
-        (curvature) reconstruction.
+        discriminator) and second-difference (curvature) reconstruction.
+    ar_weight : float or None
+        Weight of the attribute regularization. None (default):
+        :data:`DEFAULT_AR_WEIGHT` (0.1) when the AR loss orders streamlines
+        (length), :data:`SUBJECT_AR_WEIGHT` (0.5) when it orders subjects
+        (age, whose models were measured with it);
+        :meth:`TractAAE.from_dataset` stores the value it resolves to
+        (:meth:`resolved_ar_weight`).
     length_weight, direction_weight : float
         Weights of the scale-free reconstruction terms: squared log-length
         error, and ``1 - cos`` between matching steps of input and output
@@ -141,7 +148,7 @@ class AAEConfig:
         Cosine decay of both learning rates to 5% over the run.
     epochs, batch_size, seed : int
         Training length, batch size and random seed.
-    polish_epochs : int
+    polish_epochs : int or None
         Epochs of a second stage after the ``epochs`` of adversarial
         training, in which only the decoder learns (reconstruction losses,
         its own Adam and cosine decay from ``learning_rate``): the encoder,
@@ -151,13 +158,16 @@ class AAEConfig:
         ones. On the phantom it lowers held-out reconstruction error by about
         a tenth, and bank sampling then crumples more streamlines (see
         ``polish_noise``; doc/benchmarks.md, "A decoder-only stage after
-        training"). 0 (default): no such stage.
+        training"). 0: no such stage. None (default):
+        :data:`POLISH_FRACTION` of the epochs trained, rounded (40 after the
+        default 100); :meth:`TractAAE.fit` stores the value it resolves to
+        (:meth:`resolved_polish_epochs`).
     polish_noise : float
         During the decoder-only stage, Gaussian noise added to every code,
         this many times the batch's standard deviation of each latent
         dimension: the decoder then learns to decode a neighbourhood of each
         code, not the code alone, and bends less between codes, where bank
-        sampling draws (doc/benchmarks.md). 0 (default): none.
+        sampling draws (doc/benchmarks.md). 0: none. Default 0.05.
     polish_turn_weight : float
         With ``polish_noise`` > 0: the reconstruction losses of the
         decoder-only stage see the codes themselves, and the noisy codes
@@ -166,7 +176,8 @@ class AAEConfig:
         (:func:`~aae_tract.model.losses.excess_turn`). It keeps the decoder
         from crumpling streamlines between codes without blurring what it
         reconstructs, which decoding the noisy codes does
-        (doc/benchmarks.md). 0 (default): the noisy codes feed the losses.
+        (doc/benchmarks.md). 0: the noisy codes feed the losses. Default
+        0.0006.
 
     Raises
     ------
@@ -190,12 +201,12 @@ class AAEConfig:
     disc_units: tuple = (256, 256)
     disc_norm: str = "none"
     dropout: float = 0.2
-    prior: str = "fitted"
+    prior: str = "fitted_mixture"
     posterior: str = "deterministic"
     prior_components: int = 8
     recon_weight: float = 1.0
-    adv_weight: float = 0.005
-    ar_weight: float = 0.5
+    adv_weight: float = 0.001
+    ar_weight: float | None = None
     smooth_weight: float = 0.0
     length_weight: float = 0.1
     direction_weight: float = 0.1
@@ -213,9 +224,9 @@ class AAEConfig:
     warmup_epochs: int = 10
     lr_decay: bool = True
     epochs: int = 100
-    polish_epochs: int = 0
-    polish_noise: float = 0.0
-    polish_turn_weight: float = 0.0
+    polish_epochs: int | None = None
+    polish_noise: float = 0.05
+    polish_turn_weight: float = 0.0006
     batch_size: int = 64
     seed: int = 0
 
@@ -285,6 +296,8 @@ class AAEConfig:
                 _fail(name, f"must be {_KIND_NAMES[kind]}", value)
         for name, (low, high) in _INT_RANGES.items():
             values = getattr(self, name)
+            if values is None and name in _OPTIONAL:
+                continue
             for value in values if isinstance(values, tuple) else (values,):
                 if value < low or high is not None and value > high:
                     each = "each " if isinstance(values, tuple) else ""
@@ -329,6 +342,56 @@ class AAEConfig:
         if self.ar_soft is not None:
             return float(self.ar_soft)
         return 0.0 if self.ar_level == "subject" else DEFAULT_AR_SOFT
+
+    def resolved_ar_weight(self):
+        """The AR loss's weight, with None resolved.
+
+        Returns
+        -------
+        float
+            ``ar_weight`` when it is set; else :data:`SUBJECT_AR_WEIGHT` for
+            ``ar_level="subject"`` and :data:`DEFAULT_AR_WEIGHT` otherwise.
+        """
+        if self.ar_weight is not None:
+            return float(self.ar_weight)
+        return SUBJECT_AR_WEIGHT if self.ar_level == "subject" else DEFAULT_AR_WEIGHT
+
+    def resolved_polish_epochs(self, epochs=None):
+        """Epochs of the decoder-only stage, with None resolved.
+
+        Parameters
+        ----------
+        epochs : int, optional
+            Epochs of the adversarial training it follows (default:
+            ``self.epochs``).
+
+        Returns
+        -------
+        int
+            ``polish_epochs`` when it is set; else :data:`POLISH_FRACTION`
+            of ``epochs``, rounded.
+        """
+        if self.polish_epochs is not None:
+            return int(self.polish_epochs)
+        return int(round(POLISH_FRACTION * (self.epochs if epochs is None else epochs)))
+
+    def resolved(self):
+        """A copy whose fields chosen by ``ar_level`` hold their values.
+
+        ``ar_soft`` and ``ar_weight`` may be None (their value then depends
+        on what the AR loss orders); the copy holds numbers, as a model file
+        stores them. (``polish_epochs`` is resolved by training, from the
+        epochs it runs.)
+
+        Returns
+        -------
+        AAEConfig
+        """
+        return dataclasses.replace(
+            self,
+            ar_soft=self.resolved_ar_soft(),
+            ar_weight=self.resolved_ar_weight(),
+        )
 
     def network_config(self):
         """The hyperparameters that define the Keras model (JSON-able)."""
@@ -390,6 +453,21 @@ DECODERS = ("arclength", "spline")
 #: target loosened it in one of three (doc/benchmarks.md, "Embedded default:
 #: the Gaussian prior against the fitted prior").
 DEFAULT_AR_SOFT = 0.1
+
+#: ``ar_weight`` of a model whose AR loss orders streamlines (length) when
+#: none is given: with the fitted mixture prior it keeps ar_spearman at 0.999
+#: and reconstructs nearer a plain autoencoder than 0.5 on the phantom (1.14x
+#: against 1.29x; doc/benchmarks.md, "The mixture with a fifth of the
+#: attribute regularization").
+DEFAULT_AR_WEIGHT = 0.1
+
+#: ``ar_weight`` of a model whose AR loss orders subjects (age) when none is
+#: given: the value the age models were measured with.
+SUBJECT_AR_WEIGHT = 0.5
+
+#: Share of ``epochs`` that the decoder-only stage runs when
+#: ``polish_epochs`` is not given (40 epochs after 100).
+POLISH_FRACTION = 0.4
 
 #: How :func:`~aae_tract.model.networks.build_discriminator` may constrain
 #: its layers: ``"none"`` or ``"spectral"`` (spectral normalization).
@@ -507,7 +585,7 @@ _TYPES = {
     **dict.fromkeys(("prior", "decoder", "posterior", "ar_level", "disc_norm"), str),
 }
 #: Fields that may be None (resolved later: see their documentation).
-_OPTIONAL = ("ar_soft",)
+_OPTIONAL = ("ar_soft", "ar_weight", "polish_epochs")
 
 _KIND_NAMES = {
     numbers.Integral: "a whole number",

@@ -359,9 +359,9 @@ class TractAAE:
             values["ar_level"] = "subject" if per_subject else "streamline"
         values["n_points"] = int(dataset.n_points)
         values["n_bundles"] = len(dataset.bundle_names)
-        config = AAEConfig.from_dict(values, strict=True)
-        # the file stores the soft target's value, not "by level"
-        config.ar_soft = config.resolved_ar_soft()
+        # the file stores the values that fields left to their level
+        # resolve to (ar_soft, ar_weight)
+        config = AAEConfig.from_dict(values, strict=True).resolved()
         keras.utils.set_random_seed(config.seed)
         network = ConditionalAAE(**config.network_config())
         normalizer = Normalizer().fit(dataset.x)
@@ -902,6 +902,10 @@ class TractAAE:
             train, validation, history, seconds, epochs - initial_epoch
         )
         self.metadata.training["devices"] = n_devices
+        if cfg.polish_epochs is None:
+            # the file stores the stage's epochs, not "a share of epochs"
+            cfg.polish_epochs = cfg.resolved_polish_epochs(epochs)
+            self.metadata.config["polish_epochs"] = cfg.polish_epochs
         if polish is not None:
             self.metadata.training["polish"] = polish
         self.calibrate(train)
@@ -982,6 +986,7 @@ class TractAAE:
         )
         cbs.extend(callbacks or [])
         start = time.perf_counter()
+        stopped = False
         if initial_epoch < epochs:
             result = self.network.fit(
                 train_batches,
@@ -999,6 +1004,8 @@ class TractAAE:
             if checkpoint_dir is None or not writes:
                 for key, values in result.history.items():
                     history.setdefault(key, []).extend(float(v) for v in values)
+            # a callback ended training early (Ctrl-C in aae_tract_train)
+            stopped = bool(getattr(self.network, "stop_training", False))
         for cb in cbs:
             if isinstance(cb, PriorRefit):
                 # the prior of the final encoder, also after a resume that
@@ -1008,11 +1015,17 @@ class TractAAE:
         # stage records its own time
         seconds = time.perf_counter() - start
         polish = None
-        if cfg.polish_epochs > 0 and guard.bad is None:
+        if stopped and guard.bad is None and cfg.resolved_polish_epochs(epochs) > 0:
+            logger.warning(
+                "training stopped before epoch %d: no decoder-only stage "
+                "(resume the run, or call TractAAE.polish)",
+                epochs,
+            )
+        elif cfg.resolved_polish_epochs(epochs) > 0 and guard.bad is None:
             polish = self._polish(
                 train,
                 validation,
-                epochs=cfg.polish_epochs,
+                epochs=cfg.resolved_polish_epochs(epochs),
                 noise=cfg.polish_noise,
                 turn_weight=cfg.polish_turn_weight,
                 batch_size=batch_size,
@@ -1101,13 +1114,13 @@ class TractAAE:
             turn_weight=turn_weight,
             batch_size=batch_size,
             replicas=1,
-            first_epoch=self.config.epochs + self.config.polish_epochs,
+            first_epoch=self.config.epochs + self.config.resolved_polish_epochs(),
             guard=guard,
             verbose=verbose,
         )
         if guard.bad is not None:
             raise _non_finite_error(guard.bad, None)
-        total = self.config.polish_epochs + epochs
+        total = self.config.resolved_polish_epochs() + epochs
         self.config.polish_epochs = total
         self.config.polish_noise = noise
         self.config.polish_turn_weight = turn_weight
@@ -1380,12 +1393,8 @@ class TractAAE:
             raise TrainingError(
                 f"cannot resume from {directory}: its settings are unreadable: {exc}"
             ) from exc
-        ours = {
-            **self.config.to_dict(),
-            "batch_size": batch_size,
-            "ar_soft": self.config.resolved_ar_soft(),
-        }
-        theirs = {**theirs.to_dict(), "ar_soft": theirs.resolved_ar_soft()}
+        ours = {**self.config.resolved().to_dict(), "batch_size": batch_size}
+        theirs = theirs.resolved().to_dict()
         fields = [*self.config.NETWORK_FIELDS, *RESUME_FIELDS]
         changed = [k for k in fields if ours[k] != theirs[k]]
         if changed:
