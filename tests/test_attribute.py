@@ -174,9 +174,13 @@ def test_age_model_commands(tmp_path):
     stored = TractAAE.load(out / "aae_tract_model.keras").config
     assert stored.ar_level == "subject"  # age is one value per subject
     # the soft target made the age slope worse: age keeps the sign, and the
-    # AR weight its models were measured with
-    assert (stored.prior, stored.ar_soft) == ("fitted_mixture", 0.0)
-    assert (stored.ar_weight, stored.polish_epochs) == (0.5, 1)
+    # prior, weights and no decoder-only stage, as its models were measured
+    assert (stored.prior, stored.ar_soft) == ("fitted", 0.0)
+    assert (stored.adv_weight, stored.ar_weight, stored.polish_epochs) == (
+        0.005,
+        0.5,
+        0,
+    )
     model = ["--model", out / "aae_tract_model.keras"]
     gen = [*model, "--bundle", "UF_L", "--n_streamlines", "3", "--skip_picture"]
     assert run_cli("aae_tract_generate", *gen, "--age", "70", "--out_dir", out) == 0

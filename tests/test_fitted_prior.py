@@ -116,9 +116,25 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
     assert (told.config.ar_weight, told.config.polish_epochs) == (0.7, 0)
     assert AAEConfig().resolved_polish_epochs() == 40
     assert AAEConfig(epochs=1).resolved_polish_epochs() == 0
-    assert AAEConfig(ar_level="subject").resolved_ar_weight() == 0.5
+    # for age (subjects ordered): the settings its models were measured with
+    age = AAEConfig(ar_level="subject").resolved()
+    assert (age.prior, age.adv_weight, age.ar_weight, age.ar_soft) == (
+        "fitted",
+        0.005,
+        0.5,
+        0.0,
+    )
+    assert AAEConfig(ar_level="subject").resolved_polish_epochs() == 0
     assert AAEConfig(ar_level="subject", ar_weight=0.2).resolved_ar_weight() == 0.2
-    assert AAEConfig().resolved().ar_weight == 0.1
+    length = AAEConfig().resolved()
+    assert (length.prior, length.adv_weight, length.ar_weight) == (
+        "fitted_mixture",
+        0.001,
+        0.1,
+    )
+    assert AAEConfig(prior="gaussian", adv_weight=0.0).resolved().prior == "gaussian"
+    assert AAEConfig(adv_weight=0.0).resolved().adv_weight == 0.0
+    assert AAEConfig().network_config()["prior"] == "fitted_mixture"
     assert TractAAE.from_dataset(train, ar_soft=0, **TINY).config.ar_soft == 0
     assert TractAAE.from_dataset(train, prior="gaussian", **TINY).config.prior == (
         "gaussian"

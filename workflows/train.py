@@ -122,10 +122,10 @@ class TrainFlow(AAEWorkflow):
         disc_units=None,
         disc_norm="none",
         dropout=0.2,
-        prior="fitted_mixture",
+        prior=None,
         prior_components=8,
         learning_rate=1e-3,
-        adv_weight=0.001,
+        adv_weight=None,
         ar_weight=None,
         ar_soft=None,
         smooth_weight=0.0,
@@ -221,8 +221,10 @@ class TrainFlow(AAEWorkflow):
             Latent prior: fitted_mixture (a Gaussian mixture per bundle,
             refitted to its encodings every epoch; its components follow the
             bundle's arc, so its samples stay on the bundle), fitted (one
-            Gaussian per bundle, refitted the same way; the default before),
-            gaussian (N(0, I) for every bundle) or mixture.
+            Gaussian per bundle, refitted the same way), gaussian (N(0, I)
+            for every bundle) or mixture. Without it: fitted_mixture for
+            --attribute length, fitted for an attribute of the subject such
+            as age (the setting its models were measured with).
         prior_components : int, optional
             Most components of each bundle's fitted_mixture prior (a bundle
             uses at most one per 2 x latent_dims training streamlines), or the
@@ -230,7 +232,8 @@ class TrainFlow(AAEWorkflow):
         learning_rate : float, optional
             Adam learning rate of the autoencoder.
         adv_weight : float, optional
-            Weight of the adversarial loss.
+            Weight of the adversarial loss. Without it: 0.001 for --attribute
+            length, 0.005 for an attribute of the subject such as age.
         ar_weight : float, optional
             Weight of the attribute regularization loss. Without it: 0.1 for
             --attribute length (with the fitted mixture prior it reconstructs
@@ -265,7 +268,8 @@ class TrainFlow(AAEWorkflow):
             final codes: held-out reconstruction improves, and bank sampling
             crumples more streamlines (see --polish_noise and
             doc/benchmarks.md). 0: no such stage. Without it: 0.4 x
-            --epochs, rounded (40 after 100 epochs).
+            --epochs, rounded (40 after 100 epochs), for --attribute length;
+            none for an attribute of the subject such as age.
         polish_noise : float, optional
             Noise on the codes during the decoder-only stage, relative to the
             batch's spread of each latent dimension: the decoder learns a

@@ -61,16 +61,19 @@ class AAEConfig:
         ``"none"`` (default): plain dense layers.
     dropout : float
         Dropout in the discriminator.
-    prior : str
-        ``"fitted_mixture"`` (default: a Gaussian mixture per bundle fitted
-        to the bundle's training encodings, refitted every epoch:
+    prior : str or None
+        ``"fitted_mixture"`` (a Gaussian mixture per bundle fitted to the
+        bundle's training encodings, refitted every epoch:
         :class:`~aae_tract.model.priors.FittedMixturePrior`; its components
         follow a bundle's arc, so short streamlines drawn from it stay on
         the bundle), ``"fitted"`` (one Gaussian per bundle with the mean and
-        covariance of its encodings: :class:`~aae_tract.model.priors.FittedPrior`,
-        the default before), ``"gaussian"`` (N(0, I) for every bundle; a
-        bundle's codes fill only a few of its directions, so its samples
-        leave the bundle) or ``"mixture"`` (a fixed Gaussian mixture).
+        covariance of its encodings: :class:`~aae_tract.model.priors.FittedPrior`),
+        ``"gaussian"`` (N(0, I) for every bundle; a bundle's codes fill only
+        a few of its directions, so its samples leave the bundle) or
+        ``"mixture"`` (a fixed Gaussian mixture). None (default):
+        ``"fitted_mixture"`` when the AR loss orders streamlines (length),
+        ``"fitted"`` when it orders subjects (age); see
+        :data:`LEVEL_DEFAULTS` and :meth:`resolved`.
     posterior : str
         ``"gaussian"``: the encoder outputs a mean and a variance and training
         decodes a sample of q(z | x), so latent dimensions the data does not
@@ -79,16 +82,16 @@ class AAEConfig:
     prior_components : int
         Components of the ``"mixture"`` prior; the most components of each
         bundle's ``"fitted_mixture"``.
-    recon_weight, adv_weight, smooth_weight : float
-        Loss weights: reconstruction (MSE), adversarial (encoder against the
-        discriminator) and second-difference (curvature) reconstruction.
-    ar_weight : float or None
-        Weight of the attribute regularization. None (default):
-        :data:`DEFAULT_AR_WEIGHT` (0.1) when the AR loss orders streamlines
-        (length), :data:`SUBJECT_AR_WEIGHT` (0.5) when it orders subjects
-        (age, whose models were measured with it);
-        :meth:`TractAAE.from_dataset` stores the value it resolves to
-        (:meth:`resolved_ar_weight`).
+    recon_weight, smooth_weight : float
+        Loss weights: reconstruction (MSE) and second-difference (curvature)
+        reconstruction.
+    adv_weight, ar_weight : float or None
+        Weights of the adversarial loss (encoder against the discriminator)
+        and of the attribute regularization. None (default): 0.001 and 0.1
+        when the AR loss orders streamlines (length), 0.005 and 0.5 when it
+        orders subjects (age, whose models were measured with them;
+        :data:`LEVEL_DEFAULTS`); :meth:`TractAAE.from_dataset` stores the
+        values they resolve to (:meth:`resolved`).
     length_weight, direction_weight : float
         Weights of the scale-free reconstruction terms: squared log-length
         error, and ``1 - cos`` between matching steps of input and output
@@ -158,10 +161,10 @@ class AAEConfig:
         ones. On the phantom it lowers held-out reconstruction error by about
         a tenth, and bank sampling then crumples more streamlines (see
         ``polish_noise``; doc/benchmarks.md, "A decoder-only stage after
-        training"). 0: no such stage. None (default):
-        :data:`POLISH_FRACTION` of the epochs trained, rounded (40 after the
-        default 100); :meth:`TractAAE.fit` stores the value it resolves to
-        (:meth:`resolved_polish_epochs`).
+        training"). 0: no such stage. None (default): 0.4x the epochs
+        trained, rounded (40 after the default 100), for length; none for
+        age (:data:`LEVEL_DEFAULTS`); :meth:`TractAAE.fit` stores the value
+        it resolves to (:meth:`resolved_polish_epochs`).
     polish_noise : float
         During the decoder-only stage, Gaussian noise added to every code,
         this many times the batch's standard deviation of each latent
@@ -201,11 +204,11 @@ class AAEConfig:
     disc_units: tuple = (256, 256)
     disc_norm: str = "none"
     dropout: float = 0.2
-    prior: str = "fitted_mixture"
+    prior: str | None = None
     posterior: str = "deterministic"
     prior_components: int = 8
     recon_weight: float = 1.0
-    adv_weight: float = 0.001
+    adv_weight: float | None = None
     ar_weight: float | None = None
     smooth_weight: float = 0.0
     length_weight: float = 0.1
@@ -325,8 +328,15 @@ class AAEConfig:
         if len(self.disc_units) > 16:
             _fail("disc_units", "must name at most 16 layers", self.disc_units)
         for name, choices in _CHOICES.items():
+            if getattr(self, name) is None and name in _OPTIONAL:
+                continue
             if getattr(self, name) not in choices:
                 _fail(name, f"must be one of {', '.join(choices)}", getattr(self, name))
+
+    def _level_default(self, name):
+        """The value of ``name`` by default, for what the AR loss orders."""
+        level = "subject" if self.ar_level == "subject" else "streamline"
+        return LEVEL_DEFAULTS[level][name]
 
     def resolved_ar_soft(self):
         """The AR loss's ``ar_soft``, with None resolved.
@@ -341,20 +351,18 @@ class AAEConfig:
         """
         if self.ar_soft is not None:
             return float(self.ar_soft)
-        return 0.0 if self.ar_level == "subject" else DEFAULT_AR_SOFT
+        return float(self._level_default("ar_soft"))
 
     def resolved_ar_weight(self):
-        """The AR loss's weight, with None resolved.
+        """The AR loss's weight, with None resolved (:data:`LEVEL_DEFAULTS`).
 
         Returns
         -------
         float
-            ``ar_weight`` when it is set; else :data:`SUBJECT_AR_WEIGHT` for
-            ``ar_level="subject"`` and :data:`DEFAULT_AR_WEIGHT` otherwise.
         """
         if self.ar_weight is not None:
             return float(self.ar_weight)
-        return SUBJECT_AR_WEIGHT if self.ar_level == "subject" else DEFAULT_AR_WEIGHT
+        return float(self._level_default("ar_weight"))
 
     def resolved_polish_epochs(self, epochs=None):
         """Epochs of the decoder-only stage, with None resolved.
@@ -368,20 +376,24 @@ class AAEConfig:
         Returns
         -------
         int
-            ``polish_epochs`` when it is set; else :data:`POLISH_FRACTION`
-            of ``epochs``, rounded.
+            ``polish_epochs`` when it is set; else the share of ``epochs``
+            that :data:`LEVEL_DEFAULTS` gives (0.4 for length, none for
+            age), rounded.
         """
         if self.polish_epochs is not None:
             return int(self.polish_epochs)
-        return int(round(POLISH_FRACTION * (self.epochs if epochs is None else epochs)))
+        epochs = self.epochs if epochs is None else epochs
+        return int(round(self._level_default("polish_fraction") * epochs))
 
     def resolved(self):
         """A copy whose fields chosen by ``ar_level`` hold their values.
 
-        ``ar_soft`` and ``ar_weight`` may be None (their value then depends
-        on what the AR loss orders); the copy holds numbers, as a model file
-        stores them. (``polish_epochs`` is resolved by training, from the
-        epochs it runs.)
+        ``prior``, ``adv_weight``, ``ar_weight`` and ``ar_soft`` may be None:
+        their value then depends on what the AR loss orders
+        (:data:`LEVEL_DEFAULTS`; ``"auto"`` orders streamlines until
+        :meth:`TractAAE.from_dataset` resolves it). The copy holds their
+        values, as a model file stores them. (``polish_epochs`` is resolved
+        by training, from the epochs it runs.)
 
         Returns
         -------
@@ -389,13 +401,21 @@ class AAEConfig:
         """
         return dataclasses.replace(
             self,
+            prior=self.prior or self._level_default("prior"),
+            adv_weight=(
+                self._level_default("adv_weight")
+                if self.adv_weight is None
+                else self.adv_weight
+            ),
             ar_soft=self.resolved_ar_soft(),
             ar_weight=self.resolved_ar_weight(),
         )
 
     def network_config(self):
-        """The hyperparameters that define the Keras model (JSON-able)."""
-        return {k: _jsonable(getattr(self, k)) for k in self.NETWORK_FIELDS}
+        """The hyperparameters that define the Keras model (JSON-able), with
+        the fields chosen by ``ar_level`` resolved (:meth:`resolved`)."""
+        config = self.resolved()
+        return {k: _jsonable(getattr(config, k)) for k in self.NETWORK_FIELDS}
 
     def to_dict(self):
         """All hyperparameters as a JSON-able dict."""
@@ -454,20 +474,32 @@ DECODERS = ("arclength", "spline")
 #: the Gaussian prior against the fitted prior").
 DEFAULT_AR_SOFT = 0.1
 
-#: ``ar_weight`` of a model whose AR loss orders streamlines (length) when
-#: none is given: with the fitted mixture prior it keeps ar_spearman at 0.999
-#: and reconstructs nearer a plain autoencoder than 0.5 on the phantom (1.14x
-#: against 1.29x; doc/benchmarks.md, "The mixture with a fifth of the
-#: attribute regularization").
-DEFAULT_AR_WEIGHT = 0.1
-
-#: ``ar_weight`` of a model whose AR loss orders subjects (age) when none is
-#: given: the value the age models were measured with.
-SUBJECT_AR_WEIGHT = 0.5
-
-#: Share of ``epochs`` that the decoder-only stage runs when
-#: ``polish_epochs`` is not given (40 epochs after 100).
-POLISH_FRACTION = 0.4
+#: Values of the fields left to None by default, by what the AR loss orders.
+#: For length (``"streamline"``): the fitted mixture, a small adversary, a
+#: fifth of the earlier attribute weight and a decoder-only stage of 0.4x the
+#: epochs, which on the phantom reconstruct within 1.1x a plain autoencoder
+#: and keep prior samples of fragments on the bundle (doc/benchmarks.md,
+#: "The fitted mixture and the decoder-only stage as the default"). For age
+#: (``"subject"``): the settings the age models were measured with (the
+#: fitted prior, ``adv_weight`` 0.005, ``ar_weight`` 0.5, the sign target,
+#: no stage); with the length settings one seed in three missed the age
+#: slope target (same section).
+LEVEL_DEFAULTS = {
+    "streamline": {
+        "prior": "fitted_mixture",
+        "adv_weight": 0.001,
+        "ar_weight": 0.1,
+        "ar_soft": DEFAULT_AR_SOFT,
+        "polish_fraction": 0.4,
+    },
+    "subject": {
+        "prior": "fitted",
+        "adv_weight": 0.005,
+        "ar_weight": 0.5,
+        "ar_soft": 0.0,
+        "polish_fraction": 0.0,
+    },
+}
 
 #: How :func:`~aae_tract.model.networks.build_discriminator` may constrain
 #: its layers: ``"none"`` or ``"spectral"`` (spectral normalization).
@@ -585,7 +617,7 @@ _TYPES = {
     **dict.fromkeys(("prior", "decoder", "posterior", "ar_level", "disc_norm"), str),
 }
 #: Fields that may be None (resolved later: see their documentation).
-_OPTIONAL = ("ar_soft", "ar_weight", "polish_epochs")
+_OPTIONAL = ("prior", "adv_weight", "ar_soft", "ar_weight", "polish_epochs")
 
 _KIND_NAMES = {
     numbers.Integral: "a whole number",
