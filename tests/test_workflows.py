@@ -176,9 +176,13 @@ def test_train_defaults_follow_the_model_defaults():
     }
     config = {f.name: f.default for f in dataclasses.fields(AAEConfig)}
     shared = set(defaults) & set(config)
-    assert {"latent_dims", "n_points", "batch_size", "adv_weight"} <= shared
+    assert {"latent_dims", "n_points", "batch_size", "polish_noise"} <= shared
     for name in shared:
         assert defaults[name] == config[name], name
+    # the fields resolved by what the AR loss orders are None in both
+    signature = inspect.signature(TrainFlow.run).parameters
+    for name in ("prior", "adv_weight", "ar_weight", "ar_soft", "polish_epochs"):
+        assert signature[name].default is None and config[name] is None, name
 
 
 # ---------------------------------------------------------------------------

@@ -127,7 +127,9 @@ class ConditionalAAE(keras.Model):
         trainable = config.pop("trainable", True)
         config.pop("dtype", None)
         super().__init__(name=name, trainable=trainable)
-        self.config = AAEConfig.from_dict(config)
+        # fields left to None by default take their values for what the AR
+        # loss orders (AAEConfig.resolved)
+        self.config = AAEConfig.from_dict(config).resolved()
         self.encoder = build_encoder(self.config)
         self.decoder = build_decoder(self.config)
         self.discriminator = build_discriminator(self.config)
