@@ -265,8 +265,8 @@ class TrainFlow(AAEWorkflow):
             Epochs of a decoder-only stage after --epochs: the encoder, so
             every latent code and the prior fitted to them, stays as the
             adversarial training left it, while the decoder converges on the
-            final codes: held-out reconstruction improves, and bank sampling
-            crumples more streamlines (see --polish_noise and
+            final codes: held-out reconstruction improves (without
+            --polish_noise, bank sampling then crumples more streamlines; see
             doc/benchmarks.md). 0: no such stage. Without it: 0.4 x
             --epochs, rounded (40 after 100 epochs), for --attribute length;
             none for an attribute of the subject such as age.
@@ -274,8 +274,9 @@ class TrainFlow(AAEWorkflow):
             Noise on the codes during the decoder-only stage, relative to the
             batch's spread of each latent dimension: the decoder learns a
             neighbourhood of each code and bends less between codes, where
-            bank sampling draws (fewer crumpled streamlines, some of the
-            reconstruction gain given back; see doc/benchmarks.md).
+            bank sampling draws (fewer crumpled streamlines; with
+            --polish_turn_weight 0 some of the reconstruction gain is given
+            back; see doc/benchmarks.md). 0: none.
         polish_turn_weight : float, optional
             With --polish_noise: the reconstruction losses see the codes
             themselves, and the noisy codes only a penalty of this weight on
