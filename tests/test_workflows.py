@@ -164,6 +164,32 @@ def test_train_on_a_phantom_with_age(tmp_path):
     assert run_cli("aae_tract_generate", *args, "--length", "50") == 1
 
 
+def test_train_summary_counts_the_decoder_only_stage(caplog, tmp_path):
+    """The closing log line names the stage's epochs and its last validation
+    loss, which is the model's, not the adversarial epochs'."""
+    import logging
+    import time
+
+    from aae_tract.workflows.train import _log_trained
+
+    history = {"val_recon_loss": [0.9, 0.5]}
+    paths = {"model": tmp_path / "m.keras"}
+    with caplog.at_level(logging.INFO, logger="aae_tract"):
+        _log_trained(history, 2, time.perf_counter(), "CPU", paths)
+        _log_trained(
+            history,
+            2,
+            time.perf_counter(),
+            "CPU",
+            paths,
+            polish={"epochs": 1, "val_recon_loss": [0.25]},
+        )
+    plain, staged = [r.getMessage() for r in caplog.records][-2:]
+    assert plain.startswith("Trained 2 epochs in") and "val_recon_loss 0.5;" in plain
+    assert staged.startswith("Trained 2 epochs and 1 of the decoder alone in")
+    assert "val_recon_loss 0.25;" in staged
+
+
 def test_train_defaults_follow_the_model_defaults():
     import dataclasses
 

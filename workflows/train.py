@@ -477,7 +477,14 @@ class TrainFlow(AAEWorkflow):
             backend_name=backend_name,
             phases=phases,
         )
-        _log_trained(history, n_epochs, started, where, paths)
+        _log_trained(
+            history,
+            n_epochs,
+            started,
+            where,
+            paths,
+            polish=model.metadata.training.get("polish"),
+        )
         return paths
 
     def _prepare_train_outputs(
@@ -796,14 +803,20 @@ def _plot_outputs(model, history, paths, train, validation, *, title, phases=Non
     )
 
 
-def _log_trained(history, n_epochs, started, where, paths):
-    """Log the epochs, time, device, last validation loss and files written."""
+def _log_trained(history, n_epochs, started, where, paths, polish=None):
+    """Log the epochs (and those of the decoder-only stage), time, device,
+    last validation loss and files written."""
     seconds = time.perf_counter() - started
     val_recon = history.get("val_recon_loss")
+    stage = ""
+    if polish:
+        stage = f" and {polish['epochs']} of the decoder alone"
+        val_recon = polish.get("val_recon_loss") or val_recon
     tail = f", val_recon_loss {val_recon[-1]:.4g}" if val_recon else ""
     logger.info(
-        "Trained %d epochs in %.0f s on %s%s; wrote %s",
+        "Trained %d epochs%s in %.0f s on %s%s; wrote %s",
         n_epochs,
+        stage,
         seconds,
         where,
         tail,
