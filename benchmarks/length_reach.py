@@ -1,0 +1,113 @@
+"""How far across a bundle's length range generation hits the requested length.
+
+``quality.py``'s ``length_error_pct`` asks for lengths spread over the 5-95
+percentiles of each bundle's training lengths. This script goes further out:
+for each model and bundle it asks ``aae_tract.generate.generate`` (default
+sampling) for ``--targets`` lengths spread evenly between 5 % and 95 % of the
+way from the bundle's shortest to its longest training streamline (the range
+the model's calibration covers, :meth:`TractAAE.attribute_range`), and prints
+how far the median produced length lies from each request, in percent. A
+model whose latent dimension 0 stops moving the decoded length near an end of
+the range shows it there, with the warning ``generate`` gives.
+
+Usage::
+
+    python benchmarks/length_reach.py 'models/emb_seed{seed}.keras' \\
+        'models/emb_old_seed{seed}.keras' --seeds 0 1 2
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quality  # noqa: E402
+
+
+def reach(model, *, targets=5, n_streamlines=50, seed=0):
+    """Percent error of the median generated length at each target, per bundle.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A model conditioned on length.
+    targets : int
+        Requests per bundle, evenly from 5 % to 95 % of its training range.
+    n_streamlines : int
+        Streamlines generated per request.
+    seed : int
+        Generation seed.
+
+    Returns
+    -------
+    dict
+        Bundle -> {"targets": [mm], "error_pct": [percent]}.
+    """
+    from aae_tract.generate import generate
+
+    out = {}
+    for bundle in model.bundle_names:
+        low, high = model.attribute_range(bundle)
+        asked = np.linspace(
+            low + 0.05 * (high - low), high - 0.05 * (high - low), targets
+        )
+        errors = []
+        for length in asked:
+            result = generate(
+                model, bundle, float(length), n_streamlines=n_streamlines, seed=seed
+            )
+            errors.append(float(abs(np.median(result.lengths) - length) / length * 100))
+        out[bundle] = {"targets": asked.tolist(), "error_pct": errors}
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "models", nargs="+", metavar="MODEL", help="{seed} is filled in"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--targets", type=int, default=5)
+    parser.add_argument("--n_streamlines", type=int, default=50)
+    parser.add_argument("--out", help="write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
+    from aae_tract.model import TractAAE
+
+    results, rows = {}, []
+    for pattern in args.models:
+        for seed in args.seeds:
+            path = pattern.format(seed=seed)
+            found = reach(
+                TractAAE.load(path),
+                targets=args.targets,
+                n_streamlines=args.n_streamlines,
+                seed=seed,
+            )
+            results[path] = found
+            for bundle, cells in found.items():
+                rows.append(
+                    [
+                        path,
+                        bundle,
+                        " ".join(f"{t:.0f}" for t in cells["targets"]),
+                        " ".join(f"{e:.1f}" for e in cells["error_pct"]),
+                        f"{max(cells['error_pct']):.1f}",
+                    ]
+                )
+                print(" | ".join(rows[-1]), flush=True)
+    head = ["model", "bundle", "targets (mm)", "error of the median (%)", "worst"]
+    print(quality._render([], head, rows))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"command": " ".join(sys.argv), "models": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
