@@ -613,6 +613,12 @@ def test_training_stopped_early_skips_the_decoder_only_stage(tiny_splits, caplog
     assert len(history["recon_loss"]) == 1
     assert "polish" not in model.metadata.training
     assert "no decoder-only stage" in caplog.text
+    # left to its default, the stage stays unresolved: a resumed run
+    # resolves it from the epochs it trains
+    model = TractAAE.from_dataset(train, epochs=3, **TINY)
+    model.fit(train, validation, verbose=0, callbacks=[StopAfterFirst()])
+    assert model.config.polish_epochs is None
+    assert model.metadata.config["polish_epochs"] is None
 
 
 def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):

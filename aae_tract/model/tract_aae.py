@@ -359,8 +359,8 @@ class TractAAE:
             values["ar_level"] = "subject" if per_subject else "streamline"
         values["n_points"] = int(dataset.n_points)
         values["n_bundles"] = len(dataset.bundle_names)
-        # the file stores the values that fields left to their level
-        # resolve to (ar_soft, ar_weight)
+        # the file stores the values that fields left to what the AR loss
+        # orders resolve to (prior, adv_weight, ar_weight, ar_soft)
         config = AAEConfig.from_dict(values, strict=True).resolved()
         keras.utils.set_random_seed(config.seed)
         network = ConditionalAAE(**config.network_config())
@@ -902,10 +902,12 @@ class TractAAE:
             train, validation, history, seconds, epochs - initial_epoch
         )
         self.metadata.training["devices"] = n_devices
-        if cfg.polish_epochs is None:
+        wanted = cfg.resolved_polish_epochs(epochs)
+        if cfg.polish_epochs is None and (polish is not None or wanted == 0):
             # the file stores the stage's epochs, not "a share of epochs"
-            cfg.polish_epochs = cfg.resolved_polish_epochs(epochs)
-            self.metadata.config["polish_epochs"] = cfg.polish_epochs
+            # (left unresolved when training stopped before the stage)
+            cfg.polish_epochs = wanted
+            self.metadata.config["polish_epochs"] = wanted
         if polish is not None:
             self.metadata.training["polish"] = polish
         self.calibrate(train)
