@@ -363,11 +363,7 @@ class ConditionalAAE(keras.Model):
             + self.turn_weight * turn
             + cfg.log_var_weight * spread
             + self.reg_scale
-            * (
-                cfg.resolved_ar_weight() * ar
-                + cfg.adv_weight * gen
-                + cfg.mmd_weight * mmd
-            )
+            * (cfg.ar_weight * ar + cfg.adv_weight * gen + cfg.mmd_weight * mmd)
         )
         parts = {
             "recon_loss": recon,

@@ -1017,17 +1017,18 @@ class TractAAE:
         # stage records its own time
         seconds = time.perf_counter() - start
         polish = None
-        if stopped and guard.bad is None and cfg.resolved_polish_epochs(epochs) > 0:
+        stage = cfg.resolved_polish_epochs(epochs)
+        if stopped and guard.bad is None and stage > 0:
             logger.warning(
                 "training stopped before epoch %d: no decoder-only stage "
                 "(resume the run, or call TractAAE.polish)",
                 epochs,
             )
-        elif cfg.resolved_polish_epochs(epochs) > 0 and guard.bad is None:
+        elif stage > 0 and guard.bad is None:
             polish = self._polish(
                 train,
                 validation,
-                epochs=cfg.resolved_polish_epochs(epochs),
+                epochs=stage,
                 noise=cfg.polish_noise,
                 turn_weight=cfg.polish_turn_weight,
                 batch_size=batch_size,
