@@ -14,9 +14,10 @@ Two ways of sampling the other latent dimensions are offered:
     Codes of training streamlines of the bundle (the model's latent bank),
     chosen with weights that favour streamlines whose attribute is near the
     target (GESTA-style), each moved from its training subject to a new
-    subject drawn from the spread of the training subjects, plus a little
-    Gaussian noise. This stays on the bundle without copying the
-    idiosyncrasies of the subjects it was trained on.
+    subject drawn from the spread of the training subjects (the subjects'
+    mean codes compared near the target), plus a little Gaussian noise.
+    This stays on the bundle without copying the idiosyncrasies of the
+    subjects it was trained on.
 ``"prior"``
     Samples of the prior ``p(z)`` the adversarial training matched; with a
     prior fitted to each bundle (``prior="fitted"``), of the bundle's
@@ -44,8 +45,11 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_NOISE",
     "DEFAULT_SUBJECT_NOISE",
+    "NOISE_BY_LEVEL",
     "SAMPLING_METHODS",
+    "SUBJECT_SCOPES",
     "GeneratedBundle",
+    "default_noise",
     "generate",
     "interpolate",
     "make_tractogram",
@@ -57,10 +61,27 @@ __all__ = [
 
 #: Ways of sampling latent codes (see the module docstring).
 SAMPLING_METHODS = ("bank", "prior")
-#: Default relative noise of "bank" sampling.
-DEFAULT_NOISE = 0.2
+#: Relative noise of "bank" sampling when none is given, by what the model's
+#: attribute regularization orders (``ar_level``): for a per-streamline
+#: attribute such as length, 0.225, measured with the subjects compared near
+#: the target (``subject_scope``) on the phantom; for a per-subject attribute
+#: such as age, 0.2, the value its benchmarks were measured with.
+NOISE_BY_LEVEL = {"streamline": 0.225, "subject": 0.2}
+#: ``noise`` default of generation: None, resolved by
+#: :func:`default_noise`.
+DEFAULT_NOISE = None
 #: Default spread of the subjects "bank" sampling moves codes to.
 DEFAULT_SUBJECT_NOISE = 0.7
+#: Where the training subjects' mean codes are compared when codes move to a
+#: new subject: near the target value (``"target"``) or over the whole bundle.
+SUBJECT_SCOPES = ("target", "bundle")
+#: Width of the kernel that gives each subject's mean code near a target, in
+#: units of the attribute kernel's ``neighbours``.
+SUBJECT_KERNEL_FACTOR = 4
+#: Weight of a subject's mean code over the whole bundle in its mean near a
+#: target, in units of the kernel's total weight (a subject with few codes
+#: near the target keeps about its bundle-wide mean).
+SUBJECT_MEAN_PRIOR = 0.02
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: Relative miss of the median length beyond which generation warns.
@@ -256,7 +277,17 @@ def _bank_noise(bank_z, n, rng):
 
 
 def _subject_shift(
-    subject, means, weights, inverse, idx, scale, rng, *, values=None, targets=None
+    subject,
+    means,
+    weights,
+    inverse,
+    idx,
+    scale,
+    rng,
+    *,
+    values=None,
+    targets=None,
+    local=None,
 ):
     """Move each drawn code from its subject to a new one (``(n, D)`` shifts).
 
@@ -293,10 +324,15 @@ def _subject_shift(
     values : ndarray, shape (S,), optional
         Each subject's attribute value, for a per-subject attribute.
     targets : ndarray, shape (T,), optional
-        The distinct targets (with ``values``).
+        The distinct targets (with ``values`` or ``local``).
+    local : tuple, optional
+        ``(bank_z, bank_a, k)``: compare the subjects near each target
+        instead, for a per-streamline attribute (:func:`_local_shift`).
     """
     n_subjects = len(means)
     w = _subject_weights(subject, n_subjects, weights)
+    if local is not None and values is None:
+        return _local_shift(subject, means, w, inverse, idx, scale, rng, targets, local)
     centre = w @ means
     at_target = centre
     if values is not None:
@@ -316,6 +352,76 @@ def _subject_shift(
         if values is not None:
             draw -= np.sum(coef * dv[inverse], axis=1)[:, None] * slope[inverse]
         shift += scale * draw
+    return shift
+
+
+def _local_subject_means(bank_z, bank_a, subject, means, targets, k):
+    """Each subject's mean code near each target, ``(T, S, D)``.
+
+    The kernel-weighted mean (``k`` codes wide, :func:`_kernel_weights`) of
+    each subject's bank codes around the target, with the subject's mean
+    over the whole bundle counted as :data:`SUBJECT_MEAN_PRIOR` of the
+    kernel's weight, so that a subject with few codes near the target keeps
+    about its bundle-wide mean.
+    """
+    w = _kernel_weights(bank_a, targets, k=k)
+    n_subjects = len(means)
+    z = bank_z.astype(np.float64)
+    sums = np.zeros((len(targets), n_subjects, z.shape[1]))
+    share = np.zeros((len(targets), n_subjects))
+    for s in np.unique(subject):
+        rows = subject == s
+        sums[:, s] = w[:, rows] @ z[rows]
+        share[:, s] = w[:, rows].sum(axis=1)
+    prior = SUBJECT_MEAN_PRIOR
+    return (sums + prior * means[None]) / (share + prior)[:, :, None]
+
+
+def _local_shift(subject, means, w, inverse, idx, scale, rng, targets, local):
+    """:func:`_subject_shift` with the subjects compared near each target.
+
+    How one subject differs from another depends on the streamline: the
+    deformation that sets a subject apart moves a short fragment at one end
+    of a bundle otherwise than a whole streamline. So each drawn code's
+    subject is taken out with that subject's mean code near the target (the
+    code's own length, about), and the new subject is placed and spread with
+    the subjects' mean codes near the target too
+    (:func:`_local_subject_means`); their weights are those of the subjects
+    over the target's kernel (``w``), as with the bundle-wide means.
+    """
+    bank_z, bank_a, k = local
+    n_subjects = len(means)
+    shift = np.zeros((len(idx), means.shape[1]))
+    if n_subjects == 0:
+        return shift
+    concentration = np.sum(w**2, axis=1)
+    spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
+    coef = None
+    if scale > 0 and n_subjects > 1:
+        coef = rng.standard_normal((len(idx), n_subjects)) * np.sqrt(
+            w[inverse] / spread[inverse, None]
+        )
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(targets) + 1))
+    # a few hundred targets at a time bound the (targets, subjects, dims) array
+    step = max(1, int(4_000_000 // max(n_subjects * means.shape[1], 1)))
+    for first in range(0, len(targets), step):
+        last = min(first + step, len(targets))
+        local_means = _local_subject_means(
+            bank_z, bank_a, subject, means, targets[first:last], k
+        )
+        centre = np.einsum("ts,tsd->td", w[first:last], local_means)
+        for t in range(first, last):
+            rows = order[starts[t] : starts[t + 1]]
+            if not len(rows):
+                continue
+            at = local_means[t - first]
+            shift[rows] = centre[t - first] - at[subject[idx[rows]]]
+            if coef is not None:
+                c = coef[rows]
+                shift[rows] += scale * (
+                    c @ at - c.sum(axis=1)[:, None] * centre[t - first]
+                )
     return shift
 
 
@@ -463,6 +569,7 @@ def sample_latent(
     neighbours=None,
     exact_length=True,
     within_subject=True,
+    subject_scope="target",
     rng=None,
 ):
     """Latent codes for a bundle, one per target value.
@@ -483,8 +590,10 @@ def sample_latent(
         ``noise**2`` times the covariance of the bank's codes; ``"prior"``:
         samples of the prior (of a prior fitted to each bundle: moved to new
         subjects too, ``subject_noise``).
-    noise : float
-        Relative noise scale for ``"bank"`` sampling.
+    noise : float, optional
+        Relative noise scale for ``"bank"`` sampling; default
+        :func:`default_noise` (0.225 for a length model, 0.2 for an age
+        model).
     subject_noise : float or None
         For ``"bank"`` sampling of a model trained on several subjects: how
         far the new subjects spread, relative to the training subjects. A
@@ -544,6 +653,14 @@ def sample_latent(
         their subjects' means (the other dimensions then follow it through
         the bundle's Gaussian), with True and ``"own"`` alike; False sets it
         to the calibrated value.
+    subject_scope : {"target", "bundle"}
+        For a per-streamline attribute such as length, where codes move to
+        new subjects: compare the training subjects' mean codes over the bank
+        codes near the target (``"target"``, default; a kernel
+        :data:`SUBJECT_KERNEL_FACTOR` times ``neighbours`` wide), since how
+        subjects differ depends on the streamline, or over the whole bundle
+        (``"bundle"``, the rule before). A per-subject attribute (age)
+        compares them over the whole bundle either way.
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -557,6 +674,7 @@ def sample_latent(
     """
     _check_sampling(sampling)
     within_subject = _check_within_subject(within_subject)
+    _check_subject_scope(subject_scope)
     rng = _rng(rng)
     name = _bundle_name(model, bundle)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
@@ -580,9 +698,17 @@ def sample_latent(
         if subject_noise is not None:
             _check_noise("subject_noise", subject_noise)
             z = z + _prior_subject_shift(
-                model, name, z, targets, float(subject_noise), neighbours, rng
+                model,
+                name,
+                z,
+                targets,
+                float(subject_noise),
+                neighbours,
+                rng,
+                subject_scope=subject_scope,
             )
     else:
+        noise = default_noise(model) if noise is None else noise
         _check_noise("noise", noise)
         if subject_noise is not None:
             _check_noise("subject_noise", subject_noise)
@@ -618,6 +744,8 @@ def sample_latent(
                 else None
             )
 
+            local = _local_scope(subject_scope, bank_z, bank_a, k)
+
             def shift(scale):
                 return _subject_shift(
                     bank_subject,
@@ -629,6 +757,7 @@ def sample_latent(
                     rng,
                     values=values,
                     targets=unique,
+                    local=local,
                 )
 
             if subject_noise is not None:
@@ -681,6 +810,23 @@ def _within_subject_spread(model, name):
     return float(np.std(offsets)) if len(offsets) > 1 else None
 
 
+def default_noise(model):
+    """The relative noise of ``"bank"`` sampling when none is given.
+
+    :data:`NOISE_BY_LEVEL` for the model's ``ar_level``: 0.225 for a
+    per-streamline attribute (length), 0.2 for a per-subject one (age).
+
+    Parameters
+    ----------
+    model : TractAAE
+
+    Returns
+    -------
+    float
+    """
+    return NOISE_BY_LEVEL.get(model.config.ar_level, NOISE_BY_LEVEL["streamline"])
+
+
 def _check_noise(what, value):
     """A clear error unless ``value`` is a finite number >= 0."""
     try:
@@ -691,7 +837,25 @@ def _check_noise(what, value):
         raise AAETractError(f"{what} must be a finite number >= 0, got {value!r}")
 
 
-def _prior_subject_shift(model, name, z, targets, scale, neighbours, rng):
+def _local_scope(subject_scope, bank_z, bank_a, k):
+    """``local`` of :func:`_subject_shift` for ``subject_scope`` (None: the
+    whole bundle)."""
+    if subject_scope != "target":
+        return None
+    return bank_z, bank_a, min(len(bank_z), SUBJECT_KERNEL_FACTOR * int(k))
+
+
+def _check_subject_scope(subject_scope):
+    if subject_scope not in SUBJECT_SCOPES:
+        raise AAETractError(
+            f"subject_scope must be one of {', '.join(SUBJECT_SCOPES)}, "
+            f"got {subject_scope!r}"
+        )
+
+
+def _prior_subject_shift(
+    model, name, z, targets, scale, neighbours, rng, *, subject_scope="target"
+):
     """Shifts ``(N, D)`` that move prior samples of bundle ``name`` to new
     subjects, as "bank" sampling moves bank codes.
 
@@ -727,6 +891,7 @@ def _prior_subject_shift(model, name, z, targets, scale, neighbours, rng):
         rng,
         values=values,
         targets=unique,
+        local=_local_scope(subject_scope, bank_z, bank_a, k),
     )
     return shift.astype(z.dtype)
 
@@ -907,6 +1072,7 @@ def generate(
     noise=DEFAULT_NOISE,
     subject_noise=DEFAULT_SUBJECT_NOISE,
     within_subject=True,
+    subject_scope="target",
     filter=False,
     length_tolerance=None,
     max_mdf=None,
@@ -938,8 +1104,8 @@ def generate(
         Random seed; the same seed gives the same streamlines.
     sampling : {"bank", "prior"}
         How latent codes are drawn (see :func:`sample_latent`).
-    noise : float
-        Relative noise of ``"bank"`` sampling.
+    noise : float, optional
+        Relative noise of ``"bank"`` sampling (default :func:`default_noise`).
     subject_noise : float or None
         Spread of the new subjects ``"bank"`` sampling (and ``"prior"``
         sampling of a fitted prior) moves codes to, relative to the training
@@ -953,6 +1119,10 @@ def generate(
         subject spread) or its own (``"own"``); with ``"prior"`` sampling of
         a fitted prior, draw dimension 0 with the spread of the codes within
         a subject; False sets dimension 0 to the calibrated value (see
+        :func:`sample_latent`).
+    subject_scope : {"target", "bundle"}
+        Where the training subjects are compared when codes move to new
+        subjects: near the requested length, or over the whole bundle (see
         :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference
@@ -1020,6 +1190,7 @@ def generate(
     name = _bundle_name(model, bundle)
     _check_sampling(sampling)
     within_subject = _check_within_subject(within_subject)
+    _check_subject_scope(subject_scope)
     n = int(n_streamlines)
     if n < 1:
         raise AAETractError(f"n_streamlines must be >= 1, got {n_streamlines}")
@@ -1037,6 +1208,7 @@ def generate(
         noise=noise,
         subject_noise=subject_noise,
         within_subject=within_subject,
+        subject_scope=subject_scope,
         exact_length=exact_length,
         texture=texture,
         batch_size=batch_size,
@@ -1126,6 +1298,7 @@ def _sampler(
     noise,
     subject_noise,
     within_subject,
+    subject_scope,
     exact_length,
     texture,
     batch_size,
@@ -1141,6 +1314,7 @@ def _sampler(
             noise=noise,
             subject_noise=subject_noise,
             within_subject=within_subject,
+            subject_scope=subject_scope,
             exact_length=exact_length,
             rng=rng,
         )

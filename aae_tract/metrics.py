@@ -1296,12 +1296,17 @@ def _aggregate(rows):
     return out
 
 
-def _noise(noise, subject_noise, within_subject=True):
+def _noise(noise, subject_noise, within_subject=True, subject_scope="target"):
     """Keyword arguments of ``sample_latent`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
-    their subject) and ``within_subject``."""
+    their subject), ``within_subject`` and ``subject_scope``."""
     out = {} if noise is None else {"noise": float(noise)}
-    return {**out, "subject_noise": subject_noise, "within_subject": within_subject}
+    return {
+        **out,
+        "subject_noise": subject_noise,
+        "within_subject": within_subject,
+        "subject_scope": subject_scope,
+    }
 
 
 def _at_most(dataset, per_bundle, seed, what):
@@ -1356,6 +1361,7 @@ def evaluate(
     noise=None,
     subject_noise=DEFAULT_SUBJECT_NOISE,
     within_subject=True,
+    subject_scope="target",
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1398,6 +1404,9 @@ def evaluate(
         dimension 0 at its streamline's rank within a subject of the target
         value, or with ``"own"`` its streamline's own; prior samples spread
         as within a subject).
+    subject_scope : {"target", "bundle"}
+        ``subject_scope`` of :func:`aae_tract.generate.sample_latent` (where
+        the training subjects are compared when codes move to new ones).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1480,7 +1489,7 @@ def evaluate(
             targets,
             sampling=sampling,
             rng=rng,
-            **_noise(noise, subject_noise, within_subject),
+            **_noise(noise, subject_noise, within_subject, subject_scope),
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
@@ -1511,7 +1520,7 @@ def evaluate(
                 sampling=sampling,
                 seed=seed,
                 batch_size=batch_size,
-                options=_noise(noise, subject_noise, within_subject),
+                options=_noise(noise, subject_noise, within_subject, subject_scope),
             ),
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
@@ -1522,7 +1531,7 @@ def evaluate(
                 rng,
                 sampling,
                 batch_size,
-                _noise(noise, subject_noise, within_subject),
+                _noise(noise, subject_noise, within_subject, subject_scope),
             ),
         }
         per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {
@@ -1556,7 +1565,7 @@ def evaluate(
                 train,
                 n_generate,
                 seed,
-                _noise(noise, subject_noise, within_subject),
+                _noise(noise, subject_noise, within_subject, subject_scope),
             )
         )
     return result

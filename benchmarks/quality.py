@@ -50,7 +50,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
+from aae_tract.generate import (  # noqa: E402
+    DEFAULT_NOISE,
+    DEFAULT_SUBJECT_NOISE,
+    SUBJECT_SCOPES,
+)
 
 #: How far above its reference a bundle's ``prior_match`` may lie: about 2.5
 #: sd of an accuracy near 0.8 with the 400-800 codes of a held-out phantom
@@ -522,8 +526,10 @@ def run_seed(config, seed, train, held_out, args):
             seed=seed,
             sampling=s,
             train=train,
+            noise=args.noise,
             subject_noise=args.subject_noise,
             within_subject=WITHIN_SUBJECT[args.within_subject],
+            subject_scope=args.subject_scope,
         )
         for s in SAMPLINGS
     }
@@ -720,6 +726,13 @@ def main(argv=None):
         "models/q.keras wrote them",
     )
     parser.add_argument(
+        "--noise",
+        type=float,
+        default=DEFAULT_NOISE,
+        help="noise of bank sampling (default: generate's default, 0.225 for "
+        "a length model and 0.2 for an age model)",
+    )
+    parser.add_argument(
         "--subject_noise",
         type=lambda v: None if v == "none" else float(v),
         default=DEFAULT_SUBJECT_NOISE,
@@ -736,6 +749,14 @@ def main(argv=None):
         "at its streamline's rank within a subject of the target's value, "
         "and prior sampling spreads it as within a subject; own: the "
         "streamline's own offset; off: dimension 0 is the calibrated value)",
+    )
+    parser.add_argument(
+        "--subject_scope",
+        choices=SUBJECT_SCOPES,
+        default="target",
+        help="where generation compares the training subjects when it moves "
+        "codes to new ones, for a length model (default target: their mean "
+        "codes near the requested length; bundle: over the whole bundle)",
     )
     parser.add_argument(
         "--recalibrate",

@@ -471,6 +471,104 @@ def test_subject_shift_spreads_codes_like_the_training_subjects():
     np.testing.assert_allclose(moved.mean(axis=0), means[:2].mean(axis=0), atol=0.1)
 
 
+def test_subject_shift_compares_subjects_near_the_target():
+    """Subjects that differ by an amount that grows with length (as a
+    deformation moves a long streamline more than a short fragment): moved
+    with the subjects' mean codes near the target, a code lands on the
+    subjects' mean at its own length; with the bundle-wide means it keeps
+    most of its subject's difference at the long end of the range."""
+    from aae_tract.generate import _kernel_weights, _subject_shift
+
+    rng = np.random.default_rng(2)
+    n_subjects, per_subject = 4, 200
+    subject = np.repeat(np.arange(n_subjects), per_subject)
+    lengths = rng.uniform(20.0, 100.0, len(subject))
+    effect = np.array([-3.0, -1.0, 1.5, 2.5])  # each subject's difference
+    direction = np.array([1.0, -2.0, 0.5])
+    shape = np.stack([np.sin(lengths / 30), lengths / 50, np.cos(lengths / 40)], 1)
+    z = shape + (effect[subject] * lengths / 100)[:, None] * direction
+    means = np.stack([z[subject == s].mean(axis=0) for s in range(n_subjects)])
+    targets = np.array([30.0, 95.0])
+    weights = _kernel_weights(lengths, targets, k=32)
+    inverse = rng.integers(0, len(targets), 2000)
+    cdf = np.cumsum(weights, axis=1)
+    idx = np.array([np.searchsorted(cdf[t], rng.random()) for t in inverse])
+    # the subjects' mean difference, as the target's kernel weights them
+    share = np.stack([weights[:, subject == s].sum(axis=1) for s in range(4)], 1)
+    centre = (share @ effect)[inverse]
+    truth = shape[idx] + (centre * lengths[idx] / 100)[:, None] * direction
+
+    def error(local):
+        moved = z[idx] + _subject_shift(
+            subject, means, weights, inverse, idx, 0.0, rng,
+            targets=targets, local=local,
+        )  # fmt: skip
+        return np.abs(moved - truth).max(axis=1)
+
+    near = error((z, lengths, 128))
+    wide = error(None)
+    long_end = inverse == 1
+    for end in (long_end, ~long_end):
+        assert np.median(near[end]) < 0.3
+        assert np.median(wide[end]) > 4 * np.median(near[end])
+    # with scale 1 the new subjects spread as the training subjects do there
+    moved = z[idx] + _subject_shift(
+        subject, means, weights, inverse, idx, 1.0, rng,
+        targets=targets, local=(z, lengths, 128),
+    )  # fmt: skip
+    along = (moved - shape[idx]) @ direction / (direction @ direction)
+    at_95 = along[long_end] / (lengths[idx][long_end] / 100)
+    assert abs(at_95.mean() - centre[long_end].mean()) < 0.2
+    assert 0.75 < at_95.std() / effect.std(ddof=1) < 1.25
+
+
+def test_local_subject_means_fall_back_on_the_bundle_mean():
+    """A subject with no code near the target keeps its bundle-wide mean."""
+    from aae_tract.generate import _local_subject_means
+
+    rng = np.random.default_rng(3)
+    subject = np.repeat([0, 1], 100)
+    lengths = np.concatenate([rng.uniform(20, 100, 100), rng.uniform(20, 40, 100)])
+    z = np.stack([lengths / 10, subject * 5.0], 1) + rng.normal(0, 0.01, (200, 2))
+    means = np.stack([z[subject == s].mean(axis=0) for s in (0, 1)])
+    local = _local_subject_means(z, lengths, subject, means, np.array([95.0]), 16)
+    # subject 0: its codes near 95 mm (the kernel is one-sided at the end)
+    assert 8.5 < local[0, 0, 0] < 9.6 and abs(local[0, 0, 1]) < 0.01
+    assert abs(local[0, 0, 0] - means[0, 0]) > 2.5
+    np.testing.assert_allclose(local[0, 1], means[1], atol=1e-6)
+
+
+def test_default_noise_follows_the_attribute(model):
+    """Bank noise when none is given: 0.225 for a length model, 0.2 for an
+    age model (``ar_level="subject"``); sampling without ``noise`` is
+    sampling with it."""
+    from types import SimpleNamespace
+
+    from aae_tract.generate import default_noise
+
+    assert default_noise(model) == 0.225
+    age = SimpleNamespace(config=SimpleNamespace(ar_level="subject"))
+    assert default_noise(age) == 0.2
+    target = np.full(50, _median_range(model, "AF_L"))
+    options = dict(exact_length=False)
+    default = sample_latent(model, "AF_L", target, rng=5, **options)
+    np.testing.assert_array_equal(
+        default, sample_latent(model, "AF_L", target, rng=5, noise=0.225, **options)
+    )
+    other = sample_latent(model, "AF_L", target, rng=5, noise=0.2, **options)
+    assert not np.allclose(default, other)
+
+
+def test_subject_scope_is_checked():
+    from aae_tract.errors import AAETractError
+    from aae_tract.generate import _check_subject_scope
+
+    _check_subject_scope("target")
+    _check_subject_scope("bundle")
+    with pytest.raises(AAETractError, match="subject_scope must be one of"):
+        _check_subject_scope("subject")
+
+
 def test_subject_shift_follows_a_per_subject_attribute_to_the_ends():
     """For a per-subject attribute the centre is the subjects' weighted linear
     regression on it: exact when the subject means lie on a line in the
@@ -672,7 +770,8 @@ def test_prior_sampling_moves_samples_to_new_subjects(model):
     ]
     two = TractAAE(model.network, meta)
     target = np.full(4000, _median_range(model, "AF_L"))
-    options = dict(sampling="prior", exact_length=False, rng=3)
+    # the subjects compared over the whole bundle: the means set above
+    options = dict(sampling="prior", exact_length=False, rng=3, subject_scope="bundle")
     kept = sample_latent(two, "AF_L", target, subject_noise=None, **options)
     np.testing.assert_array_equal(
         kept,
@@ -700,6 +799,19 @@ def test_prior_sampling_moves_samples_to_new_subjects(model):
     extra = spread[:, 1] - merged[:, 1]
     assert abs(extra.mean()) < 0.1 * gap
     assert 0.4 * gap < np.std(extra) < 0.8 * gap
+    # compared near the target (the default): the same swap, with each
+    # subject's mean code over its bank codes near the target length
+    from aae_tract.generate import _local_subject_means, _neighbours
+
+    options["subject_scope"] = "target"
+    near = sample_latent(two, "AF_L", target, subject_noise=0.0, **options)
+    a = np.asarray(bank["a"], dtype=np.float64)
+    local = _local_subject_means(
+        z, a, high.astype(int), means, target[:1], 4 * _neighbours(two, len(z))
+    )[0]
+    centre = (near - kept)[:, 1:] + local[subject, 1:]
+    np.testing.assert_allclose(centre, centre[:1].repeat(len(centre), 0), atol=1e-4)
+    assert not np.allclose(near, merged)
 
 
 @pytest.mark.parametrize("n", [1, 37])

@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT_NOISE, DEFAULT_SUBJECT_NOISE
+from aae_tract.generate import DEFAULT_NOISE, DEFAULT_SUBJECT_NOISE, default_noise
 
 from .base import (
     AAEWorkflow,
@@ -127,7 +127,9 @@ class GenerateFlow(AAEWorkflow):
             subjects as bank's encodings are, see subject_noise).
         noise : float, optional
             Bank sampling adds Gaussian noise to each training encoding, with
-            noise^2 times the covariance of the bundle's encodings.
+            noise^2 times the covariance of the bundle's encodings (default:
+            0.225 for a model conditioned on length, 0.2 for one conditioned
+            on a per-subject attribute such as age).
         subject_noise : float, optional
             Bank sampling moves each training encoding from its subject to a
             new subject: how far the new subjects spread, relative to the
@@ -190,7 +192,8 @@ class GenerateFlow(AAEWorkflow):
                 n_streamlines, seed, sampling, max_mdf, length_tolerance
             )
         )
-        noise = check_float("noise", noise, minimum=0)
+        if noise is not None:
+            noise = check_float("noise", noise, minimum=0)
         subject_noise = check_float("subject_noise", subject_noise, minimum=0)
         fmt = None if format is None else check_choice("format", format, FORMATS)
         real = [str(p) for p in as_list(real)]
@@ -208,6 +211,8 @@ class GenerateFlow(AAEWorkflow):
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
         space = _check_space(net, space, model_path)
+        if noise is None:
+            noise = default_noise(net)
         requests = _requests(net, bundles, lengths, values + ages, model_path, ages)
         names = _output_names(
             requests,
