@@ -403,7 +403,8 @@ def _local_shift(subject, means, w, inverse, idx, scale, rng, targets, local):
         )
     order = np.argsort(inverse, kind="stable")
     starts = np.searchsorted(inverse[order], np.arange(len(targets) + 1))
-    # a few hundred targets at a time bound the (targets, subjects, dims) array
+    # targets in chunks: the (targets, subjects, dims) array stays under about
+    # 4 million numbers however many subjects the bank holds
     step = max(1, int(4_000_000 // max(n_subjects * means.shape[1], 1)))
     for first in range(0, len(targets), step):
         last = min(first + step, len(targets))

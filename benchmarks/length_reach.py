@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality  # noqa: E402
 
 
-def reach(model, *, targets=5, n_streamlines=50, seed=0):
+def reach(model, *, targets=5, n_streamlines=50, seed=0, options=None):
     """Percent error of the median generated length at each target, per bundle.
 
     Parameters
@@ -42,6 +42,9 @@ def reach(model, *, targets=5, n_streamlines=50, seed=0):
         Streamlines generated per request.
     seed : int
         Generation seed.
+    options : dict, optional
+        Other keyword arguments of ``generate`` (``noise``,
+        ``subject_scope``).
 
     Returns
     -------
@@ -59,7 +62,12 @@ def reach(model, *, targets=5, n_streamlines=50, seed=0):
         errors = []
         for length in asked:
             result = generate(
-                model, bundle, float(length), n_streamlines=n_streamlines, seed=seed
+                model,
+                bundle,
+                float(length),
+                n_streamlines=n_streamlines,
+                seed=seed,
+                **(options or {}),
             )
             errors.append(float(abs(np.median(result.lengths) - length) / length * 100))
         out[bundle] = {"targets": asked.tolist(), "error_pct": errors}
@@ -75,6 +83,7 @@ def main(argv=None):
     parser.add_argument("--targets", type=int, default=5)
     parser.add_argument("--n_streamlines", type=int, default=50)
     parser.add_argument("--out", help="write the numbers as JSON here")
+    quality.add_generation_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
     from aae_tract.model import TractAAE
@@ -88,6 +97,7 @@ def main(argv=None):
                 targets=args.targets,
                 n_streamlines=args.n_streamlines,
                 seed=seed,
+                options=quality.generation_options(args),
             )
             results[path] = found
             for bundle, cells in found.items():

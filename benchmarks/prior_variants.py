@@ -77,6 +77,9 @@ FITTED_DEFAULTS = {
     "polish_turn_weight": 0.0,
 }
 EARLIER_DEFAULTS = {**FITTED_DEFAULTS, "prior": "gaussian", "ar_soft": 0.0}
+#: Keyword arguments of every generation here (``--noise``,
+#: ``--subject_scope``; :func:`quality.generation_options`).
+GENERATION = {}
 
 #: Variant name -> AAEConfig fields changed from :data:`EARLIER_DEFAULTS`.
 VARIANTS = {
@@ -203,7 +206,9 @@ def run_variant(name, fields, seed, epochs, train, held_out, model_dir=None):
         model.save(os.path.join(model_dir, f"{name}_seed{seed}.keras"))
     rows = {}
     for sampling in quality.SAMPLINGS:
-        result = evaluate(model, held_out, sampling=sampling, train=train, seed=seed)
+        result = evaluate(
+            model, held_out, sampling=sampling, train=train, seed=seed, **GENERATION
+        )
         rows[sampling] = {k: result[k] for k in COLUMNS}
         rows[sampling]["per_bundle_prior_match"] = {
             b: v["prior_match"] for b, v in result["per_bundle"].items()
@@ -307,6 +312,7 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
                     seed=seed,
                     noise=noise,
                     subject_noise=subject,
+                    subject_scope=GENERATION.get("subject_scope", "target"),
                 )
                 runs.setdefault((noise, subject), []).append(result)
                 print(
@@ -426,7 +432,11 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
                 xt[lt == label],
                 sampling=sampling,
                 seed=seed,
-                options=_noise(None, DEFAULT_SUBJECT_NOISE),
+                options=_noise(
+                    GENERATION.get("noise"),
+                    DEFAULT_SUBJECT_NOISE,
+                    subject_scope=GENERATION.get("subject_scope", "target"),
+                ),
             )
             gaps.append(
                 np.subtract(
@@ -533,7 +543,9 @@ def bank_rough(model, held_out, seed, n=1000):
         real = x[labels == label]
         rng = np.random.default_rng([seed, label])
         targets = rng.choice(streamline_lengths(real), n)
-        z = sample_latent(model, bundle, targets, sampling="bank", rng=rng)
+        z = sample_latent(
+            model, bundle, targets, sampling="bank", rng=rng, **GENERATION
+        )
         textured = model.decode(z, bundle, texture=rng)
         mean = model.decode(z, bundle)
         out.append((rough_fraction(textured, real), rough_fraction(mean, real)))
@@ -580,7 +592,9 @@ def novelty_sources(model, train, held_out, seed, n=1000):
         ]
         targets = rng.choice(streamline_lengths(real), n)
         for sampling in quality.SAMPLINGS:
-            z = sample_latent(model, bundle, targets, sampling=sampling, rng=rng)
+            z = sample_latent(
+                model, bundle, targets, sampling=sampling, rng=rng, **GENERATION
+            )
             gen = model.decode(z, bundle, texture=rng)
             cells.append(novelty_ratio(gen, trained, real))
         out.append(cells)
@@ -648,7 +662,9 @@ def band_figure(path, train, held_out, bundle, figure, *, band=0, n=150, seed=0)
     panels = {"training": train_band[rng.permutation(len(train_band))[:n]]}
     targets = rng.choice(lengths[in_band], n)
     for sampling in quality.SAMPLINGS:
-        z = sample_latent(model, bundle, targets, sampling=sampling, rng=rng)
+        z = sample_latent(
+            model, bundle, targets, sampling=sampling, rng=rng, **GENERATION
+        )
         panels[sampling] = model.decode(z, bundle, texture=rng)
     points = real.reshape(-1, 3).astype(np.float64)
     centre = points.mean(axis=0)
@@ -786,7 +802,9 @@ def main(argv=None):
         help="with --polish: a plain autoencoder of the same run, polished "
         "alike ({seed} filled in)",
     )
+    quality.add_generation_options(parser)
     args = parser.parse_args(argv)
+    GENERATION.update(quality.generation_options(args))
     if args.list:
         for name, fields in VARIANTS.items():
             print(f"{name}: {json.dumps(fields)}")

@@ -138,6 +138,36 @@ WITHIN_SUBJECT = {"on": True, "own": "own", "off": False}
 SPLIT_SEED = 0
 
 
+def add_generation_options(parser):
+    """``--noise`` and ``--subject_scope``: bank sampling's noise and where
+    generation compares the training subjects (the options that reproduce
+    numbers measured with earlier generation defaults)."""
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=DEFAULT_NOISE,
+        help="noise of bank sampling (default: generate's default, 0.225 for "
+        "a length model and 0.2 for an age model)",
+    )
+    parser.add_argument(
+        "--subject_scope",
+        choices=SUBJECT_SCOPES,
+        default="target",
+        help="where generation compares the training subjects when it moves "
+        "codes to new ones, for a length model (default target: their mean "
+        "codes near the requested length; bundle: over the whole bundle)",
+    )
+
+
+def generation_options(args):
+    """Keyword arguments of generation for :func:`add_generation_options`
+    (``noise`` only when given)."""
+    out = {"subject_scope": args.subject_scope}
+    if args.noise is not None:
+        out["noise"] = args.noise
+    return out
+
+
 def set_fields(items):
     """``--set FIELD=VALUE`` options as a dict of AAEConfig fields: each value
     read as JSON, or else kept as a string (``--set prior=fitted``)."""
@@ -725,13 +755,7 @@ def main(argv=None):
         "filled in per seed, e.g. models/q_seed{seed}.keras as --model "
         "models/q.keras wrote them",
     )
-    parser.add_argument(
-        "--noise",
-        type=float,
-        default=DEFAULT_NOISE,
-        help="noise of bank sampling (default: generate's default, 0.225 for "
-        "a length model and 0.2 for an age model)",
-    )
+    add_generation_options(parser)
     parser.add_argument(
         "--subject_noise",
         type=lambda v: None if v == "none" else float(v),
@@ -749,14 +773,6 @@ def main(argv=None):
         "at its streamline's rank within a subject of the target's value, "
         "and prior sampling spreads it as within a subject; own: the "
         "streamline's own offset; off: dimension 0 is the calibrated value)",
-    )
-    parser.add_argument(
-        "--subject_scope",
-        choices=SUBJECT_SCOPES,
-        default="target",
-        help="where generation compares the training subjects when it moves "
-        "codes to new ones, for a length model (default target: their mean "
-        "codes near the requested length; bundle: over the whole bundle)",
     )
     parser.add_argument(
         "--recalibrate",
