@@ -84,6 +84,12 @@ SUBJECT_KERNEL_FACTOR = 4
 SUBJECT_MEAN_PRIOR = 0.02
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
+#: How far :func:`match_length` searches dimension 0 beyond the calibration's
+#: range, in units of the range: first a quarter on each side; a code whose
+#: target the decoder does not reach there is searched again 1.5 ranges out
+#: (near the ends of a bundle's range on small data, where the decoder draws
+#: the longest streamlines short).
+_MATCH_MARGINS = (0.25, 1.5)
 #: Relative miss of the median length beyond which generation warns.
 MISS_TOLERANCE = 0.10
 
@@ -924,7 +930,9 @@ def match_length(
     calibration's range (widened by a quarter on each side) until the decoded
     mean streamline has the target length; the decoder draws the streamline,
     nothing is rescaled afterwards. A code whose target lies beyond what the
-    decoder reaches in that range keeps its calibrated ``z0``.
+    decoder reaches in that range is searched again within a range widened
+    by 1.5 times on each side (:data:`_MATCH_MARGINS`), and keeps its
+    calibrated ``z0`` where the target lies beyond that too.
 
     Parameters
     ----------
@@ -952,9 +960,32 @@ def match_length(
     low, high = model.attribute_range(bundle)
     ends = model.attribute_to_z0(bundle, np.array([low, high], dtype=np.float64))
     z_low, z_high = float(np.min(ends)), float(np.max(ends))
-    margin = 0.25 * max(z_high - z_low, 1e-3)
-    lo = np.full(len(z), z_low - margin, dtype=np.float32)
-    hi = np.full(len(z), z_high + margin, dtype=np.float32)
+    span = max(z_high - z_low, 1e-3)
+    todo = np.arange(len(z))
+    for margin in _MATCH_MARGINS:
+        found, reachable = _bisect_z0(
+            model,
+            bundle,
+            z[todo],
+            targets[todo],
+            (z_low - margin * span, z_high + margin * span),
+            iterations,
+            batch_size,
+        )
+        z[todo[reachable], 0] = found[reachable]
+        todo = todo[~reachable]
+        if len(todo) == 0:
+            break
+    return z
+
+
+def _bisect_z0(model, bundle, z, targets, bounds, iterations, batch_size):
+    """Bisect dimension 0 of each code within ``bounds`` for its target length.
+
+    Returns the z0 found and whether the decoded lengths at the two bounds
+    bracket the target (where they do not, the z0 found means nothing)."""
+    lo = np.full(len(z), bounds[0], dtype=np.float32)
+    hi = np.full(len(z), bounds[1], dtype=np.float32)
 
     def lengths_at(z0):
         trial = z.copy()
@@ -971,8 +1002,7 @@ def match_length(
         up = (lengths_at(mid) < targets) == rising
         lo = np.where(up, mid, lo)
         hi = np.where(up, hi, mid)
-    z[:, 0] = np.where(reachable, 0.5 * (lo + hi), z[:, 0])
-    return z
+    return 0.5 * (lo + hi), reachable
 
 
 def make_tractogram(streamlines, space=None):
@@ -1148,7 +1178,7 @@ def generate(
     exact_length : bool
         For a length model, refine each code until it decodes at the target
         length (:func:`match_length`; 14 passes through the decoder's length
-        head); False keeps
+        head, 14 more for the codes not reached in the first range); False keeps
         the calibrated codes (faster, lengths scatter around the target).
     batch_size : int
         Codes decoded per forward pass.
