@@ -85,10 +85,10 @@ SUBJECT_MEAN_PRIOR = 0.02
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: How far :func:`match_length` searches dimension 0 beyond the calibration's
-#: range, in units of the range: first a quarter on each side; a code whose
-#: target the decoder does not reach there is searched again 1.5 ranges out
-#: (near the ends of a bundle's range on small data, where the decoder draws
-#: the longest streamlines short).
+#: range, in units of the range: a quarter on each side; with ``extend``, a
+#: code whose target the decoder does not reach there is searched again 1.5
+#: ranges out (near the ends of a bundle's range on small data, where the
+#: decoder draws the longest streamlines short).
 _MATCH_MARGINS = (0.25, 1.5)
 #: Relative miss of the median length beyond which generation warns.
 MISS_TOLERANCE = 0.10
@@ -575,6 +575,7 @@ def sample_latent(
     subject_noise=DEFAULT_SUBJECT_NOISE,
     neighbours=None,
     exact_length=True,
+    extend_reach=False,
     within_subject=True,
     subject_scope="target",
     rng=None,
@@ -629,6 +630,13 @@ def sample_latent(
         :func:`match_length` so that its decoded streamline has the target
         length (the calibration maps the bundle's typical code, not this
         code, to the target).
+    extend_reach : bool
+        With ``exact_length``: search a code the decoder does not bring to
+        its target within the calibration's range widened by a quarter again
+        within a range widened by 1.5 times (``extend`` of
+        :func:`match_length`). Lengths near the ends of a bundle's range
+        then come out as asked more often, drawn by codes farther from the
+        training codes and shaped less like the real streamlines.
     within_subject : {True, "own", False}
         For ``"bank"`` sampling of a per-subject attribute such as age
         (a model with ``ar_level="subject"``; default True): give each
@@ -800,7 +808,7 @@ def sample_latent(
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0 if offset is None else z0 + offset
     if exact_length and model.attribute_name == "length":
-        z = match_length(model, name, z, targets)
+        z = match_length(model, name, z, targets, extend=extend_reach)
     return z
 
 
@@ -919,7 +927,14 @@ def _prior_codes(model, name, z0, rng):
 
 
 def match_length(
-    model, bundle, z, targets, *, iterations=_MATCH_ITERATIONS, batch_size=4096
+    model,
+    bundle,
+    z,
+    targets,
+    *,
+    extend=False,
+    iterations=_MATCH_ITERATIONS,
+    batch_size=4096,
 ):
     """Move latent dimension 0 of each code until it decodes at the target length.
 
@@ -930,9 +945,11 @@ def match_length(
     calibration's range (widened by a quarter on each side) until the decoded
     mean streamline has the target length; the decoder draws the streamline,
     nothing is rescaled afterwards. A code whose target lies beyond what the
-    decoder reaches in that range is searched again within a range widened
-    by 1.5 times on each side (:data:`_MATCH_MARGINS`), and keeps its
-    calibrated ``z0`` where the target lies beyond that too.
+    decoder reaches in that range keeps its calibrated ``z0``, or, with
+    ``extend``, is searched again within a range widened by 1.5 times on each
+    side (:data:`_MATCH_MARGINS`; codes reached in the first range are left
+    as they are) and keeps its calibrated ``z0`` where the target lies
+    beyond that too.
 
     Parameters
     ----------
@@ -944,6 +961,8 @@ def match_length(
         Codes with a calibrated dimension 0.
     targets : array_like, shape (N,)
         Target lengths (mm).
+    extend : bool
+        Search the codes not reached in the first range again, farther out.
     iterations : int
         Bisection steps (each halves the interval; each decodes N codes).
     batch_size : int
@@ -962,7 +981,7 @@ def match_length(
     z_low, z_high = float(np.min(ends)), float(np.max(ends))
     span = max(z_high - z_low, 1e-3)
     todo = np.arange(len(z))
-    for margin in _MATCH_MARGINS:
+    for margin in _MATCH_MARGINS if extend else _MATCH_MARGINS[:1]:
         found, reachable = _bisect_z0(
             model,
             bundle,
@@ -1111,6 +1130,7 @@ def generate(
     max_tries=20,
     texture=True,
     exact_length=True,
+    extend_reach=False,
     batch_size=1024,
     space=None,
     keep_inside=True,
@@ -1178,8 +1198,14 @@ def generate(
     exact_length : bool
         For a length model, refine each code until it decodes at the target
         length (:func:`match_length`; 14 passes through the decoder's length
-        head, 14 more for the codes not reached in the first range); False keeps
+        head, 14 more with ``extend_reach`` for the codes not reached in the
+        first range); False keeps
         the calibrated codes (faster, lengths scatter around the target).
+    extend_reach : bool
+        Search the codes not brought to the target within the calibration's
+        range again, farther out (see :func:`sample_latent`): near the ends
+        of a bundle's range the requested length is met more often, by
+        streamlines shaped less like the real ones.
     batch_size : int
         Codes decoded per forward pass.
     space : str, optional
@@ -1241,6 +1267,7 @@ def generate(
         within_subject=within_subject,
         subject_scope=subject_scope,
         exact_length=exact_length,
+        extend_reach=extend_reach,
         texture=texture,
         batch_size=batch_size,
     )
@@ -1331,6 +1358,7 @@ def _sampler(
     within_subject,
     subject_scope,
     exact_length,
+    extend_reach,
     texture,
     batch_size,
 ):
@@ -1347,6 +1375,7 @@ def _sampler(
             within_subject=within_subject,
             subject_scope=subject_scope,
             exact_length=exact_length,
+            extend_reach=extend_reach,
             rng=rng,
         )
         sampled = rng if texture else None

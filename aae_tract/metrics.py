@@ -1296,16 +1296,24 @@ def _aggregate(rows):
     return out
 
 
-def _noise(noise, subject_noise, within_subject=True, subject_scope="target"):
+def _noise(
+    noise,
+    subject_noise,
+    within_subject=True,
+    subject_scope="target",
+    extend_reach=False,
+):
     """Keyword arguments of ``sample_latent`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
-    their subject), ``within_subject`` and ``subject_scope``."""
+    their subject), ``within_subject``, ``subject_scope`` and
+    ``extend_reach``."""
     out = {} if noise is None else {"noise": float(noise)}
     return {
         **out,
         "subject_noise": subject_noise,
         "within_subject": within_subject,
         "subject_scope": subject_scope,
+        "extend_reach": extend_reach,
     }
 
 
@@ -1362,6 +1370,7 @@ def evaluate(
     subject_noise=DEFAULT_SUBJECT_NOISE,
     within_subject=True,
     subject_scope="target",
+    extend_reach=False,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1407,6 +1416,8 @@ def evaluate(
     subject_scope : {"target", "bundle"}
         ``subject_scope`` of :func:`aae_tract.generate.sample_latent` (where
         the training subjects are compared when codes move to new ones).
+    extend_reach : bool
+        ``extend_reach`` of :func:`aae_tract.generate.sample_latent`.
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1489,7 +1500,7 @@ def evaluate(
             targets,
             sampling=sampling,
             rng=rng,
-            **_noise(noise, subject_noise, within_subject, subject_scope),
+            **_noise(noise, subject_noise, within_subject, subject_scope, extend_reach),
         )
         gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
@@ -1520,7 +1531,9 @@ def evaluate(
                 sampling=sampling,
                 seed=seed,
                 batch_size=batch_size,
-                options=_noise(noise, subject_noise, within_subject, subject_scope),
+                options=_noise(
+                    noise, subject_noise, within_subject, subject_scope, extend_reach
+                ),
             ),
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
@@ -1531,7 +1544,9 @@ def evaluate(
                 rng,
                 sampling,
                 batch_size,
-                _noise(noise, subject_noise, within_subject, subject_scope),
+                _noise(
+                    noise, subject_noise, within_subject, subject_scope, extend_reach
+                ),
             ),
         }
         per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {
@@ -1565,7 +1580,9 @@ def evaluate(
                 train,
                 n_generate,
                 seed,
-                _noise(noise, subject_noise, within_subject, subject_scope),
+                _noise(
+                    noise, subject_noise, within_subject, subject_scope, extend_reach
+                ),
             )
         )
     return result

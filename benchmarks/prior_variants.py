@@ -313,6 +313,7 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
                     noise=noise,
                     subject_noise=subject,
                     subject_scope=GENERATION.get("subject_scope", "target"),
+                    extend_reach=GENERATION.get("extend_reach", False),
                 )
                 runs.setdefault((noise, subject), []).append(result)
                 print(
@@ -436,6 +437,7 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
                     GENERATION.get("noise"),
                     DEFAULT_SUBJECT_NOISE,
                     subject_scope=GENERATION.get("subject_scope", "target"),
+                    extend_reach=GENERATION.get("extend_reach", False),
                 ),
             )
             gaps.append(

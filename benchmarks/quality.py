@@ -157,12 +157,18 @@ def add_generation_options(parser):
         "codes to new ones, for a length model (default target: their mean "
         "codes near the requested length; bundle: over the whole bundle)",
     )
+    parser.add_argument(
+        "--extend_reach",
+        action="store_true",
+        help="search the codes not brought to the requested length within the "
+        "calibration's range again, farther out (generate's extend_reach)",
+    )
 
 
 def generation_options(args):
     """Keyword arguments of generation for :func:`add_generation_options`
     (``noise`` only when given)."""
-    out = {"subject_scope": args.subject_scope}
+    out = {"subject_scope": args.subject_scope, "extend_reach": args.extend_reach}
     if args.noise is not None:
         out["noise"] = args.noise
     return out
@@ -560,6 +566,7 @@ def run_seed(config, seed, train, held_out, args):
             subject_noise=args.subject_noise,
             within_subject=WITHIN_SUBJECT[args.within_subject],
             subject_scope=args.subject_scope,
+            extend_reach=args.extend_reach,
         )
         for s in SAMPLINGS
     }

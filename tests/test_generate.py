@@ -115,9 +115,9 @@ def test_generate_shapes_and_lengths(model):
     expected = dipy_length(list(result.streamlines))
     np.testing.assert_allclose(result.lengths, expected, rtol=1e-5)
     # dimension 0 carries the target: calibrated, then refined per code
-    # within the calibration's range widened by at most 1.5 times
+    # within the calibration's range widened by a quarter
     low, high = model.attribute_to_z0("CST_R", model.attribute_range("CST_R"))
-    margin = 1.5 * (high - low) + 1e-6
+    margin = 0.25 * (high - low) + 1e-6
     assert np.all((result.z[:, 0] >= low - margin) & (result.z[:, 0] <= high + margin))
     assert not result.missed or abs(result.median_length - target) > 0.1 * target
 
@@ -158,22 +158,42 @@ def test_exact_length_brings_each_code_to_its_target():
     lengths = np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
     # the calibrated z0 missed by 10 |z1| mm; the refined one hits the target
     # where the z0 it needs lies in the calibration's range widened by a
-    # quarter ((-1, 1) -> (-1.5, 1.5)) or, searched again, by 1.5 times
-    # ((-4, 4))
+    # quarter ((-1, 1) -> (-1.5, 1.5)), and is kept where it does not
     assert np.abs(10.0 * z[:, 1]).mean() > 5
     needed = (targets - 100.0 - 10.0 * z[:, 1]) / 40.0
-    assert 40 <= (np.abs(needed) < 1.5).sum() < 50  # some need the second search
+    reachable = np.abs(needed) < 1.5
+    assert 40 <= reachable.sum() < 50
+    np.testing.assert_allclose(lengths[reachable], targets[reachable], atol=0.05)
+    np.testing.assert_array_equal(refined[~reachable], z[~reachable])
+    # with extend, the others are searched again within the range widened by
+    # 1.5 times ((-4, 4)); those reached in the first range are the same
+    extended = match_length(model, "AF_L", z, targets, extend=True)
+    np.testing.assert_array_equal(extended[reachable], refined[reachable])
+    x = model.decode(extended, "AF_L")
+    lengths = np.linalg.norm(np.diff(x, axis=1), axis=2).sum(axis=1)
     np.testing.assert_allclose(lengths, targets, atol=0.05)
     # beyond reach within the widest range: the calibrated value is kept
     far = np.array([400.0, -100.0])
-    kept = match_length(model, "AF_L", z[:2], far)
-    np.testing.assert_array_equal(kept, z[:2])
-    # one code within the first range and one only within the second
-    pair = np.array([100.0 + 40 * 1.2, 100.0 + 40 * 3.0])
-    z2 = np.zeros((2, 4), dtype=np.float32)
-    x2 = model.decode(match_length(model, "AF_L", z2, pair), "AF_L")
-    lengths = np.linalg.norm(np.diff(x2, axis=1), axis=2).sum(axis=1)
-    np.testing.assert_allclose(lengths, pair, atol=0.05)
+    for extend in (False, True):
+        kept = match_length(model, "AF_L", z[:2], far, extend=extend)
+        np.testing.assert_array_equal(kept, z[:2])
+
+
+def test_generate_passes_extend_reach_to_match_length(model, monkeypatch):
+    import aae_tract.generate as gen
+
+    seen = []
+    original = gen.match_length
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("extend"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "match_length", spy)
+    target = _median_range(model, "AF_L")
+    generate(model, "AF_L", target, n_streamlines=5, seed=0)
+    generate(model, "AF_L", target, n_streamlines=5, seed=0, extend_reach=True)
+    assert seen == [False, True]
 
 
 @pytest.mark.parametrize("sampling", ["bank", "prior"])

@@ -78,6 +78,7 @@ class GenerateFlow(AAEWorkflow):
         sampling="bank",
         noise=DEFAULT_NOISE,
         subject_noise=DEFAULT_SUBJECT_NOISE,
+        extend_reach=False,
         filter=False,
         max_mdf=None,
         length_tolerance=None,
@@ -137,6 +138,14 @@ class GenerateFlow(AAEWorkflow):
             Prior sampling of a prior fitted to each bundle moves each sample
             alike, from the subject of its nearest training encoding.
             Models saved before banks kept their subjects ignore it.
+        extend_reach : bool, optional
+            For a length model: a streamline the decoder does not bring to
+            the requested length within the calibration's range of latent
+            dimension 0 (widened by a quarter) is searched again within a
+            range widened by 1.5 times. Lengths near the ends of a bundle's
+            range then come out as asked more often, drawn by codes farther
+            from the training codes and shaped less like the real
+            streamlines.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
             for length, within --length_tolerance of the target), sampling
@@ -236,6 +245,7 @@ class GenerateFlow(AAEWorkflow):
                 "sampling": sampling,
                 "noise": noise,
                 "subject_noise": subject_noise,
+                "extend_reach": bool(extend_reach),
                 "filter": bool(filter),
                 "max_mdf": max_mdf,
                 "length_tolerance": length_tolerance,
