@@ -79,9 +79,11 @@ SUBJECT_SCOPES = ("target", "bundle")
 #: units of the attribute kernel's ``neighbours``.
 SUBJECT_KERNEL_FACTOR = 4
 #: Weight of a subject's mean code over the whole bundle in its mean near a
-#: target, in units of the kernel's total weight (a subject with few codes
-#: near the target keeps about its bundle-wide mean).
-SUBJECT_MEAN_PRIOR = 0.02
+#: target, in units of a subject's even share of the kernel's weight (1 / the
+#: number of subjects in the bank: 0.02 of the kernel's weight with 4
+#: subjects), so that a subject with few codes near the target keeps about
+#: its bundle-wide mean however many subjects there are.
+SUBJECT_MEAN_PRIOR = 0.08
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: How far :func:`match_length` searches dimension 0 beyond the calibration's
@@ -366,20 +368,21 @@ def _local_subject_means(bank_z, bank_a, subject, means, targets, k):
 
     The kernel-weighted mean (``k`` codes wide, :func:`_kernel_weights`) of
     each subject's bank codes around the target, with the subject's mean
-    over the whole bundle counted as :data:`SUBJECT_MEAN_PRIOR` of the
-    kernel's weight, so that a subject with few codes near the target keeps
-    about its bundle-wide mean.
+    over the whole bundle counted as :data:`SUBJECT_MEAN_PRIOR` times a
+    subject's even share of the kernel's weight, so that a subject with few
+    codes near the target keeps about its bundle-wide mean.
     """
     w = _kernel_weights(bank_a, targets, k=k)
     n_subjects = len(means)
     z = bank_z.astype(np.float64)
     sums = np.zeros((len(targets), n_subjects, z.shape[1]))
     share = np.zeros((len(targets), n_subjects))
-    for s in np.unique(subject):
+    present = np.unique(subject)
+    for s in present:
         rows = subject == s
         sums[:, s] = w[:, rows] @ z[rows]
         share[:, s] = w[:, rows].sum(axis=1)
-    prior = SUBJECT_MEAN_PRIOR
+    prior = SUBJECT_MEAN_PRIOR / max(len(present), 1)
     return (sums + prior * means[None]) / (share + prior)[:, :, None]
 
 
@@ -409,9 +412,9 @@ def _local_shift(subject, means, w, inverse, idx, scale, rng, targets, local):
         )
     order = np.argsort(inverse, kind="stable")
     starts = np.searchsorted(inverse[order], np.arange(len(targets) + 1))
-    # targets in chunks: the (targets, subjects, dims) array stays under about
-    # 4 million numbers however many subjects the bank holds
-    step = max(1, int(4_000_000 // max(n_subjects * means.shape[1], 1)))
+    # targets in chunks: the (targets, subjects, dims) array and the kernel's
+    # (targets, bank codes) arrays stay under about 4 million numbers each
+    step = max(1, int(4_000_000 // max(n_subjects * means.shape[1], len(bank_z), 1)))
     for first in range(0, len(targets), step):
         last = min(first + step, len(targets))
         local_means = _local_subject_means(
@@ -600,8 +603,8 @@ def sample_latent(
         subjects too, ``subject_noise``).
     noise : float, optional
         Relative noise scale for ``"bank"`` sampling; default
-        :func:`default_noise` (0.225 for a length model, 0.2 for an age
-        model).
+        :func:`default_noise` (0.225 for a per-streamline attribute such as
+        length, 0.2 for a per-subject one such as age).
     subject_noise : float or None
         For ``"bank"`` sampling of a model trained on several subjects: how
         far the new subjects spread, relative to the training subjects. A
@@ -633,7 +636,7 @@ def sample_latent(
     extend_reach : bool
         With ``exact_length``: search a code the decoder does not bring to
         its target within the calibration's range widened by a quarter again
-        within a range widened by 1.5 times (``extend`` of
+        within 1.5 ranges beyond it on each side (``extend`` of
         :func:`match_length`). Lengths near the ends of a bundle's range
         then come out as asked more often, drawn by codes farther from the
         training codes and shaped less like the real streamlines.
@@ -946,10 +949,13 @@ def match_length(
     mean streamline has the target length; the decoder draws the streamline,
     nothing is rescaled afterwards. A code whose target lies beyond what the
     decoder reaches in that range keeps its calibrated ``z0``, or, with
-    ``extend``, is searched again within a range widened by 1.5 times on each
-    side (:data:`_MATCH_MARGINS`; codes reached in the first range are left
-    as they are) and keeps its calibrated ``z0`` where the target lies
-    beyond that too.
+    ``extend``, is searched again within 1.5 ranges beyond the calibration's
+    on each side (:data:`_MATCH_MARGINS`; codes reached in the first range are
+    left as they are) and keeps its calibrated ``z0`` where the target lies
+    beyond that too. A code counts as reached where the decoded lengths at
+    the two bounds of a range bracket the target: a length that the decoder
+    reaches only between them, falling back short of it at the bound, is
+    missed.
 
     Parameters
     ----------

@@ -44,7 +44,7 @@ def reach(model, *, targets=5, n_streamlines=50, seed=0, options=None):
         Generation seed.
     options : dict, optional
         Other keyword arguments of ``generate`` (``noise``,
-        ``subject_scope``).
+        ``subject_scope``, ``extend_reach``).
 
     Returns
     -------

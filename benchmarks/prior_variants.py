@@ -78,7 +78,7 @@ FITTED_DEFAULTS = {
 }
 EARLIER_DEFAULTS = {**FITTED_DEFAULTS, "prior": "gaussian", "ar_soft": 0.0}
 #: Keyword arguments of every generation here (``--noise``,
-#: ``--subject_scope``; :func:`quality.generation_options`).
+#: ``--subject_scope``, ``--extend_reach``; :func:`quality.generation_options`).
 GENERATION = {}
 
 #: Variant name -> AAEConfig fields changed from :data:`EARLIER_DEFAULTS`.

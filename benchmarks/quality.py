@@ -139,9 +139,11 @@ SPLIT_SEED = 0
 
 
 def add_generation_options(parser):
-    """``--noise`` and ``--subject_scope``: bank sampling's noise and where
-    generation compares the training subjects (the options that reproduce
-    numbers measured with earlier generation defaults)."""
+    """``--noise``, ``--subject_scope`` and ``--extend_reach``: bank
+    sampling's noise, where generation compares the training subjects (the
+    options that reproduce numbers measured with earlier generation
+    defaults) and whether lengths are searched beyond the calibration's
+    range."""
     parser.add_argument(
         "--noise",
         type=float,

@@ -585,6 +585,60 @@ def test_default_noise_follows_the_attribute(model):
     assert not np.allclose(default, other)
 
 
+@pytest.mark.parametrize("sampling", ["bank", "prior"])
+def test_subject_scope_reaches_the_subject_shift(model, monkeypatch, sampling):
+    """``generate`` hands ``subject_scope`` down to the subject shift: the
+    subjects' codes near the target by default (a kernel 4x as wide as the
+    draws'), the whole bundle's with ``"bundle"``."""
+    import aae_tract.generate as gen
+
+    seen = []
+    original = gen._subject_shift
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("local"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "_subject_shift", spy)
+    meta = copy.deepcopy(model.metadata)
+    bank = meta.latent_bank["AF_L"]
+    z = np.asarray(bank["z"], dtype=np.float64)
+    high = z[:, 1] > np.median(z[:, 1])
+    bank["subject"] = high.astype(int).tolist()
+    bank["subject_means"] = [
+        z[~high].mean(axis=0).tolist(),
+        z[high].mean(axis=0).tolist(),
+    ]
+    two = TractAAE(model.network, meta)
+    target = _median_range(model, "AF_L")
+    options = dict(n_streamlines=5, seed=0, sampling=sampling)
+    near = generate(two, "AF_L", target, **options)
+    whole = generate(two, "AF_L", target, subject_scope="bundle", **options)
+    assert len(seen) == 2 and seen[1] is None
+    bank_z, bank_a, k = seen[0]
+    assert len(bank_z) == len(z) == len(bank_a)
+    assert k == min(len(z), 4 * gen._neighbours(two, len(z)))
+    assert not np.allclose(near.streamlines, whole.streamlines)
+
+
+def test_evaluate_options_carry_the_generation_settings():
+    from aae_tract.metrics import _noise
+
+    assert _noise(None, 0.7) == {
+        "subject_noise": 0.7,
+        "within_subject": True,
+        "subject_scope": "target",
+        "extend_reach": False,
+    }
+    assert _noise(0.3, None, "own", "bundle", True) == {
+        "noise": 0.3,
+        "subject_noise": None,
+        "within_subject": "own",
+        "subject_scope": "bundle",
+        "extend_reach": True,
+    }
+
+
 def test_subject_scope_is_checked():
     from aae_tract.errors import AAETractError
     from aae_tract.generate import _check_subject_scope

@@ -129,8 +129,9 @@ class GenerateFlow(AAEWorkflow):
         noise : float, optional
             Bank sampling adds Gaussian noise to each training encoding, with
             noise^2 times the covariance of the bundle's encodings (default:
-            0.225 for a model conditioned on length, 0.2 for one conditioned
-            on a per-subject attribute such as age).
+            0.225 for a model conditioned on a per-streamline attribute such
+            as length, 0.2 for one conditioned on a per-subject attribute such
+            as age).
         subject_noise : float, optional
             Bank sampling moves each training encoding from its subject to a
             new subject: how far the new subjects spread, relative to the
@@ -141,8 +142,8 @@ class GenerateFlow(AAEWorkflow):
         extend_reach : bool, optional
             For a length model: a streamline the decoder does not bring to
             the requested length within the calibration's range of latent
-            dimension 0 (widened by a quarter) is searched again within a
-            range widened by 1.5 times. Lengths near the ends of a bundle's
+            dimension 0 (widened by a quarter) is searched again within 1.5
+            ranges beyond it on each side. Lengths near the ends of a bundle's
             range then come out as asked more often, drawn by codes farther
             from the training codes and shaped less like the real
             streamlines.
