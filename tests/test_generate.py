@@ -585,6 +585,22 @@ def test_default_noise_follows_the_attribute(model):
     assert not np.allclose(default, other)
 
 
+def _two_subjects(model):
+    """``model`` with AF_L's bank codes split into two subjects apart in
+    latent dimension 1 (each subject's mean: its codes' mean); also the
+    bank's codes and which of them are the second subject's."""
+    meta = copy.deepcopy(model.metadata)
+    bank = meta.latent_bank["AF_L"]
+    z = np.asarray(bank["z"], dtype=np.float64)
+    high = z[:, 1] > np.median(z[:, 1])
+    bank["subject"] = high.astype(int).tolist()
+    bank["subject_means"] = [
+        z[~high].mean(axis=0).tolist(),
+        z[high].mean(axis=0).tolist(),
+    ]
+    return TractAAE(model.network, meta), z, high
+
+
 @pytest.mark.parametrize("sampling", ["bank", "prior"])
 def test_subject_scope_reaches_the_subject_shift(model, monkeypatch, sampling):
     """``generate`` hands ``subject_scope`` down to the subject shift: the
@@ -600,16 +616,7 @@ def test_subject_scope_reaches_the_subject_shift(model, monkeypatch, sampling):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(gen, "_subject_shift", spy)
-    meta = copy.deepcopy(model.metadata)
-    bank = meta.latent_bank["AF_L"]
-    z = np.asarray(bank["z"], dtype=np.float64)
-    high = z[:, 1] > np.median(z[:, 1])
-    bank["subject"] = high.astype(int).tolist()
-    bank["subject_means"] = [
-        z[~high].mean(axis=0).tolist(),
-        z[high].mean(axis=0).tolist(),
-    ]
-    two = TractAAE(model.network, meta)
+    two, z, _ = _two_subjects(model)
     target = _median_range(model, "AF_L")
     options = dict(n_streamlines=5, seed=0, sampling=sampling)
     near = generate(two, "AF_L", target, **options)
@@ -839,16 +846,8 @@ def test_prior_sampling_moves_samples_to_new_subjects(model):
     dimension 1: with 0 both move to their centre (the gap between them
     goes), with None or a bank without subjects the samples stay the
     prior's, and with 1 the new subjects spread as the two do."""
-    meta = copy.deepcopy(model.metadata)
-    bank = meta.latent_bank["AF_L"]
-    z = np.asarray(bank["z"], dtype=np.float64)
-    high = z[:, 1] > np.median(z[:, 1])
-    bank["subject"] = high.astype(int).tolist()
-    bank["subject_means"] = [
-        z[~high].mean(axis=0).tolist(),
-        z[high].mean(axis=0).tolist(),
-    ]
-    two = TractAAE(model.network, meta)
+    two, z, high = _two_subjects(model)
+    bank = two.metadata.latent_bank["AF_L"]
     target = np.full(4000, _median_range(model, "AF_L"))
     # the subjects compared over the whole bundle: the means set above
     options = dict(sampling="prior", exact_length=False, rng=3, subject_scope="bundle")
