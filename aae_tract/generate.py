@@ -347,20 +347,32 @@ def _subject_shift(
         # the residuals around the line are mean_s - centre - dv_s * slope
         at_target, slope, dv = _weighted_line(w, values, means, targets)
     shift = at_target[inverse] - means[subject[idx]]
-    concentration = np.sum(w**2, axis=1)
-    if scale > 0 and n_subjects > 1:
-        # unbiased weighted covariance of the subjects around the centre: a
-        # draw sum_s sqrt(w_s / (1 - sum w^2)) eps_s residual_s, written
-        # without a (draws, subjects, dims) array
-        spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
-        coef = rng.standard_normal((len(idx), n_subjects)) * np.sqrt(
-            w[inverse] / spread[inverse, None]
-        )
+    coef = _draw_coefficients(w, inverse, scale, rng)
+    if coef is not None:
+        # written without a (draws, subjects, dims) array
         draw = coef @ means - coef.sum(axis=1)[:, None] * centre[inverse]
         if values is not None:
             draw -= np.sum(coef * dv[inverse], axis=1)[:, None] * slope[inverse]
         shift += scale * draw
     return shift
+
+
+def _draw_coefficients(w, inverse, scale, rng):
+    """Coefficients ``(n, S)`` of each draw's new subject, or None.
+
+    A new subject is drawn with the subjects' unbiased weighted covariance
+    around their centre: ``sum_s c_s residual_s`` with ``c_s = sqrt(w_s /
+    (1 - sum w^2)) eps_s``, ``w`` each subject's weight for the draw's target
+    (``w[inverse]``). None where ``scale`` is 0 or there is one subject.
+    """
+    n_subjects = w.shape[1]
+    if not (scale > 0 and n_subjects > 1):
+        return None
+    concentration = np.sum(w**2, axis=1)
+    spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
+    return rng.standard_normal((len(inverse), n_subjects)) * np.sqrt(
+        w[inverse] / spread[inverse, None]
+    )
 
 
 def _local_subject_means(bank_z, bank_a, subject, means, targets, k):
@@ -401,15 +413,7 @@ def _local_shift(subject, means, w, inverse, idx, scale, rng, targets, local):
     bank_z, bank_a, k = local
     n_subjects = len(means)
     shift = np.zeros((len(idx), means.shape[1]))
-    if n_subjects == 0:
-        return shift
-    concentration = np.sum(w**2, axis=1)
-    spread = np.where(concentration < 1.0 - 1e-6, 1.0 - concentration, np.inf)
-    coef = None
-    if scale > 0 and n_subjects > 1:
-        coef = rng.standard_normal((len(idx), n_subjects)) * np.sqrt(
-            w[inverse] / spread[inverse, None]
-        )
+    coef = _draw_coefficients(w, inverse, scale, rng)
     order = np.argsort(inverse, kind="stable")
     starts = np.searchsorted(inverse[order], np.arange(len(targets) + 1))
     # targets in chunks: the (targets, subjects, dims) array and the kernel's

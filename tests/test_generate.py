@@ -179,17 +179,24 @@ def test_exact_length_brings_each_code_to_its_target():
         np.testing.assert_array_equal(kept, z[:2])
 
 
-def test_generate_passes_extend_reach_to_match_length(model, monkeypatch):
+def _record_keyword(monkeypatch, function, keyword):
+    """Replace ``aae_tract.generate.<function>`` by a pass-through that
+    records the ``keyword`` argument of every call; the list of them."""
     import aae_tract.generate as gen
 
     seen = []
-    original = gen.match_length
+    original = getattr(gen, function)
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("extend"))
+        seen.append(kwargs.get(keyword))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(gen, "match_length", spy)
+    monkeypatch.setattr(gen, function, spy)
+    return seen
+
+
+def test_generate_passes_extend_reach_to_match_length(model, monkeypatch):
+    seen = _record_keyword(monkeypatch, "match_length", "extend")
     target = _median_range(model, "AF_L")
     generate(model, "AF_L", target, n_streamlines=5, seed=0)
     generate(model, "AF_L", target, n_streamlines=5, seed=0, extend_reach=True)
@@ -608,14 +615,7 @@ def test_subject_scope_reaches_the_subject_shift(model, monkeypatch, sampling):
     draws'), the whole bundle's with ``"bundle"``."""
     import aae_tract.generate as gen
 
-    seen = []
-    original = gen._subject_shift
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("local"))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(gen, "_subject_shift", spy)
+    seen = _record_keyword(monkeypatch, "_subject_shift", "local")
     two, z, _ = _two_subjects(model)
     target = _median_range(model, "AF_L")
     options = dict(n_streamlines=5, seed=0, sampling=sampling)

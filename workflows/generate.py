@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT_NOISE, DEFAULT_SUBJECT_NOISE, default_noise
+from aae_tract.generate import DEFAULT_NOISE, DEFAULT_SUBJECT_NOISE
 
 from .base import (
     AAEWorkflow,
@@ -221,8 +221,6 @@ class GenerateFlow(AAEWorkflow):
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
         space = _check_space(net, space, model_path)
-        if noise is None:
-            noise = default_noise(net)
         requests = _requests(net, bundles, lengths, values + ages, model_path, ages)
         names = _output_names(
             requests,
