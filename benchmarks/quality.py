@@ -564,11 +564,9 @@ def run_seed(config, seed, train, held_out, args):
             seed=seed,
             sampling=s,
             train=train,
-            noise=args.noise,
             subject_noise=args.subject_noise,
             within_subject=WITHIN_SUBJECT[args.within_subject],
-            subject_scope=args.subject_scope,
-            extend_reach=args.extend_reach,
+            **generation_options(args),
         )
         for s in SAMPLINGS
     }
