@@ -22,6 +22,7 @@ from aae_tract.model.losses import (
     direction_loss,
     excess_turn,
     log_length_mse,
+    polyline_length,
     texture_nll,
 )
 from aae_tract.model.networks import (
@@ -388,6 +389,8 @@ def test_config_rejects_bad_values():
         AAEConfig(polish_noise=-0.1)
     with pytest.raises(ValueError, match="--polish_turn_weight must be at least 0"):
         AAEConfig(polish_turn_weight=-1.0)
+    with pytest.raises(ValueError, match="--polish_swap_weight must be at least 0"):
+        AAEConfig(polish_swap_weight=-0.5)
 
 
 def _layer_norms(model):
@@ -666,9 +669,12 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     # a loaded model polished further, with noise on the codes: the codes
     # stay, the count adds up, the noise is recorded
     codes = loaded.encode_prepared(train.x[:16])
-    record = loaded.polish(train, epochs=2, noise=0.05, turn_weight=0.5, verbose=0)
+    record = loaded.polish(
+        train, epochs=2, noise=0.05, turn_weight=0.5, swap_weight=0.2, verbose=0
+    )
     assert len(record["recon_loss"]) == 2 and "val_recon_loss" not in record
     assert (record["noise"], record["turn_weight"]) == (0.05, 0.5)
+    assert record["swap_weight"] == 0.2 and loaded.network.swap_weight == 0.0
     np.testing.assert_array_equal(loaded.encode_prepared(train.x[:16]), codes)
     assert loaded.network.code_noise == 0.0 and not loaded.network.decoder_only
     assert loaded.network.turn_weight == 0.0
@@ -676,12 +682,69 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     again = TractAAE.load(tmp_path / "m2.keras")
     assert (again.config.polish_epochs, again.config.polish_noise) == (5, 0.05)
     assert again.config.polish_turn_weight == 0.5
+    assert again.config.polish_swap_weight == 0.2
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         loaded.polish(train, epochs=0)
     with pytest.raises(ConfigError, match="noise must be a finite number >= 0"):
         loaded.polish(train, epochs=1, noise=float("nan"))
     with pytest.raises(ConfigError, match="turn_weight must be a finite number >= 0"):
         loaded.polish(train, epochs=1, turn_weight=-1)
+    with pytest.raises(ConfigError, match="swap_weight must be a finite number >= 0"):
+        loaded.polish(train, epochs=1, swap_weight=float("inf"))
+
+
+def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
+    """The swapped-length loss gives each code dimension 0 of a code of its
+    own bundle: with one code per bundle each keeps its own, and the loss is
+    the length loss of the codes decoded as they are; with two codes of a
+    bundle it is the mean of the two rows' errors for the partners drawn,
+    each scored against the length of its partner's streamline."""
+    model, _ = tiny_trained
+    train, _ = tiny_splits
+    net = model.network
+    labels = np.asarray(train.labels)
+    steps = [np.linalg.norm(np.diff(s, axis=0), axis=1) for s in train.x]
+    lengths = np.array([np.sum(s) for s in steps])
+
+    def tensors(rows):
+        x = keras.ops.convert_to_tensor(
+            model.normalizer.transform(np.asarray(train.x[rows], dtype="float32"))
+        )
+        onehot = keras.ops.convert_to_tensor(
+            np.asarray(model.onehot(labels[rows]), dtype="float32")
+        )
+        return x, onehot, net.encode_mean(x)
+
+    def value(t):
+        return float(keras.ops.convert_to_numpy(t))
+
+    x, onehot, z = tensors([int(np.flatnonzero(labels == b)[0]) for b in range(3)])
+    decoded, _ = net.decode(z, onehot)
+    for _ in range(3):
+        assert value(net._swapped_length(x, z, onehot)) == pytest.approx(
+            value(log_length_mse(x, decoded)), rel=1e-5
+        )
+    # the shortest and the longest streamline of bundle 0
+    own = np.flatnonzero(labels == 0)
+    rows = [int(own[np.argmin(lengths[own])]), int(own[np.argmax(lengths[own])])]
+    x, onehot, z = tensors(rows)
+    z = keras.ops.convert_to_numpy(z)
+    # the normalized inputs' lengths: the loss compares lengths in that space
+    target = keras.ops.convert_to_numpy(polyline_length(x))
+    errors = np.zeros((2, 2))
+    for i in range(2):
+        for j in range(2):
+            code = np.concatenate([z[j, :1], z[i, 1:]])[None].astype("float32")
+            out, _ = net.decode(code, onehot[i : i + 1])
+            length = keras.ops.convert_to_numpy(polyline_length(out))[0]
+            errors[i, j] = (np.log(length) - np.log(target[j])) ** 2
+    possible = np.add.outer(errors[0], errors[1]).ravel() / 2
+    seen = set()
+    for _ in range(40):
+        gap = np.abs(possible - value(net._swapped_length(x, z, onehot)))
+        assert gap.min() < 1e-4 * possible.max(), (gap, possible)
+        seen.add(int(np.argmin(gap)))
+    assert len(seen) > 1  # the partner is drawn, not fixed
 
 
 def test_code_noise_moves_only_the_decoded_codes(tiny_trained, tiny_splits):

@@ -134,6 +134,7 @@ def test_train_resume_continues_from_the_checkpoint(workdir):
     # epochs and is recorded apart from them
     args = [*TINY_ARGS, "--out_dir", workdir, "--resume", "--polish_epochs", "2"]
     args += ["--polish_noise", "0.05", "--polish_turn_weight", "0.001"]
+    args += ["--polish_swap_weight", "0.3"]
     args[1] = "3"  # --epochs 3: one more than the checkpoint
     assert run_cli("aae_tract_train", *args) == 0
     history = json.loads((workdir / "training_history.json").read_text())
@@ -141,9 +142,11 @@ def test_train_resume_continues_from_the_checkpoint(workdir):
     model = TractAAE.load(workdir / "aae_tract_model.keras")
     assert model.config.polish_epochs == 2
     assert model.config.polish_turn_weight == 0.001
+    assert model.config.polish_swap_weight == 0.3
     polish = model.metadata.training["polish"]
     assert len(polish["val_recon_loss"]) == 2
     assert (polish["noise"], polish["turn_weight"]) == (0.05, 0.001)
+    assert polish["swap_weight"] == 0.3
 
 
 def test_train_on_a_phantom_with_age(tmp_path):

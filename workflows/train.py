@@ -136,6 +136,7 @@ class TrainFlow(AAEWorkflow):
         polish_epochs=None,
         polish_noise=0.05,
         polish_turn_weight=0.0006,
+        polish_swap_weight=0.0,
         constant_lr=False,
         val_fraction=0.2,
         seed=0,
@@ -284,6 +285,14 @@ class TrainFlow(AAEWorkflow):
             decoder crumples fewer streamlines between codes without giving
             back the reconstruction gain (see doc/benchmarks.md). 0: the
             noisy codes feed the reconstruction losses.
+        polish_swap_weight : float, optional
+            Weight, during the decoder-only stage, of a loss on the length
+            each code decodes to with latent dimension 0 of another code of
+            its bundle, scored against that code's streamline length: the
+            decoder learns to follow dimension 0 whatever the other
+            dimensions, as generation does when it sets a length, so that
+            requests near the ends of a bundle's range come out at the
+            length asked (see doc/benchmarks.md). 0: none.
         constant_lr : bool, optional
             Keep the learning rate constant instead of the cosine decay.
         val_fraction : float, optional
@@ -407,6 +416,7 @@ class TrainFlow(AAEWorkflow):
             polish_epochs=polish_epochs,
             polish_noise=polish_noise,
             polish_turn_weight=polish_turn_weight,
+            polish_swap_weight=polish_swap_weight,
             constant_lr=constant_lr,
             seed=seed,
         )

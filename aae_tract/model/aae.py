@@ -17,7 +17,9 @@ from aae_tract.model.losses import (
     conditional_mmd,
     direction_loss,
     excess_turn,
+    length_target_mse,
     log_length_mse,
+    polyline_length,
     reconstruction_mse,
     second_difference_mse,
     texture_nll,
@@ -149,6 +151,10 @@ class ConditionalAAE(keras.Model):
         self.decoder_only = False
         self.code_noise = 0.0
         self.turn_weight = 0.0
+        # during the decoder-only stage: weight of the length that each code
+        # decodes to with dimension 0 of another code of its bundle
+        # (``polish_swap_weight``)
+        self.swap_weight = 0.0
         self._opt = _Optimizers(None, None)
         self.trackers = {
             n: keras.metrics.Mean(name=n) for n in LOSS_NAMES if self._reports(n)
@@ -313,6 +319,11 @@ class ConditionalAAE(keras.Model):
             if x_noisy is not None
             else ops.zeros((), "float32")
         )
+        swap = (
+            self._swapped_length(x, z, onehot)
+            if training and self.decoder_only and self.swap_weight > 0
+            else ops.zeros((), "float32")
+        )
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)
         length = log_length_mse(x, x_hat)
@@ -361,6 +372,7 @@ class ConditionalAAE(keras.Model):
             + cfg.texture_weight * texture
             + cfg.smooth_weight * smooth
             + self.turn_weight * turn
+            + self.swap_weight * swap
             + cfg.log_var_weight * spread
             + self.reg_scale
             * (cfg.ar_weight * ar + cfg.adv_weight * gen + cfg.mmd_weight * mmd)
@@ -379,6 +391,33 @@ class ConditionalAAE(keras.Model):
         if self._reports("mmd_loss"):
             parts["mmd_loss"] = mmd
         return total, parts, z
+
+    def _swapped_length(self, x, z, onehot):
+        """How far from the length it stands for each code decodes when its
+        latent dimension 0 is that of another code of its bundle.
+
+        Each code of the batch takes dimension 0 from a code of its bundle
+        drawn at random (itself included) and keeps its other dimensions; its
+        decoded mean streamline is scored against the polyline length of the
+        streamline that dimension 0 came from
+        (:func:`~aae_tract.model.losses.length_target_mse`). Reconstruction
+        alone asks the decoder for a code's length only where codes lie,
+        where dimension 0 and the other dimensions go together; this term
+        asks it to follow dimension 0 whatever the others, which is how
+        generation sets a length (:func:`aae_tract.generate.match_length`
+        moves dimension 0 alone), also at the ends of a bundle's range where
+        the data hold few streamlines.
+        """
+        same = ops.matmul(onehot, ops.transpose(onehot))
+        partner = keras.random.categorical(
+            ops.log(same + 1e-9), 1, seed=self.seed_generator
+        )[:, 0]
+        z0 = ops.take(z[:, :1], partner, axis=0)
+        swapped, _ = self.decode(
+            ops.concatenate([z0, z[:, 1:]], axis=1), onehot, training=True
+        )
+        target = ops.take(polyline_length(ops.cast(x, "float32")), partner, axis=0)
+        return length_target_mse(swapped, ops.stop_gradient(target))
 
     def _reports(self, name):
         """Whether the loss ``name`` is part of this model (always, except the

@@ -181,6 +181,14 @@ class AAEConfig:
         reconstructs, which decoding the noisy codes does
         (doc/benchmarks.md). 0: the noisy codes feed the losses. Default
         0.0006.
+    polish_swap_weight : float
+        During the decoder-only stage, weight of a loss on the length that
+        each code decodes to when its latent dimension 0 is that of another
+        code of its bundle, against the length of that code's streamline:
+        the decoder learns to follow dimension 0 whatever the other
+        dimensions, as generation asks it to when it sets a length, also at
+        the ends of a bundle's range where the data hold few streamlines.
+        0: none. Default 0.
 
     Raises
     ------
@@ -230,6 +238,7 @@ class AAEConfig:
     polish_epochs: int | None = None
     polish_noise: float = 0.05
     polish_turn_weight: float = 0.0006
+    polish_swap_weight: float = 0.0
     batch_size: int = 64
     seed: int = 0
 
@@ -546,6 +555,7 @@ TRAIN_OPTIONS = (
     "polish_epochs",
     "polish_noise",
     "polish_turn_weight",
+    "polish_swap_weight",
     "batch_size",
     "seed",
 )
@@ -579,6 +589,7 @@ STORED_DEFAULTS = {
     "polish_epochs": 0,
     "polish_noise": 0.0,
     "polish_turn_weight": 0.0,
+    "polish_swap_weight": 0.0,
 }
 
 
@@ -610,6 +621,7 @@ _TYPES = {
             "label_smoothing",
             "polish_noise",
             "polish_turn_weight",
+            "polish_swap_weight",
         ),
         numbers.Real,
     ),
@@ -656,6 +668,7 @@ _REAL_RANGES = {
     "ar_soft": (0, None, False, False),
     "polish_noise": (0, None, False, False),
     "polish_turn_weight": (0, None, False, False),
+    "polish_swap_weight": (0, None, False, False),
     **dict.fromkeys(WEIGHTS, (0, None, False, False)),
 }
 

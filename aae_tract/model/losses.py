@@ -118,6 +118,11 @@ def _steps(x):
     return x[:, 1:] - x[:, :-1]
 
 
+def polyline_length(x):
+    """Polyline length of each streamline of a batch ``(B, P, 3)``: ``(B,)``."""
+    return ops.sum(ops.sqrt(ops.sum(ops.square(_steps(x)), axis=-1) + 1e-12), axis=1)
+
+
 def log_length_mse(x, x_hat):
     """Squared difference of the log polyline lengths of x and x_hat.
 
@@ -125,12 +130,13 @@ def log_length_mse(x, x_hat):
     170 mm streamline, which the point MSE does not (it is dominated by long
     streamlines).
     """
-    eps = 1e-12
-    length = ops.sum(ops.sqrt(ops.sum(ops.square(_steps(x)), axis=-1) + eps), axis=1)
-    length_hat = ops.sum(
-        ops.sqrt(ops.sum(ops.square(_steps(x_hat)), axis=-1) + eps), axis=1
-    )
-    return ops.mean(ops.square(ops.log(length_hat) - ops.log(length)))
+    return length_target_mse(x_hat, polyline_length(x))
+
+
+def length_target_mse(x_hat, length):
+    """Squared difference of the log polyline lengths of ``x_hat`` and the
+    target lengths ``length`` ``(B,)``, mean over the batch."""
+    return ops.mean(ops.square(ops.log(polyline_length(x_hat)) - ops.log(length)))
 
 
 def direction_loss(x, x_hat):

@@ -1031,6 +1031,7 @@ class TractAAE:
                 epochs=stage,
                 noise=cfg.polish_noise,
                 turn_weight=cfg.polish_turn_weight,
+                swap_weight=cfg.polish_swap_weight,
                 batch_size=batch_size,
                 replicas=n_devices,
                 first_epoch=epochs,
@@ -1047,6 +1048,7 @@ class TractAAE:
         epochs,
         noise=None,
         turn_weight=None,
+        swap_weight=None,
         batch_size=None,
         verbose="auto",
     ):
@@ -1077,6 +1079,11 @@ class TractAAE:
             noisy codes' mean streamlines turn than the codes' own, which
             the noisy codes then feed alone (``AAEConfig.polish_turn_weight``,
             whose value is the default; this stage's is stored there).
+        swap_weight : float, optional
+            Weight of the length that codes decode to with latent dimension
+            0 of another code of their bundle
+            (``AAEConfig.polish_swap_weight``, whose value is the default;
+            this stage's is stored there).
         batch_size : int, optional
             Default: the configuration's.
         verbose : "auto", 0, 1 or 2
@@ -1105,6 +1112,10 @@ class TractAAE:
             "turn_weight",
             self.config.polish_turn_weight if turn_weight is None else turn_weight,
         )
+        swap_weight = _non_negative(
+            "swap_weight",
+            self.config.polish_swap_weight if swap_weight is None else swap_weight,
+        )
         batch_size = int(batch_size or self.config.batch_size)
         validation = self._checked_splits(train, validation)
         keras.utils.set_random_seed(self.config.seed)
@@ -1115,6 +1126,7 @@ class TractAAE:
             epochs=epochs,
             noise=noise,
             turn_weight=turn_weight,
+            swap_weight=swap_weight,
             batch_size=batch_size,
             replicas=1,
             first_epoch=self.config.epochs + self.config.resolved_polish_epochs(),
@@ -1127,9 +1139,11 @@ class TractAAE:
         self.config.polish_epochs = total
         self.config.polish_noise = noise
         self.config.polish_turn_weight = turn_weight
+        self.config.polish_swap_weight = swap_weight
         self.metadata.config["polish_epochs"] = total
         self.metadata.config["polish_noise"] = noise
         self.metadata.config["polish_turn_weight"] = turn_weight
+        self.metadata.config["polish_swap_weight"] = swap_weight
         self.metadata.training["polish"] = record
         self.calibrate(train)
         return record
@@ -1142,6 +1156,7 @@ class TractAAE:
         epochs,
         noise,
         turn_weight,
+        swap_weight,
         batch_size,
         replicas,
         first_epoch,
@@ -1152,7 +1167,9 @@ class TractAAE:
         decoder learns, from a fresh Adam with the cosine decay from
         ``learning_rate``, decoding codes with ``noise`` times the batch's
         spread of each latent dimension added (with ``turn_weight`` > 0:
-        for the excess-turn penalty alone, the losses decoding the codes).
+        for the excess-turn penalty alone, the losses decoding the codes),
+        and with ``swap_weight`` > 0 scoring the length of codes given
+        latent dimension 0 of another code of their bundle.
 
         The encoder is fixed, so every code, and a fitted prior, stays as
         adversarial training left it. No checkpoint is written: a run
@@ -1167,16 +1184,18 @@ class TractAAE:
             train, validation, batch_size, first_epoch, replicas
         )
         logger.info(
-            "decoder-only stage: %d epochs, encoder and prior fixed, code noise %g%s",
+            "decoder-only stage: %d epochs, encoder and prior fixed, code noise %g%s%s",
             epochs,
             noise,
             f", excess-turn weight {turn_weight:g}" if turn_weight > 0 else "",
+            f", swapped-length weight {swap_weight:g}" if swap_weight > 0 else "",
         )
         main_optimizers = network._opt
         start = time.perf_counter()
         network.decoder_only = True
         network.code_noise = noise
         network.turn_weight = turn_weight
+        network.swap_weight = swap_weight
         try:
             self._compile(decay_steps=max(epochs * len(train_batches), 1))
             result = network.fit(
@@ -1191,12 +1210,14 @@ class TractAAE:
             network.decoder_only = False
             network.code_noise = 0.0
             network.turn_weight = 0.0
+            network.swap_weight = 0.0
             network._opt = network.optimizer = main_optimizers
             network.train_function = None
         return {
             "epochs": epochs,
             "noise": noise,
             "turn_weight": turn_weight,
+            "swap_weight": swap_weight,
             "seconds": round(time.perf_counter() - start, 2),
             **{
                 key: [float(v) for v in result.history[key]]
