@@ -747,6 +747,20 @@ def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
     assert len(seen) > 1  # the partner is drawn, not fixed
 
 
+def test_swapped_length_is_for_length_models(tiny_splits, tiny_trained):
+    """The swapped-length loss scores lengths: a model of another attribute
+    (age) refuses it, when built and when polished."""
+    import dataclasses
+
+    train, _ = tiny_splits
+    aged = dataclasses.replace(train, attribute_name="age")
+    with pytest.raises(ConfigError, match="polish_swap_weight asks latent dimension 0"):
+        TractAAE.from_dataset(aged, polish_swap_weight=0.1, **TINY)
+    model = TractAAE.from_dataset(aged, **TINY)
+    with pytest.raises(ConfigError, match="this model's attribute is 'age'"):
+        model.polish(aged, epochs=1, swap_weight=0.1, verbose=0)
+
+
 def test_code_noise_moves_only_the_decoded_codes(tiny_trained, tiny_splits):
     """In the decoder-only stage the decoder sees noisy codes (a larger
     reconstruction loss than without noise, from the same weights), while

@@ -149,13 +149,18 @@ def test_train_resume_continues_from_the_checkpoint(workdir):
     assert polish["swap_weight"] == 0.3
 
 
-def test_train_on_a_phantom_with_age(tmp_path):
+def test_train_on_a_phantom_with_age(tmp_path, capsys):
     from aae_tract.data_fetchers import make_phantom
     from aae_tract.model import TractAAE
 
     data = make_phantom(tmp_path / "phantom", n_subjects=3, n_per_bundle=8, seed=1)
     out = tmp_path / "out"
     args = [data, *TINY_ARGS, "--attribute", "age", "--epochs", "1", "--out_dir", out]
+    # the swapped-length loss asks dimension 0 for lengths: not for age
+    assert run_cli("aae_tract_train", *args, "--polish_swap_weight", "0.1") == 1
+    message = "".join(capsys.readouterr())
+    assert "--polish_swap_weight asks latent dimension 0 for streamline" in message
+    assert "'age'" in message and "Loaded" not in message
     assert run_cli("aae_tract_train", *args) == 0
     model = TractAAE.load(out / "aae_tract_model.keras")
     assert model.attribute_name == "age"

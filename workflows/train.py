@@ -420,7 +420,10 @@ class TrainFlow(AAEWorkflow):
             constant_lr=constant_lr,
             seed=seed,
         )
+        from aae_tract.model.config import check_swap_weight
         from aae_tract.registration import check_register
+
+        check_swap_weight(config.polish_swap_weight, attribute)
 
         register, register_transform = check_register(register, register_transform)
         paths = self._prepare_train_outputs(

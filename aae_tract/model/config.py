@@ -577,6 +577,35 @@ def option_name(field):
     return f"--{field}" if field in TRAIN_OPTIONS else field
 
 
+def check_swap_weight(weight, attribute_name, what="--polish_swap_weight"):
+    """ConfigError for a swapped-length weight above 0 on a model whose
+    attribute is not length.
+
+    The loss (``polish_swap_weight``) scores streamline lengths against latent
+    dimension 0, which any other model ties to its own attribute.
+
+    Parameters
+    ----------
+    weight : float
+        The weight asked for.
+    attribute_name : str
+        The model's attribute (``"length"``, ``"age"``, ...).
+    what : str, optional
+        How the message names the weight.
+
+    Raises
+    ------
+    ConfigError
+        When ``weight`` > 0 and ``attribute_name`` is not ``"length"``.
+    """
+    if weight > 0 and attribute_name != "length":
+        raise ConfigError(
+            f"{what} asks latent dimension 0 for streamline lengths, which only "
+            f"a length model ties to it; this model's attribute is "
+            f"{attribute_name!r} (leave it at 0)"
+        )
+
+
 #: Values of fields that model files written before the field existed imply.
 STORED_DEFAULTS = {
     "prior": "gaussian",

@@ -29,7 +29,7 @@ from aae_tract.errors import (
 )
 from aae_tract.model import parallel
 from aae_tract.model.aae import ConditionalAAE, posterior_draw
-from aae_tract.model.config import AAEConfig, option_name
+from aae_tract.model.config import AAEConfig, check_swap_weight, option_name
 from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
 from aae_tract.model.networks import ArcLengthCurve
 from aae_tract.model.priors import FITTED_PRIORS
@@ -362,6 +362,7 @@ class TractAAE:
         # the file stores the values that fields left to what the AR loss
         # orders resolve to (prior, adv_weight, ar_weight, ar_soft)
         config = AAEConfig.from_dict(values, strict=True).resolved()
+        check_swap_weight(config.polish_swap_weight, dataset.attribute_name)
         keras.utils.set_random_seed(config.seed)
         network = ConditionalAAE(**config.network_config())
         normalizer = Normalizer().fit(dataset.x)
@@ -1116,6 +1117,7 @@ class TractAAE:
             "swap_weight",
             self.config.polish_swap_weight if swap_weight is None else swap_weight,
         )
+        check_swap_weight(swap_weight, self.attribute_name, "swap_weight")
         batch_size = int(batch_size or self.config.batch_size)
         validation = self._checked_splits(train, validation)
         keras.utils.set_random_seed(self.config.seed)
