@@ -718,12 +718,16 @@ def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
     def value(t):
         return float(keras.ops.convert_to_numpy(t))
 
+    def swapped(x, z, onehot):
+        decoded, _ = net.decode(z, onehot)
+        return [value(t) for t in net._swap_terms(x, z, onehot, decoded)]
+
     x, onehot, z = tensors([int(np.flatnonzero(labels == b)[0]) for b in range(3)])
     decoded, _ = net.decode(z, onehot)
     for _ in range(3):
-        assert value(net._swapped_length(x, z, onehot)) == pytest.approx(
-            value(log_length_mse(x, decoded)), rel=1e-5
-        )
+        length, turn = swapped(x, z, onehot)
+        assert length == pytest.approx(value(log_length_mse(x, decoded)), rel=1e-5)
+        assert turn == pytest.approx(0.0, abs=1e-6)  # each code its own
     # the shortest and the longest streamline of bundle 0
     own = np.flatnonzero(labels == 0)
     rows = [int(own[np.argmin(lengths[own])]), int(own[np.argmax(lengths[own])])]
@@ -741,7 +745,7 @@ def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
     possible = np.add.outer(errors[0], errors[1]).ravel() / 2
     seen = set()
     for _ in range(40):
-        gap = np.abs(possible - value(net._swapped_length(x, z, onehot)))
+        gap = np.abs(possible - swapped(x, z, onehot)[0])
         assert gap.min() < 1e-4 * possible.max(), (gap, possible)
         seen.add(int(np.argmin(gap)))
     assert len(seen) > 1  # the partner is drawn, not fixed

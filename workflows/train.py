@@ -292,7 +292,9 @@ class TrainFlow(AAEWorkflow):
             decoder learns to follow dimension 0 whatever the other
             dimensions, as generation does when it sets a length, so that
             requests near the ends of a bundle's range come out at the
-            length asked (see doc/benchmarks.md). 0: none.
+            length asked; those streamlines also pay the --polish_turn_weight
+            penalty on turning more than the codes' own. Only for
+            --attribute length (see doc/benchmarks.md). 0: none.
         constant_lr : bool, optional
             Keep the learning rate constant instead of the cosine decay.
         val_fraction : float, optional

@@ -319,11 +319,9 @@ class ConditionalAAE(keras.Model):
             if x_noisy is not None
             else ops.zeros((), "float32")
         )
-        swap = (
-            self._swapped_length(x, z, onehot)
-            if training and self.decoder_only and self.swap_weight > 0
-            else ops.zeros((), "float32")
-        )
+        swap = swap_turn = ops.zeros((), "float32")
+        if training and self.decoder_only and self.swap_weight > 0:
+            swap, swap_turn = self._swap_terms(x, z, onehot, x_hat)
         recon = reconstruction_mse(x, x_hat)
         smooth = second_difference_mse(x, x_hat)
         length = log_length_mse(x, x_hat)
@@ -373,6 +371,7 @@ class ConditionalAAE(keras.Model):
             + cfg.smooth_weight * smooth
             + self.turn_weight * turn
             + self.swap_weight * swap
+            + self.turn_weight * swap_turn
             + cfg.log_var_weight * spread
             + self.reg_scale
             * (cfg.ar_weight * ar + cfg.adv_weight * gen + cfg.mmd_weight * mmd)
@@ -392,9 +391,10 @@ class ConditionalAAE(keras.Model):
             parts["mmd_loss"] = mmd
         return total, parts, z
 
-    def _swapped_length(self, x, z, onehot):
+    def _swap_terms(self, x, z, onehot, x_hat):
         """How far from the length it stands for each code decodes when its
-        latent dimension 0 is that of another code of its bundle.
+        latent dimension 0 is that of another code of its bundle, and how
+        much more it turns then.
 
         Each code of the batch takes dimension 0 from a code of its bundle
         drawn at random (itself included) and keeps its other dimensions; its
@@ -407,6 +407,16 @@ class ConditionalAAE(keras.Model):
         generation sets a length (:func:`aae_tract.generate.match_length`
         moves dimension 0 alone), also at the ends of a bundle's range where
         the data hold few streamlines.
+
+        A decoder can add length by crumpling a streamline as well as by
+        extending it, so the second term is how much more the swapped codes'
+        streamlines turn per step than ``x_hat``, the codes' own
+        (:func:`~aae_tract.model.losses.excess_turn`), weighted as the noisy
+        codes' (``turn_weight``).
+
+        Returns
+        -------
+        length, turn : scalar tensors
         """
         same = ops.matmul(onehot, ops.transpose(onehot))
         partner = keras.random.categorical(
@@ -417,7 +427,10 @@ class ConditionalAAE(keras.Model):
             ops.concatenate([z0, z[:, 1:]], axis=1), onehot, training=True
         )
         target = ops.take(polyline_length(ops.cast(x, "float32")), partner, axis=0)
-        return length_target_mse(swapped, ops.stop_gradient(target))
+        return (
+            length_target_mse(swapped, ops.stop_gradient(target)),
+            excess_turn(swapped, x_hat),
+        )
 
     def _reports(self, name):
         """Whether the loss ``name`` is part of this model (always, except the

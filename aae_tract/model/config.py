@@ -188,7 +188,10 @@ class AAEConfig:
         the decoder learns to follow dimension 0 whatever the other
         dimensions, as generation asks it to when it sets a length, also at
         the ends of a bundle's range where the data hold few streamlines.
-        0: none. Default 0.
+        Those streamlines also pay ``polish_turn_weight``'s penalty on
+        turning more than the codes' own, so that the decoder does not make
+        length by crumpling. Only for a length model
+        (:func:`check_swap_weight`). 0: none. Default 0.
 
     Raises
     ------
