@@ -10,6 +10,14 @@ how far the median produced length lies from each request, in percent. A
 model whose latent dimension 0 stops moving the decoded length near an end of
 the range shows it there, with the warning ``generate`` gives.
 
+It also prints how much the other dimensions move the length: each of up to
+100 bank codes of a bundle is moved, in every dimension but 0, by the
+difference between the mean code of the next training subject and that of
+its own (as generation moves codes to new subjects), and the median change
+of the decoded mean streamline's length is given in percent. Generation
+corrects such a change by moving dimension 0 (``match_length``); the smaller
+it is, the more dimension 0 alone sets the length.
+
 Usage::
 
     python benchmarks/length_reach.py 'models/emb_seed{seed}.keras' \\
@@ -70,8 +78,53 @@ def reach(model, *, targets=5, n_streamlines=50, seed=0, options=None):
                 **(options or {}),
             )
             errors.append(float(abs(np.median(result.lengths) - length) / length * 100))
-        out[bundle] = {"targets": asked.tolist(), "error_pct": errors}
+        out[bundle] = {
+            "targets": asked.tolist(),
+            "error_pct": errors,
+            "subject_shift_pct": subject_shift_pct(model, bundle, seed=seed),
+        }
     return out
+
+
+def _percent(value):
+    return "-" if value is None else f"{value:.1f}"
+
+
+def subject_shift_pct(model, bundle, *, n_codes=100, seed=0):
+    """Median percent change of the decoded length when bank codes move to
+    the next training subject in every dimension but 0.
+
+    Parameters
+    ----------
+    model : TractAAE
+    bundle : str
+    n_codes : int
+        Bank codes drawn (all when the bank holds fewer).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    float or None
+        None for a bank without subjects (a model file from before banks kept
+        them, or a single training subject).
+    """
+    from aae_tract.generate import _bank
+    from aae_tract.streamlines import streamline_lengths
+
+    z, _, subject, means = _bank(model, bundle)
+    if subject is None or len(means) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(z), min(n_codes, len(z)), replace=False)
+    codes = z[rows].astype(np.float32)
+    shift = means[(subject[rows] + 1) % len(means)] - means[subject[rows]]
+    shift[:, 0] = 0.0
+    before = streamline_lengths(model.decode(codes, bundle, texture=False))
+    after = streamline_lengths(
+        model.decode((codes + shift).astype(np.float32), bundle, texture=False)
+    )
+    return float(np.median(np.abs(after / before - 1.0)) * 100)
 
 
 def main(argv=None):
@@ -108,10 +161,18 @@ def main(argv=None):
                         " ".join(f"{t:.0f}" for t in cells["targets"]),
                         " ".join(f"{e:.1f}" for e in cells["error_pct"]),
                         f"{max(cells['error_pct']):.1f}",
+                        _percent(cells["subject_shift_pct"]),
                     ]
                 )
                 print(" | ".join(rows[-1]), flush=True)
-    head = ["model", "bundle", "targets (mm)", "error of the median (%)", "worst"]
+    head = [
+        "model",
+        "bundle",
+        "targets (mm)",
+        "error of the median (%)",
+        "worst",
+        "length moved by a subject shift (%)",
+    ]
     print(quality._render([], head, rows))
     if args.out:
         with open(args.out, "w") as f:
