@@ -110,7 +110,6 @@ def subject_shift_pct(model, bundle, *, n_codes=100, seed=0):
         them, or a single training subject).
     """
     from aae_tract.generate import _bank
-    from aae_tract.streamlines import streamline_lengths
 
     z, _, subject, means = _bank(model, bundle)
     if subject is None or len(means) < 2:
@@ -120,10 +119,8 @@ def subject_shift_pct(model, bundle, *, n_codes=100, seed=0):
     codes = z[rows].astype(np.float32)
     shift = means[(subject[rows] + 1) % len(means)] - means[subject[rows]]
     shift[:, 0] = 0.0
-    before = streamline_lengths(model.decode(codes, bundle, texture=False))
-    after = streamline_lengths(
-        model.decode((codes + shift).astype(np.float32), bundle, texture=False)
-    )
+    before = model.decoded_lengths(codes, bundle)
+    after = model.decoded_lengths((codes + shift).astype(np.float32), bundle)
     return float(np.median(np.abs(after / before - 1.0)) * 100)
 
 

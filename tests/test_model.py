@@ -702,6 +702,16 @@ def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
     model, _ = tiny_trained
     train, _ = tiny_splits
     net = model.network
+    shared = net.seed_generator  # the fixture's, left as it was
+    net.seed_generator = keras.random.SeedGenerator(3)
+    try:
+        _check_swapped_length(model, train)
+    finally:
+        net.seed_generator = shared
+
+
+def _check_swapped_length(model, train):
+    net = model.network
     labels = np.asarray(train.labels)
     steps = [np.linalg.norm(np.diff(s, axis=0), axis=1) for s in train.x]
     lengths = np.array([np.sum(s) for s in steps])
@@ -749,6 +759,49 @@ def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
         assert gap.min() < 1e-4 * possible.max(), (gap, possible)
         seen.add(int(np.argmin(gap)))
     assert len(seen) > 1  # the partner is drawn, not fixed
+
+
+def test_swapped_length_weighs_in_the_decoder_only_stage_alone(
+    tiny_trained, tiny_splits
+):
+    """With ``swap_weight`` the total loss of a decoder-only step grows by the
+    weighted swapped-length term (the other losses as they were, the
+    texture's draw aside); outside the stage the weight changes nothing."""
+    model, _ = tiny_trained
+    train, _ = tiny_splits
+    net = model.network
+    x, onehot, attribute = (
+        keras.ops.convert_to_tensor(np.asarray(v, dtype="float32"))
+        for v in (
+            model.normalizer.transform(np.asarray(train.x[:64], dtype="float32")),
+            model.onehot(np.asarray(train.labels[:64])),
+            train.attribute[:64],
+        )
+    )
+    shared = net.seed_generator
+
+    def losses(**state):
+        net.seed_generator = keras.random.SeedGenerator(7)
+        for key, value in state.items():
+            setattr(net, key, value)
+        try:
+            total, parts, _ = net.autoencoder_losses(x, onehot, attribute)
+        finally:
+            net.decoder_only, net.swap_weight, net.turn_weight = False, 0.0, 0.0
+            net.seed_generator = shared
+        numbers = {k: float(keras.ops.convert_to_numpy(v)) for k, v in parts.items()}
+        return float(keras.ops.convert_to_numpy(total)), numbers
+
+    # (dropout draws from its own seeds: the same up to its noise)
+    plain, _ = losses()
+    assert losses(swap_weight=100.0)[0] == pytest.approx(plain, rel=1e-3)
+    base, clean = losses(decoder_only=True)
+    total, parts = losses(decoder_only=True, swap_weight=100.0)
+    for key in ("recon_loss", "length_loss", "direction_loss"):
+        assert parts[key] == pytest.approx(clean[key], rel=1e-3), key
+    drawn = parts["texture_loss"] - clean["texture_loss"]
+    texture = net.config.texture_weight * drawn
+    assert total - base - texture > 0.01, (total, base, texture)
 
 
 def test_swapped_length_is_for_length_models(tiny_splits, tiny_trained):

@@ -284,7 +284,9 @@ class TrainFlow(AAEWorkflow):
             how much more their streamlines turn than the codes' own, so the
             decoder crumples fewer streamlines between codes without giving
             back the reconstruction gain (see doc/benchmarks.md). 0: the
-            noisy codes feed the reconstruction losses.
+            noisy codes feed the reconstruction losses. With
+            --polish_swap_weight it also weights the same penalty on the
+            swapped codes' streamlines.
         polish_swap_weight : float, optional
             Weight, during the decoder-only stage, of a loss on the length
             each code decodes to with latent dimension 0 of another code of
@@ -293,7 +295,7 @@ class TrainFlow(AAEWorkflow):
             dimensions, as generation does when it sets a length, so that
             requests near the ends of a bundle's range come out at the
             length asked; those streamlines also pay the --polish_turn_weight
-            penalty on turning more than the codes' own. Only for
+            penalty on turning more per step than the codes' own. Only for
             --attribute length (see doc/benchmarks.md). 0: none.
         constant_lr : bool, optional
             Keep the learning rate constant instead of the cosine decay.

@@ -408,19 +408,20 @@ class ConditionalAAE(keras.Model):
         moves dimension 0 alone), also at the ends of a bundle's range where
         the data hold few streamlines.
 
-        A decoder can add length by crumpling a streamline as well as by
-        extending it, so the second term is how much more the swapped codes'
-        streamlines turn per step than ``x_hat``, the codes' own
-        (:func:`~aae_tract.model.losses.excess_turn`), weighted as the noisy
-        codes' (``turn_weight``).
+        The second term holds the swapped codes' streamlines, as the noisy
+        codes' are held, to turn no more per step than ``x_hat``, the codes'
+        own (:func:`~aae_tract.model.losses.excess_turn`, weighted by
+        ``turn_weight``): a code asked for another length than its own is
+        off the codes the decoder learned to draw.
 
         Returns
         -------
         length, turn : scalar tensors
         """
         same = ops.matmul(onehot, ops.transpose(onehot))
+        # logits: 0 for the codes of the row's bundle, -1e9 (never) for others
         partner = keras.random.categorical(
-            ops.log(same + 1e-9), 1, seed=self.seed_generator
+            ops.where(same > 0.5, 0.0, -1e9), 1, seed=self.seed_generator
         )[:, 0]
         z0 = ops.take(z[:, :1], partner, axis=0)
         swapped, _ = self.decode(

@@ -180,7 +180,8 @@ class AAEConfig:
         from crumpling streamlines between codes without blurring what it
         reconstructs, which decoding the noisy codes does
         (doc/benchmarks.md). 0: the noisy codes feed the losses. Default
-        0.0006.
+        0.0006. With ``polish_swap_weight`` > 0 it also weights the same
+        penalty on the swapped codes' streamlines (with or without noise).
     polish_swap_weight : float
         During the decoder-only stage, weight of a loss on the length that
         each code decodes to when its latent dimension 0 is that of another
@@ -189,8 +190,8 @@ class AAEConfig:
         dimensions, as generation asks it to when it sets a length, also at
         the ends of a bundle's range where the data hold few streamlines.
         Those streamlines also pay ``polish_turn_weight``'s penalty on
-        turning more than the codes' own, so that the decoder does not make
-        length by crumpling. Only for a length model
+        turning more per step than the codes' own, as noisy codes do. Only
+        for a length model
         (:func:`check_swap_weight`). 0: none. Default 0.
 
     Raises
