@@ -693,6 +693,19 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
         loaded.polish(train, epochs=1, swap_weight=float("inf"))
 
 
+def _batch(model, train, rows):
+    """``(x, onehot, attribute)`` tensors of the rows of ``train`` as the
+    network's losses take them (normalized streamlines)."""
+    return tuple(
+        keras.ops.convert_to_tensor(np.asarray(v, dtype="float32"))
+        for v in (
+            model.normalizer.transform(np.asarray(train.x[rows], dtype="float32")),
+            model.onehot(np.asarray(train.labels)[rows]),
+            np.asarray(train.attribute)[rows],
+        )
+    )
+
+
 def test_swapped_length_pairs_codes_of_one_bundle(tiny_trained, tiny_splits):
     """The swapped-length loss gives each code dimension 0 of a code of its
     own bundle: with one code per bundle each keeps its own, and the loss is
@@ -717,12 +730,7 @@ def _check_swapped_length(model, train):
     lengths = np.array([np.sum(s) for s in steps])
 
     def tensors(rows):
-        x = keras.ops.convert_to_tensor(
-            model.normalizer.transform(np.asarray(train.x[rows], dtype="float32"))
-        )
-        onehot = keras.ops.convert_to_tensor(
-            np.asarray(model.onehot(labels[rows]), dtype="float32")
-        )
+        x, onehot, _ = _batch(model, train, rows)
         return x, onehot, net.encode_mean(x)
 
     def value(t):
@@ -770,14 +778,7 @@ def test_swapped_length_weighs_in_the_decoder_only_stage_alone(
     model, _ = tiny_trained
     train, _ = tiny_splits
     net = model.network
-    x, onehot, attribute = (
-        keras.ops.convert_to_tensor(np.asarray(v, dtype="float32"))
-        for v in (
-            model.normalizer.transform(np.asarray(train.x[:64], dtype="float32")),
-            model.onehot(np.asarray(train.labels[:64])),
-            train.attribute[:64],
-        )
-    )
+    x, onehot, attribute = _batch(model, train, slice(0, 64))
     shared = net.seed_generator
 
     def losses(**state):
@@ -825,14 +826,7 @@ def test_code_noise_moves_only_the_decoded_codes(tiny_trained, tiny_splits):
     model, _ = tiny_trained
     train, _ = tiny_splits
     net = model.network
-    x, onehot, attribute = (
-        keras.ops.convert_to_tensor(np.asarray(v, dtype="float32"))
-        for v in (
-            model.normalizer.transform(np.asarray(train.x[:64], dtype="float32")),
-            model.onehot(np.asarray(train.labels[:64])),
-            train.attribute[:64],
-        )
-    )
+    x, onehot, attribute = _batch(model, train, slice(0, 64))
 
     def losses(**state):
         for key, value in state.items():

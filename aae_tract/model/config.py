@@ -191,8 +191,7 @@ class AAEConfig:
         the ends of a bundle's range where the data hold few streamlines.
         Those streamlines also pay ``polish_turn_weight``'s penalty on
         turning more per step than the codes' own, as noisy codes do. Only
-        for a length model
-        (:func:`check_swap_weight`). 0: none. Default 0.
+        for a length model (:func:`check_swap_weight`). 0: none. Default 0.
 
     Raises
     ------
