@@ -41,6 +41,12 @@ _FAMILIES = (
 )
 
 
+#: Name of the decoder-only stage's phase, and the suffix of its curves, in
+#: the training curves.
+STAGE_PHASE = "decoder-only stage"
+STAGE_SUFFIX = "(decoder-only)"
+
+
 def _family_of(base):
     for title, test in _FAMILIES:
         if test(base.lower()):
@@ -56,7 +62,34 @@ def _epoch_axis(n_values, n_epochs):
     return np.linspace(n_epochs / n_values, n_epochs, n_values)
 
 
-def plot_training_curves(history, out_png, *, title=None, phases=None):
+def _curves(history, stage=None):
+    """The curves to draw, their epochs (1-based) and the last epoch.
+
+    The history's curves span its epochs (a shorter one spread over them);
+    the decoder-only stage's ``recon_loss`` and ``val_recon_loss`` follow
+    them, named with :data:`STAGE_SUFFIX`.
+    """
+    curves = {}
+    for key, values in dict(history).items():
+        arr = np.asarray(values, dtype=float).reshape(-1)
+        if arr.size:
+            curves[str(key)] = arr
+    if not curves:
+        raise ValueError("history holds no curve to plot (it is empty)")
+    n_epochs = max(len(v) for v in curves.values())
+    xs = {key: _epoch_axis(len(y), n_epochs) for key, y in curves.items()}
+    last = n_epochs
+    for key in ("recon_loss", "val_recon_loss"):
+        values = np.asarray((stage or {}).get(key, []), dtype=float).reshape(-1)
+        if values.size:
+            name = f"{key} {STAGE_SUFFIX}"
+            curves[name] = values
+            xs[name] = np.arange(n_epochs + 1, n_epochs + values.size + 1)
+            last = max(last, n_epochs + values.size)
+    return curves, xs, last
+
+
+def plot_training_curves(history, out_png, *, title=None, phases=None, stage=None):
     """Plot training curves, one panel per loss family.
 
     Parameters
@@ -77,6 +110,13 @@ def plot_training_curves(history, out_png, *, title=None, phases=None):
         begins and its name (e.g. ``[(41, "self-training")]``), marked on
         every panel by a vertical line before that epoch and named in the
         legend.
+    stage : dict, optional
+        The record of the decoder-only stage that follows the epochs of
+        ``history`` (``model.metadata.training["polish"]``). Its
+        ``recon_loss`` and ``val_recon_loss`` per epoch are drawn in the
+        reconstruction panel after the last epoch of ``history``, as
+        ``recon_loss (decoder-only)``, and its first epoch is marked on every
+        panel as a phase. A record without curves (or None) draws nothing.
 
     Returns
     -------
@@ -88,14 +128,11 @@ def plot_training_curves(history, out_png, *, title=None, phases=None):
     ValueError
         If ``history`` holds no curve with at least one value.
     """
-    curves = {}
-    for key, values in dict(history).items():
-        arr = np.asarray(values, dtype=float).reshape(-1)
-        if arr.size:
-            curves[str(key)] = arr
-    if not curves:
-        raise ValueError("history holds no curve to plot (it is empty)")
-    n_epochs = max(len(v) for v in curves.values())
+    curves, xs, last = _curves(history, stage)
+    phases = list(phases or ())
+    n_epochs = max(len(v) for k, v in curves.items() if not k.endswith(STAGE_SUFFIX))
+    if last > n_epochs:
+        phases.append((n_epochs + 1, STAGE_PHASE))
 
     panels = {}
     for key in curves:
@@ -117,7 +154,7 @@ def plot_training_curves(history, out_png, *, title=None, phases=None):
                 y = curves[key]
                 is_val = key.startswith("val_")
                 ax.plot(
-                    _epoch_axis(len(y), n_epochs),
+                    xs[key],
                     y,
                     color=color,
                     linestyle="--" if is_val else "-",
@@ -126,7 +163,7 @@ def plot_training_curves(history, out_png, *, title=None, phases=None):
                     label=key,
                 )
                 all_values.append(y[np.isfinite(y)])
-        for start, name in phases or ():
+        for start, name in phases:
             ax.axvline(
                 start - 0.5, color="0.45", linestyle=":", linewidth=1.2, label=name
             )
@@ -134,6 +171,7 @@ def plot_training_curves(history, out_png, *, title=None, phases=None):
         if values.size and values.min() > 0 and values.max() / values.min() > 30:
             ax.set_yscale("log")
         ax.set_title(family)
+        ax.set_xlim(0.5, last + 0.5)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)

@@ -296,6 +296,29 @@ def test_plot_training_curves_marks_the_phases(tmp_path):
     _no_temp_files(tmp_path)
 
 
+def test_training_curves_draw_the_decoder_only_stage_after_the_epochs(tmp_path):
+    history = _history()
+    n = len(history["loss"])
+    stage = {"epochs": 4, "recon_loss": [0.5, 0.4, 0.35, 0.3], "val_recon_loss": []}
+    curves, xs, last = plots._curves(history, stage)
+    assert last == n + 4
+    name = f"recon_loss {plots.STAGE_SUFFIX}"
+    np.testing.assert_array_equal(xs[name], np.arange(n + 1, n + 5))
+    np.testing.assert_array_equal(curves[name], stage["recon_loss"])
+    np.testing.assert_array_equal(xs["loss"], np.arange(1, n + 1))
+    assert f"val_recon_loss {plots.STAGE_SUFFIX}" not in curves  # empty: not drawn
+    assert plots._curves(history, None)[2] == n
+    # drawn: the stage's curve in the next colour, and its phase marked
+    plain = plots.plot_training_curves(history, tmp_path / "plain.png")
+    staged = plots.plot_training_curves(history, tmp_path / "staged.png", stage=stage)
+
+    def orange(path):
+        return _pixels_near(_image(path).astype(int), (1.0, 0.50, 0.05), tol=30)
+
+    assert orange(staged) > orange(plain) + 50
+    _no_temp_files(tmp_path)
+
+
 def test_plot_training_curves_unknown_keys_and_short_lists(tmp_path):
     history = {"custom_metric": [3.0, 2.0, 1.5], "val_custom_metric": [3.5], "x": [1]}
     _assert_not_blank(plots.plot_training_curves(history, tmp_path / "c.png"))

@@ -147,6 +147,11 @@ def test_train_resume_continues_from_the_checkpoint(workdir):
     assert len(polish["val_recon_loss"]) == 2
     assert (polish["noise"], polish["turn_weight"]) == (0.05, 0.001)
     assert polish["swap_weight"] == 0.3
+    # the history file and the curves carry the stage after the epochs
+    stage = history["decoder_only_stage"]
+    assert (
+        stage["from_epoch"] == 4 and stage["val_recon_loss"] == polish["val_recon_loss"]
+    )
 
 
 def test_train_on_a_phantom_with_age(tmp_path, capsys):

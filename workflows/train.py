@@ -357,7 +357,9 @@ class TrainFlow(AAEWorkflow):
             Name of the model file.
         out_history : string, optional
             Name of the JSON file with the losses of every epoch (after
-            self-training, "phases" gives the epoch at which it began).
+            self-training, "phases" gives the epoch at which it began); the
+            decoder-only stage's reconstruction losses follow apart, under
+            "decoder_only_stage".
         out_curves : string, optional
             Name of the picture of the training curves.
         out_latent : string, optional
@@ -783,24 +785,39 @@ def _save_outputs(
     record = {"epochs": n_epochs}
     if phases:
         record["phases"] = [{"from_epoch": e, "name": n} for e, n in phases]
+    stage = model.metadata.training.get("polish")
+    if stage:
+        # after the epochs of the lists below, recorded apart from them
+        record["decoder_only_stage"] = {"from_epoch": n_epochs + 1, **stage}
     write_json_atomic(paths["out_history"], {**record, **history})
+    extra = _stage_title(stage)
     _plot_outputs(
         model,
         history,
         paths,
         train,
         validation,
-        title=f"aae_tract training ({backend_name}, {n_epochs} epochs)",
+        title=f"aae_tract training ({backend_name}, {n_epochs} epochs{extra})",
         phases=phases,
+        stage=stage,
     )
     return n_epochs
 
 
-def _plot_outputs(model, history, paths, train, validation, *, title, phases=None):
+def _stage_title(stage):
+    """`` + N decoder-only`` for the curves' title, or nothing."""
+    return f" + {stage['epochs']} decoder-only" if stage and stage.get("epochs") else ""
+
+
+def _plot_outputs(
+    model, history, paths, train, validation, *, title, phases=None, stage=None
+):
     """Draw the training curves and the latent space of the held-out streamlines."""
     from aae_tract.plots import plot_latent_space, plot_training_curves
 
-    plot_training_curves(history, paths["out_curves"], title=title, phases=phases)
+    plot_training_curves(
+        history, paths["out_curves"], title=title, phases=phases, stage=stage
+    )
     shown, what = (validation, "held-out") if len(validation) else (train, "train")
     z = model.encode_prepared(shown.x)
     rng = np.random.default_rng(0)

@@ -61,7 +61,9 @@ print(train.registration.describe())
 model = TractAAE.from_dataset(train, epochs=epochs, seed=0)
 history = model.fit(train, held_out, verbose=2)
 model.save(out / "example_model.keras")
-plot_training_curves(history, out / "tutorial_training_curves.png")
+# the decoder-only stage after the epochs, drawn after them
+stage = model.metadata.training.get("polish")
+plot_training_curves(history, out / "tutorial_training_curves.png", stage=stage)
 
 ###############################################################################
 # The latent space of the held-out streamlines: by bundle, by length, and
