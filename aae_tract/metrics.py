@@ -107,7 +107,7 @@ import time
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT_SUBJECT_NOISE
+from aae_tract.generate import DEFAULT
 
 logger = logging.getLogger(__name__)
 
@@ -1170,7 +1170,7 @@ def _length_targets(
     model, name, n_targets, n_generate, rng, sampling, batch_size, bank_kwargs=None
 ):
     """``length_mae_mm`` and ``length_error_pct*`` from one generated batch."""
-    from aae_tract.generate import sample_latent
+    from aae_tract.generate import draw_streamlines
     from aae_tract.streamlines import streamline_lengths as _lengths
 
     row = {
@@ -1183,15 +1183,16 @@ def _length_targets(
     if model.attribute_name != "length" or not stats:
         return row
     targets = np.linspace(stats["p05"], stats["p95"], n_targets)
-    zt = sample_latent(
+    _, generated = draw_streamlines(
         model,
         name,
         np.repeat(targets, n_generate),
         sampling=sampling,
         rng=rng,
+        batch_size=batch_size,
         **(bank_kwargs or {}),
     )
-    produced = _lengths(model.decode(zt, name, texture=rng, batch_size=batch_size))
+    produced = _lengths(generated)
     produced = produced.reshape(n_targets, n_generate)
     errors = length_error_pct(targets, produced)
     row["length_mae_mm"] = length_mae(targets, produced)
@@ -1216,7 +1217,7 @@ def _band_row(
     """``band_precision`` of bundle ``name`` with its per-band shares.
 
     :data:`BAND_STREAMLINES` streamlines are generated at attribute values
-    drawn from ``attributes`` (``sample_latent`` keyword arguments
+    drawn from ``attributes`` (``draw_streamlines`` keyword arguments
     ``options``) with a random source of their own, so the other metrics of
     an evaluation do not depend on them, and tested against the real
     streamlines ``real``, as are the bundle's training streamlines ``train``
@@ -1225,15 +1226,20 @@ def _band_row(
     generated share minus its training share), ``band_precision_per_band``
     and ``band_precision_train_per_band``.
     """
-    from aae_tract.generate import sample_latent
+    from aae_tract.generate import draw_streamlines
 
     label = model.bundle_index(name)
     rng = np.random.default_rng((int(seed), 17, int(label)))
     targets = rng.choice(attributes, BAND_STREAMLINES, replace=True)
-    zb = sample_latent(
-        model, name, targets, sampling=sampling, rng=rng, **(options or {})
+    _, generated = draw_streamlines(
+        model,
+        name,
+        targets,
+        sampling=sampling,
+        rng=rng,
+        batch_size=batch_size,
+        **(options or {}),
     )
-    generated = model.decode(zb, name, texture=rng, batch_size=batch_size)
     bands = band_precision(generated, real)
     row = {"band_precision_per_band": bands, "band_precision": None}
     row["band_precision_train_per_band"] = None
@@ -1302,11 +1308,12 @@ def _noise(
     within_subject=True,
     subject_scope="target",
     extend_reach=False,
+    placement_noise=DEFAULT,
 ):
-    """Keyword arguments of ``sample_latent`` for the bank's noises (a
+    """Keyword arguments of ``draw_streamlines`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
-    their subject), ``within_subject``, ``subject_scope`` and
-    ``extend_reach``."""
+    their subject), ``within_subject``, ``subject_scope``, ``extend_reach``
+    and ``placement_noise``."""
     out = {} if noise is None else {"noise": float(noise)}
     return {
         **out,
@@ -1314,6 +1321,7 @@ def _noise(
         "within_subject": within_subject,
         "subject_scope": subject_scope,
         "extend_reach": extend_reach,
+        "placement_noise": placement_noise,
     }
 
 
@@ -1367,10 +1375,11 @@ def evaluate(
     batch_size=1024,
     train=None,
     noise=None,
-    subject_noise=DEFAULT_SUBJECT_NOISE,
+    subject_noise=DEFAULT,
     within_subject=True,
     subject_scope="target",
     extend_reach=False,
+    placement_noise=DEFAULT,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1405,8 +1414,10 @@ def evaluate(
     noise, subject_noise : float, optional
         Noises of ``"bank"`` sampling, and ``subject_noise`` of ``"prior"``
         sampling of a fitted prior too (see
-        :func:`aae_tract.generate.sample_latent`); default: its defaults.
-        ``subject_noise=None`` keeps each code's subject.
+        :func:`aae_tract.generate.sample_latent`); default: its defaults
+        (of ``subject_noise``, the sampling's, see
+        :func:`aae_tract.generate.default_noises`). ``subject_noise=None``
+        keeps each code's subject.
     within_subject : {True, "own", False}
         ``within_subject`` of :func:`aae_tract.generate.sample_latent` (a
         per-subject attribute: each bank code takes the offset in latent
@@ -1418,6 +1429,10 @@ def evaluate(
         the training subjects are compared when codes move to new ones).
     extend_reach : bool
         ``extend_reach`` of :func:`aae_tract.generate.sample_latent`.
+    placement_noise : float
+        ``placement_noise`` of :func:`aae_tract.generate.generate` (rigid
+        moves of the generated streamlines to new subjects' placements;
+        default: the sampling's).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1452,9 +1467,17 @@ def evaluate(
     ``curvature_ratio`` compares all generated streamlines with all held-out
     ones of the bundle (one half with the other in the reference row).
     """
-    from aae_tract.generate import sample_latent
+    from aae_tract.generate import draw_streamlines
 
     start = time.perf_counter()
+    options = _noise(
+        noise,
+        subject_noise,
+        within_subject,
+        subject_scope,
+        extend_reach,
+        placement_noise,
+    )
     if len(dataset) == 0:
         raise AAETractError("evaluation needs held-out streamlines, got none")
     dataset = _at_most(dataset, max_per_bundle, seed, "held-out")
@@ -1494,15 +1517,15 @@ def evaluate(
         a_rows = rows[half_a[rows]]
         n_gen = max(int(n_generate), len(b_rows))
         targets = rng.choice(attribute[rows], n_gen, replace=True)
-        zg = sample_latent(
+        _, gen = draw_streamlines(
             model,
             name,
             targets,
             sampling=sampling,
             rng=rng,
-            **_noise(noise, subject_noise, within_subject, subject_scope, extend_reach),
+            batch_size=batch_size,
+            **options,
         )
-        gen = model.decode(zg, name, texture=rng, batch_size=batch_size)
         quintiles = recon_length_ratio(real, recon[rows])
         row = {
             "recon_mdf_mm": float(recon_error[rows].mean()),
@@ -1531,9 +1554,7 @@ def evaluate(
                 sampling=sampling,
                 seed=seed,
                 batch_size=batch_size,
-                options=_noise(
-                    noise, subject_noise, within_subject, subject_scope, extend_reach
-                ),
+                options=options,
             ),
             **_realism(gen[: len(b_rows)], x[b_rows], seed),
             **_length_targets(
@@ -1544,9 +1565,7 @@ def evaluate(
                 rng,
                 sampling,
                 batch_size,
-                _noise(
-                    noise, subject_noise, within_subject, subject_scope, extend_reach
-                ),
+                options,
             ),
         }
         per_bundle[name] = {k: _clean(row[k]) for k in METRIC_NAMES} | {
@@ -1580,9 +1599,7 @@ def evaluate(
                 train,
                 n_generate,
                 seed,
-                _noise(
-                    noise, subject_noise, within_subject, subject_scope, extend_reach
-                ),
+                options,
             )
         )
     return result

@@ -804,7 +804,7 @@ def main(argv=None):
         help="with --polish: a plain autoencoder of the same run, polished "
         "alike ({seed} filled in)",
     )
-    quality.add_generation_options(parser)
+    quality.add_generation_options(parser, placement=False)
     args = parser.parse_args(argv)
     GENERATION.update(quality.generation_options(args))
     if args.list:

@@ -51,8 +51,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from aae_tract.generate import (  # noqa: E402
+    DEFAULT,
     DEFAULT_NOISE,
+    DEFAULT_PLACEMENT_NOISE,
     DEFAULT_SUBJECT_NOISE,
+    PRIOR_NOISES,
     SUBJECT_SCOPES,
 )
 
@@ -138,12 +141,13 @@ WITHIN_SUBJECT = {"on": True, "own": "own", "off": False}
 SPLIT_SEED = 0
 
 
-def add_generation_options(parser):
-    """``--noise``, ``--subject_scope`` and ``--extend_reach``: bank
-    sampling's noise, where generation compares the training subjects (the
-    options that reproduce numbers measured with earlier generation
-    defaults) and whether lengths are searched beyond the calibration's
-    range."""
+def add_generation_options(parser, *, placement=True):
+    """``--noise``, ``--subject_scope``, ``--extend_reach`` and (with
+    ``placement``) ``--placement_noise``: bank sampling's noise, where
+    generation compares the training subjects (the options that reproduce
+    numbers measured with earlier generation defaults), whether lengths are
+    searched beyond the calibration's range, and how far generated
+    streamlines move to new subjects' placements."""
     parser.add_argument(
         "--noise",
         type=float,
@@ -165,12 +169,26 @@ def add_generation_options(parser):
         help="search the codes not brought to the requested length within the "
         "calibration's range again, farther out (generate's extend_reach)",
     )
+    if placement:
+        parser.add_argument(
+            "--placement_noise",
+            type=lambda v: DEFAULT if v == DEFAULT else float(v),
+            default=DEFAULT,
+            help="spread of the new subjects' placement of each bundle (a rigid "
+            "move of every generated streamline), relative to the training "
+            "subjects' (default: generate's default for each sampling, "
+            f"{DEFAULT_PLACEMENT_NOISE:g} for bank sampling and "
+            f"{PRIOR_NOISES[1]:g} for prior sampling of a length model's "
+            "fitted prior)",
+        )
 
 
 def generation_options(args):
     """Keyword arguments of generation for :func:`add_generation_options`
     (``noise`` only when given)."""
     out = {"subject_scope": args.subject_scope, "extend_reach": args.extend_reach}
+    if getattr(args, "placement_noise", None) is not None:
+        out["placement_noise"] = args.placement_noise
     if args.noise is not None:
         out["noise"] = args.noise
     return out
@@ -555,6 +573,7 @@ def run_seed(config, seed, train, held_out, args):
         if args.model:
             model.save(args.model.replace(".keras", f"_seed{seed}.keras"))
     print(f"seed {seed}: training {seconds:.0f} s", flush=True)
+    print(f"seed {seed}: {placement_summary(model)}", flush=True)
     results = {
         s: evaluate(
             model,
@@ -588,6 +607,24 @@ def run_seed(config, seed, train, held_out, args):
             result["recon_vs_plain"] = result["recon_mdf_mm"] / plain
     cross = cross_subject_reference(model, train, held_out, seed=seed)
     return model, seconds, results, cross
+
+
+def placement_summary(model):
+    """One line: each bundle's placement spread over the training subjects
+    (:func:`aae_tract.placement.placement_spread`), as the largest rotation
+    (degrees) and shift (mm) of the three axes."""
+    from aae_tract.placement import placement_spread
+
+    parts = []
+    for name in model.bundle_names:
+        spread = placement_spread(model, name)
+        if spread is not None:
+            record = spread.to_json()
+            parts.append(
+                f"{name} {max(record['rotation_deg']):.1f} deg "
+                f"{max(record['shift_mm']):.1f} mm"
+            )
+    return "placement spread (largest axis) " + (", ".join(parts) or "none")
 
 
 #: What makes the model a plain autoencoder (same networks and
@@ -765,11 +802,13 @@ def main(argv=None):
     add_generation_options(parser)
     parser.add_argument(
         "--subject_noise",
-        type=lambda v: None if v == "none" else float(v),
-        default=DEFAULT_SUBJECT_NOISE,
+        type=lambda v: None if v == "none" else DEFAULT if v == DEFAULT else float(v),
+        default=DEFAULT,
         help="subject_noise of bank sampling, and of prior sampling of a "
-        "fitted prior (default: generate's default; 'none': every code keeps "
-        "its training subject)",
+        "fitted prior (default: generate's default for each sampling, "
+        f"{DEFAULT_SUBJECT_NOISE:g} for bank sampling and {PRIOR_NOISES[0]:g} "
+        "for prior sampling of a length model's fitted prior; 'none': every "
+        "code keeps its training subject)",
     )
     parser.add_argument(
         "--within_subject",

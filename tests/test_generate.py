@@ -636,13 +636,15 @@ def test_evaluate_options_carry_the_generation_settings():
         "within_subject": True,
         "subject_scope": "target",
         "extend_reach": False,
+        "placement_noise": "default",
     }
-    assert _noise(0.3, None, "own", "bundle", True) == {
+    assert _noise(0.3, None, "own", "bundle", True, 0.4) == {
         "noise": 0.3,
         "subject_noise": None,
         "within_subject": "own",
         "subject_scope": "bundle",
         "extend_reach": True,
+        "placement_noise": 0.4,
     }
 
 

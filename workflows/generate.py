@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT_NOISE, DEFAULT_SUBJECT_NOISE
+from aae_tract.generate import DEFAULT, DEFAULT_NOISE
 
 from .base import (
     AAEWorkflow,
@@ -77,7 +77,8 @@ class GenerateFlow(AAEWorkflow):
         seed=0,
         sampling="bank",
         noise=DEFAULT_NOISE,
-        subject_noise=DEFAULT_SUBJECT_NOISE,
+        subject_noise=None,
+        placement_noise=None,
         extend_reach=False,
         filter=False,
         max_mdf=None,
@@ -138,7 +139,16 @@ class GenerateFlow(AAEWorkflow):
             training subjects (0: every streamline as in the subjects' mean).
             Prior sampling of a prior fitted to each bundle moves each sample
             alike, from the subject of its nearest training encoding.
-            Models saved before banks kept their subjects ignore it.
+            Models saved before banks kept their subjects ignore it. Without
+            it: 0.7, or 0.1 for prior sampling of a length model's fitted
+            prior, which also places its streamlines (--placement_noise).
+        placement_noise : float, optional
+            Each generated streamline is also moved as a new subject's
+            bundle lies: rotated about the bundle's centre and shifted, by a
+            rigid move drawn per axis with this many times the spread the
+            training subjects' bundles show (measured on the model; lengths
+            are kept). 0: no move. Without it: 0, or 0.9 for prior sampling
+            of a length model's fitted prior.
         extend_reach : bool, optional
             For a length model: a streamline the decoder does not bring to
             the requested length within the calibration's range of latent
@@ -204,7 +214,8 @@ class GenerateFlow(AAEWorkflow):
         )
         if noise is not None:
             noise = check_float("noise", noise, minimum=0)
-        subject_noise = check_float("subject_noise", subject_noise, minimum=0)
+        subject_noise = _noise_or_default("subject_noise", subject_noise)
+        placement_noise = _noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
@@ -244,6 +255,7 @@ class GenerateFlow(AAEWorkflow):
                 "sampling": sampling,
                 "noise": noise,
                 "subject_noise": subject_noise,
+                "placement_noise": placement_noise,
                 "extend_reach": bool(extend_reach),
                 "filter": bool(filter),
                 "max_mdf": max_mdf,
@@ -516,3 +528,8 @@ def _fill(template, values, option):
             f"--{option} {template!r}: only {{bundle}} and {{condition}} can be "
             f"filled in ({exc})"
         ) from None
+
+
+def _noise_or_default(name, value):
+    """A noise option: its sampling's default when not given, else a number >= 0."""
+    return DEFAULT if value is None else check_float(name, value, minimum=0)

@@ -236,6 +236,23 @@ def _validate_latent_bank(latent_bank, names, latent_dims, fail):
             fail(f"latent_bank[{key}] has {len(z)} codes and {a.size} values")
         if "subject" in bank or "subject_means" in bank:
             _validate_bank_subjects(bank, key, z.shape, fail)
+        if bank.get("placement") is not None:
+            _validate_placement(bank["placement"], key, fail)
+
+
+def _validate_placement(record, key, fail):
+    """Check a bank's placement spread (:mod:`aae_tract.placement`)."""
+    what = f"latent_bank[{key}].placement"
+    if not isinstance(record, dict):
+        fail(f"{what} must be an object")
+    for part in ("centre_mm", "rotation_deg", "shift_mm"):
+        arr = _finite_array(record.get(part), fail, f"{what}.{part}")
+        if arr.shape != (3,):
+            fail(f"{what}.{part} must hold 3 numbers, has shape {arr.shape}")
+        if part != "centre_mm" and np.any(arr < 0):
+            fail(f"{what}.{part} must not be negative")
+    if _number(record.get("n_subjects"), fail, f"{what}.n_subjects") < 2:
+        fail(f"{what}.n_subjects must be at least 2")
 
 
 def _validate_bank_subjects(bank, key, z_shape, fail):

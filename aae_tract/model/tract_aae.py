@@ -1504,9 +1504,13 @@ class TractAAE:
         variation between subjects from that within one, and, for a
         per-subject attribute, each subject's :data:`SPREAD_QUANTILES`
         quantiles of ``z0`` around its mean over the sample (see
-        :func:`aae_tract.generate.sample_latent`).
+        :func:`aae_tract.generate.sample_latent`), and the spread of the
+        bundle's placement over the training subjects
+        (:func:`aae_tract.placement.placement_spread`).
         """
         from sklearn.isotonic import IsotonicRegression
+
+        from aae_tract.placement import placement_spread
 
         rng = rng or np.random.default_rng(self.config.seed)
         labels, sample, attribute, subjects = _bundle_sample(
@@ -1551,6 +1555,9 @@ class TractAAE:
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
         self._texture_bounds = {}
+        for name in bank:
+            # how the bundle's placement varies across the training subjects
+            placement_spread(self, name)
         if self.metadata.space:
             self.metadata.space = {
                 **self.metadata.space,
