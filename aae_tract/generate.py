@@ -86,11 +86,10 @@ DEFAULT_SUBJECT_NOISE = 0.7
 #: length model's fitted prior).
 DEFAULT_PLACEMENT_NOISE = 0.0
 #: ``subject_noise`` and ``placement_noise`` of prior sampling of a fitted
-#: prior of a model conditioned on a per-streamline attribute (length) when
-#: none is given: the samples move to new subjects near the training
-#: subjects' centre, and each streamline is placed as a new subject's bundle
-#: lies (the phantom's benchmark: novelty 0.906 at shape similarity 0.778,
-#: against 0.847 and 0.784 with the bank's 0.7 and 0).
+#: prior of a model conditioned on length when none is given: the samples
+#: move to new subjects near the training subjects' centre, and each
+#: streamline is placed as a new subject's bundle lies (doc/benchmarks.md,
+#: "New subjects' placement").
 PRIOR_NOISES = (0.1, 0.9)
 #: The value of ``subject_noise`` and ``placement_noise`` that asks for the
 #: sampling's default (:func:`default_noises`).
@@ -646,10 +645,11 @@ def sample_latent(
         training subjects' codes lie, each sample is given the subject of
         its nearest bank code and moved from it in the same way
         (:func:`_prior_subject_shift`); None keeps the prior's samples.
-        ``"default"``: :data:`DEFAULT_SUBJECT_NOISE` (0.7), or 0.1 for prior
-        sampling of a length model's fitted prior, whose streamlines
-        :func:`generate` also places as new subjects' bundles lie
-        (``placement_noise``, :func:`default_noises`).
+        ``"default"``: :data:`DEFAULT_SUBJECT_NOISE` (0.7) here; prior
+        sampling of a length model's fitted prior through :func:`generate`
+        or :func:`draw_streamlines`, which also place its streamlines as new
+        subjects' bundles lie (``placement_noise``), takes 0.1 instead
+        (:func:`default_noises`).
     neighbours : int, optional
         About how many bank codes share one target value (width of the
         attribute kernel); default a sixteenth of the bank, at least 16 (a
@@ -724,7 +724,10 @@ def sample_latent(
     _check_sampling(sampling)
     within_subject = _check_within_subject(within_subject)
     _check_subject_scope(subject_scope)
-    subject_noise, _ = resolve_noises(model, sampling, subject_noise, None)
+    if isinstance(subject_noise, str) and subject_noise == DEFAULT:
+        # the bank's: prior sampling's own default goes with a placement,
+        # which draw_streamlines and generate add after decoding
+        subject_noise = DEFAULT_SUBJECT_NOISE
     rng = _rng(rng)
     name = _bundle_name(model, bundle)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
@@ -864,9 +867,8 @@ def default_noises(model, sampling):
     """``subject_noise`` and ``placement_noise`` of a sampling when not given.
 
     Prior sampling of a fitted prior (``"fitted"``, ``"fitted_mixture"``) of
-    a model conditioned on a per-streamline attribute such as length:
-    :data:`PRIOR_NOISES`; any other sampling: :data:`DEFAULT_SUBJECT_NOISE`
-    and :data:`DEFAULT_PLACEMENT_NOISE`.
+    a model conditioned on length: :data:`PRIOR_NOISES`; any other sampling:
+    :data:`DEFAULT_SUBJECT_NOISE` and :data:`DEFAULT_PLACEMENT_NOISE`.
 
     Parameters
     ----------
@@ -878,7 +880,7 @@ def default_noises(model, sampling):
     (float, float)
     """
     fitted = getattr(model.network.prior, "per_bundle", False)
-    if sampling == "prior" and fitted and model.config.ar_level != "subject":
+    if sampling == "prior" and fitted and model.attribute_name == "length":
         return PRIOR_NOISES
     return DEFAULT_SUBJECT_NOISE, DEFAULT_PLACEMENT_NOISE
 
@@ -1488,10 +1490,32 @@ def draw_streamlines(
 ):
     """Codes and generated streamlines of a bundle, one per target value.
 
-    :func:`sample_latent` (keyword arguments ``options``), decoding (with a
-    sampled texture unless ``texture`` is False) and the new subjects'
-    placement (``placement_noise``, :func:`aae_tract.placement.move_placement`),
-    all drawn from ``rng``.
+    :func:`sample_latent`, decoding (with a sampled texture unless
+    ``texture`` is False) and the new subjects' placement
+    (:func:`aae_tract.placement.move_placement`), all drawn from ``rng``.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained (calibrated) model.
+    bundle : str
+        Bundle name.
+    targets : array_like of float, shape (N,)
+        Attribute value of each streamline.
+    rng : numpy.random.Generator or int
+        Random source.
+    texture : bool
+        Sample each streamline's texture (False: mean curves).
+    batch_size : int
+        Codes decoded per forward pass.
+    placement_noise : float or "default"
+        Spread of the new subjects' placement, relative to the training
+        subjects' (:func:`generate`); ``"default"``: the sampling's
+        (:func:`default_noises`).
+    **options
+        Keyword arguments of :func:`sample_latent` (``sampling``,
+        ``subject_noise``, ...); a ``subject_noise`` of ``"default"`` is the
+        sampling's (:func:`default_noises`).
 
     Returns
     -------
@@ -1500,8 +1524,14 @@ def draw_streamlines(
         In the model's space (mm).
     """
     rng = _rng(rng)
-    sampling = options.get("sampling", "bank")
-    _, placement_noise = resolve_noises(model, sampling, None, placement_noise)
+    subject_noise, placement_noise = resolve_noises(
+        model,
+        options.get("sampling", "bank"),
+        options.get("subject_noise", DEFAULT),
+        placement_noise,
+    )
+    placement_noise = check_placement_noise(placement_noise)
+    options = {**options, "subject_noise": subject_noise}
     z = sample_latent(model, bundle, targets, rng=rng, **options)
     x = model.decode(z, bundle, texture=rng if texture else None, batch_size=batch_size)
     return z, move_placement(model, bundle, x, placement_noise, rng)

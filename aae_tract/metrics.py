@@ -1429,7 +1429,7 @@ def evaluate(
         the training subjects are compared when codes move to new ones).
     extend_reach : bool
         ``extend_reach`` of :func:`aae_tract.generate.sample_latent`.
-    placement_noise : float
+    placement_noise : float or "default"
         ``placement_noise`` of :func:`aae_tract.generate.generate` (rigid
         moves of the generated streamlines to new subjects' placements;
         default: the sampling's).
@@ -1468,8 +1468,11 @@ def evaluate(
     ones of the bundle (one half with the other in the reference row).
     """
     from aae_tract.generate import draw_streamlines
+    from aae_tract.placement import check_placement_noise
 
     start = time.perf_counter()
+    if not (isinstance(placement_noise, str) and placement_noise == DEFAULT):
+        check_placement_noise(placement_noise)
     options = _noise(
         noise,
         subject_noise,

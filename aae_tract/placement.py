@@ -16,8 +16,10 @@ bank codes are decoded as they are in each training subject (each code's
 offset from its subject's mean code, added to every subject's mean code)
 and in the subjects' centre, and each subject's decoded bundle is fitted to
 the centre's by a rotation about the bundle's centroid and a shift (the
-least-squares rigid fit of corresponding points). The standard deviations of
-the rotation vectors and shifts over the subjects, per axis, are the spread.
+least-squares rigid fit of corresponding points), latent dimension 0 kept at
+each code's own value, as generation sets it whatever the subject. The
+standard deviations of the rotation vectors and shifts over the subjects,
+per axis, are the spread.
 :func:`move_placement` moves each generated streamline by its own rigid
 move drawn with ``scale`` times that spread (``placement_noise`` of
 :func:`aae_tract.generate.generate`). A rigid move keeps a streamline's
@@ -39,8 +41,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["PlacementSpread", "move_placement", "placement_spread"]
 
 #: Bank codes decoded in every subject to measure the spread (a seeded sample
-#: of the bank beyond it).
+#: of the bank beyond it), fewer with many subjects (:data:`PLACEMENT_DECODES`).
 PLACEMENT_CODES = 200
+#: About how many streamlines the measure decodes in all per bundle: with many
+#: subjects each gets fewer codes (at least 20).
+PLACEMENT_DECODES = 4000
 #: Key of the measured spread in a bundle's latent bank (model metadata).
 BANK_KEY = "placement"
 
@@ -105,6 +110,16 @@ def _rigid_fit(a, b):
 def measure_placement(model, bundle):
     """Measure a bundle's placement spread over its training subjects.
 
+    A sample of the bundle's bank codes is decoded in every training subject
+    (each code's offset from its subject's mean code, added to that
+    subject's mean code) and in the subjects' centre (their mean code), with
+    latent dimension 0 kept at each code's own value throughout, since
+    generation sets it for the requested length (or attribute) whatever the
+    subject. Each subject's decoded bundle is fitted to the centre's by a
+    rotation about its centroid and a shift (least squares over
+    corresponding points); the spread is the standard deviation, over the
+    subjects, of each component of the rotation vectors and of the shifts.
+
     Parameters
     ----------
     model : TractAAE
@@ -124,23 +139,29 @@ def measure_placement(model, bundle):
     present = np.unique(subject) if subject is not None else []
     if len(present) < 2:
         return None
+    # about PLACEMENT_DECODES streamlines decoded in all, however many subjects
+    n_codes = min(
+        len(z), PLACEMENT_CODES, max(20, PLACEMENT_DECODES // (len(present) + 1))
+    )
     rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(len(z), min(PLACEMENT_CODES, len(z)), replace=False))
-    own = z[rows].astype(np.float64) - means[subject[rows]]
+    rows = np.sort(rng.choice(len(z), n_codes, replace=False))
+    codes = z[rows].astype(np.float64)
+    own = codes - means[subject[rows]]
     means = means[present]
 
     def points(code):
-        return model.decode((own + code).astype(np.float32), bundle).reshape(-1, 3)
+        moved = own + code
+        moved[:, 0] = codes[:, 0]
+        return model.decode(moved.astype(np.float32), bundle).reshape(-1, 3)
 
     centre_points = points(means.mean(axis=0)).astype(np.float64)
     fits = [_rigid_fit(centre_points, points(m).astype(np.float64)) for m in means]
     rotations = np.array([r for r, _ in fits])
     shifts = np.array([t for _, t in fits])
-    dof = len(means) - 1
     return PlacementSpread(
         centre=centre_points.mean(axis=0),
-        rotation=np.sqrt(np.sum(rotations**2, axis=0) / dof),
-        shift=np.sqrt(np.sum(shifts**2, axis=0) / dof),
+        rotation=rotations.std(axis=0, ddof=1),
+        shift=shifts.std(axis=0, ddof=1),
         n_subjects=len(means),
     )
 
@@ -211,9 +232,10 @@ def move_placement(model, bundle, streamlines, scale, rng):
         return streamlines
     spread = placement_spread(model, bundle)
     if spread is None:
-        if bundle not in _NOTED:
-            _NOTED.add(bundle)
-            logger.info(
+        key = (id(model.metadata), bundle)
+        if key not in _NOTED:
+            _NOTED.add(key)
+            logger.warning(
                 "%s: no placement spread (its training codes keep no subjects, "
                 "or one): placement_noise ignored",
                 bundle,

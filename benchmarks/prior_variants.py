@@ -80,6 +80,10 @@ EARLIER_DEFAULTS = {**FITTED_DEFAULTS, "prior": "gaussian", "ar_soft": 0.0}
 #: Keyword arguments of every generation here (``--noise``,
 #: ``--subject_scope``, ``--extend_reach``; :func:`quality.generation_options`).
 GENERATION = {}
+#: Placement of the generated streamlines: none, as in the sections these
+#: variants were measured for (before ``placement_noise``; the streamlines
+#: drawn here with ``sample_latent`` and ``decode`` are not placed either).
+PLACEMENT_NOISE = 0.0
 
 #: Variant name -> AAEConfig fields changed from :data:`EARLIER_DEFAULTS`.
 VARIANTS = {
@@ -207,7 +211,13 @@ def run_variant(name, fields, seed, epochs, train, held_out, model_dir=None):
     rows = {}
     for sampling in quality.SAMPLINGS:
         result = evaluate(
-            model, held_out, sampling=sampling, train=train, seed=seed, **GENERATION
+            model,
+            held_out,
+            sampling=sampling,
+            train=train,
+            seed=seed,
+            placement_noise=PLACEMENT_NOISE,
+            **GENERATION,
         )
         rows[sampling] = {k: result[k] for k in COLUMNS}
         rows[sampling]["per_bundle_prior_match"] = {
@@ -438,6 +448,7 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
                     DEFAULT_SUBJECT_NOISE,
                     subject_scope=GENERATION.get("subject_scope", "target"),
                     extend_reach=GENERATION.get("extend_reach", False),
+                    placement_noise=PLACEMENT_NOISE,
                 ),
             )
             gaps.append(

@@ -41,6 +41,7 @@ subjects' slope: how far two real sets of subjects differ.
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -141,6 +142,21 @@ WITHIN_SUBJECT = {"on": True, "own": "own", "off": False}
 SPLIT_SEED = 0
 
 
+def _placement_arg(value):
+    """``--placement_noise``: "default", or a finite number >= 0."""
+    if value == DEFAULT:
+        return DEFAULT
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise argparse.ArgumentTypeError(
+            f"must be 'default' or a finite number >= 0, got {value!r}"
+        )
+    return number
+
+
 def add_generation_options(parser, *, placement=True):
     """``--noise``, ``--subject_scope``, ``--extend_reach`` and (with
     ``placement``) ``--placement_noise``: bank sampling's noise, where
@@ -172,7 +188,7 @@ def add_generation_options(parser, *, placement=True):
     if placement:
         parser.add_argument(
             "--placement_noise",
-            type=lambda v: DEFAULT if v == DEFAULT else float(v),
+            type=_placement_arg,
             default=DEFAULT,
             help="spread of the new subjects' placement of each bundle (a rigid "
             "move of every generated streamline), relative to the training "

@@ -186,6 +186,16 @@ def bad_value_cases(home, model_dir, tmp):
             "--subject_noise",
         ),
         ("aae_tract_generate", ["--model", model, "--noise", "-0.1"], "--noise"),
+        (
+            "aae_tract_generate",
+            ["--model", model, "--placement_noise", "nan"],
+            "--placement_noise",
+        ),
+        (
+            "aae_tract_evaluate",
+            ["--model", model, "--placement_noise", "-2"],
+            "--placement_noise",
+        ),
         ("aae_tract_generate", ["--model", model, "--noise", "nan"], "--noise"),
         ("aae_tract_generate", ["--model", broken], "broken.keras"),
         ("aae_tract_evaluate", ["--model", tmp / "none.keras"], "model file not found"),

@@ -69,6 +69,76 @@ def test_moves_are_drawn_with_the_spread_times_the_scale():
     )
 
 
+def test_rigid_fit_recovers_a_known_rotation_and_shift():
+    from aae_tract.placement import _rigid_fit
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(50, 3)) * [20.0, 8.0, 3.0]
+    turn = np.array([0.05, -0.12, 0.3])
+    shift = np.array([2.0, -1.0, 0.5])
+    centroid = a.mean(0)
+    b = Rotation.from_rotvec(turn).apply(a - centroid) + centroid + shift
+    got_turn, got_shift = _rigid_fit(a, b)
+    np.testing.assert_allclose(got_turn, turn, atol=1e-9)
+    np.testing.assert_allclose(got_shift, shift, atol=1e-9)
+
+
+def _subject_model(w0, t0, n_per=40):
+    """A stand-in model of 4 subjects whose bundles differ by known rigid moves.
+
+    Latent dimension 1 is the subject (0-3): the decoder turns the bundle by
+    ``dim1 * w0`` about a fixed point and shifts it by ``dim1 * t0``.
+    Dimension 0 places the streamline along x (as length would move it),
+    and its subjects' means differ, which the measure must not count.
+    """
+    rng = np.random.default_rng(2)
+    subject = np.repeat(np.arange(4), n_per)
+    own_t = rng.uniform(0.8, 1.2, len(subject))
+    own_u = rng.normal(size=len(subject))
+    means = np.stack([0.3 * np.arange(4), np.arange(4.0), np.zeros(4)], axis=1)
+    z = np.stack([own_t, np.zeros_like(own_t), own_u], axis=1) + means[subject]
+    x = np.linspace(-10, 10, 20)
+
+    def base(code):
+        t, u = code[:, :1], code[:, 2:3]
+        pts = np.stack(
+            [x * t + 3 * t, u * x**2 / 20 + 0 * t, 2 * np.sin(x / 5) + 0 * t], axis=2
+        )
+        return pts
+
+    pivot = base(z).reshape(-1, 3).mean(0)
+
+    def decode(codes, bundle, **_):
+        codes = np.asarray(codes, dtype=np.float64)
+        pts = base(codes) - pivot
+        turns = Rotation.from_rotvec(codes[:, 1:2] * w0).as_matrix()
+        moved = np.einsum("nij,npj->npi", turns, pts) + pivot
+        return (moved + codes[:, 1, None, None] * t0).astype(np.float32)
+
+    bank = {
+        "B": {
+            "z": z.tolist(),
+            "a": own_t.tolist(),
+            "subject": subject.tolist(),
+            "subject_means": means.tolist(),
+        }
+    }
+    model = SimpleNamespace(metadata=SimpleNamespace(latent_bank=bank), decode=decode)
+    return model, pivot
+
+
+def test_spread_measured_on_known_subject_moves():
+    w0 = np.array([0.01, -0.02, 0.04])
+    t0 = np.array([1.0, 0.5, -2.0])
+    model, pivot = _subject_model(w0, t0)
+    spread = measure_placement(model, "B")
+    sd = np.std(np.arange(4.0), ddof=1)  # of the subjects' rigid moves
+    np.testing.assert_allclose(spread.rotation, sd * np.abs(w0), rtol=1e-3)
+    np.testing.assert_allclose(spread.shift, sd * np.abs(t0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(spread.centre, pivot + 1.5 * t0, atol=1e-3)
+    assert spread.n_subjects == 4
+
+
 def test_no_move_at_zero_and_bad_scales_are_refused():
     spread = PlacementSpread(np.zeros(3), np.ones(3) * 0.01, np.ones(3), 3)
     x = np.random.default_rng(1).normal(size=(5, 8, 3)).astype(np.float32)
@@ -141,9 +211,20 @@ def test_saved_model_keeps_the_spread_and_bad_records_are_refused(model, tmp_pat
     )
     from aae_tract.model.metadata import ModelMetadata
 
-    record = loaded.metadata.to_dict()
-    record["latent_bank"][name]["placement"]["shift_mm"] = [1.0, -2.0, 0.5]
-    with pytest.raises(AAETractError, match="placement.shift_mm must not be negative"):
+    bad = {
+        "shift_mm": ([1.0, -2.0, 0.5], "placement.shift_mm must not be negative"),
+        "rotation_deg": ([1.0, float("nan"), 0.5], "rotation_deg holds non-finite"),
+        "centre_mm": ([1.0, 2.0], "centre_mm must hold 3 numbers"),
+        "n_subjects": (99, "n_subjects must be a whole number from 2"),
+    }
+    for part, (value, message) in bad.items():
+        record = copy.deepcopy(loaded.metadata.to_dict())
+        record["latent_bank"][name]["placement"][part] = value
+        with pytest.raises(AAETractError, match=message):
+            ModelMetadata.from_dict(record)
+    record = copy.deepcopy(loaded.metadata.to_dict())
+    del record["latent_bank"][name]["placement"]["shift_mm"]
+    with pytest.raises(AAETractError, match="placement lacks shift_mm"):
         ModelMetadata.from_dict(record)
 
 
@@ -163,12 +244,20 @@ def test_each_sampling_has_its_default_noises(model):
     assert resolve_noises(model, "bank", None, 0.3) == (None, 0.3)
     assert resolve_noises(model, "bank", "default", "default") == bank
     age = SimpleNamespace(
-        config=SimpleNamespace(ar_level="subject"),
+        attribute_name="age",
         network=SimpleNamespace(prior=SimpleNamespace(per_bundle=True)),
     )
     assert default_noises(age, "prior") == bank
-    # generation with the defaults is generation with the sampling's values
+    # sample_latent places nothing, so its own default is the bank's
+    from aae_tract.generate import sample_latent
+
     name = model.bundle_names[0]
+    targets = np.full(10, model.metadata.bundle_stats[name]["length"]["p50"])
+    np.testing.assert_array_equal(
+        sample_latent(model, name, targets, sampling="prior", rng=1),
+        sample_latent(model, name, targets, sampling="prior", rng=1, subject_noise=0.7),
+    )
+    # generation with the defaults is generation with the sampling's values
     for sampling in ("bank", "prior"):
         subject, placement = default_noises(model, sampling)
         a = generate(model, name, n_streamlines=20, seed=4, sampling=sampling)

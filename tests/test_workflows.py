@@ -312,6 +312,13 @@ def test_generate_subject_noise_moves_streamlines_to_new_subjects(workdir):
     assert 0 < some < more
 
 
+def test_generate_placement_noise_moves_streamlines_rigidly(workdir):
+    """--placement_noise moves each streamline of the same seed by a rigid
+    move, further for a larger value."""
+    some, more = _moved_by(workdir, "placement_noise", ("0", "0.5", "2"))
+    assert 0 < some < more
+
+
 def test_generate_noise_spreads_the_bank_codes(workdir):
     """--noise 0 decodes bank codes as they are; a larger noise moves the
     streamlines of the same seed further."""
@@ -387,6 +394,8 @@ def test_evaluate_on_the_held_out_split(workdir):
         assert key in metrics, key
     assert metrics["n_train"] == 600 and metrics["n_eval"] == 150
     assert "held-out split" in metrics["data"]
+    # the generation noises used, the sampling's defaults when not given
+    assert (metrics["subject_noise"], metrics["placement_noise"]) == (0.7, 0.0)
     assert_picture(workdir / "evaluation.png")
 
 

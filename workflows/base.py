@@ -154,6 +154,15 @@ def check_int(name, value, *, minimum=1, maximum=None):
     return number
 
 
+def noise_or_default(name, value):
+    """A generation noise option (``subject_noise``, ``placement_noise``):
+    the sampling's default (``aae_tract.generate.DEFAULT``) when not given,
+    else a finite number >= 0."""
+    from aae_tract.generate import DEFAULT
+
+    return DEFAULT if value is None else check_float(name, value, minimum=0)
+
+
 def check_float(name, value, *, minimum=None, maximum=None, exclusive_min=False):
     """Return ``value`` as a finite float in range; AAETractError otherwise."""
     try:

@@ -10,6 +10,7 @@ from .base import (
     check_int,
     check_reference,
     names_written,
+    noise_or_default,
     resolve_inputs,
     select_backend,
     write_json_atomic,
@@ -32,6 +33,8 @@ class EvaluateFlow(AAEWorkflow):
         n_generate=100,
         seed=0,
         sampling="bank",
+        subject_noise=None,
+        placement_noise=None,
         reference=None,
         backend=None,
         device="auto",
@@ -76,6 +79,16 @@ class EvaluateFlow(AAEWorkflow):
             Random seed of the generation.
         sampling : string, optional
             bank or prior: how latent codes are sampled for generation.
+        subject_noise : float, optional
+            Spread of the new subjects generation moves codes to, relative
+            to the training subjects' (as aae_tract_generate's). Without it:
+            the sampling's default (0.7; 0.1 for prior sampling of a length
+            model's fitted prior).
+        placement_noise : float, optional
+            Spread of the new subjects' placement of each bundle (as
+            aae_tract_generate's). Without it: the sampling's default (0; 0.9
+            for prior sampling of a length model's fitted prior).
+            metrics.json records both as used.
         reference : string, optional
             Reference anatomy (NIfTI or .trk in the same space) for .tck and
             .trx inputs (for .trx, the word same uses the file's own header).
@@ -97,6 +110,8 @@ class EvaluateFlow(AAEWorkflow):
         n_generate = check_int("n_generate", n_generate, maximum=100_000)
         seed = check_int("seed", seed, minimum=0)
         sampling = check_choice("sampling", sampling, ("bank", "prior"))
+        subject_noise = noise_or_default("subject_noise", subject_noise)
+        placement_noise = noise_or_default("placement_noise", placement_noise)
         select_backend(backend, device)
         from aae_tract.splits import (
             held_out_data,
@@ -133,6 +148,13 @@ class EvaluateFlow(AAEWorkflow):
             seed=seed,
             sampling=sampling,
             train=held.train,
+            subject_noise=subject_noise,
+            placement_noise=placement_noise,
+        )
+        from aae_tract.generate import resolve_noises
+
+        metrics["subject_noise"], metrics["placement_noise"] = resolve_noises(
+            net, sampling, subject_noise, placement_noise
         )
         metrics["model"] = str(model_path)
         metrics["data"] = held.description

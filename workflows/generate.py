@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT, DEFAULT_NOISE
+from aae_tract.generate import DEFAULT_NOISE
 
 from .base import (
     AAEWorkflow,
@@ -15,6 +15,7 @@ from .base import (
     check_float,
     check_int,
     names_written,
+    noise_or_default,
     select_backend,
 )
 
@@ -214,8 +215,8 @@ class GenerateFlow(AAEWorkflow):
         )
         if noise is not None:
             noise = check_float("noise", noise, minimum=0)
-        subject_noise = _noise_or_default("subject_noise", subject_noise)
-        placement_noise = _noise_or_default("placement_noise", placement_noise)
+        subject_noise = noise_or_default("subject_noise", subject_noise)
+        placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
@@ -528,8 +529,3 @@ def _fill(template, values, option):
             f"--{option} {template!r}: only {{bundle}} and {{condition}} can be "
             f"filled in ({exc})"
         ) from None
-
-
-def _noise_or_default(name, value):
-    """A noise option: its sampling's default when not given, else a number >= 0."""
-    return DEFAULT if value is None else check_float(name, value, minimum=0)

@@ -787,8 +787,11 @@ def _save_outputs(
         record["phases"] = [{"from_epoch": e, "name": n} for e, n in phases]
     stage = model.metadata.training.get("polish")
     if stage:
-        # after the epochs of the lists below, recorded apart from them
-        record["decoder_only_stage"] = {"from_epoch": n_epochs + 1, **stage}
+        # after the epochs of the lists below (the curves draw it after the
+        # longest), recorded apart from them; after self-training, the stage
+        # of its last model
+        last = max((len(v) for v in history.values()), default=0)
+        record["decoder_only_stage"] = {"from_epoch": last + 1, **stage}
     write_json_atomic(paths["out_history"], {**record, **history})
     extra = _stage_title(stage)
     _plot_outputs(

@@ -237,22 +237,33 @@ def _validate_latent_bank(latent_bank, names, latent_dims, fail):
         if "subject" in bank or "subject_means" in bank:
             _validate_bank_subjects(bank, key, z.shape, fail)
         if bank.get("placement") is not None:
-            _validate_placement(bank["placement"], key, fail)
+            _validate_placement(bank, key, fail)
 
 
-def _validate_placement(record, key, fail):
-    """Check a bank's placement spread (:mod:`aae_tract.placement`)."""
+def _validate_placement(bank, key, fail):
+    """Check a bank's placement spread (:mod:`aae_tract.placement`): three
+    numbers each, spreads not negative, measured on 2 to all of the bank's
+    subjects."""
     what = f"latent_bank[{key}].placement"
+    record = bank["placement"]
     if not isinstance(record, dict):
         fail(f"{what} must be an object")
+    for part in ("centre_mm", "rotation_deg", "shift_mm", "n_subjects"):
+        if part not in record:
+            fail(f"{what} lacks {part}")
     for part in ("centre_mm", "rotation_deg", "shift_mm"):
-        arr = _finite_array(record.get(part), fail, f"{what}.{part}")
+        arr = _finite_array(record[part], fail, f"{what}.{part}")
         if arr.shape != (3,):
             fail(f"{what}.{part} must hold 3 numbers, has shape {arr.shape}")
         if part != "centre_mm" and np.any(arr < 0):
             fail(f"{what}.{part} must not be negative")
-    if _number(record.get("n_subjects"), fail, f"{what}.n_subjects") < 2:
-        fail(f"{what}.n_subjects must be at least 2")
+    n = _number(record["n_subjects"], fail, f"{what}.n_subjects")
+    n_means = len(bank.get("subject_means") or [])
+    if n != round(n) or not 2 <= n <= n_means:
+        fail(
+            f"{what}.n_subjects must be a whole number from 2 to the bank's "
+            f"{n_means} subjects, got {n:g}"
+        )
 
 
 def _validate_bank_subjects(bank, key, z_shape, fail):
