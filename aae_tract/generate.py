@@ -142,7 +142,8 @@ class GeneratedBundle:
         Fraction of decoded streamlines kept by the filter and the volume
         test (``keep_inside``); 1.0 when neither dropped any.
     z : ndarray of float32, shape (N, latent_dims)
-        Latent codes of the kept streamlines.
+        Latent codes of the kept streamlines (decoded, they give the
+        streamlines before any ``placement_noise`` move).
     out_of_range : bool
         The target lies outside the range seen in training for the bundle.
     seen_range : tuple of float
