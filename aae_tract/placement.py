@@ -48,6 +48,8 @@ PLACEMENT_CODES = 200
 PLACEMENT_DECODES = 4000
 #: Key of the measured spread in a bundle's latent bank (model metadata).
 BANK_KEY = "placement"
+#: ``placement_noise`` above which generation warns that streamlines scatter.
+LARGE_PLACEMENT = 3.0
 
 _NOTED = set()
 
@@ -182,6 +184,12 @@ def placement_spread(model, bundle):
     if BANK_KEY not in bank:
         spread = measure_placement(model, bundle)
         bank[BANK_KEY] = None if spread is None else spread.to_json()
+        if spread is not None and not getattr(model, "_calibrating", False):
+            logger.info(
+                "%s: placement spread measured on the model (its file is older "
+                "than the measure; saving the model keeps it)",
+                bundle,
+            )
     record = bank.get(BANK_KEY)
     return None if record is None else PlacementSpread.from_json(record)
 
@@ -241,6 +249,15 @@ def move_placement(model, bundle, streamlines, scale, rng):
                 bundle,
             )
         return streamlines
+    if scale > LARGE_PLACEMENT and (id(model.metadata), bundle, "large") not in _NOTED:
+        _NOTED.add((id(model.metadata), bundle, "large"))
+        logger.warning(
+            "placement_noise %g moves %s's streamlines %g times as far as its "
+            "training subjects' bundles lie apart: they will scatter",
+            scale,
+            bundle,
+            scale,
+        )
     from scipy.spatial.transform import Rotation
 
     x = np.asarray(streamlines)

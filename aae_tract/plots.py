@@ -431,7 +431,17 @@ _IDEAL = {
     "realism_c2st": 0.5,
     "band_precision": 0.0,
 }
-_NOT_PLOTTED = {"n_train", "n_eval", "seconds", "bundles", "per_bundle", "seed"}
+#: Keys of an evaluation that are settings or counts, not metrics.
+_NOT_PLOTTED = {
+    "n_train",
+    "n_eval",
+    "seconds",
+    "bundles",
+    "per_bundle",
+    "seed",
+    "subject_noise",
+    "placement_noise",
+}
 _MODEL_COLOR = "#1f77b4"
 _REFERENCE_COLOR = "#9e9e9e"
 

@@ -139,9 +139,14 @@ def test_spread_measured_on_known_subject_moves():
     assert spread.n_subjects == 4
 
 
-def test_no_move_at_zero_and_bad_scales_are_refused():
+def test_no_move_at_zero_and_bad_scales_are_refused(caplog):
     spread = PlacementSpread(np.zeros(3), np.ones(3) * 0.01, np.ones(3), 3)
     x = np.random.default_rng(1).normal(size=(5, 8, 3)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="aae_tract.placement"):
+        move_placement(_stub(spread), "B", x, 1.0, np.random.default_rng(0))
+        assert not caplog.records
+        move_placement(_stub(spread), "B", x, 5.0, np.random.default_rng(0))
+        assert "placement_noise 5 moves B's streamlines" in caplog.text
     rng = np.random.default_rng(2)
     assert move_placement(_stub(spread), "B", x, 0.0, rng) is x
     assert rng.random() == np.random.default_rng(2).random()  # nothing drawn

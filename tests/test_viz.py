@@ -396,6 +396,11 @@ def test_plot_evaluation_with_reference_and_per_bundle(tmp_path):
         "per_bundle": per_bundle,
     }
     reference = {"recon_mdf_mm": 3.0, "label_fidelity": 1.0, "density_dice": 0.7}
+    # the generation settings metrics.json records are not drawn as metrics
+    settings = {**metrics, "subject_noise": 0.1, "placement_noise": 0.9}
+    assert plots._metric_names(settings, reference) == plots._metric_names(
+        metrics, reference
+    )
     out = plots.plot_evaluation(metrics, tmp_path / "eval.png", reference=reference)
     img = _assert_not_blank(out)
     for name, rgb in viz.bundle_colors(names).items():

@@ -55,7 +55,13 @@ class EvaluateFlow(AAEWorkflow):
         length_error_pct and length_error_pct_mean (generated length error
         at target lengths, in percent), shape_similarity (DIPY's BUAN) and
         realism_c2st (accuracy of a classifier telling generated from real
-        streamlines; 0.5 is ideal), with a real-vs-real reference row.
+        streamlines; 0.5 is ideal), prior_match (a classifier telling
+        held-out encodings from prior samples; 0.5: a match), novelty_ratio
+        (distance of generated streamlines to the training ones, against
+        held-out real ones; 1: as new) and band_precision (per length band,
+        the share on the real bundle against the training streamlines'),
+        with a real-vs-real reference row; subject_noise and
+        placement_noise record the generation settings used.
         Without inputs the model is measured on the held-out subjects of the
         data it was trained on (the embedded default unless trained on other
         files); inputs that are the training data use the same held-out

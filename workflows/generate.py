@@ -142,14 +142,14 @@ class GenerateFlow(AAEWorkflow):
             alike, from the subject of its nearest training encoding.
             Models saved before banks kept their subjects ignore it. Without
             it: 0.7, or 0.1 for prior sampling of a length model's fitted
-            prior, which also places its streamlines (--placement_noise).
+            prior (whatever --placement_noise is).
         placement_noise : float, optional
             Each generated streamline is also moved as a new subject's
             bundle lies: rotated about the bundle's centre and shifted, by a
             rigid move drawn per axis with this many times the spread the
             training subjects' bundles show (measured on the model; lengths
             are kept). 0: no move. Without it: 0, or 0.9 for prior sampling
-            of a length model's fitted prior.
+            of a length model's fitted prior (whatever --subject_noise is).
         extend_reach : bool, optional
             For a length model: a streamline the decoder does not bring to
             the requested length within the calibration's range of latent

@@ -1555,9 +1555,13 @@ class TractAAE:
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
         self._texture_bounds = {}
-        for name in bank:
-            # how the bundle's placement varies across the training subjects
-            placement_spread(self, name)
+        self._calibrating = True
+        try:
+            for name in bank:
+                # how the bundle's placement varies across the training subjects
+                placement_spread(self, name)
+        finally:
+            self._calibrating = False
         if self.metadata.space:
             self.metadata.space = {
                 **self.metadata.space,
