@@ -497,6 +497,12 @@ def _picture(model, result, out_png, *, title, real=None, reference=None, space=
     files = real_bundle_files(model, result.bundle, real)
     if real and not files:
         logger.warning("no real %s streamlines in %s", result.bundle, " ".join(real))
+    elif not real and not files:
+        logger.info(
+            "the picture shows the generated %s alone: the model records no "
+            "training file of it that is here (--real adds real streamlines)",
+            result.bundle,
+        )
     lines = None
     if files:
         lines = load_lines(
