@@ -725,7 +725,7 @@ def sample_latent(
     _check_sampling(sampling)
     within_subject = _check_within_subject(within_subject)
     _check_subject_scope(subject_scope)
-    if isinstance(subject_noise, str) and subject_noise == DEFAULT:
+    if _is_default(subject_noise):
         # the bank's: prior sampling's own default goes with a placement,
         # which draw_streamlines and generate add after decoding
         subject_noise = DEFAULT_SUBJECT_NOISE
@@ -891,11 +891,16 @@ def resolve_noises(model, sampling, subject_noise, placement_noise):
     replaced by the sampling's default (:func:`default_noises`); a
     ``subject_noise`` of None (codes keep their subject) stays None."""
     subject_default, placement_default = default_noises(model, sampling)
-    if isinstance(subject_noise, str) and subject_noise == DEFAULT:
+    if _is_default(subject_noise):
         subject_noise = subject_default
-    if isinstance(placement_noise, str) and placement_noise == DEFAULT:
+    if _is_default(placement_noise):
         placement_noise = placement_default
     return subject_noise, placement_noise
+
+
+def _is_default(value):
+    """Whether a noise option asks for its sampling's default (:data:`DEFAULT`)."""
+    return isinstance(value, str) and value == DEFAULT
 
 
 def default_noise(model):
@@ -1359,9 +1364,7 @@ def generate(
         extend_reach=extend_reach,
         texture=texture,
         batch_size=batch_size,
-        placement_noise=check_placement_noise(
-            resolve_noises(model, sampling, None, placement_noise)[1]
-        ),
+        placement_noise=placement_noise,
     )
     inside = _volume_test(model, to_space, volume) if keep_inside else None
     describe = (name, low, high, unit)
@@ -1453,7 +1456,7 @@ def _sampler(
     extend_reach,
     texture,
     batch_size,
-    placement_noise=0.0,
+    placement_noise,
 ):
     """A function ``draw(count)`` -> codes and decoded streamlines at ``target``."""
 

@@ -1467,11 +1467,11 @@ def evaluate(
     ``curvature_ratio`` compares all generated streamlines with all held-out
     ones of the bundle (one half with the other in the reference row).
     """
-    from aae_tract.generate import draw_streamlines
+    from aae_tract.generate import _is_default, draw_streamlines
     from aae_tract.placement import check_placement_noise
 
     start = time.perf_counter()
-    if not (isinstance(placement_noise, str) and placement_noise == DEFAULT):
+    if not _is_default(placement_noise):
         check_placement_noise(placement_noise)
     options = _noise(
         noise,

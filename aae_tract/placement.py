@@ -168,12 +168,20 @@ def measure_placement(model, bundle):
     )
 
 
-def placement_spread(model, bundle):
+def placement_spread(model, bundle, *, quiet=False):
     """A bundle's placement spread, measured once and kept in its latent bank.
 
     The calibration (:meth:`TractAAE.calibrate`) measures it
     (:func:`measure_placement`) and the model file keeps it; for a model
     file from before, it is measured on first use.
+
+    Parameters
+    ----------
+    model : TractAAE
+    bundle : str
+    quiet : bool
+        Measure without logging it (the calibration's own measure); a
+        measure on first use is logged.
 
     Returns
     -------
@@ -184,7 +192,7 @@ def placement_spread(model, bundle):
     if BANK_KEY not in bank:
         spread = measure_placement(model, bundle)
         bank[BANK_KEY] = None if spread is None else spread.to_json()
-        if spread is not None and not getattr(model, "_calibrating", False):
+        if spread is not None and not quiet:
             logger.info(
                 "%s: placement spread measured on the model (its file is older "
                 "than the measure; saving the model keeps it)",

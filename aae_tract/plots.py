@@ -63,7 +63,8 @@ def _epoch_axis(n_values, n_epochs):
 
 
 def _curves(history, stage=None):
-    """The curves to draw, their epochs (1-based) and the last epoch.
+    """The curves to draw, their epochs (1-based), the history's epochs and
+    the last epoch drawn.
 
     The history's curves span its epochs (a shorter one spread over them);
     the decoder-only stage's ``recon_loss`` and ``val_recon_loss`` follow
@@ -86,7 +87,7 @@ def _curves(history, stage=None):
             curves[name] = values
             xs[name] = np.arange(n_epochs + 1, n_epochs + values.size + 1)
             last = max(last, n_epochs + values.size)
-    return curves, xs, last
+    return curves, xs, n_epochs, last
 
 
 def plot_training_curves(history, out_png, *, title=None, phases=None, stage=None):
@@ -128,9 +129,8 @@ def plot_training_curves(history, out_png, *, title=None, phases=None, stage=Non
     ValueError
         If ``history`` holds no curve with at least one value.
     """
-    curves, xs, last = _curves(history, stage)
+    curves, xs, n_epochs, last = _curves(history, stage)
     phases = list(phases or ())
-    n_epochs = max(len(v) for k, v in curves.items() if not k.endswith(STAGE_SUFFIX))
     if last > n_epochs:
         phases.append((n_epochs + 1, STAGE_PHASE))
 

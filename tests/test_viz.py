@@ -300,14 +300,14 @@ def test_training_curves_draw_the_decoder_only_stage_after_the_epochs(tmp_path):
     history = _history()
     n = len(history["loss"])
     stage = {"epochs": 4, "recon_loss": [0.5, 0.4, 0.35, 0.3], "val_recon_loss": []}
-    curves, xs, last = plots._curves(history, stage)
-    assert last == n + 4
+    curves, xs, n_epochs, last = plots._curves(history, stage)
+    assert (n_epochs, last) == (n, n + 4)
     name = f"recon_loss {plots.STAGE_SUFFIX}"
     np.testing.assert_array_equal(xs[name], np.arange(n + 1, n + 5))
     np.testing.assert_array_equal(curves[name], stage["recon_loss"])
     np.testing.assert_array_equal(xs["loss"], np.arange(1, n + 1))
     assert f"val_recon_loss {plots.STAGE_SUFFIX}" not in curves  # empty: not drawn
-    assert plots._curves(history, None)[2] == n
+    assert plots._curves(history, None)[3] == n
     # drawn: the stage's curve in the next colour, and its phase marked
     plain = plots.plot_training_curves(history, tmp_path / "plain.png")
     staged = plots.plot_training_curves(history, tmp_path / "staged.png", stage=stage)

@@ -1555,13 +1555,9 @@ class TractAAE:
         self.metadata.calibration = calibration
         self.metadata.latent_bank = bank
         self._texture_bounds = {}
-        self._calibrating = True
-        try:
-            for name in bank:
-                # how the bundle's placement varies across the training subjects
-                placement_spread(self, name)
-        finally:
-            self._calibrating = False
+        for name in bank:
+            # how the bundle's placement varies across the training subjects
+            placement_spread(self, name, quiet=True)
         if self.metadata.space:
             self.metadata.space = {
                 **self.metadata.space,
