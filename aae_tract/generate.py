@@ -51,6 +51,7 @@ __all__ = [
     "NOISE_BY_LEVEL",
     "PRIOR_NOISES",
     "SAMPLING_METHODS",
+    "NOISE_SCOPES",
     "SUBJECT_SCOPES",
     "GeneratedBundle",
     "default_noise",
@@ -97,6 +98,9 @@ DEFAULT = "default"
 #: Where the training subjects' mean codes are compared when codes move to a
 #: new subject: near the target value (``"target"``) or over the whole bundle.
 SUBJECT_SCOPES = ("target", "bundle")
+#: Which bank codes shape "bank" sampling's noise: all the bundle's
+#: (``"bundle"``, the default) or those near the target value.
+NOISE_SCOPES = ("bundle", "target")
 #: Width of the kernel that gives each subject's mean code near a target, in
 #: units of the attribute kernel's ``neighbours``.
 SUBJECT_KERNEL_FACTOR = 4
@@ -289,6 +293,18 @@ def _kernel_weights(values, targets, *, k):
     h = np.maximum(h, 1e-3 * spread + 1e-12)
     w = np.exp(-0.5 * (d / h) ** 2)
     return w / w.sum(axis=1, keepdims=True)
+
+
+def _kernel_draw(weights, inverse, rng):
+    """One bank index per row of ``inverse``, drawn with the kernel weights
+    ``weights[inverse[i]]`` of its target."""
+    m = weights.shape[1]
+    cdf = np.cumsum(weights, axis=1)
+    cdf /= cdf[:, -1:]
+    # one sorted array for all targets: row r occupies (r, r + 1]
+    flat = (cdf + np.arange(len(weights))[:, None]).ravel()
+    pos = np.searchsorted(flat, inverse + rng.random(len(inverse)), side="left")
+    return np.clip(pos - inverse * m, 0, m - 1)
 
 
 def _bank_noise(bank_z, n, rng):
@@ -608,6 +624,7 @@ def sample_latent(
     extend_reach=False,
     within_subject=True,
     subject_scope="target",
+    noise_scope="bundle",
     rng=None,
 ):
     """Latent codes for a bundle, one per target value.
@@ -711,6 +728,18 @@ def sample_latent(
         subjects differ depends on the streamline, or over the whole bundle
         (``"bundle"``, the rule before). A per-subject attribute (age)
         compares them over the whole bundle either way.
+    noise_scope : {"bundle", "target"}
+        For ``"bank"`` sampling: the covariance that shapes the noise is that
+        of all the bundle's bank codes (``"bundle"``, default; a Gaussian),
+        or that of the bank codes near the target (``"target"``; weighted by
+        the attribute kernel of ``neighbours``, drawn as the difference of
+        two such codes over sqrt(2)). How a bundle's codes vary depends on
+        the streamline (short fragments differ in where along the bundle
+        they lie, whole streamlines much less), and noise shaped near the
+        target moves a code only as the codes of its length vary: the
+        samples lie nearer the training streamlines at the same ``noise``,
+        and buy less novelty for the shape they give up as it grows
+        (doc/benchmarks.md, "Bank noise shaped near the requested length").
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -724,7 +753,8 @@ def sample_latent(
     """
     _check_sampling(sampling)
     within_subject = _check_within_subject(within_subject)
-    _check_subject_scope(subject_scope)
+    _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
+    _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
     if _is_default(subject_noise):
         # the bank's: prior sampling's own default goes with a placement,
         # which draw_streamlines and generate add after decoding
@@ -784,13 +814,13 @@ def sample_latent(
             # generated median from one target to the next
             idx = rng.integers(0, m, n)
         else:
-            cdf = np.cumsum(weights, axis=1)
-            cdf /= cdf[:, -1:]
-            # one sorted array for all targets: row r occupies (r, r + 1]
-            flat = (cdf + np.arange(len(unique))[:, None]).ravel()
-            pos = np.searchsorted(flat, inverse + rng.random(n), side="left")
-            idx = np.clip(pos - inverse * m, 0, m - 1)
-        z = bank_z[idx] + float(noise) * _bank_noise(bank_z, n, rng)
+            idx = _kernel_draw(weights, inverse, rng)
+        if noise_scope == "target":
+            draws = _kernel_draw(weights, np.concatenate([inverse, inverse]), rng)
+            shaped = (bank_z[draws[:n]] - bank_z[draws[n:]]) / np.float32(np.sqrt(2))
+        else:
+            shaped = _bank_noise(bank_z, n, rng)
+        z = bank_z[idx] + float(noise) * shaped
         if subject_means is not None:
             values = (
                 _subject_values(bank_subject, bank_a, len(subject_means))
@@ -938,11 +968,10 @@ def _local_scope(subject_scope, bank_z, bank_a, k):
     return bank_z, bank_a, min(len(bank_z), SUBJECT_KERNEL_FACTOR * int(k))
 
 
-def _check_subject_scope(subject_scope):
-    if subject_scope not in SUBJECT_SCOPES:
+def _check_scope(name, value, choices):
+    if value not in choices:
         raise AAETractError(
-            f"subject_scope must be one of {', '.join(SUBJECT_SCOPES)}, "
-            f"got {subject_scope!r}"
+            f"{name} must be one of {', '.join(choices)}, got {value!r}"
         )
 
 
@@ -1205,6 +1234,7 @@ def generate(
     placement_noise=DEFAULT,
     within_subject=True,
     subject_scope="target",
+    noise_scope="bundle",
     filter=False,
     length_tolerance=None,
     max_mdf=None,
@@ -1269,6 +1299,10 @@ def generate(
         Where the training subjects are compared when codes move to new
         subjects: near the requested length, or over the whole bundle (see
         :func:`sample_latent`).
+    noise_scope : {"bundle", "target"}
+        Whether ``"bank"`` sampling's noise follows how the whole bundle's
+        bank codes vary (default), or how those near the requested length do
+        (see :func:`sample_latent`).
     filter : bool
         Keep only plausible streamlines: MDF to the nearest reference
         streamline of the bundle at most ``max_mdf`` and, for a length model,
@@ -1341,7 +1375,8 @@ def generate(
     name = _bundle_name(model, bundle)
     _check_sampling(sampling)
     within_subject = _check_within_subject(within_subject)
-    _check_subject_scope(subject_scope)
+    _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
+    _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
     n = int(n_streamlines)
     if n < 1:
         raise AAETractError(f"n_streamlines must be >= 1, got {n_streamlines}")
@@ -1360,6 +1395,7 @@ def generate(
         subject_noise=subject_noise,
         within_subject=within_subject,
         subject_scope=subject_scope,
+        noise_scope=noise_scope,
         exact_length=exact_length,
         extend_reach=extend_reach,
         texture=texture,
@@ -1452,6 +1488,7 @@ def _sampler(
     subject_noise,
     within_subject,
     subject_scope,
+    noise_scope,
     exact_length,
     extend_reach,
     texture,
@@ -1474,6 +1511,7 @@ def _sampler(
             subject_noise=subject_noise,
             within_subject=within_subject,
             subject_scope=subject_scope,
+            noise_scope=noise_scope,
             exact_length=exact_length,
             extend_reach=extend_reach,
         )

@@ -1309,11 +1309,12 @@ def _noise(
     subject_scope="target",
     extend_reach=False,
     placement_noise=DEFAULT,
+    noise_scope="bundle",
 ):
     """Keyword arguments of ``draw_streamlines`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
-    their subject), ``within_subject``, ``subject_scope``, ``extend_reach``
-    and ``placement_noise``."""
+    their subject), ``within_subject``, ``subject_scope``, ``extend_reach``,
+    ``placement_noise`` and ``noise_scope``."""
     out = {} if noise is None else {"noise": float(noise)}
     return {
         **out,
@@ -1322,6 +1323,7 @@ def _noise(
         "subject_scope": subject_scope,
         "extend_reach": extend_reach,
         "placement_noise": placement_noise,
+        "noise_scope": noise_scope,
     }
 
 
@@ -1380,6 +1382,7 @@ def evaluate(
     subject_scope="target",
     extend_reach=False,
     placement_noise=DEFAULT,
+    noise_scope="bundle",
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1429,6 +1432,9 @@ def evaluate(
         the training subjects are compared when codes move to new ones).
     extend_reach : bool
         ``extend_reach`` of :func:`aae_tract.generate.sample_latent`.
+    noise_scope : {"bundle", "target"}
+        ``noise_scope`` of :func:`aae_tract.generate.sample_latent` (which
+        bank codes shape the bank noise).
     placement_noise : float or "default"
         ``placement_noise`` of :func:`aae_tract.generate.generate` (rigid
         moves of the generated streamlines to new subjects' placements;
@@ -1480,6 +1486,7 @@ def evaluate(
         subject_scope,
         extend_reach,
         placement_noise,
+        noise_scope,
     )
     if len(dataset) == 0:
         raise AAETractError("evaluation needs held-out streamlines, got none")

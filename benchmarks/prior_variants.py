@@ -324,6 +324,7 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
                     subject_noise=subject,
                     subject_scope=GENERATION.get("subject_scope", "target"),
                     extend_reach=GENERATION.get("extend_reach", False),
+                    noise_scope=GENERATION.get("noise_scope", "bundle"),
                 )
                 runs.setdefault((noise, subject), []).append(result)
                 print(
@@ -449,6 +450,7 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
                     subject_scope=GENERATION.get("subject_scope", "target"),
                     extend_reach=GENERATION.get("extend_reach", False),
                     placement_noise=PLACEMENT_NOISE,
+                    noise_scope=GENERATION.get("noise_scope", "bundle"),
                 ),
             )
             gaps.append(

@@ -56,6 +56,7 @@ from aae_tract.generate import (  # noqa: E402
     DEFAULT_NOISE,
     DEFAULT_PLACEMENT_NOISE,
     DEFAULT_SUBJECT_NOISE,
+    NOISE_SCOPES,
     PRIOR_NOISES,
     SUBJECT_SCOPES,
 )
@@ -158,10 +159,11 @@ def _placement_arg(value):
 
 
 def add_generation_options(parser, *, placement=True):
-    """``--noise``, ``--subject_scope``, ``--extend_reach`` and (with
-    ``placement``) ``--placement_noise``: bank sampling's noise, where
-    generation compares the training subjects (the options that reproduce
-    numbers measured with earlier generation defaults), whether lengths are
+    """``--noise``, ``--noise_scope``, ``--subject_scope``, ``--extend_reach``
+    and (with ``placement``) ``--placement_noise``: bank sampling's noise and
+    which codes shape it, where generation compares the training subjects
+    (the options that reproduce numbers measured with earlier generation
+    defaults), whether lengths are
     searched beyond the calibration's range, and how far generated
     streamlines move to new subjects' placements."""
     parser.add_argument(
@@ -170,6 +172,13 @@ def add_generation_options(parser, *, placement=True):
         default=DEFAULT_NOISE,
         help="noise of bank sampling (default: generate's default, 0.225 for "
         "a length model and 0.2 for an age model)",
+    )
+    parser.add_argument(
+        "--noise_scope",
+        choices=NOISE_SCOPES,
+        default="bundle",
+        help="which bank codes shape the noise of bank sampling (default "
+        "bundle: all the bundle's; target: those near the requested value)",
     )
     parser.add_argument(
         "--subject_scope",
@@ -202,7 +211,11 @@ def add_generation_options(parser, *, placement=True):
 def generation_options(args):
     """Keyword arguments of generation for :func:`add_generation_options`
     (``noise`` only when given)."""
-    out = {"subject_scope": args.subject_scope, "extend_reach": args.extend_reach}
+    out = {
+        "subject_scope": args.subject_scope,
+        "noise_scope": args.noise_scope,
+        "extend_reach": args.extend_reach,
+    }
     if getattr(args, "placement_noise", None) is not None:
         out["placement_noise"] = args.placement_noise
     if args.noise is not None:

@@ -637,25 +637,59 @@ def test_evaluate_options_carry_the_generation_settings():
         "subject_scope": "target",
         "extend_reach": False,
         "placement_noise": "default",
+        "noise_scope": "bundle",
     }
-    assert _noise(0.3, None, "own", "bundle", True, 0.4) == {
+    assert _noise(0.3, None, "own", "bundle", True, 0.4, "target") == {
         "noise": 0.3,
         "subject_noise": None,
         "within_subject": "own",
         "subject_scope": "bundle",
         "extend_reach": True,
         "placement_noise": 0.4,
+        "noise_scope": "target",
     }
 
 
-def test_subject_scope_is_checked():
-    from aae_tract.errors import AAETractError
-    from aae_tract.generate import _check_subject_scope
+@pytest.mark.parametrize("option", ["subject_scope", "noise_scope"])
+def test_scopes_are_checked(model, option):
+    target = _median_range(model, "AF_L")
+    for scope in ("target", "bundle"):
+        generate(model, "AF_L", target, n_streamlines=2, seed=0, **{option: scope})
+    with pytest.raises(AAETractError, match=f"{option} must be one of"):
+        generate(model, "AF_L", target, n_streamlines=2, **{option: "subject"})
+    with pytest.raises(AAETractError, match=f"{option} must be one of"):
+        sample_latent(model, "AF_L", [target], **{option: "subject"})
 
-    _check_subject_scope("target")
-    _check_subject_scope("bundle")
-    with pytest.raises(AAETractError, match="subject_scope must be one of"):
-        _check_subject_scope("subject")
+
+def test_noise_scope_follows_the_codes_near_the_target(model):
+    """Bank noise shaped near the target moves a code only in the directions
+    in which the bank codes near the target vary: here the longest half of
+    the streamlines' codes vary in latent dimension 3 and the shortest third's
+    in dimension 2 only, so noise at the longest target stays out of
+    dimension 2 with ``"target"`` and not with ``"bundle"`` (the default);
+    its spread in dimension 3 is that of the long codes (a difference of two
+    of them over sqrt(2))."""
+    meta = copy.deepcopy(model.metadata)
+    bank = meta.latent_bank["AF_L"]
+    z = np.asarray(bank["z"], dtype=np.float64)
+    # lengths spread evenly, so that the kernel of the longest is narrow
+    a = np.linspace(20.0, 200.0, len(z))
+    bank["a"] = a.tolist()
+    rng = np.random.default_rng(0)
+    long, short = a > np.median(a), a < np.quantile(a, 1 / 3)
+    z[:, 1:] = 0.0
+    z[short, 2] = rng.normal(0, 1.0, short.sum())
+    z[long, 3] = rng.normal(0, 0.5, long.sum())
+    bank["z"] = z.tolist()
+    shaped = TractAAE(model.network, meta)
+    targets = np.full(4000, a.max())
+    options = dict(noise=1.0, subject_noise=None, exact_length=False, rng=1)
+    near = sample_latent(shaped, "AF_L", targets, noise_scope="target", **options)
+    whole = sample_latent(shaped, "AF_L", targets, **options)
+    assert np.all(near[:, 2] == 0.0)
+    assert np.std(whole[:, 2]) > 0.3
+    # the drawn code's own spread 0.5 and the noise's 0.5, in quadrature
+    assert 0.6 < np.std(near[:, 3]) < 0.8
 
 
 def test_subject_shift_follows_a_per_subject_attribute_to_the_ends():
