@@ -214,6 +214,8 @@ def held_out_data(model, inputs=None, *, reference=None):
     if inputs is None and still_there:
         files = trained_files
     else:
+        if inputs is None:
+            _note_default_inputs(trained_files)
         files = input_files(inputs)
     usable = known_files(model, files)
     if not usable:
@@ -265,6 +267,28 @@ def held_out_data(model, inputs=None, *, reference=None):
         f"the held-out split of the training data ({len(held_out)} streamlines; "
         f"subjects {shown}){moved}",
         train,
+    )
+
+
+def _note_default_inputs(trained_files):
+    """Warn that a model without its training files is measured on the
+    embedded default, whose streamlines may be the ones it was trained on."""
+    if trained_files:
+        gone = [p for p in trained_files if not Path(p).is_file()]
+        why = (
+            f"{len(gone)} of the model's {len(trained_files)} training files "
+            f"are gone (first: {gone[0]})"
+        )
+    else:
+        why = (
+            "the model records no training files (a model trained through the "
+            "Python API, or saved before it recorded them)"
+        )
+    logger.warning(
+        "%s: measuring it on every streamline of the embedded default, not on "
+        "a held-out split; if it was trained on the embedded default these are "
+        "its training streamlines: give held-out files as inputs",
+        why,
     )
 
 

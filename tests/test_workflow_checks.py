@@ -223,6 +223,37 @@ def test_held_out_split_is_rebuilt_by_the_library(minimal_bundles_dir):
         held_out_data(stranger, files)
 
 
+def test_a_model_without_its_training_files_warns_of_the_default(
+    minimal_bundles_dir, tmp_path, caplog
+):
+    """Without inputs, a model that records no training files, or whose files
+    are gone, is measured on the whole embedded default, and the log says
+    that these may be its training streamlines; named inputs say nothing."""
+    from aae_tract.data import load_dataset
+    from aae_tract.splits import held_out_data, input_files
+
+    files = input_files([minimal_bundles_dir])
+    names = load_dataset(files[:3], n_points=TINY["n_points"]).bundle_names
+    gone = str(tmp_path / "sub_9" / "AF_L.trk")
+    for training, why in (
+        ({}, "the model records no training files"),
+        (
+            {"inputs": [gone]},
+            f"1 of the model's 1 training files are gone (first: {gone})",
+        ),
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="aae_tract.splits"):
+            held = held_out_data(_fake_model(names, training))
+        assert held.split is False and len(held.files) == 15
+        assert why in caplog.text
+        assert "not on a held-out split" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aae_tract.splits"):
+        held_out_data(_fake_model(names, {}), [minimal_bundles_dir / "sub_1"])
+    assert "embedded default" not in caplog.text
+
+
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "1"])
 def test_val_fraction_is_checked_before_loading(tmp_path, capsys, value):
     missing = tmp_path / "no_such_folder"  # never read: the check comes first
