@@ -25,6 +25,8 @@ Usage::
         --seeds 0 1 2 --bank_noise 0.2 --subject_noise none 0 0.7 1
     python benchmarks/prior_variants.py --load models/default_seed0.keras \
         --band_figure bands_AF_L.png --bundle AF_L --band 1
+    python benchmarks/prior_variants.py --load 'models/default_seed{seed}.keras' \
+        --seeds 0 1 2 --subject_bands --bundle UF_L
     python benchmarks/prior_variants.py --load 'models/q_seed{seed}.keras' \
         --plain 'models/q_plain_seed{seed}.keras' --polish 0 20 40 60
     python benchmarks/prior_variants.py --load models/q_seed0.keras \
@@ -471,6 +473,68 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
     return "\n".join(lines)
 
 
+def subject_bands(pattern, seeds, train, held_out, bundle, n=2000):
+    """Which subjects lie on a bundle's held-out streamlines, band by band.
+
+    Per length band of the bundle's held-out streamlines (quintiles, as
+    ``band_precision``): how many of them each held-out subject gives, and
+    the share on the held-out manifold (:func:`aae_tract.metrics.band_precision`)
+    of each training subject's streamlines, of all of them, and of ``n``
+    bank samples at the held-out lengths that keep their training subject
+    (``subject_noise`` None) or move to the training subjects' centre
+    (``subject_noise`` 0), both without noise, and with the defaults; mean
+    over the models ``pattern`` of ``seeds``."""
+    from aae_tract.generate import draw_streamlines
+    from aae_tract.metrics import _prepared, band_precision
+    from aae_tract.model import TractAAE
+    from aae_tract.streamlines import streamline_lengths
+
+    samplings = {
+        "bank, own subject, no noise": {"noise": 0.0, "subject_noise": None},
+        "bank, subjects' centre, no noise": {"noise": 0.0, "subject_noise": 0.0},
+        "bank, defaults": {},
+    }
+    shares, held_counts = {}, None
+    for seed in seeds:
+        model = TractAAE.load(pattern.format(seed=seed))
+        label = model.bundle_index(bundle)
+        (xv, lv), (xt, lt) = _prepared(model, held_out), _prepared(model, train)
+        real, rows = xv[lv == label], xt[lt == label]
+        lengths = streamline_lengths(real)
+        edges = np.quantile(lengths, np.linspace(0, 1, 6))
+        bands = np.searchsorted(edges[1:-1], lengths, side="right")
+        held_subjects = np.asarray(held_out.subjects)[lv == label]
+        held_counts = {
+            s: np.bincount(bands[held_subjects == s], minlength=5)
+            for s in sorted(set(held_subjects))
+        }
+        train_subjects = np.asarray(train.subjects)[lt == label]
+        sets = {
+            f"training {s}": rows[train_subjects == s]
+            for s in sorted(set(train_subjects))
+        }
+        sets["training, all subjects"] = rows
+        rng = np.random.default_rng(seed)
+        targets = rng.choice(lengths, n)
+        for name, options in samplings.items():
+            _, sets[name] = draw_streamlines(
+                model, bundle, targets, rng=np.random.default_rng(seed), **options
+            )
+        for name, lines in sets.items():
+            shares.setdefault(name, []).append(band_precision(lines, real))
+    lines = [
+        f"{bundle}: held-out streamlines per length band (1: the shortest), "
+        "and the share on their manifold by band, mean over seeds "
+        + ", ".join(map(str, seeds))
+    ]
+    for subject, counts in held_counts.items():
+        lines.append(f"held-out {subject} (count) | " + " | ".join(map(str, counts)))
+    for name, values in shares.items():
+        mean = np.nanmean(np.asarray(values, dtype=np.float64), axis=0)
+        lines.append(f"{name} | " + " | ".join(f"{v:.3f}" for v in mean))
+    return "\n".join(lines)
+
+
 def polish_screen(
     paths, stages, seeds, train, held_out, noises=(0.0,), turn_weights=(0.0,)
 ):
@@ -766,6 +830,15 @@ def main(argv=None):
         "between the generation seeds --seeds (prior sampling)",
     )
     parser.add_argument(
+        "--subject_bands",
+        action="store_true",
+        help="for --bundle: which held-out subjects make each length band, and "
+        "how often each training subject's streamlines and bank samples that "
+        "keep their subject, move to the subjects' centre or take the defaults "
+        "lie on the held-out streamlines, band by band (--load, a pattern with "
+        "{seed}, over --seeds)",
+    )
+    parser.add_argument(
         "--band",
         type=int,
         default=1,
@@ -835,12 +908,13 @@ def main(argv=None):
         or args.spectrum
         or args.band_figure
         or args.band_spread
+        or args.subject_bands
         or args.polish
     )
     if only_load and not args.load:
         parser.error(
-            "--bank_noise, --spectrum, --band_figure, --band_spread and --polish "
-            "need --load MODEL"
+            "--bank_noise, --spectrum, --band_figure, --band_spread, "
+            "--subject_bands and --polish need --load MODEL"
         )
     if args.polish:
         paths = [p for p in (args.plain, args.load) if p]
@@ -892,6 +966,8 @@ def main(argv=None):
         print(f"wrote {args.band_figure}")
     if args.band_spread:
         print(band_spread(args.load, train, held_out, args.seeds))
+    if args.subject_bands:
+        print(subject_bands(args.load, args.seeds, train, held_out, args.bundle))
     if only_load:
         return 0
     runs = []
