@@ -641,8 +641,9 @@ def sample_latent(
         ``"bank"``: codes of training streamlines of the bundle with an
         attribute near the target (of any of its streamlines for a
         per-subject attribute, see ``within_subject``), each moved from its
-        subject to a new one (``subject_noise``), plus Gaussian noise with
-        ``noise**2`` times the covariance of the bank's codes; ``"prior"``:
+        subject to a new one (``subject_noise``), plus noise with ``noise**2``
+        times the covariance of the bank's codes (``noise_scope``: of all
+        the bundle's, or of those near the target); ``"prior"``:
         samples of the prior (of a prior fitted to each bundle: moved to new
         subjects too, ``subject_noise``).
     noise : float, optional
@@ -740,6 +741,9 @@ def sample_latent(
         samples lie nearer the training streamlines at the same ``noise``,
         and buy less novelty for the shape they give up as it grows
         (doc/benchmarks.md, "Bank noise shaped near the requested length").
+        A draw whose two codes are the same one gets no noise: about one in
+        the number of codes the kernel weights, more for a narrow kernel
+        (small ``neighbours``) or a target beyond the bank's values.
     rng : numpy.random.Generator or int, optional
         Random source.
 

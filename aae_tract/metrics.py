@@ -1432,13 +1432,13 @@ def evaluate(
         the training subjects are compared when codes move to new ones).
     extend_reach : bool
         ``extend_reach`` of :func:`aae_tract.generate.sample_latent`.
-    noise_scope : {"bundle", "target"}
-        ``noise_scope`` of :func:`aae_tract.generate.sample_latent` (which
-        bank codes shape the bank noise).
     placement_noise : float or "default"
         ``placement_noise`` of :func:`aae_tract.generate.generate` (rigid
         moves of the generated streamlines to new subjects' placements;
         default: the sampling's).
+    noise_scope : {"bundle", "target"}
+        ``noise_scope`` of :func:`aae_tract.generate.sample_latent` (which
+        bank codes shape the bank noise).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1473,12 +1473,20 @@ def evaluate(
     ``curvature_ratio`` compares all generated streamlines with all held-out
     ones of the bundle (one half with the other in the reference row).
     """
-    from aae_tract.generate import _is_default, draw_streamlines
+    from aae_tract.generate import (
+        NOISE_SCOPES,
+        SUBJECT_SCOPES,
+        _check_scope,
+        _is_default,
+        draw_streamlines,
+    )
     from aae_tract.placement import check_placement_noise
 
     start = time.perf_counter()
     if not _is_default(placement_noise):
         check_placement_noise(placement_noise)
+    _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
+    _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
     options = _noise(
         noise,
         subject_noise,

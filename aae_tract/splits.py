@@ -214,8 +214,6 @@ def held_out_data(model, inputs=None, *, reference=None):
     if inputs is None and still_there:
         files = trained_files
     else:
-        if inputs is None:
-            _note_default_inputs(trained_files)
         files = input_files(inputs)
     usable = known_files(model, files)
     if not usable:
@@ -229,6 +227,8 @@ def held_out_data(model, inputs=None, *, reference=None):
             len(files) - len(usable),
         )
     same_data = is_training_data(model, files)
+    if inputs is None and not same_data:
+        _note_default_inputs(trained_files)
     if reference is None and same_data:
         reference = record.get("reference")
     dataset = load_dataset(
@@ -271,8 +271,9 @@ def held_out_data(model, inputs=None, *, reference=None):
 
 
 def _note_default_inputs(trained_files):
-    """Warn that a model without its training files is measured on the
-    embedded default, whose streamlines may be the ones it was trained on."""
+    """Warn that a model without its training files is measured on the whole
+    embedded default (which is not the training data it records), whose
+    streamlines may still be the ones it was trained on."""
     if trained_files:
         gone = [p for p in trained_files if not Path(p).is_file()]
         why = (

@@ -79,7 +79,7 @@ FITTED_DEFAULTS = {
     "polish_turn_weight": 0.0,
 }
 EARLIER_DEFAULTS = {**FITTED_DEFAULTS, "prior": "gaussian", "ar_soft": 0.0}
-#: Keyword arguments of every generation here (``--noise``,
+#: Keyword arguments of every generation here (``--noise``, ``--noise_scope``,
 #: ``--subject_scope``, ``--extend_reach``; :func:`quality.generation_options`).
 GENERATION = {}
 #: Placement of the generated streamlines: none, as in the sections these
@@ -482,8 +482,10 @@ def subject_bands(pattern, seeds, train, held_out, bundle, n=2000):
     of each training subject's streamlines, of all of them, and of ``n``
     bank samples at the held-out lengths that keep their training subject
     (``subject_noise`` None) or move to the training subjects' centre
-    (``subject_noise`` 0), both without noise, and with the defaults; mean
-    over the models ``pattern`` of ``seeds``."""
+    (``subject_noise`` 0), both without noise, and with the defaults (the
+    other generation options from :data:`GENERATION`); mean over the models
+    ``pattern`` of ``seeds``, which are conditioned on length (the samples'
+    targets are the held-out streamlines' lengths)."""
     from aae_tract.generate import draw_streamlines
     from aae_tract.metrics import _prepared, band_precision
     from aae_tract.model import TractAAE
@@ -518,7 +520,11 @@ def subject_bands(pattern, seeds, train, held_out, bundle, n=2000):
         targets = rng.choice(lengths, n)
         for name, options in samplings.items():
             _, sets[name] = draw_streamlines(
-                model, bundle, targets, rng=np.random.default_rng(seed), **options
+                model,
+                bundle,
+                targets,
+                rng=np.random.default_rng(seed),
+                **{**GENERATION, **options},
             )
         for name, lines in sets.items():
             shares.setdefault(name, []).append(band_precision(lines, real))
@@ -822,7 +828,9 @@ def main(argv=None):
         help="draw one length band of --bundle: held-out, training and generated "
         "streamlines (both samplings of --load), off the held-out manifold in red",
     )
-    parser.add_argument("--bundle", default="AF_L", help="with --band_figure")
+    parser.add_argument(
+        "--bundle", default="AF_L", help="with --band_figure and --subject_bands"
+    )
     parser.add_argument(
         "--band_spread",
         action="store_true",

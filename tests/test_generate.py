@@ -651,7 +651,10 @@ def test_evaluate_options_carry_the_generation_settings():
 
 
 @pytest.mark.parametrize("option", ["subject_scope", "noise_scope"])
-def test_scopes_are_checked(model, option):
+def test_scopes_are_checked(model, tiny_splits, option):
+    from aae_tract.metrics import evaluate
+
+    held_out = tiny_splits[1]
     target = _median_range(model, "AF_L")
     for scope in ("target", "bundle"):
         generate(model, "AF_L", target, n_streamlines=2, seed=0, **{option: scope})
@@ -659,6 +662,8 @@ def test_scopes_are_checked(model, option):
         generate(model, "AF_L", target, n_streamlines=2, **{option: "subject"})
     with pytest.raises(AAETractError, match=f"{option} must be one of"):
         sample_latent(model, "AF_L", [target], **{option: "subject"})
+    with pytest.raises(AAETractError, match=f"{option} must be one of"):
+        evaluate(model, held_out, **{option: "subject"})
 
 
 def test_noise_scope_follows_the_codes_near_the_target(model):

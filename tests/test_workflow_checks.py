@@ -224,14 +224,19 @@ def test_held_out_split_is_rebuilt_by_the_library(minimal_bundles_dir):
 
 
 def test_a_model_without_its_training_files_warns_of_the_default(
-    minimal_bundles_dir, tmp_path, caplog
+    minimal_bundles_dir, tmp_path, caplog, monkeypatch
 ):
     """Without inputs, a model that records no training files, or whose files
     are gone, is measured on the whole embedded default, and the log says
-    that these may be its training streamlines; named inputs say nothing."""
-    from aae_tract.data import load_dataset
-    from aae_tract.splits import held_out_data, input_files
+    that these may be its training streamlines; a model trained on the
+    embedded default whose files were extracted again is measured on its
+    held-out split without the warning; named inputs say nothing."""
+    import shutil
 
+    from aae_tract.data import load_dataset, split_dataset
+    from aae_tract.splits import held_out_data, input_files, split_record
+
+    monkeypatch.setenv("AAE_TRACT_HOME", str(tmp_path / "home"))
     files = input_files([minimal_bundles_dir])
     names = load_dataset(files[:3], n_points=TINY["n_points"]).bundle_names
     gone = str(tmp_path / "sub_9" / "AF_L.trk")
@@ -248,6 +253,18 @@ def test_a_model_without_its_training_files_warns_of_the_default(
         assert held.split is False and len(held.files) == 15
         assert why in caplog.text
         assert "not on a held-out split" in caplog.text
+
+    default = input_files(None)  # extracted into this home
+    dataset = load_dataset(default, n_points=TINY["n_points"])
+    _, validation = split_dataset(dataset, val_fraction=0.4, seed=3)
+    record = split_record(default, validation, val_fraction=0.4, seed=3)
+    shutil.rmtree(Path(default[0]).parents[1])  # the data home was cleaned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aae_tract.splits"):
+        held = held_out_data(_fake_model(names, record))
+    assert held.split is True and len(held.dataset) == len(validation)
+    assert "embedded default" not in caplog.text
+
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="aae_tract.splits"):
         held_out_data(_fake_model(names, {}), [minimal_bundles_dir / "sub_1"])

@@ -66,9 +66,10 @@ class EvaluateFlow(AAEWorkflow):
         data it was trained on (the embedded default unless trained on other
         files); inputs that are the training data use the same held-out
         split, other inputs are used whole. A model that records no training
-        files (trained through the Python API), or whose files are gone, is
-        measured on the whole embedded default, with a warning that these
-        may be its training streamlines. For a model trained with
+        files (trained through the Python API), or whose files are gone and
+        were not the embedded default, is measured on the whole embedded
+        default, with a warning that these may be its training streamlines.
+        For a model trained with
         registration, the streamlines are first brought into its common
         space: training subjects by their stored transforms, other subjects
         by SLR to the model's common-space bundles (the log and metrics.json
