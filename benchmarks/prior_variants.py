@@ -789,6 +789,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
+    parser.add_argument(
+        "--register",
+        choices=["none", "groupwise"],
+        default="none",
+        help="common space of the splits, as quality.py --register (the space "
+        "the models given with --load were trained in)",
+    )
     parser.add_argument("--out", help="append every run as a JSON line here")
     parser.add_argument("--list", action="store_true", help="list the variants")
     parser.add_argument("--model_dir", help="save every variant's model here")
@@ -911,6 +918,10 @@ def main(argv=None):
         n_points=quality.CONFIGS["phantom"]["n_points"],
         data_dir=args.data_dir,
     )
+    if args.register != "none":
+        from aae_tract.registration import register_split
+
+        train, held_out = register_split(train, held_out, args.register)
     only_load = (
         args.bank_noise
         or args.spectrum
