@@ -439,6 +439,8 @@ _NOT_PLOTTED = {
     "bundles",
     "per_bundle",
     "seed",
+    "noise",
+    "noise_scope",
     "subject_noise",
     "placement_noise",
 }

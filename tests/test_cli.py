@@ -188,6 +188,16 @@ def bad_value_cases(home, model_dir, tmp):
         ("aae_tract_generate", ["--model", model, "--noise", "-0.1"], "--noise"),
         (
             "aae_tract_generate",
+            ["--model", model, "--noise_scope", "wide"],
+            "--noise_scope",
+        ),
+        (
+            "aae_tract_evaluate",
+            ["--model", model, "--noise", "-1"],
+            "--noise",
+        ),
+        (
+            "aae_tract_generate",
             ["--model", model, "--placement_noise", "nan"],
             "--placement_noise",
         ),

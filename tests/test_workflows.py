@@ -326,6 +326,19 @@ def test_generate_noise_spreads_the_bank_codes(workdir):
     assert 0 < some < more
 
 
+def test_generate_noise_scope_reshapes_the_bank_noise(workdir):
+    """--noise_scope target draws bank sampling's noise from the codes near
+    the requested length: the same seed gives other streamlines than with
+    the whole bundle's noise (an ignored option would give the same), and a
+    larger noise moves them further."""
+    scopes = ("bundle", "target")
+    (moved,) = _moved_by(workdir, "noise_scope", scopes, "--subject_noise", "0")
+    assert moved > 0
+    extra = ("--noise_scope", "target", "--subject_noise", "0")
+    some, more = _moved_by(workdir, "noise", ("0", "0.2", "1"), *extra)
+    assert 0 < some < more
+
+
 def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
     """With a header whose volume holds the training data, every written
     streamline lies inside it (DIPY loads the file with its bounding-box
@@ -396,7 +409,24 @@ def test_evaluate_on_the_held_out_split(workdir):
     assert "held-out split" in metrics["data"]
     # the generation noises used, the sampling's defaults when not given
     assert (metrics["subject_noise"], metrics["placement_noise"]) == (0.7, 0.0)
+    assert (metrics["noise"], metrics["noise_scope"]) == (0.225, "bundle")
     assert_picture(workdir / "evaluation.png")
+
+
+def test_evaluate_takes_the_bank_noise_options(workdir):
+    """--noise and --noise_scope reach the generation: noise 0 decodes bank
+    codes as they are, nearer the training streamlines than the default
+    noise, and metrics.json records the settings."""
+    base = ["--model", workdir / "aae_tract_model.keras", "--n_generate", "20"]
+    novelty = {}
+    for noise in ("0", "0.6"):
+        out = workdir / f"ev_{noise}"
+        args = [*base, "--noise", noise, "--noise_scope", "target", "--out_dir", out]
+        assert run_cli("aae_tract_evaluate", *args) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert (metrics["noise"], metrics["noise_scope"]) == (float(noise), "target")
+        novelty[noise] = metrics["novelty_ratio"]
+    assert novelty["0"] < novelty["0.6"]
 
 
 def test_evaluate_other_data_uses_all_of_the_known_bundles(workdir, tmp_path):

@@ -3,10 +3,13 @@
 import logging
 from pathlib import Path
 
+from aae_tract.generate import NOISE_SCOPES
+
 from .base import (
     AAEWorkflow,
     check_choice,
     check_device,
+    check_float,
     check_int,
     check_reference,
     names_written,
@@ -33,6 +36,8 @@ class EvaluateFlow(AAEWorkflow):
         n_generate=100,
         seed=0,
         sampling="bank",
+        noise=None,
+        noise_scope="bundle",
         subject_noise=None,
         placement_noise=None,
         reference=None,
@@ -89,6 +94,13 @@ class EvaluateFlow(AAEWorkflow):
             Random seed of the generation.
         sampling : string, optional
             bank or prior: how latent codes are sampled for generation.
+        noise : float, optional
+            Bank sampling's noise (as aae_tract_generate's). Without it: 0.225
+            for a model conditioned on a per-streamline attribute such as
+            length, 0.2 for one conditioned on a per-subject attribute.
+        noise_scope : string, optional
+            bundle or target: which encodings shape bank sampling's noise (as
+            aae_tract_generate's). metrics.json records both as used.
         subject_noise : float, optional
             Spread of the new subjects generation moves codes to, relative
             to the training subjects' (as aae_tract_generate's). Without it:
@@ -120,6 +132,9 @@ class EvaluateFlow(AAEWorkflow):
         n_generate = check_int("n_generate", n_generate, maximum=100_000)
         seed = check_int("seed", seed, minimum=0)
         sampling = check_choice("sampling", sampling, ("bank", "prior"))
+        if noise is not None:
+            noise = check_float("noise", noise, minimum=0)
+        noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         select_backend(backend, device)
@@ -158,10 +173,15 @@ class EvaluateFlow(AAEWorkflow):
             seed=seed,
             sampling=sampling,
             train=held.train,
+            noise=noise,
+            noise_scope=noise_scope,
             subject_noise=subject_noise,
             placement_noise=placement_noise,
         )
-        from aae_tract.generate import resolve_noises
+        from aae_tract.generate import default_noise, resolve_noises
+
+        metrics["noise"] = default_noise(net) if noise is None else noise
+        metrics["noise_scope"] = noise_scope
 
         metrics["subject_noise"], metrics["placement_noise"] = resolve_noises(
             net, sampling, subject_noise, placement_noise
