@@ -38,6 +38,9 @@ import quality  # noqa: E402
 
 #: Length bands, as ``band_precision`` in ``quality.py``.
 N_BANDS = 5
+#: Fewest subjects with a share of a band for its spread (two give an sd
+#: too noisy to widen a target by).
+MIN_SUBJECTS = 3
 
 
 def subject_shares(train, held_out, *, n_bands=N_BANDS, min_n=10):
@@ -60,8 +63,11 @@ def subject_shares(train, held_out, *, n_bands=N_BANDS, min_n=10):
         Bundle name -> ``{"subjects": {subject: [share per band]},
         "pooled": [...], "sd": [...], "se": [...]}``; ``sd`` is over the
         subjects with a share (ddof 1), ``se`` is ``sd / sqrt(their
-        number)``; NaN where a band has too few streamlines (``min_n``) or
-        fewer than two subjects have a share.
+        number)``: the standard error of the subjects' unweighted mean,
+        taken as the uncertainty of the pooled share (which weights each
+        subject by its streamlines in the band); NaN where a band has too
+        few streamlines (``min_n``) or fewer than :data:`MIN_SUBJECTS`
+        subjects have a share.
     """
     from aae_tract.metrics import band_precision
 
@@ -83,7 +89,7 @@ def subject_shares(train, held_out, *, n_bands=N_BANDS, min_n=10):
         shares = np.array(list(per.values()), dtype=float)
         counts = np.sum(np.isfinite(shares), axis=0)
         sd = np.full(n_bands, np.nan)
-        many = counts > 1
+        many = counts >= MIN_SUBJECTS
         sd[many] = [np.nanstd(shares[:, k], ddof=1) for k in np.flatnonzero(many)]
         out[name] = {
             "subjects": per,
@@ -144,6 +150,11 @@ def main(argv=None):
     )
     parser.add_argument("--n_points", type=int, help="points per streamline")
     parser.add_argument(
+        "--fragments",
+        type=float,
+        help="phantom fragment fraction, as quality.py --fragments",
+    )
+    parser.add_argument(
         "--min_n",
         type=int,
         default=10,
@@ -155,7 +166,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     n_points = args.n_points or quality.CONFIGS[args.dataset]["n_points"]
     train, held_out = quality.load_splits(
-        args.dataset, n_points=n_points, data_dir=args.data_dir
+        args.dataset,
+        n_points=n_points,
+        data_dir=args.data_dir,
+        fragments=args.fragments,
     )
     print(
         f"{args.dataset}: training subjects {', '.join(sorted(set(train.subjects)))}; "

@@ -97,9 +97,11 @@ BAND_PRECISION_GAP = -0.1
 #: of the pooled share (sd over subjects / sqrt(subjects),
 #: ``benchmarks/band_reference.py``) of up to 0.21, twice the 0.1 allowed. A
 #: band's difference is held to ``-max(0.1, BAND_SE_FACTOR x that standard
-#: error)``: short of two standard errors, a generator cannot be told from
-#: one whose subjects lie on the held-out bundle as often as the training
-#: subjects' population does.
+#: error)``: within two standard errors, the four subjects do not tell a
+#: generator apart from one whose subjects lie on the held-out bundle as
+#: often as the training subjects' population does (a rough bound: with
+#: four subjects and the generator's own spread over seeds left out, it is
+#: not a formal test).
 BAND_SE_FACTOR = 2.0
 
 #: Targets: (comparison, value). "ref" scales by the train-vs-held-out ceiling
@@ -471,8 +473,10 @@ def check(metric, result, ceiling, targets=None, bundle_ceilings=None, band_se=N
 
 def band_gaps(result):
     """Bundle -> per length band, the mean over seeds of the generated share
-    minus the training share (None where either is missing or the training
-    share is 0, as ``band_precision`` skips it)."""
+    minus the training share: None where the training share is missing or
+    0 (as ``band_precision`` skips it), minus infinity where the training
+    share is measured but too few generated streamlines fell in the band
+    for a share (the generator missed the band's lengths)."""
     lists = result.get("per_bundle_list_mean", {})
     generated = lists.get("band_precision_per_band") or {}
     trained = lists.get("band_precision_train_per_band") or {}
@@ -480,7 +484,7 @@ def band_gaps(result):
     for bundle, gen in generated.items():
         ref = trained.get(bundle) or []
         out[bundle] = [
-            g - t if g is not None and t is not None and t > 0 else None
+            None if t is None or not t > 0 else (-math.inf if g is None else g - t)
             for g, t in zip(gen or [], ref)
         ]
     return out
@@ -499,8 +503,12 @@ def band_tolerance(bound, band_se, bundle, band):
 def band_reference_se(train, held_out):
     """Bundle -> per length band, the standard error of the training
     streamlines' share on the held-out manifold over the training subjects
-    (``benchmarks/band_reference.py``; None where fewer than two subjects
-    have a share)."""
+    (``benchmarks/band_reference.py``; None where fewer than three subjects
+    have a share). It uses every streamline of the splits, where
+    :func:`aae_tract.metrics.evaluate` takes at most 2,000 training and
+    1,000 held-out streamlines of a bundle for ``band_precision``: the same
+    streamlines on the phantom (800 and 400), a seeded sample on larger
+    data."""
     from band_reference import subject_shares
 
     return {

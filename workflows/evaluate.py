@@ -100,7 +100,8 @@ class EvaluateFlow(AAEWorkflow):
             length, 0.2 for one conditioned on a per-subject attribute.
         noise_scope : string, optional
             bundle or target: which encodings shape bank sampling's noise (as
-            aae_tract_generate's). metrics.json records both as used.
+            aae_tract_generate's). metrics.json records both as used (null
+            for prior sampling, which adds no bank noise).
         subject_noise : float, optional
             Spread of the new subjects generation moves codes to, relative
             to the training subjects' (as aae_tract_generate's). Without it:
@@ -180,8 +181,10 @@ class EvaluateFlow(AAEWorkflow):
         )
         from aae_tract.generate import default_noise, resolve_noises
 
-        metrics["noise"] = default_noise(net) if noise is None else noise
-        metrics["noise_scope"] = noise_scope
+        bank = sampling == "bank"  # prior sampling adds no bank noise
+        used = default_noise(net) if noise is None else noise
+        metrics["noise"] = used if bank else None
+        metrics["noise_scope"] = noise_scope if bank else None
 
         metrics["subject_noise"], metrics["placement_noise"] = resolve_noises(
             net, sampling, subject_noise, placement_noise

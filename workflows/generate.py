@@ -140,9 +140,10 @@ class GenerateFlow(AAEWorkflow):
             (all the bundle's) or target (those near the requested length,
             so that a long streamline varies as long ones do). On the
             phantom in the common space aae_tract_train builds, target with
-            --noise 0.15 keeps every length band on the bundle where the
-            defaults leave the longest ones (doc/benchmarks.md, "The phantom
-            in a common space").
+            --noise 0.15 met the length-band target in every band where the
+            defaults miss the longest ones (chosen on the held-out subjects
+            it was measured on; doc/benchmarks.md, "The phantom in a common
+            space").
         subject_noise : float, optional
             Bank sampling moves each training encoding from its subject to a
             new subject: how far the new subjects spread, relative to the
