@@ -774,10 +774,21 @@ def band_figure(path, train, held_out, bundle, figure, *, band=0, n=150, seed=0)
     for ax in axs:
         ax.set_aspect("equal")
         ax.set_xlabel("mm")
+    # height to the bundle's own proportions, so a flat bundle leaves no
+    # empty band above its panels
+    (x0, x1), (y0, y1) = axs[0].get_xlim(), axs[0].get_ylim()
+    ratio = float(np.clip((y1 - y0) / max(x1 - x0, 1e-6), 0.25, 1.5))
+    height = 18 / 4 * ratio + 1.5
+    fig.set_size_inches(18, height)
+    fig.canvas.draw()  # the panels' positions once their aspect is applied
+    top = max(ax.get_position().y1 for ax in axs)
     prior = model.config.prior
     if prior == "fitted_mixture":
         prior = f"{prior}, {model.config.prior_components} components"
-    fig.suptitle(f"{bundle}, lengths {edges[0]:.0f}-{edges[1]:.0f} mm ({prior} prior)")
+    fig.suptitle(
+        f"{bundle}, lengths {edges[0]:.0f}-{edges[1]:.0f} mm ({prior} prior)",
+        y=min(0.99, top + 0.6 / height),
+    )
     fig.savefig(figure, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return shares
