@@ -176,13 +176,11 @@ def main(argv=None):
         f"held out {', '.join(sorted(set(held_out.subjects)))}",
         flush=True,
     )
+    from aae_tract.registration import register_split
+
     results = {}
     for mode in args.modes:
-        t, h = train, held_out
-        if mode != "none":
-            from aae_tract.registration import register_split
-
-            t, h = register_split(train, held_out, mode)
+        t, h = register_split(train, held_out, mode)  # "none": as read
         results[mode] = subject_shares(t, h, min_n=args.min_n)
         print("\n".join(report(mode, results[mode])), flush=True)
     if args.out:

@@ -929,10 +929,9 @@ def main(argv=None):
         n_points=quality.CONFIGS["phantom"]["n_points"],
         data_dir=args.data_dir,
     )
-    if args.register != "none":
-        from aae_tract.registration import register_split
+    from aae_tract.registration import register_split
 
-        train, held_out = register_split(train, held_out, args.register)
+    train, held_out = register_split(train, held_out, args.register)  # "none": as read
     only_load = (
         args.bank_noise
         or args.spectrum
