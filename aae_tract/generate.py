@@ -69,11 +69,12 @@ __all__ = [
 
 #: Ways of sampling latent codes (see the module docstring).
 SAMPLING_METHODS = ("bank", "prior")
-#: Relative noise of "bank" sampling when none is given, by what the model's
+#: Relative noise of "bank" sampling when none is given and the model's
+#: calibration set none (:func:`default_noise`), by what the model's
 #: attribute regularization orders (``ar_level``): for a per-streamline
 #: attribute such as length, 0.225, measured with the subjects compared near
-#: the target (``subject_scope``) on the phantom; for a per-subject attribute
-#: such as age, 0.2, the value its benchmarks were measured with.
+#: the target (``subject_scope``) on the phantom as read; for a per-subject
+#: attribute such as age, 0.2, the value its benchmarks were measured with.
 NOISE_BY_LEVEL = {"streamline": 0.225, "subject": 0.2}
 #: ``noise`` default of generation: None, resolved by
 #: :func:`default_noise`.
@@ -647,9 +648,14 @@ def sample_latent(
         samples of the prior (of a prior fitted to each bundle: moved to new
         subjects too, ``subject_noise``).
     noise : float, optional
-        Relative noise scale for ``"bank"`` sampling; default
-        :func:`default_noise` (0.225 for a per-streamline attribute such as
-        length, 0.2 for a per-subject one such as age).
+        Relative noise scale for ``"bank"`` sampling. Default: for a length
+        model whose calibration set it (:mod:`aae_tract.bank_noise`), the
+        bundle's own at each target, interpolated between its length bands,
+        with which its streamlines lie about 0.9 times as far from the
+        training streamlines as a new subject's do (with
+        ``noise_scope="bundle"``); otherwise :func:`default_noise` (0.225
+        for a per-streamline attribute such as length, 0.2 for a
+        per-subject one such as age).
     subject_noise : float, None or "default"
         For ``"bank"`` sampling of a model trained on several subjects: how
         far the new subjects spread, relative to the training subjects. A
@@ -796,8 +802,7 @@ def sample_latent(
                 subject_scope=subject_scope,
             )
     else:
-        noise = default_noise(model) if noise is None else noise
-        _check_noise("noise", noise)
+        noise = _noise_for(model, name, targets, noise, noise_scope)
         if subject_noise is not None:
             _check_noise("subject_noise", subject_noise)
         bank_z, bank_a, bank_subject, subject_means = _bank(model, name)
@@ -824,7 +829,7 @@ def sample_latent(
             shaped = (bank_z[draws[:n]] - bank_z[draws[n:]]) / np.float32(np.sqrt(2))
         else:
             shaped = _bank_noise(bank_z, n, rng)
-        z = bank_z[idx] + float(noise) * shaped
+        z = bank_z[idx] + noise * shaped
         if subject_means is not None:
             values = (
                 _subject_values(bank_subject, bank_a, len(subject_means))
@@ -938,8 +943,13 @@ def _is_default(value):
 
 
 def default_noise(model):
-    """The relative noise of ``"bank"`` sampling when none is given.
+    """The relative noise of ``"bank"`` sampling when none is given and the
+    model's calibration set none for the bundle.
 
+    A length model's calibration sets it per bundle and length band from
+    its training subjects (:mod:`aae_tract.bank_noise`, for the noise shaped
+    by the whole bundle's codes); otherwise (a model file from before, a
+    model trained on one subject, the noise shaped near the target) it is
     :data:`NOISE_BY_LEVEL` for the model's ``ar_level``: 0.225 for a
     per-streamline attribute (length), 0.2 for a per-subject one (age).
 
@@ -952,6 +962,21 @@ def default_noise(model):
     float
     """
     return NOISE_BY_LEVEL.get(model.config.ar_level, NOISE_BY_LEVEL["streamline"])
+
+
+def _noise_for(model, name, targets, noise, noise_scope):
+    """Bank noise of each code: ``noise``, or when None the calibrated noise
+    at each target (:func:`aae_tract.bank_noise.noise_at`, shape ``(N, 1)``)
+    or :func:`default_noise`."""
+    if noise is not None:
+        _check_noise("noise", noise)
+        return float(noise)
+    from aae_tract.bank_noise import calibrated_noise, noise_at
+
+    record = calibrated_noise(model, name) if noise_scope == "bundle" else None
+    if record is None:
+        return default_noise(model)
+    return noise_at(record, targets).astype(np.float32)[:, None]
 
 
 def _check_noise(what, value):
@@ -1272,7 +1297,9 @@ def generate(
     sampling : {"bank", "prior"}
         How latent codes are drawn (see :func:`sample_latent`).
     noise : float, optional
-        Relative noise of ``"bank"`` sampling (default :func:`default_noise`).
+        Relative noise of ``"bank"`` sampling (default: the bundle's own,
+        set by the calibration per length band, or :func:`default_noise`;
+        see :func:`sample_latent`).
     subject_noise : float, None or "default"
         Spread of the new subjects ``"bank"`` sampling (and ``"prior"``
         sampling of a fitted prior) moves codes to, relative to the training

@@ -194,8 +194,9 @@ def add_generation_options(parser, *, placement=True):
         "--noise",
         type=float,
         default=DEFAULT_NOISE,
-        help="noise of bank sampling (default: generate's default, 0.225 for "
-        "a length model and 0.2 for an age model)",
+        help="noise of bank sampling (default: generate's default: each "
+        "bundle's own per length band, set by the calibration, for a length "
+        "model; 0.2 for an age model)",
     )
     parser.add_argument(
         "--noise_scope",

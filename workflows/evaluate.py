@@ -95,13 +95,16 @@ class EvaluateFlow(AAEWorkflow):
         sampling : string, optional
             bank or prior: how latent codes are sampled for generation.
         noise : float, optional
-            Bank sampling's noise (as aae_tract_generate's). Without it: 0.225
-            for a model conditioned on a per-streamline attribute such as
-            length, 0.2 for one conditioned on a per-subject attribute.
+            Bank sampling's noise (as aae_tract_generate's). Without it: each
+            bundle's own per length band, set at training from its training
+            subjects (0.225 with --noise_scope target, for a model file from
+            before, or one trained on one subject; 0.2 for one conditioned
+            on a per-subject attribute such as age).
         noise_scope : string, optional
             bundle or target: which encodings shape bank sampling's noise (as
-            aae_tract_generate's). metrics.json records both as used (null
-            for prior sampling, which adds no bank noise).
+            aae_tract_generate's). metrics.json records both as used (noise
+            per bundle, with the lengths of its bands where it was set at
+            training; null for prior sampling, which adds no bank noise).
         subject_noise : float, optional
             Spread of the new subjects generation moves codes to, relative
             to the training subjects' (as aae_tract_generate's). Without it:
@@ -179,11 +182,24 @@ class EvaluateFlow(AAEWorkflow):
             subject_noise=subject_noise,
             placement_noise=placement_noise,
         )
+        from aae_tract.bank_noise import calibrated_noise
         from aae_tract.generate import default_noise, resolve_noises
 
         bank = sampling == "bank"  # prior sampling adds no bank noise
-        used = default_noise(net) if noise is None else noise
-        metrics["noise"] = used if bank else None
+        metrics["noise"] = None
+        if bank:
+            metrics["noise"] = {}
+            for name in net.bundle_names:
+                record = None
+                if noise is None and noise_scope == "bundle":
+                    record = calibrated_noise(net, name)
+                metrics["noise"][name] = (
+                    {"at": record["at"], "value": record["value"]}
+                    if record
+                    else default_noise(net)
+                    if noise is None
+                    else noise
+                )
         metrics["noise_scope"] = noise_scope if bank else None
 
         metrics["subject_noise"], metrics["placement_noise"] = resolve_noises(

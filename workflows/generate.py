@@ -131,19 +131,23 @@ class GenerateFlow(AAEWorkflow):
             subjects as bank's encodings are, see subject_noise).
         noise : float, optional
             Bank sampling adds Gaussian noise to each training encoding, with
-            noise^2 times the covariance of the bundle's encodings (default:
-            0.225 for a model conditioned on a per-streamline attribute such
-            as length, 0.2 for one conditioned on a per-subject attribute such
-            as age).
+            noise^2 times the covariance of the bundle's encodings. Default:
+            the bundle's own at the requested length, set at training from
+            the training subjects, so that the streamlines lie about 0.9
+            times as far from the training streamlines as a new subject's
+            do (doc/benchmarks.md, "Bank noise set from the training
+            subjects"); 0.225 with --noise_scope target, for a model file
+            from before, or one trained on one subject; 0.2 for a model
+            conditioned on a per-subject attribute such as age.
         noise_scope : string, optional
             Which encodings give bank sampling's noise its covariance: bundle
             (all the bundle's) or target (those near the requested length,
-            so that a long streamline varies as long ones do). On the
-            phantom in the common space aae_tract_train builds, target with
-            --noise 0.15 met the length-band target in every band where the
-            defaults miss the longest ones (chosen on the held-out subjects
-            it was measured on; doc/benchmarks.md, "The phantom in a common
-            space").
+            so that a long streamline varies as long ones do; without
+            --noise, 0.225). On the phantom in the common space
+            aae_tract_train builds, target with --noise 0.15 met the
+            length-band target in every band (chosen on the held-out
+            subjects it was measured on; doc/benchmarks.md, "The phantom in
+            a common space").
         subject_noise : float, optional
             Bank sampling moves each training encoding from its subject to a
             new subject: how far the new subjects spread, relative to the

@@ -1558,12 +1558,43 @@ class TractAAE:
         for name in bank:
             # how the bundle's placement varies across the training subjects
             placement_spread(self, name, quiet=True)
+        if not per_subject:
+            self._calibrate_bank_noise(labels, sample, attribute, subjects, rng)
         if self.metadata.space:
             self.metadata.space = {
                 **self.metadata.space,
                 "holds_data": _holds(self.metadata.space, sample),
             }
         return calibration
+
+    def _calibrate_bank_noise(self, labels, sample, attribute, subjects, rng):
+        """Set each bundle's bank noise per length band from its training
+        subjects (:func:`aae_tract.bank_noise.calibrate_noise`), kept in its
+        latent bank."""
+        from aae_tract.bank_noise import BANK_KEY, calibrate_noise
+
+        for name, bank in self.metadata.latent_bank.items():
+            mask = labels == self.bundle_index(name)
+            record = calibrate_noise(
+                self,
+                name,
+                np.asarray(take(sample, np.flatnonzero(mask))),
+                subjects[mask],
+                attribute[mask],
+                rng=rng,
+            )
+            bank[BANK_KEY] = record
+            if record:
+                logger.info(
+                    "%s: bank noise %s at lengths %s mm (generated streamlines "
+                    "%g x as far from the training ones as a new subject's: "
+                    "%s mm)",
+                    name,
+                    " ".join(f"{v:.2f}" for v in record["value"]),
+                    " ".join(f"{v:.0f}" for v in record["at"]),
+                    record["target"],
+                    " ".join(f"{v:.1f}" for v in record["reference_mm"]),
+                )
 
     def fit_labeller(self, train, validation=None):
         """Describe each bundle in the latent space for bundle recognition.

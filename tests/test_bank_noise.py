@@ -1,0 +1,172 @@
+"""Bank noise set from the training subjects (aae_tract.bank_noise)."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from aae_tract.bank_noise import (
+    BANK_KEY,
+    NOISE_GRID,
+    NOVELTY_TARGET,
+    ROUGH_LIMIT,
+    calibrate_noise,
+    new_subject_distance,
+)
+
+
+def _lines(n, rng):
+    """``n`` straight 50 mm streamlines along x, scattered in y and z."""
+    t = np.linspace(0, 50, 12)
+    offsets = rng.normal(0, 2.0, (n, 2))
+    x = np.zeros((n, 12, 3), dtype="float32")
+    x[:, :, 0] = t
+    x[:, :, 1:] = offsets[:, None, :]
+    return x
+
+
+def test_new_subject_distance_of_subjects_equally_apart():
+    """Four subjects, each a bundle of one streamline, moved to the corners
+    of a regular tetrahedron of 3 mm edges: every subject's nearest other
+    streamline lies 3 mm away whatever the number of others, and the
+    extrapolation keeps 3 mm."""
+    corners = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
+    corners *= 3.0 / np.linalg.norm(corners[0] - corners[1])
+    line = _lines(1, np.random.default_rng(0))[0]
+    x = np.stack([line + c for c in corners for _ in range(10)])
+    subjects = np.repeat([f"sub-{s}" for s in range(4)], 10)
+    distance, by_k = new_subject_distance(x, subjects, rng=1)
+    assert set(by_k) == {1, 3}
+    assert by_k[1] == pytest.approx(3.0, abs=1e-4)
+    assert distance == pytest.approx(3.0, abs=1e-4)
+
+
+def test_new_subject_distance_falls_with_more_subjects():
+    """Subjects drawn from one population: the more others a subject is
+    compared with, the nearer its nearest streamline, and the estimate for
+    all of them lies below the distance to all but one."""
+    rng = np.random.default_rng(0)
+    x = _lines(120, rng)
+    subjects = np.repeat([f"sub-{s}" for s in range(6)], 20)
+    distance, by_k = new_subject_distance(x, subjects, rng=2)
+    assert by_k[2] > by_k[5]
+    assert 0 < distance < by_k[5]
+
+
+def test_new_subject_distance_needs_two_subjects():
+    x = _lines(20, np.random.default_rng(0))
+    assert new_subject_distance(x, ["sub-1"] * 20) == (None, {})
+    assert calibrate_noise(None, "AF_L", x, ["sub-1"] * 20, np.full(20, 50.0)) is None
+    distance, by_k = new_subject_distance(x, ["a"] * 10 + ["b"] * 10)
+    assert list(by_k) == [1] and distance == by_k[1]
+
+
+def test_calibration_keeps_a_noise_per_bundle_and_band(tiny_trained, tmp_path):
+    """Training sets each bundle's bank noise per length band: it is where
+    the generated streamlines' distance, measured on the grid, reaches the
+    band's goal; sampling interpolates it between the bands, and the model
+    file keeps it."""
+    from aae_tract.bank_noise import noise_at
+    from aae_tract.generate import sample_latent
+    from aae_tract.model import TractAAE
+
+    model = tiny_trained[0]
+    for name in model.bundle_names:
+        record = model.metadata.latent_bank[name][BANK_KEY]
+        assert record["target"] == NOVELTY_TARGET
+        assert len(record["at"]) >= 2 and np.all(np.diff(record["at"]) >= 0)
+        for i, value in enumerate(record["value"]):
+            assert record["goal_mm"][i] == pytest.approx(
+                NOVELTY_TARGET * record["reference_mm"][i], abs=1e-3
+            )
+            assert NOISE_GRID[0] <= value <= NOISE_GRID[-1]
+            rising = np.maximum.accumulate(record["distance_mm"][i])
+            expected = np.interp(record["goal_mm"][i], rising, NOISE_GRID)
+            rough = np.array(record["rough"][i])
+            crumpled = np.flatnonzero(rough > max(ROUGH_LIMIT, rough[0]))
+            if len(crumpled):  # not as far as the noise that crumples them
+                expected = min(expected, NOISE_GRID[crumpled[0] - 1])
+            assert value == pytest.approx(expected, abs=1e-3)
+        np.testing.assert_allclose(noise_at(record, record["at"]), record["value"])
+    # sampling without a noise takes the band's: the same codes as asking it
+    record = model.metadata.latent_bank["AF_L"][BANK_KEY]
+    options = dict(exact_length=False)
+    for at, value in zip(record["at"], record["value"], strict=True):
+        target = np.full(30, at)
+        np.testing.assert_array_equal(
+            sample_latent(model, "AF_L", target, rng=4, **options),
+            sample_latent(model, "AF_L", target, rng=4, noise=value, **options),
+        )
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = TractAAE.load(path)
+    assert again.metadata.latent_bank["AF_L"][BANK_KEY] == record
+
+
+def test_noise_follows_how_new_a_subject_is(tiny_trained, tiny_splits, monkeypatch):
+    """A bundle whose subjects lie farther apart gets more noise: the same
+    model and data with a new subject's distance doubled."""
+    import aae_tract.bank_noise as bank_noise
+
+    model = tiny_trained[0]
+    train = tiny_splits[0]
+    label = model.bundle_index("AF_L")
+    mask = np.asarray(train.labels) == label
+    x = np.asarray(train.x)[mask]
+    subjects = np.asarray(train.subjects)[mask]
+    lengths = np.asarray(train.attribute)[mask]
+    own = calibrate_noise(model, "AF_L", x, subjects, lengths, rng=0)
+    real = bank_noise.new_subject_distance
+
+    def farther(*args, **kwargs):
+        distance, by_k = real(*args, **kwargs)
+        return 2 * distance, by_k
+
+    monkeypatch.setattr(bank_noise, "new_subject_distance", farther)
+    far = calibrate_noise(model, "AF_L", x, subjects, lengths, rng=0)
+    assert far["at"] == own["at"]
+    np.testing.assert_allclose(
+        far["reference_mm"], 2 * np.array(own["reference_mm"]), rtol=1e-4
+    )
+    # the bands whose noise is where the distance meets its goal (not at an
+    # end of the grid, not held back by crumpled streamlines)
+    met = [
+        i
+        for i, value in enumerate(own["value"])
+        if 0 < value < NOISE_GRID[-1]
+        and value
+        == pytest.approx(
+            np.interp(
+                own["goal_mm"][i],
+                np.maximum.accumulate(own["distance_mm"][i]),
+                NOISE_GRID,
+            ),
+            abs=1e-3,
+        )
+    ]
+    assert met
+    assert all(far["value"][i] > own["value"][i] for i in met)
+
+
+def test_models_without_a_calibrated_noise_keep_the_fixed_one(tiny_trained):
+    """A model file from before the calibration set the noise (no key in its
+    bank), and the noise shaped near the target, sample with the fixed
+    default."""
+    from aae_tract.generate import NOISE_BY_LEVEL, sample_latent
+
+    model = copy.copy(tiny_trained[0])
+    model.metadata = copy.deepcopy(model.metadata)
+    target = np.full(20, float(np.median(model.metadata.latent_bank["AF_L"]["a"])))
+    options = dict(exact_length=False, rng=3)
+    fixed = NOISE_BY_LEVEL["streamline"]
+    scoped = dict(noise_scope="target", **options)
+    np.testing.assert_array_equal(
+        sample_latent(model, "AF_L", target, **scoped),
+        sample_latent(model, "AF_L", target, noise=fixed, **scoped),
+    )
+    for bank in model.metadata.latent_bank.values():
+        bank.pop(BANK_KEY)
+    np.testing.assert_array_equal(
+        sample_latent(model, "AF_L", target, **options),
+        sample_latent(model, "AF_L", target, noise=fixed, **options),
+    )
