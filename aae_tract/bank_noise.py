@@ -92,6 +92,11 @@ MAX_REFERENCE = 5000
 #: subjects in all (a seeded sample; the extrapolation still goes to all).
 MAX_LEFT_OUT = 8
 MAX_SUBJECTS = 16
+#: Fewest training subjects for the calibration: with two, a left-out
+#: subject has one other, and its distance to one subject says too little of
+#: its distance to two (nothing to extrapolate from); the fixed default
+#: applies.
+MIN_SUBJECTS = 3
 #: Sets of other subjects drawn per left-out subject when they are not all
 #: the others.
 DRAWS = 3
@@ -216,8 +221,8 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
         noise stops below the first over :data:`ROUGH_LIMIT` and the share
         without noise);
         and ``target`` (:data:`NOVELTY_TARGET`), ``grid``. None with fewer
-        than 2 subjects, or no band with :data:`MIN_BAND` streamlines of 2
-        of them.
+        than :data:`MIN_SUBJECTS` subjects, or no band with
+        :data:`MIN_BAND` streamlines of 2 of them.
     """
     from aae_tract.generate import draw_streamlines
     from aae_tract.metrics import rough_fraction
@@ -226,7 +231,7 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
     x = np.asarray(x)
     subjects = np.asarray(subjects).astype(str)
     attribute = np.asarray(attribute, dtype="float64")
-    if len(np.unique(subjects)) < 2:
+    if len(np.unique(subjects)) < MIN_SUBJECTS:
         return None
     rows = _per_subject(subjects, rng, PER_SUBJECT)
     train = x[np.sort(np.concatenate(list(rows.values())))]
@@ -272,9 +277,9 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
 
 def calibrated_noise(model, bundle):
     """The calibration's noise record of a bundle (:func:`calibrate_noise`),
-    or None (a model file from before it, a model trained on one subject, or
-    one conditioned on a per-subject attribute such as age, whose
-    calibration sets none)."""
+    or None (a model file from before it, a model trained on fewer than
+    three subjects, or one conditioned on a per-subject attribute such as
+    age, whose calibration sets none)."""
     if model.config.ar_level == "subject":
         return None
     record = (model.metadata.latent_bank.get(bundle) or {}).get(BANK_KEY)

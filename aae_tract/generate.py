@@ -949,9 +949,10 @@ def default_noise(model):
     A length model's calibration sets it per bundle and length band from
     its training subjects (:mod:`aae_tract.bank_noise`, for the noise shaped
     by the whole bundle's codes); otherwise (a model file from before, a
-    model trained on one subject, the noise shaped near the target) it is
-    :data:`NOISE_BY_LEVEL` for the model's ``ar_level``: 0.225 for a
-    per-streamline attribute (length), 0.2 for a per-subject one (age).
+    model trained on fewer than three subjects, the noise shaped near the
+    target) it is :data:`NOISE_BY_LEVEL` for the model's ``ar_level``:
+    0.225 for a per-streamline attribute (length), 0.2 for a per-subject
+    one (age).
 
     Parameters
     ----------

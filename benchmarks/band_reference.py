@@ -135,8 +135,9 @@ def report(mode, shares, n_bands=N_BANDS):
     return lines
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_split_options(parser):
+    """``--dataset``, ``--data_dir``, ``--modes`` and ``--n_points``: the
+    splits of ``quality.py`` and the spaces to measure them in."""
     parser.add_argument(
         "--dataset", choices=["phantom", "minimal_bundles"], default="phantom"
     )
@@ -149,6 +150,11 @@ def main(argv=None):
         help="spaces to measure in",
     )
     parser.add_argument("--n_points", type=int, help="points per streamline")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_split_options(parser)
     parser.add_argument(
         "--fragments",
         type=float,

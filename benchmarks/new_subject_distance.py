@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import band_reference  # noqa: E402
 import quality  # noqa: E402
 
 
@@ -96,13 +97,20 @@ def _cell(row):
 
 
 def time_calibration(pattern, seeds, train):
-    """Seconds of ``TractAAE.calibrate`` of each model, and its bank noise
-    per bundle and band."""
+    """Seconds of ``TractAAE.calibrate`` of each model, with and without
+    setting the bank noise (the rest of the calibration alone, timed first
+    on the same model), and its bank noise per bundle and band."""
     from aae_tract.model import TractAAE
 
     rows = {}
     for seed in seeds:
         model = TractAAE.load(pattern.format(seed=seed))
+        setter = model._calibrate_bank_noise
+        model._calibrate_bank_noise = lambda *args: None
+        start = time.perf_counter()
+        model.calibrate(train)
+        without = time.perf_counter() - start
+        model._calibrate_bank_noise = setter
         start = time.perf_counter()
         model.calibrate(train)
         seconds = time.perf_counter() - start
@@ -110,23 +118,13 @@ def time_calibration(pattern, seeds, train):
             name: (bank.get("noise") or {}).get("value")
             for name, bank in model.metadata.latent_bank.items()
         }
-        rows[seed] = {"seconds": seconds, "noise": noise}
+        rows[seed] = {"seconds": seconds, "without_noise": without, "noise": noise}
     return rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dataset", choices=["phantom", "minimal_bundles"], default="phantom"
-    )
-    parser.add_argument("--data_dir", help="folder of the phantom (default: temp)")
-    parser.add_argument(
-        "--modes",
-        nargs="+",
-        choices=["none", "groupwise"],
-        default=["none", "groupwise"],
-    )
-    parser.add_argument("--n_points", type=int, default=64)
+    band_reference.add_split_options(parser)
     parser.add_argument(
         "--load",
         help="also time the calibration of these models (with the last mode's "
@@ -136,8 +134,9 @@ def main(argv=None):
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
 
+    n_points = args.n_points or quality.CONFIGS[args.dataset]["n_points"]
     train0, held0 = quality.load_splits(
-        args.dataset, n_points=args.n_points, data_dir=args.data_dir
+        args.dataset, n_points=n_points, data_dir=args.data_dir
     )
     result = {"command": " ".join(sys.argv), "modes": {}}
     for mode in args.modes:
@@ -168,7 +167,10 @@ def main(argv=None):
         timing = time_calibration(args.load, args.seeds, train)
         result["calibration"] = timing
         for seed, row in timing.items():
-            print(f"seed {seed}: calibration {row['seconds']:.1f} s")
+            print(
+                f"seed {seed}: calibration {row['seconds']:.1f} s, "
+                f"{row['without_noise']:.1f} s without setting the bank noise"
+            )
             for name, values in row["noise"].items():
                 print(f"  {name}: bank noise {_fmt_list(values)}")
     if args.out:

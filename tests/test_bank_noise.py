@@ -25,6 +25,16 @@ def _lines(n, rng):
     return x
 
 
+def _af_l(model, train):
+    """AF_L's training streamlines, subjects and lengths."""
+    mask = np.asarray(train.labels) == model.bundle_index("AF_L")
+    return (
+        np.asarray(train.x)[mask],
+        np.asarray(train.subjects)[mask],
+        np.asarray(train.attribute)[mask],
+    )
+
+
 def test_new_subject_distance_of_subjects_equally_apart():
     """Four subjects, each a bundle of one streamline, moved to the corners
     of a regular tetrahedron of 3 mm edges: every subject's nearest other
@@ -53,12 +63,15 @@ def test_new_subject_distance_falls_with_more_subjects():
     assert 0 < distance < by_k[5]
 
 
-def test_new_subject_distance_needs_two_subjects():
+def test_new_subject_distance_needs_two_subjects_and_the_noise_three():
     x = _lines(20, np.random.default_rng(0))
     assert new_subject_distance(x, ["sub-1"] * 20) == (None, {})
     assert calibrate_noise(None, "AF_L", x, ["sub-1"] * 20, np.full(20, 50.0)) is None
-    distance, by_k = new_subject_distance(x, ["a"] * 10 + ["b"] * 10)
+    two = ["a"] * 10 + ["b"] * 10
+    distance, by_k = new_subject_distance(x, two)
     assert list(by_k) == [1] and distance == by_k[1]
+    # the calibration needs three: two say too little of a new subject
+    assert calibrate_noise(None, "AF_L", x, two, np.full(20, 50.0)) is None
 
 
 def test_calibration_keeps_a_noise_per_bundle_and_band(tiny_trained, tmp_path):
@@ -104,48 +117,69 @@ def test_calibration_keeps_a_noise_per_bundle_and_band(tiny_trained, tmp_path):
 
 
 def test_noise_follows_how_new_a_subject_is(tiny_trained, tiny_splits, monkeypatch):
-    """A bundle whose subjects lie farther apart gets more noise: the same
-    model and data with a new subject's distance doubled."""
+    """A bundle whose new subject lies farther gets more noise, and one
+    whose new subject lies nearer less: the same model and data with a new
+    subject's distance doubled and halved."""
     import aae_tract.bank_noise as bank_noise
 
     model = tiny_trained[0]
-    train = tiny_splits[0]
-    label = model.bundle_index("AF_L")
-    mask = np.asarray(train.labels) == label
-    x = np.asarray(train.x)[mask]
-    subjects = np.asarray(train.subjects)[mask]
-    lengths = np.asarray(train.attribute)[mask]
-    own = calibrate_noise(model, "AF_L", x, subjects, lengths, rng=0)
+    args = _af_l(model, tiny_splits[0])
+    # never held back by crumpled streamlines here: the tiny model crumples
+    # some at any noise
+    monkeypatch.setattr(bank_noise, "ROUGH_LIMIT", np.inf)
     real = bank_noise.new_subject_distance
+    records = {}
+    for factor in (1.0, 2.0, 0.5):
 
-    def farther(*args, **kwargs):
-        distance, by_k = real(*args, **kwargs)
-        return 2 * distance, by_k
+        def scaled(*a, factor=factor, **k):
+            distance, by_k = real(*a, **k)
+            return factor * distance, by_k
 
-    monkeypatch.setattr(bank_noise, "new_subject_distance", farther)
-    far = calibrate_noise(model, "AF_L", x, subjects, lengths, rng=0)
-    assert far["at"] == own["at"]
+        monkeypatch.setattr(bank_noise, "new_subject_distance", scaled)
+        records[factor] = calibrate_noise(model, "AF_L", *args, rng=0)
+    own, far, near = records[1.0], records[2.0], records[0.5]
+    assert far["at"] == own["at"] == near["at"]
     np.testing.assert_allclose(
         far["reference_mm"], 2 * np.array(own["reference_mm"]), rtol=1e-4
     )
-    # the bands whose noise is where the distance meets its goal (not at an
-    # end of the grid, not held back by crumpled streamlines)
-    met = [
-        i
-        for i, value in enumerate(own["value"])
-        if 0 < value < NOISE_GRID[-1]
-        and value
-        == pytest.approx(
-            np.interp(
-                own["goal_mm"][i],
-                np.maximum.accumulate(own["distance_mm"][i]),
-                NOISE_GRID,
-            ),
-            abs=1e-3,
-        )
-    ]
-    assert met
-    assert all(far["value"][i] > own["value"][i] for i in met)
+    pairs = list(zip(near["value"], own["value"], far["value"], strict=True))
+    assert all(n <= o <= f for n, o, f in pairs)
+    assert any(n < o or o < f for n, o, f in pairs)
+
+
+def test_noise_stops_before_it_crumples_streamlines(
+    tiny_trained, tiny_splits, monkeypatch
+):
+    """Where more noise would crumple more streamlines than the limit (and
+    than without noise), the noise stops at the last level before: with a
+    new subject far away every band would take the top of the grid, but
+    streamlines that crumple from its fourth level on hold it at the third."""
+    import aae_tract.bank_noise as bank_noise
+    import aae_tract.metrics as metrics
+
+    model = tiny_trained[0]
+    args = _af_l(model, tiny_splits[0])
+    real = bank_noise.new_subject_distance
+
+    def far_away(*a, **k):
+        distance, by_k = real(*a, **k)
+        return 100 * distance, by_k
+
+    monkeypatch.setattr(bank_noise, "new_subject_distance", far_away)
+    monkeypatch.setattr(bank_noise, "ROUGH_LIMIT", np.inf)
+    free = calibrate_noise(model, "AF_L", *args, rng=0)
+    assert set(free["value"]) == {NOISE_GRID[-1]}
+    calls = []
+
+    def crumpling(generated, real):
+        calls.append(1)  # the grid's levels in order, band after band
+        return 0.0 if (len(calls) - 1) % len(NOISE_GRID) < 3 else 0.5
+
+    monkeypatch.setattr(metrics, "rough_fraction", crumpling)
+    monkeypatch.setattr(bank_noise, "ROUGH_LIMIT", 0.01)
+    held = calibrate_noise(model, "AF_L", *args, rng=0)
+    assert set(held["value"]) == {NOISE_GRID[2]}
+    assert held["rough"][0] == [0.0] * 3 + [0.5] * (len(NOISE_GRID) - 3)
 
 
 def test_models_without_a_calibrated_noise_keep_the_fixed_one(tiny_trained):
