@@ -26,7 +26,7 @@ training subjects alone:
    to the nearest training streamline is :data:`NOVELTY_TARGET` times that
    distance, interpolated on :data:`NOISE_GRID` with the same draws at
    every noise;
-3. at most the last noise of the grid at which no more of them crumple than
+3. below the first noise of the grid at which more of them crumple than
    :data:`ROUGH_LIMIT` (against the bundle's training streamlines), or than
    without noise where the decoder crumples more of them by itself.
 
@@ -69,7 +69,7 @@ NOISE_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6)
 #: Largest share of crumpled streamlines (:func:`aae_tract.metrics.rough_fraction`
 #: against the bundle's training streamlines, as ``evaluate`` measures it)
 #: the noise may give a band, or the share without noise if larger: the
-#: noise is at most the last of the grid at or below it (1 of the
+#: noise stays below the first level of the grid that gives more (1 of the
 #: :data:`N_GENERATED` streamlines; ``quality.py`` asks at most 0.01 of
 #: each bundle's generated streamlines).
 ROUGH_LIMIT = 0.01
@@ -183,7 +183,9 @@ def new_subject_distance(x, subjects, *, query=None, rng=0, per_subject=PER_SUBJ
     (k1, d1), (k2, d2) = sorted(by_k.items())
     if d1 <= 0 or d2 <= 0:
         return by_k[ks[-1]], by_k
-    power = np.log(d2 / d1) / np.log(k2 / k1)
+    # more subjects to compare with never put the nearest one farther: a
+    # rise between the two (noisy draws of few subjects) is taken as flat
+    power = min(float(np.log(d2 / d1) / np.log(k2 / k1)), 0.0)
     return float(d2 * (n / k2) ** power), by_k
 
 
@@ -255,6 +257,8 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
             )
             distance.append(_median_nearest(generated, train))
             rough.append(rough_fraction(generated, train))
+        if not np.all(np.isfinite(distance)):
+            continue  # a decoder that diverges there: the band takes its neighbours'
         goal = NOVELTY_TARGET * reference
         rising = np.maximum.accumulate(distance)
         value = float(np.interp(goal, rising, NOISE_GRID))
@@ -277,9 +281,9 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
 
 def calibrated_noise(model, bundle):
     """The calibration's noise record of a bundle (:func:`calibrate_noise`),
-    or None (a model file from before it, a model trained on fewer than
-    three subjects, or one conditioned on a per-subject attribute such as
-    age, whose calibration sets none)."""
+    or None (a model file from before it, a bundle with fewer than three
+    training subjects, or a model conditioned on a per-subject attribute
+    such as age, whose calibration sets none)."""
     if model.config.ar_level == "subject":
         return None
     record = (model.metadata.latent_bank.get(bundle) or {}).get(BANK_KEY)

@@ -54,6 +54,7 @@ __all__ = [
     "NOISE_SCOPES",
     "SUBJECT_SCOPES",
     "GeneratedBundle",
+    "bank_noise_used",
     "default_noise",
     "default_noises",
     "draw_streamlines",
@@ -949,8 +950,8 @@ def default_noise(model):
     A length model's calibration sets it per bundle and length band from
     its training subjects (:mod:`aae_tract.bank_noise`, for the noise shaped
     by the whole bundle's codes); otherwise (a model file from before, a
-    model trained on fewer than three subjects, the noise shaped near the
-    target) it is :data:`NOISE_BY_LEVEL` for the model's ``ar_level``:
+    bundle with fewer than three training subjects, the noise shaped near
+    the target) it is :data:`NOISE_BY_LEVEL` for the model's ``ar_level``:
     0.225 for a per-streamline attribute (length), 0.2 for a per-subject
     one (age).
 
@@ -965,19 +966,48 @@ def default_noise(model):
     return NOISE_BY_LEVEL.get(model.config.ar_level, NOISE_BY_LEVEL["streamline"])
 
 
-def _noise_for(model, name, targets, noise, noise_scope):
-    """Bank noise of each code: ``noise``, or when None the calibrated noise
-    at each target (:func:`aae_tract.bank_noise.noise_at`, shape ``(N, 1)``)
-    or :func:`default_noise`."""
+def bank_noise_used(model, bundle, noise=DEFAULT_NOISE, noise_scope="bundle"):
+    """The noise "bank" sampling of ``bundle`` uses with these options.
+
+    Parameters
+    ----------
+    model : TractAAE
+    bundle : str
+    noise : float, optional
+        As :func:`sample_latent`'s.
+    noise_scope : {"bundle", "target"}
+
+    Returns
+    -------
+    float or dict
+        ``noise`` when given; otherwise the calibration's noise per length
+        band, ``{"at": [lengths], "value": [noises]}``
+        (:mod:`aae_tract.bank_noise`), for the noise shaped by the whole
+        bundle's codes of a model whose calibration set it, else
+        :func:`default_noise`.
+    """
     if noise is not None:
         _check_noise("noise", noise)
         return float(noise)
-    from aae_tract.bank_noise import calibrated_noise, noise_at
+    from aae_tract.bank_noise import calibrated_noise
 
+    name = _bundle_name(model, bundle)
     record = calibrated_noise(model, name) if noise_scope == "bundle" else None
     if record is None:
         return default_noise(model)
-    return noise_at(record, targets).astype(np.float32)[:, None]
+    return {"at": record["at"], "value": record["value"]}
+
+
+def _noise_for(model, name, targets, noise, noise_scope):
+    """Bank noise of each code (:func:`bank_noise_used`): a number, or the
+    calibrated noise at each target (:func:`aae_tract.bank_noise.noise_at`,
+    shape ``(N, 1)``)."""
+    from aae_tract.bank_noise import noise_at
+
+    used = bank_noise_used(model, name, noise, noise_scope)
+    if isinstance(used, dict):
+        return noise_at(used, targets).astype(np.float32)[:, None]
+    return used
 
 
 def _check_noise(what, value):

@@ -51,6 +51,33 @@ def test_new_subject_distance_of_subjects_equally_apart():
     assert distance == pytest.approx(3.0, abs=1e-4)
 
 
+@pytest.mark.parametrize("n_subjects", [5, 20])
+def test_new_subject_distance_extrapolates_to_every_subject(n_subjects, monkeypatch):
+    """Where the distance to ``k`` other subjects falls as ``k**-0.5``, the
+    estimate for all ``n`` subjects is ``n**-0.5``: measured on half and on
+    all of the others (of at most 16 subjects drawn from 20)."""
+    import aae_tract.bank_noise as bank_noise
+
+    per = 10
+    x = _lines(per * n_subjects, np.random.default_rng(0))
+    subjects = np.repeat([f"sub-{s:02d}" for s in range(n_subjects)], per)
+
+    def power_law(streamlines, reference):
+        return 4.0 * (len(reference) / per) ** -0.5
+
+    monkeypatch.setattr(bank_noise, "_median_nearest", power_law)
+    distance, by_k = new_subject_distance(x, subjects, rng=0)
+    used = min(n_subjects, bank_noise.MAX_SUBJECTS)
+    assert set(by_k) == {(used - 1) // 2, used - 1}
+    assert distance == pytest.approx(4.0 * n_subjects**-0.5)
+    # a distance that rises with more subjects (noisy draws) is taken as flat
+    monkeypatch.setattr(
+        bank_noise, "_median_nearest", lambda a, ref: (len(ref) / per) ** 0.5
+    )
+    distance, by_k = new_subject_distance(x, subjects, rng=0)
+    assert distance == pytest.approx(by_k[used - 1])
+
+
 def test_new_subject_distance_falls_with_more_subjects():
     """Subjects drawn from one population: the more others a subject is
     compared with, the nearer its nearest streamline, and the estimate for
@@ -110,10 +137,39 @@ def test_calibration_keeps_a_noise_per_bundle_and_band(tiny_trained, tmp_path):
             sample_latent(model, "AF_L", target, rng=4, **options),
             sample_latent(model, "AF_L", target, rng=4, noise=value, **options),
         )
+    # halfway between two bands' lengths, halfway between their noises
+    (a0, a1), (v0, v1) = record["at"][:2], record["value"][:2]
+    halfway = np.full(30, (a0 + a1) / 2)
+    np.testing.assert_allclose(
+        sample_latent(model, "AF_L", halfway, rng=4, **options),
+        sample_latent(model, "AF_L", halfway, rng=4, noise=(v0 + v1) / 2, **options),
+        atol=1e-5,
+    )
     path = tmp_path / "m.keras"
     model.save(path)
     again = TractAAE.load(path)
     assert again.metadata.latent_bank["AF_L"][BANK_KEY] == record
+
+
+def test_a_wrong_noise_record_is_a_clear_error(tiny_trained):
+    """A model file whose bank noise is not numbers in order, one noise per
+    band length and none negative, is refused naming the field."""
+    from aae_tract.errors import AAETractError
+    from aae_tract.model.metadata import ModelMetadata
+
+    good = tiny_trained[0].metadata.to_dict()
+    ModelMetadata.from_dict(copy.deepcopy(good))
+    bad = [
+        ([30.0, 90.0], [0.1, float("nan")], "noise.value holds non-finite"),
+        ([90.0, 30.0], [0.1, 0.2], "noise.at must not decrease"),
+        ([30.0, 90.0], [0.1, -0.2], "noise.value must be 0 or more"),
+        ([30.0, 90.0], [0.1], "2 band lengths and 1 noises"),
+    ]
+    for at, value, message in bad:
+        record = copy.deepcopy(good)
+        record["latent_bank"]["AF_L"][BANK_KEY].update(at=at, value=value)
+        with pytest.raises(AAETractError, match=message):
+            ModelMetadata.from_dict(record)
 
 
 def test_noise_follows_how_new_a_subject_is(tiny_trained, tiny_splits, monkeypatch):

@@ -98,7 +98,7 @@ class EvaluateFlow(AAEWorkflow):
             Bank sampling's noise (as aae_tract_generate's). Without it: each
             bundle's own per length band, set at training from its training
             subjects (0.225 with --noise_scope target, for a model file from
-            before, or one trained on fewer than three subjects; 0.2 for one
+            before, or a bundle with fewer than three training subjects; 0.2 for one
             conditioned on a per-subject attribute such as age).
         noise_scope : string, optional
             bundle or target: which encodings shape bank sampling's noise (as
@@ -182,24 +182,17 @@ class EvaluateFlow(AAEWorkflow):
             subject_noise=subject_noise,
             placement_noise=placement_noise,
         )
-        from aae_tract.bank_noise import calibrated_noise
-        from aae_tract.generate import default_noise, resolve_noises
+        from aae_tract.generate import bank_noise_used, resolve_noises
 
         bank = sampling == "bank"  # prior sampling adds no bank noise
-        metrics["noise"] = None
-        if bank:
-            metrics["noise"] = {}
-            for name in net.bundle_names:
-                record = None
-                if noise is None and noise_scope == "bundle":
-                    record = calibrated_noise(net, name)
-                metrics["noise"][name] = (
-                    {"at": record["at"], "value": record["value"]}
-                    if record
-                    else default_noise(net)
-                    if noise is None
-                    else noise
-                )
+        metrics["noise"] = (
+            {
+                name: bank_noise_used(net, name, noise, noise_scope)
+                for name in net.bundle_names
+            }
+            if bank
+            else None
+        )
         metrics["noise_scope"] = noise_scope if bank else None
 
         metrics["subject_noise"], metrics["placement_noise"] = resolve_noises(

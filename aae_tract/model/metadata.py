@@ -238,6 +238,25 @@ def _validate_latent_bank(latent_bank, names, latent_dims, fail):
             _validate_bank_subjects(bank, key, z.shape, fail)
         if bank.get("placement") is not None:
             _validate_placement(bank, key, fail)
+        if bank.get("noise") is not None:
+            _validate_bank_noise(bank, key, fail)
+
+
+def _validate_bank_noise(bank, key, fail):
+    """Check a bank's noise per length band (:mod:`aae_tract.bank_noise`):
+    as many finite lengths, in order, as noises, each noise 0 or more."""
+    what = f"latent_bank[{key}].noise"
+    record = bank["noise"]
+    if not isinstance(record, dict):
+        fail(f"{what} must be an object")
+    at = _finite_array(record.get("at"), fail, f"{what}.at")
+    value = _finite_array(record.get("value"), fail, f"{what}.value")
+    if at.ndim != 1 or at.size == 0 or value.shape != at.shape:
+        fail(f"{what} has {at.size} band lengths and {value.size} noises")
+    if np.any(np.diff(at) < 0):
+        fail(f"{what}.at must not decrease")
+    if np.any(value < 0):
+        fail(f"{what}.value must be 0 or more")
 
 
 def _validate_placement(bank, key, fail):
