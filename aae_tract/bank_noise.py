@@ -51,6 +51,7 @@ __all__ = [
     "NOVELTY_TARGET",
     "calibrate_noise",
     "calibrated_noise",
+    "length_bands",
     "new_subject_distance",
     "noise_at",
 ]
@@ -189,10 +190,12 @@ def new_subject_distance(x, subjects, *, query=None, rng=0, per_subject=PER_SUBJ
     return float(d2 * (n / k2) ** power), by_k
 
 
-def _bands(values, n_bands):
-    """Band index of each value: quantiles of ``values``."""
-    edges = np.quantile(values, np.linspace(0, 1, n_bands + 1))
-    return np.clip(np.searchsorted(edges[1:-1], values, side="right"), 0, n_bands - 1)
+def length_bands(lengths, of=None, n_bands=N_BANDS):
+    """Band of each length of ``of`` (default ``lengths`` themselves), the
+    bands being the ``n_bands`` quantile ranges of ``lengths``."""
+    edges = np.quantile(lengths, np.linspace(0, 1, n_bands + 1))
+    of = lengths if of is None else of
+    return np.clip(np.searchsorted(edges[1:-1], of, side="right"), 0, n_bands - 1)
 
 
 def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
@@ -237,7 +240,7 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
         return None
     rows = _per_subject(subjects, rng, PER_SUBJECT)
     train = x[np.sort(np.concatenate(list(rows.values())))]
-    band = _bands(attribute, N_BANDS)
+    band = length_bands(attribute)
     record = {key: [] for key in ("at", "value", "reference_mm", "goal_mm")}
     record["distance_mm"], record["rough"] = [], []
     for b in range(N_BANDS):

@@ -50,7 +50,7 @@ def compare(train, held_out, *, seed=0):
         "held_out", "ratio"}, ...]}`` (distances in mm; a band without two
         training subjects or held-out streamlines has None).
     """
-    from aae_tract.bank_noise import N_BANDS, _bands, new_subject_distance
+    from aae_tract.bank_noise import N_BANDS, length_bands, new_subject_distance
     from aae_tract.streamlines import nearest_mdf
 
     xt, lt = np.asarray(train.x), np.asarray(train.labels)
@@ -67,11 +67,8 @@ def compare(train, held_out, *, seed=0):
         d_held = nearest_mdf(xv[real], x)[0]
         estimate, _ = new_subject_distance(x, subjects, rng=seed)
         row = {"estimate": estimate, "held_out": float(np.median(d_held))}
-        band = _bands(lengths, N_BANDS)
-        edges = np.quantile(lengths, np.linspace(0, 1, N_BANDS + 1))
-        held_band = np.clip(
-            np.searchsorted(edges[1:-1], av[real], side="right"), 0, N_BANDS - 1
-        )
+        band = length_bands(lengths)
+        held_band = length_bands(lengths, av[real])
         row["bands"] = []
         for b in range(N_BANDS):
             e, _ = new_subject_distance(x, subjects, query=band == b, rng=seed)

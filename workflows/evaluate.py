@@ -98,8 +98,8 @@ class EvaluateFlow(AAEWorkflow):
             Bank sampling's noise (as aae_tract_generate's). Without it: each
             bundle's own per length band, set at training from its training
             subjects (0.225 with --noise_scope target, for a model file from
-            before, or a bundle with fewer than three training subjects; 0.2 for one
-            conditioned on a per-subject attribute such as age).
+            before, or a bundle with fewer than three training subjects; 0.2
+            for one conditioned on a per-subject attribute such as age).
         noise_scope : string, optional
             bundle or target: which encodings shape bank sampling's noise (as
             aae_tract_generate's). metrics.json records both as used (noise

@@ -137,8 +137,9 @@ class GenerateFlow(AAEWorkflow):
             times as far from the training streamlines as a new subject's
             do (doc/benchmarks.md, "Bank noise set from the training
             subjects"); 0.225 with --noise_scope target, for a model file
-            from before, or a bundle with fewer than three training subjects; 0.2
-            for a model conditioned on a per-subject attribute such as age.
+            from before, or a bundle with fewer than three training
+            subjects; 0.2 for a model conditioned on a per-subject attribute
+            such as age.
         noise_scope : string, optional
             Which encodings give bank sampling's noise its covariance: bundle
             (all the bundle's) or target (those near the requested length,
