@@ -161,3 +161,32 @@ def test_prior_sampling_of_the_mixture(mixture_model):
         model, "CST_R", np.full(50, 120.0), sampling="prior", exact_length=False, rng=0
     )
     assert np.allclose(codes[:, 0], model.attribute_to_z0("CST_R", np.full(50, 120.0)))
+
+
+@pytest.mark.parametrize("codes_per_component, used", [(None, 26), (40, 4), (10, 16)])
+def test_mixture_components_follow_the_codes_per_component(codes_per_component, used):
+    """A bundle uses one component per ``codes_per_component`` codes of its
+    sample (two per latent dimension by default), at most ``n_components``;
+    the rest get weight 0."""
+    net = ConditionalAAE(
+        **{**TINY, "latent_dims": 3, "n_bundles": 1},
+        prior="fitted_mixture",
+        prior_components=40,
+        prior_component_codes=codes_per_component,
+    )
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((160, 3)) + 4.0 * rng.integers(0, 8, (160, 1))
+    assert net.prior.fit(z, np.zeros(160, int)) == [0]
+    weights = net.prior.mixture_numpy()[2][0]
+    assert (weights > 0).sum() == used
+    assert np.isclose(weights.sum(), 1.0)
+
+
+def test_codes_per_component_is_checked_and_kept():
+    from aae_tract.errors import ConfigError
+    from aae_tract.model.config import AAEConfig
+
+    with pytest.raises(ConfigError, match="prior_component_codes"):
+        AAEConfig(prior_component_codes=0).validate()
+    config = AAEConfig(prior_component_codes=12)
+    assert AAEConfig.from_dict(config.to_dict()).prior_component_codes == 12

@@ -124,6 +124,7 @@ class TrainFlow(AAEWorkflow):
         dropout=0.2,
         prior=None,
         prior_components=8,
+        prior_component_codes=None,
         learning_rate=1e-3,
         adv_weight=None,
         ar_weight=None,
@@ -228,8 +229,13 @@ class TrainFlow(AAEWorkflow):
             as age (the setting its models were measured with).
         prior_components : int, optional
             Most components of each bundle's fitted_mixture prior (a bundle
-            uses at most one per 2 x latent_dims training streamlines), or the
-            components of the mixture prior.
+            uses at most one per --prior_component_codes training
+            streamlines), or the components of the mixture prior.
+        prior_component_codes : int, optional
+            Fewest encodings per component of a bundle's fitted_mixture
+            prior, of the at most 2,000 training streamlines of the bundle
+            that each fit encodes (default: 2 x latent_dims); fewer give a
+            finer mixture that follows the bundle's codes more closely.
         learning_rate : float, optional
             Adam learning rate of the autoencoder.
         adv_weight : float, optional
@@ -410,6 +416,7 @@ class TrainFlow(AAEWorkflow):
             dropout=dropout,
             prior=prior,
             prior_components=prior_components,
+            prior_component_codes=prior_component_codes,
             learning_rate=learning_rate,
             adv_weight=adv_weight,
             ar_weight=ar_weight,

@@ -139,6 +139,7 @@ class ConditionalAAE(keras.Model):
             self.config.prior,
             self.config.latent_dims,
             n_components=self.config.prior_components,
+            codes_per_component=self.config.prior_component_codes,
             seed=self.config.seed,
             n_bundles=self.config.n_bundles,
             owner=self,

@@ -82,6 +82,10 @@ class AAEConfig:
     prior_components : int
         Components of the ``"mixture"`` prior; the most components of each
         bundle's ``"fitted_mixture"``.
+    prior_component_codes : int or None
+        Fewest training codes of a bundle per component of the
+        ``"fitted_mixture"`` prior (a bundle with fewer codes uses fewer
+        components). None (default): two per latent dimension.
     recon_weight, smooth_weight : float
         Loss weights: reconstruction (MSE) and second-difference (curvature)
         reconstruction.
@@ -218,6 +222,7 @@ class AAEConfig:
     prior: str | None = None
     posterior: str = "deterministic"
     prior_components: int = 8
+    prior_component_codes: int | None = None
     recon_weight: float = 1.0
     adv_weight: float | None = None
     ar_weight: float | None = None
@@ -260,6 +265,7 @@ class AAEConfig:
         "prior",
         "posterior",
         "prior_components",
+        "prior_component_codes",
         *WEIGHTS,
         "ar_delta",
         "ar_soft",
@@ -545,6 +551,7 @@ TRAIN_OPTIONS = (
     "disc_norm",
     "dropout",
     "prior",
+    "prior_component_codes",
     "learning_rate",
     "adv_weight",
     "ar_weight",
@@ -633,6 +640,7 @@ _TYPES = {
             "n_bundles",
             "n_control",
             "prior_components",
+            "prior_component_codes",
             "warmup_epochs",
             "epochs",
             "polish_epochs",
@@ -661,7 +669,14 @@ _TYPES = {
     **dict.fromkeys(("prior", "decoder", "posterior", "ar_level", "disc_norm"), str),
 }
 #: Fields that may be None (resolved later: see their documentation).
-_OPTIONAL = ("prior", "adv_weight", "ar_soft", "ar_weight", "polish_epochs")
+_OPTIONAL = (
+    "prior",
+    "prior_component_codes",
+    "adv_weight",
+    "ar_soft",
+    "ar_weight",
+    "polish_epochs",
+)
 
 _KIND_NAMES = {
     numbers.Integral: "a whole number",
@@ -679,6 +694,7 @@ _INT_RANGES = {
     "latent_dims": (2, 4096),
     "n_bundles": (1, 100_000),
     "prior_components": (1, 1024),
+    "prior_component_codes": (1, None),
     "filters": (1, 4096),
     "disc_units": (1, 65536),
     "epochs": (1, None),

@@ -281,7 +281,7 @@ class FittedMixturePrior(FittedPrior):
     codes of the bundle lie.
 
     A bundle uses at most ``n_components`` components and at most one per
-    ``2 * latent_dims`` codes of its sample (at least one), so that each
+    ``codes_per_component`` codes of its sample (at least one), so that each
     component's covariance rests on enough codes; unused components have
     weight 0.
 
@@ -297,6 +297,13 @@ class FittedMixturePrior(FittedPrior):
         ``(n_bundles, n_components)``.
     seed : int
         Seed of the expectation-maximisation initialisation.
+    codes_per_component : int or None
+        Fewest codes of a bundle's sample per component; None:
+        :data:`CODES_PER_DIM` times ``latent_dims``. Fewer codes than
+        ``latent_dims`` give a component whose covariance (with the ridge
+        :data:`RIDGE` of the codes' mean variance) spreads along the few
+        directions its codes span: a finer mixture that follows the codes
+        closely.
     """
 
     #: Log weight of an unused component (finite, so every backend samples).
@@ -307,12 +314,25 @@ class FittedMixturePrior(FittedPrior):
     MAX_ITER = 100
 
     def __init__(
-        self, latent_dims, n_bundles, n_components, means, chols, log_weights, seed=0
+        self,
+        latent_dims,
+        n_bundles,
+        n_components,
+        means,
+        chols,
+        log_weights,
+        seed=0,
+        codes_per_component=None,
     ):
         super().__init__(latent_dims, n_bundles, means, chols)
         self.n_components = int(n_components)
         self.log_weights = log_weights
         self.seed = int(seed)
+        self.codes_per_component = (
+            self.CODES_PER_DIM * self.latent_dims
+            if codes_per_component is None
+            else int(codes_per_component)
+        )
         self._fits = 0
 
     def sample(self, n, seed, onehot=None):
@@ -411,8 +431,7 @@ class FittedMixturePrior(FittedPrior):
             codes = z[(labels == b) & finite]
             if len(codes) < 2:
                 continue
-            per = self.CODES_PER_DIM * self.latent_dims
-            k = max(1, min(self.n_components, len(codes) // per))
+            k = max(1, min(self.n_components, len(codes) // self.codes_per_component))
             var = float(np.mean(np.var(codes, axis=0)))
             seed = np.random.SeedSequence([self.seed, self._fits, b])
             gmm = GaussianMixture(
@@ -449,14 +468,26 @@ class FittedMixturePrior(FittedPrior):
             "n_bundles": self.n_bundles,
             "n_components": self.n_components,
             "seed": self.seed,
+            "codes_per_component": self.codes_per_component,
         }
 
 
-def make_prior(kind, latent_dims, *, n_components=8, seed=0, n_bundles=1, owner=None):
+def make_prior(
+    kind,
+    latent_dims,
+    *,
+    n_components=8,
+    seed=0,
+    n_bundles=1,
+    owner=None,
+    codes_per_component=None,
+):
     """Build the prior named ``kind`` (``"gaussian"``, ``"mixture"``,
     ``"fitted"`` or ``"fitted_mixture"``; the variables of a fitted prior are
     made on the layer ``owner``, the network; ``n_components`` is the number
-    of components of a mixture, of each bundle's for ``"fitted_mixture"``)."""
+    of components of a mixture, of each bundle's for ``"fitted_mixture"``,
+    and ``codes_per_component`` the fewest codes per component of the
+    latter: :class:`FittedMixturePrior`)."""
     if kind == "gaussian":
         return GaussianPrior(latent_dims)
     if kind == "mixture":
@@ -487,5 +518,14 @@ def make_prior(kind, latent_dims, *, n_components=8, seed=0, n_bundles=1, owner=
         if owner is not None:
             owner.prior_means, owner.prior_chols = means, chols
             owner.prior_log_weights = log_weights
-        return FittedMixturePrior(d, b, k, means, chols, log_weights, seed=seed)
+        return FittedMixturePrior(
+            d,
+            b,
+            k,
+            means,
+            chols,
+            log_weights,
+            seed=seed,
+            codes_per_component=codes_per_component,
+        )
     raise ValueError(f"unknown prior {kind!r}")
