@@ -37,6 +37,8 @@ Usage::
         'models/p_seed{seed}.keras' --seeds 0 1 2
     python benchmarks/prior_variants.py --novelty 'models/q_seed{seed}.keras' \
         --seeds 0 1 2
+    python benchmarks/prior_variants.py --load 'models/reg_seed{seed}.keras' \
+        --seeds 0 1 2 --register groupwise --refit 8 16:32 32:32
 
 ``--bank_noise`` evaluates trained models (``--load``) with ``bank``
 sampling at several noise levels instead (``--subject_noise``: how far codes
@@ -407,6 +409,168 @@ def spectrum(path, train, held_out, n=8, figure=None):
         )
         tests.append(f"\nwrote {figure}")
     return "\n".join(lines + [""] + tests)
+
+
+def _refit_spec(text):
+    """``"COMPONENTS:CODES"`` (codes per component) or ``"COMPONENTS"`` (the
+    default codes per component) -> (components, codes or None)."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        k = int(parts[0])
+        codes = int(parts[1]) if len(parts) == 2 else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--refit takes COMPONENTS or COMPONENTS:CODES, got {text!r}"
+        ) from None
+    if k < 1 or (codes is not None and codes < 1):
+        raise argparse.ArgumentTypeError(f"--refit needs numbers >= 1, got {text!r}")
+    return k, codes
+
+
+def _mixture(latent_dims, n_bundles, spec, seed):
+    """A fresh fitted mixture prior of ``spec`` (components, codes per
+    component), as a model of that setting would build it."""
+    from aae_tract.model.priors import make_prior
+
+    k, codes = spec
+    return make_prior(
+        "fitted_mixture",
+        latent_dims,
+        n_components=k,
+        n_bundles=n_bundles,
+        seed=seed,
+        codes_per_component=codes,
+    )
+
+
+def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
+    """Mixtures of other sizes refitted to trained models' codes.
+
+    For each model (``pattern`` with ``{seed}``) and bundle, the
+    :func:`aae_tract.metrics.prior_match` test of the held-out codes against
+    (a) the bundle's training codes (the reference of ``quality.py``), (b) the
+    model's own prior and (c) a mixture of each ``spec`` (components, codes
+    per component) refitted to all the bundle's training codes, each the
+    mean of ``draws`` draws of prior samples and classifier seeds. Then the
+    same without held-out data: each training subject in turn left out, its
+    codes against the other training subjects' codes and against a mixture
+    of each ``spec`` fitted to theirs (a setting that helps there is chosen
+    from the training subjects alone). Last, how far held-out codes, prior
+    samples and the training codes themselves lie from their nearest other
+    training code (median Euclidean distance, each dimension in units of the
+    training codes' sd): prior samples that fall between the codes lie
+    farther than a new subject's codes do.
+    """
+    from scipy.spatial import cKDTree
+
+    from aae_tract.metrics import prior_match
+    from aae_tract.model import TractAAE
+
+    names = [f"{k}:{c if c is not None else 'default'}" for k, c in specs]
+    rows = {}
+    for seed in seeds:
+        model = TractAAE.load(pattern.format(seed=seed))
+        z, labels, subjects = {}, {}, {}
+        for split, data in (("train", train), ("held", held_out)):
+            bundle = np.asarray(data.bundle_names)[np.asarray(data.labels)]
+            x, labels[split] = model.prepare(np.asarray(data.x), list(bundle))
+            # as evaluate() encodes: one sample of q(z | x) each
+            z[split] = model.encode_prepared(x, rng=0)
+            subjects[split] = np.asarray(data.subjects)
+        n_b, d = len(model.bundle_names), model.latent_dims
+        fits = {}
+        for spec in specs:
+            prior = _mixture(d, n_b, spec, seed)
+            prior.fit(z["train"], labels["train"])
+            fits[spec] = prior
+        own = model.network.prior
+        for i, name in enumerate(model.bundle_names):
+            held = z["held"][labels["held"] == i]
+            mine = labels["train"] == i
+            codes, groups = z["train"][mine], subjects["train"][mine]
+            rng = np.random.default_rng([seed, i])
+
+            row = rows.setdefault(name, {})
+            row.setdefault("train codes", []).append(
+                float(np.mean([prior_match(held, codes, seed=r) for r in range(draws)]))
+            )
+            priors = {"model prior": own} | {
+                label: fits[spec] for spec, label in zip(specs, names)
+            }
+            for label, prior in priors.items():
+                scores = [
+                    prior_match(held, prior.sample_numpy(len(held), rng, i), seed=r)
+                    for r in range(draws)
+                ]
+                row.setdefault(label, []).append(float(np.mean(scores)))
+            loso = {"train codes": []} | {label: [] for label in names}
+            for left in np.unique(groups):
+                out, rest = codes[groups == left], codes[groups != left]
+                loso["train codes"].append(prior_match(out, rest, seed=seed))
+                for spec, label in zip(specs, names):
+                    prior = _mixture(d, n_b, spec, seed)
+                    prior.fit(rest, np.full(len(rest), i))
+                    sample = prior.sample_numpy(len(out), rng, i)
+                    loso[label].append(prior_match(out, sample, seed=seed))
+            for label, values in loso.items():
+                row.setdefault(f"loso {label}", []).append(float(np.mean(values)))
+            scale = codes.std(axis=0) + 1e-9
+            tree = cKDTree(codes / scale)
+            near = {
+                "held-out codes": tree.query(held / scale)[0],
+                "model prior": tree.query(own.sample_numpy(len(held), rng, i) / scale)[
+                    0
+                ],
+                "train codes (nearest other)": tree.query(codes / scale, k=2)[0][:, 1],
+            }
+            for label, dist in near.items():
+                row.setdefault(f"nn {label}", []).append(float(np.median(dist)))
+    tests = ["train codes", "model prior", *names]
+    head = ["bundle", *tests, "within ref + 0.03"]
+    lines = [
+        f"held-out codes against ... (prior_match, mean of {draws} draws and "
+        f"{len(seeds)} models; mixtures as components:codes per component)"
+    ]
+    body = []
+    for name, row in rows.items():
+        ref = np.mean(row["train codes"])
+        within = [
+            t for t in tests[1:] if np.mean(row[t]) <= ref + quality.PRIOR_MATCH_MARGIN
+        ]
+        body.append(
+            [name, *(f"{np.mean(row[t]):.3f}" for t in tests), " ".join(within) or "-"]
+        )
+    body.append(
+        [
+            "mean",
+            *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in tests),
+            "",
+        ]
+    )
+    out = [quality._render(lines, head, body)]
+    lines = [
+        "\na training subject left out: its codes against the others' codes "
+        "and against mixtures fitted to them (prior_match, mean over subjects)"
+    ]
+    loso = [f"loso {t}" for t in ("train codes", *names)]
+    body = [[n, *(f"{np.mean(r[t]):.3f}" for t in loso)] for n, r in rows.items()]
+    body.append(
+        [
+            "mean",
+            *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in loso),
+        ]
+    )
+    out.append(quality._render(lines, ["bundle", "train codes", *names], body))
+    lines = [
+        "\nmedian distance to the nearest training code (training codes' sd "
+        "per dimension)"
+    ]
+    near = [k for k in next(iter(rows.values())) if k.startswith("nn ")]
+    body = [[n, *(f"{np.mean(r[t]):.3f}" for t in near)] for n, r in rows.items()]
+    out.append(quality._render(lines, ["bundle", *(k[3:] for k in near)], body))
+    return "\n".join(out), rows
 
 
 def band_spread(path, train, held_out, seeds, sampling="prior"):
@@ -849,6 +1013,15 @@ def main(argv=None):
         help="with --spectrum: draw the held-out codes over prior samples here (PNG)",
     )
     parser.add_argument(
+        "--refit",
+        nargs="+",
+        type=_refit_spec,
+        metavar="K[:CODES]",
+        help="prior_match of mixtures of K components (at most one per CODES "
+        "training codes) refitted to the codes of --load ({seed} filled in for "
+        "each of --seeds), against the model's own prior and the training codes",
+    )
+    parser.add_argument(
         "--band_figure",
         metavar="PNG",
         help="draw one length band of --bundle: held-out, training and generated "
@@ -942,6 +1115,7 @@ def main(argv=None):
     train, held_out = register_split(train, held_out, args.register)  # "none": as read
     only_load = (
         args.bank_noise
+        or args.refit
         or args.spectrum
         or args.band_figure
         or args.band_spread
@@ -950,7 +1124,7 @@ def main(argv=None):
     )
     if only_load and not args.load:
         parser.error(
-            "--bank_noise, --spectrum, --band_figure, --band_spread, "
+            "--bank_noise, --refit, --spectrum, --band_figure, --band_spread, "
             "--subject_bands and --polish need --load MODEL"
         )
     if args.polish:
@@ -972,6 +1146,15 @@ def main(argv=None):
         print(novelty_screen(args.novelty, args.seeds, train, held_out))
     if (args.rough or args.novelty) and not only_load:
         return 0
+    if args.refit:
+        text, rows = refit_screen(args.load, args.seeds, args.refit, train, held_out)
+        print(text)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(
+                    json.dumps({"refit": [list(s) for s in args.refit], "rows": rows})
+                    + "\n"
+                )
     if args.spectrum:
         print(spectrum(args.load, train, held_out, figure=args.figure))
     if args.bank_noise:

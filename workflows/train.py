@@ -123,7 +123,7 @@ class TrainFlow(AAEWorkflow):
         disc_norm="none",
         dropout=0.2,
         prior=None,
-        prior_components=8,
+        prior_components=32,
         prior_component_codes=None,
         learning_rate=1e-3,
         adv_weight=None,
@@ -234,7 +234,7 @@ class TrainFlow(AAEWorkflow):
         prior_component_codes : int, optional
             Fewest encodings per component of a bundle's fitted_mixture
             prior, of the at most 2,000 training streamlines of the bundle
-            that each fit encodes (default: 2 x latent_dims); fewer give a
+            that each fit encodes (default: latent_dims); fewer give a
             finer mixture that follows the bundle's codes more closely.
         learning_rate : float, optional
             Adam learning rate of the autoencoder.

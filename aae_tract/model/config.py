@@ -85,7 +85,10 @@ class AAEConfig:
     prior_component_codes : int or None
         Fewest training codes of a bundle per component of the
         ``"fitted_mixture"`` prior (a bundle with fewer codes uses fewer
-        components). None (default): two per latent dimension.
+        components). None (default): one per latent dimension. With the
+        default 32 components and 32 dimensions, a bundle of 800 training
+        streamlines gets 25 components and one of 200 gets 6
+        (doc/benchmarks.md, "A finer mixture").
     recon_weight, smooth_weight : float
         Loss weights: reconstruction (MSE) and second-difference (curvature)
         reconstruction.
@@ -221,7 +224,7 @@ class AAEConfig:
     dropout: float = 0.2
     prior: str | None = None
     posterior: str = "deterministic"
-    prior_components: int = 8
+    prior_components: int = 32
     prior_component_codes: int | None = None
     recon_weight: float = 1.0
     adv_weight: float | None = None

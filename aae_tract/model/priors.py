@@ -309,7 +309,7 @@ class FittedMixturePrior(FittedPrior):
     #: Log weight of an unused component (finite, so every backend samples).
     UNUSED = -1e9
     #: Codes per latent dimension each component needs.
-    CODES_PER_DIM = 2
+    CODES_PER_DIM = 1
     #: Expectation-maximisation iterations of each refit.
     MAX_ITER = 100
 
