@@ -38,7 +38,7 @@ Usage::
     python benchmarks/prior_variants.py --novelty 'models/q_seed{seed}.keras' \
         --seeds 0 1 2
     python benchmarks/prior_variants.py --load 'models/reg_seed{seed}.keras' \
-        --seeds 0 1 2 --register groupwise --refit 8 16:32 32:32
+        --seeds 0 1 2 --register groupwise --refit 8:64 32:32 32:16
 
 ``--bank_noise`` evaluates trained models (``--load``) with ``bank``
 sampling at several noise levels instead (``--subject_noise``: how far codes

@@ -88,7 +88,7 @@ class AAEConfig:
         components). None (default): one per latent dimension. With the
         default 32 components and 32 dimensions, a bundle of 800 training
         streamlines gets 25 components and one of 200 gets 6
-        (doc/benchmarks.md, "A finer mixture").
+        (doc/benchmarks.md, "A finer mixture for new subjects' codes").
     recon_weight, smooth_weight : float
         Loss weights: reconstruction (MSE) and second-difference (curvature)
         reconstruction.
