@@ -97,7 +97,7 @@ def test_other_priors_ignore_the_bundle():
 
 def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
     """A length model fits a mixture prior, softens the AR target (0.1),
-    weighs it 0.1 and adds a decoder-only stage of 0.4x its epochs unless
+    weighs it 0.1 and adds a decoder-only stage of 0.6x its epochs unless
     told otherwise; the values are stored resolved, and a file from before
     these defaults (the fields not stored) keeps the Gaussian prior, the
     sign target and no stage, as it was trained."""
@@ -110,12 +110,12 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
     )
     assert (config.ar_weight, config.adv_weight) == (0.1, 0.001)
     assert (config.polish_epochs, config.polish_noise) == (None, 0.05)
-    assert config.resolved_polish_epochs() == 2
+    assert config.resolved_polish_epochs() == 3
     assert config.polish_turn_weight == 0.0006
     told = TractAAE.from_dataset(train, ar_weight=0.7, polish_epochs=0, **TINY)
     assert (told.config.ar_weight, told.config.polish_epochs) == (0.7, 0)
-    assert AAEConfig().resolved_polish_epochs() == 40
-    assert AAEConfig(epochs=1).resolved_polish_epochs() == 0
+    assert AAEConfig().resolved_polish_epochs() == 60
+    assert AAEConfig(epochs=1).resolved_polish_epochs() == 1  # 0.6, rounded
     # for age (subjects ordered): the settings its models were measured with
     age = AAEConfig(ar_level="subject").resolved()
     assert (age.prior, age.adv_weight, age.ar_weight, age.ar_soft) == (
@@ -159,12 +159,12 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
 
 
 def test_training_resolves_the_decoder_stage_from_the_epochs_it_runs(tiny_trained):
-    """Left to its default, the decoder-only stage runs 0.4x the epochs that
-    training ran (3 here), and the model stores that number."""
+    """Left to its default, the decoder-only stage runs 0.6x the epochs that
+    training ran (3 here, so 2), and the model stores that number."""
     model, _ = tiny_trained
-    assert model.config.polish_epochs == 1
-    assert model.metadata.config["polish_epochs"] == 1
-    assert model.metadata.training["polish"]["epochs"] == 1
+    assert model.config.polish_epochs == 2
+    assert model.metadata.config["polish_epochs"] == 2
+    assert model.metadata.training["polish"]["epochs"] == 2
 
 
 @pytest.fixture(scope="module")

@@ -274,8 +274,8 @@ class TrainFlow(AAEWorkflow):
             adversarial training left it, while the decoder converges on the
             final codes: held-out reconstruction improves (without
             --polish_noise, bank sampling then crumples more streamlines; see
-            doc/benchmarks.md). 0: no such stage. Without it: 0.4 x
-            --epochs, rounded (40 after 100 epochs), for --attribute length;
+            doc/benchmarks.md). 0: no such stage. Without it: 0.6 x
+            --epochs, rounded (60 after 100 epochs), for --attribute length;
             none for an attribute of the subject such as age.
         polish_noise : float, optional
             Noise on the codes during the decoder-only stage, relative to the

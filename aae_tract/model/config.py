@@ -168,8 +168,8 @@ class AAEConfig:
         ones. On the phantom it lowers held-out reconstruction error by about
         a tenth, and bank sampling then crumples more streamlines (see
         ``polish_noise``; doc/benchmarks.md, "A decoder-only stage after
-        training"). 0: no such stage. None (default): 0.4x the epochs
-        trained, rounded (40 after the default 100), for length; none for
+        training"). 0: no such stage. None (default): 0.6x the epochs
+        trained, rounded (60 after the default 100), for length; none for
         age (:data:`LEVEL_DEFAULTS`); :meth:`TractAAE.fit` stores the value
         it resolves to (:meth:`resolved_polish_epochs`).
     polish_noise : float
@@ -497,10 +497,11 @@ DEFAULT_AR_SOFT = 0.1
 
 #: Values of the fields left to None by default, by what the AR loss orders.
 #: For length (``"streamline"``): the fitted mixture, a small adversary, a
-#: fifth of the earlier attribute weight and a decoder-only stage of 0.4x the
+#: fifth of the earlier attribute weight and a decoder-only stage of 0.6x the
 #: epochs, which on the phantom reconstruct within 1.1x a plain autoencoder
 #: and keep prior samples of fragments on the bundle (doc/benchmarks.md,
-#: "The fitted mixture and the decoder-only stage as the default"). For age
+#: "The fitted mixture and the decoder-only stage as the default"; 0.4x
+#: until "A longer decoder-only stage"). For age
 #: (``"subject"``): the settings the age models were measured with (the
 #: fitted prior, ``adv_weight`` 0.005, ``ar_weight`` 0.5, the sign target,
 #: no stage); with the length settings one seed in three missed the age
@@ -511,7 +512,7 @@ LEVEL_DEFAULTS = {
         "adv_weight": 0.001,
         "ar_weight": 0.1,
         "ar_soft": DEFAULT_AR_SOFT,
-        "polish_fraction": 0.4,
+        "polish_fraction": 0.6,
     },
     "subject": {
         "prior": "fitted",
