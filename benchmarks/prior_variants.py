@@ -369,10 +369,7 @@ def spectrum(path, train, held_out, n=8, figure=None):
     model = TractAAE.load(path)
     z, labels = {}, {}
     for split, data in (("train", train), ("held_out", held_out)):
-        names = np.asarray(data.bundle_names)[np.asarray(data.labels)]
-        x, labels[split] = model.prepare(np.asarray(data.x), list(names))
-        # as evaluate() encodes: one sample of q(z | x) each
-        z[split] = model.encode_prepared(x, rng=0)
+        z[split], labels[split] = _codes(model, data)
     prior = model.network.prior
     rng = np.random.default_rng(0)
     lines = [
@@ -409,6 +406,15 @@ def spectrum(path, train, held_out, n=8, figure=None):
         )
         tests.append(f"\nwrote {figure}")
     return "\n".join(lines + [""] + tests)
+
+
+def _codes(model, data):
+    """``(codes, labels)`` of a dataset, encoded as
+    :func:`aae_tract.metrics.evaluate` encodes: one sample of q(z | x) each."""
+    from aae_tract.metrics import _prepared
+
+    x, labels = _prepared(model, data)
+    return model.encode_prepared(x, rng=0), labels
 
 
 def _refit_spec(text):
@@ -474,10 +480,7 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
         model = TractAAE.load(pattern.format(seed=seed))
         z, labels, subjects = {}, {}, {}
         for split, data in (("train", train), ("held", held_out)):
-            bundle = np.asarray(data.bundle_names)[np.asarray(data.labels)]
-            x, labels[split] = model.prepare(np.asarray(data.x), list(bundle))
-            # as evaluate() encodes: one sample of q(z | x) each
-            z[split] = model.encode_prepared(x, rng=0)
+            z[split], labels[split] = _codes(model, data)
             subjects[split] = np.asarray(data.subjects)
         n_b, d = len(model.bundle_names), model.latent_dims
         fits = {}
