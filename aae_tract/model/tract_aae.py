@@ -670,8 +670,7 @@ class TractAAE:
             decoder = self.network.decoder
             texture = decoder.get_layer("texture").output
             self._texture_head = keras.Model(decoder.inputs[:2], texture)
-        out = self._texture_head([z, onehot], training=False)
-        out = keras.ops.convert_to_numpy(out)
+        out = _predict(self._texture_head, [z, onehot], PAD_STEP)
         mu = np.clip(out[:, 0], *ArcLengthCurve.LOG_TEXTURE_RANGE)
         log_tau = np.clip(out[:, 1], *ArcLengthCurve.LOG_SPREAD_RANGE)
         return mu.astype("float64"), log_tau.astype("float64")
@@ -740,11 +739,14 @@ class TractAAE:
         low, high = ArcLengthCurve.LOG_LENGTH_RANGE
         out = []
         for start in range(0, len(z), batch_size):
-            frame = self._length_head(
+            # compiled, as decoding is: bisecting a length calls this a dozen
+            # times a request, and an eager call runs the layers op by op
+            frame = _predict(
+                self._length_head,
                 [z[start : start + batch_size], onehot[start : start + batch_size]],
-                training=False,
+                batch_size,
             )
-            log_length = np.clip(keras.ops.convert_to_numpy(frame)[:, 3], low, high)
+            log_length = np.clip(frame[:, 3], low, high)
             out.append(np.exp(log_length.astype(np.float64)) * self.normalizer.scale)
         return np.concatenate(out) if out else np.zeros(0)
 
