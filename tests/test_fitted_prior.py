@@ -156,6 +156,7 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
         0,
         0.0,
     )
+    assert old.polish_warmup_epochs == 0
 
 
 def test_training_resolves_the_decoder_stage_from_the_epochs_it_runs(tiny_trained):

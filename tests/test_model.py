@@ -385,6 +385,8 @@ def test_config_rejects_bad_values():
         AAEConfig(disc_norm="batch")
     with pytest.raises(ValueError, match="--polish_epochs must be at least 0"):
         AAEConfig(polish_epochs=-1)
+    with pytest.raises(ValueError, match="--polish_warmup_epochs must be at least 0"):
+        AAEConfig(polish_warmup_epochs=-1)
     with pytest.raises(ValueError, match="--polish_noise must be at least 0"):
         AAEConfig(polish_noise=-0.1)
     with pytest.raises(ValueError, match="--polish_turn_weight must be at least 0"):
@@ -627,11 +629,14 @@ def test_training_stopped_early_skips_the_decoder_only_stage(tiny_splits, caplog
 def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     train, validation = tiny_splits
     ckpt = tmp_path / "ckpt"
-    model = TractAAE.from_dataset(train, epochs=2, polish_epochs=3, **TINY)
+    model = TractAAE.from_dataset(
+        train, epochs=2, polish_epochs=3, polish_warmup_epochs=2, **TINY
+    )
     history = model.fit(train, validation, checkpoint_dir=ckpt, verbose=0)
     assert len(history["recon_loss"]) == 2  # the main stage's epochs
     polish = model.metadata.training["polish"]
     assert polish["epochs"] == 3
+    assert polish["warmup_epochs"] == 1  # at most half the stage
     assert len(polish["recon_loss"]) == len(polish["val_recon_loss"]) == 3
     # the checkpoint is the main stage's last epoch: the stage after it
     # moved every decoder weight and no encoder weight (so no code)
@@ -670,9 +675,16 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     # stay, the count adds up, the noise is recorded
     codes = loaded.encode_prepared(train.x[:16])
     record = loaded.polish(
-        train, epochs=2, noise=0.05, turn_weight=0.5, swap_weight=0.2, verbose=0
+        train,
+        epochs=2,
+        warmup_epochs=0,
+        noise=0.05,
+        turn_weight=0.5,
+        swap_weight=0.2,
+        verbose=0,
     )
     assert len(record["recon_loss"]) == 2 and "val_recon_loss" not in record
+    assert record["warmup_epochs"] == 0
     assert (record["noise"], record["turn_weight"]) == (0.05, 0.5)
     assert record["swap_weight"] == 0.2 and loaded.network.swap_weight == 0.0
     np.testing.assert_array_equal(loaded.encode_prepared(train.x[:16]), codes)
@@ -683,14 +695,43 @@ def test_decoder_only_stage_moves_the_decoder_alone(tiny_splits, tmp_path):
     assert (again.config.polish_epochs, again.config.polish_noise) == (5, 0.05)
     assert again.config.polish_turn_weight == 0.5
     assert again.config.polish_swap_weight == 0.2
+    assert again.config.polish_warmup_epochs == 0
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         loaded.polish(train, epochs=0)
     with pytest.raises(ConfigError, match="noise must be a finite number >= 0"):
         loaded.polish(train, epochs=1, noise=float("nan"))
+    with pytest.raises(ConfigError, match="warmup_epochs must be a whole number"):
+        loaded.polish(train, epochs=1, warmup_epochs=-1)
     with pytest.raises(ConfigError, match="turn_weight must be a finite number >= 0"):
         loaded.polish(train, epochs=1, turn_weight=-1)
     with pytest.raises(ConfigError, match="swap_weight must be a finite number >= 0"):
         loaded.polish(train, epochs=1, swap_weight=float("inf"))
+
+
+def test_decoder_stage_rate_warms_up_then_decays(tiny_splits):
+    """With warm-up steps, the stage's rate rises linearly from 5% of the
+    learning rate to all of it, then falls along the cosine to 5% at the
+    stage's end; without, it starts at all of it; constant_lr keeps it."""
+    train, _ = tiny_splits
+
+    def rates(model, **steps):
+        model._compile(**steps)
+        optimizer = model.network.ae_optimizer
+        out = []
+        for step in range(16):
+            optimizer.iterations.assign(step)
+            out.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+        return np.array(out) / model.config.learning_rate
+
+    model = TractAAE.from_dataset(train, **TINY)
+    warm = rates(model, decay_steps=10, warmup_steps=4)
+    np.testing.assert_allclose(warm[:5], [0.05, 0.2875, 0.525, 0.7625, 1.0], rtol=1e-5)
+    assert np.all(np.diff(warm[4:15]) < 0)
+    np.testing.assert_allclose(warm[14:], 0.05, rtol=1e-5)
+    cold = rates(model, decay_steps=10)
+    assert cold[0] == pytest.approx(1.0) and cold[10] == pytest.approx(0.05)
+    flat = TractAAE.from_dataset(train, lr_decay=False, **TINY)
+    np.testing.assert_allclose(rates(flat, decay_steps=10, warmup_steps=4), 1.0)
 
 
 def _batch(model, train, rows):

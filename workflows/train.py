@@ -135,6 +135,7 @@ class TrainFlow(AAEWorkflow):
         texture_weight=0.01,
         warmup_epochs=10,
         polish_epochs=None,
+        polish_warmup_epochs=0,
         polish_noise=0.05,
         polish_turn_weight=0.0006,
         polish_swap_weight=0.0,
@@ -277,6 +278,13 @@ class TrainFlow(AAEWorkflow):
             doc/benchmarks.md). 0: no such stage. Without it: 0.6 x
             --epochs, rounded (60 after 100 epochs), for --attribute length;
             none for an attribute of the subject such as age.
+        polish_warmup_epochs : int, optional
+            Epochs at the start of the decoder-only stage over which its
+            learning rate rises from 5% to --learning_rate before the cosine
+            decay (at most half the stage; none with --constant_lr). The
+            stage starts a fresh optimizer, whose first steps at the full
+            rate undo much of the decoder's fit (see doc/benchmarks.md). 0:
+            none.
         polish_noise : float, optional
             Noise on the codes during the decoder-only stage, relative to the
             batch's spread of each latent dimension: the decoder learns a
@@ -427,6 +435,7 @@ class TrainFlow(AAEWorkflow):
             texture_weight=texture_weight,
             warmup_epochs=warmup_epochs,
             polish_epochs=polish_epochs,
+            polish_warmup_epochs=polish_warmup_epochs,
             polish_noise=polish_noise,
             polish_turn_weight=polish_turn_weight,
             polish_swap_weight=polish_swap_weight,

@@ -172,6 +172,16 @@ class AAEConfig:
         trained, rounded (60 after the default 100), for length; none for
         age (:data:`LEVEL_DEFAULTS`); :meth:`TractAAE.fit` stores the value
         it resolves to (:meth:`resolved_polish_epochs`).
+    polish_warmup_epochs : int
+        Epochs at the start of the decoder-only stage over which its learning
+        rate rises linearly from 5% to ``learning_rate`` before the cosine
+        decay (at most half the stage; none without ``lr_decay``). The
+        stage's Adam starts afresh:
+        at the full rate its first updates, scaled by moment estimates of a
+        single batch, throw the decoder off the fit it had (on the embedded
+        default the validation reconstruction loss rose about fivefold in
+        the first epoch) and most of the stage went to recovering it. 0: no
+        warm-up. Default 0 (doc/benchmarks.md).
     polish_noise : float
         During the decoder-only stage, Gaussian noise added to every code,
         this many times the batch's standard deviation of each latent
@@ -247,6 +257,7 @@ class AAEConfig:
     lr_decay: bool = True
     epochs: int = 100
     polish_epochs: int | None = None
+    polish_warmup_epochs: int = 0
     polish_noise: float = 0.05
     polish_turn_weight: float = 0.0006
     polish_swap_weight: float = 0.0
@@ -567,6 +578,7 @@ TRAIN_OPTIONS = (
     "warmup_epochs",
     "epochs",
     "polish_epochs",
+    "polish_warmup_epochs",
     "polish_noise",
     "polish_turn_weight",
     "polish_swap_weight",
@@ -630,6 +642,7 @@ STORED_DEFAULTS = {
     "texture_weight": 0.0,
     "ar_level": "streamline",
     "polish_epochs": 0,
+    "polish_warmup_epochs": 0,
     "polish_noise": 0.0,
     "polish_turn_weight": 0.0,
     "polish_swap_weight": 0.0,
@@ -648,6 +661,7 @@ _TYPES = {
             "warmup_epochs",
             "epochs",
             "polish_epochs",
+            "polish_warmup_epochs",
             "batch_size",
             "subject_batch",
             "seed",
@@ -706,6 +720,7 @@ _INT_RANGES = {
     "subject_batch": (2, None),
     "warmup_epochs": (0, None),
     "polish_epochs": (0, None),
+    "polish_warmup_epochs": (0, None),
     "seed": (0, 2**32 - 1),  # what NumPy's seeding accepts
 }
 

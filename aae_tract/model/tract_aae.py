@@ -1032,6 +1032,7 @@ class TractAAE:
                 train,
                 validation,
                 epochs=stage,
+                warmup_epochs=cfg.polish_warmup_epochs,
                 noise=cfg.polish_noise,
                 turn_weight=cfg.polish_turn_weight,
                 swap_weight=cfg.polish_swap_weight,
@@ -1049,6 +1050,7 @@ class TractAAE:
         validation=None,
         *,
         epochs,
+        warmup_epochs=None,
         noise=None,
         turn_weight=None,
         swap_weight=None,
@@ -1073,6 +1075,11 @@ class TractAAE:
             Validation split: ``val_*`` losses per epoch.
         epochs : int
             Epochs of the stage (at least 1).
+        warmup_epochs : int, optional
+            Epochs over which the stage's learning rate rises from 5% to
+            ``learning_rate`` before its cosine decay, at most half the
+            stage (``AAEConfig.polish_warmup_epochs``, whose value is the
+            default; this stage's is stored there).
         noise : float, optional
             Noise on the codes during the stage, relative to the batch's
             spread of each latent dimension (``AAEConfig.polish_noise``,
@@ -1108,6 +1115,18 @@ class TractAAE:
         if epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {epochs!r}")
         epochs = int(epochs)
+        if warmup_epochs is None:
+            warmup_epochs = self.config.polish_warmup_epochs
+        if (
+            isinstance(warmup_epochs, bool)
+            or not isinstance(warmup_epochs, numbers.Integral)
+            or warmup_epochs < 0
+        ):
+            raise ConfigError(
+                f"warmup_epochs must be a whole number of at least 0, "
+                f"got {warmup_epochs!r}"
+            )
+        warmup_epochs = int(warmup_epochs)
         noise = _non_negative(
             "noise", self.config.polish_noise if noise is None else noise
         )
@@ -1128,6 +1147,7 @@ class TractAAE:
             train,
             validation,
             epochs=epochs,
+            warmup_epochs=warmup_epochs,
             noise=noise,
             turn_weight=turn_weight,
             swap_weight=swap_weight,
@@ -1141,10 +1161,12 @@ class TractAAE:
             raise _non_finite_error(guard.bad, None)
         total = self.config.resolved_polish_epochs() + epochs
         self.config.polish_epochs = total
+        self.config.polish_warmup_epochs = warmup_epochs
         self.config.polish_noise = noise
         self.config.polish_turn_weight = turn_weight
         self.config.polish_swap_weight = swap_weight
         self.metadata.config["polish_epochs"] = total
+        self.metadata.config["polish_warmup_epochs"] = warmup_epochs
         self.metadata.config["polish_noise"] = noise
         self.metadata.config["polish_turn_weight"] = turn_weight
         self.metadata.config["polish_swap_weight"] = swap_weight
@@ -1158,6 +1180,7 @@ class TractAAE:
         validation,
         *,
         epochs,
+        warmup_epochs,
         noise,
         turn_weight,
         swap_weight,
@@ -1168,12 +1191,14 @@ class TractAAE:
         verbose,
     ):
         """The decoder-only stage: ``epochs`` epochs in which only the
-        decoder learns, from a fresh Adam with the cosine decay from
-        ``learning_rate``, decoding codes with ``noise`` times the batch's
-        spread of each latent dimension added (with ``turn_weight`` > 0:
-        for the excess-turn penalty alone, the losses decoding the codes),
-        and with ``swap_weight`` > 0 scoring the length of codes given
-        latent dimension 0 of another code of their bundle.
+        decoder learns, from a fresh Adam whose rate rises linearly from 5%
+        of ``learning_rate`` over ``warmup_epochs`` (at most half the stage)
+        and then follows the cosine decay from ``learning_rate``, decoding
+        codes with ``noise`` times the batch's spread of each latent
+        dimension added (with ``turn_weight`` > 0: for the excess-turn
+        penalty alone, the losses decoding the codes), and with
+        ``swap_weight`` > 0 scoring the length of codes given latent
+        dimension 0 of another code of their bundle.
 
         The encoder is fixed, so every code, and a fitted prior, stays as
         adversarial training left it. No checkpoint is written: a run
@@ -1187,9 +1212,12 @@ class TractAAE:
         train_batches, val_batches = self._fit_batches(
             train, validation, batch_size, first_epoch, replicas
         )
+        warmup_epochs = min(int(warmup_epochs), epochs // 2)
         logger.info(
-            "decoder-only stage: %d epochs, encoder and prior fixed, code noise %g%s%s",
+            "decoder-only stage: %d epochs%s, encoder and prior fixed, "
+            "code noise %g%s%s",
             epochs,
+            f" ({warmup_epochs} of learning-rate warm-up)" if warmup_epochs else "",
             noise,
             f", excess-turn weight {turn_weight:g}" if turn_weight > 0 else "",
             f", swapped-length weight {swap_weight:g}" if swap_weight > 0 else "",
@@ -1201,7 +1229,11 @@ class TractAAE:
         network.turn_weight = turn_weight
         network.swap_weight = swap_weight
         try:
-            self._compile(decay_steps=max(epochs * len(train_batches), 1))
+            steps = len(train_batches)
+            self._compile(
+                decay_steps=max((epochs - warmup_epochs) * steps, 1),
+                warmup_steps=warmup_epochs * steps,
+            )
             result = network.fit(
                 train_batches,
                 validation_data=val_batches,
@@ -1219,6 +1251,7 @@ class TractAAE:
             network.train_function = None
         return {
             "epochs": epochs,
+            "warmup_epochs": warmup_epochs,
             "noise": noise,
             "turn_weight": turn_weight,
             "swap_weight": swap_weight,
@@ -1275,13 +1308,25 @@ class TractAAE:
         )
         return train_batches, val_batches
 
-    def _compile(self, *, decay_steps):
-        """Compile the network with its two Adam optimizers."""
+    def _compile(self, *, decay_steps, warmup_steps=0):
+        """Compile the network with its two Adam optimizers: each rate
+        rises linearly from ``LR_FLOOR`` of its value over ``warmup_steps``
+        (if any), then decays along a cosine to ``LR_FLOOR`` of it over
+        ``decay_steps``; without ``lr_decay`` each stays constant, with no
+        warm-up."""
         cfg = self.config
 
         def rate(value):
             if not cfg.lr_decay:
                 return value
+            if warmup_steps > 0:
+                return keras.optimizers.schedules.CosineDecay(
+                    value * LR_FLOOR,
+                    decay_steps=decay_steps,
+                    alpha=LR_FLOOR,
+                    warmup_target=value,
+                    warmup_steps=warmup_steps,
+                )
             return keras.optimizers.schedules.CosineDecay(
                 value, decay_steps=decay_steps, alpha=LR_FLOOR
             )
