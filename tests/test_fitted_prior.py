@@ -112,6 +112,7 @@ def test_defaults_are_the_fitted_prior_and_the_soft_length_target(tiny_splits):
     assert (config.polish_epochs, config.polish_noise) == (None, 0.05)
     assert config.resolved_polish_epochs() == 3
     assert config.polish_turn_weight == 0.0006
+    assert config.polish_warmup_epochs == 0
     told = TractAAE.from_dataset(train, ar_weight=0.7, polish_epochs=0, **TINY)
     assert (told.config.ar_weight, told.config.polish_epochs) == (0.7, 0)
     assert AAEConfig().resolved_polish_epochs() == 60

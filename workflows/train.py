@@ -283,8 +283,10 @@ class TrainFlow(AAEWorkflow):
             learning rate rises from 5% to --learning_rate before the cosine
             decay (at most half the stage; none with --constant_lr). The
             stage starts a fresh optimizer, whose first steps at the full
-            rate undo much of the decoder's fit (see doc/benchmarks.md). 0:
-            none.
+            rate throw the decoder off its fit for a few epochs; on the
+            phantom and the embedded default a warm-up of 5 epochs left
+            held-out reconstruction where it was, within a seed's spread
+            (see doc/benchmarks.md). 0: none.
         polish_noise : float, optional
             Noise on the codes during the decoder-only stage, relative to the
             batch's spread of each latent dimension: the decoder learns a

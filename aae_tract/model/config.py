@@ -175,13 +175,15 @@ class AAEConfig:
     polish_warmup_epochs : int
         Epochs at the start of the decoder-only stage over which its learning
         rate rises linearly from 5% to ``learning_rate`` before the cosine
-        decay (at most half the stage; none without ``lr_decay``). The
-        stage's Adam starts afresh:
-        at the full rate its first updates, scaled by moment estimates of a
-        single batch, throw the decoder off the fit it had (on the embedded
-        default the validation reconstruction loss rose about fivefold in
-        the first epoch) and most of the stage went to recovering it. 0: no
-        warm-up. Default 0 (doc/benchmarks.md).
+        decay (at most half the stage; none without ``lr_decay``). The stage
+        starts a fresh Adam, whose first updates at the full rate throw the
+        decoder off the fit it had (on the embedded default the validation
+        reconstruction loss of the stage's first epoch is 3-4x that of the
+        last adversarial epoch); the warm-up keeps that first epoch near it,
+        but the loss still rises as the rate reaches its peak, and held-out
+        reconstruction after the stage is the same within a seed's spread
+        (doc/benchmarks.md, "A warm-up for the decoder-only stage"). 0 (the
+        default): none.
     polish_noise : float
         During the decoder-only stage, Gaussian noise added to every code,
         this many times the batch's standard deviation of each latent
