@@ -33,6 +33,13 @@ definitions in the project's architecture notes):
     which a median such as ``curvature_ratio`` does not see; the worst bundle
     at the top level (0 between two halves of the real bundles of the
     phantom and of the embedded default; compare with the reference row).
+``hooked_fraction``
+    Fraction of generated streamlines whose ends turn more, within their
+    last :data:`END_MM` (10) mm, than :data:`HOOK_QUANTILE` (99 %) of the
+    held-out streamlines' ends do (:func:`hooked_fraction`): tips that curl
+    back, which the whole streamline's turning (``rough_fraction``) hardly
+    sees; the worst bundle at the top level (compare with the reference
+    row, about 1 - :data:`HOOK_QUANTILE` by construction).
 ``recon_length_ratio``
     Length of the reconstruction over the length of the input, median per
     length quintile of the held-out streamlines (``recon_length_ratio_quintiles``
@@ -120,7 +127,9 @@ __all__ = [
     "density_map",
     "band_precision",
     "diversity_ratio",
+    "end_turn_deg",
     "evaluate",
+    "hooked_fraction",
     "label_fidelity",
     "length_error_pct",
     "length_mae",
@@ -151,6 +160,7 @@ METRIC_NAMES = (
     "density_dice",
     "curvature_ratio",
     "rough_fraction",
+    "hooked_fraction",
     "recon_length_ratio",
     "length_error_pct",
     "length_error_pct_mean",
@@ -180,6 +190,12 @@ TEXTURE_FEATURES = (
 _PAIRWISE_MAX = 500
 #: A streamline turning more than this many times the real median is rough.
 ROUGH_FACTOR = 3.0
+#: Length (mm) of the end of a streamline whose turning :func:`end_turn_deg`
+#: sums.
+END_MM = 10.0
+#: Quantile of the real streamlines' end turning over which a generated
+#: streamline's end is hooked (:func:`hooked_fraction`).
+HOOK_QUANTILE = 0.99
 #: Neighbour whose distance sets a real streamline's ball in
 #: :func:`manifold_precision`.
 PRECISION_K = 3
@@ -666,6 +682,92 @@ def curvature_ratio(generated, real, *, step_mm=1.0):
     if denominator == 0:
         return math.nan
     return float(np.median(g) / denominator)
+
+
+def _end_turns(angles, lengths, step, mm):
+    """Per row: the larger sum of the turning angles over its first and over
+    its last ``mm`` (NaN for a row with fewer angles than that)."""
+    k = max(1, int(round(mm / step)))
+    count = np.sum(~np.isnan(angles), axis=1)
+    out = np.full(len(angles), np.nan)
+    ok = count >= k
+    if not ok.any():
+        return out
+    a, c = angles[ok], count[ok]
+    first = np.nansum(a[:, :k], axis=1)
+    index = c[:, None] - k + np.arange(k)[None, :]  # the last k angles of each row
+    last = np.take_along_axis(a, index, axis=1).sum(axis=1)
+    out[ok] = np.maximum(first, last)
+    return out
+
+
+def end_turn_deg(streamlines, mm=END_MM, step_mm=1.0):
+    """How much each streamline turns at its ends.
+
+    Each streamline is resampled every ``step_mm`` along its arc length (as
+    :func:`turning_angle_per_mm` does), and the turning angles between
+    consecutive segments are summed over its first ``mm`` and over its last
+    ``mm``; the larger of the two sums is returned. A straight line gives 0,
+    a tip that curls back through a half turn about 180.
+
+    Parameters
+    ----------
+    streamlines : ndarray, shape (N, P, 3)
+        Streamlines in mm, all with the same number of points.
+    mm : float
+        Length of each end (mm).
+    step_mm : float
+        Resampling step (mm).
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+        Degrees; NaN for streamlines shorter than ``mm`` plus two steps.
+    """
+    mm = float(mm)
+    if not mm > 0:
+        raise AAETractError(f"mm must be positive, got {mm}")
+    return _chunked(
+        streamlines, step_mm, lambda a, lengths, step: _end_turns(a, lengths, step, mm)
+    )
+
+
+def hooked_fraction(generated, real, *, mm=END_MM, quantile=HOOK_QUANTILE, step_mm=1.0):
+    """Fraction of generated streamlines whose ends turn more than real ones'.
+
+    A generated streamline is hooked when an end of it turns more within
+    ``mm`` (:func:`end_turn_deg`) than ``quantile`` of the real streamlines'
+    ends do: a tip that curls back, which adds little to the streamline's
+    mean turning (:func:`rough_fraction`) but is plain to see.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm.
+    mm : float
+        Length of each end (mm).
+    quantile : float
+        Quantile of the real streamlines' end turning that a hooked end
+        exceeds, in (0, 1).
+    step_mm : float
+        Resampling step (mm).
+
+    Returns
+    -------
+    float
+        In [0, 1], over the generated streamlines long enough to measure;
+        about ``1 - quantile`` for streamlines drawn like the real ones; NaN
+        when no generated or no real streamline is long enough.
+    """
+    quantile = float(quantile)
+    if not 0 < quantile < 1:
+        raise AAETractError(f"quantile must lie in (0, 1), got {quantile}")
+    g = end_turn_deg(generated, mm, step_mm)
+    r = end_turn_deg(real, mm, step_mm)
+    g, r = g[np.isfinite(g)], r[np.isfinite(r)]
+    if len(g) == 0 or len(r) == 0:
+        return math.nan
+    return float(np.mean(g > np.quantile(r, quantile)))
 
 
 def rough_fraction(generated, real, *, factor=ROUGH_FACTOR, step_mm=1.0):
@@ -1277,6 +1379,7 @@ def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
             "density_dice": density_dice(a[: len(b)], b),
             "curvature_ratio": curvature_ratio(a, b),
             "rough_fraction": rough_fraction(a, b),
+            "hooked_fraction": hooked_fraction(a, b),
             **_realism(a, b, seed),
         }
     )
@@ -1295,7 +1398,7 @@ def _aggregate(rows):
         values = [row[key] for row in rows if row.get(key) is not None]
         if key == "recon_length_ratio":
             out[key] = _worst_ratio(values)
-        elif key in ("length_error_pct", "rough_fraction"):
+        elif key in ("length_error_pct", "rough_fraction", "hooked_fraction"):
             out[key] = max(values) if values else None
         else:
             out[key] = _mean(values)
@@ -1449,9 +1552,9 @@ def evaluate(
     dict
         The metrics of :data:`METRIC_NAMES`: means over bundles, except
         ``recon_length_ratio`` (the bundle value farthest from 1),
-        ``length_error_pct`` and ``rough_fraction`` (the largest bundle
-        values), which are worst cases; plus ``n_train``, ``n_eval``,
-        ``bundles``, ``seconds``,
+        ``length_error_pct``, ``rough_fraction`` and ``hooked_fraction``
+        (the largest bundle values), which are worst cases; plus
+        ``n_train``, ``n_eval``, ``bundles``, ``seconds``,
         ``per_bundle`` (``{bundle: {metric: value}}``, with also the lists
         ``recon_length_ratio_quintiles`` and ``length_error_pct_per_target``)
         and, with ``reference``, ``reference`` (the same keys and
@@ -1553,6 +1656,7 @@ def evaluate(
             "density_dice": density_dice(gen[: len(b_rows)], x[b_rows]),
             "curvature_ratio": curvature_ratio(gen, real),
             "rough_fraction": rough_fraction(gen, real),
+            "hooked_fraction": hooked_fraction(gen, real),
             "prior_match": prior_match(
                 z_sample[rows], prior.sample_numpy(len(rows), rng, label), seed=seed
             ),

@@ -410,6 +410,7 @@ _METRICS = {
     "density_dice": ("density Dice", "higher is better", (0.0, 1.0)),
     "curvature_ratio": ("curvature ratio (turning/mm)", "1 is best", None),
     "rough_fraction": ("rough streamlines, worst", "lower is better", (0.0, 1.0)),
+    "hooked_fraction": ("hooked ends, worst", "lower is better", (0.0, 1.0)),
     "recon_length_ratio": ("recon. length ratio, worst", "1 is best", None),
     "length_error_pct": ("length error, worst target (%)", "lower is better", None),
     "length_error_pct_mean": ("length error, mean (%)", "lower is better", None),
@@ -422,7 +423,12 @@ _METRICS = {
     ),
 }
 # metrics whose all-bundle value is the worst bundle's, not the mean
-_WORST_CASE = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
+_WORST_CASE = {
+    "recon_length_ratio",
+    "length_error_pct",
+    "rough_fraction",
+    "hooked_fraction",
+}
 # metric -> its ideal value, drawn as a dotted line
 _IDEAL = {
     "diversity_ratio": 1.0,
@@ -478,11 +484,12 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
 
     One panel per metric (``recon_mdf_mm``, ``label_fidelity``,
     ``length_mae_mm``, ``ar_spearman``, ``diversity_ratio``, ``density_dice``,
-    ``curvature_ratio``, ``rough_fraction``, ``recon_length_ratio``,
-    ``length_error_pct``, ``length_error_pct_mean``, ``shape_similarity``,
-    ``realism_c2st`` and any other number in ``metrics``): a bar for the
-    model's value over all bundles (mean, or worst case for
-    ``recon_length_ratio``, ``length_error_pct`` and ``rough_fraction``) and,
+    ``curvature_ratio``, ``rough_fraction``, ``hooked_fraction``,
+    ``recon_length_ratio``, ``length_error_pct``, ``length_error_pct_mean``,
+    ``shape_similarity``, ``realism_c2st`` and any other number in
+    ``metrics``): a bar for the model's value over all bundles (mean, or
+    worst case for ``recon_length_ratio``, ``length_error_pct``,
+    ``rough_fraction`` and ``hooked_fraction``) and,
     where ``metrics["per_bundle"]`` is given, one bar per bundle; the
     reference value of the same metric is drawn beside each bar in grey, and
     a dotted line marks the ideal value of the ratios and of

@@ -15,7 +15,9 @@ from aae_tract.metrics import (
     curvature_ratio,
     density_dice,
     diversity_ratio,
+    end_turn_deg,
     evaluate,
+    hooked_fraction,
     label_fidelity,
     length_error_pct,
     length_mae,
@@ -268,6 +270,56 @@ def test_rough_fraction_counts_crumpled_streamlines():
     assert math.isnan(rough_fraction(crumpled, 0.01 * smooth))  # too short
 
 
+def _hooked(arc, radius=2.0):
+    """``arc`` with its last end curled back through a half turn of ``radius``
+    mm (the same number of points, spread evenly along the new curve)."""
+    from dipy.tracking.streamline import set_number_of_points
+
+    end, before = arc[-1], arc[-2]
+    ahead = (end - before) / np.linalg.norm(end - before)
+    side = np.cross(ahead, [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    theta = np.linspace(0.0, np.pi, 30)[1:]
+    curl = (
+        end
+        + radius * np.sin(theta)[:, None] * ahead
+        + radius * (1 - np.cos(theta))[:, None] * side
+    )
+    return set_number_of_points(np.concatenate([arc, curl]), len(arc))
+
+
+def test_end_turn_deg_known_values():
+    straight = _fan(3)
+    np.testing.assert_allclose(end_turn_deg(straight), 0.0, atol=1e-6)
+    # a 90 degree arc of radius 60 mm turns 10/60 rad (9.5 degrees) in 10 mm
+    arc = _arc(60.0, 90.0)[None]
+    assert end_turn_deg(arc)[0] == pytest.approx(np.degrees(10 / 60), rel=0.05)
+    assert end_turn_deg(arc, mm=20.0)[0] == pytest.approx(np.degrees(20 / 60), rel=0.05)
+    # a half turn at one end: about 180 degrees, whichever end it is
+    hooked = _hooked(_arc(60.0, 90.0))
+    assert 150 < end_turn_deg(hooked[None])[0] <= 185
+    assert end_turn_deg(hooked[::-1][None])[0] == pytest.approx(
+        end_turn_deg(hooked[None])[0], rel=0.02
+    )
+    assert math.isnan(end_turn_deg(0.01 * arc)[0])  # shorter than its ends
+    with pytest.raises(AAETractError, match="mm must be positive"):
+        end_turn_deg(arc, mm=0)
+
+
+def test_hooked_fraction_counts_curled_ends():
+    real = np.stack([_arc(r, 90.0) for r in np.linspace(30.0, 60.0, 40)])
+    hooked = np.stack([_hooked(a) for a in real[:10]])
+    assert hooked_fraction(real[20:], real[:20]) == 0.0  # gentler ends than real
+    assert hooked_fraction(hooked, real) == 1.0
+    mixed = np.concatenate([real[10:17], hooked[:3]])
+    assert hooked_fraction(mixed, real) == pytest.approx(0.3)
+    # real against itself: about the share over the quantile
+    assert hooked_fraction(real, real, quantile=0.9) == pytest.approx(0.1, abs=0.03)
+    assert math.isnan(hooked_fraction(hooked, 0.01 * real))  # too short
+    with pytest.raises(AAETractError, match="quantile"):
+        hooked_fraction(hooked, real, quantile=1.0)
+
+
 # ------------------------------------------------------------------ lengths
 def test_recon_length_ratio_known_values():
     x = _arcs(100, seed=1)
@@ -457,13 +509,18 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
         assert -1 <= row["ar_spearman"] <= 1
         assert row["diversity_ratio"] > 0
         assert 0 <= row["density_dice"] <= 1
-    worst_case = {"recon_length_ratio", "length_error_pct", "rough_fraction"}
+    worst_case = {
+        "recon_length_ratio",
+        "length_error_pct",
+        "rough_fraction",
+        "hooked_fraction",
+    }
     for key in set(METRIC_NAMES) - worst_case:
         values = [row[key] for row in evaluation["per_bundle"].values()]
         values = [v for v in values if v is not None]  # band_precision: below
         expected = pytest.approx(np.mean(values)) if values else None
         assert evaluation[key] == expected
-    for key in ("length_error_pct", "rough_fraction"):
+    for key in ("length_error_pct", "rough_fraction", "hooked_fraction"):
         values = [row[key] for row in evaluation["per_bundle"].values()]
         assert evaluation[key] == max(values)
         assert 0 <= evaluation[key]

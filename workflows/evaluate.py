@@ -55,7 +55,9 @@ class EvaluateFlow(AAEWorkflow):
         diverse as real data, 0: collapse), density_dice, curvature_ratio
         (turning angle per mm, generated / real), rough_fraction (share
         of generated streamlines turning over 3 times the real median: 0
-        is ideal), recon_length_ratio
+        is ideal), hooked_fraction (share of generated streamlines whose
+        ends turn more within 10 mm than 99 % of the real ones': about
+        0.01 for real streamlines), recon_length_ratio
         (reconstruction / input length, worst length quintile),
         length_error_pct and length_error_pct_mean (generated length error
         at target lengths, in percent), shape_similarity (DIPY's BUAN) and
