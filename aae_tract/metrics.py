@@ -34,8 +34,8 @@ definitions in the project's architecture notes):
     at the top level (0 between two halves of the real bundles of the
     phantom and of the embedded default; compare with the reference row).
 ``hooked_fraction``
-    Fraction of generated streamlines whose ends turn more, within their
-    last :data:`END_MM` (10) mm, than :data:`HOOK_QUANTILE` (99 %) of the
+    Fraction of generated streamlines one of whose ends turns more, within
+    :data:`END_MM` (10) mm of it, than :data:`HOOK_QUANTILE` (99 %) of the
     held-out streamlines' ends do (:func:`hooked_fraction`): tips that curl
     back, which the whole streamline's turning (``rough_fraction``) hardly
     sees; the worst bundle at the top level (compare with the reference
@@ -722,7 +722,7 @@ def end_turn_deg(streamlines, mm=END_MM, step_mm=1.0):
     Returns
     -------
     ndarray of float64, shape (N,)
-        Degrees; NaN for streamlines shorter than ``mm`` plus two steps.
+        Degrees; NaN for streamlines shorter than ``mm`` plus a step.
     """
     mm = float(mm)
     if not mm > 0:

@@ -670,7 +670,18 @@ class TractAAE:
             decoder = self.network.decoder
             texture = decoder.get_layer("texture").output
             self._texture_head = keras.Model(decoder.inputs[:2], texture)
-        out = _predict(self._texture_head, [z, onehot], PAD_STEP)
+        step = 4096  # a few padded shapes, as decoded_lengths has
+        out = np.concatenate(
+            [
+                _predict(
+                    self._texture_head,
+                    [z[start : start + step], onehot[start : start + step]],
+                    step,
+                )
+                for start in range(0, len(z), step)
+            ]
+            or [np.zeros((0, 2), "float32")]
+        )
         mu = np.clip(out[:, 0], *ArcLengthCurve.LOG_TEXTURE_RANGE)
         log_tau = np.clip(out[:, 1], *ArcLengthCurve.LOG_SPREAD_RANGE)
         return mu.astype("float64"), log_tau.astype("float64")
