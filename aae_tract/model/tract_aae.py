@@ -132,6 +132,18 @@ def _predict(network, inputs, batch_size):
     return np.asarray(out)[:n]
 
 
+def _predict_chunks(network, inputs, chunk):
+    """:func:`_predict` over ``chunk`` rows of ``inputs`` at a time (a few
+    padded shapes however many rows), the outputs concatenated; at least
+    one row."""
+    return np.concatenate(
+        [
+            _predict(network, [a[start : start + chunk] for a in inputs], chunk)
+            for start in range(0, len(inputs[0]), chunk)
+        ]
+    )
+
+
 def _bundle_sample(dataset, per_bundle, seed):
     """Labels, streamlines, attribute and subjects of at most ``per_bundle``
     streamlines of each bundle (a seeded sample, in dataset order; all when
@@ -670,18 +682,9 @@ class TractAAE:
             decoder = self.network.decoder
             texture = decoder.get_layer("texture").output
             self._texture_head = keras.Model(decoder.inputs[:2], texture)
-        step = 4096  # a few padded shapes, as decoded_lengths has
-        out = np.concatenate(
-            [
-                _predict(
-                    self._texture_head,
-                    [z[start : start + step], onehot[start : start + step]],
-                    step,
-                )
-                for start in range(0, len(z), step)
-            ]
-            or [np.zeros((0, 2), "float32")]
-        )
+        if len(z) == 0:
+            return np.zeros(0), np.zeros(0)
+        out = _predict_chunks(self._texture_head, [z, onehot], 4096)
         mu = np.clip(out[:, 0], *ArcLengthCurve.LOG_TEXTURE_RANGE)
         log_tau = np.clip(out[:, 1], *ArcLengthCurve.LOG_SPREAD_RANGE)
         return mu.astype("float64"), log_tau.astype("float64")
@@ -747,19 +750,13 @@ class TractAAE:
             frame = decoder.get_layer("frame").output
             self._length_head = keras.Model(decoder.inputs[:2], frame)
         onehot = self.onehot(self._labels_for(len(z), bundle))
-        low, high = ArcLengthCurve.LOG_LENGTH_RANGE
-        out = []
-        for start in range(0, len(z), batch_size):
-            # compiled, as decoding is: bisecting a length calls this a dozen
-            # times a request, and an eager call runs the layers op by op
-            frame = _predict(
-                self._length_head,
-                [z[start : start + batch_size], onehot[start : start + batch_size]],
-                batch_size,
-            )
-            log_length = np.clip(frame[:, 3], low, high)
-            out.append(np.exp(log_length.astype(np.float64)) * self.normalizer.scale)
-        return np.concatenate(out) if out else np.zeros(0)
+        if len(z) == 0:
+            return np.zeros(0)
+        # compiled, as decoding is: bisecting a length calls this a dozen
+        # times a request, and an eager call runs the layers op by op
+        frame = _predict_chunks(self._length_head, [z, onehot], int(batch_size))
+        log_length = np.clip(frame[:, 3], *ArcLengthCurve.LOG_LENGTH_RANGE)
+        return np.exp(log_length.astype(np.float64)) * self.normalizer.scale
 
     def reconstruct(self, streamlines, bundle=None, *, batch_size=1024):
         """Encode then decode with the same labels (mm)."""
