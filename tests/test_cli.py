@@ -302,3 +302,62 @@ def test_interrupt_stops_training_after_a_complete_epoch(home, tmp_path):
     assert "Traceback" not in err
     assert json.loads(state.read_text())["epoch"] >= 1
     assert not (out / "aae_tract_model.keras").exists()
+
+
+#: Run an aae_tract command in a process where importing Keras fails.
+_WITHOUT_KERAS = """
+import sys
+
+class NoKeras:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras", "tensorflow", "torch", "jax"):
+            raise ImportError(f"{name} is not to be imported here")
+
+sys.meta_path.insert(0, NoKeras())
+sys.argv = sys.argv[1:]
+from aae_tract.workflows.cli import run
+run()
+"""
+
+
+def test_bad_values_fail_before_keras_is_imported(tmp_path):
+    """Options, inputs and model files are checked before the command pays
+    for importing Keras (seconds): these end with their own message in a
+    process that cannot import it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = tmp_path / "none.keras"
+    not_zip = tmp_path / "notes.keras"
+    not_zip.write_text("not a model")
+    cases = [
+        ("aae_tract_train", ["--epochs", "0"], "--epochs must be at least 1"),
+        ("aae_tract_train", ["--learning_rate", "nan"], "--learning_rate"),
+        ("aae_tract_train", [empty], "no tractogram"),
+        ("aae_tract_train", [tmp_path / "nowhere"], "no such file or folder"),
+        ("aae_tract_train", ["--val_fraction", "1.5"], "--val_fraction"),
+        ("aae_tract_generate", ["--model", missing], "model file not found"),
+        ("aae_tract_generate", ["--model", not_zip], "not a zip archive"),
+        ("aae_tract_evaluate", ["--model", missing], "model file not found"),
+        ("aae_tract_label", [empty, "--model", missing], "model file not found"),
+    ]
+
+    def one(case):
+        name, args, _ = case
+        return subprocess.run(
+            [sys.executable, "-c", _WITHOUT_KERAS, name, *[str(a) for a in args]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(one, cases))
+    for (name, args, expected), result in zip(cases, done):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 1, (name, args, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: error: "), (
+            name,
+            result.stderr,
+        )
+        assert expected in lines[0], (name, lines[0])

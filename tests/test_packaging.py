@@ -17,6 +17,31 @@ def test_installed_subpackages_import():
         assert module.__name__ == name
 
 
+def test_model_package_imports_its_names_on_first_use():
+    import aae_tract.model as package
+    from aae_tract.model.tract_aae import TractAAE
+
+    assert package.TractAAE is TractAAE
+    assert set(package.__all__) <= set(dir(package))
+    for name in package.__all__:
+        assert getattr(package, name).__name__ == name
+    with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
+        package.Nothing  # noqa: B018
+    # the records of options and model files come without Keras
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from aae_tract.model import AAEConfig, ModelMetadata; "
+            "print('keras' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "False", done.stderr
+
+
 def test_wheel_holds_the_mapped_packages(tmp_path):
     pytest.importorskip("setuptools")
     done = subprocess.run(

@@ -154,10 +154,13 @@ class EvaluateFlow(AAEWorkflow):
         inputs = resolve_inputs(inputs)
         # bad inputs fail before Keras is loaded
         files = None if inputs is None else input_files(inputs)
+        model_path = Path(model)
+        from aae_tract.model.metadata import read_model_file
+
+        read_model_file(model_path)
         from aae_tract.model import TractAAE
 
         where = check_device(device)
-        model_path = Path(model)
         net = TractAAE.load(model_path)
         if files is not None and not is_training_data(net, files):
             check_reference(known_files(net, files), reference)

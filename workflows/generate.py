@@ -347,6 +347,9 @@ def _check_space(net, space, model_path):
 def _load_model(model_path, backend, device):
     """The model at ``model_path``, loaded with the chosen backend and device."""
     select_backend(backend, device)
+    from aae_tract.model.metadata import read_model_file
+
+    read_model_file(model_path)  # a missing or broken file fails before Keras loads
     from aae_tract.model import TractAAE
 
     check_device(device)

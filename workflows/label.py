@@ -144,6 +144,9 @@ class LabelFlow(AAEWorkflow):
         from aae_tract.stream import STREAM_EXTENSIONS, TractogramStream
 
         select_backend(backend, device)
+        from aae_tract.model.metadata import read_model_file
+
+        read_model_file(Path(model))  # a missing or broken file fails before Keras
         from aae_tract.label import label_precision, label_streamlines
         from aae_tract.model import TractAAE
 

@@ -392,14 +392,8 @@ class TrainFlow(AAEWorkflow):
         .. [4] Legarreta et al. GESTA. Medical Image Analysis 84, 102761, 2023.
         """
         self._begin()
-        backend_name = _training_backend(backend, device)
-        from aae_tract.model.parallel import (
-            check_batch,
-            is_main_process,
-            resolve_devices,
-        )
-
-        check_batch(batch_size, resolve_devices(devices))
+        # every check that needs no Keras first: a bad value ends the command
+        # before it pays for importing Keras
         semi = _check_semi_supervised(
             unlabelled,
             label_fraction,
@@ -410,9 +404,6 @@ class TrainFlow(AAEWorkflow):
             attribute=attribute,
             resume=resume,
         )
-        if not is_main_process():
-            # one process per device: rank 0 speaks for all
-            logging.getLogger("aae_tract").setLevel(logging.WARNING)
         config = _build_config(
             epochs=epochs,
             batch_size=batch_size,
@@ -450,13 +441,27 @@ class TrainFlow(AAEWorkflow):
         check_swap_weight(config.polish_swap_weight, attribute)
 
         register, register_transform = check_register(register, register_transform)
+        inputs, files = _input_files(inputs, reference, val_fraction)
+
+        backend_name = _training_backend(backend, device)
+        from aae_tract.model.parallel import (
+            check_batch,
+            is_main_process,
+            resolve_devices,
+        )
+
+        check_batch(batch_size, resolve_devices(devices))
+        if not is_main_process():
+            # one process per device: rank 0 speaks for all
+            logging.getLogger("aae_tract").setLevel(logging.WARNING)
         paths = self._prepare_train_outputs(
             out_dir, out_model, out_history, out_curves, out_latent, resume
         )
         if paths is None:
             return None
-        files, train, validation, started = _load_data(
+        train, validation, started = _load_data(
             inputs,
+            files,
             config,
             attribute=attribute,
             participants=participants,
@@ -568,8 +573,23 @@ def _build_config(*, filters, disc_units, constant_lr, **options):
     )
 
 
+def _input_files(inputs, reference, val_fraction):
+    """The inputs (the embedded default without any) and the tractograms
+    they hold, checked with ``reference`` and ``val_fraction``."""
+    if not 0 <= float(val_fraction) < 1:
+        bad_value("val_fraction", val_fraction, "must be in [0, 1)")
+
+    from aae_tract.splits import input_files
+
+    inputs = resolve_inputs(inputs)
+    files = input_files(inputs)
+    check_reference(files, reference)
+    return inputs, files
+
+
 def _load_data(
     inputs,
+    files,
     config,
     *,
     attribute,
@@ -580,26 +600,15 @@ def _load_data(
     register,
     register_transform,
 ):
-    """Load, split and register the inputs.
+    """Load, split and register the inputs (:func:`_input_files`).
 
     Returns
     -------
-    files : list of Path
-        The tractograms read.
     train, validation : StreamlineDataset
         The splits, in the common space.
     started : float
         ``time.perf_counter()`` when loading started.
     """
-    if not 0 <= float(val_fraction) < 1:
-        bad_value("val_fraction", val_fraction, "must be in [0, 1)")
-
-    from aae_tract.splits import input_files
-
-    inputs = resolve_inputs(inputs)
-    files = input_files(inputs)
-    check_reference(files, reference)
-
     from aae_tract.data import load_dataset, split_dataset
 
     started = time.perf_counter()
@@ -635,7 +644,7 @@ def _load_data(
         len(validation),
         train.registration.describe() if train.registration else "none",
     )
-    return files, train, validation, started
+    return train, validation, started
 
 
 def _check_semi_supervised(

@@ -5,6 +5,10 @@ and validated before use.
 """
 
 import dataclasses
+import json
+import zipfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +17,59 @@ from aae_tract.model.config import STORED_DEFAULTS, AAEConfig
 
 FORMAT_VERSION = 1
 METADATA_MEMBER = "aae_tract.json"
+
+
+def read_model_file(path):
+    """The records of a ``.keras`` model file, read without Keras.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    payload : dict
+        The metadata as stored (:meth:`ModelMetadata.from_dict` reads it).
+    networks : dict or None
+        The networks' Keras config (``config.json``), None when absent.
+
+    Raises
+    ------
+    ModelFileError
+        Missing, a folder, not a zip archive, no aae_tract metadata inside,
+        or corrupt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(
+            f"{path}: model file not found (train one with aae_tract_train)"
+        )
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder, not a .keras model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a .keras model file (not a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if METADATA_MEMBER not in names:
+                raise ModelFileError(
+                    f"{path}: not an aae_tract model (no {METADATA_MEMBER} inside)"
+                )
+            payload = json.loads(zf.read(METADATA_MEMBER))
+            networks = (
+                json.loads(zf.read("config.json")) if "config.json" in names else None
+            )
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        ValueError,
+        RecursionError,
+        OSError,
+    ) as exc:
+        # ValueError: JSONDecodeError, UnicodeDecodeError; zlib.error: a
+        # damaged compressed member
+        raise ModelFileError(f"{path}: corrupt model file: {exc}") from exc
+    return payload, networks
 
 
 @dataclasses.dataclass

@@ -12,7 +12,6 @@ import math
 import numbers
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import keras
@@ -30,7 +29,7 @@ from aae_tract.errors import (
 from aae_tract.model import parallel
 from aae_tract.model.aae import ConditionalAAE, posterior_draw
 from aae_tract.model.config import AAEConfig, check_swap_weight, option_name
-from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata
+from aae_tract.model.metadata import METADATA_MEMBER, ModelMetadata, read_model_file
 from aae_tract.model.networks import ArcLengthCurve
 from aae_tract.model.priors import FITTED_PRIORS
 from aae_tract.model.training import (
@@ -1723,37 +1722,7 @@ class TractAAE:
             Missing, not a model file, corrupt, unsafe, or inconsistent.
         """
         path = Path(path)
-        if not path.exists():
-            raise ModelFileError(
-                f"{path}: model file not found (train one with aae_tract_train)"
-            )
-        if path.is_dir():
-            raise ModelFileError(f"{path}: is a folder, not a .keras model file")
-        if not zipfile.is_zipfile(path):
-            raise ModelFileError(f"{path}: not a .keras model file (not a zip archive)")
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-                if METADATA_MEMBER not in names:
-                    raise ModelFileError(
-                        f"{path}: not an aae_tract model (no {METADATA_MEMBER} inside)"
-                    )
-                payload = json.loads(zf.read(METADATA_MEMBER))
-                networks = (
-                    json.loads(zf.read("config.json"))
-                    if "config.json" in names
-                    else None
-                )
-        except (
-            zipfile.BadZipFile,
-            zlib.error,
-            ValueError,
-            RecursionError,
-            OSError,
-        ) as exc:
-            # ValueError: JSONDecodeError, UnicodeDecodeError; zlib.error: a
-            # damaged compressed member
-            raise ModelFileError(f"{path}: corrupt model file: {exc}") from exc
+        payload, networks = read_model_file(path)
         metadata = ModelMetadata.from_dict(payload, source=str(path))
         _check_network_config(
             path, networks, AAEConfig.from_dict(metadata.config).network_config()
