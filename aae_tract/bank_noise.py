@@ -198,7 +198,7 @@ def length_bands(lengths, of=None, n_bands=N_BANDS):
     return np.clip(np.searchsorted(edges[1:-1], of, side="right"), 0, n_bands - 1)
 
 
-def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
+def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0, candidates=None):
     """The relative noise of bank sampling for one bundle, per length band.
 
     Parameters
@@ -214,6 +214,9 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
         the lengths asked of the generated streamlines of a band are drawn
         from its streamlines'.
     rng : numpy.random.Generator or int
+    candidates : int, optional
+        ``candidates`` of the generation measured
+        (:func:`aae_tract.generate.sample_latent`); None: its default.
 
     Returns
     -------
@@ -225,13 +228,16 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
         ``rough`` (their share of crumpled streamlines at each noise; the
         noise stops below the first over :data:`ROUGH_LIMIT` and the share
         without noise);
-        and ``target`` (:data:`NOVELTY_TARGET`), ``grid``. None with fewer
+        and ``target`` (:data:`NOVELTY_TARGET`), ``grid``, ``candidates``.
+        None with fewer
         than :data:`MIN_SUBJECTS` subjects, or no band with
         :data:`MIN_BAND` streamlines of 2 of them.
     """
-    from aae_tract.generate import draw_streamlines
+    from aae_tract.generate import DEFAULT_CANDIDATES, draw_streamlines
     from aae_tract.metrics import rough_fraction
 
+    if candidates is None:
+        candidates = DEFAULT_CANDIDATES
     rng = np.random.default_rng(rng)
     x = np.asarray(x)
     subjects = np.asarray(subjects).astype(str)
@@ -256,7 +262,13 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
         for noise in NOISE_GRID:
             # the same draws at every noise: the distance grows smoothly
             _, generated = draw_streamlines(
-                model, bundle, targets, rng=seed, sampling="bank", noise=noise
+                model,
+                bundle,
+                targets,
+                rng=seed,
+                sampling="bank",
+                noise=noise,
+                candidates=candidates,
             )
             distance.append(_median_nearest(generated, train))
             rough.append(rough_fraction(generated, train))
@@ -279,7 +291,12 @@ def calibrate_noise(model, bundle, x, subjects, attribute, *, rng=0):
         record["distance_mm"].append([round(d, 4) for d in distance])
     if not record["at"]:
         return None
-    return {**record, "target": NOVELTY_TARGET, "grid": list(NOISE_GRID)}
+    return {
+        **record,
+        "target": NOVELTY_TARGET,
+        "grid": list(NOISE_GRID),
+        "candidates": int(candidates),
+    }
 
 
 def calibrated_noise(model, bundle):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,6 +113,14 @@ SUBJECT_KERNEL_FACTOR = 4
 #: subjects), so that a subject with few codes near the target keeps about
 #: its bundle-wide mean however many subjects there are.
 SUBJECT_MEAN_PRIOR = 0.08
+#: Codes drawn per streamline of a length model, of which the one whose
+#: decoded length is nearest the target goes on to :func:`match_length`
+#: (``candidates`` of :func:`sample_latent`): the less dimension 0 then has
+#: to move, the less the decoder makes up the length by curling the
+#: streamline's ends (doc/benchmarks.md, "Hooked ends").
+DEFAULT_CANDIDATES = 8
+#: Most ``candidates`` accepted.
+MAX_CANDIDATES = 64
 #: Bisection steps of :func:`match_length`.
 _MATCH_ITERATIONS = 12
 #: How far :func:`match_length` searches dimension 0 beyond the calibration's
@@ -627,6 +636,7 @@ def sample_latent(
     within_subject=True,
     subject_scope="target",
     noise_scope="bundle",
+    candidates=DEFAULT_CANDIDATES,
     rng=None,
 ):
     """Latent codes for a bundle, one per target value.
@@ -697,6 +707,15 @@ def sample_latent(
         :func:`match_length`). Lengths near the ends of a bundle's range
         then come out as asked more often, drawn by codes farther from the
         training codes and shaped less like the real streamlines.
+    candidates : int
+        With ``exact_length``: codes drawn for each target (all as above),
+        of which the one whose decoded length is already nearest the target
+        is refined. Dimension 0 then moves less: the decoder brings a code
+        to a length far from the one its other dimensions describe partly
+        by curling the streamline's ends, and choosing among a few draws
+        keeps such tips about as rare as in real bundles
+        (doc/benchmarks.md, "Hooked ends"). 1: every code drawn is refined
+        (the rule before). At most :data:`MAX_CANDIDATES`.
     within_subject : {True, "own", False}
         For ``"bank"`` sampling of a per-subject attribute such as age
         (a model with ``ar_level="subject"``; default True): give each
@@ -766,13 +785,71 @@ def sample_latent(
     within_subject = _check_within_subject(within_subject)
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
     _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
+    candidates = _check_candidates(candidates)
+    rng = _rng(rng)
+    name = _bundle_name(model, bundle)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    options = dict(
+        sampling=sampling,
+        noise=noise,
+        subject_noise=subject_noise,
+        neighbours=neighbours,
+        within_subject=within_subject,
+        subject_scope=subject_scope,
+        noise_scope=noise_scope,
+    )
+    exact = exact_length and model.attribute_name == "length"
+    if not exact or candidates == 1 or len(targets) == 0:
+        z = _draw_codes(model, name, targets, rng, **options)
+    else:
+        z = _nearest_candidates(model, name, targets, candidates, rng, options)
+    if exact:
+        z = match_length(model, name, z, targets, extend=extend_reach)
+    return z
+
+
+def _check_candidates(candidates):
+    if (
+        isinstance(candidates, bool)
+        or not isinstance(candidates, numbers.Integral)
+        or not 1 <= candidates <= MAX_CANDIDATES
+    ):
+        raise AAETractError(
+            f"candidates must be an integer from 1 to {MAX_CANDIDATES}, got "
+            f"{candidates!r}"
+        )
+    return int(candidates)
+
+
+def _nearest_candidates(model, name, targets, candidates, rng, options):
+    """Per target, of ``candidates`` codes drawn for it, the one whose
+    decoded length is nearest the target before :func:`match_length`."""
+    n = len(targets)
+    pool = _draw_codes(model, name, np.repeat(targets, candidates), rng, **options)
+    lengths = model.decoded_lengths(pool, name).reshape(n, candidates)
+    best = np.argmin(np.abs(lengths - targets[:, None]), axis=1)
+    return pool.reshape(n, candidates, -1)[np.arange(n), best]
+
+
+def _draw_codes(
+    model,
+    name,
+    targets,
+    rng,
+    *,
+    sampling,
+    noise,
+    subject_noise,
+    neighbours,
+    within_subject,
+    subject_scope,
+    noise_scope,
+):
+    """The codes of :func:`sample_latent` before :func:`match_length`."""
     if _is_default(subject_noise):
         # the bank's: prior sampling's own default goes with a placement,
         # which draw_streamlines and generate add after decoding
         subject_noise = DEFAULT_SUBJECT_NOISE
-    rng = _rng(rng)
-    name = _bundle_name(model, bundle)
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
     n = len(targets)
     z0 = model.attribute_to_z0(name, targets)
     if n == 0:
@@ -886,8 +963,6 @@ def sample_latent(
                     offset += matched - own
     z = np.array(z, dtype=np.float32)
     z[:, 0] = z0 if offset is None else z0 + offset
-    if exact_length and model.attribute_name == "length":
-        z = match_length(model, name, z, targets, extend=extend_reach)
     return z
 
 
@@ -1303,6 +1378,7 @@ def generate(
     texture=True,
     exact_length=True,
     extend_reach=False,
+    candidates=DEFAULT_CANDIDATES,
     batch_size=1024,
     space=None,
     keep_inside=True,
@@ -1396,6 +1472,10 @@ def generate(
         range again, farther out (see :func:`sample_latent`): near the ends
         of a bundle's range the requested length is met more often, by
         streamlines shaped less like the real ones.
+    candidates : int
+        With ``exact_length``: codes drawn per streamline, of which the one
+        decoding nearest the requested length is refined (see
+        :func:`sample_latent`); 1 refines every code drawn.
     batch_size : int
         Codes decoded per forward pass.
     space : str, optional
@@ -1460,6 +1540,7 @@ def generate(
         noise_scope=noise_scope,
         exact_length=exact_length,
         extend_reach=extend_reach,
+        candidates=candidates,
         texture=texture,
         batch_size=batch_size,
         placement_noise=placement_noise,
@@ -1553,6 +1634,7 @@ def _sampler(
     noise_scope,
     exact_length,
     extend_reach,
+    candidates,
     texture,
     batch_size,
     placement_noise,
@@ -1576,6 +1658,7 @@ def _sampler(
             noise_scope=noise_scope,
             exact_length=exact_length,
             extend_reach=extend_reach,
+            candidates=candidates,
         )
 
     return draw

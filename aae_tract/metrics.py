@@ -114,7 +114,7 @@ import time
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT
+from aae_tract.generate import DEFAULT, DEFAULT_CANDIDATES
 
 logger = logging.getLogger(__name__)
 
@@ -1413,11 +1413,12 @@ def _noise(
     extend_reach=False,
     placement_noise=DEFAULT,
     noise_scope="bundle",
+    candidates=DEFAULT_CANDIDATES,
 ):
     """Keyword arguments of ``draw_streamlines`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
     their subject), ``within_subject``, ``subject_scope``, ``extend_reach``,
-    ``placement_noise`` and ``noise_scope``."""
+    ``placement_noise``, ``noise_scope`` and ``candidates``."""
     out = {} if noise is None else {"noise": float(noise)}
     return {
         **out,
@@ -1427,6 +1428,7 @@ def _noise(
         "extend_reach": extend_reach,
         "placement_noise": placement_noise,
         "noise_scope": noise_scope,
+        "candidates": candidates,
     }
 
 
@@ -1486,6 +1488,7 @@ def evaluate(
     extend_reach=False,
     placement_noise=DEFAULT,
     noise_scope="bundle",
+    candidates=DEFAULT_CANDIDATES,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
 ):
     """Measure a trained model on held-out streamlines.
@@ -1542,6 +1545,9 @@ def evaluate(
     noise_scope : {"bundle", "target"}
         ``noise_scope`` of :func:`aae_tract.generate.sample_latent` (which
         bank codes shape the bank noise).
+    candidates : int
+        ``candidates`` of :func:`aae_tract.generate.sample_latent` (codes
+        drawn per streamline before the length search).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1598,6 +1604,7 @@ def evaluate(
         extend_reach,
         placement_noise,
         noise_scope,
+        candidates,
     )
     if len(dataset) == 0:
         raise AAETractError("evaluation needs held-out streamlines, got none")

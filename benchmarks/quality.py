@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 
 from aae_tract.generate import (  # noqa: E402
     DEFAULT,
+    DEFAULT_CANDIDATES,
     DEFAULT_NOISE,
     DEFAULT_PLACEMENT_NOISE,
     DEFAULT_SUBJECT_NOISE,
@@ -193,13 +194,14 @@ def _placement_arg(value):
 
 
 def add_generation_options(parser, *, placement=True):
-    """``--noise``, ``--noise_scope``, ``--subject_scope``, ``--extend_reach``
-    and (with ``placement``) ``--placement_noise``: bank sampling's noise and
-    which codes shape it, where generation compares the training subjects
-    (the options that reproduce numbers measured with earlier generation
-    defaults), whether lengths are
-    searched beyond the calibration's range, and how far generated
-    streamlines move to new subjects' placements."""
+    """``--noise``, ``--noise_scope``, ``--subject_scope``, ``--extend_reach``,
+    ``--candidates`` and (with ``placement``) ``--placement_noise``: bank
+    sampling's noise and which codes shape it, where generation compares the
+    training subjects (the options that reproduce numbers measured with
+    earlier generation defaults), whether lengths are searched beyond the
+    calibration's range, how many codes are drawn per streamline before the
+    length search, and how far generated streamlines move to new subjects'
+    placements."""
     parser.add_argument(
         "--noise",
         type=float,
@@ -229,6 +231,15 @@ def add_generation_options(parser, *, placement=True):
         help="search the codes not brought to the requested length within the "
         "calibration's range again, farther out (generate's extend_reach)",
     )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        help="codes drawn per streamline of a length model, of which the one "
+        "decoding nearest the requested length is refined (generate's "
+        f"candidates; default {DEFAULT_CANDIDATES}; 1: the rule before; with "
+        "--recalibrate, the bank noise's calibration measures it too)",
+    )
     if placement:
         parser.add_argument(
             "--placement_noise",
@@ -250,6 +261,7 @@ def generation_options(args):
         "subject_scope": args.subject_scope,
         "noise_scope": args.noise_scope,
         "extend_reach": args.extend_reach,
+        "candidates": args.candidates,
     }
     if getattr(args, "placement_noise", None) is not None:
         out["placement_noise"] = args.placement_noise
@@ -706,7 +718,7 @@ def run_seed(config, seed, train, held_out, args):
         model = TractAAE.load(args.load.format(seed=seed))
         seconds = model.metadata.training.get("seconds")
         if args.recalibrate:
-            model.calibrate(train)
+            model.calibrate(train, candidates=args.candidates)
     else:
         model = TractAAE.from_dataset(train, **config)
         start = time.perf_counter()

@@ -13,6 +13,7 @@ from aae_tract.bank_noise import (
     calibrate_noise,
     new_subject_distance,
 )
+from aae_tract.generate import DEFAULT_CANDIDATES
 
 
 def _lines(n, rng):
@@ -114,6 +115,7 @@ def test_calibration_keeps_a_noise_per_bundle_and_band(tiny_trained, tmp_path):
     for name in model.bundle_names:
         record = model.metadata.latent_bank[name][BANK_KEY]
         assert record["target"] == NOVELTY_TARGET
+        assert record["candidates"] == DEFAULT_CANDIDATES  # generation's default
         assert len(record["at"]) >= 2 and np.all(np.diff(record["at"]) >= 0)
         for i, value in enumerate(record["value"]):
             assert record["goal_mm"][i] == pytest.approx(
@@ -170,6 +172,29 @@ def test_a_wrong_noise_record_is_a_clear_error(tiny_trained):
         record["latent_bank"]["AF_L"][BANK_KEY].update(at=at, value=value)
         with pytest.raises(AAETractError, match=message):
             ModelMetadata.from_dict(record)
+
+
+def test_calibration_measures_the_generation_of_its_candidates(
+    tiny_trained, tiny_splits, monkeypatch
+):
+    import aae_tract.generate as generate
+
+    model = tiny_trained[0]
+    args = _af_l(model, tiny_splits[0])
+    seen = []
+    real = generate.sample_latent
+
+    def spy(*a, **k):
+        seen.append(k["candidates"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(generate, "sample_latent", spy)
+    for candidates in (None, 1, 3):
+        seen.clear()
+        record = calibrate_noise(model, "AF_L", *args, rng=0, candidates=candidates)
+        wanted = DEFAULT_CANDIDATES if candidates is None else candidates
+        assert record["candidates"] == wanted
+        assert seen and set(seen) == {wanted}
 
 
 def test_noise_follows_how_new_a_subject_is(tiny_trained, tiny_splits, monkeypatch):

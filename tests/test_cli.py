@@ -337,6 +337,7 @@ def test_bad_values_fail_before_keras_is_imported(tmp_path):
         ("aae_tract_train", ["--val_fraction", "1.5"], "--val_fraction"),
         ("aae_tract_generate", ["--model", missing], "model file not found"),
         ("aae_tract_generate", ["--model", not_zip], "not a zip archive"),
+        ("aae_tract_generate", ["--candidates", "0"], "--candidates"),
         ("aae_tract_evaluate", ["--model", missing], "model file not found"),
         ("aae_tract_label", [empty, "--model", missing], "model file not found"),
     ]

@@ -11,6 +11,8 @@ from dipy.tracking.streamline import length as dipy_length
 
 from aae_tract.errors import AAETractError, UnknownBundleError
 from aae_tract.generate import (
+    DEFAULT_CANDIDATES,
+    MAX_CANDIDATES,
     GeneratedBundle,
     generate,
     interpolate,
@@ -201,6 +203,39 @@ def test_generate_passes_extend_reach_to_match_length(model, monkeypatch):
     generate(model, "AF_L", target, n_streamlines=5, seed=0)
     generate(model, "AF_L", target, n_streamlines=5, seed=0, extend_reach=True)
     assert seen == [False, True]
+
+
+@pytest.mark.parametrize("sampling", ["bank", "prior"])
+def test_candidates_keep_the_draw_decoding_nearest_the_target(model, sampling):
+    target = _median_range(model, "AF_L")
+    targets = np.linspace(0.9, 1.1, 6) * target
+    options = dict(sampling=sampling, rng=7)
+    chosen = sample_latent(model, "AF_L", targets, candidates=4, **options)
+    # the same random draws, four per target, none refined
+    pool = sample_latent(
+        model,
+        "AF_L",
+        np.repeat(targets, 4),
+        candidates=1,
+        exact_length=False,
+        **options,
+    )
+    lengths = model.decoded_lengths(pool, "AF_L").reshape(6, 4)
+    nearest = np.argmin(np.abs(lengths - targets[:, None]), axis=1)
+    assert len(set(nearest)) > 1  # not always the first draw
+    kept = pool.reshape(6, 4, -1)[np.arange(6), nearest]
+    np.testing.assert_array_equal(chosen[:, 1:], kept[:, 1:])
+    # ... whose dimension 0 is then refined as a single draw's would be
+    refined = match_length(model, "AF_L", kept, targets)
+    np.testing.assert_allclose(chosen, refined, rtol=0, atol=1e-6)
+
+
+def test_candidates_are_checked(model):
+    for bad in (0, MAX_CANDIDATES + 1, 2.5, True, "4"):
+        with pytest.raises(AAETractError, match="candidates must be an integer"):
+            sample_latent(model, "AF_L", [100.0], candidates=bad)
+    with pytest.raises(AAETractError, match="candidates"):
+        generate(model, "AF_L", 100.0, n_streamlines=2, candidates=0)
 
 
 @pytest.mark.parametrize("sampling", ["bank", "prior"])
@@ -638,8 +673,9 @@ def test_evaluate_options_carry_the_generation_settings():
         "extend_reach": False,
         "placement_noise": "default",
         "noise_scope": "bundle",
+        "candidates": DEFAULT_CANDIDATES,
     }
-    assert _noise(0.3, None, "own", "bundle", True, 0.4, "target") == {
+    assert _noise(0.3, None, "own", "bundle", True, 0.4, "target", 1) == {
         "noise": 0.3,
         "subject_noise": None,
         "within_subject": "own",
@@ -647,6 +683,7 @@ def test_evaluate_options_carry_the_generation_settings():
         "extend_reach": True,
         "placement_noise": 0.4,
         "noise_scope": "target",
+        "candidates": 1,
     }
 
 

@@ -4,7 +4,12 @@ import logging
 from pathlib import Path
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT_NOISE, NOISE_SCOPES
+from aae_tract.generate import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_NOISE,
+    MAX_CANDIDATES,
+    NOISE_SCOPES,
+)
 
 from .base import (
     AAEWorkflow,
@@ -82,6 +87,7 @@ class GenerateFlow(AAEWorkflow):
         subject_noise=None,
         placement_noise=None,
         extend_reach=False,
+        candidates=DEFAULT_CANDIDATES,
         filter=False,
         max_mdf=None,
         length_tolerance=None,
@@ -173,6 +179,12 @@ class GenerateFlow(AAEWorkflow):
             range then come out as asked more often, drawn by codes farther
             from the training codes and shaped less like the real
             streamlines.
+        candidates : int, optional
+            For a length model: codes drawn per streamline, of which the one
+            whose decoded length is already nearest the requested length is
+            brought to it (latent dimension 0 then moves less, and the
+            decoder seldom curls the streamline's ends to make up the
+            length). 1: every code drawn is brought to the length.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
             for length, within --length_tolerance of the target), sampling
@@ -231,6 +243,7 @@ class GenerateFlow(AAEWorkflow):
         if noise is not None:
             noise = check_float("noise", noise, minimum=0)
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
+        candidates = check_int("candidates", candidates, maximum=MAX_CANDIDATES)
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
@@ -275,6 +288,7 @@ class GenerateFlow(AAEWorkflow):
                 "subject_noise": subject_noise,
                 "placement_noise": placement_noise,
                 "extend_reach": bool(extend_reach),
+                "candidates": candidates,
                 "filter": bool(filter),
                 "max_mdf": max_mdf,
                 "length_tolerance": length_tolerance,

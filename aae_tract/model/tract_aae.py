@@ -1542,7 +1542,7 @@ class TractAAE:
         return epoch, {k: list(v) for k, v in state.get("history", {}).items()}
 
     # -- attribute calibration -------------------------------------------------
-    def calibrate(self, dataset, *, rng=None):
+    def calibrate(self, dataset, *, rng=None, candidates=None):
         """Fit the monotone map attribute -> z0 per bundle and a latent bank.
 
         Uses scikit-learn's isotonic regression on the encodings of ``dataset``
@@ -1561,6 +1561,10 @@ class TractAAE:
         :func:`aae_tract.generate.sample_latent`), and the spread of the
         bundle's placement over the training subjects
         (:func:`aae_tract.placement.placement_spread`).
+
+        ``candidates``: that of the generation whose bank noise the
+        calibration sets (:func:`aae_tract.bank_noise.calibrate_noise`);
+        None: generation's default.
         """
         from sklearn.isotonic import IsotonicRegression
 
@@ -1613,7 +1617,9 @@ class TractAAE:
             # how the bundle's placement varies across the training subjects
             placement_spread(self, name, quiet=True)
         if not per_subject:
-            self._calibrate_bank_noise(labels, sample, attribute, subjects, rng)
+            self._calibrate_bank_noise(
+                labels, sample, attribute, subjects, rng, candidates
+            )
         if self.metadata.space:
             self.metadata.space = {
                 **self.metadata.space,
@@ -1621,7 +1627,9 @@ class TractAAE:
             }
         return calibration
 
-    def _calibrate_bank_noise(self, labels, sample, attribute, subjects, rng):
+    def _calibrate_bank_noise(
+        self, labels, sample, attribute, subjects, rng, candidates=None
+    ):
         """Set each bundle's bank noise per length band from its training
         subjects (:func:`aae_tract.bank_noise.calibrate_noise`), kept in its
         latent bank."""
@@ -1636,6 +1644,7 @@ class TractAAE:
                 subjects[mask],
                 attribute[mask],
                 rng=rng,
+                candidates=candidates,
             )
             bank[BANK_KEY] = record
             if record:
