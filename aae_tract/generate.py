@@ -696,10 +696,11 @@ def sample_latent(
         in, which biases the produced attribute toward the bundle's middle;
         a very narrow one draws many streamlines from few codes.
     exact_length : bool
-        For a length model, refine dimension 0 of every code with
-        :func:`match_length` so that its decoded streamline has the target
-        length (the calibration maps the bundle's typical code, not this
-        code, to the target).
+        For a length model, refine dimension 0 of each code kept (of
+        ``candidates`` drawn per target) with :func:`match_length` so that
+        its decoded streamline has the target length (the calibration maps
+        the bundle's typical code, not this code, to the target). False:
+        one code per target, dimension 0 at its calibrated value.
     extend_reach : bool
         With ``exact_length``: search a code the decoder does not bring to
         its target within the calibration's range widened by a quarter again
@@ -1462,11 +1463,13 @@ def generate(
         tracking) around the decoded mean curve, as the model learned it;
         False returns the mean curves.
     exact_length : bool
-        For a length model, refine each code until it decodes at the target
-        length (:func:`match_length`; 14 passes through the decoder's length
-        head, 14 more with ``extend_reach`` for the codes not reached in the
-        first range); False keeps
-        the calibrated codes (faster, lengths scatter around the target).
+        For a length model, refine each code kept (of ``candidates`` drawn
+        per streamline) until it decodes at the target length
+        (:func:`match_length`; one pass through the decoder's length head
+        over the drawn codes, 14 over those kept, 14 more with
+        ``extend_reach`` for the codes not reached in the first range);
+        False keeps one calibrated code per streamline (faster, lengths
+        scatter around the target).
     extend_reach : bool
         Search the codes not brought to the target within the calibration's
         range again, farther out (see :func:`sample_latent`): near the ends

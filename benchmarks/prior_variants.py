@@ -62,7 +62,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from aae_tract.generate import DEFAULT_SUBJECT_NOISE  # noqa: E402
+from aae_tract.generate import DEFAULT_CANDIDATES, DEFAULT_SUBJECT_NOISE  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -315,7 +315,7 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
     for seed in seeds:
         model = TractAAE.load(pattern.format(seed=seed))
         if recalibrate:
-            model.calibrate(train)
+            model.calibrate(train, candidates=GENERATION.get("candidates"))
         for noise in levels:
             for subject in subject_levels:
                 result = evaluate(
@@ -329,6 +329,7 @@ def bank_noise(pattern, levels, subject_levels, seeds, train, held_out, recalibr
                     subject_scope=GENERATION.get("subject_scope", "target"),
                     extend_reach=GENERATION.get("extend_reach", False),
                     noise_scope=GENERATION.get("noise_scope", "bundle"),
+                    candidates=GENERATION.get("candidates", DEFAULT_CANDIDATES),
                 )
                 runs.setdefault((noise, subject), []).append(result)
                 print(
@@ -620,6 +621,7 @@ def band_spread(path, train, held_out, seeds, sampling="prior"):
                     extend_reach=GENERATION.get("extend_reach", False),
                     placement_noise=PLACEMENT_NOISE,
                     noise_scope=GENERATION.get("noise_scope", "bundle"),
+                    candidates=GENERATION.get("candidates", DEFAULT_CANDIDATES),
                 ),
             )
             gaps.append(
@@ -903,7 +905,7 @@ def band_figure(
 
     model = TractAAE.load(path)
     if recalibrate:
-        model.calibrate(train)
+        model.calibrate(train, candidates=GENERATION.get("candidates"))
     label = model.bundle_index(bundle)
     sets = {}
     for split, data in (("held-out", held_out), ("training", train)):

@@ -335,6 +335,7 @@ def test_bad_values_fail_before_keras_is_imported(tmp_path):
         ("aae_tract_train", [empty], "no tractogram"),
         ("aae_tract_train", [tmp_path / "nowhere"], "no such file or folder"),
         ("aae_tract_train", ["--val_fraction", "1.5"], "--val_fraction"),
+        ("aae_tract_train", ["--backend", "theano"], "unknown Keras backend"),
         ("aae_tract_generate", ["--model", missing], "model file not found"),
         ("aae_tract_generate", ["--model", not_zip], "not a zip archive"),
         ("aae_tract_generate", ["--candidates", "0"], "--candidates"),

@@ -441,9 +441,9 @@ class TrainFlow(AAEWorkflow):
         check_swap_weight(config.polish_swap_weight, attribute)
 
         register, register_transform = check_register(register, register_transform)
+        backend_name = _training_backend(backend, device)  # sets, not imports
         inputs, files = _input_files(inputs, reference, val_fraction)
 
-        backend_name = _training_backend(backend, device)
         from aae_tract.model.parallel import (
             check_batch,
             is_main_process,
