@@ -113,12 +113,15 @@ SUBJECT_KERNEL_FACTOR = 4
 #: subjects), so that a subject with few codes near the target keeps about
 #: its bundle-wide mean however many subjects there are.
 SUBJECT_MEAN_PRIOR = 0.08
-#: Codes drawn per streamline of a length model, of which the one whose
-#: decoded length is nearest the target goes on to :func:`match_length`
-#: (``candidates`` of :func:`sample_latent`): the less dimension 0 then has
-#: to move, the less the decoder makes up the length by curling the
-#: streamline's ends (doc/benchmarks.md, "Hooked ends").
+#: Codes drawn per streamline of a length model, of which the first whose
+#: decoded length lies within :data:`CANDIDATE_TOLERANCE` of the target goes
+#: on to :func:`match_length` (``candidates`` of :func:`sample_latent`): the
+#: less dimension 0 then has to move, the less the decoder makes up the
+#: length by curling the streamline's ends (doc/benchmarks.md, "Hooked ends").
 DEFAULT_CANDIDATES = 8
+#: Relative length error of a candidate code, before the length search, up
+#: to which it is taken.
+CANDIDATE_TOLERANCE = 0.015
 #: Most ``candidates`` accepted.
 MAX_CANDIDATES = 64
 #: Bisection steps of :func:`match_length`.
@@ -710,13 +713,14 @@ def sample_latent(
         training codes and shaped less like the real streamlines.
     candidates : int
         With ``exact_length``: codes drawn for each target (all as above),
-        of which the one whose decoded length is already nearest the target
-        is refined. Dimension 0 then moves less: the decoder brings a code
-        to a length far from the one its other dimensions describe partly
-        by curling the streamline's ends, and choosing among a few draws
-        keeps such tips about as rare as in real bundles
-        (doc/benchmarks.md, "Hooked ends"). 1: every code drawn is refined
-        (the rule before). At most :data:`MAX_CANDIDATES`.
+        of which the first whose decoded length already lies within
+        :data:`CANDIDATE_TOLERANCE` (1.5 %) of the target is refined (the
+        first drawn where none does). Dimension 0 then moves less: the
+        decoder brings a code to a length far from the one its other
+        dimensions describe partly by curling the streamline's ends, and
+        choosing among a few draws makes such tips rarer (doc/benchmarks.md,
+        "Hooked ends"). 1: every code drawn is
+        refined (the rule before). At most :data:`MAX_CANDIDATES`.
     within_subject : {True, "own", False}
         For ``"bank"`` sampling of a per-subject attribute such as age
         (a model with ``ar_level="subject"``; default True): give each
@@ -803,7 +807,7 @@ def sample_latent(
     if not exact or candidates == 1 or len(targets) == 0:
         z = _draw_codes(model, name, targets, rng, **options)
     else:
-        z = _nearest_candidates(model, name, targets, candidates, rng, options)
+        z = _near_candidates(model, name, targets, candidates, rng, options)
     if exact:
         z = match_length(model, name, z, targets, extend=extend_reach)
     return z
@@ -822,14 +826,20 @@ def _check_candidates(candidates):
     return int(candidates)
 
 
-def _nearest_candidates(model, name, targets, candidates, rng, options):
-    """Per target, of ``candidates`` codes drawn for it, the one whose
-    decoded length is nearest the target before :func:`match_length`."""
+def _near_candidates(model, name, targets, candidates, rng, options):
+    """Per target, of ``candidates`` codes drawn for it, the first whose
+    decoded length already lies within :data:`CANDIDATE_TOLERANCE` of the
+    target (before :func:`match_length`); where none does, the first drawn,
+    as with one draw (the nearest would then be a code at an extreme of the
+    bundle, which the search could not bring to the target either)."""
     n = len(targets)
     pool = _draw_codes(model, name, np.repeat(targets, candidates), rng, **options)
     lengths = model.decoded_lengths(pool, name).reshape(n, candidates)
-    best = np.argmin(np.abs(lengths - targets[:, None]), axis=1)
-    return pool.reshape(n, candidates, -1)[np.arange(n), best]
+    near = np.abs(lengths - targets[:, None]) <= CANDIDATE_TOLERANCE * np.abs(
+        targets[:, None]
+    )
+    first = np.where(near.any(axis=1), np.argmax(near, axis=1), 0)
+    return pool.reshape(n, candidates, -1)[np.arange(n), first]
 
 
 def _draw_codes(
@@ -1476,8 +1486,8 @@ def generate(
         of a bundle's range the requested length is met more often, by
         streamlines shaped less like the real ones.
     candidates : int
-        With ``exact_length``: codes drawn per streamline, of which the one
-        decoding nearest the requested length is refined (see
+        With ``exact_length``: codes drawn per streamline, of which the
+        first decoding within 1.5 % of the requested length is refined (see
         :func:`sample_latent`); 1 refines every code drawn.
     batch_size : int
         Codes decoded per forward pass.

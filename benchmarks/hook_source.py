@@ -12,7 +12,8 @@ streamlines' :data:`aae_tract.metrics.HOOK_QUANTILE` quantile, as
 - ``searched``: the same draws after the length search (``match_length``,
   ``candidates=1``);
 - ``candidates N``: generation's default, ``N`` draws per streamline and the
-  one nearest the target searched (:data:`aae_tract.generate.DEFAULT_CANDIDATES`);
+  first near the target searched (:data:`aae_tract.generate.DEFAULT_CANDIDATES`,
+  :data:`aae_tract.generate.CANDIDATE_TOLERANCE`);
 
 then, for ``searched``, the hooked share by how far the search moved
 dimension 0 (in units of the calibration's range of it), and the median

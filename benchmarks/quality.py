@@ -235,8 +235,8 @@ def add_generation_options(parser, *, placement=True):
         "--candidates",
         type=int,
         default=DEFAULT_CANDIDATES,
-        help="codes drawn per streamline of a length model, of which the one "
-        "decoding nearest the requested length is refined (generate's "
+        help="codes drawn per streamline of a length model, of which the first "
+        "decoding within 1.5 %% of the requested length is refined (generate's "
         f"candidates; default {DEFAULT_CANDIDATES}; 1: the rule before; with "
         "--recalibrate, the bank noise's calibration measures it too)",
     )

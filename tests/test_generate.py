@@ -11,6 +11,7 @@ from dipy.tracking.streamline import length as dipy_length
 
 from aae_tract.errors import AAETractError, UnknownBundleError
 from aae_tract.generate import (
+    CANDIDATE_TOLERANCE,
     DEFAULT_CANDIDATES,
     MAX_CANDIDATES,
     GeneratedBundle,
@@ -206,9 +207,9 @@ def test_generate_passes_extend_reach_to_match_length(model, monkeypatch):
 
 
 @pytest.mark.parametrize("sampling", ["bank", "prior"])
-def test_candidates_keep_the_draw_decoding_nearest_the_target(model, sampling):
+def test_candidates_keep_the_first_draw_near_the_target(model, sampling):
     target = _median_range(model, "AF_L")
-    targets = np.linspace(0.9, 1.1, 6) * target
+    targets = np.linspace(0.9, 1.1, 12) * target
     options = dict(sampling=sampling, rng=7)
     chosen = sample_latent(model, "AF_L", targets, candidates=4, **options)
     # the same random draws, four per target, none refined
@@ -220,14 +221,37 @@ def test_candidates_keep_the_draw_decoding_nearest_the_target(model, sampling):
         exact_length=False,
         **options,
     )
-    lengths = model.decoded_lengths(pool, "AF_L").reshape(6, 4)
-    nearest = np.argmin(np.abs(lengths - targets[:, None]), axis=1)
-    assert len(set(nearest)) > 1  # not always the first draw
-    kept = pool.reshape(6, 4, -1)[np.arange(6), nearest]
-    np.testing.assert_array_equal(chosen[:, 1:], kept[:, 1:])
+    lengths = model.decoded_lengths(pool, "AF_L").reshape(12, 4)
+    near = np.abs(lengths - targets[:, None]) <= CANDIDATE_TOLERANCE * targets[:, None]
+    # the first within the tolerance; the first drawn where none is
+    kept = np.where(near.any(axis=1), np.argmax(near, axis=1), 0)
+    codes = pool.reshape(12, 4, -1)[np.arange(12), kept]
+    np.testing.assert_array_equal(chosen[:, 1:], codes[:, 1:])
     # ... whose dimension 0 is then refined as a single draw's would be
-    refined = match_length(model, "AF_L", kept, targets)
+    refined = match_length(model, "AF_L", codes, targets)
     np.testing.assert_allclose(chosen, refined, rtol=0, atol=1e-6)
+
+
+def test_candidates_rule_on_known_lengths(monkeypatch):
+    """The first draw within the tolerance; the first drawn where none is."""
+    import aae_tract.generate as gen
+
+    lengths = np.array(
+        [
+            [110.0, 100.5, 99.0, 100.0],  # the second is the first near 100
+            [100.2, 100.0, 130.0, 70.0],  # the first already is
+            [120.0, 130.0, 90.0, 80.0],  # none is: the first
+        ]
+    )
+    pool = np.arange(12, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+
+    class Lengths:
+        def decoded_lengths(self, z, bundle):
+            return lengths.reshape(-1)[z[:, 0].astype(int)]
+
+    monkeypatch.setattr(gen, "_draw_codes", lambda *args, **kwargs: pool)
+    chosen = gen._near_candidates(Lengths(), "AF_L", np.full(3, 100.0), 4, None, {})
+    np.testing.assert_array_equal(chosen[:, 0], [1, 4, 8])
 
 
 def test_candidates_are_checked(model):
@@ -996,7 +1020,9 @@ def test_filter_returns_exactly_n(model, n):
 
 
 def test_filter_keeps_only_lengths_within_tolerance(model):
-    free = generate(model, "AF_L", 110, n_streamlines=200, seed=0)
+    # calibrated codes without the length search: lengths scatter around the
+    # target, and the filter has some to refuse
+    free = generate(model, "AF_L", 110, n_streamlines=200, seed=0, exact_length=False)
     median = float(np.median(free.lengths))
     tol = 0.5 * float(np.std(free.lengths)) + 1e-3
     result = generate(
@@ -1009,6 +1035,7 @@ def test_filter_keeps_only_lengths_within_tolerance(model):
         length_tolerance=tol,
         max_mdf=np.inf,
         max_tries=50,
+        exact_length=False,
     )
     assert len(result.streamlines) == 20
     assert np.all(np.abs(result.lengths - median) <= tol + 1e-4)

@@ -180,11 +180,12 @@ class GenerateFlow(AAEWorkflow):
             from the training codes and shaped less like the real
             streamlines.
         candidates : int, optional
-            For a length model: codes drawn per streamline, of which the one
-            whose decoded length is already nearest the requested length is
-            brought to it (latent dimension 0 then moves less, and the
-            decoder seldom curls the streamline's ends to make up the
-            length). 1: every code drawn is brought to the length.
+            For a length model: codes drawn per streamline, of which the
+            first whose decoded length already lies within 1.5 % of the
+            requested length is brought to it (the first drawn where none
+            does; latent dimension 0 then moves less, and the decoder curls
+            the streamline's ends less often to make up the length). 1:
+            every code drawn is brought to the length.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
             for length, within --length_tolerance of the target), sampling
