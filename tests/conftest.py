@@ -16,6 +16,24 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _share_cores_between_workers():
+    """Under pytest-xdist with the torch backend, give each worker its share
+    of the cores: torch starts one thread per core in every process, and
+    with several workers (and the commands' child processes) those threads
+    contend for the same cores. Set before torch is imported, through the
+    environment so that child processes inherit it; an
+    ``OMP_NUM_THREADS`` already set is kept."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or os.environ.get("KERAS_BACKEND") != "torch":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    share = max(1, (cores or os.cpu_count() or 1) // max(1, int(workers)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+_share_cores_between_workers()
+
+
 @pytest.fixture(autouse=True)
 def _float32_unless_asked(monkeypatch):
     """Label in float32 under ``precision="auto"`` whatever the CPU, so a

@@ -32,6 +32,7 @@ from aae_tract.model.networks import (
     build_decoder,
     build_discriminator,
     build_encoder,
+    texture_kernel,
 )
 from aae_tract.model.priors import GaussianMixturePrior
 
@@ -309,10 +310,12 @@ def test_excess_turn_costs_only_turning_more():
     )
 
 
-def test_texture_likelihood_recovers_the_roughness_distribution():
+@pytest.mark.parametrize("width", [0.0, 1.5])
+def test_texture_likelihood_recovers_the_roughness_distribution(width):
     """Streamlines sampled around mean curves with log-normal roughness
-    (mu, tau): the likelihood (with other noise) is smallest near (mu, tau),
-    so the decoder's texture head learns the real distribution."""
+    (mu, tau): the likelihood (with other noise, smoothed as the layer
+    smooths its own) is smallest near (mu, tau), so the decoder's texture
+    head learns the real distribution, with correlated texture too."""
     rng = np.random.default_rng(1)
     n, b = 64, 400
     # gently curved mean curves: their own turns are small beside the texture
@@ -320,12 +323,13 @@ def test_texture_likelihood_recovers_the_roughness_distribution():
     controls = controls.astype("float32")
     frame = np.concatenate([np.zeros((b, 3)), np.full((b, 1), np.log(3.0))], axis=1)
     frame = frame.astype("float32")
-    layer = ArcLengthCurve(n, 8)
+    layer = ArcLengthCurve(n, 8, texture_width=width)
     zeros = [np.zeros((b, 2)), np.zeros((b, n - 1, 3)), np.zeros((b, 1))]
     mean = layer([controls, frame, *[v.astype("float32") for v in zeros]])
     noise = rng.standard_normal((b, n - 1, 3)).astype("float32")
     xi = rng.standard_normal((b, 1)).astype("float32")
     other_noise = rng.standard_normal((b, n - 1, 3)).astype("float32")
+    other_noise = layer.texture_noise(keras.ops.convert_to_tensor(other_noise))
     for mu, tau in ((np.log(0.02), 0.1), (np.log(0.08), 0.5)):
         truth = np.tile([[mu, np.log(tau)]], (b, 1)).astype("float32")
         sampled = layer([controls, frame, truth, noise, xi])
@@ -340,6 +344,52 @@ def test_texture_likelihood_recovers_the_roughness_distribution():
         taus = tau * np.array([0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0])
         best_tau = taus[int(np.argmin([loss(mu, t) for t in taus]))]
         assert 0.5 * tau <= best_tau <= 2.0 * tau, (tau, best_tau)
+
+
+def test_texture_kernel_keeps_unit_variance_and_correlates_neighbours():
+    assert texture_kernel(63, 0.0) is None
+    kernel = texture_kernel(63, 1.5)
+    assert kernel.shape == (63, 63) and kernel.dtype == np.float32
+    np.testing.assert_allclose((kernel**2).sum(axis=1), 1.0, rtol=1e-5)
+    noise = np.random.default_rng(0).standard_normal((20000, 63)) @ kernel.T
+    np.testing.assert_allclose(noise.var(axis=0)[[0, 31, 62]], 1.0, atol=0.05)
+    lag1 = np.corrcoef(noise[:, 30], noise[:, 31])[0, 1]
+    lag4 = np.corrcoef(noise[:, 30], noise[:, 34])[0, 1]
+    assert abs(lag1 - np.exp(-1 / (4 * 1.5**2))) < 0.02, lag1
+    assert abs(lag4 - np.exp(-16 / (4 * 1.5**2))) < 0.03, lag4
+
+
+def _turn_vectors(curve):
+    u = np.diff(curve, axis=1)
+    u /= np.linalg.norm(u, axis=2, keepdims=True)
+    return np.diff(u, axis=1)
+
+
+@pytest.mark.parametrize("width", [0.0, 1.0, 2.0])
+def test_correlated_texture_turns_gently_as_tracking_does(width):
+    """Independent step perturbations turn one way then back (successive
+    turns anticorrelated), so the streamline looks straight at a coarser
+    resolution; smoothed ones turn the same way over a few steps."""
+    rng = np.random.default_rng(0)
+    b, n = 200, 64
+    straight = np.tile([[[0.0, 0.0, 1.0]]], (b, 8, 1)).astype("float32")
+    frame = np.tile([[0.0, 0.0, 0.0, np.log(5.0)]], (b, 1)).astype("float32")
+    texture = np.tile([[np.log(0.1), -5.0]], (b, 1)).astype("float32")
+    noise = rng.standard_normal((b, n - 1, 3)).astype("float32")
+    layer = ArcLengthCurve(n, 8, texture_width=width)
+    assert ArcLengthCurve.from_config(layer.get_config()).texture_width == width
+    curve = layer([straight, frame, texture, noise, np.zeros((b, 1), "float32")])
+    turns = _turn_vectors(keras.ops.convert_to_numpy(curve))
+    a, c = turns[:, :-1].reshape(-1, 3), turns[:, 1:].reshape(-1, 3)
+    lag1 = np.sum(a * c) / np.sqrt(np.sum(a * a) * np.sum(c * c))
+    if width == 0:
+        assert -0.6 < lag1 < -0.4, lag1  # white directions: turns alternate
+    else:
+        assert lag1 > 0.0, lag1
+    # the ends turn as much as the middle (the kernel keeps unit variance)
+    size = np.linalg.norm(turns, axis=2)
+    ends, middle = size[:, [0, -1]].mean(), size[:, 20:40].mean()
+    assert 0.6 < ends / middle < 1.6, (ends, middle)
 
 
 def test_texture_likelihood_pulls_outputs_back_into_range():

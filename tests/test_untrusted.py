@@ -423,6 +423,34 @@ def test_model_file_from_before_the_arclength_decoder_loads_as_it_was(
     )
 
 
+def test_model_file_from_before_correlated_texture_samples_it_as_it_was(
+    tiny_splits, tmp_path
+):
+    """A file without ``texture_width`` was trained with independent step
+    perturbations; it must load with them and sample the same texture."""
+    from conftest import TINY
+
+    train, _ = tiny_splits
+    old = TractAAE.from_dataset(train, epochs=1, texture_width=0.0, **TINY)
+    old.fit(train, verbose=0)
+    saved = old.save(tmp_path / "white.keras")
+
+    def drop(payload):
+        payload["config"].pop("texture_width")
+        return payload
+
+    older = tamper(saved, tmp_path / "older.keras", config=drop, meta=drop)
+    model = TractAAE.load(older)
+    assert model.config.texture_width == 0.0
+    assert model.network.decoder.get_layer("arclength").texture_width == 0.0
+    z = np.random.default_rng(0).normal(size=(4, model.latent_dims))
+    np.testing.assert_allclose(
+        model.decode(z, "AF_L", texture=3), old.decode(z, "AF_L", texture=3), atol=1e-4
+    )
+    # today's default correlates it
+    assert TractAAE.from_dataset(train, **TINY).config.texture_width == 1.0
+
+
 def test_member_escaping_the_model_archive_writes_nothing_outside(good_model, tmp_path):
     outside = tmp_path / "outside"
     name = "../" * 12 + str(outside).lstrip("/")

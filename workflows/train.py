@@ -133,6 +133,7 @@ class TrainFlow(AAEWorkflow):
         length_weight=0.1,
         direction_weight=0.1,
         texture_weight=0.01,
+        texture_width=1.0,
         warmup_epochs=10,
         polish_epochs=None,
         polish_warmup_epochs=0,
@@ -266,6 +267,12 @@ class TrainFlow(AAEWorkflow):
             Weight of the step-direction error (1 - cos, scale-free).
         texture_weight : float, optional
             Weight of the texture likelihood (trains only the texture head).
+        texture_width : float, optional
+            Steps over which the sampled texture (the small turns of
+            tracking) is correlated along a streamline: the standard
+            deviation of the Gaussian kernel smoothing its perturbations; 0:
+            independent steps, a zig-zag that looks straighter than tracking
+            at a coarser resolution.
         warmup_epochs : int, optional
             Epochs over which the adversarial and attribute weights rise from
             0 to their values.
@@ -426,6 +433,7 @@ class TrainFlow(AAEWorkflow):
             length_weight=length_weight,
             direction_weight=direction_weight,
             texture_weight=texture_weight,
+            texture_width=texture_width,
             warmup_epochs=warmup_epochs,
             polish_epochs=polish_epochs,
             polish_warmup_epochs=polish_warmup_epochs,

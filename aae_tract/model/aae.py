@@ -332,7 +332,11 @@ class ConditionalAAE(keras.Model):
                 x,
                 x_hat,
                 texture_out,
-                keras.random.normal(ops.shape(x_hat[:, 1:]), seed=self.seed_generator),
+                self.decoder.get_layer("arclength").texture_noise(
+                    keras.random.normal(
+                        ops.shape(x_hat[:, 1:]), seed=self.seed_generator
+                    )
+                ),
             )
             if texture_out is not None
             else ops.zeros((), "float32")

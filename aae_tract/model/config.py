@@ -107,6 +107,16 @@ class AAEConfig:
     texture_weight : float
         Weight of the likelihood that fits the texture scale of an
         ``"arclength"`` decoder (it trains only that head).
+    texture_width : float
+        How far, in steps between points, the texture of an ``"arclength"``
+        decoder is correlated along a streamline: the standard deviation of
+        the Gaussian kernel that smooths its step perturbations
+        (:func:`~aae_tract.model.networks.texture_kernel`). Tracking turns
+        gently over a few steps; independent perturbations (0, model files
+        from before this field) turn as much per step but in a zig-zag that
+        cancels over a millimetre or two, so generated streamlines looked
+        straighter than real ones (doc/benchmarks.md, "Texture that turns
+        like tracking"). Default 1.
     mmd_weight : float
         Weight of the maximum mean discrepancy between each bundle's codes
         and prior samples (:func:`~aae_tract.model.losses.conditional_mmd`),
@@ -245,6 +255,7 @@ class AAEConfig:
     length_weight: float = 0.1
     direction_weight: float = 0.1
     texture_weight: float = 0.01
+    texture_width: float = 1.0
     log_var_weight: float = 0.0
     mmd_weight: float = 0.0
     ar_delta: float = 10.0
@@ -283,6 +294,7 @@ class AAEConfig:
         "prior_components",
         "prior_component_codes",
         *WEIGHTS,
+        "texture_width",
         "ar_delta",
         "ar_soft",
         "ar_within_bundle",
@@ -577,6 +589,7 @@ TRAIN_OPTIONS = (
     "length_weight",
     "direction_weight",
     "texture_weight",
+    "texture_width",
     "warmup_epochs",
     "epochs",
     "polish_epochs",
@@ -642,6 +655,7 @@ STORED_DEFAULTS = {
     "length_weight": 0.0,
     "direction_weight": 0.0,
     "texture_weight": 0.0,
+    "texture_width": 0.0,
     "ar_level": "streamline",
     "polish_epochs": 0,
     "polish_warmup_epochs": 0,
@@ -682,6 +696,7 @@ _TYPES = {
             "polish_noise",
             "polish_turn_weight",
             "polish_swap_weight",
+            "texture_width",
         ),
         numbers.Real,
     ),
@@ -738,6 +753,7 @@ _REAL_RANGES = {
     "polish_noise": (0, None, False, False),
     "polish_turn_weight": (0, None, False, False),
     "polish_swap_weight": (0, None, False, False),
+    "texture_width": (0, 1000, False, False),
     **dict.fromkeys(WEIGHTS, (0, None, False, False)),
 }
 

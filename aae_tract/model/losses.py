@@ -209,7 +209,9 @@ def texture_nll(x, x_mean, texture, noise):
     texture : tensor, shape (B, 2)
         Predicted ``(mu, log tau)``.
     noise : tensor, shape (B, P - 1, 3)
-        Standard normal perturbations of the steps.
+        Perturbations of the steps as the decoder draws them: standard
+        normal, smoothed along the streamline by its texture kernel
+        (:meth:`~aae_tract.model.networks.ArcLengthCurve.texture_noise`).
 
     Returns
     -------
