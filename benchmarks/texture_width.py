@@ -6,7 +6,7 @@ sampled texture, and compared with themselves:
 
 - ``turn``: the median over streamlines of the mean turn per step, at the
   streamlines' own points (what the texture likelihood fits), generated over
-  real;
+  real; ``mean turn`` the same for the mean curves (no texture);
 - ``curv 0.5``, ``curv 1``, ``curv 2``: ``curvature_ratio`` with the
   streamlines resampled every 0.5, 1 and 2 mm (``quality.py`` reports the
   1 mm one). A texture that turns as much per step as tracking but in a
@@ -14,7 +14,13 @@ sampled texture, and compared with themselves:
 - ``lag 1``: the correlation of successive turns (real streamlines turn the
   same way over a few steps; independent step perturbations alternate, -0.5);
 - ``hooked``: ``hooked_fraction`` of the decoded streamlines against the real
-  ones.
+  ones;
+- ``shift``, ``shift long``: the mean distance (mm) of the textured
+  streamlines' points from their mean curve's, over all streamlines and over
+  the longest 40 %, over the same for the real streamlines and their
+  reconstructions (1: the texture moves a streamline as far as a real one
+  lies from its reconstruction; a texture whose perturbations add up along
+  the streamline moves long ones farther).
 
 With ``--widths``, the texture is sampled with each given ``texture_width``
 instead of the model's (:func:`aae_tract.model.networks.texture_kernel`) and
@@ -93,11 +99,21 @@ def texture_row(model, bundle, real, z, *, width=None, seed=0):
                 high = gain
         gain = 0.5 * (low + high)
     x = sample_texture(model, z, bundle, width=width, log_gain=gain, seed=seed)
-    row = {"turn": float(np.median(mean_turn(x)) / np.median(mean_turn(real)))}
+    mean = model.decode(z, bundle)
+    row = {
+        "turn": float(np.median(mean_turn(x)) / np.median(mean_turn(real))),
+        "mean turn": float(np.median(mean_turn(mean)) / np.median(mean_turn(real))),
+    }
+    lengths = np.sum(np.linalg.norm(np.diff(real, axis=1), axis=2), axis=1)
+    long = lengths > np.quantile(lengths, 0.6)
+    moved = np.linalg.norm(x - mean, axis=2).mean(axis=1)
+    off = np.linalg.norm(real - mean, axis=2).mean(axis=1)
     for step in STEPS_MM:
         row[f"curv {step:g}"] = curvature_ratio(x, real, step_mm=step)
     row["lag 1"] = turn_lag1(x)
     row["hooked"] = hooked_fraction(x, real)
+    row["shift"] = float(moved.mean() / off.mean())
+    row["shift long"] = float(moved[long].mean() / off[long].mean())
     if width is not None:
         row["gain"] = float(np.exp(gain))
     return row
@@ -205,8 +221,11 @@ def main(argv=None):
                     x = sample_texture(
                         model, z[:5], bundle, width=width, log_gain=gain, seed=seed
                     )
-                    own = model.config.texture_width if width is None else width
-                    panels.append((f"texture_width {own:g}", x))
+                    if width is None:
+                        title = f"texture_width {model.config.texture_width:g}"
+                    else:
+                        title = f"texture_width {width:g} (scale matched)"
+                    panels.append((title, x))
     if args.figure and panels:
         texture_figure(args.figure, panels, bundle=args.figure_bundle)
         print(f"wrote {args.figure}")

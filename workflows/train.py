@@ -269,10 +269,10 @@ class TrainFlow(AAEWorkflow):
             Weight of the texture likelihood (trains only the texture head).
         texture_width : float, optional
             Steps over which the sampled texture (the small turns of
-            tracking) is correlated along a streamline: the standard
-            deviation of the Gaussian kernel smoothing its perturbations; 0:
-            independent steps, a zig-zag that looks straighter than tracking
-            at a coarser resolution.
+            tracking) is correlated along a streamline: its perturbations
+            are the steps of a displacement smoothed by a Gaussian of this
+            standard deviation; 0: independent perturbations, a zig-zag that
+            looks straighter than tracking at a coarser resolution.
         warmup_epochs : int, optional
             Epochs over which the adversarial and attribute weights rise from
             0 to their values.

@@ -109,14 +109,14 @@ class AAEConfig:
         ``"arclength"`` decoder (it trains only that head).
     texture_width : float
         How far, in steps between points, the texture of an ``"arclength"``
-        decoder is correlated along a streamline: the standard deviation of
-        the Gaussian kernel that smooths its step perturbations
-        (:func:`~aae_tract.model.networks.texture_kernel`). Tracking turns
-        gently over a few steps; independent perturbations (0, model files
-        from before this field) turn as much per step but in a zig-zag that
-        cancels over a millimetre or two, so generated streamlines looked
-        straighter than real ones (doc/benchmarks.md, "Texture that turns
-        like tracking"). Default 1.
+        decoder is correlated along a streamline: its step perturbations are
+        the steps of a displacement smoothed by a Gaussian of this standard
+        deviation (:func:`~aae_tract.model.networks.texture_kernel`).
+        Tracking turns the same way over a few steps; independent
+        perturbations (0, model files from before this field) turn as much
+        per step but in a zig-zag that cancels over a millimetre or two, so
+        generated streamlines looked straighter than real ones
+        (doc/benchmarks.md, "Texture that turns like tracking"). Default 1.
     mmd_weight : float
         Weight of the maximum mean discrepancy between each bundle's codes
         and prior samples (:func:`~aae_tract.model.losses.conditional_mmd`),

@@ -107,9 +107,9 @@ class ArcLengthCurve(layers.Layer):
     variate, so streamlines of a bundle differ in roughness as real ones do.
     With ``noise`` and ``xi`` of zeros the output is the mean streamline, with
     standard normal ones a sample. The length stays exact either way. The
-    perturbations are the ``noise`` smoothed along the streamline by a
-    Gaussian kernel of ``texture_width`` steps (:func:`texture_kernel`):
-    tracking turns gently over a few steps, and independent perturbations
+    perturbations are the steps of a smooth displacement of ``texture_width``
+    steps made from the ``noise`` (:func:`texture_kernel`): tracking turns
+    the same way over a few steps, and independent perturbations
     (``texture_width`` 0) make a zig-zag that turns as much per step but
     cancels over a millimetre or two, so that such streamlines look
     straighter than real ones at any coarser resolution.
@@ -126,9 +126,9 @@ class ArcLengthCurve(layers.Layer):
     n_control : int
         Control vectors of the direction spline.
     texture_width : float
-        Standard deviation, in steps, of the kernel that correlates the
-        texture noise along the streamline; 0 (the layer of model files from
-        before it): independent steps.
+        Width, in steps, of the smooth displacement whose steps perturb the
+        step directions (:func:`texture_kernel`); 0 (the layer of model
+        files from before it): independent perturbations.
     """
 
     #: Bounds of the predicted log-length (normalised units), for stability.
@@ -192,30 +192,39 @@ class ArcLengthCurve(layers.Layer):
 
 
 def texture_kernel(steps, width):
-    """The matrix that smooths texture noise along a streamline.
+    """The matrix that turns white noise into a streamline's texture.
 
-    Row ``p`` holds the Gaussian weights ``exp(-(p - q)^2 / (2 width^2))``
-    of the steps ``q``, scaled so that their squares sum to 1: smoothed
-    standard normal noise keeps a variance of 1 at every step, ends
-    included, and neighbouring steps correlate by ``exp(-1 / (4 width^2))``
-    (0.78 at a width of 1 step, 0.89 at 1.5).
+    The texture is a smooth displacement of the points across the
+    streamline: white noise at the steps' midpoints smoothed by a Gaussian of
+    ``width`` steps. The decoder perturbs the step directions, so the rows
+    hold that displacement's differences from one point to the next
+    (``G[p + 1] - G[p]``, ``G[p, q] = exp(-(p - q - 1/2)^2 / (2 width^2))``),
+    scaled so that their squares sum to 1: every step's perturbation has a
+    variance of 1, ends included (the texture likelihood fits its scale).
+    The perturbations of neighbouring steps correlate, so the streamline
+    turns the same way over a few steps, as tracking does; and, being the
+    steps of a displacement that stays put, they do not add up along the
+    streamline into a drift away from its mean curve, as independent or
+    merely smoothed perturbations do.
 
     Parameters
     ----------
     steps : int
         Steps of a streamline (``n_points - 1``).
     width : float
-        Standard deviation of the kernel, in steps.
+        Standard deviation of the smoothing Gaussian, in steps.
 
     Returns
     -------
     ndarray of float32, shape (steps, steps), or None
-        None for a width of 0 (independent steps).
+        None for a width of 0 (independent perturbations of the steps).
     """
     if width <= 0:
         return None
-    k = np.arange(int(steps), dtype=np.float64)
-    kernel = np.exp(-0.5 * ((k[:, None] - k[None, :]) / float(width)) ** 2)
+    points = np.arange(int(steps) + 1, dtype=np.float64)[:, None]
+    noise = np.arange(int(steps), dtype=np.float64)[None, :] + 0.5
+    smooth = np.exp(-0.5 * ((points - noise) / float(width)) ** 2)
+    kernel = smooth[1:] - smooth[:-1]
     kernel /= np.sqrt(np.sum(kernel**2, axis=1, keepdims=True))
     return kernel.astype("float32")
 
