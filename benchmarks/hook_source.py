@@ -95,13 +95,23 @@ def hook_shares(model, bundle, real, *, n=600, seed=0):
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def seeded_models_parser(description, *, n, n_help):
+    """The options of a script that measures stored models (one per seed)
+    on the bundles of their training data: ``model`` (with ``{seed}``),
+    ``--seeds``, ``--bundle``, ``--data`` and ``--n`` (default ``n``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model", help="model file; {seed} is replaced by each seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--bundle", nargs="+", help="default: every bundle")
     parser.add_argument("--data", help="the real streamlines (default: embedded)")
-    parser.add_argument("--n", type=int, default=600, help="streamlines drawn")
+    parser.add_argument("--n", type=int, default=n, help=n_help)
+    return parser
+
+
+def main(argv=None):
+    parser = seeded_models_parser(
+        __doc__.splitlines()[0], n=600, n_help="streamlines drawn"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

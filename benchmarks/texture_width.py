@@ -34,7 +34,6 @@ Usage::
         --seeds 0 1 2 --data data/phantom_q --widths 0 1 1.5 2.5
 """
 
-import argparse
 import logging
 
 import numpy as np
@@ -162,12 +161,11 @@ def texture_figure(path, panels, *, bundle, span_mm=30.0, gap_mm=1.5):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="model file; {seed} is replaced by each seed")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--bundle", nargs="+", help="default: every bundle")
-    parser.add_argument("--data", help="the real streamlines (default: embedded)")
-    parser.add_argument("--n", type=int, default=400, help="streamlines per bundle")
+    from hook_source import seeded_models_parser
+
+    parser = seeded_models_parser(
+        __doc__.splitlines()[0], n=400, n_help="streamlines per bundle"
+    )
     parser.add_argument(
         "--widths",
         type=float,
