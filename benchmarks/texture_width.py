@@ -27,6 +27,8 @@ instead of the model's (:func:`aae_tract.model.networks.texture_kernel`) and
 its scale is moved, per bundle, until ``turn`` is 1 (as the texture
 likelihood fits it in training; the mean curves are those of the model):
 what each width would give a model trained with it, without training one.
+A warning says where no factor in ``exp(LOG_GAIN_RANGE)`` reaches it (mean
+curves that already turn more than the real streamlines).
 
 Usage::
 
@@ -40,6 +42,8 @@ import numpy as np
 
 #: Resampling steps (mm) of the curvature ratios.
 STEPS_MM = (0.5, 1.0, 2.0)
+#: Range of the log of the texture scale's factor searched with ``--widths``.
+LOG_GAIN_RANGE = (-2.0, 3.0)
 
 
 def _unit_steps(x):
@@ -88,7 +92,7 @@ def texture_row(model, bundle, real, z, *, width=None, seed=0):
     gain = 0.0
     if width is not None:
         target = np.median(mean_turn(real))
-        low, high = -2.0, 3.0
+        low, high = LOG_GAIN_RANGE
         for _ in range(16):
             gain = 0.5 * (low + high)
             x = sample_texture(model, z, bundle, width=width, log_gain=gain, seed=seed)
@@ -97,6 +101,13 @@ def texture_row(model, bundle, real, z, *, width=None, seed=0):
             else:
                 high = gain
         gain = 0.5 * (low + high)
+        if min(gain - LOG_GAIN_RANGE[0], LOG_GAIN_RANGE[1] - gain) < 0.01:
+            logging.warning(
+                "%s, width %g: turn 1 is out of reach (gain %.3f at its bound)",
+                bundle,
+                width,
+                np.exp(gain),
+            )
     x = sample_texture(model, z, bundle, width=width, log_gain=gain, seed=seed)
     mean = model.decode(z, bundle)
     row = {
@@ -189,8 +200,12 @@ def main(argv=None):
     rows = {}
     reals = {}
     data = {}
+    model_width = None
     for seed in args.seeds:
         model = TractAAE.load(args.model.replace("{seed}", str(seed)))
+        if model_width is not None and model.config.texture_width != model_width:
+            parser.error("the models of the seeds have different texture widths")
+        model_width = model.config.texture_width
         if args.widths and model.config.texture_width != 0:
             parser.error(
                 f"--widths needs models of texture_width 0; "
@@ -227,7 +242,6 @@ def main(argv=None):
     if args.figure and panels:
         texture_figure(args.figure, panels, bundle=args.figure_bundle)
         print(f"wrote {args.figure}")
-    model_width = model.config.texture_width
     for bundle in reals:
         lag = np.mean(reals[bundle])
         seeds = len(reals[bundle])

@@ -116,7 +116,8 @@ class AAEConfig:
         perturbations (0, model files from before this field) turn as much
         per step but in a zig-zag that cancels over a millimetre or two, so
         generated streamlines looked straighter than real ones
-        (doc/benchmarks.md, "Texture that turns like tracking"). Default 1.
+        (doc/benchmarks.md, "Texture that turns like tracking"). Default 1;
+        0 or at least 0.5.
     mmd_weight : float
         Weight of the maximum mean discrepancy between each bundle's codes
         and prior samples (:func:`~aae_tract.model.losses.conditional_mmd`),
@@ -363,6 +364,13 @@ class AAEConfig:
             ):
                 text = _range_text(low, high, open_low=open_low, open_high=open_high)
                 _fail(name, f"must be {text}", value)
+        if 0 < self.texture_width < MIN_TEXTURE_WIDTH:
+            _fail(
+                "texture_width",
+                f"must be 0 (independent perturbations) or at least "
+                f"{MIN_TEXTURE_WIDTH}",
+                self.texture_width,
+            )
         if not 4 <= self.n_control <= self.n_points:
             _fail(
                 "n_control",
@@ -509,6 +517,12 @@ class AAEConfig:
         """
         return cls.from_dict({**STORED_DEFAULTS, **values})
 
+
+#: Smallest non-zero ``texture_width``: narrower kernels hardly smooth the
+#: noise before it is differenced (each step's perturbation is then about
+#: the difference of its neighbours' noise, not independent), and a width of
+#: a few hundredths leaves no weight at all.
+MIN_TEXTURE_WIDTH = 0.5
 
 #: Decoders :func:`~aae_tract.model.networks.build_decoder` can build.
 DECODERS = ("arclength", "spline")

@@ -188,11 +188,13 @@ def texture_nll(x, x_mean, texture, noise):
     How rough a streamline is, is its mean turn per step ``m`` (the mean
     change of its unit step direction from one step to the next, radians).
     The decoder makes a streamline rough by perturbing the step directions
-    of its mean curve with independent Gaussian noise of scale
+    of its mean curve with Gaussian noise of scale
     ``exp(mu + tau * xi) / 2`` (``xi`` a standard normal variate per
-    streamline). Here the mean curve ``x_mean`` is perturbed with ``noise``
-    at ``xi = 0``, its mean turn ``m(mu)`` measured, and ``log m`` of the
-    real streamline ``x`` is scored under ``N(log m(mu), tau**2)``. Fitted
+    streamline; the noise correlated along the streamline as
+    :func:`~aae_tract.model.networks.texture_kernel` makes it). Here the
+    mean curve ``x_mean`` is perturbed with ``noise`` at ``xi = 0``, its
+    mean turn ``m(mu)`` measured, and ``log m`` of the real streamline
+    ``x`` is scored under ``N(log m(mu), tau**2)``. Fitted
     so, sampled streamlines turn as much per step on average as real ones,
     their mean curve's own turns included (a mean, not an energy: a few sharp
     kinks of real tracking do not make every sampled step rough), and differ

@@ -225,8 +225,10 @@ def texture_kernel(steps, width):
     noise = np.arange(int(steps), dtype=np.float64)[None, :] + 0.5
     smooth = np.exp(-0.5 * ((points - noise) / float(width)) ** 2)
     kernel = smooth[1:] - smooth[:-1]
-    kernel /= np.sqrt(np.sum(kernel**2, axis=1, keepdims=True))
-    return kernel.astype("float32")
+    norms = np.sqrt(np.sum(kernel**2, axis=1, keepdims=True))
+    if not np.all(norms > 0):
+        raise ValueError(f"texture width {width} is too narrow for a kernel")
+    return (kernel / norms).astype("float32")
 
 
 def _norm(v):
