@@ -70,6 +70,8 @@ def sample_texture(model, z, bundle, *, width=None, log_gain=0.0, seed=0):
     ``texture_width`` 0 takes them."""
     from aae_tract.model.networks import texture_kernel
 
+    if width is None and log_gain == 0:
+        return model.decode(z, bundle, texture=seed)
     rng = np.random.default_rng(seed)
     labels = np.full(len(z), model.bundle_index(bundle))
     onehot = model.onehot(labels)
