@@ -78,6 +78,13 @@ from aae_tract.generate import (  # noqa: E402
 #: subjects can be told from them at chance; a prior within this margin of
 #: the reference is as close to them as the training codes themselves.
 PRIOR_MATCH_MARGIN = 0.03
+#: Classifier tests averaged into each bundle's ``prior_match`` and its
+#: reference, each against its own samples. The accuracy of one test on 400
+#: codes a side has a binomial sd of 0.018 near chance, so one test per seed
+#: leaves a bundle's difference from its reference uncertain by about as
+#: much as :data:`PRIOR_MATCH_MARGIN`; five tests narrow it about twofold
+#: (doc/benchmarks.md, "How steady prior_match is").
+PRIOR_MATCH_TESTS = 5
 #: How much a bundle's share of hooked ends (``hooked_fraction``, the mean
 #: over seeds) may exceed that of its real training streamlines against the
 #: same held-out ones (the "train vs held-out" row). Both count the
@@ -304,7 +311,7 @@ def load_splits(name, *, n_points, data_dir=None, fragments=None, attribute="len
     return split_dataset(dataset, val_fraction=val_fraction, seed=SPLIT_SEED)
 
 
-def cross_subject_reference(model, train, held_out, *, seed=0):
+def cross_subject_reference(model, train, held_out, *, seed=0, prior_match_tests=1):
     """Real training streamlines against held-out ones, per bundle.
 
     The model learns from the training subjects; this row says how close
@@ -313,7 +320,10 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
     reproduces the training distribution exactly. Its ``prior_match`` is the
     classifier test between the held-out subjects' encodings and as many
     training encodings of the bundle: what a prior that matched the
-    training encodings exactly would score on the held-out ones.
+    training encodings exactly would score on the held-out ones; with
+    ``prior_match_tests`` above 1, the mean of that many tests, each
+    against its own sample of training encodings (as
+    :func:`aae_tract.metrics.evaluate` draws prior samples for each).
     """
     from aae_tract.metrics import (
         curvature_ratio,
@@ -321,7 +331,7 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
         diversity_ratio,
         hooked_fraction,
         label_fidelity,
-        prior_match,
+        mean_prior_match,
         realism_c2st,
         rough_fraction,
         shape_similarity,
@@ -353,7 +363,16 @@ def cross_subject_reference(model, train, held_out, *, seed=0):
             "hooked_fraction": hooked_fraction(twin, xv[half_b]),
             "shape_similarity": shape_similarity(twin[:200], xv[half_b][:200]),
             "realism_c2st": realism_c2st(twin[:200], xv[half_b][:200], seed=seed),
-            "prior_match": prior_match(zv[real], zt[pick[: len(real)]], seed=seed),
+            "prior_match": mean_prior_match(
+                zv[real],
+                # the first takes the pick above, as one test did
+                [zt[pick[: len(real)]]]
+                + [
+                    zt[np.random.default_rng([seed, label, t]).permutation(pick)]
+                    for t in range(1, int(prior_match_tests))
+                ],
+                seed=seed,
+            ),
         }
     keys = next(iter(rows.values())).keys() if rows else ()
     mean = {k: _mean([r[k] for r in rows.values()]) for k in keys}
@@ -739,6 +758,7 @@ def run_seed(config, seed, train, held_out, args):
             train=train,
             subject_noise=args.subject_noise,
             within_subject=WITHIN_SUBJECT[args.within_subject],
+            prior_match_tests=args.prior_match_tests,
             **generation_options(args),
         )
         for s in SAMPLINGS
@@ -759,7 +779,9 @@ def run_seed(config, seed, train, held_out, args):
         for result in results.values():
             result["plain_recon_mdf_mm"] = plain
             result["recon_vs_plain"] = result["recon_mdf_mm"] / plain
-    cross = cross_subject_reference(model, train, held_out, seed=seed)
+    cross = cross_subject_reference(
+        model, train, held_out, seed=seed, prior_match_tests=args.prior_match_tests
+    )
     return model, seconds, results, cross
 
 
@@ -981,6 +1003,15 @@ def main(argv=None):
         "split first (the same seeded sample; for models saved before banks "
         "kept their codes' subjects)",
     )
+    parser.add_argument(
+        "--prior_match_tests",
+        type=int,
+        default=PRIOR_MATCH_TESTS,
+        help="prior_match of each bundle, and of its train-vs-held-out "
+        "reference, is the mean of this many classifier tests, each against "
+        f"its own samples (default {PRIOR_MATCH_TESTS}; 1: one test, as "
+        "before)",
+    )
     parser.add_argument("--data_dir", help="folder for the phantom (default: temp)")
     parser.add_argument("--out", help="write the numbers as JSON here")
     parser.add_argument(
@@ -994,6 +1025,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.prior_match_tests < 1:
+        parser.error("--prior_match_tests must be at least 1")
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     if args.attribute != "length" and args.dataset != "phantom":

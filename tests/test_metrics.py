@@ -23,6 +23,7 @@ from aae_tract.metrics import (
     length_mae,
     manifold_precision,
     mean_pairwise_mdf,
+    mean_prior_match,
     novelty_ratio,
     on_manifold,
     paired_mdf,
@@ -477,6 +478,22 @@ def test_novelty_ratio_known_cases():
     assert novelty_ratio(held_out, held_out, held_out) is None  # median 0
 
 
+def test_mean_prior_match_is_the_mean_of_seeded_tests():
+    rng = np.random.default_rng(1)
+    codes = rng.standard_normal((120, 8))
+    sets = [rng.standard_normal((150, 8)) for _ in range(3)]
+    # one set: the single test
+    assert mean_prior_match(codes, sets[:1], seed=4) == prior_match(
+        codes, sets[0], seed=4
+    )
+    expected = np.mean([prior_match(codes, s, seed=4 + t) for t, s in enumerate(sets)])
+    assert mean_prior_match(codes, sets, seed=4) == pytest.approx(expected)
+    # a test without a result (too few samples): no mean
+    assert mean_prior_match(codes, [sets[0], sets[1][:5]]) is None
+    with pytest.raises(AAETractError, match="at least 1 test"):
+        mean_prior_match(codes, [])
+
+
 # ------------------------------------------------------------------ evaluate
 @pytest.fixture(scope="module")
 def evaluation(tiny_trained, tiny_splits):
@@ -667,6 +684,28 @@ def test_evaluate_identity_reconstruction_scores_zero(
         assert row["recon_mdf_mm"] == pytest.approx(0.0, abs=1e-6)
         assert row["recon_length_ratio_quintiles"] == pytest.approx([1.0] * 5)
     assert result["recon_mdf_mm"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_evaluate_averages_prior_match_without_moving_the_rest(
+    evaluation, tiny_trained, tiny_splits
+):
+    """More prior_match tests draw their prior samples outside the generation
+    stream: every other number stays that of one test."""
+    model = tiny_trained[0]
+    train, validation = tiny_splits
+    kwargs = dict(n_generate=40, n_targets=3, seed=0, train=train, reference=False)
+    more = evaluate(model, validation, prior_match_tests=3, **kwargs)
+    for name, row in more["per_bundle"].items():
+        one = evaluation["per_bundle"][name]
+        for key in set(METRIC_NAMES) - {"prior_match"}:
+            assert row[key] == pytest.approx(one[key], nan_ok=True), (name, key)
+        assert 0.0 <= row["prior_match"] <= 1.0
+    assert any(
+        row["prior_match"] != evaluation["per_bundle"][name]["prior_match"]
+        for name, row in more["per_bundle"].items()
+    )
+    with pytest.raises(AAETractError, match="prior_match_tests"):
+        evaluate(model, validation, prior_match_tests=0, **kwargs)
 
 
 def test_evaluate_unknown_bundle(tiny_trained, tiny_splits):
