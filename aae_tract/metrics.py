@@ -1192,10 +1192,12 @@ def prior_match(codes, prior_samples, *, seed=0, n_folds=5, min_n=10, max_n=1000
 def mean_prior_match(codes, samples, *, seed=0):
     """:func:`prior_match` averaged over independent tests.
 
-    One test's accuracy moves by a few hundredths from draw to draw (about
-    0.018 sd at chance with 400 codes a side), as much as the margins a
-    bundle is held to; the mean of ``len(samples)`` tests moves
-    ``sqrt(len(samples))`` times less.
+    One test's accuracy moves by a few hundredths from draw to draw (its
+    binomial sd is 0.018 at chance with 400 codes a side), as much as the
+    margins a bundle is held to. The mean of ``len(samples)`` tests moves at
+    most ``sqrt(len(samples))`` times less: every test sees the same
+    ``codes``, so only the part of the spread that comes from the samples
+    and the classifier's seed averages out.
 
     Parameters
     ----------
@@ -1586,8 +1588,9 @@ def evaluate(
         split of millions of streamlines is evaluated in bounded memory.
     prior_match_tests : int
         ``prior_match`` of each bundle is the mean of this many tests, each
-        against its own prior samples (:func:`mean_prior_match`); 1: one
-        test.
+        against its own prior samples (:func:`mean_prior_match`; the first
+        drawn as with one test, the others seeded by ``seed``, the bundle,
+        the test and ``sampling``); 1: one test.
 
     Returns
     -------
@@ -1620,7 +1623,9 @@ def evaluate(
     """
     from aae_tract.generate import (
         NOISE_SCOPES,
+        SAMPLING_METHODS,
         SUBJECT_SCOPES,
+        _check_sampling,
         _check_scope,
         _is_default,
         draw_streamlines,
@@ -1628,10 +1633,18 @@ def evaluate(
     from aae_tract.placement import check_placement_noise
 
     start = time.perf_counter()
-    if int(prior_match_tests) < 1:
+    if (
+        isinstance(prior_match_tests, bool)
+        or not isinstance(prior_match_tests, (int, np.integer))
+        or prior_match_tests < 1
+    ):
         raise AAETractError(
-            f"prior_match_tests must be at least 1, got {prior_match_tests}"
+            f"prior_match_tests must be a whole number of at least 1, got "
+            f"{prior_match_tests!r}"
         )
+    prior_match_tests = int(prior_match_tests)
+    _check_sampling(sampling)
+    sampling_key = SAMPLING_METHODS.index(sampling)
     if not _is_default(placement_noise):
         check_placement_noise(placement_noise)
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
@@ -1706,13 +1719,17 @@ def evaluate(
             "hooked_fraction": hooked_fraction(gen, real),
             "prior_match": mean_prior_match(
                 z_sample[rows],
-                # the first from the generation stream, as one test drew it
+                # the first from the generation stream, as one test drew it;
+                # the others seeded apart for each sampling, so that two
+                # samplings' values are independent estimates
                 [prior.sample_numpy(len(rows), rng, label)]
                 + [
                     prior.sample_numpy(
-                        len(rows), np.random.default_rng([seed, label, t]), label
+                        len(rows),
+                        np.random.default_rng([seed, label, t, sampling_key]),
+                        label,
                     )
-                    for t in range(1, int(prior_match_tests))
+                    for t in range(1, prior_match_tests)
                 ],
                 seed=seed,
             ),

@@ -82,8 +82,8 @@ PRIOR_MATCH_MARGIN = 0.03
 #: reference, each against its own samples. The accuracy of one test on 400
 #: codes a side has a binomial sd of 0.018 near chance, so one test per seed
 #: leaves a bundle's difference from its reference uncertain by about as
-#: much as :data:`PRIOR_MATCH_MARGIN`; five tests narrow it about twofold
-#: (doc/benchmarks.md, "How steady prior_match is").
+#: much as :data:`PRIOR_MATCH_MARGIN`; five tests narrow the part of it that
+#: comes from the samples (doc/benchmarks.md, "How steady prior_match is").
 PRIOR_MATCH_TESTS = 5
 #: How much a bundle's share of hooked ends (``hooked_fraction``, the mean
 #: over seeds) may exceed that of its real training streamlines against the
@@ -368,7 +368,11 @@ def cross_subject_reference(model, train, held_out, *, seed=0, prior_match_tests
                 # the first takes the pick above, as one test did
                 [zt[pick[: len(real)]]]
                 + [
-                    zt[np.random.default_rng([seed, label, t]).permutation(pick)]
+                    zt[
+                        np.random.default_rng([seed, label, t]).permutation(pick)[
+                            : len(real)
+                        ]
+                    ]
                     for t in range(1, int(prior_match_tests))
                 ],
                 seed=seed,
@@ -1142,6 +1146,7 @@ def main(argv=None):
             else None,
             "fragments": args.fragments,
             "register": args.register,
+            "prior_match_tests": args.prior_match_tests,
             "config": model_config,
             "seeds": args.seeds,
             "backend": current_backend(),

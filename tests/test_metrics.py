@@ -704,8 +704,46 @@ def test_evaluate_averages_prior_match_without_moving_the_rest(
         row["prior_match"] != evaluation["per_bundle"][name]["prior_match"]
         for name, row in more["per_bundle"].items()
     )
-    with pytest.raises(AAETractError, match="prior_match_tests"):
-        evaluate(model, validation, prior_match_tests=0, **kwargs)
+    for bad in (0, 2.5, True):
+        with pytest.raises(AAETractError, match="prior_match_tests"):
+            evaluate(model, validation, prior_match_tests=bad, **kwargs)
+
+
+def test_evaluate_draws_each_prior_match_test_apart(
+    tiny_trained, tiny_splits, monkeypatch
+):
+    """The first test is the one test of before; the others differ from it,
+    from each other and between the two samplings (independent estimates)."""
+    import aae_tract.metrics as metrics
+
+    model = tiny_trained[0]
+    train, validation = tiny_splits
+    seen, current = {}, {}
+    original = metrics.mean_prior_match
+
+    def capture(codes, samples, **kwargs):
+        seen.setdefault(current["key"], []).append([np.array(s) for s in samples])
+        return original(codes, samples, **kwargs)
+
+    monkeypatch.setattr(metrics, "mean_prior_match", capture)
+    kwargs = dict(n_generate=10, n_targets=2, seed=0, reference=False)
+    for key, sampling, tests in (
+        ("one", "bank", 1),
+        ("bank", "bank", 3),
+        ("prior", "prior", 3),
+    ):
+        current["key"] = key
+        evaluate(
+            model, validation, sampling=sampling, prior_match_tests=tests, **kwargs
+        )
+    assert len(seen["one"]) == len(seen["bank"]) == len(seen["prior"]) > 0
+    for one, bank, prior in zip(seen["one"], seen["bank"], seen["prior"]):
+        assert len(one) == 1 and len(bank) == len(prior) == 3
+        np.testing.assert_array_equal(bank[0], one[0])
+        assert not np.array_equal(bank[1], bank[2])
+        assert not np.array_equal(bank[1], bank[0])
+        for t in (1, 2):
+            assert not np.array_equal(bank[t], prior[t])
 
 
 def test_evaluate_unknown_bundle(tiny_trained, tiny_splits):
