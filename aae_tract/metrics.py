@@ -1511,7 +1511,7 @@ def evaluate(
     n_targets=5,
     seed=0,
     reference=True,
-    sampling="bank",
+    sampling=DEFAULT,
     batch_size=1024,
     train=None,
     noise=None,
@@ -1547,8 +1547,11 @@ def evaluate(
         of the subsamples of ``shape_similarity`` and ``realism_c2st``.
     reference : bool
         Add the "real vs real" row.
-    sampling : {"bank", "prior"}
-        Sampling used for generation (see :func:`aae_tract.generate.generate`).
+    sampling : {"bank", "prior", "default"}
+        Sampling used for generation (see :func:`aae_tract.generate.generate`);
+        ``"default"``: the model's
+        (:func:`aae_tract.generate.default_sampling`), written as resolved
+        under the key ``sampling``.
     batch_size : int
         Streamlines per forward pass.
     train : StreamlineDataset, optional
@@ -1625,10 +1628,10 @@ def evaluate(
         NOISE_SCOPES,
         SAMPLING_METHODS,
         SUBJECT_SCOPES,
-        _check_sampling,
         _check_scope,
         _is_default,
         draw_streamlines,
+        resolve_sampling,
     )
     from aae_tract.placement import check_placement_noise
 
@@ -1643,7 +1646,7 @@ def evaluate(
             f"{prior_match_tests!r}"
         )
     prior_match_tests = int(prior_match_tests)
-    _check_sampling(sampling)
+    sampling = resolve_sampling(model, sampling)
     sampling_key = SAMPLING_METHODS.index(sampling)
     if not _is_default(placement_noise):
         check_placement_noise(placement_noise)
@@ -1778,6 +1781,7 @@ def evaluate(
             "n_train": model.metadata.training.get("n_train"),
             "n_eval": len(dataset),
             "bundles": list(names_in_data),
+            "sampling": sampling,
             "seconds": round(time.perf_counter() - start, 3),
             "per_bundle": per_bundle,
         }

@@ -445,6 +445,7 @@ _NOT_PLOTTED = {
     "bundles",
     "per_bundle",
     "seed",
+    "sampling",
     "noise",
     "noise_scope",
     "subject_noise",

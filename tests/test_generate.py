@@ -1,7 +1,9 @@
 """Generation: calibration, targets, errors, filtering, saving, latent experiments."""
 
 import copy
+import dataclasses
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from aae_tract.generate import (
     DEFAULT_CANDIDATES,
     MAX_CANDIDATES,
     GeneratedBundle,
+    default_sampling,
     generate,
     interpolate,
     make_tractogram,
@@ -90,6 +93,37 @@ def subject_age_model(model):
 def _median_range(model, bundle):
     low, high = model.attribute_range(bundle)
     return 0.5 * (low + high)
+
+
+def test_default_sampling_follows_the_model(model, age_model):
+    """Prior sampling for a length model with the fitted mixture prior (the
+    tiny model), bank sampling for an age model or another prior;
+    ``generate`` without ``sampling`` draws as the default does and records
+    it."""
+    assert model.config.prior == "fitted_mixture"
+    assert default_sampling(model) == "prior"
+    assert default_sampling(age_model) == "bank"
+    for prior in ("fitted", "gaussian", "mixture"):
+        other = SimpleNamespace(
+            config=dataclasses.replace(model.config, prior=prior),
+            attribute_name="length",
+        )
+        assert default_sampling(other) == "bank", prior
+    target = _median_range(model, "AF_L")
+    drawn = {
+        s: generate(model, "AF_L", target, n_streamlines=5, seed=3, sampling=s)
+        for s in ("default", "prior", "bank")
+    }
+    assert drawn["default"].sampling == "prior"
+    np.testing.assert_array_equal(
+        drawn["default"].streamlines, drawn["prior"].streamlines
+    )
+    assert not np.allclose(drawn["default"].streamlines, drawn["bank"].streamlines)
+    aged = generate(age_model, "AF_L", attribute=40, n_streamlines=4, seed=0)
+    assert aged.sampling == "bank"
+    for bad in ("posterior", 1):
+        with pytest.raises(AAETractError, match="unknown sampling"):
+            generate(model, "AF_L", target, n_streamlines=2, sampling=bad)
 
 
 def test_calibration_is_monotone(model):
@@ -503,7 +537,13 @@ def test_bank_sampling_prefers_codes_near_the_target(model):
     legacy = _without_bank_subjects(model)
     for target in (low, high):
         z = sample_latent(
-            legacy, "AF_L", np.full(300, target), noise=0.0, neighbours=10, rng=0
+            legacy,
+            "AF_L",
+            np.full(300, target),
+            sampling="bank",
+            noise=0.0,
+            neighbours=10,
+            rng=0,
         )
         # with no noise every code is a bank code apart from dimension 0
         d = ((z[:, None, 1:] - bank_z[None, :, 1:]) ** 2).sum(-1)
@@ -749,7 +789,9 @@ def test_noise_scope_follows_the_codes_near_the_target(model):
     bank["z"] = z.tolist()
     shaped = TractAAE(model.network, meta)
     targets = np.full(4000, a.max())
-    options = dict(noise=1.0, subject_noise=None, exact_length=False, rng=1)
+    options = dict(
+        sampling="bank", noise=1.0, subject_noise=None, exact_length=False, rng=1
+    )
     near = sample_latent(shaped, "AF_L", targets, noise_scope="target", **options)
     whole = sample_latent(shaped, "AF_L", targets, **options)
     assert np.all(near[:, 2] == 0.0)
@@ -930,7 +972,9 @@ def test_bank_sampling_moves_codes_off_their_subjects(model):
     target = _median_range(model, "AF_L")
 
     def nearest(m, **kwargs):
-        z = sample_latent(m, "AF_L", np.full(200, target), noise=0.0, rng=0, **kwargs)
+        z = sample_latent(
+            m, "AF_L", np.full(200, target), sampling="bank", noise=0.0, rng=0, **kwargs
+        )
         d = ((z[:, None, 1:] - bank_z[None, :, 1:]) ** 2).sum(-1)
         return np.sqrt(d.min(axis=1))
 
@@ -938,7 +982,7 @@ def test_bank_sampling_moves_codes_off_their_subjects(model):
     assert np.median(nearest(model, subject_noise=1.0)) > 1e-2
     for bad in (-1.0, float("nan"), "wide"):
         with pytest.raises(AAETractError, match="subject_noise"):
-            sample_latent(model, "AF_L", [target], subject_noise=bad)
+            sample_latent(model, "AF_L", [target], sampling="bank", subject_noise=bad)
 
 
 def test_prior_sampling_moves_samples_to_new_subjects(model):

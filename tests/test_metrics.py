@@ -7,6 +7,7 @@ import pytest
 from dipy.tracking.distances import bundles_distances_mdf
 
 from aae_tract.errors import AAETractError, UnknownBundleError
+from aae_tract.generate import default_sampling
 from aae_tract.metrics import (
     METRIC_NAMES,
     PER_BUNDLE_LISTS,
@@ -509,11 +510,13 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
         "n_train",
         "n_eval",
         "bundles",
+        "sampling",
         "seconds",
         "per_bundle",
         "reference",
     }
     assert set(evaluation) == expected
+    assert evaluation["sampling"] == default_sampling(model)
     assert evaluation["n_train"] == len(train)
     assert evaluation["n_eval"] == len(validation)
     assert evaluation["bundles"] == model.bundle_names

@@ -367,6 +367,25 @@ def test_generate_says_why_no_picture_was_made(
     assert summary.endswith("(no pictures: no wgpu adapter (test))")
 
 
+@pytest.mark.parametrize("prog", ["aae_tract_generate", "aae_tract_evaluate"])
+def test_bank_noise_options_ask_for_bank_sampling(model_file, tmp_path, capsys, prog):
+    """--noise sets bank sampling's noise: with the prior sampling a length
+    model uses by default (or asked for), the command says so and how to
+    get bank sampling, instead of ignoring it; nothing is written."""
+    args = ["--model", model_file, "--out_dir", tmp_path]
+    if prog == "aae_tract_generate":
+        args += ["--bundle", "AF_L", "--length", "80", "--skip_picture"]
+    capsys.readouterr()
+    assert run_cli(prog, *args, "--noise", "0.3") == 1
+    message = error_line(capsys, prog)
+    assert "--noise sets bank sampling's noise" in message
+    assert "samples its prior by default" in message
+    assert "add --sampling bank" in message
+    assert run_cli(prog, *args, "--sampling", "prior", "--noise_scope", "target") == 1
+    assert "--noise_scope target sets bank" in error_line(capsys, prog)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------
 # --resume
 

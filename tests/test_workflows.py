@@ -322,7 +322,8 @@ def test_generate_placement_noise_moves_streamlines_rigidly(workdir):
 def test_generate_noise_spreads_the_bank_codes(workdir):
     """--noise 0 decodes bank codes as they are; a larger noise moves the
     streamlines of the same seed further."""
-    some, more = _moved_by(workdir, "noise", ("0", "0.2", "1"), "--subject_noise", "0")
+    bank = ("--sampling", "bank", "--subject_noise", "0")
+    some, more = _moved_by(workdir, "noise", ("0", "0.2", "1"), *bank)
     assert 0 < some < more
 
 
@@ -331,8 +332,32 @@ def test_generate_noise_scope_reshapes_the_bank_noise(workdir):
     the requested length: the same seed gives other streamlines than with
     the whole bundle's noise (an ignored option would give the same)."""
     scopes = ("bundle", "target")
-    (moved,) = _moved_by(workdir, "noise_scope", scopes, "--subject_noise", "0")
+    bank = ("--sampling", "bank", "--subject_noise", "0")
+    (moved,) = _moved_by(workdir, "noise_scope", scopes, *bank)
     assert moved > 0
+
+
+def test_generate_samples_the_prior_of_a_length_model_by_default(workdir):
+    """Without --sampling a length model with the fitted mixture prior
+    samples its prior: the same seed gives the streamlines of --sampling
+    prior, not those of --sampling bank."""
+    import nibabel as nib
+
+    model = workdir / "aae_tract_model.keras"
+    args = ["--model", model, "--bundle", "AF_L", "--length", "100"]
+    args += ["--n_streamlines", "10", "--skip_picture", "--seed", "2"]
+    runs = {}
+    for name, extra in (
+        ("none", ()),
+        ("prior", ("--sampling", "prior")),
+        ("bank", ("--sampling", "bank")),
+    ):
+        out = workdir / f"default_sampling_{name}"
+        assert run_cli("aae_tract_generate", *args, *extra, "--out_dir", out) == 0
+        trk = nib.streamlines.load(str(out / "AF_L_length100.trk"))
+        runs[name] = np.asarray(trk.streamlines.get_data())
+    np.testing.assert_array_equal(runs["none"], runs["prior"])
+    assert not np.allclose(runs["none"], runs["bank"])
 
 
 def test_generate_keeps_streamlines_inside_the_training_volume(workdir):
@@ -403,34 +428,45 @@ def test_evaluate_on_the_held_out_split(workdir):
         assert key in metrics, key
     assert metrics["n_train"] == 600 and metrics["n_eval"] == 150
     assert "held-out split" in metrics["data"]
-    # the generation noises used, the sampling's defaults when not given
-    assert (metrics["subject_noise"], metrics["placement_noise"]) == (0.7, 0.0)
-    # each bundle's bank noise, set at training from its training subjects
-    from aae_tract.bank_noise import BANK_KEY
-    from aae_tract.model import TractAAE
+    # the model's default sampling (prior, for a length model with the
+    # fitted mixture prior) and its noises, as used
+    from aae_tract.generate import PRIOR_NOISES
 
-    banks = TractAAE.load(workdir / "aae_tract_model.keras").metadata.latent_bank
-    assert metrics["noise"] == {
-        b: {"at": banks[b][BANK_KEY]["at"], "value": banks[b][BANK_KEY]["value"]}
-        for b in banks
-    }
-    assert metrics["noise_scope"] == "bundle"
+    assert metrics["sampling"] == "prior"
+    assert (metrics["subject_noise"], metrics["placement_noise"]) == PRIOR_NOISES
+    assert metrics["noise"] is None and metrics["noise_scope"] is None
     assert_picture(workdir / "evaluation.png")
 
 
 def test_evaluate_takes_the_bank_noise_options(workdir):
-    """--noise and --noise_scope reach the generation: the two scopes give
-    other generated streamlines at the same seed (an ignored option would
-    give the same metrics), and metrics.json records the settings."""
+    """With --sampling bank, --noise and --noise_scope reach the generation:
+    the two runs give other generated streamlines at the same seed (an
+    ignored option would give the same metrics), and metrics.json records
+    the settings: without --noise, each bundle's bank noise as set at
+    training from its training subjects."""
+    from aae_tract.bank_noise import BANK_KEY
+    from aae_tract.model import TractAAE
+
     base = ["--model", workdir / "aae_tract_model.keras", "--n_generate", "20"]
+    base += ["--sampling", "bank"]
     runs = {}
-    for scope in ("bundle", "target"):
+    for scope, noise in (("bundle", ()), ("target", ("--noise", "0.6"))):
         out = workdir / f"ev_{scope}"
-        args = [*base, "--noise", "0.6", "--noise_scope", scope, "--out_dir", out]
+        args = [*base, *noise, "--noise_scope", scope, "--out_dir", out]
         assert run_cli("aae_tract_evaluate", *args) == 0
         runs[scope] = json.loads((out / "metrics.json").read_text())
-        assert set(runs[scope]["noise"].values()) == {0.6}
         assert runs[scope]["noise_scope"] == scope
+        assert runs[scope]["sampling"] == "bank"
+    banks = TractAAE.load(workdir / "aae_tract_model.keras").metadata.latent_bank
+    assert runs["bundle"]["noise"] == {
+        b: {"at": banks[b][BANK_KEY]["at"], "value": banks[b][BANK_KEY]["value"]}
+        for b in banks
+    }
+    assert set(runs["target"]["noise"].values()) == {0.6}
+    assert (runs["bundle"]["subject_noise"], runs["bundle"]["placement_noise"]) == (
+        0.7,
+        0.0,
+    )
     generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
     assert any(runs["bundle"][k] != runs["target"][k] for k in generated)
 

@@ -163,6 +163,63 @@ def noise_or_default(name, value):
     return DEFAULT if value is None else check_float(name, value, minimum=0)
 
 
+def sampling_for(model, sampling, noise, noise_scope):
+    """The sampling a generating command uses, with the bank-only options
+    checked against it.
+
+    Parameters
+    ----------
+    model : TractAAE
+    sampling : str or None
+        ``--sampling`` as checked (None: the model's default,
+        :func:`aae_tract.generate.default_sampling`).
+    noise : float or None
+        ``--noise``.
+    noise_scope : str
+        ``--noise_scope``.
+
+    Returns
+    -------
+    str
+        ``"bank"`` or ``"prior"``.
+
+    Raises
+    ------
+    AAETractError
+        ``--noise`` or ``--noise_scope target`` with prior sampling: they
+        set bank sampling's noise, which prior samples do not get.
+    """
+    from aae_tract.generate import resolve_sampling
+
+    resolved = resolve_sampling(model, sampling)
+    logger.info(
+        "sampling: %s%s",
+        resolved,
+        " (the model's default)" if sampling is None else "",
+    )
+    given = [
+        option
+        for option, used in (
+            ("--noise", noise is not None),
+            ("--noise_scope target", noise_scope == "target"),
+        )
+        if used
+    ]
+    if resolved == "prior" and given:
+        why = (
+            "--sampling prior"
+            if sampling is not None
+            else "this model samples its prior by default (a length model "
+            "with the fitted mixture prior)"
+        )
+        verb = "sets" if len(given) == 1 else "set"
+        raise AAETractError(
+            f"{' and '.join(given)} {verb} bank sampling's noise, but {why}: "
+            "add --sampling bank, or leave them out"
+        )
+    return resolved
+
+
 def check_float(name, value, *, minimum=None, maximum=None, exclusive_min=False):
     """Return ``value`` as a finite float in range; AAETractError otherwise."""
     try:

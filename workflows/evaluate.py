@@ -15,6 +15,7 @@ from .base import (
     names_written,
     noise_or_default,
     resolve_inputs,
+    sampling_for,
     select_backend,
     write_json_atomic,
 )
@@ -35,7 +36,7 @@ class EvaluateFlow(AAEWorkflow):
         model="aae_tract_model.keras",
         n_generate=100,
         seed=0,
-        sampling="bank",
+        sampling=None,
         noise=None,
         noise_scope="bundle",
         subject_noise=None,
@@ -95,18 +96,23 @@ class EvaluateFlow(AAEWorkflow):
         seed : int, optional
             Random seed of the generation.
         sampling : string, optional
-            bank or prior: how latent codes are sampled for generation.
+            prior or bank: how latent codes are sampled for generation (as
+            aae_tract_generate's). Without it: the model's default (prior
+            for a length model with the fitted mixture prior, bank for an
+            age model or another prior); metrics.json records it.
         noise : float, optional
-            Bank sampling's noise (as aae_tract_generate's). Without it: each
-            bundle's own per length band, set at training from its training
-            subjects (0.225 with --noise_scope target, for a model file from
-            before, or a bundle with fewer than three training subjects; 0.2
-            for one conditioned on a per-subject attribute such as age).
+            With bank sampling only: bank sampling's noise (as
+            aae_tract_generate's). Without it: each bundle's own per length
+            band, set at training from its training subjects (0.225 with
+            --noise_scope target, for a model file from before, or a bundle
+            with fewer than three training subjects; 0.2 for one conditioned
+            on a per-subject attribute such as age).
         noise_scope : string, optional
-            bundle or target: which encodings shape bank sampling's noise (as
-            aae_tract_generate's). metrics.json records both as used (noise
-            per bundle, with the lengths of its bands where it was set at
-            training; null for prior sampling, which adds no bank noise).
+            With bank sampling only: bundle or target: which encodings shape
+            bank sampling's noise (as aae_tract_generate's). metrics.json
+            records both as used (noise per bundle, with the lengths of its
+            bands where it was set at training; null for prior sampling,
+            which adds no bank noise).
         subject_noise : float, optional
             Spread of the new subjects generation moves codes to, relative
             to the training subjects' (as aae_tract_generate's). Without it:
@@ -137,7 +143,8 @@ class EvaluateFlow(AAEWorkflow):
         self._begin()
         n_generate = check_int("n_generate", n_generate, maximum=100_000)
         seed = check_int("seed", seed, minimum=0)
-        sampling = check_choice("sampling", sampling, ("bank", "prior"))
+        if sampling is not None:
+            sampling = check_choice("sampling", sampling, ("bank", "prior"))
         if noise is not None:
             noise = check_float("noise", noise, minimum=0)
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
@@ -162,6 +169,7 @@ class EvaluateFlow(AAEWorkflow):
 
         where = check_device(device)
         net = TractAAE.load(model_path)
+        sampling = sampling_for(net, sampling, noise, noise_scope)
         if files is not None and not is_training_data(net, files):
             check_reference(known_files(net, files), reference)
         paths = self._prepare_outputs(

@@ -21,6 +21,7 @@ from .base import (
     check_int,
     names_written,
     noise_or_default,
+    sampling_for,
     select_backend,
 )
 
@@ -81,7 +82,7 @@ class GenerateFlow(AAEWorkflow):
         age=None,
         n_streamlines=100,
         seed=0,
-        sampling="bank",
+        sampling=None,
         noise=DEFAULT_NOISE,
         noise_scope="bundle",
         subject_noise=None,
@@ -132,27 +133,32 @@ class GenerateFlow(AAEWorkflow):
         seed : int, optional
             Random seed (the same seed gives the same streamlines).
         sampling : string, optional
-            bank (near the training encodings of the bundle) or prior
-            (samples of the latent prior; of a fitted prior, moved to new
-            subjects as bank's encodings are, see subject_noise).
+            prior (samples of the latent prior; of a fitted prior, moved to
+            new subjects as bank's encodings are, see subject_noise, and
+            placed as new subjects' bundles lie, see placement_noise) or
+            bank (near the training encodings of the bundle, with --noise).
+            Without it: prior for a model conditioned on length with the
+            fitted mixture prior (aae_tract_train's default), bank for an
+            age model or another prior (doc/benchmarks.md, "Prior sampling
+            as the default of length models").
         noise : float, optional
-            Bank sampling adds Gaussian noise to each training encoding, with
-            noise^2 times the covariance of the bundle's encodings. Default:
-            the bundle's own at the requested length, set at training from
-            the training subjects, so that the streamlines lie about 0.9
-            times as far from the training streamlines as a new subject's
-            do (doc/benchmarks.md, "Bank noise set from the training
-            subjects"); 0.225 with --noise_scope target, for a model file
-            from before, or a bundle with fewer than three training
-            subjects; 0.2 for a model conditioned on a per-subject attribute
-            such as age.
+            With bank sampling only: bank sampling adds Gaussian noise to
+            each training encoding, with noise^2 times the covariance of the
+            bundle's encodings. Default: the bundle's own at the requested
+            length, set at training from the training subjects, so that the
+            streamlines lie about 0.9 times as far from the training
+            streamlines as a new subject's do (doc/benchmarks.md, "Bank
+            noise set from the training subjects"); 0.225 with --noise_scope
+            target, for a model file from before, or a bundle with fewer
+            than three training subjects; 0.2 for a model conditioned on a
+            per-subject attribute such as age.
         noise_scope : string, optional
-            Which encodings give bank sampling's noise its covariance: bundle
-            (all the bundle's) or target (those near the requested length,
-            so that a long streamline varies as long ones do; without
-            --noise, 0.225). On the phantom in the common space
-            aae_tract_train builds, target with --noise 0.15 met the
-            length-band target in every band (chosen on the held-out
+            With bank sampling only: which encodings give bank sampling's
+            noise its covariance: bundle (all the bundle's) or target (those
+            near the requested length, so that a long streamline varies as
+            long ones do; without --noise, 0.225). On the phantom in the
+            common space aae_tract_train builds, target with --noise 0.15
+            met the length-band target in every band (chosen on the held-out
             subjects it was measured on; doc/benchmarks.md, "The phantom in
             a common space").
         subject_noise : float, optional
@@ -259,6 +265,7 @@ class GenerateFlow(AAEWorkflow):
 
         model_path = Path(model)
         net = _load_model(model_path, backend, device)
+        sampling = sampling_for(net, sampling, noise, noise_scope)
         bundles = [str(b) for b in as_list(bundle)] or net.bundle_names
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
@@ -332,7 +339,8 @@ def _check_sampling_options(n_streamlines, seed, sampling, max_mdf, length_toler
     """The checked --n_streamlines, --seed, --sampling and filter options."""
     n_streamlines = check_int("n_streamlines", n_streamlines, maximum=MAX_STREAMLINES)
     seed = None if seed is None else check_int("seed", seed, minimum=0)
-    sampling = check_choice("sampling", sampling, ("bank", "prior"))
+    if sampling is not None:
+        sampling = check_choice("sampling", sampling, ("bank", "prior"))
     if max_mdf is not None:
         max_mdf = check_float("max_mdf", max_mdf, minimum=0, exclusive_min=True)
     if length_tolerance is not None:
