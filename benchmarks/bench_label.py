@@ -257,7 +257,7 @@ def _generation(model, held_out, seed):
     """The generation metrics of ``model`` on the held-out bundles."""
     from aae_tract.metrics import evaluate
 
-    metrics = evaluate(model, held_out, seed=seed, reference=False)
+    metrics = evaluate(model, held_out, seed=seed, reference=False, sampling="bank")
     return {k: None if metrics[k] is None else float(metrics[k]) for k in GENERATION}
 
 

@@ -7,7 +7,9 @@ streamlines' :data:`aae_tract.metrics.HOOK_QUANTILE` quantile, as
 ``hooked_fraction`` counts them) among the decoded mean curves of:
 
 - ``bank``: the bundle's latent bank (training codes) as they are;
-- ``drawn``: codes drawn as generation draws them (default sampling), with
+- ``drawn``: codes drawn as generation draws them (bank sampling, as its
+  documented runs: the default before a length model sampled its prior by
+  default), with
   latent dimension 0 left at its calibrated value (``exact_length=False``);
 - ``searched``: the same draws after the length search (``match_length``,
   ``candidates=1``);
@@ -69,11 +71,12 @@ def hook_shares(model, bundle, real, *, n=600, seed=0):
 
     rng = np.random.default_rng(seed)
     targets = rng.choice(streamline_lengths(real), n)
+    bank = {"sampling": "bank", "rng": seed}
     drawn = sample_latent(
-        model, bundle, targets, rng=seed, exact_length=False, candidates=1
+        model, bundle, targets, exact_length=False, candidates=1, **bank
     )
-    searched = sample_latent(model, bundle, targets, rng=seed, candidates=1)
-    chosen = sample_latent(model, bundle, targets, rng=seed)
+    searched = sample_latent(model, bundle, targets, candidates=1, **bank)
+    chosen = sample_latent(model, bundle, targets, **bank)
     low, high = model.attribute_range(bundle)
     ends = model.attribute_to_z0(bundle, np.array([low, high]))
     move = np.abs(searched[:, 0] - drawn[:, 0]) / max(float(np.ptp(ends)), 1e-6)

@@ -2,13 +2,14 @@
 
 ``quality.py``'s ``length_error_pct`` asks for lengths spread over the 5-95
 percentiles of each bundle's training lengths. This script goes further out:
-for each model and bundle it asks ``aae_tract.generate.generate`` (default
-sampling) for ``--targets`` lengths spread evenly between 5 % and 95 % of the
-way from the bundle's shortest to its longest training streamline (the range
-the model's calibration covers, :meth:`TractAAE.attribute_range`), and prints
-how far the median produced length lies from each request, in percent. A
-model whose latent dimension 0 stops moving the decoded length near an end of
-the range shows it there, with the warning ``generate`` gives.
+for each model and bundle it asks ``aae_tract.generate.generate`` (bank
+sampling, as its documented runs: the default before a length model sampled
+its prior by default) for ``--targets`` lengths spread evenly between 5 % and
+95 % of the way from the bundle's shortest to its longest training streamline
+(the range the model's calibration covers, :meth:`TractAAE.attribute_range`),
+and prints how far the median produced length lies from each request, in
+percent. A model whose latent dimension 0 stops moving the decoded length near
+an end of the range shows it there, with the warning ``generate`` gives.
 
 It also prints how much the other dimensions move the length: each of up to
 100 bank codes of a bundle is moved, in every dimension but 0, by the
@@ -75,7 +76,7 @@ def reach(model, *, targets=5, n_streamlines=50, seed=0, options=None):
                 float(length),
                 n_streamlines=n_streamlines,
                 seed=seed,
-                **(options or {}),
+                **{"sampling": "bank", **(options or {})},
             )
             errors.append(float(abs(np.median(result.lengths) - length) / length * 100))
         out[bundle] = {
