@@ -25,8 +25,8 @@ the default prior for length)
     Samples of the prior ``p(z)`` the adversarial training matched; with a
     prior fitted to each bundle (``prior="fitted"``, ``"fitted_mixture"``),
     of the bundle's Gaussian (mixture) given the requested attribute's
-    dimension 0, moved to new subjects and placed as new subjects' bundles
-    lie.
+    dimension 0, moved to new subjects (and, for a length model, placed as
+    new subjects' bundles lie, :func:`default_noises`).
 
 An optional plausibility filter drops streamlines far (MDF) from every
 reference streamline of the bundle, or whose length misses the target, and
@@ -269,7 +269,7 @@ def default_sampling(model):
     return "bank"
 
 
-def resolve_sampling(model, sampling):
+def resolve_sampling(model, sampling, *, noise=None, noise_scope="bundle"):
     """``sampling`` checked, with None or :data:`DEFAULT` replaced by the
     model's default (:func:`default_sampling`).
 
@@ -277,6 +277,10 @@ def resolve_sampling(model, sampling):
     ----------
     model : TractAAE
     sampling : {"bank", "prior", "default"} or None
+    noise : float, optional
+        Bank sampling's noise, as given.
+    noise_scope : {"bundle", "target"}
+        Bank sampling's noise scope, as given.
 
     Returns
     -------
@@ -286,10 +290,30 @@ def resolve_sampling(model, sampling):
     Raises
     ------
     AAETractError
-        Any other value.
+        Any other value; or ``noise`` (or ``noise_scope="target"``) given
+        while the sampling, left to the model, is ``"prior"``: they ask for
+        bank sampling, which was the default for every model before. (A
+        ``"prior"`` asked for by name ignores them, so that one set of
+        options can be given to both samplings.)
     """
     if sampling is None or _is_default(sampling):
-        return default_sampling(model)
+        resolved = default_sampling(model)
+        given = [
+            name
+            for name, used in (
+                ("noise", noise is not None),
+                ("noise_scope='target'", noise_scope == "target"),
+            )
+            if used
+        ]
+        if resolved == "prior" and given:
+            raise AAETractError(
+                f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} "
+                "bank sampling's noise, but this model samples its prior by "
+                "default (a length model with the fitted mixture prior): pass "
+                "sampling='bank', or leave them out"
+            )
+        return resolved
     _check_sampling(sampling)
     return sampling
 
@@ -851,7 +875,7 @@ def sample_latent(
         from its subject's centre with ``within_subject`` and a per-subject
         attribute.
     """
-    sampling = resolve_sampling(model, sampling)
+    sampling = resolve_sampling(model, sampling, noise=noise, noise_scope=noise_scope)
     within_subject = _check_within_subject(within_subject)
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
     _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
@@ -1483,7 +1507,8 @@ def generate(
         How latent codes are drawn (see :func:`sample_latent`).
         ``"default"``: the model's (:func:`default_sampling`): ``"prior"``
         for a length model with the fitted mixture prior (the default for
-        length), ``"bank"`` for an age model or another prior.
+        length), ``"bank"`` for a model conditioned on another attribute
+        (age, ...) or with another prior.
     noise : float, optional
         Relative noise of ``"bank"`` sampling (default: the bundle's own,
         set by the calibration per length band, or :func:`default_noise`;
@@ -1598,7 +1623,7 @@ def generate(
         rate).
     """
     name = _bundle_name(model, bundle)
-    sampling = resolve_sampling(model, sampling)
+    sampling = resolve_sampling(model, sampling, noise=noise, noise_scope=noise_scope)
     within_subject = _check_within_subject(within_subject)
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
     _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
@@ -1795,7 +1820,12 @@ def draw_streamlines(
         In the model's space (mm).
     """
     rng = _rng(rng)
-    sampling = resolve_sampling(model, options.get("sampling", DEFAULT))
+    sampling = resolve_sampling(
+        model,
+        options.get("sampling", DEFAULT),
+        noise=options.get("noise"),
+        noise_scope=options.get("noise_scope", "bundle"),
+    )
     subject_noise, placement_noise = resolve_noises(
         model,
         sampling,

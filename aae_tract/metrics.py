@@ -1551,7 +1551,8 @@ def evaluate(
         Sampling used for generation (see :func:`aae_tract.generate.generate`);
         ``"default"``: the model's
         (:func:`aae_tract.generate.default_sampling`), written as resolved
-        under the key ``sampling``.
+        under the key ``sampling``. The ``attribute_*`` metrics of a
+        per-subject attribute generate with bank sampling either way.
     batch_size : int
         Streamlines per forward pass.
     train : StreamlineDataset, optional
@@ -1646,7 +1647,7 @@ def evaluate(
             f"{prior_match_tests!r}"
         )
     prior_match_tests = int(prior_match_tests)
-    sampling = resolve_sampling(model, sampling)
+    sampling = resolve_sampling(model, sampling, noise=noise, noise_scope=noise_scope)
     sampling_key = SAMPLING_METHODS.index(sampling)
     if not _is_default(placement_noise):
         check_placement_noise(placement_noise)
@@ -1807,8 +1808,11 @@ def evaluate(
 def _attribute_metrics(model, dataset, train, n_generate, seed, options):
     """``attribute_slope_error`` (needs ``train``) and ``attribute_mae``, with
     their details and the trivial baseline, for a per-subject attribute
-    (generation with bank sampling and the keyword arguments ``options``)."""
+    (generation with bank sampling, whatever :func:`evaluate` sampled with,
+    and the keyword arguments ``options``)."""
     from aae_tract.attribute import attribute_mae, attribute_slope_error
+
+    options = {**options, "sampling": "bank"}
 
     out = {"attribute_slope_error": None, "attribute_slope": None}
     if train is not None:

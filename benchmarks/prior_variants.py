@@ -693,7 +693,7 @@ def subject_bands(pattern, seeds, train, held_out, bundle, n=2000):
                 bundle,
                 targets,
                 rng=np.random.default_rng(seed),
-                **{**GENERATION, **options},
+                **{**GENERATION, "sampling": "bank", **options},
             )
         for name, lines in sets.items():
             shares.setdefault(name, []).append(band_precision(lines, real))

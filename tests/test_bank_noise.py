@@ -132,7 +132,7 @@ def test_calibration_keeps_a_noise_per_bundle_and_band(tiny_trained, tmp_path):
         np.testing.assert_allclose(noise_at(record, record["at"]), record["value"])
     # sampling without a noise takes the band's: the same codes as asking it
     record = model.metadata.latent_bank["AF_L"][BANK_KEY]
-    options = dict(exact_length=False)
+    options = dict(exact_length=False, sampling="bank")
     for at, value in zip(record["at"], record["value"], strict=True):
         target = np.full(30, at)
         np.testing.assert_array_equal(
@@ -272,7 +272,7 @@ def test_models_without_a_calibrated_noise_keep_the_fixed_one(tiny_trained):
     model = copy.copy(tiny_trained[0])
     model.metadata = copy.deepcopy(model.metadata)
     target = np.full(20, float(np.median(model.metadata.latent_bank["AF_L"]["a"])))
-    options = dict(exact_length=False, rng=3)
+    options = dict(exact_length=False, rng=3, sampling="bank")
     fixed = NOISE_BY_LEVEL["streamline"]
     scoped = dict(noise_scope="target", **options)
     np.testing.assert_array_equal(

@@ -18,6 +18,7 @@ from aae_tract.generate import (
     MAX_CANDIDATES,
     GeneratedBundle,
     default_sampling,
+    draw_streamlines,
     generate,
     interpolate,
     make_tractogram,
@@ -124,6 +125,22 @@ def test_default_sampling_follows_the_model(model, age_model):
     for bad in ("posterior", 1):
         with pytest.raises(AAETractError, match="unknown sampling"):
             generate(model, "AF_L", target, n_streamlines=2, sampling=bad)
+    # bank sampling's options ask for it where the model's default is prior
+    for options in ({"noise": 0.2}, {"noise_scope": "target"}):
+        for call, args in (
+            (generate, (target,)),
+            (sample_latent, ([target],)),
+            (draw_streamlines, ([target],)),
+        ):
+            extra = {"rng": 0} if call is draw_streamlines else {}
+            with pytest.raises(AAETractError, match="sampling='bank'"):
+                call(model, "AF_L", *args, **extra, **options)
+        for sampling in ("bank", "prior"):  # asked for by name: taken
+            generate(
+                model, "AF_L", target, n_streamlines=2, sampling=sampling, **options
+            )
+    assert default_sampling(age_model) == "bank"
+    generate(age_model, "AF_L", attribute=40, n_streamlines=2, noise=0.2)
 
 
 def test_calibration_is_monotone(model):
@@ -757,14 +774,17 @@ def test_scopes_are_checked(model, tiny_splits, option):
 
     held_out = tiny_splits[1]
     target = _median_range(model, "AF_L")
+    bank = {"sampling": "bank"}  # noise_scope is bank sampling's
     for scope in ("target", "bundle"):
-        generate(model, "AF_L", target, n_streamlines=2, seed=0, **{option: scope})
+        generate(
+            model, "AF_L", target, n_streamlines=2, seed=0, **bank, **{option: scope}
+        )
     with pytest.raises(AAETractError, match=f"{option} must be one of"):
-        generate(model, "AF_L", target, n_streamlines=2, **{option: "subject"})
+        generate(model, "AF_L", target, n_streamlines=2, **bank, **{option: "subject"})
     with pytest.raises(AAETractError, match=f"{option} must be one of"):
-        sample_latent(model, "AF_L", [target], **{option: "subject"})
+        sample_latent(model, "AF_L", [target], **bank, **{option: "subject"})
     with pytest.raises(AAETractError, match=f"{option} must be one of"):
-        evaluate(model, held_out, **{option: "subject"})
+        evaluate(model, held_out, **bank, **{option: "subject"})
 
 
 def test_noise_scope_follows_the_codes_near_the_target(model):

@@ -7,7 +7,6 @@ import pytest
 from dipy.tracking.distances import bundles_distances_mdf
 
 from aae_tract.errors import AAETractError, UnknownBundleError
-from aae_tract.generate import default_sampling
 from aae_tract.metrics import (
     METRIC_NAMES,
     PER_BUNDLE_LISTS,
@@ -516,7 +515,7 @@ def test_evaluate_keys_and_counts(evaluation, tiny_trained, tiny_splits):
         "reference",
     }
     assert set(evaluation) == expected
-    assert evaluation["sampling"] == default_sampling(model)
+    assert evaluation["sampling"] == "prior"  # a length model's default
     assert evaluation["n_train"] == len(train)
     assert evaluation["n_eval"] == len(validation)
     assert evaluation["bundles"] == model.bundle_names

@@ -16,7 +16,7 @@ import pytest
 
 from aae_tract.data import load_dataset, split_dataset
 from aae_tract.data_fetchers import make_phantom
-from aae_tract.generate import generate, sample_latent
+from aae_tract.generate import draw_streamlines, generate
 from aae_tract.metrics import (
     band_precision,
     curvature_ratio,
@@ -79,8 +79,11 @@ def test_latent_dimension_0_orders_held_out_streamlines_by_length(trained, name)
     assert spearman_rho(z[:, 0], lengths) > 0.8
 
 
+@pytest.mark.parametrize("sampling", ["default", "bank"])
 @pytest.mark.parametrize("name", BUNDLES)
-def test_generation_follows_the_requested_length(trained, name):
+def test_generation_follows_the_requested_length(trained, name, sampling):
+    """With the default sampling (prior, for this length model) and bank
+    sampling."""
     model, train, _ = trained
     _, lengths = _bundle(model, train, name)
     targets = np.percentile(lengths, [10, 50, 90])
@@ -89,7 +92,9 @@ def test_generation_follows_the_requested_length(trained, name):
     assert z0[2] - z0[0] > 0.1  # the calibration is not flat
     medians = []
     for target in targets:
-        result = generate(model, name, float(target), n_streamlines=40, seed=0)
+        result = generate(
+            model, name, float(target), n_streamlines=40, seed=0, sampling=sampling
+        )
         medians.append(result.median_length)
         assert abs(result.median_length - target) <= 0.05 * target, (target, medians)
         assert not result.missed
@@ -141,16 +146,20 @@ def test_texture_spread_is_fitted_inside_its_range_and_nothing_crumples(trained)
             assert rough <= 0.02, (name, target, rough)
 
 
+@pytest.mark.parametrize("sampling", ["default", "bank"])
 @pytest.mark.parametrize("name", BUNDLES)
-def test_every_length_band_lies_on_the_held_out_bundle(trained, name):
+def test_every_length_band_lies_on_the_held_out_bundle(trained, name, sampling):
     """Streamlines generated at the held-out lengths lie on the held-out
     subject's bundle, band by band (fragments included), about as often as
-    the training subjects' real streamlines do."""
+    the training subjects' real streamlines do: with the default sampling
+    (prior, for this length model, with its new subjects' placement) and
+    bank sampling."""
     model, train, held_out = trained
     real, lengths = _bundle(model, held_out, name)
     rng = np.random.default_rng(0)
-    z = sample_latent(model, name, rng.choice(lengths, 500), rng=rng)
-    generated = model.decode(z, name, texture=rng)
+    _, generated = draw_streamlines(
+        model, name, rng.choice(lengths, 500), rng=rng, sampling=sampling
+    )
     train_shares = band_precision(_bundle(model, train, name)[0], real)
     gaps = np.subtract(band_precision(generated, real), train_shares)
     assert np.all(gaps >= -0.25), (gaps, train_shares)

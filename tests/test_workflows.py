@@ -450,25 +450,30 @@ def test_evaluate_takes_the_bank_noise_options(workdir):
     base = ["--model", workdir / "aae_tract_model.keras", "--n_generate", "20"]
     base += ["--sampling", "bank"]
     runs = {}
-    for scope, noise in (("bundle", ()), ("target", ("--noise", "0.6"))):
-        out = workdir / f"ev_{scope}"
-        args = [*base, *noise, "--noise_scope", scope, "--out_dir", out]
-        assert run_cli("aae_tract_evaluate", *args) == 0
-        runs[scope] = json.loads((out / "metrics.json").read_text())
+    for name, options in (
+        ("bundle", ("--noise", "0.6", "--noise_scope", "bundle")),
+        ("target", ("--noise", "0.6", "--noise_scope", "target")),
+        ("trained", ()),
+    ):
+        out = workdir / f"ev_{name}"
+        assert run_cli("aae_tract_evaluate", *base, *options, "--out_dir", out) == 0
+        runs[name] = json.loads((out / "metrics.json").read_text())
+        assert runs[name]["sampling"] == "bank"
+        assert (runs[name]["subject_noise"], runs[name]["placement_noise"]) == (
+            0.7,
+            0.0,
+        )
+    for scope in ("bundle", "target"):
         assert runs[scope]["noise_scope"] == scope
-        assert runs[scope]["sampling"] == "bank"
+        assert set(runs[scope]["noise"].values()) == {0.6}
+    generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
+    assert any(runs["bundle"][k] != runs["target"][k] for k in generated)
     banks = TractAAE.load(workdir / "aae_tract_model.keras").metadata.latent_bank
-    assert runs["bundle"]["noise"] == {
+    assert runs["trained"]["noise_scope"] == "bundle"
+    assert runs["trained"]["noise"] == {
         b: {"at": banks[b][BANK_KEY]["at"], "value": banks[b][BANK_KEY]["value"]}
         for b in banks
     }
-    assert set(runs["target"]["noise"].values()) == {0.6}
-    assert (runs["bundle"]["subject_noise"], runs["bundle"]["placement_noise"]) == (
-        0.7,
-        0.0,
-    )
-    generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
-    assert any(runs["bundle"][k] != runs["target"][k] for k in generated)
 
 
 def test_evaluate_other_data_uses_all_of_the_known_bundles(workdir, tmp_path):

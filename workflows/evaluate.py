@@ -98,8 +98,9 @@ class EvaluateFlow(AAEWorkflow):
         sampling : string, optional
             prior or bank: how latent codes are sampled for generation (as
             aae_tract_generate's). Without it: the model's default (prior
-            for a length model with the fitted mixture prior, bank for an
-            age model or another prior); metrics.json records it.
+            for a length model with the fitted mixture prior, bank for a
+            model conditioned on another attribute, such as age, or with
+            another prior); metrics.json records it.
         noise : float, optional
             With bank sampling only: bank sampling's noise (as
             aae_tract_generate's). Without it: each bundle's own per length

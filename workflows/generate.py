@@ -134,13 +134,14 @@ class GenerateFlow(AAEWorkflow):
             Random seed (the same seed gives the same streamlines).
         sampling : string, optional
             prior (samples of the latent prior; of a fitted prior, moved to
-            new subjects as bank's encodings are, see subject_noise, and
-            placed as new subjects' bundles lie, see placement_noise) or
-            bank (near the training encodings of the bundle, with --noise).
-            Without it: prior for a model conditioned on length with the
-            fitted mixture prior (aae_tract_train's default), bank for an
-            age model or another prior (doc/benchmarks.md, "Prior sampling
-            as the default of length models").
+            new subjects as bank's encodings are, see subject_noise, and for
+            a length model placed as new subjects' bundles lie, see
+            placement_noise) or bank (near the training encodings of the
+            bundle, with --noise). Without it: prior for a model conditioned
+            on length with the fitted mixture prior (aae_tract_train's
+            default), bank for a model conditioned on another attribute,
+            such as age, or with another prior (doc/benchmarks.md, "Prior
+            sampling as the default of length models").
         noise : float, optional
             With bank sampling only: bank sampling adds Gaussian noise to
             each training encoding, with noise^2 times the covariance of the
