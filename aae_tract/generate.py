@@ -247,7 +247,8 @@ def default_sampling(model):
     default for length): its components follow the bundle's arc, and on the
     phantom its samples leave fewer length bands of the held-out bundles
     than bank samples do and are newer, on the embedded default newer and
-    shaped more like the held-out subject's bundles (doc/benchmarks.md,
+    shaped more like the held-out subject's bundles, though further off in
+    two length bands (doc/benchmarks.md,
     "Prior sampling as the default of length models"). ``"bank"``
     otherwise: an age model's fitted prior (one Gaussian per bundle) left
     15-20 of 30 length bands against 2 for bank samples (same section), and

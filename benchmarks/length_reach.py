@@ -2,14 +2,15 @@
 
 ``quality.py``'s ``length_error_pct`` asks for lengths spread over the 5-95
 percentiles of each bundle's training lengths. This script goes further out:
-for each model and bundle it asks ``aae_tract.generate.generate`` (bank
-sampling, as its documented runs: the default before a length model sampled
-its prior by default) for ``--targets`` lengths spread evenly between 5 % and
-95 % of the way from the bundle's shortest to its longest training streamline
-(the range the model's calibration covers, :meth:`TractAAE.attribute_range`),
-and prints how far the median produced length lies from each request, in
-percent. A model whose latent dimension 0 stops moving the decoded length near
-an end of the range shows it there, with the warning ``generate`` gives.
+for each model and bundle it asks ``aae_tract.generate.generate``
+(``--sampling``: bank by default, as its documented runs, the default before a
+length model sampled its prior by default) for ``--targets`` lengths spread
+evenly between 5 % and 95 % of the way from the bundle's shortest to its
+longest training streamline (the range the model's calibration covers,
+:meth:`TractAAE.attribute_range`), and prints how far the median produced
+length lies from each request, in percent. A model whose latent dimension 0
+stops moving the decoded length near an end of the range shows it there, with
+the warning ``generate`` gives.
 
 It also prints how much the other dimensions move the length: each of up to
 100 bank codes of a bundle is moved, in every dimension but 0, by the
@@ -134,6 +135,14 @@ def main(argv=None):
     parser.add_argument("--targets", type=int, default=5)
     parser.add_argument("--n_streamlines", type=int, default=50)
     parser.add_argument("--out", help="write the numbers as JSON here")
+    parser.add_argument(
+        "--sampling",
+        choices=("bank", "prior"),
+        default="bank",
+        help="how generation samples codes (default: bank, as the runs of "
+        "doc/benchmarks.md before prior sampling became a length model's "
+        "default)",
+    )
     quality.add_generation_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
@@ -148,7 +157,10 @@ def main(argv=None):
                 targets=args.targets,
                 n_streamlines=args.n_streamlines,
                 seed=seed,
-                options=quality.generation_options(args),
+                options={
+                    **quality.generation_options(args),
+                    "sampling": args.sampling,
+                },
             )
             results[path] = found
             for bundle, cells in found.items():
