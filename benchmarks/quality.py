@@ -767,7 +767,11 @@ def run_seed(config, seed, train, held_out, args):
         )
         for s in SAMPLINGS
     }
+    from aae_tract.generate import default_sampling
+
     for result in results.values():
+        # which of the two generate() and the commands use when not told
+        result["default_sampling"] = default_sampling(model)
         if model.attribute_name != "length":
             add_attribute_summary(result)
     if args.baseline:
@@ -1120,6 +1124,11 @@ def main(argv=None):
         "(quintiles of the held-out lengths):"
     )
     print(band_table(summary, band_se))
+    default = runs["bank"][0].get("default_sampling")
+    print(
+        f"\ndefault sampling of these models (generate's and the commands' "
+        f"without --sampling): {default}"
+    )
     passed = {
         s: {
             m: check(
@@ -1162,6 +1171,7 @@ def main(argv=None):
             "runs": runs,
             "band_reference_se": band_se,
             "passed": passed,
+            "default_sampling": default,
         }
         write_json_atomic(args.out, json.loads(json.dumps(payload, default=float)))
         print(f"\nwritten {args.out}")
