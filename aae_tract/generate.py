@@ -55,12 +55,14 @@ __all__ = [
     "DEFAULT_PLACEMENT_NOISE",
     "DEFAULT_SUBJECT_NOISE",
     "NOISE_BY_LEVEL",
+    "PRIOR_BY_DEFAULT",
     "PRIOR_NOISES",
     "SAMPLING_METHODS",
     "NOISE_SCOPES",
     "SUBJECT_SCOPES",
     "GeneratedBundle",
     "bank_noise_used",
+    "bank_options_error",
     "default_noise",
     "default_sampling",
     "default_noises",
@@ -299,24 +301,58 @@ def resolve_sampling(model, sampling, *, noise=None, noise_scope="bundle"):
     """
     if sampling is None or _is_default(sampling):
         resolved = default_sampling(model)
-        given = [
-            name
-            for name, used in (
-                ("noise", noise is not None),
-                ("noise_scope='target'", noise_scope == "target"),
+        if resolved == "prior":
+            error = bank_options_error(
+                noise, noise_scope, why=PRIOR_BY_DEFAULT, remedy="pass sampling='bank'"
             )
-            if used
-        ]
-        if resolved == "prior" and given:
-            raise AAETractError(
-                f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} "
-                "bank sampling's noise, but this model samples its prior by "
-                "default (a length model with the fitted mixture prior): pass "
-                "sampling='bank', or leave them out"
-            )
+            if error is not None:
+                raise error
         return resolved
     _check_sampling(sampling)
     return sampling
+
+
+#: Why bank sampling's options do not apply when the sampling is left to a
+#: length model with the fitted mixture prior.
+PRIOR_BY_DEFAULT = (
+    "this model samples its prior by default (a length model with the fitted "
+    "mixture prior)"
+)
+
+
+def bank_options_error(
+    noise, noise_scope, *, why, remedy, names=("noise", "noise_scope='target'")
+):
+    """The error for bank sampling's options given with prior sampling.
+
+    Parameters
+    ----------
+    noise : float or None
+    noise_scope : str
+    why : str
+        Why the sampling is prior.
+    remedy : str
+        How to ask for bank sampling.
+    names : (str, str)
+        How the message names ``noise`` and ``noise_scope="target"``.
+
+    Returns
+    -------
+    AAETractError or None
+        None when neither option was given.
+    """
+    given = [
+        name
+        for name, used in zip(names, (noise is not None, noise_scope == "target"))
+        if used
+    ]
+    if not given:
+        return None
+    verb = "sets" if len(given) == 1 else "set"
+    return AAETractError(
+        f"{' and '.join(given)} {verb} bank sampling's noise, but {why}: "
+        f"{remedy}, or leave them out"
+    )
 
 
 def _check_within_subject(within_subject):

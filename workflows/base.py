@@ -189,7 +189,11 @@ def sampling_for(model, sampling, noise, noise_scope):
         ``--noise`` or ``--noise_scope target`` with prior sampling: they
         set bank sampling's noise, which prior samples do not get.
     """
-    from aae_tract.generate import resolve_sampling
+    from aae_tract.generate import (
+        PRIOR_BY_DEFAULT,
+        bank_options_error,
+        resolve_sampling,
+    )
 
     resolved = resolve_sampling(model, sampling)
     logger.info(
@@ -197,26 +201,16 @@ def sampling_for(model, sampling, noise, noise_scope):
         resolved,
         " (the model's default)" if sampling is None else "",
     )
-    given = [
-        option
-        for option, used in (
-            ("--noise", noise is not None),
-            ("--noise_scope target", noise_scope == "target"),
+    if resolved == "prior":
+        error = bank_options_error(
+            noise,
+            noise_scope,
+            why="--sampling prior" if sampling is not None else PRIOR_BY_DEFAULT,
+            remedy="add --sampling bank",
+            names=("--noise", "--noise_scope target"),
         )
-        if used
-    ]
-    if resolved == "prior" and given:
-        why = (
-            "--sampling prior"
-            if sampling is not None
-            else "this model samples its prior by default (a length model "
-            "with the fitted mixture prior)"
-        )
-        verb = "sets" if len(given) == 1 else "set"
-        raise AAETractError(
-            f"{' and '.join(given)} {verb} bank sampling's noise, but {why}: "
-            "add --sampling bank, or leave them out"
-        )
+        if error is not None:
+            raise error
     return resolved
 
 
