@@ -419,30 +419,44 @@ def _codes(model, data):
 
 
 def _refit_spec(text):
-    """``"COMPONENTS:CODES"`` (codes per component) or ``"COMPONENTS"`` (the
-    default codes per component) -> (components, codes or None)."""
-    parts = text.split(":")
+    """``"COMPONENTS[:CODES][xSPREAD]"`` -> (components, codes per component
+    or None for the default, spread: a factor, or ``"auto"`` for the one
+    :meth:`~aae_tract.model.priors.FittedPrior.choose_spread` chooses; 1
+    when not given)."""
+    shrink = text.endswith("s")
+    body, _, spread = text.removesuffix("s").partition("x")
+    parts = body.split(":")
     try:
         if len(parts) not in (1, 2):
             raise ValueError
         k = int(parts[0])
         codes = int(parts[1]) if len(parts) == 2 else None
+        spread = 1.0 if not spread else spread if spread == "auto" else float(spread)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--refit takes COMPONENTS or COMPONENTS:CODES, got {text!r}"
+            f"--refit takes COMPONENTS[:CODES][xSPREAD], got {text!r}"
         ) from None
-    if k < 1 or (codes is not None and codes < 1):
-        raise argparse.ArgumentTypeError(f"--refit needs numbers >= 1, got {text!r}")
-    return k, codes
+    if k < 1 or (codes is not None and codes < 1) or spread != "auto" and spread <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--refit needs counts >= 1 and a spread above 0, got {text!r}"
+        )
+    return k, codes, spread, shrink
+
+
+def _spec_name(spec):
+    k, codes, spread, shrink = spec
+    name = f"{k}:{codes if codes is not None else 'default'}"
+    name = name if spread == 1.0 else f"{name}x{spread}"
+    return f"{name}s" if shrink else name
 
 
 def _mixture(latent_dims, n_bundles, spec, seed):
     """A fresh fitted mixture prior of ``spec`` (components, codes per
-    component), as a model of that setting would build it."""
+    component, spread), as a model of that setting would build it."""
     from aae_tract.model.priors import make_prior
 
-    k, codes = spec
-    return make_prior(
+    k, codes, _, _ = spec
+    prior = make_prior(
         "fitted_mixture",
         latent_dims,
         n_components=k,
@@ -450,6 +464,55 @@ def _mixture(latent_dims, n_bundles, spec, seed):
         seed=seed,
         codes_per_component=codes,
     )
+    return prior
+
+
+def shrunk_covariance(cov, n, scale):
+    """A covariance estimated from ``n`` codes, shrunk toward a multiple of
+    the identity by the oracle approximating shrinkage (Chen et al. 2010),
+    in units of ``scale`` per dimension.
+
+    A covariance estimated from about as many codes as dimensions spreads
+    its eigenvalues too far apart: the largest too large, the smallest too
+    small. Shrinkage pulls them together, keeping the trace (in units of
+    ``scale``).
+    """
+    cov = np.asarray(cov, dtype=np.float64) / np.outer(scale, scale)
+    d = len(cov)
+    mu = np.trace(cov) / d
+    tr2 = float(np.sum(cov * cov))
+    num = (1.0 - 2.0 / d) * tr2 + np.trace(cov) ** 2
+    den = (n + 1.0 - 2.0 / d) * (tr2 - np.trace(cov) ** 2 / d)
+    alpha = 1.0 if den <= 0 else min(1.0, num / den)
+    out = (1.0 - alpha) * cov + alpha * mu * np.eye(d)
+    return out * np.outer(scale, scale)
+
+
+def _fit_spread(prior, spec, z, labels, subjects):
+    """Fit ``prior`` to ``z``, shrink each component's covariance where
+    ``spec`` asks (:func:`shrunk_covariance`, in units of the bundle's sd per
+    dimension) and widen it by ``spec``'s spread (chosen from ``subjects``
+    for ``"auto"``); return each bundle's spread."""
+    prior.fit(z, labels)
+    if spec[3]:
+        for b in np.unique(labels):
+            codes = z[labels == b]
+            scale = codes.std(axis=0) + 1e-12
+            means, chols, weights = prior.components(int(b))
+            shrunk = [
+                np.linalg.cholesky(shrunk_covariance(c @ c.T, w * len(codes), scale))
+                for c, w in zip(chols, weights)
+            ]
+            prior._set(int(b), means, np.stack(shrunk), weights)
+    spread = spec[2]
+    if spread == "auto":
+        spreads = prior.choose_spread(z, labels, subjects)
+    else:
+        spreads = np.full(prior.n_bundles, float(spread))
+    for b, factor in enumerate(spreads):
+        if np.any(labels == b):
+            prior.widen(b, factor)
+    return spreads
 
 
 def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
@@ -475,7 +538,7 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     from aae_tract.metrics import prior_match
     from aae_tract.model import TractAAE
 
-    names = [f"{k}:{c if c is not None else 'default'}" for k, c in specs]
+    names = [_spec_name(spec) for spec in specs]
     rows = {}
     for seed in seeds:
         model = TractAAE.load(pattern.format(seed=seed))
@@ -485,10 +548,16 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
             subjects[split] = np.asarray(data.subjects)
         n_b, d = len(model.bundle_names), model.latent_dims
         fits = {}
-        for spec in specs:
+        for spec, label in zip(specs, names):
             prior = _mixture(d, n_b, spec, seed)
-            prior.fit(z["train"], labels["train"])
+            spreads = _fit_spread(
+                prior, spec, z["train"], labels["train"], subjects["train"]
+            )
             fits[spec] = prior
+            for i, name in enumerate(model.bundle_names):
+                rows.setdefault(name, {}).setdefault(f"spread {label}", []).append(
+                    float(spreads[i])
+                )
         own = model.network.prior
         for i, name in enumerate(model.bundle_names):
             held = z["held"][labels["held"] == i]
@@ -515,7 +584,9 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
                 loso["train codes"].append(prior_match(out, rest, seed=seed))
                 for spec, label in zip(specs, names):
                     prior = _mixture(d, n_b, spec, seed)
-                    prior.fit(rest, np.full(len(rest), i))
+                    _fit_spread(
+                        prior, spec, rest, np.full(len(rest), i), groups[groups != left]
+                    )
                     sample = prior.sample_numpy(len(out), rng, i)
                     loso[label].append(prior_match(out, sample, seed=seed))
             for label, values in loso.items():
@@ -574,6 +645,14 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     near = [k for k in next(iter(rows.values())) if k.startswith("nn ")]
     body = [[n, *(f"{np.mean(r[t]):.3f}" for t in near)] for n, r in rows.items()]
     out.append(quality._render(lines, ["bundle", *(k[3:] for k in near)], body))
+    chosen = [n for n, spec in zip(names, specs) if spec[2] == "auto"]
+    if chosen:
+        lines = ["\nspread chosen by the training subjects (per model)"]
+        body = [
+            [n, *(" ".join(f"{v:g}" for v in r[f"spread {c}"]) for c in chosen)]
+            for n, r in rows.items()
+        ]
+        out.append(quality._render(lines, ["bundle", *chosen], body))
     return "\n".join(out), rows
 
 
@@ -1021,10 +1100,12 @@ def main(argv=None):
         "--refit",
         nargs="+",
         type=_refit_spec,
-        metavar="K[:CODES]",
+        metavar="K[:CODES][xSPREAD]",
         help="prior_match of mixtures of K components (at most one per CODES "
         "training codes) refitted to the codes of --load ({seed} filled in for "
-        "each of --seeds), against the model's own prior and the training codes",
+        "each of --seeds), against the model's own prior and the training codes; "
+        "xSPREAD widens each bundle's mixture by that factor, xauto by the one "
+        "the training subjects choose (FittedPrior.choose_spread)",
     )
     parser.add_argument(
         "--band_figure",
@@ -1157,7 +1238,9 @@ def main(argv=None):
         if args.out:
             with open(args.out, "a") as f:
                 f.write(
-                    json.dumps({"refit": [list(s) for s in args.refit], "rows": rows})
+                    json.dumps(
+                        {"refit": [_spec_name(s) for s in args.refit], "rows": rows}
+                    )
                     + "\n"
                 )
     if args.spectrum:

@@ -140,6 +140,7 @@ class FittedPrior(GaussianPrior):
         self.n_bundles = int(n_bundles)
         self.means = means
         self.chols = chols
+        self._fits = 0
 
     def sample(self, n, seed, onehot=None):
         noise = keras.random.normal((n, self.latent_dims), seed=seed)
@@ -199,23 +200,121 @@ class FittedPrior(GaussianPrior):
         list of int
             The bundles refitted.
         """
-        z = np.asarray(z, dtype=np.float64)
-        labels = np.asarray(labels).reshape(-1)
-        finite = np.isfinite(z).all(axis=1) if z.ndim == 2 else np.zeros(0, bool)
-        means, chols = self.moments_numpy()
+        z, labels, finite = _finite_codes(z, labels)
         fitted = []
         for b in range(self.n_bundles):
-            codes = z[(labels == b) & finite]
-            if len(codes) < 2:
-                continue
-            chol = _cholesky(np.atleast_2d(np.cov(codes, rowvar=False)), self.RIDGE)
-            if chol is None:
-                continue
-            means[b], chols[b] = codes.mean(axis=0), chol
-            fitted.append(b)
-        self.means.assign(means.astype("float32"))
-        self.chols.assign(chols.astype("float32"))
+            fit = self.fit_codes(z[(labels == b) & finite], b)
+            if fit is not None:
+                self._set(b, *fit)
+                fitted.append(b)
+        self._fits += 1
         return fitted
+
+    def fit_codes(self, codes, bundle, fit_index=None):
+        """The distribution this prior fits to one bundle's codes, not set.
+
+        Parameters
+        ----------
+        codes : ndarray, shape (N, latent_dims)
+            Finite encodings of one bundle.
+        bundle : int
+            Its index (seeds a mixture's initialisation).
+        fit_index : int, optional
+            Which fit this is (seeds it too); default: the next refit's.
+
+        Returns
+        -------
+        tuple or None
+            ``(means, chols, weights)`` of shape ``(k, d)``, ``(k, d, d)``
+            and ``(k,)``, the components of a mixture (one for a single
+            Gaussian), or None when the codes are too few (fewer than two)
+            or the fit fails.
+        """
+        codes = np.asarray(codes, dtype=np.float64)
+        if len(codes) < 2:
+            return None
+        chol = _cholesky(np.atleast_2d(np.cov(codes, rowvar=False)), self.RIDGE)
+        if chol is None:
+            return None
+        return codes.mean(axis=0)[None], chol[None], np.ones(1)
+
+    def _set(self, bundle, means, chols, weights):
+        """Make ``(means, chols, weights)`` bundle ``bundle``'s prior."""
+        all_means, all_chols = self.moments_numpy()
+        all_means[bundle], all_chols[bundle] = means[0], chols[0]
+        self.means.assign(all_means.astype("float32"))
+        self.chols.assign(all_chols.astype("float32"))
+
+    def widen(self, bundle, spread):
+        """Scale bundle ``bundle``'s spread about its mean(s) by ``spread``
+        (each component's covariance by ``spread ** 2``)."""
+        means, chols, weights = self.components(bundle)
+        self._set(bundle, means, chols * float(spread), weights)
+
+    def components(self, bundle):
+        """``(means, chols, weights)`` of bundle ``bundle``'s prior, its
+        components with weight above 0 (float64)."""
+        mean, chol = FittedPrior.factor(self, bundle)
+        return mean[None], chol[None], np.ones(1)
+
+    def choose_spread(self, z, labels, subjects, grid=None):
+        """Each bundle's widening, chosen by leave-one-subject-out likelihood.
+
+        A prior fitted to the codes of a few training subjects may be
+        tighter than the codes of a new subject. For each bundle and each
+        factor of ``grid``, every training subject is left out in turn, the
+        prior is fitted as :meth:`fit` fits it to the other subjects' codes,
+        widened by the factor (:meth:`widen`), and scored by the
+        log-likelihood of the left-out subject's codes; the factor of the
+        largest total is chosen. No held-out data is used. Training does not
+        call it: on the phantom the factors it chooses (1.3-2) make the
+        prior easier to tell from new subjects' codes, not harder
+        (doc/benchmarks.md, "Reshaping the fitted mixture for new
+        subjects"); ``benchmarks/prior_variants.py --refit 32:32xauto``
+        measures it.
+
+        Parameters
+        ----------
+        z : ndarray, shape (N, latent_dims)
+            Training encodings (rows that are not finite are left out).
+        labels : ndarray of int, shape (N,)
+            Bundle index of each.
+        subjects : array_like, shape (N,)
+            Subject of each.
+        grid : sequence of float, optional
+            Factors to choose from (default :data:`SPREAD_GRID`).
+
+        Returns
+        -------
+        ndarray of float, shape (n_bundles,)
+            The factor of each bundle; 1 for a bundle with codes of fewer
+            than two subjects, or whose left-out fits fail.
+        """
+        grid = np.asarray(SPREAD_GRID if grid is None else grid, dtype=np.float64)
+        z, labels, finite = _finite_codes(z, labels)
+        subjects = np.asarray(subjects).astype(str).reshape(-1)
+        if len(subjects) != len(labels):
+            raise ValueError(
+                f"{len(subjects)} subjects for {len(labels)} codes in choose_spread"
+            )
+        spreads = np.ones(self.n_bundles)
+        for b in range(self.n_bundles):
+            rows = (labels == b) & finite
+            codes, groups = z[rows], subjects[rows]
+            if len(np.unique(groups)) < 2:
+                continue
+            total = np.zeros(len(grid))
+            for i, left in enumerate(np.unique(groups)):
+                fit = self.fit_codes(
+                    codes[groups != left], b, fit_index=LEFT_OUT_FITS + i
+                )
+                if fit is None:
+                    break
+                out = codes[groups == left]
+                total += [mixture_log_density(out, *fit, spread=s).sum() for s in grid]
+            else:
+                spreads[b] = grid[int(np.argmax(total))]
+        return spreads
 
     def conditional_numpy(self, bundle, z0, rng):
         """Samples of bundle ``bundle``'s prior with dimension 0 set to ``z0``.
@@ -263,6 +362,58 @@ def _cholesky(cov, ridge_scale):
         return np.linalg.cholesky(cov + ridge * np.eye(len(cov)))
     except np.linalg.LinAlgError:
         return None
+
+
+#: Factors :meth:`FittedPrior.choose_spread` chooses from to widen a fitted
+#: prior for new subjects (1: as fitted).
+SPREAD_GRID = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
+#: Fit indices of the left-out fits of :meth:`FittedPrior.choose_spread`
+#: (seeds apart from those of the refits during training).
+LEFT_OUT_FITS = 1_000_000
+
+
+def _finite_codes(z, labels):
+    """``(z, labels, finite)``: float64 codes, flat labels and which rows
+    are finite."""
+    z = np.asarray(z, dtype=np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    finite = np.isfinite(z).all(axis=1) if z.ndim == 2 else np.zeros(0, bool)
+    return z, labels, finite
+
+
+def mixture_log_density(x, means, chols, weights, spread=1.0):
+    """Log density of a Gaussian mixture at each row of ``x``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, d)
+    means, chols, weights : ndarray
+        Shapes ``(k, d)``, ``(k, d, d)`` (lower-triangular factors of the
+        covariances) and ``(k,)`` (summing to 1).
+    spread : float
+        Factor on every component's spread about its mean.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,)
+    """
+    from scipy.linalg import solve_triangular
+    from scipy.special import logsumexp
+
+    x = np.asarray(x, dtype=np.float64)
+    d = x.shape[1]
+    spread = float(spread)
+    per = []
+    for mean, chol, weight in zip(means, chols, weights):
+        if weight <= 0:
+            continue
+        y = solve_triangular(chol * spread, (x - mean).T, lower=True)
+        logdet = 2.0 * np.sum(np.log(np.abs(np.diag(chol) * spread)))
+        per.append(
+            np.log(weight)
+            - 0.5 * (np.sum(y * y, axis=0) + logdet + d * np.log(2 * np.pi))
+        )
+    return logsumexp(np.stack(per), axis=0)
 
 
 class FittedMixturePrior(FittedPrior):
@@ -411,56 +562,55 @@ class FittedMixturePrior(FittedPrior):
             out[rows] = _conditional(means[bundle, k], chols[bundle, k], z0[rows], rng)
         return out
 
-    def fit(self, z, labels):
-        """Fit each bundle's mixture to its codes (see :class:`FittedPrior`).
-
-        Returns
-        -------
-        list of int
-            The bundles refitted (a bundle with fewer than two finite codes,
-            or whose fit fails, keeps its prior).
-        """
+    def fit_codes(self, codes, bundle, fit_index=None):
+        """The mixture fitted to one bundle's codes, not set (see
+        :meth:`FittedPrior.fit_codes`): at most ``n_components`` components
+        and one per ``codes_per_component`` codes."""
         from sklearn.mixture import GaussianMixture
 
-        z = np.asarray(z, dtype=np.float64)
-        labels = np.asarray(labels).reshape(-1)
-        finite = np.isfinite(z).all(axis=1) if z.ndim == 2 else np.zeros(0, bool)
-        means, chols, weights = self.mixture_numpy()
-        fitted = []
-        for b in range(self.n_bundles):
-            codes = z[(labels == b) & finite]
-            if len(codes) < 2:
-                continue
-            k = max(1, min(self.n_components, len(codes) // self.codes_per_component))
-            var = float(np.mean(np.var(codes, axis=0)))
-            seed = np.random.SeedSequence([self.seed, self._fits, b])
-            gmm = GaussianMixture(
-                k,
-                covariance_type="full",
-                reg_covar=self.RIDGE * max(var, 1e-8),
-                max_iter=self.MAX_ITER,
-                random_state=int(seed.generate_state(1)[0]),
-            )
-            try:
-                gmm.fit(codes)
-            except (ValueError, np.linalg.LinAlgError):
-                continue
-            factors = [_cholesky(c, 0.0) for c in gmm.covariances_]
-            if any(f is None for f in factors):
-                continue
-            means[b] = 0.0
-            means[b, :k] = gmm.means_
-            chols[b] = np.eye(self.latent_dims)
-            chols[b, :k] = factors
-            weights[b] = 0.0
-            weights[b, :k] = gmm.weights_
-            fitted.append(b)
-        self._fits += 1
-        logw = np.where(weights > 0, np.log(np.maximum(weights, 1e-300)), self.UNUSED)
-        self.means.assign(means.astype("float32"))
-        self.chols.assign(chols.astype("float32"))
+        codes = np.asarray(codes, dtype=np.float64)
+        if len(codes) < 2:
+            return None
+        k = max(1, min(self.n_components, len(codes) // self.codes_per_component))
+        var = float(np.mean(np.var(codes, axis=0)))
+        index = self._fits if fit_index is None else int(fit_index)
+        seed = np.random.SeedSequence([self.seed, index, int(bundle)])
+        gmm = GaussianMixture(
+            k,
+            covariance_type="full",
+            reg_covar=self.RIDGE * max(var, 1e-8),
+            max_iter=self.MAX_ITER,
+            random_state=int(seed.generate_state(1)[0]),
+        )
+        try:
+            gmm.fit(codes)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+        factors = [_cholesky(c, 0.0) for c in gmm.covariances_]
+        if any(f is None for f in factors):
+            return None
+        return gmm.means_, np.stack(factors), gmm.weights_
+
+    def _set(self, bundle, means, chols, weights):
+        all_means, all_chols, all_weights = self.mixture_numpy()
+        k = len(weights)
+        all_means[bundle] = 0.0
+        all_means[bundle, :k] = means
+        all_chols[bundle] = np.eye(self.latent_dims)
+        all_chols[bundle, :k] = chols
+        all_weights[bundle] = 0.0
+        all_weights[bundle, :k] = weights
+        logw = np.where(
+            all_weights > 0, np.log(np.maximum(all_weights, 1e-300)), self.UNUSED
+        )
+        self.means.assign(all_means.astype("float32"))
+        self.chols.assign(all_chols.astype("float32"))
         self.log_weights.assign(logw.astype("float32"))
-        return fitted
+
+    def components(self, bundle):
+        means, chols, weights = self.mixture_numpy()
+        used = weights[bundle] > 0
+        return means[bundle, used], chols[bundle, used], weights[bundle, used]
 
     def get_config(self):
         return {
