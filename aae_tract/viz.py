@@ -631,6 +631,7 @@ def render_comparison(
     view="oblique",
     max_streamlines=3000,
     thickness=None,
+    real_label="real",
 ):
     """Render real and generated streamlines side by side with FURY offscreen.
 
@@ -658,6 +659,10 @@ def render_comparison(
         At most this many streamlines per panel (a seeded subset).
     thickness : float, optional
         Line width in pixels; default from the number of streamlines.
+    real_label : str, optional
+        Label of the real panel (its streamline count is added), e.g.
+        ``"real, 72-88 mm"`` when it shows only streamlines near a requested
+        length.
 
     Returns
     -------
@@ -686,17 +691,20 @@ def render_comparison(
         return None
     options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
-        options.update(bundle=bundle, max_streamlines=max_streamlines)
+        options.update(
+            bundle=bundle, max_streamlines=max_streamlines, real_label=str(real_label)
+        )
         return _render_in_child(
             "comparison", [real_lines, gen_lines], out_png, _as_json(options)
         )
+    options["real_label"] = str(real_label)
     if title is None and name:
         options["title"] = f"{name}: real vs generated"
     return _draw_comparison(real_lines, gen_lines, name, color, out_png, **options)
 
 
 def _draw_comparison(
-    real, generated, name, color, out_png, *, title, size, view, thickness
+    real, generated, name, color, out_png, *, title, size, view, thickness, real_label
 ):
     """Render real and generated streamlines in two panels under one camera."""
     side_w = side_width([name] if name else [], size)
@@ -723,7 +731,10 @@ def _draw_comparison(
         title=title,
         side_w=side_w,
         title_h=title_h,
-        panel_labels=(f"real (n={len(real)})", f"generated (n={len(generated)})"),
+        panel_labels=(
+            f"{real_label} (n={len(real)})",
+            f"generated (n={len(generated)})",
+        ),
         label_h=label_h,
         legend=[(name, color)] if name else (),
     )

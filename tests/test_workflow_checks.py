@@ -458,3 +458,30 @@ def test_python_api_quiets_tensorflow_unless_told_otherwise(user_value):
     assert done.stdout.strip() == (user_value or "2")
     if user_value is None:
         assert "cpu_feature_guard" not in done.stderr
+
+
+def test_the_picture_shows_real_streamlines_near_the_requested_length():
+    """Beside a length request, the real panel holds the real streamlines
+    within 10 % of it (the whole bundle, said so, when fewer than 10 lie
+    there); beside an age request, the whole bundle."""
+    from types import SimpleNamespace
+
+    from workflows.generate import real_near_request
+
+    def line(mm):
+        return np.stack([np.linspace(0, mm, 20), np.zeros(20), np.zeros(20)], axis=1)
+
+    lines = [line(mm) for mm in [*range(60, 101, 2), 150, 160]]
+    result = SimpleNamespace(attribute_name="length", target=80.0, bundle="AF_L")
+    # 9 lie within 72-88 mm: too few, so the whole bundle
+    shown, label = real_near_request(lines, result)
+    assert shown is lines and label == "real, all lengths"
+    lines += [line(80.5), line(81.5)]
+    shown, label = real_near_request(lines, result)
+    assert label == "real, 72-88 mm"
+    assert sorted(float(np.ptp(s[:, 0])) for s in shown) == pytest.approx(
+        sorted([*range(72, 89, 2), 80.5, 81.5])
+    )
+    age = SimpleNamespace(attribute_name="age", target=70.0, bundle="AF_L")
+    shown, label = real_near_request(lines, age)
+    assert shown is lines and label == "real"

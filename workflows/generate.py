@@ -110,8 +110,10 @@ class GenerateFlow(AAEWorkflow):
         for the requested length (or, for a model trained with --attribute,
         the requested attribute value), then decoded. Writes a tractogram in
         the space of the training data and a picture of it beside the real
-        bundle (the model's training files of that bundle, or --real). Several
-        bundles and lengths can be asked at once: one file pair each.
+        bundle (the model's training files of that bundle, or --real): for a
+        length, its real streamlines within 10 % of the length, or all of
+        them when fewer than 10 lie there (the panel's label says which).
+        Several bundles and lengths can be asked at once: one file pair each.
 
         Parameters
         ----------
@@ -533,6 +535,55 @@ def load_lines(files, *, reference=None, space=None, place=None):
     return lines or None
 
 
+#: Real streamlines shown beside a length request: those within this share
+#: of the requested length, when there are at least :data:`MIN_REAL_NEAR`.
+REAL_NEAR_SHARE = 0.1
+MIN_REAL_NEAR = 10
+
+
+def real_near_request(lines, result):
+    """The real streamlines to draw beside ``result`` and their panel label.
+
+    For a length model, the real streamlines within :data:`REAL_NEAR_SHARE`
+    of the requested length, so that the picture compares like with like
+    (labelled with their range, e.g. ``"real, 72-88 mm"``); the whole bundle
+    when fewer than :data:`MIN_REAL_NEAR` lie there (labelled ``"real, all
+    lengths"``, and logged). For any other attribute, every real streamline
+    (``"real"``).
+
+    Parameters
+    ----------
+    lines : list of (k, 3) arrays
+        The real bundle.
+    result : aae_tract.generate.GeneratedBundle
+        What was generated.
+
+    Returns
+    -------
+    (list of arrays, str)
+    """
+    from aae_tract.streamlines import streamline_lengths
+
+    if result.attribute_name != "length":
+        return lines, "real"
+    low = result.target * (1 - REAL_NEAR_SHARE)
+    high = result.target * (1 + REAL_NEAR_SHARE)
+    lengths = streamline_lengths(lines)
+    near = [line for line, n in zip(lines, lengths) if low <= n <= high]
+    if len(near) >= MIN_REAL_NEAR:
+        return near, f"real, {low:.0f}-{high:.0f} mm"
+    logger.info(
+        "the picture's real panel shows every %s streamline: %d of %d lie "
+        "within %d %% of %g mm",
+        result.bundle,
+        len(near),
+        len(lines),
+        round(REAL_NEAR_SHARE * 100),
+        result.target,
+    )
+    return lines, "real, all lengths"
+
+
 def _picture(model, result, out_png, *, title, real=None, reference=None, space=None):
     """The generated streamlines beside the real bundle (or alone); Path or None."""
     from aae_tract.registration import file_placer
@@ -556,12 +607,14 @@ def _picture(model, result, out_png, *, title, real=None, reference=None, space=
             place=file_placer(model, result.bundle, space),
         )
     if lines:
+        lines, label = real_near_request(lines, result)
         return render_comparison(
             lines,
             result.streamlines,
             out_png,
             bundle=result.bundle,
             title=f"{title}: real vs generated",
+            real_label=label,
         )
     return render_bundles(
         [result.streamlines],
