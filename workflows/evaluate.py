@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from aae_tract.generate import NOISE_SCOPES
+from aae_tract.generate import NOISE_SCOPES, SAMPLING_METHODS
 
 from .base import (
     AAEWorkflow,
@@ -145,7 +145,7 @@ class EvaluateFlow(AAEWorkflow):
         n_generate = check_int("n_generate", n_generate, maximum=100_000)
         seed = check_int("seed", seed, minimum=0)
         if sampling is not None:
-            sampling = check_choice("sampling", sampling, ("bank", "prior"))
+            sampling = check_choice("sampling", sampling, SAMPLING_METHODS)
         if noise is not None:
             noise = check_float("noise", noise, minimum=0)
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)

@@ -9,6 +9,7 @@ from aae_tract.generate import (
     DEFAULT_NOISE,
     MAX_CANDIDATES,
     NOISE_SCOPES,
+    SAMPLING_METHODS,
 )
 
 from .base import (
@@ -343,7 +344,7 @@ def _check_sampling_options(n_streamlines, seed, sampling, max_mdf, length_toler
     n_streamlines = check_int("n_streamlines", n_streamlines, maximum=MAX_STREAMLINES)
     seed = None if seed is None else check_int("seed", seed, minimum=0)
     if sampling is not None:
-        sampling = check_choice("sampling", sampling, ("bank", "prior"))
+        sampling = check_choice("sampling", sampling, SAMPLING_METHODS)
     if max_mdf is not None:
         max_mdf = check_float("max_mdf", max_mdf, minimum=0, exclusive_min=True)
     if length_tolerance is not None:
