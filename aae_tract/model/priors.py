@@ -267,7 +267,7 @@ class FittedPrior(GaussianPrior):
         widened by the factor (:meth:`widen`), and scored by the
         log-likelihood of the left-out subject's codes; the factor of the
         largest total is chosen. No held-out data is used. Training does not
-        call it: on the phantom the factors it chooses (1.3-2) make the
+        call it: on the phantom the factors it chooses (1.2-2) make the
         prior easier to tell from new subjects' codes, not harder
         (doc/benchmarks.md, "Reshaping the fitted mixture for new
         subjects"); ``benchmarks/prior_variants.py --refit 32:32xauto``
