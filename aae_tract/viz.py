@@ -637,7 +637,8 @@ def render_comparison(
 
     Both panels share one camera (same view and scale), so shape, spread and
     length can be compared directly. Both are drawn in the bundle's colour
-    and labelled "real" and "generated" with their streamline counts.
+    and labelled (``real_label`` and "generated") with the number of
+    streamlines drawn.
 
     Parameters
     ----------

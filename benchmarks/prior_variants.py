@@ -39,6 +39,8 @@ Usage::
         --seeds 0 1 2
     python benchmarks/prior_variants.py --load 'models/reg_seed{seed}.keras' \
         --seeds 0 1 2 --register groupwise --refit 8:64 32:32 32:16
+    python benchmarks/prior_variants.py --load 'models/td_seed{seed}.keras' \
+        --seeds 0 1 2 --register groupwise --refit 32:32x1.2 32:32xauto 32:32s
 
 ``--bank_noise`` evaluates trained models (``--load``) with ``bank``
 sampling at several noise levels instead (``--subject_noise``: how far codes
@@ -419,26 +421,35 @@ def _codes(model, data):
 
 
 def _refit_spec(text):
-    """``"COMPONENTS[:CODES][xSPREAD]"`` -> (components, codes per component
-    or None for the default, spread: a factor, or ``"auto"`` for the one
-    :meth:`~aae_tract.model.priors.FittedPrior.choose_spread` chooses; 1
-    when not given)."""
+    """``"COMPONENTS[:CODES][xSPREAD][s]"`` -> ``(components, codes,
+    spread, shrink)``: codes per component (None: the default); spread, a
+    factor (1 when not given) or ``"auto"`` for the one
+    :meth:`~aae_tract.model.priors.FittedPrior.choose_spread` chooses;
+    shrink, whether a trailing ``s`` asks for each component's covariance to
+    be shrunk (:func:`shrunk_covariance`). ``xauto`` with ``s`` is refused:
+    the factor would be chosen for the mixture before shrinkage."""
+    usage = "--refit takes COMPONENTS[:CODES][xSPREAD][s]"
     shrink = text.endswith("s")
-    body, _, spread = text.removesuffix("s").partition("x")
+    body, cross, spread = text.removesuffix("s").partition("x")
     parts = body.split(":")
     try:
-        if len(parts) not in (1, 2):
+        if len(parts) not in (1, 2) or (cross and not spread):
             raise ValueError
         k = int(parts[0])
         codes = int(parts[1]) if len(parts) == 2 else None
-        spread = 1.0 if not spread else spread if spread == "auto" else float(spread)
+        spread = 1.0 if not cross else spread if spread == "auto" else float(spread)
     except ValueError:
+        raise argparse.ArgumentTypeError(f"{usage}, got {text!r}") from None
+    if spread == "auto" and shrink:
         raise argparse.ArgumentTypeError(
-            f"--refit takes COMPONENTS[:CODES][xSPREAD], got {text!r}"
-        ) from None
-    if k < 1 or (codes is not None and codes < 1) or spread != "auto" and spread <= 0:
+            f"--refit {text!r}: xauto chooses the factor without shrinkage; "
+            "ask for a factor with s"
+        )
+    if k < 1 or (codes is not None and codes < 1):
+        raise argparse.ArgumentTypeError(f"{usage} with counts >= 1, got {text!r}")
+    if spread != "auto" and not (np.isfinite(spread) and spread > 0):
         raise argparse.ArgumentTypeError(
-            f"--refit needs counts >= 1 and a spread above 0, got {text!r}"
+            f"{usage} with a finite SPREAD above 0, got {text!r}"
         )
     return k, codes, spread, shrink
 
@@ -503,7 +514,7 @@ def _fit_spread(prior, spec, z, labels, subjects):
                 np.linalg.cholesky(shrunk_covariance(c @ c.T, w * len(codes), scale))
                 for c, w in zip(chols, weights)
             ]
-            prior._set(int(b), means, np.stack(shrunk), weights)
+            prior._set({int(b): (means, np.stack(shrunk), weights)})
     spread = spec[2]
     if spread == "auto":
         spreads = prior.choose_spread(z, labels, subjects)
@@ -522,7 +533,8 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     :func:`aae_tract.metrics.prior_match` test of the held-out codes against
     (a) the bundle's training codes (the reference of ``quality.py``), (b) the
     model's own prior and (c) a mixture of each ``spec`` (components, codes
-    per component) refitted to all the bundle's training codes, each the
+    per component, widening, shrinkage: :func:`_refit_spec`) refitted to all
+    the bundle's training codes, each the
     mean of ``draws`` draws of prior samples and classifier seeds. Then the
     same without held-out data: each training subject in turn left out, its
     codes against the other training subjects' codes and against a mixture
@@ -539,6 +551,8 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     from aae_tract.model import TractAAE
 
     names = [_spec_name(spec) for spec in specs]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"--refit: the same mixture asked twice ({' '.join(names)})")
     rows = {}
     for seed in seeds:
         model = TractAAE.load(pattern.format(seed=seed))
@@ -1100,12 +1114,13 @@ def main(argv=None):
         "--refit",
         nargs="+",
         type=_refit_spec,
-        metavar="K[:CODES][xSPREAD]",
+        metavar="K[:CODES][xSPREAD][s]",
         help="prior_match of mixtures of K components (at most one per CODES "
         "training codes) refitted to the codes of --load ({seed} filled in for "
         "each of --seeds), against the model's own prior and the training codes; "
         "xSPREAD widens each bundle's mixture by that factor, xauto by the one "
-        "the training subjects choose (FittedPrior.choose_spread)",
+        "the training subjects choose (FittedPrior.choose_spread); a trailing s "
+        "shrinks each component's covariance (oracle approximating shrinkage)",
     )
     parser.add_argument(
         "--band_figure",

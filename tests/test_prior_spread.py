@@ -56,26 +56,47 @@ def test_spread_is_chosen_wider_where_subjects_differ(kind):
 
 
 @pytest.mark.parametrize("kind", ["fitted", "fitted_mixture"])
-def test_widen_scales_the_covariance_and_keeps_the_means(kind):
+def test_widen_scales_every_component_and_only_that_bundle(kind):
+    """Each component of the widened bundle keeps its mean and weight and
+    its covariance grows by spread ** 2 (unused mixture slots stay unused);
+    the other bundle is left as it was, and samples follow."""
     rng = np.random.default_rng(2)
     z = rng.standard_normal((400, 3)) * [1.0, 2.0, 0.5]
+    z[:200] += np.repeat([[4.0, 0.0, 0.0], [-4.0, 0.0, 0.0]], 100, axis=0)
     labels = np.repeat([0, 1], 200)
-    prior = make_prior(kind, 3, n_components=2, n_bundles=2, codes_per_component=50)
+    # 2 components of 4 slots in the mixture
+    prior = make_prior(kind, 3, n_components=4, n_bundles=2, codes_per_component=100)
     prior.fit(z, labels)
-    before = [prior.covariance(b) for b in (0, 1)]
+    before = [prior.components(b) for b in (0, 1)]
+    other = prior.covariance(1)
     prior.widen(0, 1.5)
-    mean, cov = prior.covariance(0)
-    np.testing.assert_allclose(mean, before[0][0], atol=1e-6)
-    # the mixture's moments: the components' covariances scale, not the
-    # spread of their means, so the whole grows by at most 1.5 ** 2
-    grown = np.trace(cov) / np.trace(before[0][1])
-    assert (1.5**2 if kind == "fitted" else 1.0) - 1e-4 <= grown <= 1.5**2 + 1e-4
-    assert grown > 1.2
-    np.testing.assert_allclose(prior.covariance(1)[1], before[1][1], atol=1e-6)
+    means, chols, weights = prior.components(0)
+    assert len(weights) == (1 if kind == "fitted" else 2)
+    np.testing.assert_allclose(means, before[0][0], atol=1e-6)
+    np.testing.assert_allclose(weights, before[0][2], atol=1e-6)
+    for c, c0 in zip(chols, before[0][1]):
+        np.testing.assert_allclose(c @ c.T, 1.5**2 * (c0 @ c0.T), rtol=1e-5, atol=1e-6)
+    for got, want in zip(prior.covariance(1), other):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    _, cov = prior.covariance(0)
     samples = prior.sample_numpy(4000, np.random.default_rng(3), 0)
     assert np.trace(np.cov(samples, rowvar=False)) == pytest.approx(
         np.trace(cov), rel=0.1
     )
+
+
+@pytest.mark.parametrize("kind", ["fitted", "fitted_mixture"])
+def test_choose_spread_uses_the_grid_and_leaves_the_prior(kind):
+    rng = np.random.default_rng(4)
+    z, subjects = _subjects_codes(rng, offset=1.0)
+    labels = np.zeros(len(z), int)
+    prior = make_prior(kind, 4, n_components=4, n_bundles=1, codes_per_component=40)
+    prior.fit(z, labels)
+    before = prior.covariance(0)
+    assert prior.choose_spread(z, labels, subjects, grid=[1.0, 1.05])[0] == 1.05
+    assert prior.choose_spread(z, labels, subjects, grid=[0.5])[0] == 0.5
+    for got, want in zip(prior.covariance(0), before):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_choose_spread_needs_a_subject_per_code():

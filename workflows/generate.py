@@ -216,6 +216,8 @@ class GenerateFlow(AAEWorkflow):
         real : variable string, optional
             Real tractograms of the bundle for the picture (files, folders or
             patterns). Without it: the model's training files, when present.
+            Beside a length, the picture shows those of their streamlines
+            within 10 % of it (all of them when fewer than 10 lie there).
         reference : string, optional
             Reference anatomy (NIfTI or .trk) giving the space of the written
             tractograms, and of .tck and .trx files given with --real.
@@ -572,7 +574,7 @@ def real_near_request(lines, result):
     lengths = streamline_lengths(lines)
     near = [line for line, n in zip(lines, lengths) if low <= n <= high]
     if len(near) >= MIN_REAL_NEAR:
-        return near, f"real, {low:.0f}-{high:.0f} mm"
+        return near, f"real, {round(low, 1):g}-{round(high, 1):g} mm"
     logger.info(
         "the picture's real panel shows every %s streamline: %d of %d lie "
         "within %d %% of %g mm",

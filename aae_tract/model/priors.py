@@ -201,14 +201,14 @@ class FittedPrior(GaussianPrior):
             The bundles refitted.
         """
         z, labels, finite = _finite_codes(z, labels)
-        fitted = []
+        fits = {}
         for b in range(self.n_bundles):
             fit = self.fit_codes(z[(labels == b) & finite], b)
             if fit is not None:
-                self._set(b, *fit)
-                fitted.append(b)
+                fits[b] = fit
+        self._set(fits)
         self._fits += 1
-        return fitted
+        return list(fits)
 
     def fit_codes(self, codes, bundle, fit_index=None):
         """The distribution this prior fits to one bundle's codes, not set.
@@ -238,10 +238,12 @@ class FittedPrior(GaussianPrior):
             return None
         return codes.mean(axis=0)[None], chol[None], np.ones(1)
 
-    def _set(self, bundle, means, chols, weights):
-        """Make ``(means, chols, weights)`` bundle ``bundle``'s prior."""
+    def _set(self, fits):
+        """Make each ``fits[bundle] = (means, chols, weights)`` that
+        bundle's prior (one assignment of each variable)."""
         all_means, all_chols = self.moments_numpy()
-        all_means[bundle], all_chols[bundle] = means[0], chols[0]
+        for bundle, (means, chols, _) in fits.items():
+            all_means[bundle], all_chols[bundle] = means[0], chols[0]
         self.means.assign(all_means.astype("float32"))
         self.chols.assign(all_chols.astype("float32"))
 
@@ -249,7 +251,7 @@ class FittedPrior(GaussianPrior):
         """Scale bundle ``bundle``'s spread about its mean(s) by ``spread``
         (each component's covariance by ``spread ** 2``)."""
         means, chols, weights = self.components(bundle)
-        self._set(bundle, means, chols * float(spread), weights)
+        self._set({bundle: (means, chols * float(spread), weights)})
 
     def components(self, bundle):
         """``(means, chols, weights)`` of bundle ``bundle``'s prior, its
@@ -264,14 +266,15 @@ class FittedPrior(GaussianPrior):
         tighter than the codes of a new subject. For each bundle and each
         factor of ``grid``, every training subject is left out in turn, the
         prior is fitted as :meth:`fit` fits it to the other subjects' codes,
-        widened by the factor (:meth:`widen`), and scored by the
-        log-likelihood of the left-out subject's codes; the factor of the
-        largest total is chosen. No held-out data is used. Training does not
-        call it: on the phantom the factors it chooses (1.2-2) make the
-        prior easier to tell from new subjects' codes, not harder
-        (doc/benchmarks.md, "Reshaping the fitted mixture for new
-        subjects"); ``benchmarks/prior_variants.py --refit 32:32xauto``
-        measures it.
+        and the left-out subject's codes are scored by their log-likelihood
+        under it with every component's spread times the factor
+        (:func:`mixture_log_density`, as :meth:`widen` would widen it); the
+        factor of the largest total is chosen. No held-out data is used and
+        the prior itself is not changed. Training does not call it: on the
+        phantom the factors it chooses (1.2-2) make the prior easier to tell
+        from new subjects' codes in five bundles of six (doc/benchmarks.md,
+        "Reshaping the fitted mixture for new subjects");
+        ``benchmarks/prior_variants.py --refit 32:32xauto`` measures it.
 
         Parameters
         ----------
@@ -288,7 +291,7 @@ class FittedPrior(GaussianPrior):
         -------
         ndarray of float, shape (n_bundles,)
             The factor of each bundle; 1 for a bundle with codes of fewer
-            than two subjects, or whose left-out fits fail.
+            than two subjects, or where any of its left-out fits fails.
         """
         grid = np.asarray(SPREAD_GRID if grid is None else grid, dtype=np.float64)
         z, labels, finite = _finite_codes(z, labels)
@@ -413,6 +416,8 @@ def mixture_log_density(x, means, chols, weights, spread=1.0):
             np.log(weight)
             - 0.5 * (np.sum(y * y, axis=0) + logdet + d * np.log(2 * np.pi))
         )
+    if not per:
+        raise ValueError("mixture_log_density: no component has a weight above 0")
     return logsumexp(np.stack(per), axis=0)
 
 
@@ -591,15 +596,27 @@ class FittedMixturePrior(FittedPrior):
             return None
         return gmm.means_, np.stack(factors), gmm.weights_
 
-    def _set(self, bundle, means, chols, weights):
+    def fit(self, z, labels):
+        """Fit each bundle's mixture to its codes (see :class:`FittedPrior`).
+
+        Returns
+        -------
+        list of int
+            The bundles refitted (a bundle with fewer than two finite codes,
+            or whose fit fails, keeps its prior).
+        """
+        return super().fit(z, labels)
+
+    def _set(self, fits):
         all_means, all_chols, all_weights = self.mixture_numpy()
-        k = len(weights)
-        all_means[bundle] = 0.0
-        all_means[bundle, :k] = means
-        all_chols[bundle] = np.eye(self.latent_dims)
-        all_chols[bundle, :k] = chols
-        all_weights[bundle] = 0.0
-        all_weights[bundle, :k] = weights
+        for bundle, (means, chols, weights) in fits.items():
+            k = len(weights)
+            all_means[bundle] = 0.0
+            all_means[bundle, :k] = means
+            all_chols[bundle] = np.eye(self.latent_dims)
+            all_chols[bundle, :k] = chols
+            all_weights[bundle] = 0.0
+            all_weights[bundle, :k] = weights
         logw = np.where(
             all_weights > 0, np.log(np.maximum(all_weights, 1e-300)), self.UNUSED
         )
