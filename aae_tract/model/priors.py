@@ -256,8 +256,8 @@ class FittedPrior(GaussianPrior):
     def components(self, bundle):
         """``(means, chols, weights)`` of bundle ``bundle``'s prior, its
         components with weight above 0 (float64)."""
-        mean, chol = FittedPrior.factor(self, bundle)
-        return mean[None], chol[None], np.ones(1)
+        means, chols = self.moments_numpy()
+        return means[bundle][None], chols[bundle][None], np.ones(1)
 
     def choose_spread(self, z, labels, subjects, grid=None):
         """Each bundle's widening, chosen by leave-one-subject-out likelihood.
