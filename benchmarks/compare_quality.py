@@ -83,7 +83,11 @@ def band_misses(payload, sampling):
 
 def compare(paths):
     """The text of the comparison of the runs in ``paths``."""
-    runs = {Path(p).stem: read_run(p) for p in paths}
+    stems = [Path(p).stem for p in paths]
+    names = stems if len(set(stems)) == len(stems) else [str(p) for p in paths]
+    if len(set(names)) < len(names):
+        raise SystemExit("compare_quality.py: the same file given twice")
+    runs = {name: read_run(p) for name, p in zip(names, paths)}
     margin = quality.PRIOR_MATCH_MARGIN
     bundles = sorted(
         {
@@ -142,7 +146,11 @@ def compare(paths):
             means = payload["summary"][s]["mean"]
             sd = payload["summary"][s].get("sd", {})
             cells = [
-                "n/a" if means.get(m) is None else quality._fmt(means[m], sd.get(m))
+                "n/a"
+                if means.get(m) is None
+                else f"{means[m]:.3f}"
+                if sd.get(m) is None
+                else quality._fmt(means[m], sd[m])
                 for m in MEANS
             ]
             passed = payload.get("passed", {}).get(s, {})
