@@ -569,6 +569,8 @@ def band_reference_se(train, held_out):
 def _fmt(mean, sd):
     if mean is None:
         return "n/a"
+    if sd is None:
+        return f"{mean:.3f}"
     return f"{mean:.3f} +/- {sd:.3f}"
 
 
