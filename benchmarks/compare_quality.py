@@ -167,8 +167,9 @@ def band_misses(payload, sampling):
 def _run_names(paths):
     """A name per file: its stem, or its path where two stems are alike."""
     resolved = [Path(p).resolve() for p in paths]
-    if len(set(resolved)) < len(resolved):
-        raise SystemExit("compare_quality.py: the same file given twice")
+    twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    if twice:
+        raise SystemExit(f"{', '.join(twice)}: the same file given twice")
     stems = [p.stem for p in resolved]
     return stems if len(set(stems)) == len(stems) else [str(p) for p in paths]
 
