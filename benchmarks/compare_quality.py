@@ -263,14 +263,178 @@ def compare(paths):
     return "\n".join(text)
 
 
+#: What runs pooled by ``--per_seed`` must share besides the model settings
+#: (whose seed may differ): the data, its registration, the tests and the
+#: targets.
+SAME_SETTING = (
+    "dataset",
+    "attribute",
+    "phantom",
+    "fragments",
+    "register",
+    "prior_match_tests",
+    "backend",
+    "targets",
+)
+
+
+def seed_excess(payload, sampling, path):
+    """Each seed's ``prior_match`` minus that seed's reference, per bundle.
+
+    Parameters
+    ----------
+    payload : dict
+        A run (:func:`read_run`).
+    sampling : str
+    path : str
+        The run's file, named in errors.
+
+    Returns
+    -------
+    dict
+        Seed -> {bundle: difference, None where either value is missing}.
+
+    Raises
+    ------
+    SystemExit
+        Naming the file when its per-seed results do not line up with its
+        seeds.
+    """
+    seeds = payload.get("seeds")
+    runs = (payload.get("runs") or {}).get(sampling)
+    refs = payload["train_vs_held_out_runs"]
+    if (
+        not isinstance(seeds, list)
+        or not isinstance(runs, list)
+        or not len(seeds) == len(runs) == len(refs)
+    ):
+        raise SystemExit(
+            f"{path}: its seeds, its {sampling} runs and its train_vs_held_out_runs "
+            "do not line up (one result per seed is needed)"
+        )
+    out = {}
+    for seed, run, ref in zip(seeds, runs, refs):
+        values = run.get("per_bundle") or {}
+        references = ref.get("per_bundle") or {}
+        row = {}
+        for bundle, metrics in values.items():
+            value = metrics.get("prior_match")
+            reference = (references.get(bundle) or {}).get("prior_match")
+            row[bundle] = (
+                None if value is None or reference is None else value - reference
+            )
+        out[int(seed)] = row
+    return out
+
+
+def _setting(payload):
+    config = dict(payload.get("config") or {})
+    config.pop("seed", None)
+    return config, {k: payload.get(k) for k in SAME_SETTING}
+
+
+def per_seed(paths):
+    """Runs of one setting pooled seed by seed, as text.
+
+    Parameters
+    ----------
+    paths : list of str
+        JSON files of ``quality.py --out`` with the same data, model settings
+        and targets, and no seed in two of them.
+
+    Returns
+    -------
+    str
+        Per sampling, a table of each bundle's ``prior_match`` minus its
+        reference for every seed, their mean, sd and standard error, and how
+        many seeds lie over the margin.
+
+    Raises
+    ------
+    SystemExit
+        Naming the files whose settings differ or that share a seed.
+    """
+    _run_names(paths)
+    payloads = [read_run(p) for p in paths]
+    first = _setting(payloads[0])
+    for path, payload in zip(paths[1:], payloads[1:]):
+        config, setting = _setting(payload)
+        differ = [k for k in first[1] if first[1][k] != setting[k]]
+        differ += sorted(
+            k for k in set(first[0]) | set(config) if first[0].get(k) != config.get(k)
+        )
+        if differ:
+            raise SystemExit(
+                f"{path}: not the setting of {paths[0]} (differs in "
+                f"{', '.join(differ)}); --per_seed pools runs of one setting"
+            )
+    common = set.intersection(*(set(samplings(p)) for p in payloads))
+    text = []
+    for s in [s for s in quality.SAMPLINGS if s in common]:
+        excess = {}
+        for path, payload in zip(paths, payloads):
+            for seed, row in seed_excess(payload, s, path).items():
+                if seed in excess:
+                    raise SystemExit(
+                        f"{path}: seed {seed} is in another file too; --per_seed "
+                        "pools different seeds"
+                    )
+                excess[seed] = row
+        margin = target(payloads[0], s, "prior_match")
+        seeds = sorted(excess)
+        bundles = sorted({b for row in excess.values() for b in row})
+        rows = []
+        for b in bundles:
+            values = [excess[seed].get(b) for seed in seeds]
+            known = np.array([v for v in values if v is not None])
+            n = len(known)
+            sd = float(known.std(ddof=1)) if n > 1 else None
+            rows.append(
+                [
+                    b,
+                    *("n/a" if v is None else f"{v:+.4f}" for v in values),
+                    f"{known.mean():+.4f}" if n else "n/a",
+                    "n/a" if sd is None else f"{sd:.4f}",
+                    "n/a" if sd is None else f"{sd / np.sqrt(n):.4f}",
+                    f"{int((known > margin).sum())}/{n}",
+                ]
+            )
+        text.append(
+            quality._render(
+                [
+                    f"{'' if not text else chr(10)}{s} sampling: prior_match minus "
+                    f"its reference, seed by seed ({len(seeds)} seeds from "
+                    f"{len(paths)} files; margin {margin:g})"
+                ],
+                [
+                    "bundle",
+                    *(f"seed {seed}" for seed in seeds),
+                    "mean",
+                    "sd",
+                    "se",
+                    "seeds over",
+                ],
+                rows,
+            )
+        )
+    return "\n".join(text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", help="JSON files of quality.py --out")
+    parser.add_argument(
+        "--per_seed",
+        action="store_true",
+        help="pool runs of one setting (other seeds) and print each bundle's "
+        "prior_match minus its reference seed by seed, with mean, sd and "
+        "standard error",
+    )
     args = parser.parse_args(argv)
-    print(compare(args.runs))
+    print(per_seed(args.runs) if args.per_seed else compare(args.runs))
     return 0
 
 
