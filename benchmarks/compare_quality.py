@@ -345,9 +345,10 @@ def per_seed(paths):
     Returns
     -------
     str
-        Per sampling, a table of each bundle's ``prior_match`` minus its
-        reference for every seed, their mean, sd and standard error, and how
-        many seeds lie over the margin.
+        Per sampling, a table of each bundle's reference (the mean over
+        seeds of its training codes against its held-out ones), its
+        ``prior_match`` minus that seed's reference for every seed, their
+        mean, sd and standard error, and how many seeds lie over the margin.
 
     Raises
     ------
@@ -381,6 +382,9 @@ def per_seed(paths):
                     )
                 excess[seed] = row
         margin = target(payloads[0], s, "prior_match")
+        refs = quality.bundle_references(
+            [r for p in payloads for r in p["train_vs_held_out_runs"]]
+        ).get("prior_match", {})
         seeds = sorted(excess)
         bundles = sorted({b for row in excess.values() for b in row})
         rows = []
@@ -392,6 +396,7 @@ def per_seed(paths):
             rows.append(
                 [
                     b,
+                    "n/a" if refs.get(b) is None else f"{refs[b]:.3f}",
                     *("n/a" if v is None else f"{v:+.4f}" for v in values),
                     f"{known.mean():+.4f}" if n else "n/a",
                     "n/a" if sd is None else f"{sd:.4f}",
@@ -408,6 +413,7 @@ def per_seed(paths):
                 ],
                 [
                     "bundle",
+                    "reference",
                     *(f"seed {seed}" for seed in seeds),
                     "mean",
                     "sd",
