@@ -526,6 +526,35 @@ def _fit_spread(prior, spec, z, labels, subjects):
     return spreads
 
 
+def _half_test(codes, groups, bundle, specs, names, setting, draws):
+    """How far a mixture fitted to codes lies from new codes of the same
+    subjects: for each of ``draws`` seeded halves (half of each subject's
+    codes), the other half against the half itself and against a mixture
+    of each spec fitted to the half (:func:`aae_tract.metrics.prior_match`).
+
+    With no new subject between them the codes' test is at chance, and a
+    mixture's excess over it is the error of its fit alone. Returns the
+    mean accuracy per test (``"train codes"`` and each name)."""
+    from aae_tract.metrics import prior_match
+
+    latent_dims, n_bundles, seed = setting
+    rng = np.random.default_rng([seed, bundle, 1])
+    out = {"train codes": []} | {label: [] for label in names}
+    for r in range(draws):
+        pick = np.zeros(len(codes), dtype=bool)
+        for g in np.unique(groups):
+            rows = np.flatnonzero(groups == g)
+            pick[rng.choice(rows, len(rows) // 2, replace=False)] = True
+        half, other = codes[pick], codes[~pick]
+        out["train codes"].append(prior_match(other, half, seed=r))
+        for spec, label in zip(specs, names):
+            prior = _mixture(latent_dims, n_bundles, spec, seed)
+            _fit_spread(prior, spec, half, np.full(len(half), bundle), groups[pick])
+            sample = prior.sample_numpy(len(other), rng, bundle)
+            out[label].append(prior_match(other, sample, seed=r))
+    return {label: float(np.mean(v)) for label, v in out.items()}
+
+
 def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     """Mixtures of other sizes refitted to trained models' codes.
 
@@ -539,7 +568,11 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     same without held-out data: each training subject in turn left out, its
     codes against the other training subjects' codes and against a mixture
     of each ``spec`` fitted to theirs (a setting that helps there is chosen
-    from the training subjects alone). Last, how far held-out codes, prior
+    from the training subjects alone). Then without a new subject at all:
+    half of each training subject's codes against the other half and
+    against a mixture of each ``spec`` fitted to that half
+    (:func:`_half_test`), the error of the fit alone. Last, how far
+    held-out codes, prior
     samples and the training codes themselves lie from their nearest other
     training code (median Euclidean distance, each dimension in units of the
     training codes' sd): prior samples that fall between the codes lie
@@ -605,6 +638,10 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
                     loso[label].append(prior_match(out, sample, seed=seed))
             for label, values in loso.items():
                 row.setdefault(f"loso {label}", []).append(float(np.mean(values)))
+            for label, value in _half_test(
+                codes, groups, i, specs, names, (d, n_b, seed), draws
+            ).items():
+                row.setdefault(f"half {label}", []).append(value)
             scale = codes.std(axis=0) + 1e-9
             tree = cKDTree(codes / scale)
             near = {
@@ -649,6 +686,20 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
         [
             "mean",
             *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in loso),
+        ]
+    )
+    out.append(quality._render(lines, ["bundle", "train codes", *names], body))
+    lines = [
+        "\nno new subject: half of each training subject's codes against the "
+        "other half and against mixtures fitted to that half (prior_match, "
+        f"mean of {draws} halves)"
+    ]
+    half = [f"half {t}" for t in ("train codes", *names)]
+    body = [[n, *(f"{np.mean(r[t]):.3f}" for t in half)] for n, r in rows.items()]
+    body.append(
+        [
+            "mean",
+            *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in half),
         ]
     )
     out.append(quality._render(lines, ["bundle", "train codes", *names], body))
