@@ -11,9 +11,16 @@ difference, and the run's mean novelty, shape similarity, reconstruction
 and training time, with the targets the run missed. Each run is judged by
 the targets its own file recorded. Nothing is trained or evaluated again.
 
+``--per_seed`` reads runs of one setting instead (the same data, split,
+model settings and targets; other seeds, e.g. ``--seeds 0 1 2`` and
+``--seeds 3 4``) and prints each bundle's reference and its ``prior_match``
+minus that reference seed by seed, with their mean, sd and standard error
+over all the seeds: how firmly a bundle lies over or under its margin.
+
 Usage::
 
     python benchmarks/compare_quality.py td.json f64.json
+    python benchmarks/compare_quality.py --per_seed td.json td34.json
 """
 
 import argparse
@@ -62,6 +69,7 @@ def read_run(path):
         not isinstance(summary, dict)
         or not summary
         or not isinstance(payload.get("train_vs_held_out_runs"), list)
+        or not all(isinstance(r, dict) for r in payload["train_vs_held_out_runs"])
         or any(
             not isinstance(r, dict) or "per_bundle_mean" not in r
             for r in summary.values()
@@ -69,7 +77,7 @@ def read_run(path):
     ):
         raise SystemExit(
             f"{path}: not a quality.py --out file (no per-sampling summary with "
-            "per-bundle means, or no train_vs_held_out_runs)"
+            "per-bundle means, or no train_vs_held_out_runs with a result per seed)"
         )
     return payload
 
@@ -307,11 +315,14 @@ def seed_excess(payload, sampling, path):
         not isinstance(seeds, list)
         or not isinstance(runs, list)
         or not len(seeds) == len(runs) == len(refs)
+        or not all(isinstance(r, dict) for r in [*runs, *refs])
     ):
         raise SystemExit(
             f"{path}: its seeds, its {sampling} runs and its train_vs_held_out_runs "
             "do not line up (one result per seed is needed)"
         )
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"{path}: a seed is listed twice in its seeds ({seeds})")
     out = {}
     for seed, run, ref in zip(seeds, runs, refs):
         values = run.get("per_bundle") or {}
@@ -409,7 +420,8 @@ def per_seed(paths):
                 [
                     f"{'' if not text else chr(10)}{s} sampling: prior_match minus "
                     f"its reference, seed by seed ({len(seeds)} seeds from "
-                    f"{len(paths)} files; margin {margin:g})"
+                    f"{len(paths)} file{'s' if len(paths) > 1 else ''}; margin "
+                    f"{margin:g})"
                 ],
                 [
                     "bundle",

@@ -572,11 +572,10 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     half of each training subject's codes against the other half and
     against a mixture of each ``spec`` fitted to that half
     (:func:`_half_test`), the error of the fit alone. Last, how far
-    held-out codes, prior
-    samples and the training codes themselves lie from their nearest other
-    training code (median Euclidean distance, each dimension in units of the
-    training codes' sd): prior samples that fall between the codes lie
-    farther than a new subject's codes do.
+    held-out codes, prior samples and the training codes themselves lie
+    from their nearest other training code (median Euclidean distance, each
+    dimension in units of the training codes' sd): prior samples that fall
+    between the codes lie farther than a new subject's codes do.
     """
     from scipy.spatial import cKDTree
 
