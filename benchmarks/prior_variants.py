@@ -555,6 +555,21 @@ def _half_test(codes, groups, bundle, specs, names, setting, draws):
     return {label: float(np.mean(v)) for label, v in out.items()}
 
 
+def _mean_table(title, rows, prefix, names):
+    """A table of the ``prefix`` tests of :func:`refit_screen`'s ``rows``:
+    per bundle, the mean of the training codes' test and of each mixture's,
+    with a last row of their means over bundles."""
+    tests = [f"{prefix} {t}" for t in ("train codes", *names)]
+    body = [[n, *(f"{np.mean(r[t]):.3f}" for t in tests)] for n, r in rows.items()]
+    body.append(
+        [
+            "mean",
+            *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in tests),
+        ]
+    )
+    return quality._render([title], ["bundle", "train codes", *names], body)
+
+
 def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     """Mixtures of other sizes refitted to trained models' codes.
 
@@ -675,33 +690,25 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
         ]
     )
     out = [quality._render(lines, head, body)]
-    lines = [
-        "\na training subject left out: its codes against the others' codes "
-        "and against mixtures fitted to them (prior_match, mean over subjects)"
-    ]
-    loso = [f"loso {t}" for t in ("train codes", *names)]
-    body = [[n, *(f"{np.mean(r[t]):.3f}" for t in loso)] for n, r in rows.items()]
-    body.append(
-        [
-            "mean",
-            *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in loso),
-        ]
+    out.append(
+        _mean_table(
+            "\na training subject left out: its codes against the others' codes "
+            "and against mixtures fitted to them (prior_match, mean over subjects)",
+            rows,
+            "loso",
+            names,
+        )
     )
-    out.append(quality._render(lines, ["bundle", "train codes", *names], body))
-    lines = [
-        "\nno new subject: half of each training subject's codes against the "
-        "other half and against mixtures fitted to that half (prior_match, "
-        f"mean of {draws} halves)"
-    ]
-    half = [f"half {t}" for t in ("train codes", *names)]
-    body = [[n, *(f"{np.mean(r[t]):.3f}" for t in half)] for n, r in rows.items()]
-    body.append(
-        [
-            "mean",
-            *(f"{np.mean([np.mean(r[t]) for r in rows.values()]):.3f}" for t in half),
-        ]
+    out.append(
+        _mean_table(
+            "\nno new subject: half of each training subject's codes against the "
+            "other half and against mixtures fitted to that half (prior_match, "
+            f"mean of {draws} halves)",
+            rows,
+            "half",
+            names,
+        )
     )
-    out.append(quality._render(lines, ["bundle", "train codes", *names], body))
     lines = [
         "\nmedian distance to the nearest training code (training codes' sd "
         "per dimension)"
