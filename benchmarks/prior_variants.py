@@ -41,6 +41,8 @@ Usage::
         --seeds 0 1 2 --register groupwise --refit 8:64 32:32 32:16
     python benchmarks/prior_variants.py --load 'models/td_seed{seed}.keras' \
         --seeds 0 1 2 --register groupwise --refit 32:32x1.2 32:32xauto 32:32s
+    python benchmarks/prior_variants.py --load 'models/td_seed{seed}.keras' \
+        --seeds 0 1 2 --register groupwise --refit 32:32 --fresh 400
 
 ``--bank_noise`` evaluates trained models (``--load``) with ``bank``
 sampling at several noise levels instead (``--subject_noise``: how far codes
@@ -420,6 +422,48 @@ def _codes(model, data):
     return model.encode_prepared(x, rng=0), labels
 
 
+def fresh_draws(train, n_per_bundle):
+    """New streamlines of the training subjects, in the training space.
+
+    The phantom of ``quality.py`` made again with ``n_per_bundle``
+    streamlines per bundle and subject: the same subjects, with the same
+    deformations and ages (drawn from the phantom's seed and the subject
+    alone), whose streamlines are drawn anew (their draws depend on their
+    count, so the streamlines differ from the training data). Only the training
+    subjects are kept; they are moved with the transforms the training
+    split's registration stored for them and oriented against its
+    references, as the training streamlines were. The classifier test
+    between these and the training codes says whether the encoder treats
+    streamlines it was trained on differently from new ones of the same
+    subjects; between these and a prior fitted to the training codes, how
+    far the fit lies from the distribution those codes come from.
+    """
+    import tempfile
+
+    from aae_tract.data import load_dataset
+    from aae_tract.data_fetchers import make_phantom
+
+    if n_per_bundle == quality.PHANTOM["n_per_bundle"]:
+        raise ValueError(
+            f"{n_per_bundle} streamlines per bundle is the phantom's own count: "
+            "its draws would repeat the training streamlines"
+        )
+    options = dict(quality.PHANTOM, n_per_bundle=int(n_per_bundle))
+    with tempfile.TemporaryDirectory(prefix="aae_tract_fresh_") as folder:
+        dataset = load_dataset(
+            make_phantom(folder, **options),
+            n_points=quality.CONFIGS["phantom"]["n_points"],
+            orient_refs=train.orient_refs,
+        )
+    keep = np.flatnonzero(np.isin(dataset.subjects, np.unique(train.subjects)))
+    fresh = dataset.subset(keep)
+    if train.registration is not None:
+        fresh = train.registration.align(
+            fresh, use_stored=True, orient_refs=train.orient_refs
+        )
+    return fresh
+
+
 def _refit_spec(text):
     """``"COMPONENTS[:CODES][xSPREAD][s]"`` -> ``(components, codes,
     spread, shrink)``: codes per component (None: the default); spread, a
@@ -555,6 +599,29 @@ def _half_test(codes, groups, bundle, specs, names, setting, draws):
     return {label: float(np.mean(v)) for label, v in out.items()}
 
 
+def _fresh_tests(held, codes, fresh, priors, key, draws):
+    """:func:`refit_screen`'s tests of fresh draws of the training subjects
+    (``fresh``, codes of one bundle): the held-out codes against them
+    (``"fresh draws"``), and them against the training ``codes`` and samples
+    of each of ``priors`` (``"fresh train codes"``, ``"fresh <label>"``).
+    Each draw takes ``len(held)`` fresh codes; the draws have an rng of
+    their own (from ``key``), so the other tests' numbers do not change."""
+    from aae_tract.metrics import prior_match
+
+    rng = np.random.default_rng([*key, 2])
+    n = min(len(held), len(fresh))
+    out = {"fresh draws": [], "fresh train codes": []}
+    out |= {f"fresh {label}": [] for label in priors}
+    for r in range(draws):
+        some = fresh[rng.choice(len(fresh), n, replace=False)]
+        out["fresh draws"].append(prior_match(held, some, seed=r))
+        out["fresh train codes"].append(prior_match(some, codes, seed=r))
+        for label, prior in priors.items():
+            sample = prior.sample_numpy(n, rng, key[1])
+            out[f"fresh {label}"].append(prior_match(some, sample, seed=r))
+    return {label: float(np.mean(v)) for label, v in out.items()}
+
+
 def _mean_table(title, rows, prefix, names):
     """A table of the ``prefix`` tests of :func:`refit_screen`'s ``rows``:
     per bundle, the mean of the training codes' test and of each mixture's,
@@ -570,7 +637,7 @@ def _mean_table(title, rows, prefix, names):
     return quality._render([title], ["bundle", "train codes", *names], body)
 
 
-def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
+def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
     """Mixtures of other sizes refitted to trained models' codes.
 
     For each model (``pattern`` with ``{seed}``) and bundle, the
@@ -591,6 +658,15 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     from their nearest other training code (median Euclidean distance, each
     dimension in units of the training codes' sd): prior samples that fall
     between the codes lie farther than a new subject's codes do.
+
+    With ``fresh`` (:func:`fresh_draws`: new streamlines of the training
+    subjects), the first table gains the held-out codes against the fresh
+    codes (what a prior drawing exactly from the training subjects'
+    distribution would score, where the reference uses the very codes the
+    prior is fitted to), and a table tests the fresh codes against the
+    training codes, the model's prior and each refitted mixture: the error
+    of a fit to all the training codes, with no new subject. Each fresh test
+    draws as many fresh codes as the bundle has held-out codes.
     """
     from scipy.spatial import cKDTree
 
@@ -604,7 +680,8 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     for seed in seeds:
         model = TractAAE.load(pattern.format(seed=seed))
         z, labels, subjects = {}, {}, {}
-        for split, data in (("train", train), ("held", held_out)):
+        splits = [("train", train), ("held", held_out)]
+        for split, data in splits + ([("fresh", fresh)] if fresh is not None else []):
             z[split], labels[split] = _codes(model, data)
             subjects[split] = np.asarray(data.subjects)
         n_b, d = len(model.bundle_names), model.latent_dims
@@ -639,6 +716,16 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
                     for r in range(draws)
                 ]
                 row.setdefault(label, []).append(float(np.mean(scores)))
+            if fresh is not None:
+                for label, value in _fresh_tests(
+                    held,
+                    codes,
+                    z["fresh"][labels["fresh"] == i],
+                    priors,
+                    (seed, i),
+                    draws,
+                ).items():
+                    row.setdefault(label, []).append(value)
             loso = {"train codes": []} | {label: [] for label in names}
             for left in np.unique(groups):
                 out, rest = codes[groups == left], codes[groups != left]
@@ -667,7 +754,12 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
             }
             for label, dist in near.items():
                 row.setdefault(f"nn {label}", []).append(float(np.median(dist)))
-    tests = ["train codes", "model prior", *names]
+    tests = [
+        "train codes",
+        *(["fresh draws"] if fresh is not None else []),
+        "model prior",
+        *names,
+    ]
     head = ["bundle", *tests, "within ref + 0.03"]
     lines = [
         f"held-out codes against ... (prior_match, mean of {draws} draws and "
@@ -677,7 +769,10 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
     for name, row in rows.items():
         ref = np.mean(row["train codes"])
         within = [
-            t for t in tests[1:] if np.mean(row[t]) <= ref + quality.PRIOR_MATCH_MARGIN
+            t
+            for t in tests[1:]
+            if t != "fresh draws"
+            and np.mean(row[t]) <= ref + quality.PRIOR_MATCH_MARGIN
         ]
         body.append(
             [name, *(f"{np.mean(row[t]):.3f}" for t in tests), " ".join(within) or "-"]
@@ -690,6 +785,17 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3):
         ]
     )
     out = [quality._render(lines, head, body)]
+    if fresh is not None:
+        out.append(
+            _mean_table(
+                "\nfresh draws of the training subjects against their training "
+                "codes, the model's prior and mixtures refitted to the training "
+                f"codes (prior_match, mean of {draws} draws and {len(seeds)} models)",
+                rows,
+                "fresh",
+                ["model prior", *names],
+            )
+        )
     out.append(
         _mean_table(
             "\na training subject left out: its codes against the others' codes "
@@ -1180,6 +1286,15 @@ def main(argv=None):
         "shrinks each component's covariance (oracle approximating shrinkage)",
     )
     parser.add_argument(
+        "--fresh",
+        type=int,
+        metavar="N",
+        help="with --refit: also test new draws of the training subjects (the "
+        "phantom made again with N streamlines per bundle and subject, moved "
+        "with the training subjects' stored transforms) against the held-out "
+        "codes, the training codes, the model's prior and each refit",
+    )
+    parser.add_argument(
         "--band_figure",
         metavar="PNG",
         help="draw one length band of --bundle: held-out, training and generated "
@@ -1257,6 +1372,15 @@ def main(argv=None):
     )
     quality.add_generation_options(parser, placement=False)
     args = parser.parse_args(argv)
+    if args.fresh is not None and not args.refit:
+        parser.error("--fresh needs --refit")
+    if args.fresh is not None and args.fresh < 10:
+        parser.error(f"--fresh needs at least 10 streamlines, got {args.fresh}")
+    if args.fresh == quality.PHANTOM["n_per_bundle"]:
+        parser.error(
+            f"--fresh {args.fresh} is the phantom's own count: its draws would "
+            "repeat the training streamlines; ask for another count"
+        )
     GENERATION.update(quality.generation_options(args))
     if args.list:
         for name, fields in VARIANTS.items():
@@ -1305,7 +1429,10 @@ def main(argv=None):
     if (args.rough or args.novelty) and not only_load:
         return 0
     if args.refit:
-        text, rows = refit_screen(args.load, args.seeds, args.refit, train, held_out)
+        fresh = fresh_draws(train, args.fresh) if args.fresh is not None else None
+        text, rows = refit_screen(
+            args.load, args.seeds, args.refit, train, held_out, fresh=fresh
+        )
         print(text)
         if args.out:
             with open(args.out, "a") as f:
