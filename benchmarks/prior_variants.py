@@ -663,10 +663,13 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
     subjects), the first table gains the held-out codes against the fresh
     codes (what a prior drawing exactly from the training subjects'
     distribution would score, where the reference uses the very codes the
-    prior is fitted to), and a table tests the fresh codes against the
-    training codes, the model's prior and each refitted mixture: the error
-    of a fit to all the training codes, with no new subject. Each fresh test
-    draws as many fresh codes as the bundle has held-out codes.
+    prior is fitted to) and against each spec's mixture fitted to the
+    training and the fresh codes together (``"<spec> + fresh"``: what more
+    streamlines of the same subjects give the fit, the encoder unchanged),
+    and a table tests the fresh codes against the training codes, the
+    model's prior and each refitted mixture: the error of a fit to all the
+    training codes, with no new subject. Each fresh test draws as many fresh
+    codes as the bundle has held-out codes.
     """
     from scipy.spatial import cKDTree
 
@@ -692,6 +695,16 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
                 prior, spec, z["train"], labels["train"], subjects["train"]
             )
             fits[spec] = prior
+            if fresh is not None:
+                more = _mixture(d, n_b, spec, seed)
+                _fit_spread(
+                    more,
+                    spec,
+                    np.concatenate([z["train"], z["fresh"]]),
+                    np.concatenate([labels["train"], labels["fresh"]]),
+                    np.concatenate([subjects["train"], subjects["fresh"]]),
+                )
+                fits[f"{label} + fresh"] = more
             for i, name in enumerate(model.bundle_names):
                 rows.setdefault(name, {}).setdefault(f"spread {label}", []).append(
                     float(spreads[i])
@@ -717,6 +730,18 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
                 ]
                 row.setdefault(label, []).append(float(np.mean(scores)))
             if fresh is not None:
+                more_rng = np.random.default_rng([seed, i, 3])
+                for label in names:
+                    prior = fits[f"{label} + fresh"]
+                    scores = [
+                        prior_match(
+                            held, prior.sample_numpy(len(held), more_rng, i), seed=r
+                        )
+                        for r in range(draws)
+                    ]
+                    row.setdefault(f"{label} + fresh", []).append(
+                        float(np.mean(scores))
+                    )
                 for label, value in _fresh_tests(
                     held,
                     codes,
@@ -759,6 +784,7 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
         *(["fresh draws"] if fresh is not None else []),
         "model prior",
         *names,
+        *([f"{label} + fresh" for label in names] if fresh is not None else []),
     ]
     head = ["bundle", *tests, "within ref + 0.03"]
     lines = [
