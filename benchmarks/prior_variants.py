@@ -1318,7 +1318,9 @@ def main(argv=None):
         help="with --refit: also test new draws of the training subjects (the "
         "phantom made again with N streamlines per bundle and subject, moved "
         "with the training subjects' stored transforms) against the held-out "
-        "codes, the training codes, the model's prior and each refit",
+        "codes, the training codes, the model's prior and each refit, and "
+        "the held-out codes against each refit fitted to the training and the "
+        "fresh codes together",
     )
     parser.add_argument(
         "--band_figure",
