@@ -688,7 +688,7 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
             z[split], labels[split] = _codes(model, data)
             subjects[split] = np.asarray(data.subjects)
         n_b, d = len(model.bundle_names), model.latent_dims
-        fits = {}
+        fits, more_fits = {}, {}
         for spec, label in zip(specs, names):
             prior = _mixture(d, n_b, spec, seed)
             spreads = _fit_spread(
@@ -704,7 +704,7 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
                     np.concatenate([labels["train"], labels["fresh"]]),
                     np.concatenate([subjects["train"], subjects["fresh"]]),
                 )
-                fits[f"{label} + fresh"] = more
+                more_fits[f"{label} + fresh"] = more
             for i, name in enumerate(model.bundle_names):
                 rows.setdefault(name, {}).setdefault(f"spread {label}", []).append(
                     float(spreads[i])
@@ -723,25 +723,21 @@ def refit_screen(pattern, seeds, specs, train, held_out, draws=3, fresh=None):
             priors = {"model prior": own} | {
                 label: fits[spec] for spec, label in zip(specs, names)
             }
-            for label, prior in priors.items():
-                scores = [
-                    prior_match(held, prior.sample_numpy(len(held), rng, i), seed=r)
-                    for r in range(draws)
-                ]
-                row.setdefault(label, []).append(float(np.mean(scores)))
+            # the "+ fresh" fits draw from an rng of their own, so that the
+            # other priors' samples do not depend on --fresh
+            tested = [(priors, rng)]
             if fresh is not None:
-                more_rng = np.random.default_rng([seed, i, 3])
-                for label in names:
-                    prior = fits[f"{label} + fresh"]
+                tested.append((more_fits, np.random.default_rng([seed, i, 3])))
+            for group, generator in tested:
+                for label, prior in group.items():
                     scores = [
                         prior_match(
-                            held, prior.sample_numpy(len(held), more_rng, i), seed=r
+                            held, prior.sample_numpy(len(held), generator, i), seed=r
                         )
                         for r in range(draws)
                     ]
-                    row.setdefault(f"{label} + fresh", []).append(
-                        float(np.mean(scores))
-                    )
+                    row.setdefault(label, []).append(float(np.mean(scores)))
+            if fresh is not None:
                 for label, value in _fresh_tests(
                     held,
                     codes,
