@@ -290,16 +290,35 @@ def set_fields(items):
     return fields
 
 
-def load_splits(name, *, n_points, data_dir=None, fragments=None, attribute="length"):
+def phantom_options(attribute="length", fragments=None, n_per_bundle=None):
+    """The options of :func:`make_phantom` for ``attribute``: :data:`PHANTOM`
+    or :data:`AGE_PHANTOM`, with ``fragments`` and ``n_per_bundle`` (streamlines
+    per bundle and subject) where given."""
+    options = dict(PHANTOM if attribute == "length" else AGE_PHANTOM)
+    if fragments is not None:
+        options["fragments"] = fragments
+    if n_per_bundle is not None:
+        options["n_per_bundle"] = int(n_per_bundle)
+    return options
+
+
+def load_splits(
+    name,
+    *,
+    n_points,
+    data_dir=None,
+    fragments=None,
+    attribute="length",
+    n_per_bundle=None,
+):
     """(train, held-out) splits of the phantom (the age phantom for an
-    attribute other than length) or the embedded default."""
+    attribute other than length; :func:`phantom_options`) or the embedded
+    default."""
     from aae_tract.data import load_dataset, split_dataset
     from aae_tract.data_fetchers import fetch_minimal_bundles, make_phantom
 
     if name == "phantom":
-        options = dict(PHANTOM if attribute == "length" else AGE_PHANTOM)
-        if fragments is not None:
-            options["fragments"] = fragments
+        options = phantom_options(attribute, fragments, n_per_bundle)
         folder = make_phantom(
             data_dir or tempfile.mkdtemp(prefix="aae_tract_phantom_"), **options
         )
@@ -959,6 +978,12 @@ def main(argv=None):
         help="common space before training (the tables in doc/benchmarks.md "
         "were measured with none; benchmarks/registration.py compares them)",
     )
+    parser.add_argument(
+        "--n_per_bundle",
+        type=int,
+        help=f"phantom streamlines per bundle and subject (default "
+        f"{PHANTOM['n_per_bundle']}; age phantom {AGE_PHANTOM['n_per_bundle']})",
+    )
     parser.add_argument("--n_generate", type=int, default=100)
     parser.add_argument("--n_targets", type=int, default=5)
     parser.add_argument(
@@ -1039,6 +1064,10 @@ def main(argv=None):
         parser.error("--prior_match_tests must be at least 1")
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if args.n_per_bundle is not None and (
+        args.dataset != "phantom" or args.n_per_bundle < 1
+    ):
+        parser.error("--n_per_bundle needs --dataset phantom and a count >= 1")
     if args.attribute != "length" and args.dataset != "phantom":
         parser.error(f"--attribute {args.attribute} needs --dataset phantom")
 
@@ -1060,6 +1089,7 @@ def main(argv=None):
         data_dir=args.data_dir,
         fragments=args.fragments,
         attribute=args.attribute,
+        n_per_bundle=args.n_per_bundle,
     )
     if args.register != "none":
         from aae_tract.registration import register_split
@@ -1152,7 +1182,7 @@ def main(argv=None):
             "command": " ".join(["python", "benchmarks/quality.py", *sys.argv[1:]]),
             "dataset": args.dataset,
             "attribute": args.attribute,
-            "phantom": (PHANTOM if args.attribute == "length" else AGE_PHANTOM)
+            "phantom": phantom_options(args.attribute, None, args.n_per_bundle)
             if args.dataset == "phantom"
             else None,
             "fragments": args.fragments,
