@@ -431,7 +431,7 @@ class AAEConfig:
         -------
         int
             ``polish_epochs`` when it is set; else the share of ``epochs``
-            that :data:`LEVEL_DEFAULTS` gives (0.4 for length, none for
+            that :data:`LEVEL_DEFAULTS` gives (0.6 for length, none for
             age), rounded.
         """
         if self.polish_epochs is not None:
