@@ -190,3 +190,33 @@ def test_codes_per_component_is_checked_and_kept():
         AAEConfig(prior_component_codes=0).validate()
     config = AAEConfig(prior_component_codes=12)
     assert AAEConfig.from_dict(config.to_dict()).prior_component_codes == 12
+
+
+@pytest.mark.parametrize("limit", [1, None])
+def test_refit_holds_blas_threads(monkeypatch, limit):
+    """Each refit runs expectation maximisation with ``FIT_THREADS`` BLAS
+    threads (None: the library's own pool, left as it is)."""
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    original = GaussianMixture.fit
+
+    def fit(self, x, y=None):
+        seen.append(
+            {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+        )
+        return original(self, x, y)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit)
+    monkeypatch.setattr(FittedMixturePrior, "FIT_THREADS", limit)
+    network = _network()
+    z, labels = _codes(np.random.default_rng(0), n=400)
+    # a pool of two outside the refit, so that a limit of 1 shows
+    with threadpool_limits(limits=2, user_api="blas"):
+        outside = {
+            p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"
+        }
+        assert network.prior.fit(z, labels) == [0, 1]
+    assert len(seen) == 2
+    assert all(s == ({1} if limit == 1 else outside) for s in seen)

@@ -1,5 +1,7 @@
 """Priors p(z) that the adversarial part of the model matches."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -421,6 +423,16 @@ def mixture_log_density(x, means, chols, weights, spread=1.0):
     return logsumexp(np.stack(per), axis=0)
 
 
+def _blas_threads(limit):
+    """A context that holds the BLAS libraries to ``limit`` threads (None:
+    leaves them as they are)."""
+    if limit is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(limit), user_api="blas")
+
+
 class FittedMixturePrior(FittedPrior):
     """A Gaussian mixture per bundle, refitted to the bundle's encodings.
 
@@ -468,6 +480,13 @@ class FittedMixturePrior(FittedPrior):
     CODES_PER_DIM = 1
     #: Expectation-maximisation iterations of each refit.
     MAX_ITER = 100
+    #: BLAS threads of each refit (None: the library's own, one per core).
+    #: The products of expectation maximisation are small (codes x
+    #: ``latent_dims``), so a pool of threads costs more in hand-offs than it
+    #: saves: on 2 cores a refit to 2,000 codes took several times as long
+    #: with OpenBLAS's two threads as with one
+    #: (``benchmarks/bench_blas_threads.py``).
+    FIT_THREADS = 1
 
     def __init__(
         self,
@@ -588,7 +607,8 @@ class FittedMixturePrior(FittedPrior):
             random_state=int(seed.generate_state(1)[0]),
         )
         try:
-            gmm.fit(codes)
+            with _blas_threads(self.FIT_THREADS):
+                gmm.fit(codes)
         except (ValueError, np.linalg.LinAlgError):
             return None
         factors = [_cholesky(c, 0.0) for c in gmm.covariances_]
