@@ -10,13 +10,18 @@ defaults: 32 components, at least 32 codes each) and prints the seconds of
 each setting (median over ``--rounds``) and its ratio to the first:
 
 - ``FIT_THREADS = 1`` (the default: the refit holds BLAS to one thread);
-- ``FIT_THREADS = None`` (the library's own pool, the rule before);
+- ``FIT_THREADS = None`` (no limit: BLAS's own pool);
 - two processes at once, each pinned to one CPU as ``quality.py --jobs 2``
   pins its workers, with ``FIT_THREADS = None``: the environment as given
-  (the rule before), then as :func:`quality.worker_environment` sizes it.
+  (without :func:`quality.worker_environment`), then as it sizes it. A
+  worker's row is the slower worker's seconds.
 
-The in-process settings alternate within each round, so drift in the
-machine's speed reaches both. Run it with no ``*_NUM_THREADS`` variable set.
+Every timing follows an untimed refit of one bundle in the same process
+(imports and first calls). The in-process settings alternate within each
+round, so drift in the machine's speed reaches both. It also prints how far
+the mixtures fitted with one thread and with the pool differ (largest
+difference of the components' means and weights). Run it with no
+``*_NUM_THREADS`` variable set.
 
 Usage::
 
@@ -50,8 +55,17 @@ def make_codes(n_codes, seed, dims=32, blobs=10):
     return centres[which] + np.einsum("nd,nde->ne", noise, shapes[which])
 
 
-def refit_seconds(n_bundles, n_codes, threads):
-    """Seconds of one refit of every bundle with ``FIT_THREADS = threads``."""
+def refit(n_bundles, n_codes, threads, *, warm_up=True):
+    """One refit of every bundle with ``FIT_THREADS = threads``.
+
+    Returns
+    -------
+    seconds : float
+        Time of the refit (after an untimed refit of bundle 0 when
+        ``warm_up``).
+    fits : list of (means, chols, weights)
+        The mixtures fitted.
+    """
     from aae_tract.model.priors import FittedMixturePrior, make_prior
 
     prior = make_prior("fitted_mixture", 32, n_components=32, n_bundles=n_bundles)
@@ -61,13 +75,16 @@ def refit_seconds(n_bundles, n_codes, threads):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if warm_up:
+                prior.fit_codes(codes[0], 0, fit_index=0)
             start = time.perf_counter()
-            for b in range(n_bundles):
-                if prior.fit_codes(codes[b], b, fit_index=0) is None:
-                    raise SystemExit(f"the refit of bundle {b} failed")
-            return time.perf_counter() - start
+            fits = [prior.fit_codes(codes[b], b, fit_index=0) for b in range(n_bundles)]
+            seconds = time.perf_counter() - start
     finally:
         FittedMixturePrior.FIT_THREADS = saved
+    if any(f is None for f in fits):
+        raise SystemExit("a bundle's refit failed")
+    return seconds, fits
 
 
 def two_workers(args, *, sized):
@@ -113,7 +130,7 @@ def main():
     args = parser.parse_args()
     if args.worker is not None:
         os.sched_setaffinity(0, {args.worker})  # after NumPy, as quality.py
-        print(refit_seconds(args.bundles, args.codes, None), flush=True)
+        print(refit(args.bundles, args.codes, None)[0], flush=True)
         return
     given = sorted(k for k in os.environ if k.endswith("_NUM_THREADS"))
     cpus = len(os.sched_getaffinity(0))
@@ -123,16 +140,19 @@ def main():
     )
     rows = {
         "FIT_THREADS = 1 (default)": [],
-        "FIT_THREADS = None": [],
+        "FIT_THREADS = None (no limit)": [],
     }
     if cpus >= 2:
         rows["2 workers at once, environment as given"] = []
         rows["2 workers at once, sized (worker_environment)"] = []
+    gap = 0.0
     for _ in range(args.rounds):
-        rows["FIT_THREADS = 1 (default)"].append(
-            refit_seconds(args.bundles, args.codes, 1)
-        )
-        rows["FIT_THREADS = None"].append(refit_seconds(args.bundles, args.codes, None))
+        seconds, held = refit(args.bundles, args.codes, 1)
+        rows["FIT_THREADS = 1 (default)"].append(seconds)
+        seconds, pooled = refit(args.bundles, args.codes, None)
+        rows["FIT_THREADS = None (no limit)"].append(seconds)
+        for (m1, _, w1), (m2, _, w2) in zip(held, pooled):
+            gap = max(gap, float(np.abs(m1 - m2).max()), float(np.abs(w1 - w2).max()))
         if cpus >= 2:
             rows["2 workers at once, environment as given"].append(
                 two_workers(args, sized=False)
@@ -145,6 +165,10 @@ def main():
     for name, values in rows.items():
         median = float(np.median(values))
         print(f"  {name:46s} {median:7.2f} s  x{median / base:.2f}")
+    print(
+        "largest difference between the mixtures fitted with one thread and "
+        f"with no limit (means, weights): {gap:.2e}"
+    )
 
 
 if __name__ == "__main__":

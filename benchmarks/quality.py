@@ -873,10 +873,10 @@ def held_out_recon(model, held_out):
 #: Environment variables that size the thread pools of the BLAS and OpenMP
 #: libraries NumPy, scikit-learn and TensorFlow load. Such a library starts
 #: one thread per core of the machine when it loads, before a worker can
-#: narrow its CPUs, and its threads spin while they wait: two workers whose
-#: thread pools both span the two cores of this machine ran the prior's
-#: mixture fits about 4.5 times slower than one worker alone (see
-#: :func:`worker_environment`).
+#: narrow its CPUs, so every worker's pool would crowd onto its own share
+#: (doc/benchmarks.md, "BLAS threads in the prior's refit":
+#: ``benchmarks/bench_blas_threads.py`` times the prior's refit in two
+#: pinned workers with and without :func:`worker_environment`).
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",

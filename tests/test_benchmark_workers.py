@@ -38,3 +38,51 @@ def test_worker_environment_leaves_the_given_mapping(quality):
     given = {"A": "1"}
     quality.worker_environment(2, given)
     assert given == {"A": "1"}
+
+
+def test_workers_start_with_sized_thread_pools(quality, monkeypatch, tmp_path):
+    """``run_seeds_in_workers`` starts each worker with the environment of
+    :func:`worker_environment` for its share of the CPUs."""
+    import argparse
+    import json
+
+    for name in quality.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(quality.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(quality.time, "sleep", lambda s: None)
+    started = []
+
+    class Worker:
+        returncode = 0
+
+        def __init__(self, command, stdout=None, stderr=None, env=None):
+            out = command[command.index("--out") + 1]
+            cpus = command[command.index("--cpus") + 1]
+            started.append((cpus, env))
+            payload = {
+                "config": {"epochs": 1},
+                "train_seconds": [1.0],
+                "runs": {s: [{"seed": out}] for s in quality.SAMPLINGS},
+                "train_vs_held_out_runs": [{}],
+            }
+            with open(out, "w") as f:
+                json.dump(payload, f)
+
+        def poll(self):
+            return 0
+
+        def kill(self):
+            pass
+
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "Popen", Worker)
+    monkeypatch.setattr(quality.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    args = argparse.Namespace(jobs=2, seeds=[0, 1])
+    done = quality.run_seeds_in_workers(args, ["--jobs", "2", "--seeds", "0", "1"])
+    assert len(done) == 2
+    assert sorted(cpus for cpus, _ in started) == ["0", "1"]
+    for _, env in started:
+        assert env is not None
+        for name in quality.THREAD_VARIABLES:
+            assert env[name] == "1"

@@ -480,12 +480,13 @@ class FittedMixturePrior(FittedPrior):
     CODES_PER_DIM = 1
     #: Expectation-maximisation iterations of each refit.
     MAX_ITER = 100
-    #: BLAS threads of each refit (None: the library's own, one per core).
-    #: The products of expectation maximisation are small (codes x
-    #: ``latent_dims``), so a pool of threads costs more in hand-offs than it
-    #: saves: on 2 cores a refit to 2,000 codes took several times as long
-    #: with OpenBLAS's two threads as with one
-    #: (``benchmarks/bench_blas_threads.py``).
+    #: BLAS threads of each refit (None: leaves the BLAS pool as it is, by
+    #: default one thread per core). The products of expectation
+    #: maximisation are small (codes x ``latent_dims``); on 2 cores with
+    #: OpenBLAS a refit to 2,000 codes a bundle took several times as long
+    #: with its two threads as with one (doc/benchmarks.md, "BLAS threads in
+    #: the prior's refit"; ``benchmarks/bench_blas_threads.py``). Only BLAS
+    #: is held: the k-means start of each fit keeps its OpenMP threads.
     FIT_THREADS = 1
 
     def __init__(
