@@ -55,14 +55,13 @@ def make_codes(n_codes, seed, dims=32, blobs=10):
     return centres[which] + np.einsum("nd,nde->ne", noise, shapes[which])
 
 
-def refit(n_bundles, n_codes, threads, *, warm_up=True):
+def refit(n_bundles, n_codes, threads):
     """One refit of every bundle with ``FIT_THREADS = threads``.
 
     Returns
     -------
     seconds : float
-        Time of the refit (after an untimed refit of bundle 0 when
-        ``warm_up``).
+        Time of the refit (after an untimed refit of bundle 0).
     fits : list of (means, chols, weights)
         The mixtures fitted.
     """
@@ -75,8 +74,7 @@ def refit(n_bundles, n_codes, threads, *, warm_up=True):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if warm_up:
-                prior.fit_codes(codes[0], 0, fit_index=0)
+            prior.fit_codes(codes[0], 0, fit_index=0)  # untimed: first calls
             start = time.perf_counter()
             fits = [prior.fit_codes(codes[b], b, fit_index=0) for b in range(n_bundles)]
             seconds = time.perf_counter() - start
