@@ -280,7 +280,11 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     old = None
     if target.exists():
         old = temporary_path(target)
-        os.replace(target, old)
+        try:
+            os.replace(target, old)
+        except FileNotFoundError:
+            # Another process moved it away first, to put its own copy there.
+            old = None
     try:
         os.replace(tmp, target)
     except OSError:

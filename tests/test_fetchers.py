@@ -162,6 +162,32 @@ def test_extract_zip_safe_members(tmp_path):
     assert (out / "c.trk").read_bytes() == b"2"
 
 
+@pytest.mark.parametrize("theirs_arrives", [False, True])
+def test_extract_zip_over_a_folder_another_process_is_replacing(
+    tmp_path, monkeypatch, theirs_arrives
+):
+    """Two runs extract to the same folder: the other one moves the old copy
+    away between this one's check and its rename, and maybe puts its own
+    complete copy there first. Extraction still succeeds with a whole copy."""
+    archive = _zip(tmp_path / "ok.zip", {"a.trk": b"1"})
+    target = extract_zip(archive, tmp_path / "t")
+    theirs = extract_zip(archive, tmp_path / "theirs")
+    real_temporary_path = fetcher_mod.temporary_path
+
+    def other_process_moves_it_first(path):
+        if Path(path) == target:
+            target.rename(tmp_path / "their_old")
+            if theirs_arrives:
+                theirs.rename(target)
+        return real_temporary_path(path)
+
+    monkeypatch.setattr(fetcher_mod, "temporary_path", other_process_moves_it_first)
+    assert extract_zip(archive, target) == target
+    assert (target / "a.trk").read_bytes() == b"1"
+    assert fetcher_mod._is_complete(target)
+    assert not list(tmp_path.glob(".t.*"))  # no temporary folder left
+
+
 def _no_dipy(*args, **kwargs):
     raise AssertionError("DIPY's fetcher must not be called offline")
 
