@@ -131,6 +131,9 @@ DEFAULT_CANDIDATES = 8
 #: Relative length error of a candidate code, before the length search, up
 #: to which it is taken.
 CANDIDATE_TOLERANCE = 0.015
+#: ``prior_spread`` of :func:`sample_latent` when not given: the prior's draws
+#: with the spread it was fitted with.
+DEFAULT_PRIOR_SPREAD = 1.0
 #: Most ``candidates`` accepted.
 MAX_CANDIDATES = 64
 #: Bisection steps of :func:`match_length`.
@@ -764,6 +767,7 @@ def sample_latent(
     subject_scope="target",
     noise_scope="bundle",
     candidates=DEFAULT_CANDIDATES,
+    prior_spread=DEFAULT_PRIOR_SPREAD,
     rng=None,
 ):
     """Latent codes for a bundle, one per target value.
@@ -901,6 +905,17 @@ def sample_latent(
         A draw whose two codes are the same one gets no noise: about one in
         the number of codes the kernel weights, more for a narrow kernel
         (small ``neighbours``) or a target beyond the bank's values.
+    prior_spread : float
+        For ``"prior"`` sampling: a factor (> 0) on the spread of the
+        prior's draws about the means of its components, for this draw
+        only (the model's prior is not changed). With a prior fitted to
+        each bundle the draws come from the bundle's mixture with every
+        component's spread times the factor, given dimension 0
+        (:meth:`~aae_tract.model.priors.FittedPrior.conditional_numpy`):
+        below 1 the other dimensions stay nearer the codes the mixture
+        expects at that value, which keeps streamlines at the ends of a
+        bundle's length range on its shape, at some cost in novelty.
+        1 (default): the prior as fitted. Bank sampling ignores it.
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -917,11 +932,13 @@ def sample_latent(
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
     _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
     candidates = _check_candidates(candidates)
+    prior_spread = check_prior_spread(prior_spread)
     rng = _rng(rng)
     name = _bundle_name(model, bundle)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
     options = dict(
         sampling=sampling,
+        prior_spread=prior_spread,
         noise=noise,
         subject_noise=subject_noise,
         neighbours=neighbours,
@@ -937,6 +954,21 @@ def sample_latent(
     if exact:
         z = match_length(model, name, z, targets, extend=extend_reach)
     return z
+
+
+def check_prior_spread(prior_spread):
+    """``prior_spread`` as a float; a clear error unless it is a finite
+    number > 0."""
+    try:
+        value = float(prior_spread)
+        good = not isinstance(prior_spread, bool) and math.isfinite(value) and value > 0
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise AAETractError(
+            f"prior_spread must be a finite number > 0, got {prior_spread!r}"
+        )
+    return value
 
 
 def _check_candidates(candidates):
@@ -981,6 +1013,7 @@ def _draw_codes(
     within_subject,
     subject_scope,
     noise_scope,
+    prior_spread=DEFAULT_PRIOR_SPREAD,
 ):
     """The codes of :func:`sample_latent` before :func:`match_length`."""
     if _is_default(subject_noise):
@@ -1001,9 +1034,9 @@ def _draw_codes(
         )
         if spread:
             offset = spread * rng.standard_normal(n)
-            z = _prior_codes(model, name, z0 + offset, rng)
+            z = _prior_codes(model, name, z0 + offset, rng, prior_spread)
         else:
-            z = _prior_codes(model, name, z0, rng)
+            z = _prior_codes(model, name, z0, rng, prior_spread)
         if subject_noise is not None:
             _check_noise("subject_noise", subject_noise)
             z = z + _prior_subject_shift(
@@ -1292,19 +1325,20 @@ def _prior_subject_shift(
     return shift.astype(z.dtype)
 
 
-def _prior_codes(model, name, z0, rng):
+def _prior_codes(model, name, z0, rng, spread=DEFAULT_PRIOR_SPREAD):
     """Samples of the prior for bundle ``name``, dimension 0 set to ``z0``.
 
     With a prior fitted to each bundle (``prior="fitted"`` or
     ``"fitted_mixture"``) the other dimensions are drawn from their
     distribution given ``z0``, so that they go with the attribute value as
-    the bundle's codes do; otherwise from the prior.
+    the bundle's codes do; otherwise from the prior. ``spread``: the
+    ``prior_spread`` of :func:`sample_latent`.
     """
     prior = model.network.prior
     n = len(z0)
     if not getattr(prior, "per_bundle", False):
-        return np.asarray(prior.sample_numpy(n, rng), dtype=np.float32)
-    return prior.conditional_numpy(model.bundle_index(name), z0, rng)
+        return np.asarray(prior.sample_numpy(n, rng, spread=spread), dtype=np.float32)
+    return prior.conditional_numpy(model.bundle_index(name), z0, rng, spread=spread)
 
 
 def match_length(
@@ -1518,6 +1552,7 @@ def generate(
     exact_length=True,
     extend_reach=False,
     candidates=DEFAULT_CANDIDATES,
+    prior_spread=DEFAULT_PRIOR_SPREAD,
     batch_size=1024,
     space=None,
     keep_inside=True,
@@ -1621,6 +1656,10 @@ def generate(
         With ``exact_length``: codes drawn per streamline, of which the
         first decoding within 1.5 % of the requested length is refined (see
         :func:`sample_latent`); 1 refines every code drawn.
+    prior_spread : float
+        For prior sampling: a factor (> 0) on the spread of the prior's
+        draws about its components' means (see :func:`sample_latent`); 1:
+        the prior as fitted.
     batch_size : int
         Codes decoded per forward pass.
     space : str, optional
@@ -1686,6 +1725,7 @@ def generate(
         exact_length=exact_length,
         extend_reach=extend_reach,
         candidates=candidates,
+        prior_spread=check_prior_spread(prior_spread),
         texture=texture,
         batch_size=batch_size,
         placement_noise=placement_noise,
@@ -1780,6 +1820,7 @@ def _sampler(
     exact_length,
     extend_reach,
     candidates,
+    prior_spread,
     texture,
     batch_size,
     placement_noise,
@@ -1804,6 +1845,7 @@ def _sampler(
             exact_length=exact_length,
             extend_reach=extend_reach,
             candidates=candidates,
+            prior_spread=prior_spread,
         )
 
     return draw

@@ -114,7 +114,7 @@ import time
 import numpy as np
 
 from aae_tract.errors import AAETractError
-from aae_tract.generate import DEFAULT, DEFAULT_CANDIDATES
+from aae_tract.generate import DEFAULT, DEFAULT_CANDIDATES, DEFAULT_PRIOR_SPREAD
 
 logger = logging.getLogger(__name__)
 
@@ -1447,11 +1447,13 @@ def _noise(
     placement_noise=DEFAULT,
     noise_scope="bundle",
     candidates=DEFAULT_CANDIDATES,
+    prior_spread=DEFAULT_PRIOR_SPREAD,
 ):
     """Keyword arguments of ``draw_streamlines`` for the bank's noises (a
     ``noise`` of None: its default; a ``subject_noise`` of None: codes keep
     their subject), ``within_subject``, ``subject_scope``, ``extend_reach``,
-    ``placement_noise``, ``noise_scope`` and ``candidates``."""
+    ``placement_noise``, ``noise_scope``, ``candidates`` and
+    ``prior_spread``."""
     out = {} if noise is None else {"noise": float(noise)}
     return {
         **out,
@@ -1462,6 +1464,7 @@ def _noise(
         "placement_noise": placement_noise,
         "noise_scope": noise_scope,
         "candidates": candidates,
+        "prior_spread": prior_spread,
     }
 
 
@@ -1522,6 +1525,7 @@ def evaluate(
     placement_noise=DEFAULT,
     noise_scope="bundle",
     candidates=DEFAULT_CANDIDATES,
+    prior_spread=DEFAULT_PRIOR_SPREAD,
     max_per_bundle=MAX_EVAL_PER_BUNDLE,
     prior_match_tests=1,
 ):
@@ -1586,6 +1590,10 @@ def evaluate(
     candidates : int
         ``candidates`` of :func:`aae_tract.generate.sample_latent` (codes
         drawn per streamline before the length search).
+    prior_spread : float
+        ``prior_spread`` of :func:`aae_tract.generate.sample_latent` (a
+        factor on the spread of prior sampling's draws; ``prior_match``
+        measures the prior itself whatever it is).
     max_per_bundle : int
         Most streamlines of one bundle read from ``dataset`` and from
         ``train`` (a seeded sample of a larger bundle, logged), so that a
@@ -1631,6 +1639,7 @@ def evaluate(
         SUBJECT_SCOPES,
         _check_scope,
         _is_default,
+        check_prior_spread,
         draw_streamlines,
         resolve_sampling,
     )
@@ -1662,6 +1671,7 @@ def evaluate(
         placement_noise,
         noise_scope,
         candidates,
+        check_prior_spread(prior_spread),
     )
     if len(dataset) == 0:
         raise AAETractError("evaluation needs held-out streamlines, got none")

@@ -450,6 +450,7 @@ _NOT_PLOTTED = {
     "noise_scope",
     "subject_noise",
     "placement_noise",
+    "prior_spread",
 }
 _MODEL_COLOR = "#1f77b4"
 _REFERENCE_COLOR = "#9e9e9e"

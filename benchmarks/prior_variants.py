@@ -1394,7 +1394,7 @@ def main(argv=None):
         help="with --polish: a plain autoencoder of the same run, polished "
         "alike ({seed} filled in)",
     )
-    quality.add_generation_options(parser, placement=False)
+    quality.add_generation_options(parser, placement=False, prior_spread=False)
     args = parser.parse_args(argv)
     if args.fresh is not None and not args.refit:
         parser.error("--fresh needs --refit")

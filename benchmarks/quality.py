@@ -62,6 +62,7 @@ from aae_tract.generate import (  # noqa: E402
     DEFAULT_CANDIDATES,
     DEFAULT_NOISE,
     DEFAULT_PLACEMENT_NOISE,
+    DEFAULT_PRIOR_SPREAD,
     DEFAULT_SUBJECT_NOISE,
     NOISE_SCOPES,
     PRIOR_NOISES,
@@ -200,15 +201,27 @@ def _placement_arg(value):
     return number
 
 
-def add_generation_options(parser, *, placement=True):
+def _prior_spread_arg(value):
+    """``--prior_spread``: a finite number > 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value!r}")
+    return number
+
+
+def add_generation_options(parser, *, placement=True, prior_spread=True):
     """``--noise``, ``--noise_scope``, ``--subject_scope``, ``--extend_reach``,
-    ``--candidates`` and (with ``placement``) ``--placement_noise``: bank
-    sampling's noise and which codes shape it, where generation compares the
-    training subjects (the options that reproduce numbers measured with
-    earlier generation defaults), whether lengths are searched beyond the
-    calibration's range, how many codes are drawn per streamline before the
-    length search, and how far generated streamlines move to new subjects'
-    placements."""
+    ``--candidates``, (with ``placement``) ``--placement_noise`` and (with
+    ``prior_spread``) ``--prior_spread``: bank sampling's noise and which
+    codes shape it, where generation compares the training subjects (the
+    options that reproduce numbers measured with earlier generation
+    defaults), whether lengths are searched beyond the calibration's range,
+    how many codes are drawn per streamline before the length search, how
+    far generated streamlines move to new subjects' placements, and the
+    spread of prior sampling's draws."""
     parser.add_argument(
         "--noise",
         type=float,
@@ -247,6 +260,16 @@ def add_generation_options(parser, *, placement=True):
         f"candidates; default {DEFAULT_CANDIDATES}; 1: the rule before; with "
         "--recalibrate, the bank noise's calibration measures it too)",
     )
+    if prior_spread:
+        parser.add_argument(
+            "--prior_spread",
+            type=_prior_spread_arg,
+            default=DEFAULT_PRIOR_SPREAD,
+            help="factor on the spread of prior sampling's draws about the "
+            "means of the prior's components (generate's prior_spread; default "
+            f"{DEFAULT_PRIOR_SPREAD:g}: the prior as fitted; prior_match "
+            "measures the prior itself whatever it is)",
+        )
     if placement:
         parser.add_argument(
             "--placement_noise",
@@ -263,7 +286,7 @@ def add_generation_options(parser, *, placement=True):
 
 def generation_options(args):
     """Keyword arguments of generation for :func:`add_generation_options`
-    (``noise`` only when given)."""
+    (``noise`` only when given, ``prior_spread`` only when not 1)."""
     out = {
         "subject_scope": args.subject_scope,
         "noise_scope": args.noise_scope,
@@ -274,6 +297,9 @@ def generation_options(args):
         out["placement_noise"] = args.placement_noise
     if args.noise is not None:
         out["noise"] = args.noise
+    spread = getattr(args, "prior_spread", DEFAULT_PRIOR_SPREAD)
+    if spread != DEFAULT_PRIOR_SPREAD:
+        out["prior_spread"] = spread
     return out
 
 

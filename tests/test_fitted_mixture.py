@@ -11,6 +11,7 @@ from conftest import (
     train_and_save,
 )
 
+from aae_tract.errors import AAETractError
 from aae_tract.generate import generate, sample_latent
 from aae_tract.model import TractAAE
 from aae_tract.model.aae import ConditionalAAE
@@ -161,6 +162,48 @@ def test_prior_sampling_of_the_mixture(mixture_model):
         model, "CST_R", np.full(50, 120.0), sampling="prior", exact_length=False, rng=0
     )
     assert np.allclose(codes[:, 0], model.attribute_to_z0("CST_R", np.full(50, 120.0)))
+
+
+def test_prior_spread_reaches_the_prior_and_only_prior_sampling(mixture_model):
+    """``prior_spread`` draws the prior's conditional with that spread (the
+    codes of sample_latent are the prior's own draws from the same source),
+    generate() passes it on, and bank sampling ignores it."""
+    model, _ = mixture_model
+    targets = np.full(64, 110.0)
+    options = {"sampling": "prior", "exact_length": False, "subject_noise": None}
+    codes = sample_latent(model, "CST_R", targets, prior_spread=0.4, rng=0, **options)
+    expected = model.network.prior.conditional_numpy(
+        model.bundle_index("CST_R"),
+        model.attribute_to_z0("CST_R", targets),
+        np.random.default_rng(0),
+        spread=0.4,
+    )
+    np.testing.assert_array_equal(codes, expected)
+    wide = sample_latent(model, "CST_R", targets, rng=0, **options)
+    assert not np.allclose(codes, wide)
+
+    def streamlines(sampling, spread):
+        return generate(
+            model,
+            "CST_R",
+            110.0,
+            n_streamlines=20,
+            sampling=sampling,
+            prior_spread=spread,
+            seed=0,
+        ).streamlines
+
+    assert not np.allclose(streamlines("prior", 0.4), streamlines("prior", 1.0))
+    np.testing.assert_array_equal(streamlines("bank", 0.4), streamlines("bank", 1.0))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "wide", True])
+def test_prior_spread_is_checked(mixture_model, bad):
+    model, _ = mixture_model
+    with pytest.raises(AAETractError, match="prior_spread must be a finite number"):
+        sample_latent(model, "AF_L", [100.0], sampling="prior", prior_spread=bad)
+    with pytest.raises(AAETractError, match="prior_spread"):
+        generate(model, "AF_L", 100.0, n_streamlines=2, prior_spread=bad)
 
 
 @pytest.mark.parametrize("codes_per_component, used", [(None, 40), (40, 4), (10, 16)])

@@ -755,8 +755,9 @@ def test_evaluate_options_carry_the_generation_settings():
         "placement_noise": "default",
         "noise_scope": "bundle",
         "candidates": DEFAULT_CANDIDATES,
+        "prior_spread": 1.0,
     }
-    assert _noise(0.3, None, "own", "bundle", True, 0.4, "target", 1) == {
+    assert _noise(0.3, None, "own", "bundle", True, 0.4, "target", 1, 0.7) == {
         "noise": 0.3,
         "subject_noise": None,
         "within_subject": "own",
@@ -765,6 +766,7 @@ def test_evaluate_options_carry_the_generation_settings():
         "placement_noise": 0.4,
         "noise_scope": "target",
         "candidates": 1,
+        "prior_spread": 0.7,
     }
 
 

@@ -1,10 +1,17 @@
-"""Widening a fitted prior (``FittedPrior.widen``, ``choose_spread``)."""
+"""Widening a fitted prior (``FittedPrior.widen``, ``choose_spread``) and
+drawing with a spread (``spread`` of ``sample_numpy``/``conditional_numpy``,
+the ``prior_spread`` of generation)."""
 
 import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from aae_tract.model.priors import make_prior, mixture_log_density
+from aae_tract.model.priors import (
+    GaussianMixturePrior,
+    GaussianPrior,
+    make_prior,
+    mixture_log_density,
+)
 
 
 def _subjects_codes(rng, offset, n_subjects=5, n=150, d=4, scale=0.5):
@@ -103,3 +110,64 @@ def test_choose_spread_needs_a_subject_per_code():
     prior = make_prior("fitted", 2, n_bundles=1)
     with pytest.raises(ValueError, match="subjects"):
         prior.choose_spread(np.zeros((4, 2)), np.zeros(4, int), ["a", "b"])
+
+
+@pytest.mark.parametrize("kind", ["fitted", "fitted_mixture"])
+@pytest.mark.parametrize("spread", [0.5, 1.3])
+def test_draws_with_a_spread_are_those_of_the_widened_prior(kind, spread):
+    """Drawing with ``spread`` gives, draw for draw, what the prior widened
+    by ``spread`` gives (conditioned on dimension 0 or not), and leaves the
+    prior as fitted."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((400, 3)) * [1.0, 2.0, 0.5]
+    z[:, 1] += 0.8 * z[:, 0]
+    z[:200] += np.repeat([[3.0, 1.0, 0.0], [-3.0, -1.0, 1.0]], 100, axis=0)
+    labels = np.repeat([0, 1], 200)
+    prior = make_prior(kind, 3, n_components=4, n_bundles=2, codes_per_component=100)
+    prior.fit(z, labels)
+    before = prior.covariance(0)
+    z0 = np.linspace(-4.0, 4.0, 500)
+    conditional = prior.conditional_numpy(0, z0, np.random.default_rng(6), spread)
+    drawn = prior.sample_numpy(500, np.random.default_rng(7), 0, spread=spread)
+    for got, want in zip(prior.covariance(0), before):
+        np.testing.assert_array_equal(got, want)
+    prior.widen(0, spread)
+    np.testing.assert_allclose(
+        conditional, prior.conditional_numpy(0, z0, np.random.default_rng(6)), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        drawn, prior.sample_numpy(500, np.random.default_rng(7), 0), atol=1e-5
+    )
+    assert np.all(conditional[:, 0] == z0.astype(np.float32))
+
+
+def test_fitted_conditional_spread_scales_about_the_conditional_mean():
+    """One Gaussian: the other dimensions' conditional mean stays and their
+    spread about it scales by the factor."""
+    rng = np.random.default_rng(8)
+    z = rng.multivariate_normal([0.0, 1.0], [[1.0, 0.6], [0.6, 1.0]], 20000)
+    prior = make_prior("fitted", 2, n_bundles=1)
+    prior.fit(z, np.zeros(len(z), int))
+    z0 = np.full(40000, 1.0)
+    draws = {
+        s: prior.conditional_numpy(0, z0, np.random.default_rng(9), spread=s)[:, 1]
+        for s in (1.0, 0.5)
+    }
+    assert abs(draws[1.0].mean() - 1.6) < 0.03
+    assert abs(draws[0.5].mean() - 1.6) < 0.03
+    assert abs(draws[1.0].std() - 0.8) < 0.02
+    assert abs(draws[0.5].std() - 0.4) < 0.01
+
+
+def test_standard_priors_draw_with_a_spread_about_their_means():
+    gaussian = GaussianPrior(4)
+    one = gaussian.sample_numpy(100, np.random.default_rng(0))
+    half = gaussian.sample_numpy(100, np.random.default_rng(0), spread=0.5)
+    np.testing.assert_allclose(half, 0.5 * one, rtol=1e-6)
+    mixture = GaussianMixturePrior(4, n_components=3)
+    one = mixture.sample_numpy(300, np.random.default_rng(1))
+    half = mixture.sample_numpy(300, np.random.default_rng(1), spread=0.5)
+    # the same components, their noise halved: 2 half - one is the means
+    centres = 2 * half - one
+    distance = np.abs(centres[:, None, :] - mixture.means[None]).max(axis=2)
+    assert np.all(distance.min(axis=1) < 1e-5)

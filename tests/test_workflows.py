@@ -435,7 +435,17 @@ def test_evaluate_on_the_held_out_split(workdir):
     assert metrics["sampling"] == "prior"
     assert (metrics["subject_noise"], metrics["placement_noise"]) == PRIOR_NOISES
     assert metrics["noise"] is None and metrics["noise_scope"] is None
+    assert metrics["prior_spread"] == 1.0
     assert_picture(workdir / "evaluation.png")
+    # --prior_spread reaches prior sampling (other streamlines at the same
+    # seed) and is recorded
+    out = workdir / "ev_spread"
+    assert run_cli("aae_tract_evaluate", *args, "--prior_spread", "0.5",
+                   "--out_dir", out) == 0  # fmt: skip
+    narrow = json.loads((out / "metrics.json").read_text())
+    assert narrow["prior_spread"] == 0.5
+    generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
+    assert any(narrow[k] != metrics[k] for k in generated)
 
 
 def test_evaluate_takes_the_bank_noise_options(workdir):
@@ -459,6 +469,7 @@ def test_evaluate_takes_the_bank_noise_options(workdir):
         assert run_cli("aae_tract_evaluate", *base, *options, "--out_dir", out) == 0
         runs[name] = json.loads((out / "metrics.json").read_text())
         assert runs[name]["sampling"] == "bank"
+        assert runs[name]["prior_spread"] is None
         assert (runs[name]["subject_noise"], runs[name]["placement_noise"]) == (
             0.7,
             0.0,

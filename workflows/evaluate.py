@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from aae_tract.generate import NOISE_SCOPES, SAMPLING_METHODS
+from aae_tract.generate import DEFAULT_PRIOR_SPREAD, NOISE_SCOPES, SAMPLING_METHODS
 
 from .base import (
     AAEWorkflow,
@@ -41,6 +41,7 @@ class EvaluateFlow(AAEWorkflow):
         noise_scope="bundle",
         subject_noise=None,
         placement_noise=None,
+        prior_spread=DEFAULT_PRIOR_SPREAD,
         reference=None,
         backend=None,
         device="auto",
@@ -124,6 +125,11 @@ class EvaluateFlow(AAEWorkflow):
             aae_tract_generate's). Without it: the sampling's default (0; 0.9
             for prior sampling of a length model's fitted prior).
             metrics.json records both as used.
+        prior_spread : float, optional
+            With prior sampling only: a factor (above 0) on the spread of
+            the prior's draws (as aae_tract_generate's; default 1: the prior
+            as fitted). metrics.json records it (null for bank sampling);
+            prior_match measures the prior itself whatever it is.
         reference : string, optional
             Reference anatomy (NIfTI or .trk in the same space) for .tck and
             .trx inputs (for .trx, the word same uses the file's own header).
@@ -151,6 +157,9 @@ class EvaluateFlow(AAEWorkflow):
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
+        prior_spread = check_float(
+            "prior_spread", prior_spread, minimum=0, exclusive_min=True
+        )
         select_backend(backend, device)
         from aae_tract.splits import (
             held_out_data,
@@ -195,6 +204,7 @@ class EvaluateFlow(AAEWorkflow):
             noise_scope=noise_scope,
             subject_noise=subject_noise,
             placement_noise=placement_noise,
+            prior_spread=prior_spread,
         )
         from aae_tract.generate import bank_noise_used, resolve_noises
 
@@ -208,6 +218,7 @@ class EvaluateFlow(AAEWorkflow):
             else None
         )
         metrics["noise_scope"] = noise_scope if bank else None
+        metrics["prior_spread"] = None if bank else prior_spread
 
         metrics["subject_noise"], metrics["placement_noise"] = resolve_noises(
             net, sampling, subject_noise, placement_noise

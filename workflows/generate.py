@@ -7,6 +7,7 @@ from aae_tract.errors import AAETractError
 from aae_tract.generate import (
     DEFAULT_CANDIDATES,
     DEFAULT_NOISE,
+    DEFAULT_PRIOR_SPREAD,
     MAX_CANDIDATES,
     NOISE_SCOPES,
     SAMPLING_METHODS,
@@ -90,6 +91,7 @@ class GenerateFlow(AAEWorkflow):
         placement_noise=None,
         extend_reach=False,
         candidates=DEFAULT_CANDIDATES,
+        prior_spread=DEFAULT_PRIOR_SPREAD,
         filter=False,
         max_mdf=None,
         length_tolerance=None,
@@ -196,6 +198,13 @@ class GenerateFlow(AAEWorkflow):
             does; latent dimension 0 then moves less, and the decoder curls
             the streamline's ends less often to make up the length). 1:
             every code drawn is brought to the length.
+        prior_spread : float, optional
+            With prior sampling only: a factor (above 0) on the spread of
+            the prior's draws about the means of its components, for this
+            run only (the model file is not changed). Below 1 the draws keep
+            nearer the encodings the prior expects at the requested length:
+            streamlines nearer the training ones in shape, less novel.
+            Default 1: the prior as fitted.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
             for length, within --length_tolerance of the target), sampling
@@ -257,6 +266,9 @@ class GenerateFlow(AAEWorkflow):
             noise = check_float("noise", noise, minimum=0)
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
         candidates = check_int("candidates", candidates, maximum=MAX_CANDIDATES)
+        prior_spread = check_float(
+            "prior_spread", prior_spread, minimum=0, exclusive_min=True
+        )
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
@@ -303,6 +315,7 @@ class GenerateFlow(AAEWorkflow):
                 "placement_noise": placement_noise,
                 "extend_reach": bool(extend_reach),
                 "candidates": candidates,
+                "prior_spread": prior_spread,
                 "filter": bool(filter),
                 "max_mdf": max_mdf,
                 "length_tolerance": length_tolerance,

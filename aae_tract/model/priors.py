@@ -34,13 +34,15 @@ class GaussianPrior:
         """
         return keras.random.normal((n, self.latent_dims), seed=seed)
 
-    def sample_numpy(self, n, rng, bundle=None):
+    def sample_numpy(self, n, rng, bundle=None, spread=1.0):
         """Draw ``n`` samples as a NumPy array from ``rng`` (a Generator).
 
         ``bundle`` (an index, or one index per sample) matters only to a
-        prior with one distribution per bundle.
+        prior with one distribution per bundle. ``spread`` scales every
+        component's spread about its mean (1: the prior itself).
         """
-        return rng.standard_normal((n, self.latent_dims)).astype("float32")
+        noise = rng.standard_normal((n, self.latent_dims)) * float(spread)
+        return noise.astype("float32")
 
     def get_config(self):
         return {"latent_dims": self.latent_dims}
@@ -89,10 +91,10 @@ class GaussianMixturePrior(GaussianPrior):
         noise = keras.random.normal((n, self.latent_dims), seed=seed)
         return centres + noise * ops.convert_to_tensor(self.stds)
 
-    def sample_numpy(self, n, rng, bundle=None):
+    def sample_numpy(self, n, rng, bundle=None, spread=1.0):
         idx = rng.integers(0, self.n_components, n)
         noise = rng.standard_normal((n, self.latent_dims)).astype("float32")
-        return self.means[idx] + noise * self.stds
+        return self.means[idx] + noise * (self.stds * np.float32(spread))
 
     def get_config(self):
         return {
@@ -156,11 +158,12 @@ class FittedPrior(GaussianPrior):
         spread = ops.einsum("bij,nj->nbi", self.chols, noise)
         return means + ops.einsum("nb,nbi->ni", onehot, spread)
 
-    def sample_numpy(self, n, rng, bundle=None):
+    def sample_numpy(self, n, rng, bundle=None, spread=1.0):
         if bundle is None:
             bundle = rng.integers(0, self.n_bundles, n)
         bundle = np.broadcast_to(np.asarray(bundle, dtype=int), (n,))
         means, chols = self.moments_numpy()
+        chols = chols * float(spread)
         noise = rng.standard_normal((n, self.latent_dims))
         out = means[bundle]
         for b in np.unique(bundle):
@@ -321,7 +324,7 @@ class FittedPrior(GaussianPrior):
                 spreads[b] = grid[int(np.argmax(total))]
         return spreads
 
-    def conditional_numpy(self, bundle, z0, rng):
+    def conditional_numpy(self, bundle, z0, rng, spread=1.0):
         """Samples of bundle ``bundle``'s prior with dimension 0 set to ``z0``.
 
         The other dimensions are drawn from their Gaussian conditional given
@@ -336,13 +339,22 @@ class FittedPrior(GaussianPrior):
             Value of latent dimension 0 of each sample.
         rng : numpy.random.Generator
             Source of the draws.
+        spread : float
+            Factor on every component's spread about its mean before
+            conditioning (as :meth:`widen` scales it; the prior itself is
+            not changed): the conditional mean stays, the spread of the
+            other dimensions about it scales by ``spread``, and a mixture's
+            components are told apart along dimension 0 by their scaled
+            spread. 1: the prior as fitted.
 
         Returns
         -------
         ndarray of float32, shape (N, latent_dims)
         """
         mean, chol = self.factor(bundle)
-        return _conditional(mean, chol, np.asarray(z0, dtype=np.float64), rng)
+        return _conditional(
+            mean, chol * float(spread), np.asarray(z0, dtype=np.float64), rng
+        )
 
     def get_config(self):
         return {"latent_dims": self.latent_dims, "n_bundles": self.n_bundles}
@@ -526,11 +538,12 @@ class FittedMixturePrior(FittedPrior):
         noise = keras.random.normal((n, d), seed=seed)
         return means + ops.einsum("nij,nj->ni", chols, noise)
 
-    def sample_numpy(self, n, rng, bundle=None):
+    def sample_numpy(self, n, rng, bundle=None, spread=1.0):
         if bundle is None:
             bundle = rng.integers(0, self.n_bundles, n)
         bundle = np.broadcast_to(np.asarray(bundle, dtype=int), (n,))
         means, chols, weights = self.mixture_numpy()
+        chols = chols * float(spread)
         noise = rng.standard_normal((n, self.latent_dims))
         out = np.zeros((n, self.latent_dims))
         for b in np.unique(bundle):
@@ -564,15 +577,18 @@ class FittedMixturePrior(FittedPrior):
         mean, cov = self.covariance(bundle)
         return mean, np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)))
 
-    def conditional_numpy(self, bundle, z0, rng):
+    def conditional_numpy(self, bundle, z0, rng, spread=1.0):
         """Samples of bundle ``bundle``'s mixture with dimension 0 set to ``z0``.
 
         Each sample's component is drawn with its probability given ``z0``
         (its weight times its density at ``z0`` along dimension 0), then the
-        other dimensions from that component's Gaussian conditional.
+        other dimensions from that component's Gaussian conditional; with
+        ``spread``, of the mixture whose every component's spread about its
+        mean is times ``spread`` (see :meth:`FittedPrior.conditional_numpy`).
         """
         z0 = np.asarray(z0, dtype=np.float64)
         means, chols, weights = self.mixture_numpy()
+        chols = chols * float(spread)
         m0, s0 = means[bundle][:, 0], np.abs(chols[bundle][:, 0, 0])
         with np.errstate(divide="ignore"):
             logp = np.log(weights[bundle]) - np.log(s0)
