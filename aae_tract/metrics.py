@@ -92,6 +92,19 @@ definitions in the project's architecture notes):
     share is compared with theirs (a band where none of theirs lies on the
     bundle, as for subjects that are not registered to each other, has no
     value).
+``band_recall``
+    The other side of ``band_precision``: per length quintile of the held-out
+    streamlines, the share of them on the manifold of the generated
+    streamlines (:func:`band_recall`: inside the ball of some generated
+    streamline, its radius the MDF to its 3rd nearest generated neighbour),
+    minus the same share for as many of the bundle's real training
+    streamlines; the lowest band, mean over bundles at the top level (0:
+    the generated streamlines cover each band of the new subjects' bundle
+    as the training subjects' do; negative: parts of the bundle they leave
+    empty, as when they gather in a few strands). Precision alone rewards
+    streamlines drawn close together where the bundle is dense; recall
+    sees what they leave out. The shares are in ``per_bundle`` as
+    ``band_recall_per_band`` and ``band_recall_train_per_band``.
 ``attribute_slope_error``, ``attribute_mae``
     Only for a model conditioned on a per-subject attribute such as age: see
     :mod:`aae_tract.attribute` (with ``attribute_mae_baseline``, the error of
@@ -126,6 +139,7 @@ __all__ = [
     "density_dice",
     "density_map",
     "band_precision",
+    "band_recall",
     "diversity_ratio",
     "end_turn_deg",
     "evaluate",
@@ -170,15 +184,18 @@ METRIC_NAMES = (
     "prior_match",
     "novelty_ratio",
     "band_precision",
+    "band_recall",
 )
 #: Lists kept per bundle only (``per_bundle`` rows; None in the reference row,
-#: except ``band_precision_per_band``: there, of one half of the held-out
-#: streamlines against the other).
+#: except ``band_precision_per_band`` and ``band_recall_per_band``: there, of
+#: one half of the held-out streamlines against the other).
 PER_BUNDLE_LISTS = (
     "recon_length_ratio_quintiles",
     "length_error_pct_per_target",
     "band_precision_per_band",
     "band_precision_train_per_band",
+    "band_recall_per_band",
+    "band_recall_train_per_band",
 )
 #: Columns of :func:`streamline_texture`.
 TEXTURE_FEATURES = (
@@ -931,6 +948,62 @@ def band_precision(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
     ]
 
 
+def band_recall(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
+    """Share of the real streamlines of each length band on the generated
+    streamlines' manifold.
+
+    The improved recall of Kynkäänniemi et al. (NeurIPS 2019) per length
+    band, with DIPY's MDF as the distance: each generated streamline holds a
+    ball whose radius is the MDF to its ``k``-th nearest other generated
+    streamline, and a real streamline counts when it lies in at least one
+    ball. Generated streamlines gathered in a few strands leave the real
+    streamlines between them uncovered (their balls are small); ones spread
+    over the bundle as real ones are cover it as a new real set does. The
+    share depends on how many generated streamlines there are: compare sets
+    of the same size.
+
+    Parameters
+    ----------
+    generated, real : ndarray, shape (N, P, 3) and (M, P, 3)
+        Streamlines in mm with the same number of points.
+    n_bands : int
+        Length bands; their edges are the quantiles of the real streamlines'
+        lengths (quintiles for 5); a real streamline falls in the band of
+        its length.
+    k : int
+        Neighbour that sets a ball's radius.
+    min_n : int
+        Fewest real streamlines for a band's value.
+
+    Returns
+    -------
+    list of float
+        Per band, from the shortest to the longest, the share of the band's
+        real streamlines on the manifold of *all* the generated streamlines;
+        NaN for a band with fewer than ``min_n`` real streamlines (or when
+        there are at most ``k`` generated ones).
+    """
+    g = _as_array(generated, "generated streamlines")
+    r = _as_array(real, "real streamlines")
+    n_bands = int(n_bands)
+    if n_bands < 1:
+        raise AAETractError(f"n_bands must be at least 1, got {n_bands}")
+    if len(r) == 0:
+        return [math.nan] * n_bands
+    lengths = _polyline_lengths(r.astype(np.float64))
+    edges = np.quantile(lengths, np.linspace(0, 1, n_bands + 1))
+    bands = np.searchsorted(edges[1:-1], lengths, side="right")
+    inside = on_manifold(r, g, k=k)
+    if inside is None:
+        return [math.nan] * n_bands
+    return [
+        float(np.mean(inside[bands == band]))
+        if np.sum(bands == band) >= min_n
+        else math.nan
+        for band in range(n_bands)
+    ]
+
+
 def _lowest(values):
     values = [float(v) for v in values if v is not None and math.isfinite(v)]
     return min(values) if values else None
@@ -1349,7 +1422,8 @@ def _band_row(
     batch_size=1024,
     options=None,
 ):
-    """``band_precision`` of bundle ``name`` with its per-band shares.
+    """``band_precision`` and ``band_recall`` of bundle ``name`` with their
+    per-band shares.
 
     :data:`BAND_STREAMLINES` streamlines are generated at attribute values
     drawn from ``attributes`` (``draw_streamlines`` keyword arguments
@@ -1357,9 +1431,11 @@ def _band_row(
     an evaluation do not depend on them, and tested against the real
     streamlines ``real``, as are the bundle's training streamlines ``train``
     (a seeded sample of at most :data:`BAND_STREAMLINES`; None: no
-    ``band_precision``). Returns ``band_precision`` (the lowest band's
-    generated share minus its training share), ``band_precision_per_band``
-    and ``band_precision_train_per_band``.
+    differences). ``band_recall`` compares as many generated streamlines
+    (a seeded sample) as there are training ones, since its share grows
+    with the size of the set. Returns ``band_precision`` and ``band_recall``
+    (the lowest band's generated share minus its training share) and each
+    one's ``_per_band`` and ``_train_per_band`` shares.
     """
     from aae_tract.generate import draw_streamlines
 
@@ -1375,18 +1451,28 @@ def _band_row(
         batch_size=batch_size,
         **(options or {}),
     )
-    bands = band_precision(generated, real)
-    row = {"band_precision_per_band": bands, "band_precision": None}
-    row["band_precision_train_per_band"] = None
-    if train is None or len(train) == 0:
+    train = None if train is None or len(train) == 0 else train
+    if train is not None:
+        train = _subsample(train, BAND_STREAMLINES, seed + 3)
+    n_recall = len(generated) if train is None else min(len(generated), len(train))
+    measures = {
+        "band_precision": band_precision(generated, real),
+        "band_recall": band_recall(_subsample(generated, n_recall, seed + 5), real),
+    }
+    row = {}
+    for key, bands in measures.items():
+        row.update({key: None, f"{key}_per_band": bands, f"{key}_train_per_band": None})
+    if train is None:
         return row
-    train_bands = band_precision(_subsample(train, BAND_STREAMLINES, seed + 3), real)
-    gaps = [
-        g - t if g is not None and t is not None and t > 0 else None
-        for g, t in zip(_clean_list(bands), _clean_list(train_bands))
-    ]
-    row["band_precision"] = _lowest(gaps)
-    row["band_precision_train_per_band"] = train_bands
+    measure = {"band_precision": band_precision, "band_recall": band_recall}
+    for key, bands in measures.items():
+        train_bands = measure[key](train, real)
+        gaps = [
+            g - t if g is not None and t is not None and t > 0 else None
+            for g, t in zip(_clean_list(bands), _clean_list(train_bands))
+        ]
+        row[key] = _lowest(gaps)
+        row[f"{key}_train_per_band"] = train_bands
     return row
 
 
@@ -1416,11 +1502,13 @@ def _reference_row(x, labels, label, a_rows, b_rows, half_a, seed, prior):
             **_realism(a, b, seed),
         }
     )
-    bands = band_precision(a, b)
     return (
         {k: _clean(v) for k, v in row.items()}
         | dict.fromkeys(PER_BUNDLE_LISTS)
-        | {"band_precision_per_band": _clean_list(bands)}
+        | {
+            "band_precision_per_band": _clean_list(band_precision(a, b)),
+            "band_recall_per_band": _clean_list(band_recall(a, b)),
+        }
     )
 
 

@@ -421,6 +421,11 @@ _METRICS = {
         "share minus real training share; 0 is best",
         None,
     ),
+    "band_recall": (
+        "bundle covered, lowest length band",
+        "share minus real training share; 0 is best",
+        None,
+    ),
 }
 # metrics whose all-bundle value is the worst bundle's, not the mean
 _WORST_CASE = {
@@ -436,6 +441,7 @@ _IDEAL = {
     "recon_length_ratio": 1.0,
     "realism_c2st": 0.5,
     "band_precision": 0.0,
+    "band_recall": 0.0,
 }
 #: Keys of an evaluation that are settings or counts, not metrics.
 _NOT_PLOTTED = {

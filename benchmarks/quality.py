@@ -719,20 +719,19 @@ def table(
     return _render([title, ""], head, rows)
 
 
-def band_table(summary, band_se=None):
-    """The shares behind ``band_precision`` per bundle and length band
-    (shortest first), mean over seeds: of each sampling's generated
-    streamlines and of the training streamlines (``summary``: sampling ->
-    :func:`aggregate` result), then the standard error of the training share
-    over the training subjects and the lowest difference the target allows
-    (``band_se``: :func:`band_reference_se`)."""
-    sets = {s: ("band_precision_per_band", result) for s, result in summary.items()}
+def band_table(summary, band_se=None, metric="band_precision"):
+    """The shares behind ``band_precision`` (or ``band_recall``, ``metric``)
+    per bundle and length band (shortest first), mean over seeds: of each
+    sampling's generated streamlines and of the training streamlines
+    (``summary``: sampling -> :func:`aggregate` result), then the standard
+    error of the training share over the training subjects and the lowest
+    difference the target allows (``band_se``: :func:`band_reference_se`;
+    ``band_precision`` only)."""
+    sets = {s: (f"{metric}_per_band", result) for s, result in summary.items()}
     first = next(iter(summary.values()))
-    sets["training streamlines"] = ("band_precision_train_per_band", first)
+    sets["training streamlines"] = (f"{metric}_train_per_band", first)
     rows = []
-    for bundle in first.get("per_bundle_list_mean", {}).get(
-        "band_precision_per_band", {}
-    ):
+    for bundle in first.get("per_bundle_list_mean", {}).get(f"{metric}_per_band", {}):
         for what, (key, result) in sets.items():
             means = (result.get("per_bundle_list_mean", {}).get(key) or {}).get(bundle)
             if not means:
@@ -1227,6 +1226,12 @@ def main(argv=None):
         "(quintiles of the held-out lengths):"
     )
     print(band_table(summary, band_se))
+    print(
+        "\nband_recall's shares: held-out streamlines of each length band on "
+        "the manifold of as many generated (or training) streamlines "
+        "(no target):"
+    )
+    print(band_table(summary, metric="band_recall"))
     default = runs["bank"][0].get("default_sampling")
     print(
         f"\ndefault sampling of these models (generate's and the commands' "

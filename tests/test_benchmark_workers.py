@@ -86,3 +86,36 @@ def test_workers_start_with_sized_thread_pools(quality, monkeypatch, tmp_path):
         assert env is not None
         for name in quality.THREAD_VARIABLES:
             assert env[name] == "1"
+
+
+def test_band_table_prints_either_measure_per_sampling(quality):
+    """``quality.py``'s band tables: each sampling's shares and the training
+    streamlines' of the measure asked for, the allowed difference only with
+    the standard errors (``band_precision``)."""
+
+    def result(precision, recall):
+        lists = {
+            "band_precision_per_band": {"AF_L": precision},
+            "band_precision_train_per_band": {"AF_L": [0.9, 0.9]},
+            "band_recall_per_band": {"AF_L": recall},
+            "band_recall_train_per_band": {"AF_L": [0.8, 0.7]},
+        }
+        return {"per_bundle_list_mean": lists}
+
+    summary = {
+        "bank": result([0.5, 0.6], [0.1, 0.2]),
+        "prior": result([0.3, 0.4], [0.3, None]),
+    }
+
+    def rows(text):
+        return [[c.strip() for c in line.split("|")] for line in text.splitlines()[2:]]
+
+    assert rows(quality.band_table(summary, metric="band_recall")) == [
+        ["AF_L", "bank", "0.100", "0.200"],
+        ["AF_L", "prior", "0.300", "n/a"],
+        ["AF_L", "training streamlines", "0.800", "0.700"],
+    ]
+    precision = rows(quality.band_table(summary, {"AF_L": [0.01, 0.1]}))
+    assert precision[0] == ["AF_L", "bank", "0.500", "0.600"]
+    assert precision[2] == ["AF_L", "training streamlines", "0.900", "0.900"]
+    assert precision[-1] == ["AF_L", "lowest difference allowed", "-0.100", "-0.200"]

@@ -12,6 +12,7 @@ from aae_tract.metrics import (
     PER_BUNDLE_LISTS,
     TEXTURE_FEATURES,
     band_precision,
+    band_recall,
     curvature_ratio,
     density_dice,
     diversity_ratio,
@@ -463,6 +464,38 @@ def test_band_precision_singles_out_the_band_that_leaves_the_bundle():
         band_precision(real, real, n_bands=0)
 
 
+def test_band_recall_sees_what_the_generated_streamlines_leave_out():
+    real = _segments(400, seed=0)
+    # a new draw of the same bundle covers every band, as a copy does
+    assert min(band_recall(_segments(400, seed=1), real)) > 0.8
+    assert band_recall(real, real) == [1.0] * 5
+    # the same number of streamlines gathered in three strands (each a copy
+    # of one real streamline, jittered by 0.01 mm) leave almost all of the
+    # bundle uncovered, though every one of them lies on it
+    rng = np.random.default_rng(2)
+    strands = real[rng.choice(len(real), 3, replace=False)]
+    clumped = np.repeat(strands, 134, axis=0) + rng.normal(
+        scale=0.01, size=(402, 1, 3)
+    ).astype(np.float32)
+    assert max(band_recall(clumped, real)) < 0.1
+    assert manifold_precision(clumped, real) == 1.0
+    # only long pieces: the short bands are left out, the long ones not
+    lengths = np.linalg.norm(real[:, -1] - real[:, 0], axis=1)
+    long_only = _segments(1200, seed=3)
+    long_only = long_only[
+        np.linalg.norm(long_only[:, -1] - long_only[:, 0], axis=1) > 45
+    ]
+    bands = band_recall(long_only, real)
+    assert bands[0] < 0.1 and bands[-1] > 0.8
+    # too few real streamlines in a band, or too few generated ones: no value
+    assert band_recall(long_only, real[lengths > 45], n_bands=1)[0] > 0.8
+    assert math.isnan(band_recall(real, real[:9], n_bands=1)[0])
+    assert band_recall(real[:3], real) == [math.nan] * 5
+    assert band_recall(real, real[:0]) == [math.nan] * 5
+    with pytest.raises(AAETractError, match="n_bands"):
+        band_recall(real, real, n_bands=0)
+
+
 def test_novelty_ratio_known_cases():
     train = _fan(60, seed=1)
     held_out = _fan(40, seed=2)
@@ -568,25 +601,28 @@ def test_evaluate_realism_metrics(evaluation):
         assert row["length_error_pct"] == pytest.approx(max(per_target))
         assert row["length_error_pct_mean"] == pytest.approx(np.mean(per_target))
         # the lowest band's share minus the training streamlines' share
-        shares, train_shares = (
-            row["band_precision_per_band"],
-            row["band_precision_train_per_band"],
-        )
-        assert len(shares) == len(train_shares) == 5
-        gaps = [
-            g - t
-            for g, t in zip(shares, train_shares)
-            if g is not None and t is not None and t > 0
-        ]
-        # None where no training streamline lies on the held-out subject's
-        # bundle: the embedded default's subjects are not registered
-        expected = pytest.approx(min(gaps)) if gaps else None
-        assert row["band_precision"] == expected
-        assert all(0 <= g <= 1 for g in shares if g is not None)
-    # band_precision has no value here: no training streamline lies on the
-    # held-out subject's bundles, which are not registered to the others
-    # (test_trained_behaviour measures it on the phantom)
-    for key in set(METRIC_NAMES) - {"band_precision"}:
+        for key in ("band_precision", "band_recall"):
+            shares, train_shares = (
+                row[f"{key}_per_band"],
+                row[f"{key}_train_per_band"],
+            )
+            assert len(shares) == len(train_shares) == 5
+            gaps = [
+                g - t
+                for g, t in zip(shares, train_shares)
+                if g is not None and t is not None and t > 0
+            ]
+            # None where no training streamline lies on the held-out
+            # subject's bundle (or covers it): the embedded default's
+            # subjects are not registered
+            expected = pytest.approx(min(gaps)) if gaps else None
+            assert row[key] == expected
+            assert all(0 <= g <= 1 for g in shares if g is not None)
+    # band_precision and band_recall may have no value here: training
+    # streamlines hardly lie on the held-out subject's bundles, which are not
+    # registered to the others (test_trained_behaviour measures them on the
+    # phantom)
+    for key in set(METRIC_NAMES) - {"band_precision", "band_recall"}:
         assert evaluation[key] is not None and math.isfinite(evaluation[key]), key
     # two halves of a real bundle: no streamline of one is crumpled beside the other
     assert evaluation["reference"]["rough_fraction"] == 0.0
@@ -633,18 +669,24 @@ def test_evaluate_reference_row_is_a_ceiling(evaluation):
         "length_error_pct",
         "length_error_pct_mean",
         "band_precision",
+        "band_recall",
     )
     for key in no_counterpart:
         assert ref[key] is None, key
-    lists_without_counterpart = set(PER_BUNDLE_LISTS) - {"band_precision_per_band"}
+    lists_without_counterpart = set(PER_BUNDLE_LISTS) - {
+        "band_precision_per_band",
+        "band_recall_per_band",
+    }
     for row in ref["per_bundle"].values():
         assert set(row) == set(METRIC_NAMES) | set(PER_BUNDLE_LISTS)
         assert all(
             row[key] is None for key in (*no_counterpart, *lists_without_counterpart)
         )
-        bands = [b for b in row["band_precision_per_band"] if b is not None]
-        # a half of a real bundle lies on the other half's manifold
-        assert all(b > 0.5 for b in bands)
+        # a half of a real bundle lies on the other half's manifold, and
+        # covers it
+        for key in ("band_precision_per_band", "band_recall_per_band"):
+            bands = [b for b in row[key] if b is not None]
+            assert all(b > 0.5 for b in bands), key
         assert 0 <= row["shape_similarity"] <= 1 and 0 <= row["realism_c2st"] <= 1
 
 

@@ -67,8 +67,10 @@ class EvaluateFlow(AAEWorkflow):
         streamlines; 0.5 is ideal), prior_match (a classifier telling
         held-out encodings from prior samples; 0.5: a match), novelty_ratio
         (distance of generated streamlines to the training ones, against
-        held-out real ones; 1: as new) and band_precision (per length band,
-        the share on the real bundle against the training streamlines'),
+        held-out real ones; 1: as new), band_precision (per length band,
+        the share on the real bundle against the training streamlines') and
+        band_recall (per length band, the share of the real bundle the
+        generated streamlines cover, against the training streamlines'),
         with a real-vs-real reference row; subject_noise and
         placement_noise record the generation settings used.
         Without inputs the model is measured on the held-out subjects of the
