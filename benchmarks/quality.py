@@ -778,7 +778,7 @@ def _render(lines, head, rows):
 
 
 def run_seed(config, seed, train, held_out, args):
-    """Train (or load) one model and evaluate it with both samplings."""
+    """Train (or load) one model and evaluate it with each of ``args.samplings``."""
     from aae_tract.metrics import evaluate
     from aae_tract.model import TractAAE
 
@@ -811,7 +811,7 @@ def run_seed(config, seed, train, held_out, args):
             prior_match_tests=args.prior_match_tests,
             **generation_options(args),
         )
-        for s in SAMPLINGS
+        for s in args.samplings
     }
     from aae_tract.generate import default_sampling
 
@@ -1012,7 +1012,7 @@ def run_seeds_in_workers(args, argv):
                 payload["config"],
                 payload["config"].get("epochs"),
                 payload["train_seconds"][0],
-                {s: payload["runs"][s][0] for s in SAMPLINGS},
+                {s: payload["runs"][s][0] for s in args.samplings},
                 payload["train_vs_held_out_runs"][0],
             )
     return [done[seed] for seed in args.seeds]
@@ -1056,6 +1056,15 @@ def main(argv=None):
     )
     parser.add_argument("--n_generate", type=int, default=100)
     parser.add_argument("--n_targets", type=int, default=5)
+    parser.add_argument(
+        "--samplings",
+        nargs="+",
+        choices=SAMPLINGS,
+        default=list(SAMPLINGS),
+        help="the samplings evaluated (default both; one alone, e.g. to measure "
+        "a prior sampling option on saved models with --load, halves the "
+        "evaluation)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -1128,6 +1137,7 @@ def main(argv=None):
     )
     parser.add_argument("--cpus", help=argparse.SUPPRESS)  # a --jobs worker's CPUs
     args = parser.parse_args(argv)
+    args.samplings = [s for s in SAMPLINGS if s in args.samplings]
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     if args.prior_match_tests < 1:
@@ -1172,7 +1182,7 @@ def main(argv=None):
         flush=True,
     )
     band_se = band_reference_se(train, held_out)
-    runs = {s: [] for s in SAMPLINGS}
+    runs = {s: [] for s in args.samplings}
     crosses, seconds = [], []
     if args.jobs > 1 and len(args.seeds) > 1:
         done = run_seeds_in_workers(args, sys.argv[1:] if argv is None else argv)
@@ -1186,10 +1196,11 @@ def main(argv=None):
     for _, _, secs, results, cross in done:
         seconds.append(secs)
         crosses.append(cross)
-        for s in SAMPLINGS:
+        for s in args.samplings:
             runs[s].append(results[s])
-    summary = {s: aggregate(runs[s]) for s in SAMPLINGS}
-    real = aggregate([r["reference"] for r in runs["bank"]])["mean"]
+    summary = {s: aggregate(runs[s]) for s in args.samplings}
+    first_run = runs[args.samplings[0]][0]
+    real = aggregate([r["reference"] for r in runs[args.samplings[0]]])["mean"]
     cross = {
         k: _mean([c.get(k) for c in crosses]) for k in crosses[0] if k != "per_bundle"
     }
@@ -1199,10 +1210,10 @@ def main(argv=None):
         f"{epochs} epochs, "
         f"seeds {', '.join(map(str, args.seeds))}, training "
         f"{np.mean(seconds):.0f} s per seed on {current_backend()}, "
-        f"n_train {runs['bank'][0]['n_train']}, n_eval {runs['bank'][0]['n_eval']}"
+        f"n_train {first_run['n_train']}, n_eval {first_run['n_eval']}"
     )
     print()
-    targets = {s: targets_for(args.dataset, s, args.attribute) for s in SAMPLINGS}
+    targets = {s: targets_for(args.dataset, s, args.attribute) for s in args.samplings}
     print(
         table(
             summary,
@@ -1215,12 +1226,16 @@ def main(argv=None):
             band_se=band_se,
         )
     )
-    for s in SAMPLINGS:
+    for s in args.samplings:
         print(f"\nper bundle, mean over seeds ({s} sampling):")
         print(per_bundle_table(summary[s], targets[s]))
     if bundle_refs:
         print("\nper bundle, train vs held-out (mean over seeds):")
-        print(per_bundle_table({"per_bundle_mean": bundle_refs}, targets["bank"]))
+        print(
+            per_bundle_table(
+                {"per_bundle_mean": bundle_refs}, targets[args.samplings[0]]
+            )
+        )
     print(
         "\nband_precision's shares on the held-out manifold, per length band "
         "(quintiles of the held-out lengths):"
@@ -1232,7 +1247,7 @@ def main(argv=None):
         "(no target):"
     )
     print(band_table(summary, metric="band_recall"))
-    default = runs["bank"][0].get("default_sampling")
+    default = first_run.get("default_sampling")
     print(
         f"\ndefault sampling of these models (generate's and the commands' "
         f"without --sampling): {default}"
@@ -1249,7 +1264,7 @@ def main(argv=None):
             )[1]
             for m in targets[s]
         }
-        for s in SAMPLINGS
+        for s in args.samplings
     }
     if args.out:
         from aae_tract.atomic import write_json_atomic
@@ -1270,7 +1285,7 @@ def main(argv=None):
             "device": describe_device(),
             "train_seconds": seconds,
             "targets": {
-                s: {k: list(v) for k, v in targets[s].items()} for s in SAMPLINGS
+                s: {k: list(v) for k, v in targets[s].items()} for s in args.samplings
             },
             "summary": summary,
             "real_vs_real": real,
