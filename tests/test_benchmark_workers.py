@@ -78,9 +78,10 @@ def test_workers_start_with_sized_thread_pools(quality, monkeypatch, tmp_path):
 
     monkeypatch.setattr(subprocess, "Popen", Worker)
     monkeypatch.setattr(quality.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
-    args = argparse.Namespace(jobs=2, seeds=[0, 1])
+    args = argparse.Namespace(jobs=2, seeds=[0, 1], samplings=["prior"])
     done = quality.run_seeds_in_workers(args, ["--jobs", "2", "--seeds", "0", "1"])
     assert len(done) == 2
+    assert all(list(results) == ["prior"] for *_, results, _ in done)
     assert sorted(cpus for cpus, _ in started) == ["0", "1"]
     for _, env in started:
         assert env is not None
