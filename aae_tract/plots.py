@@ -629,6 +629,9 @@ def _draw_metric(ax, name, groups, *, with_reference):
     if limits is not None:  # bounded metric: show its upper bound
         high = max(high, limits[1])
     pad = 0.12 * (high - low or 1.0)
+    if not heights:  # every value n/a: the labels above a centred zero line
+        low, high, pad = -0.5, 0.5, 0.0
+        ax.set_xlim(-0.6, max(len(groups), 2) - 0.4)
     ax.set_ylim(low - (pad if low < 0 else 0.0), high + pad)
     ax.set_title(f"{label}\n({better})" if better else label, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
