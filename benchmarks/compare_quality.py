@@ -7,8 +7,11 @@ reference (the training codes against the held-out ones) and
 that ``quality.py --out`` wrote and prints, for each run and sampling, each
 bundle's ``prior_match`` minus its reference to four decimals (a miss by
 less than 0.001 shows), the length bands under their lowest allowed
-difference, and the run's mean novelty, shape similarity, reconstruction
-and training time, with the targets the run missed. Each run is judged by
+difference, each bundle's lowest length band of ``band_recall`` (how well
+the generated streamlines cover the held-out bundle against the training
+streamlines; no target), and the run's mean novelty, diversity, shape
+similarity, reconstruction and training time, with the targets the run
+missed. Each run is judged by
 the targets its own file recorded. Nothing is trained or evaluated again.
 
 ``--per_seed`` reads runs of one setting instead (the same data, split,
@@ -35,7 +38,13 @@ import numpy as np  # noqa: E402
 import quality  # noqa: E402
 
 #: Run-level means printed for each run and sampling.
-MEANS = ("novelty_ratio", "shape_similarity", "recon_mdf_mm", "recon_vs_plain")
+MEANS = (
+    "novelty_ratio",
+    "diversity_ratio",
+    "shape_similarity",
+    "recon_mdf_mm",
+    "recon_vs_plain",
+)
 
 
 def read_run(path):
@@ -172,6 +181,34 @@ def band_misses(payload, sampling):
     return out
 
 
+def lowest_recall_bands(payload, sampling):
+    """Each bundle's length band whose ``band_recall`` share lies farthest
+    under the training streamlines' (mean over seeds).
+
+    Parameters
+    ----------
+    payload : dict
+        A run (:func:`read_run`).
+    sampling : str
+
+    Returns
+    -------
+    dict or None
+        Bundle -> ``(band, difference)`` (``(None, None)`` where no band has
+        both shares); None when the run has no ``band_recall`` shares
+        (files written before it).
+    """
+    gaps = quality.band_gaps(payload["summary"][sampling], "band_recall")
+    if not gaps:
+        return None
+    out = {}
+    for bundle, row in gaps.items():
+        measured = [(g, k + 1) for k, g in enumerate(row) if g is not None]
+        gap, band = min(measured) if measured else (None, None)
+        out[bundle] = (band, gap)
+    return out
+
+
 def _run_names(paths):
     """A name per file: its stem, or its path where two stems are alike."""
     resolved = [Path(p).resolve() for p in paths]
@@ -240,6 +277,33 @@ def compare(paths):
         quality._render(
             ["\nlength bands under their lowest allowed difference"],
             ["run", "sampling", "missed", "bundle, band: difference (allowed)"],
+            rows,
+        )
+    )
+    rows = []
+    for name, payload in runs.items():
+        for s in samplings(payload):
+            lowest = lowest_recall_bands(payload, s)
+            if lowest is None:
+                rows.append([name, s] + ["n/a"] * len(bundles))
+                continue
+            rows.append(
+                [name, s]
+                + [
+                    "n/a"
+                    if lowest.get(b, (None, None))[1] is None
+                    else f"{lowest[b][1]:+.3f} (band {lowest[b][0]})"
+                    for b in bundles
+                ]
+            )
+    text.append(
+        quality._render(
+            [
+                "\nband_recall: each bundle's lowest length band, the share of "
+                "held-out streamlines the generated ones cover minus the "
+                "training streamlines' share (mean over seeds; no target)"
+            ],
+            ["run", "sampling", *bundles],
             rows,
         )
     )

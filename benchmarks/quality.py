@@ -565,15 +565,17 @@ def check(metric, result, ceiling, targets=None, bundle_ceilings=None, band_se=N
     return f">= {bound * ceiling:.3f}", value >= bound * ceiling
 
 
-def band_gaps(result):
+def band_gaps(result, metric="band_precision"):
     """Bundle -> per length band, the mean over seeds of the generated share
-    minus the training share: None where the training share is missing or
-    0 (as ``band_precision`` skips it), minus infinity where the training
-    share is measured but too few generated streamlines fell in the band
-    for a share (the generator missed the band's lengths)."""
+    minus the training share of ``metric`` (``band_precision`` or
+    ``band_recall``): None where the training share is missing or 0 (as
+    the metric skips it), minus infinity where the training share is
+    measured but the generated one is not (for ``band_precision``: too few
+    generated streamlines fell in the band, the generator missed the band's
+    lengths)."""
     lists = result.get("per_bundle_list_mean", {})
-    generated = lists.get("band_precision_per_band") or {}
-    trained = lists.get("band_precision_train_per_band") or {}
+    generated = lists.get(f"{metric}_per_band") or {}
+    trained = lists.get(f"{metric}_train_per_band") or {}
     out = {}
     for bundle, gen in generated.items():
         ref = trained.get(bundle) or []

@@ -120,3 +120,28 @@ def test_band_table_prints_either_measure_per_sampling(quality):
     assert precision[0] == ["AF_L", "bank", "0.500", "0.600"]
     assert precision[2] == ["AF_L", "training streamlines", "0.900", "0.900"]
     assert precision[-1] == ["AF_L", "lowest difference allowed", "-0.100", "-0.200"]
+
+
+def test_compare_quality_names_each_bundles_lowest_recall_band(quality):
+    import compare_quality
+
+    lists = {
+        "band_recall_per_band": {"AF_L": [0.5, 0.2, None], "UF_L": [None, 0.4, 0.1]},
+        "band_recall_train_per_band": {
+            "AF_L": [0.6, 0.5, 0.5],
+            "UF_L": [0.3, 0.0, 0.2],
+        },
+    }
+    payload = {"summary": {"prior": {"per_bundle_list_mean": lists}}}
+    lowest = compare_quality.lowest_recall_bands(payload, "prior")
+    # AF_L: band 3 has no generated share (-inf, as band_gaps marks it);
+    # UF_L: band 2's training share is 0 (no value), band 1's generated
+    # share is missing
+    assert lowest["AF_L"][0] == 3 and lowest["AF_L"][1] == float("-inf")
+    assert lowest["UF_L"][0] == 1 and lowest["UF_L"][1] == float("-inf")
+    lists["band_recall_per_band"] = {"AF_L": [0.5, 0.2, 0.5], "UF_L": [0.3, 0.4, 0.1]}
+    lowest = compare_quality.lowest_recall_bands(payload, "prior")
+    assert lowest["AF_L"] == (2, pytest.approx(-0.3))
+    assert lowest["UF_L"] == (3, pytest.approx(-0.1))
+    older = {"summary": {"prior": {"per_bundle_list_mean": {}}}}
+    assert compare_quality.lowest_recall_bands(older, "prior") is None
