@@ -924,28 +924,7 @@ def band_precision(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
         NaN for a band with fewer than ``min_n`` generated streamlines (or
         when there are at most ``k`` real ones).
     """
-    g = _as_array(generated, "generated streamlines")
-    r = _as_array(real, "real streamlines")
-    n_bands = int(n_bands)
-    if n_bands < 1:
-        raise AAETractError(f"n_bands must be at least 1, got {n_bands}")
-    if len(r) == 0:
-        return [math.nan] * n_bands
-    edges = np.quantile(
-        _polyline_lengths(r.astype(np.float64)), np.linspace(0, 1, n_bands + 1)
-    )
-    bands = np.searchsorted(
-        edges[1:-1], _polyline_lengths(g.astype(np.float64)), side="right"
-    )
-    inside = on_manifold(g, r, k=k)
-    if inside is None:
-        return [math.nan] * n_bands
-    return [
-        float(np.mean(inside[bands == band]))
-        if np.sum(bands == band) >= min_n
-        else math.nan
-        for band in range(n_bands)
-    ]
+    return _band_shares(generated, real, n_bands, k, min_n, recall=False)
 
 
 def band_recall(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
@@ -983,6 +962,14 @@ def band_recall(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
         NaN for a band with fewer than ``min_n`` real streamlines (or when
         there are at most ``k`` generated ones).
     """
+    return _band_shares(generated, real, n_bands, k, min_n, recall=True)
+
+
+def _band_shares(generated, real, n_bands, k, min_n, *, recall):
+    """Per length band of the real streamlines (edges at their length
+    quantiles), the share of the band's generated streamlines on the real
+    ones' manifold (:func:`band_precision`), or with ``recall`` of the
+    band's real streamlines on the generated ones' (:func:`band_recall`)."""
     g = _as_array(generated, "generated streamlines")
     r = _as_array(real, "real streamlines")
     n_bands = int(n_bands)
@@ -990,12 +977,16 @@ def band_recall(generated, real, *, n_bands=5, k=PRECISION_K, min_n=10):
         raise AAETractError(f"n_bands must be at least 1, got {n_bands}")
     if len(r) == 0:
         return [math.nan] * n_bands
-    lengths = _polyline_lengths(r.astype(np.float64))
-    edges = np.quantile(lengths, np.linspace(0, 1, n_bands + 1))
-    bands = np.searchsorted(edges[1:-1], lengths, side="right")
-    inside = on_manifold(r, g, k=k)
+    real_lengths = _polyline_lengths(r.astype(np.float64))
+    edges = np.quantile(real_lengths, np.linspace(0, 1, n_bands + 1))
+    if recall:
+        inside, lengths = on_manifold(r, g, k=k), real_lengths
+    else:
+        inside = on_manifold(g, r, k=k)
+        lengths = _polyline_lengths(g.astype(np.float64))
     if inside is None:
         return [math.nan] * n_bands
+    bands = np.searchsorted(edges[1:-1], lengths, side="right")
     return [
         float(np.mean(inside[bands == band]))
         if np.sum(bands == band) >= min_n
