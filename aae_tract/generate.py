@@ -134,6 +134,9 @@ CANDIDATE_TOLERANCE = 0.015
 #: ``prior_spread`` of :func:`sample_latent` when not given: the prior's draws
 #: with the spread it was fitted with.
 DEFAULT_PRIOR_SPREAD = 1.0
+#: Largest ``prior_spread`` accepted (draws ten times as spread as the prior's
+#: components already decode far off every bundle).
+MAX_PRIOR_SPREAD = 10.0
 #: Most ``candidates`` accepted.
 MAX_CANDIDATES = 64
 #: Bisection steps of :func:`match_length`.
@@ -275,7 +278,14 @@ def default_sampling(model):
     return "bank"
 
 
-def resolve_sampling(model, sampling, *, noise=None, noise_scope="bundle"):
+def resolve_sampling(
+    model,
+    sampling,
+    *,
+    noise=None,
+    noise_scope="bundle",
+    prior_spread=DEFAULT_PRIOR_SPREAD,
+):
     """``sampling`` checked, with None or :data:`DEFAULT` replaced by the
     model's default (:func:`default_sampling`).
 
@@ -287,6 +297,8 @@ def resolve_sampling(model, sampling, *, noise=None, noise_scope="bundle"):
         Bank sampling's noise, as given.
     noise_scope : {"bundle", "target"}
         Bank sampling's noise scope, as given.
+    prior_spread : float
+        Prior sampling's ``prior_spread``, as given (checked).
 
     Returns
     -------
@@ -298,9 +310,11 @@ def resolve_sampling(model, sampling, *, noise=None, noise_scope="bundle"):
     AAETractError
         Any other value; or ``noise`` (or ``noise_scope="target"``) given
         while the sampling, left to the model, is ``"prior"``: they ask for
-        bank sampling, which was the default for every model before. (A
-        ``"prior"`` asked for by name ignores them, so that one set of
-        options can be given to both samplings.)
+        bank sampling, which was the default for every model before; or a
+        ``prior_spread`` other than 1 while the sampling, left to the model,
+        is ``"bank"``. (A sampling asked for by name ignores the other's
+        options, so that one set of options can be given to both
+        samplings.)
     """
     if sampling is None or _is_default(sampling):
         resolved = default_sampling(model)
@@ -308,8 +322,12 @@ def resolve_sampling(model, sampling, *, noise=None, noise_scope="bundle"):
             error = bank_options_error(
                 noise, noise_scope, why=PRIOR_BY_DEFAULT, remedy="pass sampling='bank'"
             )
-            if error is not None:
-                raise error
+        else:
+            error = prior_options_error(
+                prior_spread, why=BANK_BY_DEFAULT, remedy="pass sampling='prior'"
+            )
+        if error is not None:
+            raise error
         return resolved
     _check_sampling(sampling)
     return sampling
@@ -321,6 +339,28 @@ PRIOR_BY_DEFAULT = (
     "this model samples its prior by default (a length model with the fitted "
     "mixture prior)"
 )
+
+
+#: Why prior sampling's options do not apply when the sampling is left to a
+#: model that samples its bank by default.
+BANK_BY_DEFAULT = (
+    "this model samples near its training encodings by default (bank sampling: "
+    "a model conditioned on another attribute than length, or without the "
+    "fitted mixture prior)"
+)
+
+
+def prior_options_error(prior_spread, *, why, remedy, name="prior_spread"):
+    """The error for prior sampling's ``prior_spread`` given with bank
+    sampling (None when it is 1, the prior as fitted); ``why``: why the
+    sampling is bank; ``remedy``: how to ask for prior sampling; ``name``:
+    how the message names the option."""
+    if float(prior_spread) == DEFAULT_PRIOR_SPREAD:
+        return None
+    return AAETractError(
+        f"{name} sets the spread of prior sampling's draws, but {why}: {remedy}, "
+        "or leave it out"
+    )
 
 
 def bank_options_error(
@@ -913,9 +953,13 @@ def sample_latent(
         component's spread times the factor, given dimension 0
         (:meth:`~aae_tract.model.priors.FittedPrior.conditional_numpy`):
         below 1 the other dimensions stay nearer the codes the mixture
-        expects at that value, which keeps streamlines at the ends of a
-        bundle's length range on its shape, at some cost in novelty.
-        1 (default): the prior as fitted. Bank sampling ignores it.
+        expects at that value: more streamlines lie on the bundle
+        (``band_precision``), but they gather in strands that leave parts
+        of it empty (``band_recall``) and are less novel; doc/benchmarks.md,
+        "Narrower prior draws", keeps 1. At most :data:`MAX_PRIOR_SPREAD`.
+        1 (default): the prior as fitted. Bank sampling asked for by name
+        ignores it; a value other than 1 is an error when the sampling is
+        left to a model that samples its bank by default.
     rng : numpy.random.Generator or int, optional
         Random source.
 
@@ -927,12 +971,14 @@ def sample_latent(
         from its subject's centre with ``within_subject`` and a per-subject
         attribute.
     """
-    sampling = resolve_sampling(model, sampling, noise=noise, noise_scope=noise_scope)
+    prior_spread = check_prior_spread(prior_spread)
+    sampling = resolve_sampling(
+        model, sampling, noise=noise, noise_scope=noise_scope, prior_spread=prior_spread
+    )
     within_subject = _check_within_subject(within_subject)
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
     _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
     candidates = _check_candidates(candidates)
-    prior_spread = check_prior_spread(prior_spread)
     rng = _rng(rng)
     name = _bundle_name(model, bundle)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
@@ -957,16 +1003,30 @@ def sample_latent(
 
 
 def check_prior_spread(prior_spread):
-    """``prior_spread`` as a float; a clear error unless it is a finite
-    number > 0."""
-    try:
-        value = float(prior_spread)
-        good = not isinstance(prior_spread, bool) and math.isfinite(value) and value > 0
-    except (TypeError, ValueError):
-        good = False
-    if not good:
+    """``prior_spread`` as a float.
+
+    Parameters
+    ----------
+    prior_spread : float
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    AAETractError
+        Unless it is a number above 0 and at most :data:`MAX_PRIOR_SPREAD`
+        (not a bool or a string).
+    """
+    good = isinstance(prior_spread, numbers.Real) and not isinstance(
+        prior_spread, (bool, np.bool_)
+    )
+    value = float(prior_spread) if good else math.nan
+    if not (good and 0 < value <= MAX_PRIOR_SPREAD):
         raise AAETractError(
-            f"prior_spread must be a finite number > 0, got {prior_spread!r}"
+            f"prior_spread must be a number above 0 and at most "
+            f"{MAX_PRIOR_SPREAD:g}, got {prior_spread!r}"
         )
     return value
 
@@ -1699,7 +1759,10 @@ def generate(
         rate).
     """
     name = _bundle_name(model, bundle)
-    sampling = resolve_sampling(model, sampling, noise=noise, noise_scope=noise_scope)
+    prior_spread = check_prior_spread(prior_spread)
+    sampling = resolve_sampling(
+        model, sampling, noise=noise, noise_scope=noise_scope, prior_spread=prior_spread
+    )
     within_subject = _check_within_subject(within_subject)
     _check_scope("subject_scope", subject_scope, SUBJECT_SCOPES)
     _check_scope("noise_scope", noise_scope, NOISE_SCOPES)
@@ -1725,7 +1788,7 @@ def generate(
         exact_length=exact_length,
         extend_reach=extend_reach,
         candidates=candidates,
-        prior_spread=check_prior_spread(prior_spread),
+        prior_spread=prior_spread,
         texture=texture,
         batch_size=batch_size,
         placement_noise=placement_noise,
@@ -1904,6 +1967,9 @@ def draw_streamlines(
         options.get("sampling", DEFAULT),
         noise=options.get("noise"),
         noise_scope=options.get("noise_scope", "bundle"),
+        prior_spread=check_prior_spread(
+            options.get("prior_spread", DEFAULT_PRIOR_SPREAD)
+        ),
     )
     subject_noise, placement_noise = resolve_noises(
         model,

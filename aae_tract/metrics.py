@@ -1735,7 +1735,10 @@ def evaluate(
             f"{prior_match_tests!r}"
         )
     prior_match_tests = int(prior_match_tests)
-    sampling = resolve_sampling(model, sampling, noise=noise, noise_scope=noise_scope)
+    prior_spread = check_prior_spread(prior_spread)
+    sampling = resolve_sampling(
+        model, sampling, noise=noise, noise_scope=noise_scope, prior_spread=prior_spread
+    )
     sampling_key = SAMPLING_METHODS.index(sampling)
     if not _is_default(placement_noise):
         check_placement_noise(placement_noise)
@@ -1750,7 +1753,7 @@ def evaluate(
         placement_noise,
         noise_scope,
         candidates,
-        check_prior_spread(prior_spread),
+        prior_spread,
     )
     if len(dataset) == 0:
         raise AAETractError("evaluation needs held-out streamlines, got none")

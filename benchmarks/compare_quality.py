@@ -230,8 +230,9 @@ def compare(paths):
     Returns
     -------
     str
-        Three tables: ``prior_match`` minus its reference per bundle, the
-        length bands missed, and the run means with the targets missed.
+        Four tables: ``prior_match`` minus its reference per bundle, the
+        length bands missed, each bundle's lowest ``band_recall`` band, and
+        the run means with the targets missed.
     """
     runs = {name: read_run(p) for name, p in zip(_run_names(paths), paths)}
     bundles = sorted(
@@ -347,7 +348,10 @@ SAME_SETTING = (
     "prior_match_tests",
     "backend",
     "targets",
+    "prior_spread",
 )
+#: The value of a setting in files written before it was recorded.
+SETTING_DEFAULTS = {"prior_spread": 1.0}
 
 
 def seed_excess(payload, sampling, path):
@@ -402,10 +406,17 @@ def seed_excess(payload, sampling, path):
     return out
 
 
-def _setting(payload):
+def _setting(payload, sampled=None):
+    """The model settings (seed left out) and :data:`SAME_SETTING` of a run;
+    its targets only of the samplings ``sampled`` (all when None)."""
     config = dict(payload.get("config") or {})
     config.pop("seed", None)
-    return config, {k: payload.get(k) for k in SAME_SETTING}
+    setting = {k: payload.get(k, SETTING_DEFAULTS.get(k)) for k in SAME_SETTING}
+    if sampled is not None and isinstance(setting["targets"], dict):
+        setting["targets"] = {
+            s: v for s, v in setting["targets"].items() if s in sampled
+        }
+    return config, setting
 
 
 def per_seed(paths):
@@ -432,9 +443,10 @@ def per_seed(paths):
     """
     _run_names(paths)
     payloads = [read_run(p) for p in paths]
-    first = _setting(payloads[0])
+    common = set.intersection(*(set(samplings(p)) for p in payloads))
+    first = _setting(payloads[0], common)
     for path, payload in zip(paths[1:], payloads[1:]):
-        config, setting = _setting(payload)
+        config, setting = _setting(payload, common)
         differ = [k for k in first[1] if first[1][k] != setting[k]]
         differ += sorted(
             k for k in set(first[0]) | set(config) if first[0].get(k) != config.get(k)
@@ -444,7 +456,6 @@ def per_seed(paths):
                 f"{path}: not the setting of {paths[0]} (differs in "
                 f"{', '.join(differ)}); --per_seed pools runs of one setting"
             )
-    common = set.intersection(*(set(samplings(p)) for p in payloads))
     text = []
     for s in [s for s in quality.SAMPLINGS if s in common]:
         excess = {}

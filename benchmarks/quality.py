@@ -1235,7 +1235,8 @@ def main(argv=None):
         print("\nper bundle, train vs held-out (mean over seeds):")
         print(
             per_bundle_table(
-                {"per_bundle_mean": bundle_refs}, targets[args.samplings[0]]
+                {"per_bundle_mean": bundle_refs},
+                targets_for(args.dataset, "bank", args.attribute),
             )
         )
     print(
@@ -1281,6 +1282,7 @@ def main(argv=None):
             "fragments": args.fragments,
             "register": args.register,
             "prior_match_tests": args.prior_match_tests,
+            "prior_spread": args.prior_spread,
             "config": model_config,
             "seeds": args.seeds,
             "backend": current_backend(),

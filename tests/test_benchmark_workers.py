@@ -145,3 +145,26 @@ def test_compare_quality_names_each_bundles_lowest_recall_band(quality):
     assert lowest["UF_L"] == (3, pytest.approx(-0.1))
     older = {"summary": {"prior": {"per_bundle_list_mean": {}}}}
     assert compare_quality.lowest_recall_bands(older, "prior") is None
+
+
+def test_per_seed_settings_hold_prior_spread_and_the_common_samplings(quality):
+    """``compare_quality.py --per_seed`` pools runs of one setting: a run
+    drawn at another prior_spread is another setting (files from before it
+    was recorded drew at 1), and a run of both samplings pools with one of
+    prior sampling alone when the prior targets agree."""
+    import compare_quality
+
+    targets = {
+        "bank": {"novelty_ratio": [">=", 0.85]},
+        "prior": {"novelty_ratio": [">=", 0.9]},
+    }
+    both = {"config": {"seed": 0}, "targets": targets}
+    prior = {"config": {"seed": 1}, "targets": {"prior": targets["prior"]}}
+    narrow = {**prior, "prior_spread": 0.7}
+    assert compare_quality._setting(both) != compare_quality._setting(prior)
+    assert compare_quality._setting(both, {"prior"}) == compare_quality._setting(
+        {**prior, "prior_spread": 1.0}, {"prior"}
+    )
+    assert compare_quality._setting(narrow, {"prior"}) != compare_quality._setting(
+        prior, {"prior"}
+    )

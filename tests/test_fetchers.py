@@ -167,22 +167,29 @@ def test_extract_zip_over_a_folder_another_process_is_replacing(
     tmp_path, monkeypatch, theirs_arrives
 ):
     """Two runs extract to the same folder: the other one moves the old copy
-    away between this one's check and its rename, and maybe puts its own
-    complete copy there first. Extraction still succeeds with a whole copy."""
+    away between this one's check and its own move of it, and maybe puts
+    its complete copy in place just before this one renames its own there.
+    Extraction still succeeds with a whole copy and leaves nothing behind."""
+    import os
+
     archive = _zip(tmp_path / "ok.zip", {"a.trk": b"1"})
     target = extract_zip(archive, tmp_path / "t")
     theirs = extract_zip(archive, tmp_path / "theirs")
-    real_temporary_path = fetcher_mod.temporary_path
+    real_replace = os.replace
+    moves = []
 
-    def other_process_moves_it_first(path):
-        if Path(path) == target:
+    def other_process_first(src, dst):
+        if Path(src) == target:  # ours would move the old copy away: theirs did
             target.rename(tmp_path / "their_old")
-            if theirs_arrives:
-                theirs.rename(target)
-        return real_temporary_path(path)
+        elif Path(dst) == target and theirs_arrives:
+            theirs.rename(target)
+        moves.append((Path(src), Path(dst)))
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(fetcher_mod, "temporary_path", other_process_moves_it_first)
+    monkeypatch.setattr(fetcher_mod.os, "replace", other_process_first)
     assert extract_zip(archive, target) == target
+    monkeypatch.undo()
+    assert [dst for _, dst in moves][-1] == target  # both branches reached
     assert (target / "a.trk").read_bytes() == b"1"
     assert fetcher_mod._is_complete(target)
     assert not list(tmp_path.glob(".t.*"))  # no temporary folder left

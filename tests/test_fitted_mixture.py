@@ -197,13 +197,38 @@ def test_prior_spread_reaches_the_prior_and_only_prior_sampling(mixture_model):
     np.testing.assert_array_equal(streamlines("bank", 0.4), streamlines("bank", 1.0))
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "wide", True])
+@pytest.mark.parametrize(
+    "bad", [0, -1.0, float("nan"), float("inf"), 11.0, "0.5", True, np.True_, None]
+)
 def test_prior_spread_is_checked(mixture_model, bad):
     model, _ = mixture_model
-    with pytest.raises(AAETractError, match="prior_spread must be a finite number"):
+    with pytest.raises(AAETractError, match="prior_spread must be a number above 0"):
         sample_latent(model, "AF_L", [100.0], sampling="prior", prior_spread=bad)
     with pytest.raises(AAETractError, match="prior_spread"):
         generate(model, "AF_L", 100.0, n_streamlines=2, prior_spread=bad)
+
+
+def test_prior_spread_with_a_model_that_samples_its_bank_by_default(
+    mixture_model, monkeypatch
+):
+    """A model whose default sampling is bank (an age model, say; here the
+    mixture model told so) refuses a prior_spread other than 1 when the
+    sampling is left to it, and ignores it when bank sampling is asked for
+    by name."""
+    import aae_tract.generate as gen
+
+    model, _ = mixture_model
+    monkeypatch.setattr(gen, "default_sampling", lambda model: "bank")
+    with pytest.raises(AAETractError, match="sampling='prior'"):
+        generate(model, "AF_L", 100.0, n_streamlines=2, prior_spread=0.5)
+    with pytest.raises(AAETractError, match="samples near its training"):
+        sample_latent(model, "AF_L", [100.0], prior_spread=0.5)
+    named = generate(
+        model, "AF_L", 100.0, n_streamlines=2, sampling="bank", prior_spread=0.5, seed=0
+    )
+    plain = generate(model, "AF_L", 100.0, n_streamlines=2, sampling="bank", seed=0)
+    np.testing.assert_array_equal(named.streamlines, plain.streamlines)
+    generate(model, "AF_L", 100.0, n_streamlines=2, prior_spread=1.0)
 
 
 @pytest.mark.parametrize("codes_per_component, used", [(None, 40), (40, 4), (10, 16)])

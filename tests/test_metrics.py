@@ -496,6 +496,43 @@ def test_band_recall_sees_what_the_generated_streamlines_leave_out():
         band_recall(real, real, n_bands=0)
 
 
+def test_band_row_compares_the_recall_of_as_many_generated_as_training(monkeypatch):
+    """``band_recall`` grows with the size of the set, so an evaluation
+    compares as many generated streamlines (a sample of the 2,000 drawn) as
+    training ones."""
+    from types import SimpleNamespace
+
+    import aae_tract.generate as gen
+    from aae_tract import metrics
+
+    drawn = _segments(metrics.BAND_STREAMLINES, seed=1)
+    monkeypatch.setattr(
+        gen, "draw_streamlines", lambda model, name, targets, **kw: (None, drawn)
+    )
+    sizes = []
+    measure = metrics.band_recall
+
+    def recorded(generated, real, **kw):
+        sizes.append(len(generated))
+        return measure(generated, real, **kw)
+
+    monkeypatch.setattr(metrics, "band_recall", recorded)
+    real, train = _segments(200, seed=0), _segments(300, seed=2)
+    model = SimpleNamespace(bundle_index=lambda name: 0)
+    row = metrics._band_row(
+        model, "AF_L", np.full(5, 30.0), real, train, sampling="prior", seed=0
+    )
+    assert sizes == [300, 300]
+    gaps = np.subtract(row["band_recall_per_band"], row["band_recall_train_per_band"])
+    assert row["band_recall"] == pytest.approx(gaps.min())
+    # without training streamlines, all that were drawn, and no difference
+    sizes.clear()
+    row = metrics._band_row(
+        model, "AF_L", np.full(5, 30.0), real, None, sampling="prior", seed=0
+    )
+    assert sizes == [metrics.BAND_STREAMLINES] and row["band_recall"] is None
+
+
 def test_novelty_ratio_known_cases():
     train = _fan(60, seed=1)
     held_out = _fan(40, seed=2)

@@ -386,6 +386,24 @@ def test_bank_noise_options_ask_for_bank_sampling(model_file, tmp_path, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("prog", ["aae_tract_generate", "aae_tract_evaluate"])
+def test_prior_spread_asks_for_prior_sampling(model_file, tmp_path, capsys, prog):
+    """--prior_spread sets the spread of prior sampling's draws: with bank
+    sampling the command says so instead of ignoring it; nothing is
+    written."""
+    args = ["--model", model_file, "--out_dir", tmp_path]
+    if prog == "aae_tract_generate":
+        args += ["--bundle", "AF_L", "--length", "80", "--skip_picture"]
+    capsys.readouterr()
+    assert run_cli(prog, *args, "--sampling", "bank", "--prior_spread", "0.7") == 1
+    message = error_line(capsys, prog)
+    assert "--prior_spread sets the spread of prior sampling's draws" in message
+    assert "--sampling bank" in message and "add --sampling prior" in message
+    assert run_cli(prog, *args, "--prior_spread", "11") == 1
+    assert "--prior_spread must be at most 10" in error_line(capsys, prog)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------
 # --resume
 

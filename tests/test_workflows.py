@@ -446,6 +446,12 @@ def test_evaluate_on_the_held_out_split(workdir):
     assert narrow["prior_spread"] == 0.5
     generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
     assert any(narrow[k] != metrics[k] for k in generated)
+    # the length bands' streamlines too
+    assert any(
+        narrow["per_bundle"][b]["band_precision_per_band"]
+        != metrics["per_bundle"][b]["band_precision_per_band"]
+        for b in metrics["per_bundle"]
+    )
 
 
 def test_evaluate_takes_the_bank_noise_options(workdir):

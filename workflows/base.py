@@ -163,7 +163,7 @@ def noise_or_default(name, value):
     return DEFAULT if value is None else check_float(name, value, minimum=0)
 
 
-def sampling_for(model, sampling, noise, noise_scope):
+def sampling_for(model, sampling, noise, noise_scope, prior_spread=1.0):
     """The sampling a generating command uses, with the bank-only options
     checked against it.
 
@@ -177,6 +177,8 @@ def sampling_for(model, sampling, noise, noise_scope):
         ``--noise``.
     noise_scope : str
         ``--noise_scope``.
+    prior_spread : float
+        ``--prior_spread`` as checked.
 
     Returns
     -------
@@ -187,11 +189,14 @@ def sampling_for(model, sampling, noise, noise_scope):
     ------
     AAETractError
         ``--noise`` or ``--noise_scope target`` with prior sampling: they
-        set bank sampling's noise, which prior samples do not get.
+        set bank sampling's noise, which prior samples do not get; or
+        ``--prior_spread`` other than 1 with bank sampling.
     """
     from aae_tract.generate import (
+        BANK_BY_DEFAULT,
         PRIOR_BY_DEFAULT,
         bank_options_error,
+        prior_options_error,
         resolve_sampling,
     )
 
@@ -209,8 +214,15 @@ def sampling_for(model, sampling, noise, noise_scope):
             remedy="add --sampling bank",
             names=("--noise", "--noise_scope target"),
         )
-        if error is not None:
-            raise error
+    else:
+        error = prior_options_error(
+            prior_spread,
+            why="--sampling bank" if sampling is not None else BANK_BY_DEFAULT,
+            remedy="add --sampling prior",
+            name="--prior_spread",
+        )
+    if error is not None:
+        raise error
     return resolved
 
 

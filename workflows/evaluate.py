@@ -3,7 +3,12 @@
 import logging
 from pathlib import Path
 
-from aae_tract.generate import DEFAULT_PRIOR_SPREAD, NOISE_SCOPES, SAMPLING_METHODS
+from aae_tract.generate import (
+    DEFAULT_PRIOR_SPREAD,
+    MAX_PRIOR_SPREAD,
+    NOISE_SCOPES,
+    SAMPLING_METHODS,
+)
 
 from .base import (
     AAEWorkflow,
@@ -128,10 +133,11 @@ class EvaluateFlow(AAEWorkflow):
             for prior sampling of a length model's fitted prior).
             metrics.json records both as used.
         prior_spread : float, optional
-            With prior sampling only: a factor (above 0) on the spread of
-            the prior's draws (as aae_tract_generate's; default 1: the prior
-            as fitted). metrics.json records it (null for bank sampling);
-            prior_match measures the prior itself whatever it is.
+            With prior sampling only (an error with bank sampling): a
+            factor (above 0, at most 10) on the spread of the prior's draws
+            (as aae_tract_generate's; default 1: the prior as fitted).
+            metrics.json records it (null for bank sampling); prior_match
+            measures the prior itself whatever it is.
         reference : string, optional
             Reference anatomy (NIfTI or .trk in the same space) for .tck and
             .trx inputs (for .trx, the word same uses the file's own header).
@@ -160,7 +166,11 @@ class EvaluateFlow(AAEWorkflow):
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         prior_spread = check_float(
-            "prior_spread", prior_spread, minimum=0, exclusive_min=True
+            "prior_spread",
+            prior_spread,
+            minimum=0,
+            exclusive_min=True,
+            maximum=MAX_PRIOR_SPREAD,
         )
         select_backend(backend, device)
         from aae_tract.splits import (
@@ -181,7 +191,7 @@ class EvaluateFlow(AAEWorkflow):
 
         where = check_device(device)
         net = TractAAE.load(model_path)
-        sampling = sampling_for(net, sampling, noise, noise_scope)
+        sampling = sampling_for(net, sampling, noise, noise_scope, prior_spread)
         if files is not None and not is_training_data(net, files):
             check_reference(known_files(net, files), reference)
         paths = self._prepare_outputs(

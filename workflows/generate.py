@@ -9,6 +9,7 @@ from aae_tract.generate import (
     DEFAULT_NOISE,
     DEFAULT_PRIOR_SPREAD,
     MAX_CANDIDATES,
+    MAX_PRIOR_SPREAD,
     NOISE_SCOPES,
     SAMPLING_METHODS,
 )
@@ -199,11 +200,13 @@ class GenerateFlow(AAEWorkflow):
             the streamline's ends less often to make up the length). 1:
             every code drawn is brought to the length.
         prior_spread : float, optional
-            With prior sampling only: a factor (above 0) on the spread of
-            the prior's draws about the means of its components, for this
-            run only (the model file is not changed). Below 1 the draws keep
-            nearer the encodings the prior expects at the requested length:
-            streamlines nearer the training ones in shape, less novel.
+            With prior sampling only (an error with bank sampling): a
+            factor (above 0, at most 10) on the spread of the prior's draws
+            about the means of its components, for this run only (the model
+            file is not changed). Below 1 the draws keep nearer the
+            encodings the prior expects at the requested value: more
+            streamlines on the bundle, but gathered in strands that leave
+            parts of it empty, and less novel (doc/benchmarks.md keeps 1).
             Default 1: the prior as fitted.
         filter : bool, optional
             Keep only plausible streamlines (near a real one of the bundle and,
@@ -267,7 +270,11 @@ class GenerateFlow(AAEWorkflow):
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
         candidates = check_int("candidates", candidates, maximum=MAX_CANDIDATES)
         prior_spread = check_float(
-            "prior_spread", prior_spread, minimum=0, exclusive_min=True
+            "prior_spread",
+            prior_spread,
+            minimum=0,
+            exclusive_min=True,
+            maximum=MAX_PRIOR_SPREAD,
         )
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
@@ -283,7 +290,7 @@ class GenerateFlow(AAEWorkflow):
 
         model_path = Path(model)
         net = _load_model(model_path, backend, device)
-        sampling = sampling_for(net, sampling, noise, noise_scope)
+        sampling = sampling_for(net, sampling, noise, noise_scope, prior_spread)
         bundles = [str(b) for b in as_list(bundle)] or net.bundle_names
         for name in bundles:
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
