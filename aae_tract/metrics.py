@@ -1442,22 +1442,22 @@ def _band_row(
         batch_size=batch_size,
         **(options or {}),
     )
-    train = None if train is None or len(train) == 0 else train
-    if train is not None:
+    if train is None or len(train) == 0:
+        train, n_recall = None, len(generated)
+    else:
         train = _subsample(train, BAND_STREAMLINES, seed + 3)
-    n_recall = len(generated) if train is None else min(len(generated), len(train))
-    measures = {
-        "band_precision": band_precision(generated, real),
-        "band_recall": band_recall(_subsample(generated, n_recall, seed + 5), real),
+        n_recall = min(len(generated), len(train))
+    drawn = {
+        "band_precision": (band_precision, generated),
+        "band_recall": (band_recall, _subsample(generated, n_recall, seed + 5)),
     }
     row = {}
-    for key, bands in measures.items():
+    for key, (measure, sample) in drawn.items():
+        bands = measure(sample, real)
         row.update({key: None, f"{key}_per_band": bands, f"{key}_train_per_band": None})
-    if train is None:
-        return row
-    measure = {"band_precision": band_precision, "band_recall": band_recall}
-    for key, bands in measures.items():
-        train_bands = measure[key](train, real)
+        if train is None:
+            continue
+        train_bands = measure(train, real)
         gaps = [
             g - t if g is not None and t is not None and t > 0 else None
             for g, t in zip(_clean_list(bands), _clean_list(train_bands))

@@ -202,14 +202,17 @@ def _placement_arg(value):
 
 
 def _prior_spread_arg(value):
-    """``--prior_spread``: a finite number > 0."""
+    """``--prior_spread``: a number generate accepts
+    (:func:`aae_tract.generate.check_prior_spread`)."""
+    from aae_tract.errors import AAETractError
+    from aae_tract.generate import check_prior_spread
+
     try:
-        number = float(value)
+        return check_prior_spread(float(value))
     except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value!r}")
-    return number
+        raise argparse.ArgumentTypeError(f"must be a number, got {value!r}") from None
+    except AAETractError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_generation_options(parser, *, placement=True, prior_spread=True):

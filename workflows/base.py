@@ -163,6 +163,16 @@ def noise_or_default(name, value):
     return DEFAULT if value is None else check_float(name, value, minimum=0)
 
 
+def check_prior_spread_option(value):
+    """``--prior_spread`` as a float above 0 and at most
+    ``aae_tract.generate.MAX_PRIOR_SPREAD``."""
+    from aae_tract.generate import MAX_PRIOR_SPREAD
+
+    return check_float(
+        "prior_spread", value, minimum=0, exclusive_min=True, maximum=MAX_PRIOR_SPREAD
+    )
+
+
 def sampling_for(model, sampling, noise, noise_scope, prior_spread=1.0):
     """The sampling a generating command uses, with the bank-only options
     checked against it.

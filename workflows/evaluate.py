@@ -5,7 +5,6 @@ from pathlib import Path
 
 from aae_tract.generate import (
     DEFAULT_PRIOR_SPREAD,
-    MAX_PRIOR_SPREAD,
     NOISE_SCOPES,
     SAMPLING_METHODS,
 )
@@ -16,6 +15,7 @@ from .base import (
     check_device,
     check_float,
     check_int,
+    check_prior_spread_option,
     check_reference,
     names_written,
     noise_or_default,
@@ -165,13 +165,7 @@ class EvaluateFlow(AAEWorkflow):
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
-        prior_spread = check_float(
-            "prior_spread",
-            prior_spread,
-            minimum=0,
-            exclusive_min=True,
-            maximum=MAX_PRIOR_SPREAD,
-        )
+        prior_spread = check_prior_spread_option(prior_spread)
         select_backend(backend, device)
         from aae_tract.splits import (
             held_out_data,

@@ -9,7 +9,6 @@ from aae_tract.generate import (
     DEFAULT_NOISE,
     DEFAULT_PRIOR_SPREAD,
     MAX_CANDIDATES,
-    MAX_PRIOR_SPREAD,
     NOISE_SCOPES,
     SAMPLING_METHODS,
 )
@@ -22,6 +21,7 @@ from .base import (
     check_device,
     check_float,
     check_int,
+    check_prior_spread_option,
     names_written,
     noise_or_default,
     sampling_for,
@@ -269,13 +269,7 @@ class GenerateFlow(AAEWorkflow):
             noise = check_float("noise", noise, minimum=0)
         noise_scope = check_choice("noise_scope", noise_scope, NOISE_SCOPES)
         candidates = check_int("candidates", candidates, maximum=MAX_CANDIDATES)
-        prior_spread = check_float(
-            "prior_spread",
-            prior_spread,
-            minimum=0,
-            exclusive_min=True,
-            maximum=MAX_PRIOR_SPREAD,
-        )
+        prior_spread = check_prior_spread_option(prior_spread)
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
