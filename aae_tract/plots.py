@@ -458,7 +458,10 @@ _NOT_PLOTTED = {
     "placement_noise",
     "prior_spread",
 }
-_MODEL_COLOR = "#1f77b4"
+#: The model's bar over all bundles (mean or worst): a dark grey that no
+#: bundle's colour (:func:`aae_tract.colors.bundle_colors`) comes near, where
+#: the blue of before was CST's.
+_MODEL_COLOR = "#202020"
 _REFERENCE_COLOR = "#9e9e9e"
 
 
@@ -641,7 +644,13 @@ def _draw_legend_and_counts(fig, metrics, *, with_reference):
     """Model / reference legend at the bottom left, data counts at the right."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=_MODEL_COLOR, edgecolor="black", label="model")]
+    handles = [
+        Patch(
+            facecolor=_MODEL_COLOR,
+            edgecolor="black",
+            label="model: all bundles (mean or worst), then each bundle in its colour",
+        )
+    ]
     if with_reference:
         handles.append(
             Patch(

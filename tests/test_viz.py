@@ -140,6 +140,22 @@ def test_bundle_colors_do_not_depend_on_python_hash_seed():
     assert viz.bundle_colors(["x_L"])["x_L"] != viz.bundle_colors(["y_L"])["y_L"]
 
 
+def test_the_all_bundles_bar_is_no_bundles_colour():
+    """The evaluation figure's first bar (mean or worst over the bundles)
+    stands apart from every bundle's bar: no named bundle, left or right,
+    and no name coloured from its hash comes near its colour."""
+    from matplotlib.colors import to_rgb
+
+    from aae_tract import colors
+
+    named = [*colors._EXACT_COLORS, *colors._FAMILY_COLORS]
+    names = named + [f"{n}_{side}" for n in named for side in "LR"]
+    names += [f"bundle_{i}" for i in range(500)]
+    colours = np.array(list(viz.bundle_colors(names).values()))
+    overall = np.array(to_rgb(plots._MODEL_COLOR))
+    assert np.linalg.norm(colours - overall, axis=1).min() > 0.3
+
+
 def test_bundle_colors_right_is_lighter_tint_of_left():
     c = viz.bundle_colors(["AF_L", "AF_R"])
     assert sum(c["AF_R"]) > sum(c["AF_L"])
