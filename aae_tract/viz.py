@@ -35,8 +35,10 @@ from aae_tract.errors import TractogramError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AUTO_VIEW",
     "VIEWS",
     "adapter_problem",
+    "facing_view",
     "bundle_colors",
     "render_bundles",
     "render_comparison",
@@ -74,6 +76,12 @@ VIEWS = {
     "anterior": (0.0, -1.0, 0.0),
     "posterior": (0.0, 1.0, 0.0),
 }
+#: The view name that picks one of :data:`VIEWS` from the streamlines drawn
+#: (:func:`facing_view`).
+AUTO_VIEW = "auto"
+#: Named views ``auto`` chooses from, by the axis the streamlines spread
+#: least along (R-L, A-P, S-I).
+_AXIS_VIEWS = (("left", "right"), ("anterior",), ("superior",))
 _BACKGROUND = (1.0, 1.0, 1.0, 1.0)
 # Render at twice the size and downsample (smooth lines) unless there are so
 # many segments that a software renderer would take long.
@@ -339,11 +347,58 @@ def _subsample(groups, max_streamlines, seed=0):
 # --------------------------------------------------------------------------
 
 
+def facing_view(streamlines):
+    """The anatomical view that shows a bundle's widest face.
+
+    The camera looks along the axis of RAS+ space (R-L, A-P or S-I) along
+    which the points of the streamlines spread least (smallest standard
+    deviation), so that the two axes along which they spread most face the
+    viewer: a side view of an arcuate or uncinate fasciculus, a view from
+    above of the forceps of the corpus callosum. Along R-L the camera is on
+    the side of the bundle's centre (x < 0: "left", else "right"), so a
+    bundle of one hemisphere is seen from outside the brain; along A-P it
+    looks from the front ("anterior"), along S-I from above ("superior").
+
+    Parameters
+    ----------
+    streamlines : list of (k, 3) arrays
+        Every streamline the picture draws (all panels together, so that
+        they share the view).
+
+    Returns
+    -------
+    str
+        A name in :data:`VIEWS`; ``"oblique"`` when there is no point.
+    """
+    points = [np.asarray(s, dtype=float).reshape(-1, 3) for s in streamlines]
+    points = np.concatenate(points) if points else np.empty((0, 3))
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points) == 0:
+        return "oblique"
+    axis = int(np.argmin(points.std(axis=0)))
+    names = _AXIS_VIEWS[axis]
+    return names[1] if axis == 0 and points[:, 0].mean() > 0 else names[0]
+
+
+def _resolve_view(view, groups):
+    """``view``, or for :data:`AUTO_VIEW` the named view of
+    :func:`facing_view` for the streamlines of ``groups`` (lists of
+    streamlines), logged."""
+    if not (isinstance(view, str) and view == AUTO_VIEW):
+        return view
+    chosen = facing_view([s for lines in groups for s in lines])
+    logger.info("view: %s (facing the streamlines' widest face)", chosen)
+    return chosen
+
+
 def _view_frame(view):
     """Unit (forward, up, right) vectors of the camera for a view."""
+    if isinstance(view, str) and view == AUTO_VIEW:
+        return None  # chosen from the streamlines when they are drawn
     if isinstance(view, str):
         if view not in VIEWS:
-            raise ValueError(f"unknown view {view!r}; choose from {sorted(VIEWS)}")
+            choices = sorted([*VIEWS, AUTO_VIEW])
+            raise ValueError(f"unknown view {view!r}; choose from {choices}")
         view = VIEWS[view]
     forward = np.asarray(view, dtype=float).reshape(3)
     norm = np.linalg.norm(forward)
@@ -537,8 +592,9 @@ def render_bundles(
         Width and height of the PNG in pixels.
     view : str or 3-tuple, optional
         A name in :data:`VIEWS` ("oblique", "left", "right", "superior",
-        "inferior", "anterior", "posterior") or the direction the camera looks
-        along in RAS+.
+        "inferior", "anterior", "posterior"), ``"auto"`` (the one of them
+        that shows the streamlines' widest face, :func:`facing_view`) or the
+        direction the camera looks along in RAS+.
     max_streamlines : int or None, optional
         At most this many streamlines are drawn (a seeded subset, the same
         fraction of each tractogram); None draws all.
@@ -575,6 +631,7 @@ def render_bundles(
     groups = _subsample(groups, max_streamlines)
     if _cannot_render(sum(len(lines) for lines, _ in groups)):
         return None
+    view = _resolve_view(view, [lines for lines, _ in groups])
     options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
         options.update(
@@ -690,6 +747,7 @@ def render_comparison(
     )[0][0]
     if _cannot_render(len(real_lines) + len(gen_lines)):
         return None
+    view = _resolve_view(view, [real_lines, gen_lines])
     options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
         options.update(

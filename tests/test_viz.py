@@ -156,6 +156,44 @@ def test_the_all_bundles_bar_is_no_bundles_colour():
     assert np.linalg.norm(colours - overall, axis=1).min() > 0.3
 
 
+def _arc(centre, axes, n=20, radius=40.0):
+    """Streamlines along a half circle in the plane of two axes, about
+    ``centre``, a little apart along the third."""
+    t = np.linspace(0, np.pi, 30)
+    lines = []
+    for k in range(n):
+        p = np.zeros((30, 3)) + centre
+        p[:, axes[0]] += radius * np.cos(t)
+        p[:, axes[1]] += radius * np.sin(t)
+        p[:, 3 - sum(axes)] += k * 0.5
+        lines.append(p)
+    return lines
+
+
+@pytest.mark.parametrize(
+    "centre, axes, expected",
+    [
+        ((-35, 0, 0), (1, 2), "left"),  # arcuate-like, left hemisphere
+        ((35, 0, 0), (1, 2), "right"),
+        ((0, -40, 10), (0, 1), "superior"),  # forceps-like, flat in S-I
+        ((20, 0, 0), (0, 2), "anterior"),  # thin in A-P
+    ],
+)
+def test_facing_view_shows_the_widest_face(centre, axes, expected):
+    assert viz.facing_view(_arc(np.array(centre, float), axes)) == expected
+
+
+def test_facing_view_of_nothing_is_oblique():
+    assert viz.facing_view([]) == "oblique"
+    assert viz.facing_view([np.full((3, 3), np.nan)]) == "oblique"
+
+
+def test_auto_is_a_view_and_others_are_refused():
+    assert viz._view_frame(viz.AUTO_VIEW) is None
+    with pytest.raises(ValueError, match="auto"):
+        viz._view_frame("sideways")
+
+
 def test_bundle_colors_right_is_lighter_tint_of_left():
     c = viz.bundle_colors(["AF_L", "AF_R"])
     assert sum(c["AF_R"]) > sum(c["AF_L"])
@@ -200,6 +238,10 @@ def test_render_bundles_real_sft_and_views(tmp_path, renderer_ready, af_l_sft):
     # a single tractogram without a list, another view: another picture
     second = viz.render_bundles(af_l_sft, tmp_path / "af_sup.png", view="superior")
     assert not np.array_equal(_assert_not_blank(second), img)
+    # auto: a left arcuate fasciculus is seen from the left
+    auto = viz.render_bundles(af_l_sft, tmp_path / "af_auto.png", view="auto")
+    left = viz.render_bundles(af_l_sft, tmp_path / "af_left.png", view="left")
+    assert np.array_equal(_assert_not_blank(auto), _assert_not_blank(left))
 
 
 @pytest.mark.render

@@ -242,6 +242,29 @@ def test_generate_as_in_the_readme(workdir, monkeypatch):
         assert_picture(workdir / "AF_L_length80.png")
 
 
+def test_generate_view_reaches_each_picture(workdir, monkeypatch):
+    """--view sets the camera of every picture; auto is resolved per
+    picture by the rendering (here watched, so that no renderer is needed)."""
+    import aae_tract.viz as viz_mod
+
+    seen = []
+    monkeypatch.setattr(viz_mod, "adapter_problem", lambda: None)
+    for name in ("render_comparison", "render_bundles"):
+        monkeypatch.setattr(
+            viz_mod, name, lambda *a, view, **kw: seen.append(view) or None
+        )
+    args = ["--model", workdir / "aae_tract_model.keras", "--length", "100"]
+    args += ["--bundle", "AF_L", "CST_R", "--n_streamlines", "5"]
+    for view in ("auto", "superior"):
+        seen.clear()
+        out = workdir / f"view_{view}"
+        assert (
+            run_cli("aae_tract_generate", *args, "--view", view, "--out_dir", out) == 0
+        )
+        assert seen == [view, view]
+        assert (out / "AF_L_length100.trk").is_file()
+
+
 def test_generate_several_lengths_in_another_format(workdir):
     import nibabel as nib
 

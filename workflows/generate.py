@@ -102,6 +102,7 @@ class GenerateFlow(AAEWorkflow):
         space=None,
         format=None,
         skip_picture=False,
+        view="oblique",
         backend=None,
         device="auto",
         out_dir="",
@@ -245,6 +246,12 @@ class GenerateFlow(AAEWorkflow):
             out_tractogram.
         skip_picture : bool, optional
             Write only the tractograms (no FURY rendering).
+        view : string, optional
+            Camera of the pictures: oblique, left, right, superior,
+            inferior, anterior or posterior; auto: for each picture, the one
+            of left, right, anterior and superior that faces the axis its
+            streamlines spread least along (their widest face: a side view of
+            AF_L, a view from above of CC_ForcepsMajor).
         backend : string, optional
             Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND, else
             tensorflow.
@@ -273,6 +280,9 @@ class GenerateFlow(AAEWorkflow):
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
+        from aae_tract.viz import AUTO_VIEW, VIEWS
+
+        view = check_choice("view", view, (*VIEWS, AUTO_VIEW))
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")
@@ -327,6 +337,7 @@ class GenerateFlow(AAEWorkflow):
             real=real,
             reference=reference,
             skip_picture=skip_picture,
+            view=view,
         )
         _log_summary(
             net.attribute_name,
@@ -447,7 +458,9 @@ def _output_names(requests, attr, *, out_tractogram, out_picture, fmt, skip_pict
     return names
 
 
-def _generate_requests(net, requests, paths, *, options, real, reference, skip_picture):
+def _generate_requests(
+    net, requests, paths, *, options, real, reference, skip_picture, view="oblique"
+):
     """Generate and write every request; the files written and why no pictures.
 
     ``options`` are keyword arguments of :func:`aae_tract.generate.generate`.
@@ -476,6 +489,7 @@ def _generate_requests(net, requests, paths, *, options, real, reference, skip_p
                     real=real,
                     reference=reference,
                     space=options["space"],
+                    view=view,
                 )
             )
     written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
@@ -601,7 +615,17 @@ def real_near_request(lines, result):
     return lines, "real, all lengths"
 
 
-def _picture(model, result, out_png, *, title, real=None, reference=None, space=None):
+def _picture(
+    model,
+    result,
+    out_png,
+    *,
+    title,
+    real=None,
+    reference=None,
+    space=None,
+    view="oblique",
+):
     """The generated streamlines beside the real bundle (or alone); Path or None."""
     from aae_tract.registration import file_placer
     from aae_tract.viz import render_bundles, render_comparison
@@ -632,12 +656,14 @@ def _picture(model, result, out_png, *, title, real=None, reference=None, space=
             bundle=result.bundle,
             title=f"{title}: real vs generated",
             real_label=label,
+            view=view,
         )
     return render_bundles(
         [result.streamlines],
         out_png,
         labels=[result.bundle],
         title=f"{title}: generated",
+        view=view,
     )
 
 

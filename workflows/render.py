@@ -52,7 +52,10 @@ class RenderFlow(AAEWorkflow):
             .trx inputs; for .trx, the word same uses the file's own header.
         view : string, optional
             Camera direction: oblique, left, right, superior, inferior,
-            anterior or posterior.
+            anterior or posterior; auto: the one of left, right, anterior
+            and superior that faces the axis the streamlines spread least
+            along (their widest face; left or right by the side their centre
+            lies on).
         width : int, optional
             Picture width in pixels.
         height : int, optional
@@ -68,9 +71,9 @@ class RenderFlow(AAEWorkflow):
             Name of the picture.
         """
         self._begin()
-        from aae_tract.viz import VIEWS
+        from aae_tract.viz import AUTO_VIEW, VIEWS
 
-        view = check_choice("view", view, tuple(VIEWS))
+        view = check_choice("view", view, (*VIEWS, AUTO_VIEW))
         size = (
             check_int("width", width, minimum=64, maximum=8192),
             check_int("height", height, minimum=64, maximum=8192),
