@@ -8,7 +8,7 @@ import colorsys
 import re
 import zlib
 
-__all__ = ["bundle_colors"]
+__all__ = ["bundle_colors", "bundle_side"]
 
 # Colours for bundle names met in DIPY's atlases (HCP842 / RecoBundles names).
 # Left/right pairs share a family colour: the left bundle gets the colour, the
@@ -71,6 +71,25 @@ def _hashed_rgb(name):
 
 def _tint(rgb, amount):
     return tuple(c + (1.0 - c) * amount for c in rgb)
+
+
+def bundle_side(name):
+    """The hemisphere a bundle's name gives: ``"left"`` for a name ending in
+    ``_L``, ``-L``, ``_left`` or ``_lh`` (any case), ``"right"`` for ``_R``,
+    ``_right`` or ``_rh``, None for other names (``CC_Mid``, ``MCP``).
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    str or None
+    """
+    match = _SIDE_RE.match(str(name))
+    if not match:
+        return None
+    return "left" if match["side"].lower() in ("l", "left", "lh") else "right"
 
 
 def _one_bundle_color(name):

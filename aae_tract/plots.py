@@ -501,8 +501,9 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
     ``metrics``): a bar for the model's value over all bundles (mean, or
     worst case for ``recon_length_ratio``, ``length_error_pct``,
     ``rough_fraction`` and ``hooked_fraction``) and,
-    where ``metrics["per_bundle"]`` is given, one bar per bundle; the
-    reference value of the same metric is drawn beside each bar in grey, and
+    where ``metrics["per_bundle"]`` is given, one bar per bundle in the
+    bundle's colour (the bar over all bundles is dark grey); the reference
+    value of the same metric is drawn beside each bar, hatched light grey, and
     a dotted line marks the ideal value of the ratios and of
     ``realism_c2st``. Values that are not numbers (the per-bundle lists of
     ``metrics.json``) are left out.
@@ -644,13 +645,8 @@ def _draw_legend_and_counts(fig, metrics, *, with_reference):
     """Model / reference legend at the bottom left, data counts at the right."""
     from matplotlib.patches import Patch
 
-    handles = [
-        Patch(
-            facecolor=_MODEL_COLOR,
-            edgecolor="black",
-            label="model: all bundles (mean or worst), then each bundle in its colour",
-        )
-    ]
+    label = "model (first bar: all bundles)" if _per_bundle(metrics) else "model"
+    handles = [Patch(facecolor=_MODEL_COLOR, edgecolor="black", label=label)]
     if with_reference:
         handles.append(
             Patch(

@@ -38,8 +38,8 @@ __all__ = [
     "AUTO_VIEW",
     "VIEWS",
     "adapter_problem",
-    "facing_view",
     "bundle_colors",
+    "facing_view",
     "render_bundles",
     "render_comparison",
 ]
@@ -262,8 +262,12 @@ def _render_or_none(panels, **options):
 
 
 def _as_json(options):
-    """Options for the rendering child: JSON-able (``size`` as a list)."""
-    return dict(options, size=list(options["size"]))
+    """Options for the rendering child: JSON-able (``size`` as a list, a
+    ``view`` direction as a list of floats)."""
+    view = options["view"]
+    if not isinstance(view, str):
+        view = [float(v) for v in np.asarray(view, dtype=float).reshape(3)]
+    return dict(options, size=list(options["size"]), view=view)
 
 
 # --------------------------------------------------------------------------
@@ -347,54 +351,72 @@ def _subsample(groups, max_streamlines, seed=0):
 # --------------------------------------------------------------------------
 
 
-def facing_view(streamlines):
+def facing_view(streamlines, names=None):
     """The anatomical view that shows a bundle's widest face.
 
     The camera looks along the axis of RAS+ space (R-L, A-P or S-I) along
     which the points of the streamlines spread least (smallest standard
     deviation), so that the two axes along which they spread most face the
     viewer: a side view of an arcuate or uncinate fasciculus, a view from
-    above of the forceps of the corpus callosum. Along R-L the camera is on
-    the side of the bundle's centre (x < 0: "left", else "right"), so a
-    bundle of one hemisphere is seen from outside the brain; along A-P it
-    looks from the front ("anterior"), along S-I from above ("superior").
+    above of the forceps of the corpus callosum. Along A-P it looks from
+    the front ("anterior"), along S-I from above ("superior"). Along R-L the
+    camera is on the bundles' side, so that a bundle of one hemisphere is
+    seen from outside the brain: the side their names give (``AF_L``,
+    ``CST_R``, ``..._left``, ``..._rh``: :func:`aae_tract.colors.bundle_side`)
+    when they all give the same one, otherwise the side of their centre
+    (x < 0: "left", x > 0: "right"), which is the hemisphere where x = 0 is
+    the midline, as in MNI-like spaces.
 
     Parameters
     ----------
     streamlines : list of (k, 3) arrays
         Every streamline the picture draws (all panels together, so that
         they share the view).
+    names : list of str, optional
+        The names of the bundles drawn.
 
     Returns
     -------
     str
         A name in :data:`VIEWS`; ``"oblique"`` when there is no point.
     """
+    from aae_tract.colors import bundle_side
+
     points = [np.asarray(s, dtype=float).reshape(-1, 3) for s in streamlines]
     points = np.concatenate(points) if points else np.empty((0, 3))
     points = points[np.isfinite(points).all(axis=1)]
     if len(points) == 0:
         return "oblique"
     axis = int(np.argmin(points.std(axis=0)))
-    names = _AXIS_VIEWS[axis]
-    return names[1] if axis == 0 and points[:, 0].mean() > 0 else names[0]
+    if axis != 0:
+        return _AXIS_VIEWS[axis][0]
+    sides = {bundle_side(str(name)) for name in names or ()}
+    if len(sides) == 1 and None not in sides:
+        return sides.pop()
+    return "right" if points[:, 0].mean() > 0 else "left"
 
 
-def _resolve_view(view, groups):
+def _resolve_view(view, groups, names=None):
     """``view``, or for :data:`AUTO_VIEW` the named view of
     :func:`facing_view` for the streamlines of ``groups`` (lists of
-    streamlines), logged."""
+    streamlines) of the bundles ``names``, logged."""
     if not (isinstance(view, str) and view == AUTO_VIEW):
         return view
-    chosen = facing_view([s for lines in groups for s in lines])
+    chosen = facing_view([s for lines in groups for s in lines], names)
     logger.info("view: %s (facing the streamlines' widest face)", chosen)
     return chosen
 
 
+def _check_view(view):
+    """Raise ValueError unless ``view`` is :data:`AUTO_VIEW`, a name in
+    :data:`VIEWS` or a non-zero 3-vector."""
+    if not (isinstance(view, str) and view == AUTO_VIEW):
+        _view_frame(view)
+
+
 def _view_frame(view):
-    """Unit (forward, up, right) vectors of the camera for a view."""
-    if isinstance(view, str) and view == AUTO_VIEW:
-        return None  # chosen from the streamlines when they are drawn
+    """Unit (forward, up, right) vectors of the camera for a view (a name in
+    :data:`VIEWS` or a direction; :data:`AUTO_VIEW` is resolved before)."""
     if isinstance(view, str):
         if view not in VIEWS:
             choices = sorted([*VIEWS, AUTO_VIEW])
@@ -623,7 +645,7 @@ def render_bundles(
     if len(labels) != len(items):
         raise ValueError(f"{len(labels)} labels for {len(items)} tractograms")
     rgb = _resolve_colors(labels, colors)
-    _view_frame(view)
+    _check_view(view)
     groups = [
         (_streamlines_of(item, f"tractogram {label!r}"), color)
         for item, label, color in zip(items, labels, rgb)
@@ -631,7 +653,7 @@ def render_bundles(
     groups = _subsample(groups, max_streamlines)
     if _cannot_render(sum(len(lines) for lines, _ in groups)):
         return None
-    view = _resolve_view(view, [lines for lines, _ in groups])
+    view = _resolve_view(view, [lines for lines, _ in groups], labels)
     options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
         options.update(
@@ -734,7 +756,7 @@ def render_comparison(
         If an input is not a set of (k, 3) streamlines.
     """
     size = _check_size(size)
-    _view_frame(view)
+    _check_view(view)
     name = str(bundle) if bundle is not None else None
     color = bundle_colors([name])[name] if name else (0.35, 0.45, 0.6)
     real_lines = _subsample(
@@ -747,7 +769,7 @@ def render_comparison(
     )[0][0]
     if _cannot_render(len(real_lines) + len(gen_lines)):
         return None
-    view = _resolve_view(view, [real_lines, gen_lines])
+    view = _resolve_view(view, [real_lines, gen_lines], [name] if name else None)
     options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
         options.update(

@@ -154,6 +154,11 @@ def test_the_all_bundles_bar_is_no_bundles_colour():
     colours = np.array(list(viz.bundle_colors(names).values()))
     overall = np.array(to_rgb(plots._MODEL_COLOR))
     assert np.linalg.norm(colours - overall, axis=1).min() > 0.3
+    # and it is the colour the figure gives that bar
+    metrics = {"recon_mdf_mm": 1.0, "per_bundle": {"CST_L": {"recon_mdf_mm": 1.0}}}
+    groups = plots._metric_groups("recon_mdf_mm", metrics, {})
+    assert groups[0][0] == "mean" and groups[0][3] == plots._MODEL_COLOR
+    assert groups[1][3] == viz.bundle_colors(["CST_L"])["CST_L"]
 
 
 def _arc(centre, axes, n=20, radius=40.0):
@@ -180,7 +185,38 @@ def _arc(centre, axes, n=20, radius=40.0):
     ],
 )
 def test_facing_view_shows_the_widest_face(centre, axes, expected):
-    assert viz.facing_view(_arc(np.array(centre, float), axes)) == expected
+    lines = _arc(np.array(centre, float), axes)
+    assert viz.facing_view(lines) == expected
+    if expected in ("left", "right"):
+        # seen from outside the brain: the camera looks toward the midline
+        assert np.sign(viz.VIEWS[expected][0]) == -np.sign(centre[0])
+
+
+def test_facing_view_takes_the_side_from_the_names():
+    """A bundle's name gives its hemisphere wherever its centre lies (a
+    native space whose x = 0 is not the midline); mixed or unsided names
+    leave it to the centre."""
+    lines = _arc(np.array([15.0, 0, 0]), (1, 2))  # right of x = 0
+    assert viz.facing_view(lines, ["AF_L"]) == "left"
+    assert viz.facing_view(lines, ["AF_left", "UF_lh"]) == "left"
+    assert viz.facing_view(lines, ["AF_L", "AF_R"]) == "right"
+    assert viz.facing_view(lines, ["CC_Mid"]) == "right"
+    assert viz.facing_view(lines) == "right"
+    # names do not move a view along another axis
+    flat = _arc(np.array([0.0, -40, 10]), (0, 1))
+    assert viz.facing_view(flat, ["AF_L"]) == "superior"
+
+
+def test_bundle_side():
+    from aae_tract.colors import bundle_side
+
+    assert [bundle_side(n) for n in ("AF_L", "cst_r", "UF-left", "OR_rh")] == [
+        "left",
+        "right",
+        "left",
+        "right",
+    ]
+    assert bundle_side("CC_ForcepsMajor") is None and bundle_side("MCP") is None
 
 
 def test_facing_view_of_nothing_is_oblique():
@@ -189,9 +225,18 @@ def test_facing_view_of_nothing_is_oblique():
 
 
 def test_auto_is_a_view_and_others_are_refused():
-    assert viz._view_frame(viz.AUTO_VIEW) is None
+    viz._check_view(viz.AUTO_VIEW)
     with pytest.raises(ValueError, match="auto"):
-        viz._view_frame("sideways")
+        viz._check_view("sideways")
+
+
+def test_a_view_direction_goes_to_the_rendering_child_as_numbers():
+    import json
+
+    options = {"size": (640, 480), "view": np.array([1.0, 0.0, 0.0])}
+    sent = json.loads(json.dumps(viz._as_json(options)))
+    assert sent["view"] == [1.0, 0.0, 0.0] and sent["size"] == [640, 480]
+    assert viz._as_json({"size": (8, 8), "view": "auto"})["view"] == "auto"
 
 
 def test_bundle_colors_right_is_lighter_tint_of_left():

@@ -243,8 +243,8 @@ def test_generate_as_in_the_readme(workdir, monkeypatch):
 
 
 def test_generate_view_reaches_each_picture(workdir, monkeypatch):
-    """--view sets the camera of every picture; auto is resolved per
-    picture by the rendering (here watched, so that no renderer is needed)."""
+    """--view sets the camera of every picture (the rendering is watched, so
+    that no renderer is needed); auto chooses one view per bundle."""
     import aae_tract.viz as viz_mod
 
     seen = []
@@ -253,16 +253,22 @@ def test_generate_view_reaches_each_picture(workdir, monkeypatch):
         monkeypatch.setattr(
             viz_mod, name, lambda *a, view, **kw: seen.append(view) or None
         )
-    args = ["--model", workdir / "aae_tract_model.keras", "--length", "100"]
+    args = ["--model", workdir / "aae_tract_model.keras", "--length", "100", "130"]
     args += ["--bundle", "AF_L", "CST_R", "--n_streamlines", "5"]
-    for view in ("auto", "superior"):
-        seen.clear()
-        out = workdir / f"view_{view}"
-        assert (
-            run_cli("aae_tract_generate", *args, "--view", view, "--out_dir", out) == 0
-        )
-        assert seen == [view, view]
-        assert (out / "AF_L_length100.trk").is_file()
+    out = workdir / "view_superior"
+    assert run_cli("aae_tract_generate", *args, "--view", "superior",
+                   "--out_dir", out) == 0  # fmt: skip
+    assert seen == ["superior"] * 4
+    assert (out / "AF_L_length100.trk").is_file()
+    # auto: one view per bundle, from its real streamlines of every length,
+    # shared by its pictures at both lengths
+    seen.clear()
+    out = workdir / "view_auto"
+    assert run_cli("aae_tract_generate", *args, "--view", "auto",
+                   "--out_dir", out) == 0  # fmt: skip
+    assert len(seen) == 4 and seen[0] == seen[1] and seen[2] == seen[3], seen
+    assert set(seen) <= set(viz_mod.VIEWS)
+    assert seen[0] == "left"  # AF_L: a side view, from the left
 
 
 def test_generate_several_lengths_in_another_format(workdir):
@@ -462,18 +468,10 @@ def test_evaluate_on_the_held_out_split(workdir, monkeypatch):
     assert metrics["prior_spread"] == 1.0
     assert_picture(workdir / "evaluation.png")
     # --prior_spread reaches prior sampling (other streamlines at the same
-    # seed) and is recorded
-    out = workdir / "ev_spread"
-    assert run_cli("aae_tract_evaluate", *args, "--prior_spread", "0.5",
-                   "--out_dir", out) == 0  # fmt: skip
-    narrow = json.loads((out / "metrics.json").read_text())
-    assert narrow["prior_spread"] == 0.5
-    generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
-    assert any(narrow[k] != metrics[k] for k in generated)
-    # every generation of the evaluation draws with it, the length targets'
-    # and the length bands' streamlines too (their shares are counts, equal
-    # at both spreads for a model this little trained, so the calls are
-    # watched instead)
+    # seed) and is recorded; every generation of the evaluation draws with
+    # it, the length targets' and the length bands' streamlines too (their
+    # shares are counts, equal at both spreads for a model this little
+    # trained, so the calls are watched)
     draw, spreads = generate_mod.draw_streamlines, []
 
     def watched(*a, **kw):
@@ -481,8 +479,13 @@ def test_evaluate_on_the_held_out_split(workdir, monkeypatch):
         return draw(*a, **kw)
 
     monkeypatch.setattr(generate_mod, "draw_streamlines", watched)
+    out = workdir / "ev_spread"
     assert run_cli("aae_tract_evaluate", *args, "--prior_spread", "0.5",
-                   "--out_dir", workdir / "ev_watched") == 0  # fmt: skip
+                   "--out_dir", out) == 0  # fmt: skip
+    narrow = json.loads((out / "metrics.json").read_text())
+    assert narrow["prior_spread"] == 0.5
+    generated = ("novelty_ratio", "diversity_ratio", "shape_similarity")
+    assert any(narrow[k] != metrics[k] for k in generated)
     n_bundles = len(metrics["per_bundle"])
     assert len(spreads) >= 3 * n_bundles and set(spreads) == {0.5}, spreads
 

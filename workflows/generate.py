@@ -471,6 +471,7 @@ def _generate_requests(
     attr = net.attribute_name
     no_pictures = None if skip_picture else _picture_problem()
     pictures = []
+    views = {}  # --view auto: each bundle's, chosen at its first picture
     for i, (name, value) in enumerate(requests):
         kwargs = {"length": value} if attr == "length" else {"attribute": value}
         result = generate(net, name, **options, **kwargs)
@@ -490,6 +491,7 @@ def _generate_requests(
                     reference=reference,
                     space=options["space"],
                     view=view,
+                    views=views,
                 )
             )
     written = [paths[f"out_tractogram_{i}"] for i in range(len(requests))]
@@ -625,10 +627,17 @@ def _picture(
     reference=None,
     space=None,
     view="oblique",
+    views=None,
 ):
-    """The generated streamlines beside the real bundle (or alone); Path or None."""
+    """The generated streamlines beside the real bundle (or alone); Path or None.
+
+    With ``view`` auto, the view is the one :func:`aae_tract.viz.facing_view`
+    gives the bundle's real streamlines of every length (the generated ones
+    where there are none), kept in ``views`` so that every picture of the
+    bundle in a run shares it.
+    """
     from aae_tract.registration import file_placer
-    from aae_tract.viz import render_bundles, render_comparison
+    from aae_tract.viz import AUTO_VIEW, render_bundles, render_comparison
 
     files = real_bundle_files(model, result.bundle, real)
     if real and not files:
@@ -647,6 +656,8 @@ def _picture(
             space=model.metadata.space,
             place=file_placer(model, result.bundle, space),
         )
+    if view == AUTO_VIEW:
+        view = _bundle_view(result, lines, {} if views is None else views)
     if lines:
         lines, label = real_near_request(lines, result)
         return render_comparison(
@@ -665,6 +676,20 @@ def _picture(
         title=f"{title}: generated",
         view=view,
     )
+
+
+def _bundle_view(result, real_lines, views):
+    """The view of ``result``'s bundle for ``--view auto``: ``views``' entry,
+    else :func:`aae_tract.viz.facing_view` of its real streamlines (the
+    generated ones where there are none), stored there and logged."""
+    from aae_tract.viz import facing_view
+
+    name = result.bundle
+    if name not in views:
+        lines = real_lines if real_lines else result.streamlines
+        views[name] = facing_view(lines, [name])
+        logger.info("view of %s: %s (facing its widest face)", name, views[name])
+    return views[name]
 
 
 def _fill(template, values, option):
