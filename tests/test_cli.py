@@ -343,6 +343,7 @@ def test_bad_values_fail_before_keras_is_imported(tmp_path):
         ("aae_tract_evaluate", ["--prior_spread", "nan"], "--prior_spread"),
         ("aae_tract_generate", ["--view", "sideways"], "--view"),
         ("aae_tract_render", [empty, "--view", "sideways"], "--view"),
+        ("aae_tract_label", [empty, "--model", missing, "--view", "up"], "--view"),
         ("aae_tract_evaluate", ["--model", missing], "model file not found"),
         ("aae_tract_label", [empty, "--model", missing], "model file not found"),
     ]

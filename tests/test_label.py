@@ -887,10 +887,11 @@ def test_the_label_picture_draws_a_sample_of_every_label(
     tractogram, truth = mixed_tractogram
     drawn = {}
 
-    def fake_render(lines, out_png, *, labels, colors, title):
+    def fake_render(lines, out_png, *, labels, colors, title, view):
         drawn.update(zip(labels, (np.asarray(x) for x in lines)))
         drawn["colors"] = colors
         drawn["title"] = title
+        drawn["view"] = view
         return out_png
 
     monkeypatch.setattr(viz, "render_bundles", fake_render)
@@ -911,6 +912,9 @@ def test_the_label_picture_draws_a_sample_of_every_label(
     assert len(drawn["other"]) == 1  # at most PICTURE_OTHER_MAX: bundles stay visible
     assert drawn["title"].endswith("(1 of 2 other drawn)")
     assert tuple(drawn["colors"]["other"]) == pytest.approx((0.6, 0.6, 0.6), abs=0.01)
+    assert drawn["view"] == "oblique"
+    label_flow._picture(source, labels, groups, tmp_path / "q.png", tractogram, "auto")
+    assert drawn["view"] == "auto"  # render_bundles resolves it
 
 
 def test_label_command_errors_are_one_line(

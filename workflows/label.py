@@ -50,6 +50,7 @@ class LabelFlow(AAEWorkflow):
         precision="auto",
         format="trk",
         skip_picture=False,
+        view="oblique",
         backend=None,
         device="auto",
         out_dir="",
@@ -109,6 +110,11 @@ class LabelFlow(AAEWorkflow):
             Format of the written tractograms: trk, tck or trx.
         skip_picture : bool, optional
             Write only the tractograms and the report (no FURY rendering).
+        view : string, optional
+            Camera of the picture: oblique, left, right, superior, inferior,
+            anterior or posterior; auto: the one of left, right, anterior and
+            superior that faces the axis the drawn streamlines spread least
+            along (their widest face).
         backend : string, optional
             Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND,
             else tensorflow.
@@ -130,6 +136,9 @@ class LabelFlow(AAEWorkflow):
         precision = check_choice("precision", precision, PRECISIONS)
         decode_from = check_float("decode_from", decode_from, minimum=0.0, maximum=1.0)
         fmt = check_choice("format", format, FORMATS)
+        from aae_tract.viz import AUTO_VIEW, VIEWS
+
+        view = check_choice("view", view, (*VIEWS, AUTO_VIEW))
         batch_size = check_int("batch_size", batch_size, maximum=1_000_000)
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")
@@ -221,7 +230,9 @@ class LabelFlow(AAEWorkflow):
         write_text_atomic(paths["out_labels"], json.dumps(report) + "\n")
         written.append(paths["out_labels"])
         if not skip_picture:
-            picture = _picture(source, labels, groups, paths["out_picture"], tractogram)
+            picture = _picture(
+                source, labels, groups, paths["out_picture"], tractogram, view=view
+            )
             if picture is not None:
                 written.append(picture)
         logger.info(
@@ -268,7 +279,7 @@ PICTURE_MAX = 10000
 PICTURE_OTHER_MAX = 1000
 
 
-def _picture(source, labels, groups, out_png, tractogram):
+def _picture(source, labels, groups, out_png, tractogram, view="oblique"):
     """The streamlines coloured by label (grey for "other"); Path or None.
 
     At most :data:`PICTURE_MAX` streamlines are drawn (a seeded sample, each
@@ -308,7 +319,7 @@ def _picture(source, labels, groups, out_png, tractogram):
         title += f" ({len(picks[OTHER]):,} of {n_other:,} other drawn)"
     try:
         return render_bundles(
-            lines, out_png, labels=present, colors=colors, title=title
+            lines, out_png, labels=present, colors=colors, title=title, view=view
         )
     except AAETractError as exc:
         logger.warning("no picture made: %s", exc)
