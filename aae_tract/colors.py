@@ -52,6 +52,8 @@ _FAMILY_COLORS = {
     "CB": "#e7969c",
 }
 _SIDE_RE = re.compile(r"^(?P<family>.+?)[_-](?P<side>L|R|left|right|lh|rh)$", re.I)
+#: A name that ends in both sides (``F_L_R``): a bundle of both hemispheres.
+_BOTH_SIDES_RE = re.compile(r"[_-](L|left|lh)[_-](R|right|rh)$", re.I)
 _RIGHT_TINT = 0.45  # fraction of white mixed into the right-hemisphere colour
 
 
@@ -73,30 +75,44 @@ def _tint(rgb, amount):
     return tuple(c + (1.0 - c) * amount for c in rgb)
 
 
+def _split_side(name):
+    """``(family, side)`` of a bundle name: side ``"l"``, ``"left"``,
+    ``"lh"``, ``"r"``, ... or ``""`` (no side, or both: ``F_L_R``, the
+    fornix of DIPY's atlas)."""
+    match = _SIDE_RE.match(name)
+    if not match or _BOTH_SIDES_RE.search(name):
+        return name, ""
+    return match["family"], match["side"].lower()
+
+
 def bundle_side(name):
-    """The hemisphere a bundle's name gives: ``"left"`` for a name ending in
-    ``_L``, ``-L``, ``_left`` or ``_lh`` (any case), ``"right"`` for ``_R``,
-    ``_right`` or ``_rh``, None for other names (``CC_Mid``, ``MCP``).
+    """The hemisphere a bundle's name gives.
+
+    A name ends with its side after ``_`` or ``-``, in any case: ``L``,
+    ``left`` or ``lh`` for the left, ``R``, ``right`` or ``rh`` for the
+    right (``AF_L``, ``CST_R``, ``UF-left``). Names without a side
+    (``CC_Mid``, ``MCP``) or with both (``F_L_R``) give none.
 
     Parameters
     ----------
     name : str
+        A bundle name.
 
     Returns
     -------
     str or None
+        ``"left"``, ``"right"`` or None.
     """
-    match = _SIDE_RE.match(str(name))
-    if not match:
+    side = _split_side(str(name))[1]
+    if not side:
         return None
-    return "left" if match["side"].lower() in ("l", "left", "lh") else "right"
+    return "left" if side in ("l", "left", "lh") else "right"
 
 
 def _one_bundle_color(name):
     if name in _EXACT_COLORS:
         return _hex_to_rgb(_EXACT_COLORS[name])
-    match = _SIDE_RE.match(name)
-    family, side = (match["family"], match["side"].lower()) if match else (name, "")
+    family, side = _split_side(name)
     if family in _FAMILY_COLORS:
         base = _hex_to_rgb(_FAMILY_COLORS[family])
     elif family in _EXACT_COLORS:

@@ -818,6 +818,26 @@ def test_label_command_writes_a_tractogram_per_bundle_and_a_report(
         assert np.mean(np.asarray(fast["labels"]) == truth) >= 0.9
 
 
+def test_label_command_draws_its_picture_with_the_view_asked(
+    labelled, mixed_tractogram, tmp_path, monkeypatch
+):
+    from aae_tract import viz
+
+    model, _ = labelled
+    model_path = model.save(tmp_path / "m.keras")
+    tractogram, _ = mixed_tractogram
+    views = []
+
+    def fake_render(lines, out_png, *, view, **kw):
+        views.append(view)
+        return None  # as when no picture can be made
+
+    monkeypatch.setattr(viz, "render_bundles", fake_render)
+    args = [tractogram, "--model", model_path, "--out_dir", tmp_path / "out"]
+    assert run_cli("aae_tract_label", *args, "--view", "superior") == 0
+    assert views == ["superior"]
+
+
 def test_label_command_streams_its_input_and_labels_as_the_api_does(
     labelled, mixed_tractogram, tmp_path, monkeypatch, capsys
 ):

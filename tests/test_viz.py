@@ -217,6 +217,9 @@ def test_bundle_side():
         "right",
     ]
     assert bundle_side("CC_ForcepsMajor") is None and bundle_side("MCP") is None
+    assert bundle_side("F_L_R") is None  # the fornix: both sides
+    # the colours agree: F_L_R is not tinted as a right bundle of F_L
+    assert viz.bundle_colors(["F_L_R"])["F_L_R"] != viz.bundle_colors(["F_R"])["F_R"]
 
 
 def test_facing_view_of_nothing_is_oblique():

@@ -269,6 +269,23 @@ def test_generate_view_reaches_each_picture(workdir, monkeypatch):
     assert len(seen) == 4 and seen[0] == seen[1] and seen[2] == seen[3], seen
     assert set(seen) <= set(viz_mod.VIEWS)
     assert seen[0] == "left"  # AF_L: a side view, from the left
+    # with no real streamlines, the generated ones of the first length choose
+    # (once per bundle: the second length's pictures take it)
+    from workflows import generate as generate_flow
+
+    monkeypatch.setattr(generate_flow, "real_bundle_files", lambda *a: [])
+    chosen, facing = [], viz_mod.facing_view
+
+    def watched(lines, names=None):
+        chosen.append(facing(lines, names))
+        return chosen[-1]
+
+    monkeypatch.setattr(viz_mod, "facing_view", watched)
+    seen.clear()
+    out = workdir / "view_auto_generated"
+    assert run_cli("aae_tract_generate", *args, "--view", "auto",
+                   "--out_dir", out) == 0  # fmt: skip
+    assert len(chosen) == 2 and seen == [chosen[0]] * 2 + [chosen[1]] * 2, seen
 
 
 def test_generate_several_lengths_in_another_format(workdir):

@@ -248,10 +248,13 @@ class GenerateFlow(AAEWorkflow):
             Write only the tractograms (no FURY rendering).
         view : string, optional
             Camera of the pictures: oblique, left, right, superior,
-            inferior, anterior or posterior; auto: for each picture, the one
+            inferior, anterior or posterior; auto: for each bundle, the one
             of left, right, anterior and superior that faces the axis its
-            streamlines spread least along (their widest face: a side view of
-            AF_L, a view from above of CC_ForcepsMajor).
+            real streamlines of every length spread least along (the
+            generated ones of its first length where it has no real ones),
+            left or right by the side its name gives (AF_L, CST_R), else by
+            its centre's: its widest face, the same in all its pictures (a
+            side view of AF_L, a view from above of CC_ForcepsMajor).
         backend : string, optional
             Keras backend: tensorflow, torch or jax. Without it: KERAS_BACKEND, else
             tensorflow.

@@ -55,8 +55,8 @@ class RenderFlow(AAEWorkflow):
             anterior or posterior; auto: the one of left, right, anterior
             and superior that faces the axis the streamlines spread least
             along (their widest face; left or right by the side the bundles'
-            names give, AF_L or CST_R, else by the side their centre lies
-            on).
+            names give when all give the same one, AF_L or CST_R, else by
+            the side their centre lies on).
         width : int, optional
             Picture width in pixels.
         height : int, optional
