@@ -140,7 +140,7 @@ def test_bundle_colors_do_not_depend_on_python_hash_seed():
     assert viz.bundle_colors(["x_L"])["x_L"] != viz.bundle_colors(["y_L"])["y_L"]
 
 
-def test_the_all_bundles_bar_is_no_bundles_colour():
+def test_the_all_bundles_bar_is_no_bundles_colour(tmp_path, monkeypatch):
     """The evaluation figure's first bar (mean or worst over the bundles)
     stands apart from every bundle's bar: no named bundle, left or right,
     and no name coloured from its hash comes near its colour."""
@@ -159,6 +159,17 @@ def test_the_all_bundles_bar_is_no_bundles_colour():
     groups = plots._metric_groups("recon_mdf_mm", metrics, {})
     assert groups[0][0] == "mean" and groups[0][3] == plots._MODEL_COLOR
     assert groups[1][3] == viz.bundle_colors(["CST_L"])["CST_L"]
+
+    # the figure draws its bars with them
+    drawn, bar = [], plots._bar
+
+    def recorded(ax, x, value, width, **style):
+        drawn.append(style.get("color"))
+        return bar(ax, x, value, width, **style)
+
+    monkeypatch.setattr(plots, "_bar", recorded)
+    plots.plot_evaluation(metrics, tmp_path / "eval.png")
+    assert drawn == [plots._MODEL_COLOR, groups[1][3]]
 
 
 def _arc(centre, axes, n=20, radius=40.0):

@@ -261,6 +261,13 @@ def bad_value(name, value, problem):
     raise AAETractError(f"--{name} {problem}, got {value!r}")
 
 
+def check_view_option(view):
+    """``--view``: a name in ``aae_tract.viz.VIEWS`` or ``auto``."""
+    from aae_tract.viz import AUTO_VIEW, VIEWS
+
+    return check_choice("view", view, (*VIEWS, AUTO_VIEW))
+
+
 def check_choice(name, value, choices):
     """Return ``value`` (lower case) if it is one of ``choices``."""
     text = str(value).lower()

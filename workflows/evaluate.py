@@ -3,11 +3,7 @@
 import logging
 from pathlib import Path
 
-from aae_tract.generate import (
-    DEFAULT_PRIOR_SPREAD,
-    NOISE_SCOPES,
-    SAMPLING_METHODS,
-)
+from aae_tract.generate import DEFAULT_PRIOR_SPREAD, NOISE_SCOPES, SAMPLING_METHODS
 
 from .base import (
     AAEWorkflow,

@@ -22,6 +22,7 @@ from .base import (
     check_float,
     check_int,
     check_prior_spread_option,
+    check_view_option,
     names_written,
     noise_or_default,
     sampling_for,
@@ -283,9 +284,7 @@ class GenerateFlow(AAEWorkflow):
         subject_noise = noise_or_default("subject_noise", subject_noise)
         placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
-        from aae_tract.viz import AUTO_VIEW, VIEWS
-
-        view = check_choice("view", view, (*VIEWS, AUTO_VIEW))
+        view = check_view_option(view)
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")

@@ -23,6 +23,7 @@ from .base import (
     check_device,
     check_float,
     check_int,
+    check_view_option,
     names_written,
     select_backend,
 )
@@ -136,9 +137,7 @@ class LabelFlow(AAEWorkflow):
         precision = check_choice("precision", precision, PRECISIONS)
         decode_from = check_float("decode_from", decode_from, minimum=0.0, maximum=1.0)
         fmt = check_choice("format", format, FORMATS)
-        from aae_tract.viz import AUTO_VIEW, VIEWS
-
-        view = check_choice("view", view, (*VIEWS, AUTO_VIEW))
+        view = check_view_option(view)
         batch_size = check_int("batch_size", batch_size, maximum=1_000_000)
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")

@@ -7,9 +7,9 @@ from aae_tract.errors import AAETractError
 from .base import (
     AAEWorkflow,
     as_list,
-    check_choice,
     check_int,
     check_reference,
+    check_view_option,
     names_written,
 )
 
@@ -72,9 +72,7 @@ class RenderFlow(AAEWorkflow):
             Name of the picture.
         """
         self._begin()
-        from aae_tract.viz import AUTO_VIEW, VIEWS
-
-        view = check_choice("view", view, (*VIEWS, AUTO_VIEW))
+        view = check_view_option(view)
         size = (
             check_int("width", width, minimum=64, maximum=8192),
             check_int("height", height, minimum=64, maximum=8192),
