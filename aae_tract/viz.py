@@ -18,6 +18,7 @@ The matplotlib figures (training curves, latent space, evaluation) are in
 """
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -98,16 +99,32 @@ _NO_ADAPTER_HINT = (
 # Rendering beside TensorFlow
 # --------------------------------------------------------------------------
 # Mesa's software Vulkan driver (lavapipe) and TensorFlow each bring their own
-# LLVM; rendering in a process where TensorFlow is loaded crashes it. Pictures
-# are then made by a child Python process that never imports TensorFlow:
-# streamlines travel as .npy files (no pickle), options as JSON.
+# LLVM; a process that holds both crashes, whichever came first (TensorFlow
+# loaded, then a picture; or a picture, then TensorFlow, which Keras imports
+# even under the torch backend, e.g. in keras.utils.set_random_seed). Wherever
+# TensorFlow is installed, pictures are therefore made by a child Python
+# process that never imports it: streamlines travel as .npy files (no
+# pickle), options as JSON.
 
 _CHILD_ENV = "AAE_TRACT_RENDER_CHILD"
 _CHILD_TIMEOUT = 600
 
 
+@functools.lru_cache(maxsize=1)
+def _tensorflow_installed():
+    if "tensorflow" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return True
+
+
 def _needs_child():
-    return "tensorflow" in sys.modules and os.environ.get(_CHILD_ENV) != "1"
+    """Whether pictures must be made in a child process (see above)."""
+    return os.environ.get(_CHILD_ENV) != "1" and (
+        "tensorflow" in sys.modules or _tensorflow_installed()
+    )
 
 
 def _render_in_child(kind, groups, out_png, options):

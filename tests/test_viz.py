@@ -1,7 +1,10 @@
 """Tests of aae_tract.viz (FURY pictures), aae_tract.plots (matplotlib figures)
 and aae_tract.colors (bundle colours)."""
 
+import importlib.util
 import logging
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -321,6 +324,38 @@ def test_render_comparison_two_panels(tmp_path, renderer_ready, synthetic_bundle
     # one camera for both: the smaller generated arcs look smaller
     left_box, right_box = _content_box(left), _content_box(right)
     assert right_box[1] - right_box[0] < left_box[1] - left_box[0]
+
+
+_RENDER_THEN_TENSORFLOW = """
+import sys
+import numpy as np
+from aae_tract.viz import render_bundles
+rng = np.random.default_rng(0)
+lines = [np.cumsum(rng.random((20, 3)), axis=0) for _ in range(10)]
+first = render_bundles([lines], sys.argv[1])
+import tensorflow  # what Keras does under any backend when seeding
+second = render_bundles([lines], sys.argv[2])
+print(first, second)
+"""
+
+
+@pytest.mark.render
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None, reason="TensorFlow not installed"
+)
+def test_a_picture_then_tensorflow_in_one_process(tmp_path, renderer_ready):
+    # lavapipe and TensorFlow each bring an LLVM: importing TensorFlow after an
+    # in-process picture crashed the process (exit status -11)
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    done = subprocess.run(
+        [sys.executable, "-c", _RENDER_THEN_TENSORFLOW, str(first), str(second)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.array_equal(_assert_not_blank(first), _assert_not_blank(second))
 
 
 def test_render_without_adapter_warns_and_returns_none(
