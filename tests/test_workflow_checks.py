@@ -503,3 +503,28 @@ def test_the_picture_shows_real_streamlines_near_the_requested_length():
     age = SimpleNamespace(attribute_name="age", target=70.0, bundle="AF_L")
     shown, label = real_near_request(lines, age)
     assert shown is lines and label == "real"
+
+
+def test_real_files_for_the_picture(tmp_path):
+    """--real: a single file is the real bundle whatever its name, unless it is
+    named after another of the model's bundles; several files go by name;
+    without --real, the model's training files of the bundle."""
+    from workflows.generate import real_bundle_files
+
+    for name in ("AF_L", "CST_R", "my_arcuate"):
+        (tmp_path / f"{name}.trk").write_bytes(b"")
+    model = SimpleNamespace(
+        bundle_names=["AF_L", "CST_R", "CC_ForcepsMajor"],
+        metadata=SimpleNamespace(
+            training={"inputs": [str(tmp_path / "AF_L.trk"), "/gone/CST_R.trk"]}
+        ),
+    )
+    af, cst, free = (
+        str(tmp_path / f"{n}.trk") for n in ("AF_L", "CST_R", "my_arcuate")
+    )
+    assert real_bundle_files(model, "AF_L", [af]) == [Path(af)]
+    assert real_bundle_files(model, "CST_R", [af]) == []
+    assert real_bundle_files(model, "CC_ForcepsMajor", [free]) == [Path(free)]
+    assert real_bundle_files(model, "CST_R", [af, cst]) == [Path(cst)]
+    assert real_bundle_files(model, "AF_L", None) == [tmp_path / "AF_L.trk"]
+    assert real_bundle_files(model, "CST_R", None) == []

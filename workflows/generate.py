@@ -55,7 +55,9 @@ def real_bundle_files(model, bundle, real=None):
     bundle : str
         Bundle name (matched to file names).
     real : list of str, optional
-        Files, folders or patterns; a single file is taken whatever its name.
+        Files, folders or patterns; a single file is taken whatever its name,
+        unless it is named after another of the model's bundles (so that
+        ``--real AF_L.trk`` with several bundles is drawn beside AF_L only).
 
     Returns
     -------
@@ -66,7 +68,10 @@ def real_bundle_files(model, bundle, real=None):
     if real:
         found = find_bundles(real)
         if len(found) == 1 and Path(real[0]).is_file():
-            return [found[0].path]
+            other = found[0].bundle != bundle and found[0].bundle in set(
+                getattr(model, "bundle_names", ())
+            )
+            return [] if other else [found[0].path]
         return [f.path for f in found if f.bundle == bundle][:MAX_REAL_FILES]
     files = [Path(p) for p in model.metadata.training.get("inputs", [])]
     return [p for p in files if p.stem == bundle and p.is_file()][:MAX_REAL_FILES]
@@ -229,7 +234,10 @@ class GenerateFlow(AAEWorkflow):
             volume (as the embedded default's does) or with --space.
         real : variable string, optional
             Real tractograms of the bundle for the picture (files, folders or
-            patterns). Without it: the model's training files, when present.
+            patterns; several files go to the bundles their names give, a
+            single file to every bundle asked unless it is named after
+            another of the model's bundles). Without it: the model's
+            training files, when present.
             Beside a length, the picture shows those of their streamlines
             within 10 % of it (all of them when fewer than 10 lie there).
         reference : string, optional
