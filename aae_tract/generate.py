@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT",
+    "DEFAULT_MAX_EXTRAPOLATION",
     "DEFAULT_NOISE",
     "DEFAULT_PLACEMENT_NOISE",
     "DEFAULT_SUBJECT_NOISE",
@@ -63,6 +64,7 @@ __all__ = [
     "GeneratedBundle",
     "bank_noise_used",
     "bank_options_error",
+    "check_target",
     "default_noise",
     "default_sampling",
     "default_noises",
@@ -76,6 +78,7 @@ __all__ = [
     "resolve_sampling",
     "restyle",
     "sample_latent",
+    "target_limits",
 ]
 
 #: Ways of sampling latent codes (see the module docstring).
@@ -149,6 +152,12 @@ _MATCH_ITERATIONS = 12
 _MATCH_MARGINS = (0.25, 1.5)
 #: Relative miss of the median length beyond which generation warns.
 MISS_TOLERANCE = 0.10
+#: How far beyond the range of the attribute seen in training for a bundle a
+#: target may lie, in units of that range's width (:func:`target_limits`):
+#: a quarter on each side, as far as the length search reaches
+#: (``_MATCH_MARGINS``). Within it generation extrapolates and warns; beyond
+#: it the request is refused.
+DEFAULT_MAX_EXTRAPOLATION = 0.25
 
 
 @dataclass
@@ -1617,6 +1626,7 @@ def generate(
     space=None,
     keep_inside=True,
     volume=None,
+    max_extrapolation=DEFAULT_MAX_EXTRAPOLATION,
 ):
     """Generate streamlines of ``bundle`` at a requested length (or attribute).
 
@@ -1742,6 +1752,11 @@ def generate(
         1 x 1 x 1 volume, for model files from before this test, and for
         streamlines placed in a subject's native ``space`` (whose own
         header the model does not keep).
+    max_extrapolation : float or None
+        How far beyond the range seen in training for the bundle the target
+        may lie, in units of the range's width (:func:`target_limits`;
+        default a quarter); a target beyond it is refused, one between the
+        range and it is generated with a warning. None: no limit.
 
     Returns
     -------
@@ -1753,7 +1768,8 @@ def generate(
         ``bundle`` is not one of the model's bundles (the message lists them).
     AAETractError
         A length given to a model conditioned on another attribute, a target
-        that is not a finite (positive, for length) number, an unknown
+        that is not a finite (positive, for length) number or lies beyond
+        ``max_extrapolation`` (the message gives the accepted range), an unknown
         sampling, or a filter (or the volume test) that kept too few
         streamlines in ``max_tries`` rounds (the message gives the acceptance
         rate).
@@ -1770,6 +1786,7 @@ def generate(
     if n < 1:
         raise AAETractError(f"n_streamlines must be >= 1, got {n_streamlines}")
     target = _resolve_target(model, name, length, attribute)
+    check_target(model, name, target, max_extrapolation)
     to_space = _space_transform(model, space)
     attr = model.attribute_name
     unit = " mm" if attr == "length" else ""
@@ -1842,6 +1859,78 @@ def generate(
         median_length=median,
         missed=bool(missed),
         space="common" if space is None else str(space),
+    )
+
+
+def target_limits(model, bundle, max_extrapolation=DEFAULT_MAX_EXTRAPOLATION):
+    """The targets :func:`generate` accepts for ``bundle``.
+
+    The range of the attribute seen in training for the bundle, widened on
+    each side by ``max_extrapolation`` times its width (taken as at least a
+    tenth of its larger end, so that a bundle seen at one length still has a
+    margin).
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model.
+    bundle : str
+        Bundle name known to the model.
+    max_extrapolation : float or None
+        Margin in units of the range's width; None: no limit.
+
+    Returns
+    -------
+    (float, float)
+        Lowest and highest accepted target (``-inf``, ``inf`` without a
+        limit).
+    """
+    if max_extrapolation is None:
+        return -np.inf, np.inf
+    margin = float(max_extrapolation)
+    if not (np.isfinite(margin) and margin >= 0):
+        raise AAETractError(
+            f"max_extrapolation must be a finite number >= 0 (or None), got "
+            f"{max_extrapolation!r}"
+        )
+    low, high = model.attribute_range(bundle)
+    width = max(high - low, 0.1 * max(abs(low), abs(high)))
+    return low - margin * width, high + margin * width
+
+
+def check_target(model, bundle, target, max_extrapolation=DEFAULT_MAX_EXTRAPOLATION):
+    """Refuse a target too far outside the range seen in training for ``bundle``.
+
+    Parameters
+    ----------
+    model : TractAAE
+        A trained model.
+    bundle : str
+        Bundle name known to the model.
+    target : float
+        The requested length in mm (or other attribute's value).
+    max_extrapolation : float or None
+        See :func:`target_limits`.
+
+    Raises
+    ------
+    AAETractError
+        ``target`` lies outside :func:`target_limits`; the message gives the
+        range seen in training and the accepted one.
+    """
+    lo, hi = target_limits(model, bundle, max_extrapolation)
+    if lo <= target <= hi:
+        return
+    attr = model.attribute_name
+    unit = " mm" if attr == "length" else ""
+    low, high = model.attribute_range(bundle)
+    raise AAETractError(
+        f"{bundle}: {attr} {target:.4g}{unit} lies too far outside the "
+        f"{attr}s seen in training ({low:.4g}-{high:.4g}{unit}) for the model "
+        f"to extrapolate; it generates {bundle} at {max(lo, 0.0):.4g}-{hi:.4g}"
+        f"{unit} (the seen range widened by {float(max_extrapolation):g} of its "
+        "width each way; max_extrapolation, --max_extrapolation on the "
+        "command line, sets that share)"
     )
 
 

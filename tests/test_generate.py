@@ -17,6 +17,7 @@ from aae_tract.generate import (
     DEFAULT_CANDIDATES,
     MAX_CANDIDATES,
     GeneratedBundle,
+    check_target,
     default_sampling,
     draw_streamlines,
     generate,
@@ -26,6 +27,7 @@ from aae_tract.generate import (
     nearest_mdf,
     restyle,
     sample_latent,
+    target_limits,
 )
 from aae_tract.io import (
     bbox_space,
@@ -386,7 +388,9 @@ def test_decoded_lengths_are_the_lengths_of_the_decoded_streamlines(model):
 def test_out_of_range_warns_with_seen_range(model, caplog):
     low, high = model.attribute_range("AF_L")
     with caplog.at_level(logging.WARNING, logger="aae_tract.generate"):
-        result = generate(model, "AF_L", high + 200, n_streamlines=5, seed=0)
+        result = generate(
+            model, "AF_L", high + 0.2 * (high - low), n_streamlines=5, seed=0
+        )
     assert result.out_of_range
     assert result.seen_range == pytest.approx((low, high))
     assert len(result.streamlines) == 5
@@ -404,11 +408,53 @@ def test_out_of_range_warns_with_seen_range(model, caplog):
     assert not [m for m in warned if "outside" in m], warned
 
 
+def test_far_out_of_range_is_refused(model):
+    """A target beyond a quarter of the seen range's width past either end is
+    refused with the seen and the accepted range; max_extrapolation moves
+    that limit, None lifts it."""
+    low, high = model.attribute_range("AF_L")
+    width = high - low
+    assert target_limits(model, "AF_L") == pytest.approx(
+        (low - 0.25 * width, high + 0.25 * width)
+    )
+    for target in (high + 0.3 * width, low - 0.3 * width):
+        with pytest.raises(AAETractError, match="too far outside") as info:
+            generate(model, "AF_L", target, n_streamlines=5, seed=0)
+        message = str(info.value)
+        assert message.startswith("AF_L: length")
+        assert f"{low:.4g}-{high:.4g} mm" in message
+        assert f"{high + 0.25 * width:.4g} mm" in message
+        assert "--max_extrapolation" in message
+    wide = generate(
+        model,
+        "AF_L",
+        high + 0.3 * width,
+        n_streamlines=5,
+        seed=0,
+        max_extrapolation=0.5,
+    )
+    assert wide.out_of_range and len(wide.streamlines) == 5
+    check_target(model, "AF_L", high + 50 * width, max_extrapolation=None)
+    with pytest.raises(AAETractError, match="too far outside"):
+        check_target(model, "AF_L", high + 0.1 * width, max_extrapolation=0)
+    with pytest.raises(AAETractError, match="max_extrapolation"):
+        check_target(model, "AF_L", high, max_extrapolation=-1)
+
+
+def test_target_limits_of_a_bundle_seen_at_one_length():
+    from types import SimpleNamespace
+
+    one = SimpleNamespace(attribute_range=lambda bundle: (80.0, 80.0))
+    assert target_limits(one, "X") == pytest.approx((78.0, 82.0))
+
+
 def test_a_missed_request_is_reported(model, caplog):
     low, high = model.attribute_range("AF_L")
-    far = 3 * high  # far beyond what the decoder reaches
+    far = 3 * high  # far beyond what the decoder reaches (no limit asked)
     with caplog.at_level(logging.WARNING, logger="aae_tract.generate"):
-        result = generate(model, "AF_L", far, n_streamlines=8, seed=0)
+        result = generate(
+            model, "AF_L", far, n_streamlines=8, seed=0, max_extrapolation=None
+        )
     assert result.missed
     assert result.median_length == pytest.approx(np.median(result.lengths))
     messages = [r.getMessage() for r in caplog.records]

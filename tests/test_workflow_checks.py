@@ -367,6 +367,30 @@ def test_generate_says_why_no_picture_was_made(
     assert summary.endswith("(no pictures: no wgpu adapter (test))")
 
 
+def test_generate_refuses_a_length_far_outside_the_bundles(
+    model_file, tmp_path, capsys
+):
+    """A length far outside what the model saw of a bundle is refused before
+    anything is generated, even when it is the last of several requests; the
+    message names the bundle, the seen and the accepted range and the option."""
+    args = ["--model", model_file, "--bundle", "AF_L", "--n_streamlines", "3"]
+    args += ["--skip_picture", "--out_dir", tmp_path]
+    capsys.readouterr()
+    assert run_cli("aae_tract_generate", *args, "--length", "100", "400") == 1
+    message = error_line(capsys, "aae_tract_generate")
+    assert message.startswith("AF_L: length 400 mm lies too far outside"), message
+    assert "--max_extrapolation" in message
+    assert list(tmp_path.iterdir()) == []
+    wide = ["--max_extrapolation", "10"]
+    assert run_cli("aae_tract_generate", *args, "--length", "400", *wide) == 0
+    assert (tmp_path / "AF_L_length400.trk").is_file()
+    capsys.readouterr()
+    assert run_cli("aae_tract_generate", *args, "--max_extrapolation", "-1") == 1
+    assert "--max_extrapolation must be at least 0" in error_line(
+        capsys, "aae_tract_generate"
+    )
+
+
 @pytest.mark.parametrize("prog", ["aae_tract_generate", "aae_tract_evaluate"])
 def test_bank_noise_options_ask_for_bank_sampling(model_file, tmp_path, capsys, prog):
     """--noise sets bank sampling's noise: with the prior sampling a length

@@ -6,11 +6,13 @@ from pathlib import Path
 from aae_tract.errors import AAETractError
 from aae_tract.generate import (
     DEFAULT_CANDIDATES,
+    DEFAULT_MAX_EXTRAPOLATION,
     DEFAULT_NOISE,
     DEFAULT_PRIOR_SPREAD,
     MAX_CANDIDATES,
     NOISE_SCOPES,
     SAMPLING_METHODS,
+    check_target,
 )
 
 from .base import (
@@ -89,6 +91,7 @@ class GenerateFlow(AAEWorkflow):
         length=None,
         attribute_value=None,
         age=None,
+        max_extrapolation=DEFAULT_MAX_EXTRAPOLATION,
         n_streamlines=100,
         seed=0,
         sampling=None,
@@ -141,6 +144,13 @@ class GenerateFlow(AAEWorkflow):
         age : variable float, optional
             Target age(s) in years, for a model trained with --attribute age
             (the same as --attribute_value); files are named age70 etc.
+        max_extrapolation : float, optional
+            How far beyond the range seen in training for a bundle a
+            requested value may lie, in units of that range's width (a
+            quarter by default: AF_L seen at 90-150 mm is generated at
+            75-165 mm). Beyond it the request is refused before anything is
+            generated; between the range and it the model extrapolates and
+            warns. A large value lifts the limit.
         n_streamlines : int, optional
             Streamlines to generate per bundle and value.
         seed : int, optional
@@ -293,6 +303,9 @@ class GenerateFlow(AAEWorkflow):
         placement_noise = noise_or_default("placement_noise", placement_noise)
         fmt = None if format is None else check_choice("format", format, FORMATS)
         view = check_view_option(view)
+        max_extrapolation = check_float(
+            "max_extrapolation", max_extrapolation, minimum=0
+        )
         real = [str(p) for p in as_list(real)]
         if reference is not None and not Path(reference).exists():
             bad_value("reference", reference, "must be an existing file")
@@ -310,6 +323,8 @@ class GenerateFlow(AAEWorkflow):
             net.bundle_index(name)  # UnknownBundleError listing the known bundles
         space = _check_space(net, space, model_path)
         requests = _requests(net, bundles, lengths, values + ages, model_path, ages)
+        for name, value in requests:
+            check_target(net, name, value, max_extrapolation)
         names = _output_names(
             requests,
             net.attribute_name,
@@ -343,6 +358,7 @@ class GenerateFlow(AAEWorkflow):
                 "space": space,
                 "keep_inside": not keep_outside,
                 "volume": volume,
+                "max_extrapolation": max_extrapolation,
             },
             real=real,
             reference=reference,
