@@ -167,6 +167,8 @@ def plot_training_curves(history, out_png, *, title=None, phases=None, stage=Non
             ax.axvline(
                 start - 0.5, color="0.45", linestyle=":", linewidth=1.2, label=name
             )
+        if last > n_epochs:
+            _shade_stage(ax, n_epochs, last, xs, panels[family])
         values = np.concatenate(all_values) if all_values else np.array([])
         if values.size and values.min() > 0 and values.max() / values.min() > 30:
             ax.set_yscale("log")
@@ -192,6 +194,25 @@ def plot_training_curves(history, out_png, *, title=None, phases=None, stage=Non
 
 def _attribute_label(attribute_name):
     return "length (mm)" if attribute_name == "length" else str(attribute_name)
+
+
+def _shade_stage(ax, n_epochs, last, xs, keys_by_base):
+    """Shade the decoder-only stage (epochs after ``n_epochs``); where the
+    panel has no curve there, say that its losses are not trained in it."""
+    ax.axvspan(n_epochs + 0.5, last + 0.5, color="0.94", zorder=0, linewidth=0)
+    keys = [k for ks in keys_by_base.values() for k in ks]
+    if any(len(xs[k]) and xs[k][-1] > n_epochs for k in keys):
+        return
+    ax.text(
+        0.5 * (n_epochs + 1 + last),
+        0.5,
+        "decoder only:\nnot trained",
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="0.45",
+    )
 
 
 def plot_latent_space(
@@ -543,7 +564,8 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
     ncols = 4 if len(names) > 9 else min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     panel_w = max(3.8, 1.2 + 0.75 * (len(bundles) + 1))
-    fig = new_figure((panel_w * ncols, 3.3 * nrows + 0.9), dpi=110)
+    height = 3.3 * nrows + 0.9
+    fig = new_figure((panel_w * ncols, height), dpi=110)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, name in zip(axes, names):
         groups = _metric_groups(name, metrics, reference)
@@ -552,7 +574,8 @@ def plot_evaluation(metrics, out_png, *, reference=None, title=None):
         ax.set_visible(False)
     _draw_legend_and_counts(fig, metrics, with_reference=bool(reference))
     fig.suptitle(title or "evaluation")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    # the title's own strip (a third of an inch), which tight_layout gives the panels
+    fig.tight_layout(rect=(0, 0.05, 1, 1 - 0.35 / height))
     out = save_figure(fig, out_png)
     logger.info("Wrote evaluation figure to %s", out)
     return out
@@ -576,8 +599,10 @@ def _metric_groups(name, metrics, reference):
     return groups
 
 
-def _bar(ax, x, value, width, *, text_color=None, **style):
-    """One bar with its value written above (below, when negative)."""
+def _bar(ax, x, value, width, *, text_color=None, upright=False, **style):
+    """One bar with its value written above (below, when negative); written
+    upright (rotated a quarter turn) where bars stand in pairs, so that the
+    values of neighbouring bars do not run into each other."""
     ax.bar(x, value, width, edgecolor="black", linewidth=0.5, **style)
     ax.annotate(
         f"{value:.3g}",
@@ -585,6 +610,7 @@ def _bar(ax, x, value, width, *, text_color=None, **style):
         ha="center",
         va="bottom" if value >= 0 else "top",
         fontsize=7,
+        rotation=90 if upright else 0,
         xytext=(0, 2 if value >= 0 else -2),
         textcoords="offset points",
         **({} if text_color is None else {"color": text_color}),
@@ -595,19 +621,33 @@ def _draw_bars(ax, groups, with_reference):
     """The model's bars (and the reference's beside them); their heights."""
     width = 0.38 if with_reference else 0.6
     offset = -width / 2 if with_reference else 0.0
+    paired = with_reference and _has_reference(groups)
     heights = []
     for x, (_, value, ref_value, color) in enumerate(groups):
         value, ref_value = _as_number(value), _as_number(ref_value)
         if value is not None:
-            _bar(ax, x + offset, value, width, color=color)
+            _bar(ax, x + offset, value, width, color=color, upright=paired)
             heights.append(value)
         else:
             ax.text(x + offset, 0, "n/a", ha="center", va="bottom", fontsize=7)
         if with_reference and ref_value is not None:
             style = {"color": _REFERENCE_COLOR, "hatch": "//"}
-            _bar(ax, x + width / 2, ref_value, width, text_color="#444444", **style)
+            _bar(
+                ax,
+                x + width / 2,
+                ref_value,
+                width,
+                text_color="#444444",
+                upright=True,
+                **style,
+            )
             heights.append(ref_value)
     return heights
+
+
+def _has_reference(groups):
+    """Whether any bar of a metric's panel has a reference bar beside it."""
+    return any(_as_number(ref_value) is not None for _, _, ref_value, _ in groups)
 
 
 def _draw_metric(ax, name, groups, *, with_reference):
@@ -632,7 +672,9 @@ def _draw_metric(ax, name, groups, *, with_reference):
     high = max([0.0, *heights, ideal or 0.0])
     if limits is not None:  # bounded metric: show its upper bound
         high = max(high, limits[1])
-    pad = 0.12 * (high - low or 1.0)
+    # room for the values written above (upright ones, beside a reference, are taller)
+    paired = with_reference and _has_reference(groups)
+    pad = (0.25 if paired else 0.12) * (high - low or 1.0)
     if not heights:  # every value n/a: the labels above a centred zero line
         low, high, pad = -0.5, 0.5, 0.0
         ax.set_xlim(-0.6, max(len(groups), 2) - 0.4)

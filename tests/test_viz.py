@@ -471,6 +471,34 @@ def test_training_curves_draw_the_decoder_only_stage_after_the_epochs(tmp_path):
     _no_temp_files(tmp_path)
 
 
+def test_training_curves_shade_the_decoder_only_stage(tmp_path, monkeypatch):
+    """Every panel shades the stage; those whose losses the stage does not
+    train say so there, the reconstruction panel (whose curve goes on) not."""
+    panels = []  # per figure: title -> (its texts, its patches)
+    save = plots.save_figure
+
+    def keep(fig, path):
+        panels.append(
+            {
+                ax.get_title(): ([t.get_text() for t in ax.texts], len(ax.patches))
+                for ax in fig.axes
+                if ax.get_visible()
+            }
+        )
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    history = _history()
+    stage = {"epochs": 4, "recon_loss": [0.5, 0.4, 0.35, 0.3]}
+    plots.plot_training_curves(history, tmp_path / "staged.png", stage=stage)
+    plots.plot_training_curves(history, tmp_path / "plain.png")
+    staged, plain = panels
+    assert staged.pop("Reconstruction") == ([], 1)
+    assert len(staged) >= 3
+    assert all(v == (["decoder only:\nnot trained"], 1) for v in staged.values())
+    assert all(v == ([], 0) for v in plain.values())
+
+
 def test_plot_training_curves_unknown_keys_and_short_lists(tmp_path):
     history = {"custom_metric": [3.0, 2.0, 1.5], "val_custom_metric": [3.5], "x": [1]}
     _assert_not_blank(plots.plot_training_curves(history, tmp_path / "c.png"))
@@ -520,6 +548,59 @@ def test_plot_latent_space_rejects_mismatched_inputs(tmp_path):
         plots.plot_latent_space(z, labels[:-1], length, ["a", "b", "c"], tmp_path / "x")
     with pytest.raises(ValueError, match="index"):
         plots.plot_latent_space(z, labels, length, ["a", "b"], tmp_path / "x.png")
+
+
+def test_evaluation_figure_text_does_not_overlap(tmp_path, monkeypatch):
+    """The figure's title clears the first row's panel titles, and the values
+    written over paired bars (model, reference) do not run into each other:
+    the embedded default's 3 bundles and the phantom's 6, with the metrics
+    ``metrics.json`` holds (every metric, a reference, values of 3 digits)."""
+    from matplotlib.transforms import Bbox
+
+    from aae_tract.metrics import METRIC_NAMES as names
+
+    boxes = []
+    save = plots.save_figure
+
+    def keep(fig, path):
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        top = [ax.title.get_window_extent(renderer) for ax in fig.axes]
+        # each value with 3 pixels (2 points) of room on either side
+        values = [
+            [
+                Bbox.from_extents(e.x0 - 3, e.y0, e.x1 + 3, e.y1)
+                for e in (t.get_window_extent(renderer) for t in ax.texts)
+            ]
+            for ax in fig.axes
+        ]
+        boxes.append((fig._suptitle.get_window_extent(renderer), top, values))
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    rng = np.random.default_rng(0)
+    for bundles in (
+        ["AF_L", "CC_ForcepsMajor", "CST_R"],
+        [f"B{i}_L" for i in range(6)],
+    ):
+        per_bundle = {
+            b: {n: float(rng.uniform(0.9, 0.99)) for n in names} for b in bundles
+        }
+        metrics = {n: 0.966 for n in names}
+        metrics.update(bundles=bundles, per_bundle=per_bundle)
+        reference = {n: 0.972 for n in names}
+        reference["per_bundle"] = {
+            b: {n: float(rng.uniform(0.9, 0.99)) for n in names} for b in bundles
+        }
+        plots.plot_evaluation(
+            metrics, tmp_path / "e.png", reference=reference, title="model on data"
+        )
+    for suptitle, titles, values in boxes:
+        assert all(suptitle.y0 >= t.y1 for t in titles), "title over a panel's"
+        for texts in values:
+            for i, a in enumerate(texts):
+                for b in texts[i + 1 :]:
+                    assert not a.overlaps(b), "two values run together"
 
 
 def test_plot_evaluation_with_reference_and_per_bundle(tmp_path):
