@@ -728,12 +728,13 @@ def render_comparison(
     max_streamlines=3000,
     thickness=None,
     real_label="real",
+    generated_label="generated",
 ):
     """Render real and generated streamlines side by side with FURY offscreen.
 
     Both panels share one camera (same view and scale), so shape, spread and
     length can be compared directly. Both are drawn in the bundle's colour
-    and labelled (``real_label`` and "generated") with the number of
+    and labelled (``real_label`` and ``generated_label``) with the number of
     streamlines drawn.
 
     Parameters
@@ -760,6 +761,9 @@ def render_comparison(
         Label of the real panel (its streamline count is added), e.g.
         ``"real, 72-88 mm"`` when it shows only streamlines near a requested
         length.
+    generated_label : str, optional
+        Label of the generated panel (its streamline count is added), e.g.
+        ``"generated, median 147.3 mm"``.
 
     Returns
     -------
@@ -790,19 +794,34 @@ def render_comparison(
     options = {"title": title, "size": size, "view": view, "thickness": thickness}
     if _needs_child():
         options.update(
-            bundle=bundle, max_streamlines=max_streamlines, real_label=str(real_label)
+            bundle=bundle,
+            max_streamlines=max_streamlines,
+            real_label=str(real_label),
+            generated_label=str(generated_label),
         )
         return _render_in_child(
             "comparison", [real_lines, gen_lines], out_png, _as_json(options)
         )
     options["real_label"] = str(real_label)
+    options["generated_label"] = str(generated_label)
     if title is None and name:
         options["title"] = f"{name}: real vs generated"
     return _draw_comparison(real_lines, gen_lines, name, color, out_png, **options)
 
 
 def _draw_comparison(
-    real, generated, name, color, out_png, *, title, size, view, thickness, real_label
+    real,
+    generated,
+    name,
+    color,
+    out_png,
+    *,
+    title,
+    size,
+    view,
+    thickness,
+    real_label,
+    generated_label,
 ):
     """Render real and generated streamlines in two panels under one camera."""
     side_w = side_width([name] if name else [], size)
@@ -831,7 +850,7 @@ def _draw_comparison(
         title_h=title_h,
         panel_labels=(
             f"{real_label} (n={len(real)})",
-            f"generated (n={len(generated)})",
+            f"{generated_label} (n={len(generated)})",
         ),
         label_h=label_h,
         legend=[(name, color)] if name else (),

@@ -9,6 +9,7 @@ backend).
 
 import inspect
 import json
+import re
 import shutil
 
 import numpy as np
@@ -247,12 +248,15 @@ def test_generate_view_reaches_each_picture(workdir, monkeypatch):
     that no renderer is needed); auto chooses one view per bundle."""
     import aae_tract.viz as viz_mod
 
-    seen = []
+    seen, said = [], []
+
+    def watch(*args, view, **kwargs):
+        seen.append(view)
+        said.append(kwargs.get("generated_label") or kwargs.get("title"))
+
     monkeypatch.setattr(viz_mod, "adapter_problem", lambda: None)
     for name in ("render_comparison", "render_bundles"):
-        monkeypatch.setattr(
-            viz_mod, name, lambda *a, view, **kw: seen.append(view) or None
-        )
+        monkeypatch.setattr(viz_mod, name, watch)
     args = ["--model", workdir / "aae_tract_model.keras", "--length", "100", "130"]
     args += ["--bundle", "AF_L", "CST_R", "--n_streamlines", "5"]
     out = workdir / "view_superior"
@@ -260,6 +264,10 @@ def test_generate_view_reaches_each_picture(workdir, monkeypatch):
                    "--out_dir", out) == 0  # fmt: skip
     assert seen == ["superior"] * 4
     assert (out / "AF_L_length100.trk").is_file()
+    # the generated panel gives the median length made (the title the one asked)
+    assert len(said) == 4 and all(
+        re.fullmatch(r"generated, median \d+\.\d mm", text) for text in said
+    ), said
     # auto: one view per bundle, from its real streamlines of every length,
     # shared by its pictures at both lengths
     seen.clear()
@@ -271,7 +279,9 @@ def test_generate_view_reaches_each_picture(workdir, monkeypatch):
     assert seen[0] == "left"  # AF_L: a side view, from the left
     # with no real streamlines, the generated ones of the first length choose
     # (once per bundle: the second length's pictures take it)
-    from workflows import generate as generate_flow
+    # the module the command runs (the repository's workflows/ is also
+    # importable as a top-level package: a different module object)
+    from aae_tract.workflows import generate as generate_flow
 
     monkeypatch.setattr(generate_flow, "real_bundle_files", lambda *a: [])
     chosen, facing = [], viz_mod.facing_view
@@ -286,6 +296,10 @@ def test_generate_view_reaches_each_picture(workdir, monkeypatch):
     assert run_cli("aae_tract_generate", *args, "--view", "auto",
                    "--out_dir", out) == 0  # fmt: skip
     assert len(chosen) == 2 and seen == [chosen[0]] * 2 + [chosen[1]] * 2, seen
+    # alone, the title gives both
+    assert re.fullmatch(
+        r"AF_L at length 100 mm: generated, median \d+\.\d mm", said[-4]
+    ), said
 
 
 def test_generate_several_lengths_in_another_format(workdir):
