@@ -198,7 +198,8 @@ def _attribute_label(attribute_name):
 
 def _shade_stage(ax, n_epochs, last, xs, keys_by_base):
     """Shade the decoder-only stage (epochs after ``n_epochs``); where the
-    panel has no curve there, say that its losses are not trained in it."""
+    panel has no curve there, say that the stage records none of its losses
+    (it records the reconstruction loss only)."""
     ax.axvspan(n_epochs + 0.5, last + 0.5, color="0.94", zorder=0, linewidth=0)
     keys = [k for ks in keys_by_base.values() for k in ks]
     if any(len(xs[k]) and xs[k][-1] > n_epochs for k in keys):
@@ -206,7 +207,7 @@ def _shade_stage(ax, n_epochs, last, xs, keys_by_base):
     ax.text(
         0.5 * (n_epochs + 1 + last),
         0.5,
-        "decoder only:\nnot trained",
+        "decoder-only stage:\nnot recorded",
         transform=ax.get_xaxis_transform(),
         ha="center",
         va="center",

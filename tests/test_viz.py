@@ -472,8 +472,9 @@ def test_training_curves_draw_the_decoder_only_stage_after_the_epochs(tmp_path):
 
 
 def test_training_curves_shade_the_decoder_only_stage(tmp_path, monkeypatch):
-    """Every panel shades the stage; those whose losses the stage does not
-    train say so there, the reconstruction panel (whose curve goes on) not."""
+    """Every panel shades the stage; those with no curve in it say that the
+    stage records none of their losses, the reconstruction panel (whose
+    curve goes on) not."""
     panels = []  # per figure: title -> (its texts, its patches)
     save = plots.save_figure
 
@@ -495,7 +496,7 @@ def test_training_curves_shade_the_decoder_only_stage(tmp_path, monkeypatch):
     staged, plain = panels
     assert staged.pop("Reconstruction") == ([], 1)
     assert len(staged) >= 3
-    assert all(v == (["decoder only:\nnot trained"], 1) for v in staged.values())
+    assert all(v == (["decoder-only stage:\nnot recorded"], 1) for v in staged.values())
     assert all(v == ([], 0) for v in plain.values())
 
 
