@@ -55,6 +55,9 @@ _SIDE_RE = re.compile(r"^(?P<family>.+?)[_-](?P<side>L|R|left|right|lh|rh)$", re
 #: A name that ends in both sides (``F_L_R``): a bundle of both hemispheres.
 _BOTH_SIDES_RE = re.compile(r"[_-](L|left|lh)[_-](R|right|rh)$", re.I)
 _RIGHT_TINT = 0.45  # fraction of white mixed into the right-hemisphere colour
+#: The names aae_tract_generate gives its files: ``<bundle>_length80``,
+#: ``<bundle>_age42.5`` (drawn in the bundle's colour).
+_GENERATED_RE = re.compile(r"^(?P<bundle>.+)_(?:length|age)\d+(?:\.\d+)?$")
 
 
 def _hex_to_rgb(value):
@@ -110,6 +113,9 @@ def bundle_side(name):
 
 
 def _one_bundle_color(name):
+    generated = _GENERATED_RE.match(name)
+    if generated and name not in _EXACT_COLORS:
+        name = generated["bundle"]
     if name in _EXACT_COLORS:
         return _hex_to_rgb(_EXACT_COLORS[name])
     family, side = _split_side(name)
@@ -129,8 +135,10 @@ def bundle_colors(names):
 
     The colour depends on the name alone (not on the other names or their
     order): common bundle names of DIPY's atlases have fixed colours, a right
-    hemisphere bundle (``*_R``) is a lighter tint of its left partner, and any
-    other name gets a colour derived from a CRC32 checksum of the name.
+    hemisphere bundle (``*_R``) is a lighter tint of its left partner, the
+    names aae_tract_generate gives its files (``AF_L_length80``,
+    ``CST_R_age70``) take their bundle's colour, and any other name gets a
+    colour derived from a CRC32 checksum of the name.
 
     Parameters
     ----------

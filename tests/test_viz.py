@@ -132,6 +132,21 @@ def test_other_streamlines_are_grey_in_every_picture():
     np.testing.assert_allclose(viz.bundle_colors(OTHER)[OTHER], (0.6, 0.6, 0.6))
 
 
+def test_generated_files_take_their_bundles_colour():
+    """aae_tract_render of aae_tract_generate's files draws them in their
+    bundle's colour, as every other picture does."""
+    colors = viz.bundle_colors(
+        ["AF_L", "CST_R", "UF_L", "AF_L_length130", "CST_R_age42.5", "UF_L_length45"]
+    )
+    assert colors["AF_L_length130"] == colors["AF_L"]
+    assert colors["CST_R_age42.5"] == colors["CST_R"]
+    assert colors["UF_L_length45"] == colors["UF_L"]
+    # other names keep their own colour
+    others = viz.bundle_colors(["AF_L_lengthy", "AF_L_v2", "length80"])
+    assert others["AF_L_lengthy"] != colors["AF_L"]
+    assert others["AF_L_v2"] != colors["AF_L"]
+
+
 def test_bundle_colors_do_not_depend_on_python_hash_seed():
     # names outside the table are coloured from a CRC32 of the name: fixed
     # numbers, the same in every process whatever PYTHONHASHSEED is
