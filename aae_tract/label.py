@@ -814,7 +814,8 @@ def label_streamlines(
     block : int, optional
         Streamlines resampled and labelled at a time.
     progress : bool, optional
-        Show a progress bar.
+        Show a progress bar (on a terminal: not in a log file or a pipe,
+        where its redrawn line would pile up).
     reject : {"both", "latent"}, optional
         What makes a streamline "other": its latent distance to its bundle or
         its reconstruction error as that bundle (``"both"``), or the latent
@@ -904,7 +905,10 @@ def label_streamlines(
     # fill a batch of the decoder (a block holds a few hundred to decode)
     pending, waiting = [], 0
     with tqdm(
-        total=total, desc="labelling", unit="streamline", disable=not progress
+        total=total,
+        desc="labelling",
+        unit="streamline",
+        disable=None if progress else True,  # None: off where not a terminal
     ) as bar:
         for x in _prefetched(prepared()):
             idx, conf, test = _label_block(
