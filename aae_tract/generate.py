@@ -1903,14 +1903,10 @@ def check_target(model, bundle, target, max_extrapolation=DEFAULT_MAX_EXTRAPOLAT
 
     Parameters
     ----------
-    model : TractAAE
-        A trained model.
-    bundle : str
-        Bundle name known to the model.
+    model, bundle, max_extrapolation
+        As in :func:`target_limits`.
     target : float
         The requested length in mm (or other attribute's value).
-    max_extrapolation : float or None
-        See :func:`target_limits`.
 
     Raises
     ------
