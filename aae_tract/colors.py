@@ -136,9 +136,9 @@ def bundle_colors(names):
     The colour depends on the name alone (not on the other names or their
     order): common bundle names of DIPY's atlases have fixed colours, a right
     hemisphere bundle (``*_R``) is a lighter tint of its left partner, the
-    names aae_tract_generate gives its files (``AF_L_length80``,
-    ``CST_R_age70``) take their bundle's colour, and any other name gets a
-    colour derived from a CRC32 checksum of the name.
+    names aae_tract_generate gives its files of a length or an age
+    (``AF_L_length80``, ``CST_R_age70``) take their bundle's colour, and any
+    other name gets a colour derived from a CRC32 checksum of the name.
 
     Parameters
     ----------

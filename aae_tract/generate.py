@@ -1866,9 +1866,9 @@ def target_limits(model, bundle, max_extrapolation=DEFAULT_MAX_EXTRAPOLATION):
     """The targets :func:`generate` accepts for ``bundle``.
 
     The range of the attribute seen in training for the bundle, widened on
-    each side by ``max_extrapolation`` times its width (taken as at least a
-    tenth of its larger end, so that a bundle seen at one length still has a
-    margin).
+    each side by ``max_extrapolation`` times its width (:func:`_range_width`:
+    at least a tenth of its larger end, or 1 when that is 0, so that a bundle
+    seen at one value still has a margin).
 
     Parameters
     ----------
@@ -1894,8 +1894,13 @@ def target_limits(model, bundle, max_extrapolation=DEFAULT_MAX_EXTRAPOLATION):
             f"{max_extrapolation!r}"
         )
     low, high = model.attribute_range(bundle)
-    width = max(high - low, 0.1 * max(abs(low), abs(high)))
+    width = _range_width(low, high)
     return low - margin * width, high + margin * width
+
+
+def _range_width(low, high):
+    """The width margins of a seen range are measured in (see target_limits)."""
+    return max(high - low, 0.1 * max(abs(low), abs(high))) or 1.0
 
 
 def check_target(model, bundle, target, max_extrapolation=DEFAULT_MAX_EXTRAPOLATION):
@@ -1914,19 +1919,24 @@ def check_target(model, bundle, target, max_extrapolation=DEFAULT_MAX_EXTRAPOLAT
         ``target`` lies outside :func:`target_limits`; the message gives the
         range seen in training and the accepted one.
     """
+    attr = model.attribute_name
+    if not math.isfinite(float(target)):
+        raise AAETractError(f"requested {attr} {target} is not finite")
     lo, hi = target_limits(model, bundle, max_extrapolation)
     if lo <= target <= hi:
         return
-    attr = model.attribute_name
     unit = " mm" if attr == "length" else ""
     low, high = model.attribute_range(bundle)
+    margin = float(max_extrapolation) * _range_width(low, high)
+    if attr == "length":  # a length is above 0 anyway
+        lo = max(lo, 0.0)
     raise AAETractError(
         f"{bundle}: {attr} {target:.4g}{unit} lies too far outside the "
-        f"{attr}s seen in training ({low:.4g}-{high:.4g}{unit}) for the model "
-        f"to extrapolate; it generates {bundle} at {max(lo, 0.0):.4g}-{hi:.4g}"
-        f"{unit} (the seen range widened by {float(max_extrapolation):g} of its "
-        "width each way; max_extrapolation, --max_extrapolation on the "
-        "command line, sets that share)"
+        f"{attr}s seen in training ({low:.4g} to {high:.4g}{unit}) for the "
+        f"model to extrapolate; it generates {bundle} at {lo:.4g} to "
+        f"{hi:.4g}{unit} (the seen range widened by {margin:.3g}{unit} each "
+        f"way, {float(max_extrapolation):g} of its width; max_extrapolation, "
+        "--max_extrapolation on the command line, sets that share)"
     )
 
 

@@ -117,7 +117,9 @@ def plot_training_curves(history, out_png, *, title=None, phases=None, stage=Non
         ``recon_loss`` and ``val_recon_loss`` per epoch are drawn in the
         reconstruction panel after the last epoch of ``history``, as
         ``recon_loss (decoder-only)``, and its first epoch is marked on every
-        panel as a phase. A record without curves (or None) draws nothing.
+        panel as a phase; its epochs are shaded in every panel, and panels
+        with no curve there say "decoder-only stage: not recorded". A record
+        without curves (or None) draws nothing.
 
     Returns
     -------

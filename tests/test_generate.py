@@ -422,8 +422,8 @@ def test_far_out_of_range_is_refused(model):
             generate(model, "AF_L", target, n_streamlines=5, seed=0)
         message = str(info.value)
         assert message.startswith("AF_L: length")
-        assert f"{low:.4g}-{high:.4g} mm" in message
-        assert f"{high + 0.25 * width:.4g} mm" in message
+        assert f"({low:.4g} to {high:.4g} mm)" in message
+        assert f"{low - 0.25 * width:.4g} to {high + 0.25 * width:.4g} mm" in message
         assert "--max_extrapolation" in message
     wide = generate(
         model,
@@ -441,11 +441,23 @@ def test_far_out_of_range_is_refused(model):
         check_target(model, "AF_L", high, max_extrapolation=-1)
 
 
-def test_target_limits_of_a_bundle_seen_at_one_length():
+def test_target_limits_of_a_bundle_seen_at_one_value_and_of_negative_values():
     from types import SimpleNamespace
 
-    one = SimpleNamespace(attribute_range=lambda bundle: (80.0, 80.0))
-    assert target_limits(one, "X") == pytest.approx((78.0, 82.0))
+    def model(low, high, attribute_name="length"):
+        return SimpleNamespace(
+            attribute_name=attribute_name, attribute_range=lambda bundle: (low, high)
+        )
+
+    # one value: a tenth of it as the width (1 at 0)
+    assert target_limits(model(80.0, 80.0), "X") == pytest.approx((78.0, 82.0))
+    assert target_limits(model(0.0, 0.0, "score"), "X") == pytest.approx((-0.25, 0.25))
+    # an attribute of negative values: the message gives the accepted range
+    with pytest.raises(AAETractError) as info:
+        check_target(model(-2.0, 2.0, "score"), "X", -4.0)
+    assert "(-2 to 2)" in str(info.value) and "at -3 to 3 (" in str(info.value)
+    with pytest.raises(AAETractError, match="not finite"):
+        check_target(model(-2.0, 2.0, "score"), "X", float("nan"), None)
 
 
 def test_a_missed_request_is_reported(model, caplog):

@@ -326,7 +326,12 @@ def test_render_comparison_two_panels(tmp_path, renderer_ready, synthetic_bundle
     real = synthetic_bundles["AF_L"]
     generated = _arcs(25, (-35, 0, 0), 35, seed=7)
     out = viz.render_comparison(
-        real, generated, tmp_path / "cmp.png", bundle="AF_L", size=(900, 450)
+        real,
+        generated,
+        tmp_path / "cmp.png",
+        bundle="AF_L",
+        size=(900, 450),
+        generated_label="generated, median 55.0 mm",  # also through the child
     )
     img = _assert_not_blank(out)
     assert img.shape == (450, 900, 3)

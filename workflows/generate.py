@@ -453,9 +453,10 @@ def _requests(net, bundles, lengths, values, model_path, ages=()):
     targets = lengths or values
     requests = []
     for name in bundles:
-        chosen = targets or [
-            round(net.metadata.bundle_stats[name]["attribute"]["p50"], 1)
-        ]
+        # the median, rounded for the file name but kept within the seen range
+        low, high = net.attribute_range(name)
+        median = round(net.metadata.bundle_stats[name]["attribute"]["p50"], 1)
+        chosen = targets or [min(max(median, low), high)]
         requests.extend((name, v) for v in chosen)
     return requests
 
