@@ -620,11 +620,11 @@ def _bar(ax, x, value, width, *, text_color=None, upright=False, **style):
     )
 
 
-def _draw_bars(ax, groups, with_reference):
-    """The model's bars (and the reference's beside them); their heights."""
+def _draw_bars(ax, groups, with_reference, paired):
+    """The model's bars (and the reference's beside them); their heights.
+    ``paired``: some bar has a reference bar beside it (values upright)."""
     width = 0.38 if with_reference else 0.6
     offset = -width / 2 if with_reference else 0.0
-    paired = with_reference and _has_reference(groups)
     heights = []
     for x, (_, value, ref_value, color) in enumerate(groups):
         value, ref_value = _as_number(value), _as_number(ref_value)
@@ -656,7 +656,8 @@ def _has_reference(groups):
 def _draw_metric(ax, name, groups, *, with_reference):
     """One metric's panel: bars, ideal value, limits and title."""
     label, better, limits = _METRICS.get(name, (name.replace("_", " "), "", None))
-    heights = _draw_bars(ax, groups, with_reference)
+    paired = with_reference and _has_reference(groups)
+    heights = _draw_bars(ax, groups, with_reference, paired)
     by_bundle = len(groups) > 1
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(
@@ -676,7 +677,6 @@ def _draw_metric(ax, name, groups, *, with_reference):
     if limits is not None:  # bounded metric: show its upper bound
         high = max(high, limits[1])
     # room for the values written above (upright ones, beside a reference, are taller)
-    paired = with_reference and _has_reference(groups)
     pad = (0.25 if paired else 0.12) * (high - low or 1.0)
     if not heights:  # every value n/a: the labels above a centred zero line
         low, high, pad = -0.5, 0.5, 0.0

@@ -122,9 +122,7 @@ def _tensorflow_installed():
 
 def _needs_child():
     """Whether pictures must be made in a child process (see above)."""
-    return os.environ.get(_CHILD_ENV) != "1" and (
-        "tensorflow" in sys.modules or _tensorflow_installed()
-    )
+    return os.environ.get(_CHILD_ENV) != "1" and _tensorflow_installed()
 
 
 def _render_in_child(kind, groups, out_png, options):

@@ -70,9 +70,7 @@ def real_bundle_files(model, bundle, real=None):
     if real:
         found = find_bundles(real)
         if len(found) == 1 and Path(real[0]).is_file():
-            other = found[0].bundle != bundle and found[0].bundle in set(
-                getattr(model, "bundle_names", ())
-            )
+            other = found[0].bundle != bundle and found[0].bundle in model.bundle_names
             return [] if other else [found[0].path]
         return [f.path for f in found if f.bundle == bundle][:MAX_REAL_FILES]
     files = [Path(p) for p in model.metadata.training.get("inputs", [])]
